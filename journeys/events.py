@@ -1,0 +1,215 @@
+"""The touchpoint event (DESIGN.md wire format) and its validation.
+
+Validation returns a reason instead of raising, because bad input is data: callers
+dead-letter it with the reason and the original bytes. The fast path is orjson plus a
+hand-written check of each rule, so the reasons are stable, precise strings that tests,
+metrics and users can rely on; the pydantic model is the typed result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from journeys.timeutil import datetime_to_ms, ms_to_iso
+
+DEFAULT_CHANNELS: tuple[str, ...] = (
+    "web", "app", "email", "store", "call_center", "chat", "ads", "social", "sms", "push",
+)
+IDENTIFY = "identify"
+
+MAX_EVENT_ID = 128
+MAX_TYPE = 64
+MAX_CHANNEL = 32
+MAX_ID = 128
+MAX_SOURCE = 64
+MAX_PROPERTIES_BYTES = 32 * 1024
+# Event times outside this range are almost always unit mistakes (seconds vs ms).
+MIN_TIME_MS = 946_684_800_000  # 2000-01-01
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01
+
+KNOWN_FIELDS = frozenset(
+    {"event_id", "type", "channel", "occurred_at", "customer_id", "anonymous_id",
+     "source", "properties", "context"}
+)
+
+
+class Touchpoint(BaseModel):
+    """A validated touchpoint. `occurred_at` is epoch milliseconds, UTC."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    type: str
+    channel: str
+    occurred_at: int
+    customer_id: str | None = None
+    anonymous_id: str | None = None
+    source: str | None = None
+    properties: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+
+    @property
+    def identity_key(self) -> str:
+        """The id the event is keyed by before stitching: known customer first."""
+        return self.customer_id or self.anonymous_id or ""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The DESIGN.md JSON shape (ISO-8601 time), for producing to Kafka."""
+        d = self.model_dump()
+        d["occurred_at"] = ms_to_iso(self.occurred_at)
+        return d
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_wire())
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an input was refused; `raw` is the original bytes, kept for the dead letter."""
+
+    reason: str
+    raw: bytes
+    event_id: str | None = None
+
+    def to_dead_letter(self, *, stage: str, received_at_ms: int) -> bytes:
+        return orjson.dumps(
+            {
+                "reason": self.reason,
+                "stage": stage,
+                "event_id": self.event_id,
+                "received_at": ms_to_iso(received_at_ms),
+                "original": self.raw.decode("utf-8", errors="replace"),
+            }
+        )
+
+
+class EventValidator:
+    """Checks raw events against DESIGN.md; reusable and cheap (build once per role)."""
+
+    def __init__(self, channels: Iterable[str] | None = DEFAULT_CHANNELS) -> None:
+        self.channels = frozenset(channels) if channels is not None else None
+
+    def parse(self, raw: bytes | str) -> Touchpoint | Rejection:
+        """Parse one wire message (JSON bytes)."""
+        data = raw.encode() if isinstance(raw, str) else raw
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return Rejection(f"invalid_json: {exc.args[0] if exc.args else exc}", data)
+        return self.validate(obj, data)
+
+    def validate(self, obj: Any, raw: bytes | None = None) -> Touchpoint | Rejection:
+        """Validate an already-decoded JSON object."""
+        if raw is None:
+            try:
+                raw = orjson.dumps(obj, default=str)
+            except TypeError:
+                raw = repr(obj).encode()
+        if not isinstance(obj, Mapping):
+            return Rejection(f"not_an_object: got {type(obj).__name__}", raw)
+        event_id = obj.get("event_id")
+        eid = event_id if isinstance(event_id, str) else None
+        reason = _check(obj, self.channels)
+        if isinstance(reason, str):
+            return Rejection(reason, raw, eid)
+        return reason
+
+
+def _str_field(obj: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise _Reject(f"missing_field: {name} is required")
+        return None
+    if not isinstance(value, str):
+        raise _Reject(f"wrong_type: {name} must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise _Reject(f"empty_field: {name} must not be empty")
+    if len(value) > limit:
+        raise _Reject(f"too_long: {name} has {len(value)} characters, limit {limit}")
+    return value
+
+
+class _Reject(Exception):
+    pass
+
+
+def parse_occurred_at(value: Any) -> int:
+    """ISO-8601 with a zone, or epoch milliseconds; returns epoch ms."""
+    if isinstance(value, bool) or value is None:
+        raise _Reject("missing_field: occurred_at is required" if value is None else
+                      "bad_timestamp: occurred_at must be ISO-8601 or epoch milliseconds")
+    if isinstance(value, int | float):
+        ms = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            ms = int(text)
+        else:
+            try:
+                dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise _Reject(f"bad_timestamp: occurred_at {value!r} is not ISO-8601") from None
+            if dt.tzinfo is None:
+                raise _Reject(f"bad_timestamp: occurred_at {value!r} has no time zone")
+            ms = datetime_to_ms(dt)
+    else:
+        raise _Reject("bad_timestamp: occurred_at must be ISO-8601 or epoch milliseconds")
+    if not MIN_TIME_MS <= ms < MAX_TIME_MS:
+        raise _Reject(
+            f"bad_timestamp: occurred_at {value!r} is outside 2000..2100 "
+            "(epoch seconds instead of milliseconds?)"
+        )
+    return ms
+
+
+def _check(obj: Mapping[str, Any], channels: frozenset[str] | None) -> Touchpoint | str:
+    try:
+        event_id = _str_field(obj, "event_id", MAX_EVENT_ID, True)
+        etype = _str_field(obj, "type", MAX_TYPE, True)
+        channel = _str_field(obj, "channel", MAX_CHANNEL, True)
+        if channels is not None and channel not in channels:
+            raise _Reject(f"unknown_channel: {channel!r} is not one of {sorted(channels)}")
+        occurred_at = parse_occurred_at(obj.get("occurred_at"))
+        customer_id = _str_field(obj, "customer_id", MAX_ID, False) or None
+        anonymous_id = _str_field(obj, "anonymous_id", MAX_ID, False) or None
+        if customer_id is None and anonymous_id is None:
+            raise _Reject("missing_identity: customer_id or anonymous_id is required")
+        source = _str_field(obj, "source", MAX_SOURCE, False)
+        properties = obj.get("properties")
+        if properties is None:
+            properties = {}
+        elif not isinstance(properties, Mapping):
+            raise _Reject("wrong_type: properties must be a JSON object")
+        elif properties:
+            size = len(orjson.dumps(properties))
+            if size > MAX_PROPERTIES_BYTES:
+                raise _Reject(
+                    f"too_large: properties is {size} bytes, limit {MAX_PROPERTIES_BYTES}"
+                )
+        context = obj.get("context")
+        if context is None:
+            context = {}
+        elif not isinstance(context, Mapping):
+            raise _Reject("wrong_type: context must be a JSON object")
+    except _Reject as exc:
+        return str(exc)
+    except TypeError as exc:  # e.g. properties holding values orjson cannot encode
+        return f"wrong_type: {exc}"
+    return Touchpoint.model_construct(
+        event_id=event_id,
+        type=etype,
+        channel=channel,
+        occurred_at=occurred_at,
+        customer_id=customer_id,
+        anonymous_id=anonymous_id,
+        source=source,
+        properties=dict(properties),
+        context=dict(context),
+    )

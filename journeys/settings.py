@@ -1,0 +1,141 @@
+"""One frozen settings object per role, built once at the entry point and passed down.
+
+Values come from (highest first): explicit keyword arguments (CLI options), environment
+variables (names in journeys.envvars), an optional settings file, defaults. Nothing is
+read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from journeys import envvars
+from journeys.events import DEFAULT_CHANNELS
+from journeys.timeutil import parse_duration_ms
+
+
+class KafkaConfig(BaseModel):
+    """Where the broker is and what the topics are called (names derive from a prefix)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(default="journeys", pattern=r"^[A-Za-z0-9._\-]{1,100}$")
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+
+    @property
+    def raw_topic(self) -> str:
+        return f"{self.topic_prefix}.touchpoints"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic_prefix}.dead-letter"
+
+    @property
+    def by_customer_topic(self) -> str:
+        """Internal repartition topic: touchpoints keyed by the stitched customer."""
+        return f"{self.topic_prefix}.by-customer"
+
+    @property
+    def closed_journeys_topic(self) -> str:
+        return f"{self.topic_prefix}.journeys-closed"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
+
+    def all_topics(self) -> tuple[str, ...]:
+        return (
+            self.raw_topic,
+            self.dead_letter_topic,
+            self.by_customer_topic,
+            self.closed_journeys_topic,
+            self.alerts_topic,
+        )
+
+
+class WarehouseConfig(BaseModel):
+    """Which ClickHouse: the embedded engine (chdb, default) or a server."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: Literal["chdb", "server"] = "chdb"
+    path: Path = Path(".journeys/warehouse")
+    host: str = "127.0.0.1"
+    port: int = 9000
+    database: str = Field(default="journeys", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    user: str = "default"
+    password: SecretStr = SecretStr("")
+
+
+class _RoleSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=envvars.PREFIX,
+        env_nested_delimiter=envvars.NESTED,
+        frozen=True,
+        extra="ignore",
+    )
+
+    definitions_path: Path | None = None
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    data_dir: Path = Path(".journeys")
+
+    @classmethod
+    def build(cls, **overrides: Any) -> Any:
+        """Build from env (+ settings file named by JOURNEYS_SETTINGS_FILE) and overrides."""
+        env_file = os.environ.get(envvars.SETTINGS_FILE)
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return cls(_env_file=env_file, **clean)  # type: ignore[call-arg]
+
+
+class WarehouseRole(_RoleSettings):
+    """Anything that only needs the warehouse (migrate, reports)."""
+
+    warehouse: WarehouseConfig = WarehouseConfig()
+
+
+class WorkerSettings(WarehouseRole):
+    """The stream worker (Faust)."""
+
+    kafka: KafkaConfig = KafkaConfig()
+    app_id: str = "journeys-worker"
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    flush_max_events: int = Field(default=5000, ge=1)
+    allowed_lateness_ms: int = Field(default=300_000, ge=0)
+    web_port: int = 6066
+    web_enabled: bool = False
+
+    @field_validator("allowed_lateness_ms", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> int:
+        return parse_duration_ms(v)
+
+
+class ApiSettings(WarehouseRole):
+    """The query API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class CollectorSettings(_RoleSettings):
+    """The HTTP collector."""
+
+    kafka: KafkaConfig = KafkaConfig()
+    host: str = "127.0.0.1"
+    port: int = 8001
+    max_batch: int = Field(default=1000, ge=1, le=10_000)
+
+
+class EmbeddedSettings(WorkerSettings):
+    """`journeys demo` / `journeys up`: every role in one process, local broker, chdb."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    broker_port: int = 0  # 0 = pick a free port
