@@ -1,0 +1,32 @@
+"""Liveness, readiness (warehouse answers) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from api.deps import ApiState, state
+from api.metrics import render_metrics
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Ready to answer queries (the warehouse responds)")
+async def readyz(st: Annotated[ApiState, Depends(state)]) -> JSONResponse:
+    ok = await to_thread.run_sync(st.warehouse.ping)
+    body = {"status": "ready" if ok else "unavailable", "warehouse": ok,
+            "definitions_version": st.definitions.version}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+async def metrics(st: Annotated[ApiState, Depends(state)]) -> PlainTextResponse:
+    return PlainTextResponse(render_metrics(st.metrics), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,119 @@
+"""Every rejection reason of the DESIGN.md event rules, and the accepted shapes."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from journeys.events import EventValidator, Rejection, Touchpoint
+
+GOOD = {
+    "event_id": "e-1",
+    "type": "product_view",
+    "channel": "web",
+    "occurred_at": "2026-03-01T10:00:00+01:00",
+    "anonymous_id": "anon-1",
+}
+V = EventValidator()
+
+
+def parse(**changes: object) -> Touchpoint | Rejection:
+    body = {**GOOD, **changes}
+    body = {k: v for k, v in body.items() if v is not _DROP}
+    return V.parse(orjson.dumps(body))
+
+
+_DROP = object()
+
+
+def test_good_event_parses_with_epoch_ms() -> None:
+    ev = parse()
+    assert isinstance(ev, Touchpoint)
+    assert ev.occurred_at == 1772355600000  # 09:00Z
+    assert ev.identity_key == "anon-1"
+
+
+def test_epoch_millis_and_numeric_string_accepted() -> None:
+    assert parse(occurred_at=1772355600000).occurred_at == 1772355600000  # type: ignore[union-attr]
+    assert parse(occurred_at="1772355600000").occurred_at == 1772355600000  # type: ignore[union-attr]
+
+
+def test_customer_id_preferred_as_identity() -> None:
+    ev = parse(customer_id="c-9")
+    assert isinstance(ev, Touchpoint) and ev.identity_key == "c-9"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"event_id": _DROP}, "missing_field: event_id"),
+        ({"type": _DROP}, "missing_field: type"),
+        ({"channel": _DROP}, "missing_field: channel"),
+        ({"occurred_at": _DROP}, "missing_field: occurred_at"),
+        ({"event_id": ""}, "empty_field: event_id"),
+        ({"type": "   "}, "empty_field: type"),
+        ({"event_id": 12}, "wrong_type: event_id"),
+        ({"customer_id": 5}, "wrong_type: customer_id"),
+        ({"event_id": "x" * 129}, "too_long: event_id"),
+        ({"type": "t" * 65}, "too_long: type"),
+        ({"channel": "c" * 33}, "too_long: channel"),
+        ({"anonymous_id": "a" * 129}, "too_long: anonymous_id"),
+        ({"source": "s" * 65}, "too_long: source"),
+        ({"channel": "carrier_pigeon"}, "unknown_channel"),
+        ({"occurred_at": "yesterday"}, "bad_timestamp"),
+        ({"occurred_at": "2026-03-01T10:00:00"}, "bad_timestamp: occurred_at '2026-03-01T10:00:00' has no time zone"),
+        ({"occurred_at": 1772355600}, "bad_timestamp"),  # seconds, not ms
+        ({"occurred_at": True}, "bad_timestamp"),
+        ({"occurred_at": [1]}, "bad_timestamp"),
+        ({"anonymous_id": _DROP}, "missing_identity"),
+        ({"anonymous_id": None, "customer_id": None}, "missing_identity"),
+        ({"properties": [1, 2]}, "wrong_type: properties"),
+        ({"properties": {"blob": "x" * 40_000}}, "too_large: properties"),
+        ({"context": "web"}, "wrong_type: context"),
+    ],
+)
+def test_rejection_reasons(changes: dict[str, object], reason: str) -> None:
+    result = parse(**changes)
+    assert isinstance(result, Rejection), result
+    assert result.reason.startswith(reason), result.reason
+    assert result.raw  # original bytes kept for the dead letter
+
+
+def test_invalid_json_and_non_object() -> None:
+    bad = V.parse(b"{not json")
+    assert isinstance(bad, Rejection) and bad.reason.startswith("invalid_json")
+    assert bad.raw == b"{not json"
+    arr = V.parse(b"[1,2]")
+    assert isinstance(arr, Rejection) and arr.reason.startswith("not_an_object")
+
+
+def test_dead_letter_keeps_reason_and_original() -> None:
+    bad = V.parse(b'{"event_id": "e-2"}')
+    assert isinstance(bad, Rejection)
+    dl = orjson.loads(bad.to_dead_letter(stage="validate", received_at_ms=1772355600000))
+    assert dl["reason"].startswith("missing_field: type")
+    assert dl["original"] == '{"event_id": "e-2"}'
+    assert dl["event_id"] == "e-2"
+    assert dl["stage"] == "validate"
+
+
+def test_channel_list_is_configurable() -> None:
+    custom = EventValidator(channels=["kiosk"])
+    assert isinstance(custom.validate({**GOOD, "channel": "kiosk"}), Touchpoint)
+    assert isinstance(custom.validate(GOOD), Rejection)
+    assert isinstance(EventValidator(channels=None).validate({**GOOD, "channel": "x"}), Touchpoint)
+
+
+def test_wire_round_trip() -> None:
+    ev = parse(properties={"sku": "A1"}, context={"country": "DE"}, customer_id="c")
+    assert isinstance(ev, Touchpoint)
+    again = V.parse(ev.to_json())
+    assert again == ev
+
+
+@given(st.dictionaries(st.text(max_size=8), st.none() | st.integers() | st.text(max_size=8)))
+def test_validator_never_raises(obj: dict[str, object]) -> None:
+    assert isinstance(V.validate(obj), Touchpoint | Rejection)
+    assert isinstance(V.validate({**GOOD, **obj}), Touchpoint | Rejection)

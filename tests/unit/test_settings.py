@@ -1,0 +1,52 @@
+"""Settings: env names documented in journeys.envvars really map to fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from journeys import envvars
+from journeys.settings import ApiSettings, CollectorSettings, EmbeddedSettings, WorkerSettings
+
+
+def test_every_documented_env_var_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = {
+        envvars.KAFKA_BOOTSTRAP_SERVERS: ("127.0.0.1:1234", lambda s: s.kafka.bootstrap_servers),
+        envvars.KAFKA_TOPIC_PREFIX: ("t9", lambda s: s.kafka.topic_prefix),
+        envvars.KAFKA_PARTITIONS: ("7", lambda s: s.kafka.partitions),
+        envvars.WAREHOUSE_BACKEND: ("server", lambda s: s.warehouse.backend),
+        envvars.WAREHOUSE_PORT: ("9123", lambda s: s.warehouse.port),
+        envvars.WAREHOUSE_DATABASE: ("db9", lambda s: s.warehouse.database),
+        envvars.WORKER_APP_ID: ("w9", lambda s: s.app_id),
+        envvars.WORKER_FLUSH_MAX_EVENTS: ("77", lambda s: s.flush_max_events),
+        envvars.WORKER_ALLOWED_LATENESS: ("2m", lambda s: s.allowed_lateness_ms),
+        envvars.DATA_DIR: ("/tmp/x9", lambda s: str(s.data_dir)),
+    }
+    for name, (value, _) in samples.items():
+        monkeypatch.setenv(name, value)
+    s = WorkerSettings.build()
+    got = {name: get(s) for name, (_, get) in samples.items()}
+    assert got[envvars.KAFKA_BOOTSTRAP_SERVERS] == "127.0.0.1:1234"
+    assert got[envvars.KAFKA_PARTITIONS] == 7
+    assert got[envvars.WAREHOUSE_BACKEND] == "server"
+    assert got[envvars.WAREHOUSE_PORT] == 9123
+    assert got[envvars.WORKER_FLUSH_MAX_EVENTS] == 77
+    assert got[envvars.WORKER_ALLOWED_LATENESS] == 120_000
+    assert got[envvars.DATA_DIR] == "/tmp/x9"
+    assert s.kafka.raw_topic == "t9.touchpoints"
+
+
+def test_settings_are_frozen_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(envvars.HTTP_PORT, "9999")
+    s = ApiSettings.build(port=8123)
+    assert s.port == 8123
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
+        s.port = 1  # type: ignore[misc]
+    assert CollectorSettings.build().max_batch == 1000
+    assert EmbeddedSettings.build().warehouse.backend == "chdb"
+
+
+def test_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "journeys.env"
+    f.write_text("JOURNEYS_KAFKA__TOPIC_PREFIX=fromfile\n")
+    monkeypatch.setenv(envvars.SETTINGS_FILE, str(f))
+    assert WorkerSettings.build().kafka.topic_prefix == "fromfile"
