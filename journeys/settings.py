@@ -131,6 +131,13 @@ class CollectorSettings(_RoleSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     max_batch: int = Field(default=1000, ge=1, le=10_000)
+    # source name -> write key; empty disables auth (fine on 127.0.0.1, not in public).
+    write_keys: dict[str, SecretStr] = {}
+    cors_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Unconfirmed records before answering 503 (kafka-python 3.x has no buffer bound).
+    max_pending: int = Field(default=100_000, ge=1)
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class EmbeddedSettings(WorkerSettings):

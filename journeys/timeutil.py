@@ -38,7 +38,7 @@ def ms_to_datetime(ms: int) -> datetime:
 def datetime_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)
 
 
 def ms_to_iso(ms: int) -> str:

@@ -2,8 +2,297 @@
 
 from __future__ import annotations
 
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+_KAFKA = typer.Option(None, "--bootstrap-servers", "-b",
+                      help="Kafka bootstrap servers (default: settings/env)")
+_PREFIX = typer.Option(None, "--topic-prefix", help="topic name prefix (default: settings)")
+
+
+def _settings(bootstrap: str | None, prefix: str | None, **fields: Any) -> Any:
+    """CollectorSettings from env/file, with the CLI's Kafka overrides merged in."""
+    from journeys.settings import CollectorSettings
+
+    base = CollectorSettings.build(**fields)
+    update = {k: v for k, v in (("bootstrap_servers", bootstrap), ("topic_prefix", prefix)) if v}
+    if not update:
+        return base
+    kafka = type(base.kafka)(**{**base.kafka.model_dump(), **update})
+    return base.model_copy(update={"kafka": kafka})
+
+
+def _ensure_topics(kafka: Any, *, required: bool = True) -> None:
+    """Create the product's topics if the raw topic is missing (Tansu would auto-create
+    it with 4 partitions); leave existing topics alone whatever their partition count."""
+    from deploy.topics import ensure_journey_topics, topic_partitions
+    from journeys.errors import ServiceUnavailable
+
+    try:
+        have = topic_partitions(kafka.bootstrap_servers,
+                                [kafka.raw_topic, kafka.dead_letter_topic], timeout_s=10)
+        if len(have) < 2:
+            ensure_journey_topics(kafka, timeout_s=30)
+    except ServiceUnavailable:
+        if required:
+            raise
+        err.print(f"[yellow]warning:[/] Kafka at {kafka.bootstrap_servers} is not reachable "
+                  "yet; answering 503 until it is")
+
+
+def _progress(unit: str) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TextColumn("{task.fields[rows]:>10,} " + unit + " [cyan]{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+
+
+def _rate(rows: int, started: float) -> str:
+    elapsed = time.perf_counter() - started
+    return f"{rows / elapsed:,.0f}/s" if elapsed > 0.2 else ""
+
+
+def _parse_start(text: str | None, duration_ms: int) -> int | None:
+    """ISO-8601 time, or a relative '-3d' (ago); None means now − duration."""
+    from journeys.timeutil import datetime_to_ms, now_ms, parse_duration_ms
+
+    if text is None:
+        return None
+    if text.startswith("-"):
+        return (now_ms() - parse_duration_ms(text[1:])) // 60_000 * 60_000
+    try:
+        return datetime_to_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        raise typer.BadParameter(f"--start {text!r}: use ISO-8601 or e.g. -3d") from None
 
 
 def register(app: typer.Typer) -> None:
     """Attach the ingest commands to the CLI."""
+
+    @app.command()
+    def ingest(
+        files: Annotated[list[Path], typer.Argument(
+            help="CSV, JSONL or Parquet files", exists=True, dir_okay=False, readable=True)],
+        fmt: str = typer.Option(None, "--format", help="csv, jsonl or parquet (default: "
+                                "from the file name)"),
+        event_id_column: str = typer.Option("event_id", help="column with a unique event "
+                                            "id; if absent, ids derive from row content"),
+        customer_column: str = typer.Option("customer_id", help="known-customer id column"),
+        anonymous_column: str = typer.Option("anonymous_id", help="device/cookie id column"),
+        type_column: str = typer.Option("type", help="event type column"),
+        time_column: str = typer.Option("occurred_at", help="event time column"),
+        channel_column: str = typer.Option("channel", help="channel column"),
+        source_column: str = typer.Option("source", help="source system column"),
+        event_type: str = typer.Option(None, "--type", help="one event type for every row"),
+        channel: str = typer.Option(None, help="one channel for every row (e.g. store)"),
+        source: str = typer.Option(None, help="one source for every row"),
+        timezone: str = typer.Option("UTC", help="zone of times written without one"),
+        time_format: str = typer.Option(None, help="strptime format, e.g. '%d/%m/%Y %H:%M'"),
+        time_unit: str = typer.Option("ms", help="unit of numeric times: ms or s"),
+        extra_columns: str = typer.Option("properties", help="unmapped columns go to "
+                                          "'properties' or are 'ignore'd"),
+        delimiter: str = typer.Option(",", help="CSV delimiter"),
+        chunk_rows: int = typer.Option(10_000, min=100, help="rows per chunk (memory bound)"),
+        rejects: Annotated[Path | None, typer.Option(
+            help="directory for <file>.rejected.jsonl (default: current directory)")] = None,
+        dry_run: bool = typer.Option(False, help="validate only; send nothing"),
+        jobs: int = typer.Option(1, min=1, help="files imported in parallel processes"),
+        bootstrap_servers: str = _KAFKA,
+        topic_prefix: str = _PREFIX,
+    ) -> None:
+        """Import touchpoints from CSV/JSONL/Parquet files onto the raw topic.
+
+        Bad rows are reported, written to a rejects file and dead-lettered.
+        Exits 1 if no row at all was accepted.
+        """
+        from ingest.mapping import ColumnMapping
+        from ingest.parallel import import_files
+
+        settings = _settings(bootstrap_servers, topic_prefix)
+        if time_unit not in ("ms", "s") or extra_columns not in ("properties", "ignore"):
+            raise typer.BadParameter("--time-unit is ms or s; --extra-columns is "
+                                     "properties or ignore")
+        mapping = ColumnMapping(
+            event_id=event_id_column or None, type=type_column, channel=channel_column,
+            occurred_at=time_column, customer_id=customer_column or None,
+            anonymous_id=anonymous_column or None, source=source_column or None,
+            constant_type=event_type, constant_channel=channel, constant_source=source,
+            timezone=timezone, time_format=time_format, time_unit=time_unit,  # type: ignore[arg-type]
+            extra_columns=extra_columns)  # type: ignore[arg-type]
+        if not dry_run:
+            _ensure_topics(settings.kafka)
+        started = time.perf_counter()
+        with _progress("rows") as progress:
+            tasks = {i: progress.add_task(p.name, total=None, rows=0, rate="")
+                     for i, p in enumerate(files)}
+
+            def update(index: int, rows: int, done: int, total: int | None) -> None:
+                progress.update(tasks[index], completed=done, total=total, rows=rows,
+                                rate=_rate(rows, started))
+
+            reports = import_files(files, settings, mapping, fmt=fmt, delimiter=delimiter,
+                                   chunk_rows=chunk_rows, rejects_dir=rejects,
+                                   dry_run=dry_run, jobs=jobs, on_progress=update)
+        accepted = sum(r.accepted for r in reports)
+        for r in reports:
+            line = (f"{r.path.name}: {r.rows:,} rows, [green]{r.accepted:,} accepted[/], "
+                    f"[red]{r.rejected:,} rejected[/] in {r.seconds:.1f}s "
+                    f"({r.rows_per_s:,.0f} rows/s)")
+            out.print(line + (" — dry run, nothing sent" if dry_run else ""))
+            if r.rejected:
+                codes = ", ".join(f"{code} ×{n}" for code, n in r.reasons.most_common())
+                out.print(f"  rejected: {codes}")
+                for row, reason in r.first_rejections:
+                    out.print(f"    row {row}: {reason}")
+                where = "" if dry_run else f" and to topic {settings.kafka.dead_letter_topic}"
+                out.print(f"  all rejected rows: {r.rejects_path}{where}")
+        if accepted == 0:
+            err.print("[bold red]error:[/] no row was accepted")
+            raise typer.Exit(1)
+
+    @app.command()
+    def generate(
+        out_file: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="write to a .jsonl/.csv/.parquet file instead of the raw "
+            "topic")] = None,
+        seed: int = typer.Option(42, help="same seed and start → same events"),
+        start: str = typer.Option(None, help="first event time: ISO-8601 or relative like "
+                                  "-3d (default: now − duration)"),
+        duration: str = typer.Option("1d", help="time span of the traffic, e.g. 3d, 90m"),
+        visitors_per_hour: float = typer.Option(200.0, "--visitors-per-hour", "-v",
+                                                help="mean visits per hour (daily cycle)"),
+        max_events: int = typer.Option(None, help="stop after this many events"),
+        story: Annotated[list[str] | None, typer.Option(
+            help="inject a story: KIND@OFFSET+DURATION[,share=0.8][,channel=app]; kinds: "
+            "checkout_loop, payment_incident, call_center_switch")] = None,
+        demo_stories: bool = typer.Option(False, "--demo-stories", help="one of each story "
+                                          "on the last day"),
+        live: bool = typer.Option(False, help="start now and send each event at its time"),
+        rate: float = typer.Option(0.0, help="max events/s to the topic (0: unlimited)"),
+        id_prefix: str = typer.Option("", help="prefix for customer/anonymous ids"),
+        bootstrap_servers: str = _KAFKA,
+        topic_prefix: str = _PREFIX,
+    ) -> None:
+        """Synthetic multi-channel traffic with identity links and known stories."""
+        from ingest import generator as g
+        from journeys.timeutil import now_ms, parse_duration_ms
+
+        try:
+            span = parse_duration_ms(duration)
+            stories = tuple(g.parse_story(s) for s in story or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if demo_stories:
+            stories += g.demo_stories(span)
+        config = g.GeneratorConfig(
+            seed=seed, start_ms=now_ms() if live else _parse_start(start, span),
+            duration_ms=span, visitors_per_hour=visitors_per_hour, max_events=max_events,
+            stories=stories, id_prefix=id_prefix)
+        for s, begin, end in g.story_windows(config):
+            err.print(f"story {s.kind} at {s.target_step}"
+                      f"{' on ' + s.channel if s.channel else ''}: "
+                      f"{datetime.fromtimestamp(begin / 1000).isoformat(timespec='minutes')} → "
+                      f"{datetime.fromtimestamp(end / 1000).isoformat(timespec='minutes')}")
+        events = g.generate_events(config)
+        started = time.perf_counter()
+        with _progress("events") as progress:
+            task = progress.add_task("generate", total=max_events, rows=0, rate="")
+            count = [0]
+
+            def advance(n: int) -> None:
+                count[0] += n
+                progress.update(task, advance=n, rows=count[0], rate=_rate(count[0], started))
+
+            if out_file is not None:
+                from ingest.writers import write_events
+
+                n = write_events(events, out_file, on_chunk=advance)
+                err.print(f"wrote {n:,} events to {out_file}")
+                return
+            from ingest.importer import send_events
+            from ingest.producer import ProducerTuning, TouchpointProducer
+
+            settings = _settings(bootstrap_servers, topic_prefix)
+            _ensure_topics(settings.kafka)
+            producer = TouchpointProducer(settings.kafka, ProducerTuning.for_bulk(),
+                                          client_id="journeys-generate")
+            try:
+                report = send_events(events, producer, on_progress=advance,
+                                     pace=_pacer(live, rate))
+            finally:
+                producer.close()
+        err.print(f"sent {report.accepted:,} events to {settings.kafka.raw_topic} "
+                  f"({report.rows_per_s:,.0f}/s)")
+
+    @app.command()
+    def collector(
+        host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
+        port: int = typer.Option(None, help="port (default 8001)"),
+        workers: int = typer.Option(1, min=1, help="processes, each with its own producer"),
+        access_log: bool = typer.Option(False, help="log every request"),
+        bootstrap_servers: str = _KAFKA,
+        topic_prefix: str = _PREFIX,
+    ) -> None:
+        """HTTP collector: POST /v1/events → raw topic (503 + Retry-After if Kafka is down)."""
+        import uvicorn
+
+        from journeys import envvars
+
+        settings = _settings(bootstrap_servers, topic_prefix, host=host, port=port)
+        _ensure_topics(settings.kafka, required=False)
+        keys = "write keys for " + ", ".join(settings.write_keys) if settings.write_keys \
+            else "[yellow]no write keys: anyone may post[/]"
+        err.print(f"collector on http://{settings.host}:{settings.port}/v1/events → "
+                  f"{settings.kafka.raw_topic} at {settings.kafka.bootstrap_servers}; {keys}")
+        if workers == 1:
+            from ingest.collector import create_collector_app
+
+            uvicorn.run(create_collector_app(settings), host=settings.host, port=settings.port,
+                        access_log=access_log, log_level="info")
+            return
+        # Worker processes build their settings from the environment: pass overrides on.
+        os.environ[envvars.KAFKA_BOOTSTRAP_SERVERS] = settings.kafka.bootstrap_servers
+        os.environ[envvars.KAFKA_TOPIC_PREFIX] = settings.kafka.topic_prefix
+        uvicorn.run("ingest.collector:app_from_env", factory=True, host=settings.host,
+                    port=settings.port, workers=workers, access_log=access_log,
+                    log_level="info")
+
+
+def _pacer(live: bool, rate: float) -> Any:
+    """Sleep so events go out at their event time (live) and/or at most `rate` per second."""
+    if not live and rate <= 0:
+        return None
+    from journeys.events import parse_occurred_at
+
+    started = time.perf_counter()
+    sent = [0]
+
+    def pace(event: dict[str, Any]) -> None:
+        if live:
+            wait = parse_occurred_at(event["occurred_at"]) / 1000 - time.time()
+            if wait > 0:
+                time.sleep(wait)
+        if rate > 0:
+            sent[0] += 1
+            ahead = sent[0] / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    return pace
+

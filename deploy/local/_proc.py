@@ -27,8 +27,21 @@ from journeys.errors import LauncherError
 
 LOCALHOST = "127.0.0.1"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LIVE: set[ManagedProcess] = set()  # strong refs: an unreferenced launcher is still stopped
+# Everything to stop at interpreter exit, newest last. Strong references on purpose: a
+# launcher nobody refers to any more is still stopped (and its temp dir removed).
+_LIVE: dict[int, Callable[[], object]] = {}
 _LIVE_LOCK = threading.Lock()
+
+
+def track(owner: object, stop: Callable[[], object]) -> None:
+    """Call `stop` at interpreter exit unless `untrack(owner)` happens first."""
+    with _LIVE_LOCK:
+        _LIVE[id(owner)] = stop
+
+
+def untrack(owner: object) -> None:
+    with _LIVE_LOCK:
+        _LIVE.pop(id(owner), None)
 
 
 class EarlyExit(LauncherError):
@@ -93,6 +106,11 @@ class WorkDir:
         return self._temp
 
     @property
+    def owned_by_caller(self) -> bool:
+        """True when the caller gave the path (it is kept and may hold wanted data)."""
+        return self._given is not None
+
+    @property
     def path(self) -> Path | None:
         return self._given if self._given is not None else self._temp
 
@@ -145,8 +163,7 @@ class ManagedProcess:
             self._log.close()
             self._log = None
             raise LauncherError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        track(self, lambda: self.stop(timeout=5.0))
 
     def returncode(self) -> int | None:
         """The exit code once the process has ended, else None."""
@@ -201,8 +218,7 @@ class ManagedProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        untrack(self)
         return rc
 
 
@@ -217,7 +233,7 @@ def child_env(drop: Sequence[str] = (), **extra: str) -> dict[str, str]:
 def _stop_all() -> None:
     """Last line of defence: never leave a server running after the interpreter exits."""
     with _LIVE_LOCK:
-        live = list(_LIVE)
-    for proc in live:
+        stops = list(_LIVE.values())
+    for stop in reversed(stops):  # launchers (registered after their process) first
         with contextlib.suppress(Exception):
-            proc.stop(timeout=5.0)
+            stop()

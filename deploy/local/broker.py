@@ -22,6 +22,8 @@ from deploy.local._proc import (
     free_port,
     port_is_free,
     tcp_connects,
+    track,
+    untrack,
 )
 from journeys.errors import LauncherError
 
@@ -118,13 +120,12 @@ class LocalBroker:
         """
         if self.running:
             return self
-        binary = self._resolve_binary()
         # A port picked by us can be taken by someone else before Tansu binds it: retry.
         attempts = 3 if self._port is None else 1
         for attempt in range(1, attempts + 1):
             port = self._choose_port()
             try:
-                self._launch(binary, port)
+                self._launch(self._resolve_binary(), port)
             except EarlyExit:
                 self._workdir.cleanup()
                 if attempt == attempts:
@@ -135,6 +136,7 @@ class LocalBroker:
             else:
                 self._port = port
                 break
+        track(self, self.stop)
         return self
 
     def stop(self) -> int | None:
@@ -147,6 +149,7 @@ class LocalBroker:
             rc = self._process.stop(self.stop_timeout)
             self._process = None
         self._workdir.cleanup()
+        untrack(self)
         return rc
 
     def __enter__(self) -> LocalBroker:

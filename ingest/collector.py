@@ -1,0 +1,390 @@
+"""HTTP collector: `POST /v1/events` for websites, apps and server-side senders.
+
+A 202 means every item is durably in Kafka (acks=all): valid events on the raw topic,
+invalid ones on the dead-letter topic with their reason. When the broker cannot confirm,
+the whole request gets 503 + Retry-After and the client resends it; duplicates are
+harmless because everything downstream deduplicates on event_id.
+
+`CollectorService` holds the logic without FastAPI so the embedded process can mount
+`create_collector_router` next to the query API; `create_collector_app` is the
+standalone role (adds CORS, health and metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+
+from ingest.producer import BrokerUnavailable, Delivery, ProducerTuning, TouchpointProducer
+from journeys.events import EventValidator, Rejection, Touchpoint
+from journeys.settings import CollectorSettings
+
+log = logging.getLogger(__name__)
+STAGE = "collector"
+_PROBE_EVERY = 1.0  # seconds a delivery may wait before the broker is probed
+
+
+class RequestRefused(Exception):
+    """A request-level refusal with its HTTP status (401, 403, 400, 413, 415, 503)."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+@dataclass
+class Prepared:
+    """One request's items after validation, in request order."""
+
+    count: int
+    touchpoints: list[Touchpoint] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    rejected_index: list[int] = field(default_factory=list)
+    accepted_index: list[int] = field(default_factory=list)
+
+
+class CollectorService:
+    """Auth, parsing, validation and producing for POST /v1/events."""
+
+    def __init__(self, settings: CollectorSettings, producer: TouchpointProducer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.validator = EventValidator(settings.channels)
+        self._keys = [(k.get_secret_value().encode(), src) for src, k in
+                      settings.write_keys.items()]
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    # -- request steps --------------------------------------------------------------
+
+    def authorize(self, write_key: str | None) -> str | None:
+        """The source the key belongs to; None when auth is off. 401 if missing/unknown."""
+        if not self._keys:
+            return None
+        if not write_key:
+            raise RequestRefused(401, "a write key is required (Authorization: Bearer <key> "
+                                 "or X-Write-Key)", {"WWW-Authenticate": "Bearer"})
+        given = write_key.encode()
+        source = None
+        for key, src in self._keys:  # compare with every key: no timing hint which matched
+            if hmac.compare_digest(key, given):
+                source = src
+        if source is None:
+            raise RequestRefused(401, "unknown write key", {"WWW-Authenticate": "Bearer"})
+        return source
+
+    def prepare(self, body: bytes, source: str | None) -> Prepared:
+        """Parse and validate the body: one event, a JSON array or {"batch": [...]}."""
+        if not body.strip():
+            raise RequestRefused(400, "empty body: send one event object or a batch array")
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
+        if isinstance(doc, dict) and isinstance(doc.get("batch"), list):
+            items: list[Any] = doc["batch"]
+        elif isinstance(doc, list):
+            items = doc
+        elif isinstance(doc, dict):
+            items = [doc]
+        else:
+            raise RequestRefused(400, f"body must be an event object or an array, "
+                                 f"got {type(doc).__name__}")
+        if not items:
+            raise RequestRefused(400, "empty batch")
+        if len(items) > self.settings.max_batch:
+            raise RequestRefused(413, f"batch of {len(items)} events exceeds the limit of "
+                                 f"{self.settings.max_batch}; split it")
+        prepared = Prepared(count=len(items))
+        for i, item in enumerate(items):
+            if source is not None and isinstance(item, dict):
+                claimed = item.get("source")
+                if claimed is None:
+                    item["source"] = source
+                elif claimed != source:
+                    raise RequestRefused(403, f"item {i}: this write key may only send events "
+                                         f"of source {source!r}, not {claimed!r}")
+            result = self.validator.validate(item)
+            if isinstance(result, Rejection):
+                prepared.rejections.append(result)
+                prepared.rejected_index.append(i)
+            else:
+                prepared.touchpoints.append(result)
+                prepared.accepted_index.append(i)
+        return prepared
+
+    def submit(self, prepared: Prepared) -> tuple[Delivery, list[Rejection]]:
+        """Produce accepted items and dead letters; blocking (run it off the event loop)."""
+        return self.producer.send_batch(prepared.touchpoints, prepared.rejections, stage=STAGE)
+
+    def handle(
+        self, body: bytes, source: str | None
+    ) -> tuple[Prepared, Delivery, list[Rejection]]:
+        """prepare + submit in one call, so a request costs one thread hop."""
+        prepared = self.prepare(body, source)
+        delivery, oversized = self.submit(prepared)
+        return prepared, delivery, oversized
+
+    def response(self, prepared: Prepared, oversized: list[Rejection]) -> dict[str, Any]:
+        errors = [{"index": i, "event_id": r.event_id, "reason": r.reason}
+                  for i, r in zip(prepared.rejected_index, prepared.rejections, strict=True)]
+        if oversized:
+            by_id = {r.event_id: r for r in oversized}
+            for i, tp in zip(prepared.accepted_index, prepared.touchpoints, strict=True):
+                if tp.event_id in by_id:
+                    errors.append({"index": i, "event_id": tp.event_id,
+                                   "reason": by_id[tp.event_id].reason})
+            errors.sort(key=lambda e: e["index"])
+        rejected = len(errors)
+        self.count(accepted=prepared.count - rejected, rejected=rejected)
+        return {"accepted": prepared.count - rejected, "rejected": rejected, "errors": errors}
+
+    # -- metrics --------------------------------------------------------------------
+
+    def count(self, **increments: int) -> None:
+        with self._lock:
+            self.counts.update(increments)
+
+    def metrics(self) -> dict[str, Any]:
+        """Samples in the shape api.metrics.render_metrics takes (embedded /metrics)."""
+        with self._lock:
+            c = dict(self.counts)
+        statuses = {(("status", k[7:]),): v for k, v in c.items() if k.startswith("status_")}
+        return {
+            "journeys_collector_requests_total": statuses,
+            "journeys_collector_events_accepted_total": c.get("accepted", 0),
+            "journeys_collector_events_rejected_total": c.get("rejected", 0),
+            "journeys_collector_pending_records": self.producer.pending,
+        }
+
+
+def render_prometheus(samples: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for name, value in sorted(samples.items()):
+        lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
+        if isinstance(value, dict):
+            for labels, v in sorted(value.items()):
+                inner = ",".join(f'{k}="{val}"' for k, val in labels)
+                lines.append(f"{name}{{{inner}}} {v}")
+        else:
+            lines.append(f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
+# -- HTTP -----------------------------------------------------------------------------
+
+def _write_key(request: Request) -> str | None:
+    """Bearer token, Basic (key as user name, as browser SDKs send it), X-Write-Key,
+    or ?write_key= (navigator.sendBeacon cannot set headers)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return request.headers.get("x-write-key") or request.query_params.get("write_key")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; refuse early on Content-Length, else while streaming."""
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise RequestRefused(415, f"Content-Encoding {encoding!r} is not supported")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestRefused(413, f"body of {declared} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestRefused(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _settled(
+    delivery: Delivery, timeout: float, producer: TouchpointProducer | None = None
+) -> bool:
+    """Await a Delivery from the event loop without tying up a thread.
+
+    Every `_PROBE_EVERY` seconds without an answer the producer probes the broker, so a
+    dead broker costs the waiting clients about a second, not the delivery timeout.
+    """
+    if delivery.done:
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: Delivery) -> None:
+        def _set() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            loop.call_soon_threadsafe(_set)
+
+    delivery.add_done_callback(wake)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), min(left, _PROBE_EVERY))
+            return True
+        except TimeoutError:
+            if producer is not None:
+                await run_in_threadpool(producer.probe_stalled)
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def _unavailable(service: CollectorService, detail: str, retry_after: float) -> Response:
+    seconds = str(max(1, math.ceil(retry_after)))
+    service.count(status_503=1)
+    return _json(503, {"detail": detail, "retry_after": int(seconds)}, {"Retry-After": seconds})
+
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event_id", "type", "channel", "occurred_at"],
+    "properties": {
+        "event_id": {"type": "string", "maxLength": 128},
+        "type": {"type": "string", "maxLength": 64},
+        "channel": {"type": "string", "maxLength": 32},
+        "occurred_at": {"oneOf": [{"type": "string", "format": "date-time"},
+                                  {"type": "integer", "description": "epoch ms"}]},
+        "customer_id": {"type": ["string", "null"], "maxLength": 128},
+        "anonymous_id": {"type": ["string", "null"], "maxLength": 128},
+        "source": {"type": "string", "maxLength": 64},
+        "properties": {"type": "object"},
+        "context": {"type": "object"},
+    },
+}
+_BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA, "maxItems": 1000},
+              {"type": "object", "properties": {"batch": {"type": "array",
+                                                          "items": _EVENT_SCHEMA}}}]}}}}}
+
+
+def create_collector_router(service: CollectorService) -> APIRouter:
+    """The POST /v1/events route alone, for mounting into another app (embedded mode)."""
+    router = APIRouter()
+    timeout = service.producer.tuning.delivery_timeout_ms / 1000 + 2.0
+
+    @router.post(
+        "/v1/events", status_code=202, openapi_extra=_BODY_DOC, tags=["collector"],
+        responses={202: {"description": "every item is in Kafka: accepted ones on the raw "
+                         "topic, rejected ones on the dead-letter topic (see `errors`)"},
+                   401: {"description": "missing or unknown write key"},
+                   403: {"description": "the write key may not send this source"},
+                   413: {"description": "body or batch too large"},
+                   503: {"description": "broker unavailable; retry after Retry-After"}},
+    )
+    async def post_events(request: Request) -> Response:
+        """Accept one touchpoint, a JSON array of them, or {"batch": [...]} (≤ max_batch)."""
+        try:
+            source = service.authorize(_write_key(request))
+            body = await _read_body(request, service.settings.max_body_bytes)
+            prepared, delivery, oversized = await run_in_threadpool(service.handle, body, source)
+        except RequestRefused as exc:
+            service.count(**{f"status_{exc.status}": 1})
+            return _json(exc.status, {"detail": exc.detail}, exc.headers)
+        except BrokerUnavailable as exc:
+            return _unavailable(service, str(exc), exc.retry_after)
+        if not await _settled(delivery, timeout, service.producer) or not delivery.ok:
+            err = service.producer.last_error or delivery.first_error() or "no answer in time"
+            return _unavailable(service, f"the broker did not confirm delivery ({err}); resend "
+                                "the request (duplicates are dropped by event_id)",
+                                service.producer.tuning.retry_after_s)
+        service.count(status_202=1)
+        return _json(202, service.response(prepared, oversized))
+
+    return router
+
+
+def collector_tuning(settings: CollectorSettings) -> ProducerTuning:
+    ms = int(settings.delivery_timeout_s * 1000)
+    return ProducerTuning(delivery_timeout_ms=ms, request_timeout_ms=min(5000, ms),
+                          max_pending=settings.max_pending)
+
+
+def create_collector_app(
+    settings: CollectorSettings, producer: TouchpointProducer | None = None
+) -> FastAPI:
+    """The collector role. A passed-in producer is not closed on shutdown (its owner does)."""
+    owns = producer is None
+    prod = producer or TouchpointProducer(settings.kafka, collector_tuning(settings),
+                                          client_id="journeys-collector")
+    service = CollectorService(settings, prod)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:  # connect early; a broker that is still down only means 503s for now
+            await run_in_threadpool(prod.ensure_available)
+        except BrokerUnavailable as exc:
+            log.warning("collector starting without a broker: %s", exc)
+        if not settings.write_keys:
+            log.warning("no write keys configured: POST /v1/events accepts anyone")
+        try:
+            yield
+        finally:
+            if owns:
+                await run_in_threadpool(prod.close, 5.0)
+
+    app = FastAPI(title="Journey pipeline collector", lifespan=lifespan,
+                  description="Touchpoint intake: POST /v1/events (one event or a batch).")
+    app.state.collector = service
+    app.add_middleware(
+        CORSMiddleware, allow_origins=list(settings.cors_origins),
+        allow_methods=["POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type",
+                                                          "X-Write-Key"],
+        expose_headers=["Retry-After"], max_age=86_400,
+    )
+    app.include_router(create_collector_router(service))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        if await run_in_threadpool(prod.ready):
+            return _json(200, {"status": "ready", "pending": prod.pending})
+        return _json(503, {"status": "broker unavailable", "error": prod.last_error},
+                     {"Retry-After": str(math.ceil(prod.tuning.retry_after_s))})
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        return Response(render_prometheus(service.metrics()), media_type="text/plain")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Zero-argument factory for `uvicorn --factory` / multi-process workers."""
+    return create_collector_app(CollectorSettings.build())

@@ -1,0 +1,387 @@
+"""kafka-python producer for touchpoints: keyed JSON to the raw topic, dead letters,
+delivery confirmation and broker-down detection.
+
+Why a wrapper: kafka-python 3.x has no `buffer_memory` bound, so a producer whose
+broker is gone buffers without limit. This class caps unconfirmed records
+(`max_pending`) and trips a breaker on delivery failures, so the collector answers
+503 + Retry-After instead of growing memory, and rebuilds the client when the broker
+is back (a restarted Tansu broker rejects the old idempotent producer id for good).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+from journeys.errors import ServiceUnavailable
+from journeys.events import Rejection, Touchpoint
+from journeys.settings import KafkaConfig
+from journeys.timeutil import now_ms
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker cannot take records right now; retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1.0, retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerTuning:
+    """Producer options, measured on the local broker (see docs/ingest.md, bench/).
+
+    - acks=all: a 202 from the collector means the record is replicated (acks=0 loses
+      whole batches on Tansu); idempotence on (kafka-python 3.x supports it there) so
+      retries do not duplicate.
+    - gzip: the only codec without extra wheels; it was *faster* than none here
+      (15.5k vs 11k msgs/s) because fewer bytes cross the broker, and it cuts network.
+    - linger 5 ms + 256 KiB batches: a request carries many records without adding
+      visible latency to a 202.
+    - short timeouts: a dead broker shows up as a failed delivery within seconds,
+      which trips the breaker; clients then get 503 instead of a hanging request.
+    """
+
+    acks: str | int = "all"
+    enable_idempotence: bool = True
+    compression_type: str | None = "gzip"
+    linger_ms: int = 5
+    batch_size: int = 256 * 1024
+    max_in_flight_requests_per_connection: int = 5
+    delivery_timeout_ms: int = 10_000
+    request_timeout_ms: int = 5_000
+    max_block_ms: int = 5_000
+    bootstrap_timeout_ms: int = 5_000
+    reconnect_backoff_max_ms: int = 1_000
+    max_request_size: int = 1_048_576
+    # Ours, not kafka-python's: unconfirmed records allowed before refusing more.
+    max_pending: int = 100_000
+    retry_after_s: float = 2.0
+
+    @classmethod
+    def for_bulk(cls) -> ProducerTuning:
+        """Importers and the generator: wait longer instead of failing, bigger batches."""
+        return cls(linger_ms=20, batch_size=1024 * 1024, delivery_timeout_ms=120_000,
+                   request_timeout_ms=30_000, max_block_ms=60_000,
+                   bootstrap_timeout_ms=30_000, max_pending=200_000)
+
+    def client_options(self) -> dict[str, Any]:
+        opts = asdict(self)
+        for ours in ("max_pending", "retry_after_s"):
+            opts.pop(ours)
+        return opts
+
+
+class Delivery:
+    """Completion of a group of sends: done once every record is acked or has failed.
+
+    Callbacks run on the producer's I/O thread, so the collector bridges them to its
+    event loop with `call_soon_threadsafe`; the importer just `wait()`s.
+    """
+
+    def __init__(self, count: int, on_done: Callable[[Delivery], None] | None = None) -> None:
+        self.count = count
+        self.errors: dict[int, BaseException] = {}
+        self._remaining = count
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[Delivery], None]] = [on_done] if on_done else []
+        if count == 0:
+            self._finish()
+
+    def _record(self, index: int, result: Any) -> None:
+        with self._lock:
+            if isinstance(result, BaseException):
+                self.errors[index] = result
+            self._remaining -= 1
+            finished = self._remaining == 0
+        if finished:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._event.set()
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb(self)
+            except Exception:  # a failing observer must not break the I/O thread
+                log.exception("delivery callback failed")
+
+    def add_done_callback(self, fn: Callable[[Delivery], None]) -> None:
+        """Call `fn(self)` once every record is settled (now, if already done)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def ok(self) -> bool:
+        return self.done and not self.errors
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def first_error(self) -> BaseException | None:
+        return next(iter(self.errors.values()), None)
+
+
+def tcp_reachable(bootstrap_servers: str, timeout: float = 0.5) -> bool:
+    """Cheap probe: does any bootstrap address accept a TCP connection?"""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _close_quietly(client: KafkaProducer) -> None:
+    """Abort a dead client: its unsent records fail now instead of at their timeout.
+
+    kafka-python 3.0's close(timeout=0) raises from its flush before it force-closes,
+    leaving the records waiting; so force-close the sender first (private, guarded).
+    """
+    sender = getattr(client, "_sender", None)
+    force = getattr(sender, "force_close", None)
+    if callable(force):
+        force()
+    try:
+        client.close(timeout=1)
+    except Exception as exc:
+        log.debug("closing a dead producer: %s", exc)
+
+
+class TouchpointProducer:
+    """Produces touchpoints (keyed by customer, else anonymous id) and dead letters.
+
+    Thread-safe. The kafka-python client is created lazily and rebuilt after the
+    broker was unreachable, so a collector can start before its broker.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        tuning: ProducerTuning | None = None,
+        *,
+        client_id: str = "journeys-ingest",
+        factory: Callable[..., KafkaProducer] = KafkaProducer,
+    ) -> None:
+        self.kafka = kafka
+        self.tuning = tuning or ProducerTuning()
+        self.client_id = client_id
+        self._factory = factory
+        self._client: KafkaProducer | None = None
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._down_until = 0.0
+        self._last_error: str | None = None
+        self._closed = False
+        self._generation = 0  # bumped per client, so a dead client's failures stay its own
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Records sent but not yet acknowledged or failed."""
+        return self._pending
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    def ensure_available(self, count: int = 0) -> None:
+        """Raise BrokerUnavailable unless `count` more records can be taken now."""
+        now = time.monotonic()
+        if now < self._down_until:
+            raise BrokerUnavailable(
+                f"Kafka at {self.kafka.bootstrap_servers} is unavailable: {self._last_error}",
+                self._down_until - now,
+            )
+        if self._pending and self._pending + count > self.tuning.max_pending:
+            raise BrokerUnavailable(
+                f"{self._pending} records await broker acknowledgement "
+                f"(limit {self.tuning.max_pending}); slow down",
+                self.tuning.retry_after_s,
+            )
+        self._connected_client()
+
+    def ready(self) -> bool:
+        """For /readyz: the breaker is closed and the broker answers TCP."""
+        return time.monotonic() >= self._down_until and tcp_reachable(
+            self.kafka.bootstrap_servers
+        )
+
+    def probe_stalled(self) -> bool:
+        """Called while a delivery is slow: if no broker answers TCP, trip the breaker now
+        (failing the waiting records) instead of waiting out `delivery_timeout_ms`."""
+        if tcp_reachable(self.kafka.bootstrap_servers):
+            return False
+        self._trip(ConnectionRefusedError(f"no broker answers at {self.kafka.bootstrap_servers}"))
+        return True
+
+    def _trip(self, error: BaseException | str, generation: int | None = None) -> None:
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return  # failures of a client already replaced say nothing about the new one
+            stale, self._client = self._client, None
+            self._generation += 1
+        self._last_error = str(error) or type(error).__name__
+        self._down_until = time.monotonic() + self.tuning.retry_after_s
+        if stale is not None:
+            # Pending records fail now (their requests get 503 and are retried);
+            # a fresh client is needed anyway after a broker restart.
+            threading.Thread(target=_close_quietly, args=(stale,), daemon=True).start()
+        log.warning("broker unavailable (%s); refusing for %.1fs", self._last_error,
+                    self.tuning.retry_after_s)
+
+    def _connected_client(self) -> KafkaProducer:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise BrokerUnavailable("producer is closed", self.tuning.retry_after_s)
+            if self._client is None:
+                if not tcp_reachable(self.kafka.bootstrap_servers):
+                    exc: BaseException = ConnectionRefusedError(
+                        f"no broker answers at {self.kafka.bootstrap_servers}")
+                else:
+                    try:
+                        self._client = self._factory(
+                            bootstrap_servers=self.kafka.bootstrap_servers,
+                            client_id=self.client_id,
+                            allow_auto_create_topics=False,  # Tansu would pick 4 partitions
+                            **self.tuning.client_options(),
+                        )
+                        return self._client
+                    except KafkaError as e:
+                        exc = e
+            else:
+                return self._client
+        self._trip(exc)
+        raise BrokerUnavailable(
+            f"Kafka at {self.kafka.bootstrap_servers} is unavailable: {exc}",
+            self.tuning.retry_after_s,
+        )
+
+    # -- producing ------------------------------------------------------------------
+
+    def send_batch(
+        self,
+        touchpoints: Sequence[Touchpoint],
+        rejections: Sequence[Rejection] = (),
+        *,
+        stage: str,
+        headers: Sequence[Headers | None] | None = None,
+        reject_headers: Sequence[Headers | None] | None = None,
+    ) -> tuple[Delivery, list[Rejection]]:
+        """Send touchpoints to the raw topic and rejections to the dead-letter topic.
+
+        Returns one Delivery for all records, and the touchpoints refused by the
+        client itself (record too large), which were dead-lettered in the same
+        delivery. Raises BrokerUnavailable before sending anything when the breaker
+        is open or too much is unconfirmed.
+        """
+        self.ensure_available(len(touchpoints) + len(rejections))
+        client = self._connected_client()
+        raw, dlq = self.kafka.raw_topic, self.kafka.dead_letter_topic
+        received = now_ms()
+        records: list[tuple[str, bytes | None, bytes, Headers | None]] = []
+        oversized: list[Rejection] = []
+        limit = self.tuning.max_request_size - 1024
+        for i, tp in enumerate(touchpoints):
+            value = tp.to_json()
+            hdr = headers[i] if headers else None
+            if len(value) > limit:
+                rej = Rejection(f"too_large: event is {len(value)} bytes, broker limit "
+                                f"{limit}", value[:65_536], tp.event_id)
+                oversized.append(rej)
+                records.append((dlq, None, rej.to_dead_letter(stage=stage,
+                                                              received_at_ms=received), hdr))
+            else:
+                records.append((raw, tp.identity_key.encode(), value, hdr))
+        for i, rej in enumerate(rejections):
+            if len(rej.raw) > limit // 2:
+                rej = Rejection(rej.reason, rej.raw[:65_536], rej.event_id)
+            hdr = reject_headers[i] if reject_headers else None
+            records.append((dlq, None, rej.to_dead_letter(stage=stage, received_at_ms=received),
+                            hdr))
+        return self._send_records(client, records), oversized
+
+    def send_raw(self, topic: str, values: Iterable[tuple[bytes | None, bytes]]) -> Delivery:
+        """Send pre-serialised (key, value) pairs, e.g. generator output, to `topic`."""
+        records = [(topic, k, v, None) for k, v in values]
+        self.ensure_available(len(records))
+        return self._send_records(self._connected_client(), records)
+
+    def _send_records(
+        self, client: KafkaProducer, records: list[tuple[str, bytes | None, bytes, Headers | None]]
+    ) -> Delivery:
+        delivery = Delivery(len(records))
+        if not records:
+            return delivery
+        with self._lock:
+            if client is not self._client:
+                raise BrokerUnavailable(f"Kafka is unavailable: {self._last_error}",
+                                        self.tuning.retry_after_s)
+            self._pending += len(records)
+            generation = self._generation
+        delivery.add_done_callback(lambda d: self._settled(d, generation))
+        for index, (topic, key, value, hdr) in enumerate(records):
+            try:
+                future = client.send(topic, value=value, key=key, headers=hdr)
+            except MessageSizeTooLargeError as exc:  # checked above; belt and braces
+                delivery._record(index, exc)
+                continue
+            except (KafkaError, AssertionError) as exc:
+                # Metadata unavailable / client closed under us: fail the rest too.
+                for rest in range(index, len(records)):
+                    delivery._record(rest, exc)
+                break
+            future.add_both(delivery._record, index)
+        return delivery
+
+    def _settled(self, delivery: Delivery, generation: int) -> None:
+        with self._lock:
+            self._pending -= delivery.count
+        err = delivery.first_error()
+        if err is not None and not isinstance(err, MessageSizeTooLargeError):
+            self._trip(err, generation)
+
+    def flush(self, timeout: float | None = None) -> None:
+        client = self._client
+        if client is not None:
+            client.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is buffered (up to `timeout`) and close the client."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close(timeout=timeout)
+
+    def with_tuning(self, **changes: Any) -> TouchpointProducer:
+        """A new (unconnected) producer with some tuning changed."""
+        return TouchpointProducer(self.kafka, replace(self.tuning, **changes),
+                                  client_id=self.client_id, factory=self._factory)

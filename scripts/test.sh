@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The one test command: lint + every test (unit and integration), from a fresh machine.
+#
+#   bash scripts/test.sh [pytest args...]
+#
+# On Debian/Ubuntu it installs what the integration tests need (clickhouse-server,
+# clickhouse-client, kcat) with apt when missing, creates .venv and installs the
+# project with its test extras. Exits non-zero on any failure, including "no tests
+# collected" (pytest exit code 5), so CI can never pass without running tests.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Root runs apt directly; otherwise sudo, non-interactive when there is no terminal (CI).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        if [ -t 0 ]; then sudo "$@"; else sudo -n "$@"; fi
+    else
+        die "need root or sudo to run: $*"
+    fi
+}
+
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found; install these yourself: $*"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# 1. System packages (the ClickHouse server the integration tests start themselves).
+if [ ! -x /usr/sbin/clickhouse-server ]; then
+    say "installing clickhouse-server, clickhouse-client, kcat (apt)"
+    apt_install clickhouse-server clickhouse-client kcat
+else
+    say "clickhouse-server present"
+fi
+
+# 2. Python environment.
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (Python >= 3.11 is required)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "Python >= 3.11 is required; found $("$PYTHON" --version 2>&1)"
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $("$PYTHON" --version 2>&1)"
+    if ! "$PYTHON" -m venv .venv >/dev/null 2>&1; then
+        # Debian's python3 cannot create venvs until python3-venv is installed.
+        rm -rf .venv
+        say "installing python3-venv (apt)"
+        apt_install python3-venv
+        "$PYTHON" -m venv .venv
+    fi
+fi
+# shellcheck source=scripts/_venv.sh
+source scripts/_venv.sh
+ensure_venv   # creates .venv; (re)installs ".[test]" only when pyproject.toml changed
+say ".venv ready ($(.venv/bin/python --version 2>&1))"
+
+# 3. Lint.
+say "ruff check ."
+.venv/bin/ruff check .
+
+# 4. Tests.
+say "pytest $*"
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    die "pytest collected no tests (exit code 5): treated as a failure"
+elif [ "$rc" -ne 0 ]; then
+    die "pytest failed (exit code $rc)"
+fi
+say "all checks passed"

@@ -1,0 +1,363 @@
+"""Incremental drop-off alert evaluation (DESIGN.md "Drop-off alert"), pure: no Kafka, no I/O.
+
+Input: `StepReached` observations, emitted by the journey engine whenever an instance
+first reaches a step (every step on a jump, skipped steps included, at the jump's time
+and channel), and watermark advances. Output: `AlertRecord`s (kind "fired"/"recovered")
+for windows that became final. The exact readings (also in docs/alerting.md and
+tests/reference/alerts_ref.py, which this must equal):
+
+- windows are tumbling, aligned to the epoch: [ws, ws + window); an instance belongs to
+  the window holding the time it first reached step s; s ranges over every step but the
+  goal;
+- *dropped*: no later step reached at or before reached_at + horizon. A later step at
+  exactly reached_at + horizon counts as continued (inclusive). Because skipped steps
+  count as reached at the jump, the earliest later step is always step s + 1;
+- a window is final once watermark >= window_end + horizon (window_end exclusive; the
+  watermark means every event before it was seen, as in stream.sessions.EventClock);
+  observations for final windows are late: counted and ignored;
+- baseline: mean of the rates of the most recent `baseline_windows` earlier windows of
+  the same (step, channel-or-all) with population >= min_volume that did not fire;
+  windows with no population are skipped entirely; fewer than 3 such windows: no alert;
+- fires iff population >= min_volume and rate - baseline > threshold and
+  P(X >= dropped) < 1 - confidence, X ~ Binomial(population, baseline);
+- recovered: after a firing, the first window with population >= min_volume that does
+  not fire and has rate - baseline < threshold ("back under baseline + threshold").
+
+State is one `StepAlertState` per (journey, step index): small, orjson-serializable,
+meant to be a Faust table value keyed by `state_key(journey, step)`. An observation of
+step k goes to keys k (population) and k - 1 (continuation): see `DropoffEvaluator.keys_for`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from journeys.definitions import AlertRule, JourneyDefinition
+from stream.alerting.binomial import binom_sf
+
+NO_WATERMARK = -(2**62)
+ALL_CHANNELS = "all"
+MIN_BASELINE_WINDOWS = 3
+_STATE_FORMAT = 1
+
+AlertKind = Literal["fired", "recovered"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepReached:
+    """An instance first reached a step (time and channel of the event that reached it)."""
+
+    journey: str
+    instance_id: str
+    step_index: int
+    reached_at_ms: int
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert or recovery notice for a (journey, step, channel-or-all, window)."""
+
+    alert_id: str
+    kind: AlertKind
+    journey: str
+    step: str
+    step_index: int
+    channel: str  # a channel, or ALL_CHANNELS for the total
+    window_start_ms: int
+    window_end_ms: int
+    horizon_ms: int
+    population: int
+    dropped: int
+    rate: float
+    baseline: float
+    baseline_windows: int  # how many earlier windows the baseline is the mean of
+    threshold: float
+    confidence: float
+    p_value: float
+    resolves: str | None = None  # recovered: the alert_id of the last firing it closes
+
+    @property
+    def final_at_ms(self) -> int:
+        """Event time from which the window is final (watermark >= this)."""
+        return self.window_end_ms + self.horizon_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AlertRecord:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def alert_id(journey: str, step: str, channel: str, window_start_ms: int) -> str:
+    """Deterministic: a window emits at most one record per key, so re-emission is idempotent."""
+    raw = f"{journey}\x1f{step}\x1f{channel}\x1f{window_start_ms}".encode()
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def window_start(t_ms: int, window_ms: int) -> int:
+    return t_ms - t_ms % window_ms  # floor, also for negative times
+
+
+def final_before(watermark: int, rule: AlertRule) -> int:
+    """Windows starting before this are final at `watermark` (ws + window + horizon <= wm)."""
+    if watermark <= NO_WATERMARK:
+        return NO_WATERMARK
+    return window_start(watermark - rule.horizon_ms - rule.window_ms, rule.window_ms) + rule.window_ms
+
+
+def is_dropped(reached_at: int, next_at: int | None, horizon_ms: int) -> bool:
+    """No later step at or before reached_at + horizon."""
+    return next_at is None or next_at - reached_at >= horizon_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    fired: bool
+    recovered: bool
+    baseline: float | None  # None: fewer than MIN_BASELINE_WINDOWS qualifying windows
+    baseline_windows: int
+    p_value: float
+
+
+def judge(
+    rule: AlertRule, history: list[float], active: bool, population: int, dropped: int
+) -> Verdict:
+    """Decide one window of one (step, channel) against its history of qualifying rates."""
+    rates = history[-rule.baseline_windows :]
+    if population < rule.min_volume or len(rates) < MIN_BASELINE_WINDOWS:
+        return Verdict(False, False, None, len(rates), 1.0)
+    baseline = sum(rates) / len(rates)
+    excess = dropped / population - baseline
+    p_value = binom_sf(dropped, population, baseline)
+    fired = excess > rule.threshold and p_value < 1.0 - rule.confidence
+    recovered = active and not fired and excess < rule.threshold
+    return Verdict(fired, recovered, baseline, len(rates), p_value)
+
+
+@dataclass(slots=True)
+class ChannelHistory:
+    """Rates of qualifying non-fired windows (oldest first, at most baseline_windows)."""
+
+    rates: list[float] = field(default_factory=list)
+    active: str | None = None  # alert_id of the firing not yet recovered
+
+
+@dataclass(slots=True)
+class StepAlertState:
+    """Everything the evaluator keeps for one (journey, step): the Faust table value.
+
+    `entries`: instance_id -> [reached_at | None, channel | None, next_at | None] for
+    instances in windows not yet final (reached_at None: only the continuation is known
+    so far, observations arrive in any order).
+    """
+
+    journey: str
+    step_index: int
+    step: str
+    window_ms: int
+    horizon_ms: int
+    final_before: int = NO_WATERMARK
+    entries: dict[str, list[Any]] = field(default_factory=dict)
+    history: dict[str, ChannelHistory] = field(default_factory=dict)
+    late: int = 0
+
+    @classmethod
+    def new(cls, definition: JourneyDefinition, step_index: int) -> StepAlertState:
+        if not 0 <= step_index < len(definition.steps) - 1:
+            raise ValueError(f"{definition.name}: no alerts for step index {step_index}")
+        rule = definition.alert
+        return cls(definition.name, step_index, definition.steps[step_index],
+                   rule.window_ms, rule.horizon_ms)
+
+    def matches(self, definition: JourneyDefinition) -> bool:
+        """False when the definition changed under this state (it must then start over)."""
+        steps = definition.steps
+        return (
+            self.journey == definition.name
+            and self.step_index < len(steps) - 1
+            and steps[self.step_index] == self.step
+            and (self.window_ms, self.horizon_ms)
+            == (definition.alert.window_ms, definition.alert.horizon_ms)
+        )
+
+    def observe(self, obs: StepReached) -> bool:
+        """Apply one observation (idempotent, any order). False if late or not for this key."""
+        k, t = obs.step_index, obs.reached_at_ms
+        if obs.journey != self.journey or k < self.step_index:
+            return False
+        if k == self.step_index:
+            if window_start(t, self.window_ms) < self.final_before:
+                self.late += 1
+                return False
+            e = self.entries.get(obs.instance_id)
+            if e is None:
+                self.entries[obs.instance_id] = [t, obs.channel, None]
+            elif e[0] is None or (t, obs.channel) < (e[0], e[1]):
+                e[0], e[1] = t, obs.channel
+            return True
+        if t < self.final_before:  # can only concern instances of final windows
+            self.late += 1
+            return False
+        e = self.entries.get(obs.instance_id)
+        if e is None:
+            self.entries[obs.instance_id] = [None, None, t]
+        elif e[2] is None or t < e[2]:
+            e[2] = t
+        return True
+
+    def advance(self, rule: AlertRule, watermark: int) -> list[AlertRecord]:
+        """Finalize every window the watermark has passed; return their records in order."""
+        new_final = final_before(watermark, rule)
+        if new_final <= self.final_before:
+            return []
+        counts: dict[int, dict[str, list[int]]] = {}
+        for iid in list(self.entries):
+            reached, channel, next_at = self.entries[iid]
+            if reached is None:
+                if next_at < new_final:
+                    del self.entries[iid]
+                continue
+            ws = window_start(reached, self.window_ms)
+            if ws >= new_final:
+                continue
+            del self.entries[iid]
+            drop = int(is_dropped(reached, next_at, self.horizon_ms))
+            per = counts.setdefault(ws, {})
+            for key in (ALL_CHANNELS, channel):
+                c = per.setdefault(key, [0, 0])
+                c[0] += 1
+                c[1] += drop
+        self.final_before = new_final
+        out: list[AlertRecord] = []
+        for ws in sorted(counts):
+            per = counts[ws]
+            for key in sorted(per, key=lambda ch: (ch != ALL_CHANNELS, ch)):
+                out.extend(self._close(rule, ws, key, *per[key]))
+        return out
+
+    def _close(
+        self, rule: AlertRule, ws: int, channel: str, population: int, dropped: int
+    ) -> list[AlertRecord]:
+        hist = self.history.setdefault(channel, ChannelHistory())
+        v = judge(rule, hist.rates, hist.active is not None, population, dropped)
+        if not v.fired and population >= rule.min_volume:
+            hist.rates.append(dropped / population)
+            del hist.rates[: -rule.baseline_windows]
+        if not (v.fired or v.recovered):
+            return []
+        aid = alert_id(self.journey, self.step, channel, ws)
+        resolves = None if v.fired else hist.active
+        hist.active = aid if v.fired else None
+        assert v.baseline is not None
+        return [AlertRecord(
+            alert_id=aid, kind="fired" if v.fired else "recovered", journey=self.journey,
+            step=self.step, step_index=self.step_index, channel=channel,
+            window_start_ms=ws, window_end_ms=ws + self.window_ms, horizon_ms=self.horizon_ms,
+            population=population, dropped=dropped, rate=dropped / population,
+            baseline=v.baseline, baseline_windows=v.baseline_windows,
+            threshold=rule.threshold, confidence=rule.confidence, p_value=v.p_value,
+            resolves=resolves,
+        )]
+
+    def dumps(self) -> bytes:
+        return orjson.dumps({
+            "f": _STATE_FORMAT, "j": self.journey, "i": self.step_index, "s": self.step,
+            "w": self.window_ms, "h": self.horizon_ms, "F": self.final_before,
+            "e": self.entries, "l": self.late,
+            "H": {ch: [h.rates, h.active] for ch, h in self.history.items()},
+        })
+
+    @classmethod
+    def loads(cls, data: bytes) -> StepAlertState:
+        o = orjson.loads(data)
+        if o.get("f") != _STATE_FORMAT:
+            raise ValueError(f"unknown alert state format {o.get('f')!r}")
+        return cls(
+            journey=o["j"], step_index=o["i"], step=o["s"], window_ms=o["w"],
+            horizon_ms=o["h"], final_before=o["F"], entries=o["e"], late=o["l"],
+            history={ch: ChannelHistory(r, a) for ch, (r, a) in o["H"].items()},
+        )
+
+
+def state_key(journey: str, step_index: int) -> str:
+    """Table key of a step's state (also a good Kafka key for routing observations)."""
+    return f"{journey}\x1f{step_index}"
+
+
+class DropoffEvaluator:
+    """All alerting state of a set of definitions, for in-process use and tests.
+
+    A Faust worker instead keeps one `StepAlertState` per `state_key` in a table, routes
+    each observation to `keys_for(obs)` and calls `StepAlertState.observe` / `advance`.
+    """
+
+    def __init__(self, definitions: Iterable[JourneyDefinition]) -> None:
+        self.definitions = {d.name: d for d in definitions}
+        self.states: dict[tuple[str, int], StepAlertState] = {}
+        self.watermark = NO_WATERMARK
+
+    def keys_for(self, obs: StepReached) -> list[tuple[str, int]]:
+        """Population of step k lives at key k; its continuation for step k - 1 at k - 1."""
+        d = self.definitions.get(obs.journey)
+        if d is None:
+            return []
+        last = len(d.steps) - 1
+        return [(obs.journey, s) for s in (obs.step_index - 1, obs.step_index) if 0 <= s < last]
+
+    def state(self, journey: str, step_index: int) -> StepAlertState:
+        key = (journey, step_index)
+        st = self.states.get(key)
+        if st is None:
+            d = self.definitions[journey]
+            st = self.states[key] = StepAlertState.new(d, step_index)
+            st.final_before = final_before(self.watermark, d.alert)
+        return st
+
+    def observe(self, obs: StepReached) -> bool:
+        """Apply one observation; False when it was late or unknown."""
+        applied = [self.state(*k).observe(obs) for k in self.keys_for(obs)]
+        return bool(applied) and all(applied)
+
+    def observe_many(self, observations: Iterable[StepReached]) -> int:
+        return sum(self.observe(o) for o in observations)
+
+    def advance(self, watermark: int) -> list[AlertRecord]:
+        """Move event time forward (never back); records of newly final windows, in order."""
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        out: list[AlertRecord] = []
+        for (journey, _), st in sorted(self.states.items()):
+            out.extend(st.advance(self.definitions[journey].alert, watermark))
+        out.sort(key=lambda r: (r.window_start_ms, r.journey, r.step_index))
+        return out
+
+    @property
+    def late(self) -> int:
+        return sum(st.late for st in self.states.values())
+
+    def dumps(self) -> bytes:
+        return orjson.dumps({
+            "f": _STATE_FORMAT, "w": self.watermark,
+            "s": [st.dumps().decode() for st in self.states.values()],
+        })
+
+    def loads(self, data: bytes) -> None:
+        """Restore from `dumps` (a restart); states of changed definitions start over."""
+        o = orjson.loads(data)
+        if o.get("f") != _STATE_FORMAT:
+            raise ValueError(f"unknown alert state format {o.get('f')!r}")
+        self.watermark = o["w"]
+        self.states = {}
+        for raw in o["s"]:
+            st = StepAlertState.loads(raw.encode())
+            d = self.definitions.get(st.journey)
+            if d is not None and st.matches(d):
+                self.states[(st.journey, st.step_index)] = st

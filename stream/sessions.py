@@ -1,0 +1,268 @@
+"""Per-customer sessionizer (DESIGN.md "Session"), pure: no Kafka, no warehouse.
+
+A session is a maximal run of a customer's events, ordered by occurred_at, with no gap
+>= `gap_ms` between consecutive events. Events arrive out of order and duplicated, so
+the sessionizer works on intervals: an event joins every open session whose interval
+widened by the gap (exclusive) contains it, merging them. Only counts, bounds, the
+earliest event and the first occurrence of each channel are kept, never the events,
+so a customer's state stays small and is serialized as orjson bytes.
+
+Event-time progress comes from a per-partition `EventClock` owned by the caller:
+events older than its watermark are late and must not be applied (the caller counts
+them and still writes them to the raw table). A session whose end + gap the watermark
+has passed can no longer change (any event that could touch it would be late), so it
+is dropped from the state: it is final and was already emitted.
+
+Output rows are idempotent upserts for a ReplacingMergeTree(version) table: the
+session id is a hash of (customer key, event id of the session's earliest event), the
+version is the event count. Sessions only ever grow, so an id's content is fixed by
+its count and an id that stops being the earliest (merge, earlier late event) never
+comes back: it gets a tombstone row with version TOMBSTONE_VERSION.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple, Protocol
+
+import orjson
+
+TOMBSTONE_VERSION = 2**62
+NO_WATERMARK = -(2**62)  # before any event: nothing is late, nothing is final
+_STATE_FORMAT = 1
+
+SESSION_COLUMNS: tuple[str, ...] = (
+    "session_id", "customer_id", "started_at_ms", "ended_at_ms", "started_at",
+    "events", "channels", "first_channel", "version", "deleted",
+)
+
+
+class EventLike(Protocol):
+    """What the sessionizer reads from an event (journeys.events.Touchpoint fits)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def occurred_at(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+
+
+class SessionRow(NamedTuple):
+    """One row of the `sessions` table, in SESSION_COLUMNS order."""
+
+    session_id: str
+    customer_id: str
+    started_at_ms: int
+    ended_at_ms: int
+    started_at: datetime
+    events: int
+    channels: list[str]
+    first_channel: str
+    version: int
+    deleted: int
+
+
+def session_id(customer_key: str, first_event_id: str) -> str:
+    """Deterministic id: the same events give the same id on every replay and worker."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(customer_key.encode())
+    digest.update(b"\x1f")
+    digest.update(first_event_id.encode())
+    return digest.hexdigest()
+
+
+@dataclass(slots=True)
+class OpenSession:
+    """A session that may still change. `first_id` is its earliest event (ties: event_id)."""
+
+    start: int
+    first_id: str
+    end: int
+    count: int
+    # channel -> (time, event_id) of its earliest event in the session
+    channels: dict[str, tuple[int, str]]
+
+    def absorb(self, other: OpenSession) -> None:
+        if (other.start, other.first_id) < (self.start, self.first_id):
+            self.start, self.first_id = other.start, other.first_id
+        self.end = max(self.end, other.end)
+        self.count += other.count
+        for ch, first in other.channels.items():
+            mine = self.channels.get(ch)
+            if mine is None or first < mine:
+                self.channels[ch] = first
+
+    def row(self, customer_key: str, *, deleted: bool = False) -> SessionRow:
+        ordered = sorted(self.channels, key=self.channels.__getitem__)
+        return SessionRow(
+            session_id=session_id(customer_key, self.first_id),
+            customer_id=customer_key,
+            started_at_ms=self.start,
+            ended_at_ms=self.end,
+            started_at=datetime.fromtimestamp(self.start // 1000, tz=UTC),
+            events=self.count,
+            channels=ordered,
+            first_channel=ordered[0],
+            version=TOMBSTONE_VERSION if deleted else self.count,
+            deleted=1 if deleted else 0,
+        )
+
+    def copy(self) -> OpenSession:
+        return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels))
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Non-final sessions (sorted, >= gap apart) and ids of events not yet behind the
+    watermark (a duplicate of an older event is late anyway, so older ids are dropped)."""
+
+    sessions: list[OpenSession] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+    # max event time of the partition when this state was written; lets a restarted
+    # worker recover its watermark from the states it loads
+    high_ms: int = NO_WATERMARK
+
+    def is_empty(self) -> bool:
+        return not self.sessions and not self.seen
+
+    def dumps(self) -> bytes:
+        return orjson.dumps({
+            "f": _STATE_FORMAT,
+            "h": self.high_ms,
+            "e": self.seen,
+            "s": [
+                [s.start, s.first_id, s.end, s.count,
+                 [[ch, t, eid] for ch, (t, eid) in s.channels.items()]]
+                for s in self.sessions
+            ],
+        })
+
+    @classmethod
+    def loads(cls, data: bytes | None) -> CustomerState:
+        if not data:
+            return cls()
+        obj = orjson.loads(data)
+        if obj.get("f") != _STATE_FORMAT:
+            raise ValueError(f"unknown session state format {obj.get('f')!r}")
+        sessions = [
+            OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans})
+            for start, first_id, end, count, chans in obj["s"]
+        ]
+        return cls(sessions=sessions, seen=obj["e"], high_ms=obj["h"])
+
+
+@dataclass(slots=True)
+class SessionDelta:
+    """Rows to write after applying events: changed sessions and vanished ids."""
+
+    upserts: list[SessionRow] = field(default_factory=list)
+    tombstones: list[SessionRow] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+
+    def rows(self) -> list[SessionRow]:
+        return [*self.upserts, *self.tombstones]
+
+    def extend(self, other: SessionDelta) -> None:
+        self.upserts.extend(other.upserts)
+        self.tombstones.extend(other.tombstones)
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+
+
+class EventClock:
+    """Event-time progress of one partition: watermark = max event time - lateness.
+
+    Later work (abandonment, alerts) advances it by wall-clock time when idle via
+    `advance_to`; it never goes back.
+    """
+
+    __slots__ = ("allowed_lateness_ms", "max_event_ms")
+
+    def __init__(self, allowed_lateness_ms: int) -> None:
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.max_event_ms = NO_WATERMARK
+
+    @property
+    def watermark(self) -> int:
+        if self.max_event_ms == NO_WATERMARK:
+            return NO_WATERMARK
+        return self.max_event_ms - self.allowed_lateness_ms
+
+    def observe(self, occurred_at: int) -> bool:
+        """Advance with one event; True when the event is late (behind the watermark)."""
+        late = occurred_at < self.watermark
+        if occurred_at > self.max_event_ms:
+            self.max_event_ms = occurred_at
+        return late
+
+    def advance_to(self, max_event_ms: int) -> None:
+        if max_event_ms > self.max_event_ms:
+            self.max_event_ms = max_event_ms
+
+
+class Sessionizer:
+    """Applies a customer's (non-late) events to its state; stateless itself."""
+
+    def __init__(self, gap_ms: int) -> None:
+        if gap_ms <= 0:
+            raise ValueError("session gap must be positive")
+        self.gap_ms = gap_ms
+
+    def apply(
+        self,
+        customer_key: str,
+        state: CustomerState,
+        events: Iterable[EventLike],
+        *,
+        watermark: int,
+        high_ms: int | None = None,
+    ) -> SessionDelta:
+        """Apply events in any order (mutating `state`), then drop what is final.
+
+        `watermark` must be the clock's value after the batch: events are checked for
+        lateness by the caller as they arrive, finality only after all are applied.
+        """
+        gap = self.gap_ms
+        before = {s.first_id: s.count for s in state.sessions}
+        last_seen: dict[str, OpenSession] = {s.first_id: s for s in state.sessions}
+        vanished: set[str] = set()
+        delta = SessionDelta()
+        sessions = state.sessions = [s.copy() for s in state.sessions]
+        seen = state.seen
+        for ev in events:
+            eid, t = ev.event_id, ev.occurred_at
+            if eid in seen:
+                delta.duplicates += 1
+                continue
+            seen[eid] = t
+            delta.applied += 1
+            new = OpenSession(t, eid, t, 1, {ev.channel: (t, eid)})
+            keep: list[OpenSession] = []
+            for s in sessions:
+                if s.start - gap < t < s.end + gap:
+                    new.absorb(s)
+                    vanished.add(s.first_id)
+                else:
+                    keep.append(s)
+            keep.append(new)
+            keep.sort(key=lambda s: s.start)
+            sessions[:] = keep
+            vanished.discard(new.first_id)
+            last_seen[new.first_id] = new.copy()
+        current = {s.first_id for s in sessions}
+        for s in sessions:
+            if before.get(s.first_id) != s.count:
+                delta.upserts.append(s.row(customer_key))
+        for fid in sorted(vanished - current):
+            delta.tombstones.append(last_seen[fid].row(customer_key, deleted=True))
+        # final sessions and ids of events behind the watermark can never change again
+        sessions[:] = [s for s in sessions if s.end + gap > watermark]
+        state.seen = {e: t for e, t in seen.items() if t >= watermark}
+        if high_ms is not None:
+            state.high_ms = max(state.high_ms, high_ms)
+        return delta

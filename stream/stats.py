@@ -1,0 +1,78 @@
+"""Counters of the stream stage, kept in memory for /metrics and logs.
+
+Plain integers updated on the worker's event loop (no locks needed there); readers in
+other threads get a consistent-enough copy from `snapshot()`. One object per app
+(`create_app(...).journeys.stats`), never a module global.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def reason_code(reason: str) -> str:
+    """The stable code of a rejection reason ("missing_field: ..." -> "missing_field"),
+    so metrics labels stay low-cardinality."""
+    return reason.split(":", 1)[0].strip() or "unknown"
+
+
+@dataclass
+class StreamStats:
+    """What the stream stage has done since the worker started."""
+
+    events_in: int = 0  # raw messages read by the validate agent
+    events_valid: int = 0  # forwarded to the by-customer topic
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason code
+    events_sessionized: int = 0  # read by the sessions agent
+    events_applied: int = 0  # changed session state
+    duplicates: int = 0  # event_id already applied
+    late_events: int = 0  # behind the watermark: raw table only
+    batches_flushed: int = 0
+    touchpoints_written: int = 0
+    session_rows_written: int = 0
+    dead_letters_written: int = 0
+    flush_failures: int = 0  # attempts that raised (each retried)
+    flush_seconds_total: float = 0.0
+    flush_seconds_max: float = 0.0
+    last_flush_seconds: float = 0.0
+    last_flush_at: float | None = None  # wall clock, epoch seconds
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def record_flush(self, seconds: float) -> None:
+        self.batches_flushed += 1
+        self.last_flush_seconds = seconds
+        self.flush_seconds_total += seconds
+        self.flush_seconds_max = max(self.flush_seconds_max, seconds)
+        self.last_flush_at = time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy (Prometheus names are the API's business)."""
+        mean = self.flush_seconds_total / self.batches_flushed if self.batches_flushed else 0.0
+        return {
+            "events_in": self.events_in,
+            "events_valid": self.events_valid,
+            "rejected_total": self.rejected_total,
+            "rejected_by_reason": dict(self.rejected),
+            "events_sessionized": self.events_sessionized,
+            "events_applied": self.events_applied,
+            "duplicates": self.duplicates,
+            "late_events": self.late_events,
+            "batches_flushed": self.batches_flushed,
+            "touchpoints_written": self.touchpoints_written,
+            "session_rows_written": self.session_rows_written,
+            "dead_letters_written": self.dead_letters_written,
+            "flush_failures": self.flush_failures,
+            "flush_seconds_total": self.flush_seconds_total,
+            "flush_seconds_mean": mean,
+            "flush_seconds_max": self.flush_seconds_max,
+            "last_flush_seconds": self.last_flush_seconds,
+            "last_flush_at": self.last_flush_at,
+            "uptime_seconds": time.time() - self.started_at,
+        }

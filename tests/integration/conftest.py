@@ -1,0 +1,102 @@
+"""Fixtures for tests that need real services: the embedded broker, a ClickHouse server, chdb.
+
+Services are session-scoped (started once per pytest process). A service that cannot
+start makes the fixture raise, so its tests ERROR: CI must never skip them silently.
+Isolation between tests comes from unique names (topics, databases, group ids), not
+from fresh services.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from deploy.local.broker import LocalBroker
+from deploy.local.clickhouse import LocalClickHouse
+from journeys.errors import LauncherError
+
+_HERE = Path(__file__).parent.resolve()
+_COUNTER = itertools.count(1)
+_Service = TypeVar("_Service", LocalBroker, LocalClickHouse)
+
+
+def _start_or_fail(service: _Service, what: str) -> _Service:
+    """Start a service or fail the fixture (dependent tests ERROR; never a skip)."""
+    try:
+        service.start()
+    except LauncherError as exc:
+        message = f"{what} did not start: {exc}"
+    else:
+        return service
+    pytest.fail(message, pytrace=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration with `integration` (select: -m integration)."""
+    for item in items:
+        if _HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Short id unique to this pytest run: use it in topic prefixes, databases, group ids.
+
+    Lowercase letter + hex, so it is valid in Kafka topic names and ClickHouse
+    identifiers alike.
+    """
+    return "r" + secrets.token_hex(3)
+
+
+@pytest.fixture
+def unique_name(run_id: str) -> Callable[[str], str]:
+    """Factory: `unique_name("orders")` -> "orders_r1a2b3c_7", unique within the run.
+
+    Safe as a topic name, topic prefix, consumer group id and ClickHouse database name.
+    Use a fresh consumer group per test: on the embedded broker a group can get stuck.
+    """
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}_{run_id}_{next(_COUNTER)}"
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalBroker]:
+    """One embedded Tansu broker for the session. Create topics explicitly
+    (deploy.topics.ensure_topics) before use: unknown topics get 4 partitions."""
+    b = _start_or_fail(LocalBroker(), "the embedded broker")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server() -> Iterator[LocalClickHouse]:
+    """One ClickHouse server (Debian clickhouse-server 18.16) for the session.
+
+    Connect with clickhouse_driver.Client(clickhouse_server.host,
+    port=clickhouse_server.tcp_port); use a unique database per test.
+    """
+    server = _start_or_fail(LocalClickHouse(), "the ClickHouse server")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """THE chdb data directory of this pytest process.
+
+    chdb allows one data path per OS process, so every chdb use in the test process
+    must pass this path; isolate tests with unique database names (unique_name).
+    """
+    return tmp_path_factory.mktemp("chdb", numbered=False)

@@ -1,0 +1,229 @@
+"""The local service launchers against the real binaries: Tansu broker and ClickHouse server."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from clickhouse_driver import Client
+from kafka import KafkaConsumer, KafkaProducer
+
+from deploy.local import broker as broker_module
+from deploy.local._proc import port_is_free, tcp_connects
+from deploy.local.broker import LocalBroker
+from deploy.local.clickhouse import LocalClickHouse
+from deploy.topics import ensure_topics, list_topics, topic_partitions
+from journeys.errors import ConfigError, LauncherError
+
+UniqueName = Callable[[str], str]
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _listening_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+# -- harness -------------------------------------------------------------------------
+
+
+def test_names_are_valid_everywhere(run_id: str, unique_name: UniqueName) -> None:
+    a, b = unique_name("db"), unique_name("db")
+    assert a != b and run_id in a
+    for name in (a, b, run_id):
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name)  # ClickHouse identifier
+
+
+def test_chdb_path_is_one_directory(chdb_path: Path) -> None:
+    assert chdb_path.is_dir()
+
+
+# -- broker --------------------------------------------------------------------------
+
+
+def test_broker_is_up(broker: LocalBroker) -> None:
+    assert broker.running and broker.pid
+    host, port = broker.bootstrap_servers.split(":")
+    assert host == "127.0.0.1" and int(port) == broker.port
+    assert tcp_connects(host, int(port))
+
+
+def test_topics_are_created_with_their_partition_counts(
+    broker: LocalBroker, unique_name: UniqueName
+) -> None:
+    wide, narrow = unique_name("wide"), unique_name("narrow")
+    got = ensure_topics(broker.bootstrap_servers, {wide: 6, narrow: 1})
+    assert got == {wide: 6, narrow: 1}
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        assert consumer.partitions_for_topic(wide) == set(range(6))
+        assert consumer.partitions_for_topic(narrow) == {0}
+    finally:
+        consumer.close()
+
+    # Idempotent; a different count for an existing topic is refused, not ignored.
+    assert ensure_topics(broker.bootstrap_servers, [wide], 6) == {wide: 6}
+    with pytest.raises(ConfigError, match="partition counts"):
+        ensure_topics(broker.bootstrap_servers, [wide], 3)
+    assert {wide, narrow} <= list_topics(broker.bootstrap_servers)
+
+
+def test_asking_for_partitions_does_not_create_topics(
+    broker: LocalBroker, unique_name: UniqueName
+) -> None:
+    ghost = unique_name("ghost")
+    assert topic_partitions(broker.bootstrap_servers, [ghost]) == {}
+    assert ghost not in list_topics(broker.bootstrap_servers)
+
+
+def test_keyed_produce_consume_round_trip(broker: LocalBroker, unique_name: UniqueName) -> None:
+    topic = unique_name("roundtrip")
+    ensure_topics(broker.bootstrap_servers, [topic], 3)
+    keys = [f"customer-{i}".encode() for i in range(5)]
+    sent = [(keys[i % 5], f"event-{i}".encode()) for i in range(50)]
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    try:
+        for key, value in sent:
+            producer.send(topic, key=key, value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap_servers,
+        group_id=unique_name("group"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        # The group join takes about half the session timeout on Tansu: keep it short.
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        consumer_timeout_ms=30_000,
+    )
+    received: list[tuple[bytes, bytes, int]] = []
+    try:
+        for msg in consumer:
+            received.append((msg.key, msg.value, msg.partition))
+            if len(received) == len(sent):
+                break
+    finally:
+        consumer.close()
+
+    assert len(received) == len(sent)
+    assert sorted((k, v) for k, v, _ in received) == sorted(sent)
+    partitions_by_key: dict[bytes, set[int]] = {}
+    for key, _, partition in received:
+        partitions_by_key.setdefault(key, set()).add(partition)
+    assert all(len(p) == 1 for p in partitions_by_key.values())  # a key stays on one partition
+    for key in keys:  # and keeps its order
+        assert [v for k, v, _ in received if k == key] == [v for k, v in sent if k == key]
+
+
+def test_busy_port_is_refused() -> None:
+    with _listening_socket() as s:
+        port = s.getsockname()[1]
+        with pytest.raises(LauncherError, match="already in use"):
+            LocalBroker(port=port).start()
+
+
+def test_early_exit_is_reported_with_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tansu exits 0 after a bind panic; the launcher must notice and show the log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers a connect
+        port = s.getsockname()[1]
+        monkeypatch.setattr(broker_module, "port_is_free", lambda port, host="": True)
+        with pytest.raises(LauncherError, match="exited with code 0") as info:
+            LocalBroker(port=port, start_timeout=10).start()
+    assert "Address in use" in str(info.value) or "AddrInUse" in str(info.value)
+
+
+def test_stop_ends_the_process_and_restart_keeps_the_port(tmp_path: Path) -> None:
+    b = LocalBroker(workdir=tmp_path / "broker")
+    b.start()
+    pid, port = b.pid, b.port
+    assert pid is not None
+    b.stop()
+    assert not b.running and _process_gone(pid)
+    assert not tcp_connects("127.0.0.1", port)
+    assert (tmp_path / "broker" / "tansu.log").exists()  # a given work dir is kept
+    with b:
+        assert b.port == port and b.pid != pid
+        assert tcp_connects("127.0.0.1", port)
+    assert b.stop() is None  # idempotent
+
+
+def test_temp_workdir_is_removed() -> None:
+    with LocalBroker() as b:
+        log = b.log_path
+        assert log is not None and log.exists()
+    assert not log.parent.exists()
+
+
+# -- ClickHouse server ---------------------------------------------------------------
+
+
+def test_clickhouse_answers_queries(
+    clickhouse_server: LocalClickHouse, unique_name: UniqueName
+) -> None:
+    client = Client(clickhouse_server.host, port=clickhouse_server.tcp_port)
+    try:
+        [(version, tz)] = client.execute("SELECT version(), timezone()")
+        assert version and "UTC" in tz
+        db = unique_name("db")
+        client.execute(f"CREATE DATABASE {db}")
+        client.execute(f"CREATE TABLE {db}.t (k String, n UInt32) ENGINE = MergeTree ORDER BY k")
+        client.execute(f"INSERT INTO {db}.t (k, n) VALUES", [("a", 1), ("b", 2), ("a", 3)])
+        rows = client.execute(
+            f"SELECT k, sum(n) FROM {db}.t WHERE k = %(k)s GROUP BY k", {"k": "a"}
+        )
+        assert rows == [("a", 4)]
+        client.execute(f"DROP DATABASE {db}")
+    finally:
+        client.disconnect()
+
+
+def test_clickhouse_listens_on_localhost_only(clickhouse_server: LocalClickHouse) -> None:
+    config = (clickhouse_server.workdir or Path()) / "config.xml"
+    assert "<listen_host>127.0.0.1</listen_host>" in config.read_text()
+    assert clickhouse_server.host == "127.0.0.1"
+
+
+def test_clickhouse_stop_ends_the_process() -> None:
+    server = LocalClickHouse().start()
+    pid, http_port, workdir = server.pid, server.http_port, server.workdir
+    assert pid is not None and workdir is not None
+    client = Client(server.host, port=server.tcp_port)
+    assert client.execute("SELECT 1") == [(1,)]  # left connected on purpose
+    server.stop()
+    assert not server.running and _process_gone(pid)
+    assert port_is_free(http_port)
+    assert not workdir.exists()
+    client.disconnect()
+
+
+def test_clickhouse_missing_binary_says_how_to_install(tmp_path: Path) -> None:
+    with pytest.raises(LauncherError, match="apt-get install -y clickhouse-server"):
+        LocalClickHouse(binary=tmp_path / "no-such-clickhouse").start()
+
+
+def test_clickhouse_busy_port_is_refused() -> None:
+    with _listening_socket() as s:
+        port = s.getsockname()[1]
+        with pytest.raises(LauncherError, match="already in use"):
+            LocalClickHouse(tcp_port=port).start()

@@ -1,0 +1,72 @@
+"""Producer wrapper without a broker: options, delivery bookkeeping, a dead address."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from kafka import KafkaProducer
+
+from ingest.producer import (
+    BrokerUnavailable,
+    Delivery,
+    ProducerTuning,
+    TouchpointProducer,
+    tcp_reachable,
+)
+from journeys.settings import KafkaConfig
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tuning_options_are_kafka_python_options() -> None:
+    for tuning in (ProducerTuning(), ProducerTuning.for_bulk()):
+        opts = tuning.client_options()
+        assert set(opts) <= set(KafkaProducer.DEFAULT_CONFIG)
+        assert opts["acks"] == "all" and opts["enable_idempotence"] is True
+        assert opts["delivery_timeout_ms"] > opts["request_timeout_ms"] + opts["linger_ms"]
+
+
+def test_delivery_settles_once_with_errors() -> None:
+    seen: list[Delivery] = []
+    d = Delivery(3, on_done=seen.append)
+    d._record(0, object())
+    d._record(2, TimeoutError("x"))
+    assert not d.done and not seen
+    d._record(1, object())
+    assert d.done and not d.ok and list(d.errors) == [2] and seen == [d]
+    late: list[Delivery] = []
+    d.add_done_callback(late.append)  # already done: runs at once
+    assert late == [d] and d.wait(0)
+    empty = Delivery(0)
+    assert empty.done and empty.ok and empty.first_error() is None
+
+
+def test_dead_address_trips_the_breaker_fast() -> None:
+    kafka = KafkaConfig(bootstrap_servers=f"127.0.0.1:{_closed_port()}")
+    producer = TouchpointProducer(kafka, ProducerTuning(retry_after_s=5))
+    assert not tcp_reachable(kafka.bootstrap_servers)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as first:
+        producer.ensure_available()
+    assert first.value.retry_after == 5
+    with pytest.raises(BrokerUnavailable) as second:  # breaker open: no new probe
+        producer.send_batch([], stage="test")
+    assert 1 <= second.value.retry_after <= 5
+    assert time.monotonic() - started < 2
+    assert not producer.ready() and "no broker answers" in (producer.last_error or "")
+    producer.close()
+
+
+def test_tcp_probe_accepts_any_listed_server() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert tcp_reachable(f"127.0.0.1:{_closed_port()},127.0.0.1:{port}")
+    assert not tcp_reachable("not-a-server")

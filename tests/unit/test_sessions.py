@@ -1,0 +1,243 @@
+"""The incremental sessionizer must end with exactly the sessions a batch reference finds.
+
+The reference is the DESIGN.md definition done the obvious way: sort a customer's
+distinct events, split where the gap to the previous event is >= gap. The incremental
+side is driven the way the stream drives it: per-partition clock, random batches, state
+round-tripped through bytes after every batch, output rows folded like a
+ReplacingMergeTree(version) with tombstones applied.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.sessions import (
+    TOMBSTONE_VERSION,
+    CustomerState,
+    EventClock,
+    Sessionizer,
+    SessionRow,
+    session_id,
+)
+
+BASE = 1_700_000_000_000
+CHANNELS = ("web", "app", "email", "store")
+
+
+@dataclass(frozen=True)
+class Ev:
+    event_id: str
+    occurred_at: int
+    channel: str
+    customer: str
+
+
+def reference(events: list[Ev], gap: int) -> dict[str, tuple]:
+    """session_id -> (customer, start, end, count, channels, first_channel)."""
+    by_customer: dict[str, dict[str, Ev]] = defaultdict(dict)
+    for e in events:
+        by_customer[e.customer].setdefault(e.event_id, e)
+    out: dict[str, tuple] = {}
+    for cust, uniq in by_customer.items():
+        ordered = sorted(uniq.values(), key=lambda e: (e.occurred_at, e.event_id))
+        runs: list[list[Ev]] = []
+        for e in ordered:
+            if runs and e.occurred_at - runs[-1][-1].occurred_at < gap:
+                runs[-1].append(e)
+            else:
+                runs.append([e])
+        for run in runs:
+            channels: list[str] = []
+            for e in run:
+                if e.channel not in channels:
+                    channels.append(e.channel)
+            sid = session_id(cust, run[0].event_id)
+            out[sid] = (cust, run[0].occurred_at, run[-1].occurred_at, len(run),
+                        channels, channels[0])
+    return out
+
+
+class Harness:
+    """One partition of the stream: clock, table of state bytes, warehouse fold."""
+
+    def __init__(self, gap: int, lateness: int) -> None:
+        self.sessionizer = Sessionizer(gap)
+        self.clock = EventClock(lateness)
+        self.table: dict[str, bytes] = {}
+        self.warehouse: dict[str, SessionRow] = {}
+        self.applied: list[Ev] = []
+        self.late = 0
+
+    def batch(self, events: list[Ev]) -> None:
+        groups: dict[str, list[Ev]] = defaultdict(list)
+        for e in events:
+            if self.clock.observe(e.occurred_at):
+                self.late += 1
+            else:
+                groups[e.customer].append(e)
+                self.applied.append(e)
+        for cust, evs in groups.items():
+            state = CustomerState.loads(self.table.get(cust))
+            delta = self.sessionizer.apply(cust, state, evs, watermark=self.clock.watermark,
+                                           high_ms=self.clock.max_event_ms)
+            self.table[cust] = state.dumps()
+            for row in delta.rows():
+                self.fold(row)
+
+    def fold(self, row: SessionRow) -> None:
+        old = self.warehouse.get(row.session_id)
+        if old is not None and old.version == row.version:
+            assert old == row, "same (id, version) must mean the same row"
+        if old is None or row.version > old.version:
+            self.warehouse[row.session_id] = row
+
+    def sessions(self) -> dict[str, tuple]:
+        return {
+            r.session_id: (r.customer_id, r.started_at_ms, r.ended_at_ms, r.events,
+                           r.channels, r.first_channel)
+            for r in self.warehouse.values() if not r.deleted
+        }
+
+
+def _events(draw, n_max: int = 40, span: int = 400) -> list[Ev]:
+    raw = draw(st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, span), st.sampled_from(CHANNELS)),
+        min_size=1, max_size=n_max,
+    ))
+    return [Ev(f"e{i:03d}", BASE + t, ch, f"c{c}") for i, (c, t, ch) in enumerate(raw)]
+
+
+def _batches(order: list[Ev], rnd: random.Random) -> list[list[Ev]]:
+    out: list[list[Ev]] = []
+    i = 0
+    while i < len(order):
+        n = rnd.randint(1, 6)
+        out.append(order[i:i + n])
+        i += n
+    return out
+
+
+@st.composite
+def within_lateness(draw):
+    gap = draw(st.integers(1, 60))
+    lateness = draw(st.integers(0, 150))
+    events = _events(draw)
+    dups = draw(st.lists(st.sampled_from(events), max_size=15))
+    arrivals = [*events, *dups]
+    jitter = draw(st.lists(st.integers(0, max(lateness - 1, 0)),
+                           min_size=len(arrivals), max_size=len(arrivals)))
+    # arrival key in [t, t + lateness): nothing arrives behind the watermark
+    order = [e for _, _, e in sorted(
+        ((e.occurred_at + j, k, e) for k, (e, j) in enumerate(zip(arrivals, jitter, strict=True))),
+        key=lambda x: (x[0], x[1]),
+    )]
+    seed = draw(st.integers(0, 2**32 - 1))
+    return gap, lateness, events, order, seed
+
+
+@settings(max_examples=400, deadline=None)
+@given(within_lateness())
+def test_incremental_equals_reference_within_lateness(case) -> None:
+    gap, lateness, events, order, seed = case
+    h = Harness(gap, lateness)
+    for batch in _batches(order, random.Random(seed)):
+        h.batch(batch)
+    assert h.late == 0
+    assert h.sessions() == reference(events, gap)
+
+
+@st.composite
+def any_order(draw):
+    gap = draw(st.integers(1, 60))
+    lateness = draw(st.integers(0, 150))
+    events = _events(draw)
+    dups = draw(st.lists(st.sampled_from(events), max_size=15))
+    order = draw(st.permutations([*events, *dups]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return gap, lateness, order, seed
+
+
+@settings(max_examples=400, deadline=None)
+@given(any_order())
+def test_late_events_are_skipped_and_the_rest_is_exact(case) -> None:
+    """With late events, the result is the reference over exactly the applied events."""
+    gap, lateness, order, seed = case
+    h = Harness(gap, lateness)
+    for batch in _batches(order, random.Random(seed)):
+        h.batch(batch)
+    assert h.sessions() == reference(h.applied, gap)
+    assert h.late + len(h.applied) == len(order)
+
+
+def test_state_is_dropped_once_the_watermark_passes() -> None:
+    h = Harness(gap=10, lateness=5)
+    h.batch([Ev("a", BASE, "web", "c"), Ev("b", BASE + 3, "app", "c")])
+    assert CustomerState.loads(h.table["c"]).sessions
+    h.batch([Ev("z", BASE + 1000, "web", "c")])  # watermark BASE+995 > end + gap
+    state = CustomerState.loads(h.table["c"])
+    assert [s.first_id for s in state.sessions] == ["z"]
+    assert set(state.seen) == {"z"}
+    assert len(h.sessions()) == 2
+
+
+def test_bridge_merges_and_tombstones_the_later_session() -> None:
+    h = Harness(gap=10, lateness=100)
+    h.batch([Ev("a", BASE, "web", "c"), Ev("b", BASE + 15, "app", "c")])
+    assert len(h.sessions()) == 2
+    h.batch([Ev("m", BASE + 8, "email", "c")])
+    only = h.sessions()
+    assert list(only) == [session_id("c", "a")]
+    assert only[session_id("c", "a")][3:] == (3, ["web", "email", "app"], "web")
+    gone = h.warehouse[session_id("c", "b")]
+    assert gone.deleted == 1 and gone.version == TOMBSTONE_VERSION
+
+
+def test_earlier_event_moves_the_start_and_renames_the_session() -> None:
+    h = Harness(gap=10, lateness=100)
+    h.batch([Ev("b", BASE + 20, "web", "c")])
+    h.batch([Ev("a", BASE + 12, "app", "c"), Ev("b", BASE + 20, "web", "c")])
+    assert h.sessions() == {session_id("c", "a"): ("c", BASE + 12, BASE + 20, 2,
+                                                     ["app", "web"], "app")}
+    assert h.warehouse[session_id("c", "b")].deleted == 1
+
+
+def test_gap_exactly_equal_splits_and_ties_break_by_event_id() -> None:
+    h = Harness(gap=10, lateness=0)
+    h.batch([Ev("y", BASE, "web", "c"), Ev("x", BASE, "app", "c"), Ev("w", BASE + 10, "web", "c")])
+    got = h.sessions()
+    assert set(got) == {session_id("c", "x"), session_id("c", "w")}
+    assert got[session_id("c", "x")][5] == "app"
+
+
+def test_late_event_is_not_applied() -> None:
+    h = Harness(gap=10, lateness=5)
+    h.batch([Ev("a", BASE + 100, "web", "c")])
+    h.batch([Ev("old", BASE + 50, "web", "c")])
+    assert h.late == 1
+    assert len(h.sessions()) == 1
+
+
+def test_state_bytes_round_trip() -> None:
+    state = CustomerState()
+    Sessionizer(10).apply("c", state, [Ev("a", BASE, "web", "c"), Ev("b", BASE + 4, "app", "c")],
+                          watermark=BASE - 1, high_ms=BASE + 4)
+    again = CustomerState.loads(state.dumps())
+    assert again == state
+    assert CustomerState.loads(None).is_empty()
+    with pytest.raises(ValueError):
+        CustomerState.loads(b'{"f": 99}')
+
+
+def test_session_stays_open_until_watermark_reaches_end_plus_gap() -> None:
+    h = Harness(gap=10, lateness=5)
+    h.batch([Ev("a", BASE, "web", "c")])
+    h.batch([Ev("b", BASE + 14, "web", "c")])  # watermark BASE+9: `a` may still grow
+    h.batch([Ev("m", BASE + 9, "app", "c")])  # on the watermark: not late, bridges a-b
+    assert h.late == 0
+    assert h.sessions() == {session_id("c", "a"): ("c", BASE, BASE + 14, 3, ["web", "app"], "web")}
