@@ -109,12 +109,12 @@ def final_before(watermark: int, rule: AlertRule) -> int:
     """Windows starting before this are final at `watermark` (ws + window + horizon <= wm)."""
     if watermark <= NO_WATERMARK:
         return NO_WATERMARK
-    return window_start(watermark - rule.horizon_ms - rule.window_ms, rule.window_ms) + rule.window_ms
+    return window_start(watermark - rule.horizon_ms - rule.window_ms + 1, rule.window_ms) + rule.window_ms
 
 
 def is_dropped(reached_at: int, next_at: int | None, horizon_ms: int) -> bool:
     """No later step at or before reached_at + horizon."""
-    return next_at is None or next_at - reached_at >= horizon_ms
+    return next_at is None or next_at - reached_at > horizon_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,185 @@
+"""The embedded stack in one process: local broker child process, chdb, worker, API.
+
+chdb allows one OS process per data directory, so the worker and the API share one
+embedded warehouse here (its calls run in threads, off the event loop). The broker is a
+child process stopped by PID when this process ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+from rich.console import Console
+
+from journeys.errors import LauncherError
+from journeys.settings import ApiSettings, EmbeddedSettings, KafkaConfig, WarehouseConfig
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What to feed after start-up (demo) — None for a live-traffic `journeys up`."""
+
+    events: Callable[[], Iterator[dict[str, Any]]]
+    description: str
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the Faust worker owns SIGINT/SIGTERM."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return None
+
+    def capture_signals(self):  # type: ignore[no-untyped-def]  # uvicorn >= 0.29
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bool,
+                 console: Console) -> None:
+    """Start everything, feed the sample (if any), serve until Ctrl-C, stop everything."""
+    from deploy.local.broker import LocalBroker
+    from stream.app import create_app as create_stream_app
+    from stream.run import BackgroundService, build_worker
+    from warehouse.connect import connect
+    from warehouse.schema import migrate
+
+    if not _port_free(settings.host, settings.port):
+        raise LauncherError(
+            f"port {settings.port} on {settings.host} is in use; pass --port or set JOURNEYS_PORT"
+        )
+    data_dir = settings.data_dir.resolve()
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    console.print(f"[bold]journeys[/] embedded stack, data in {data_dir}")
+    broker = LocalBroker(port=settings.broker_port, workdir=data_dir / "broker")
+    broker.start()
+    console.print(f"  • broker (Tansu, in memory) on {broker.bootstrap_servers}")
+    try:
+        kafka = KafkaConfig(**{**settings.kafka.model_dump(),
+                               "bootstrap_servers": broker.bootstrap_servers})
+        wh_config = WarehouseConfig(**{**settings.warehouse.model_dump(), "backend": "chdb",
+                                       "path": data_dir / "warehouse"})
+        worker_settings = settings.model_copy(update={"kafka": kafka, "warehouse": wh_config})
+        warehouse = connect(wh_config)
+        applied = migrate(warehouse)
+        console.print(f"  • warehouse (chdb) at {wh_config.path}: "
+                      f"{len(applied)} migration(s) applied")
+
+        from api.app import create_app
+
+        api_settings = ApiSettings(definitions_path=settings.definitions_path,
+                                   warehouse=wh_config, host=settings.host, port=settings.port,
+                                   data_dir=settings.data_dir, channels=settings.channels)
+        stream_app = create_stream_app(worker_settings, warehouse=warehouse)
+        holder: dict[str, Any] = {"app": stream_app}
+        api_app = create_app(api_settings, warehouse=warehouse,
+                             metrics={"stream": lambda: stream_metrics(stream_app.journeys.stats)})
+        server = _Server(uvicorn.Config(api_app, host=settings.host, port=settings.port,
+                                        log_level="warning", lifespan="on"))
+        url = f"http://{settings.host}:{settings.port}/"
+        api_service = BackgroundService(
+            "api", server.serve, stop=lambda: setattr(server, "should_exit", True)
+        )
+        services = [api_service]
+        if sample is not None:
+            services.append(BackgroundService(
+                "sample", lambda: _feed(sample, kafka, holder, console, url)))
+        else:
+            services.append(BackgroundService(
+                "announce", lambda: _announce(console, url)))
+
+        worker = build_worker(stream_app, extra_services=services, loglevel="warning")
+        worker.execute_from_commandline()
+    finally:
+        broker.stop()
+
+
+def stream_metrics(stats: Any) -> dict[str, Any]:
+    """The worker's counters in Prometheus naming (api/ cannot import stream/)."""
+    return {
+        "journeys_events_in_total": stats.events_in,
+        "journeys_events_valid_total": stats.events_valid,
+        "journeys_events_rejected_total": {
+            (("reason", r),): n for r, n in stats.rejected.items()
+        },
+        "journeys_late_events_total": stats.late_events,
+        "journeys_duplicates_total": stats.duplicates,
+        "journeys_batches_flushed_total": stats.batches_flushed,
+        "journeys_flush_failures_total": stats.flush_failures,
+        "journeys_last_flush_seconds": stats.last_flush_seconds,
+    }
+
+
+async def _announce(console: Console, url: str) -> None:
+    await asyncio.sleep(1.0)
+    console.print(f"\n[bold green]ready[/]: dashboard {url}  API docs {url}docs  (Ctrl-C stops)")
+    await asyncio.Event().wait()
+
+
+async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], console: Console,
+                url: str) -> None:
+    """Produce the sample to the raw topic, wait until the worker has processed it."""
+    from ingest.producer import ProducerTuning, TouchpointProducer
+
+    await asyncio.sleep(0.5)
+    producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(), client_id="journeys-demo")
+    done = threading.Event()
+    total = 0
+
+    def produce() -> int:
+        n = 0
+        chunk: list[tuple[bytes | None, bytes]] = []
+        for event in sample.events():
+            key = (event.get("customer_id") or event.get("anonymous_id") or "").encode()
+            chunk.append((key or None, orjson.dumps(event)))
+            if len(chunk) >= 5000:
+                producer.send_raw(kafka.raw_topic, chunk).wait(60)
+                n += len(chunk)
+                chunk = []
+        if chunk:
+            producer.send_raw(kafka.raw_topic, chunk).wait(60)
+            n += len(chunk)
+        producer.close()
+        done.set()
+        return n
+
+    console.print(f"  • feeding {sample.description} …")
+    started = time.monotonic()
+    total = await asyncio.to_thread(produce)
+    console.print(f"  • {total:,} events on {kafka.raw_topic} "
+                  f"({time.monotonic() - started:.1f} s); processing …")
+    last = -1
+    while True:
+        stats = holder["app"].journeys.stats if "app" in holder else None
+        seen = stats.events_in if stats else 0
+        if seen >= total and stats and stats.events_sessionized >= stats.events_valid:
+            break
+        if seen != last and int(time.monotonic()) % 5 == 0:
+            console.print(f"    processed {seen:,}/{total:,}")
+            last = seen
+        await asyncio.sleep(0.5)
+    console.print(f"  • processed {total:,} events in {time.monotonic() - started:.1f} s")
+    console.print(f"\n[bold green]ready[/]: dashboard {url}  API docs {url}docs  (Ctrl-C stops)")
+    await asyncio.Event().wait()

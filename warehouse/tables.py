@@ -1,0 +1,90 @@
+"""Table names and column lists: the fixed identifiers writers and queries use.
+
+The migrations create these tables; a contract test checks that the migrated schema
+matches these lists on both engines, so writers and queries cannot drift from the DDL.
+Times are stored as epoch milliseconds (UInt64, exact) plus a DateTime('UTC') in
+seconds for partitioning and grouping: DateTime64 does not exist on ClickHouse 18.16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOMBSTONE_VERSION = 2**62
+"""`sessions.version` of a tombstone: above any real version, so it wins in FINAL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table's name and its columns as (name, ClickHouse type), in insert order."""
+
+    name: str
+    schema: tuple[tuple[str, str], ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.schema)
+
+
+TOUCHPOINTS = Table(
+    "touchpoints",
+    (
+        ("event_id", "String"),
+        ("type", "String"),
+        ("channel", "String"),
+        ("occurred_at_ms", "UInt64"),
+        ("occurred_at", "DateTime('UTC')"),
+        ("customer_id", "String"),
+        ("anonymous_id", "String"),
+        ("source", "String"),
+        ("properties", "String"),
+        ("context", "String"),
+        ("ingested_at", "DateTime('UTC')"),
+    ),
+)
+"""Raw events. ReplacingMergeTree keyed by (day, event_id): re-deliveries collapse."""
+
+SESSIONS = Table(
+    "sessions",
+    (
+        ("session_id", "String"),
+        ("customer_id", "String"),
+        ("started_at_ms", "UInt64"),
+        ("ended_at_ms", "UInt64"),
+        ("started_at", "DateTime('UTC')"),
+        ("events", "UInt32"),
+        ("channels", "Array(String)"),
+        ("first_channel", "String"),
+        ("version", "UInt64"),
+        ("deleted", "UInt8"),
+    ),
+)
+"""Session upserts. ReplacingMergeTree(version) by session_id; read with FINAL, deleted = 0."""
+
+DEAD_LETTERS = Table(
+    "dead_letters",
+    (
+        ("received_at", "DateTime('UTC')"),
+        ("stage", "String"),
+        ("reason", "String"),
+        ("event_id", "String"),
+        ("original", "String"),
+        ("kafka_topic", "String"),
+        ("kafka_partition", "Int32"),
+        ("kafka_offset", "Int64"),
+    ),
+)
+"""Rejected input kept for inspection (append-only MergeTree); kafka_* = where it was
+read ('' / -1 when it did not come from a topic, e.g. the HTTP collector)."""
+
+SCHEMA_MIGRATIONS = Table(
+    "schema_migrations",
+    (
+        ("version", "UInt32"),
+        ("name", "String"),
+        ("applied_at", "DateTime('UTC')"),
+    ),
+)
+"""Which migrations ran. ReplacingMergeTree by version: concurrent migrators collapse."""
+
+ALL_TABLES: tuple[Table, ...] = (TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS)
