@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from api import errors
 from api.deps import ApiState
-from api.routes import health, journeys, reports
+from api.routes import alerts, health, journeys, reports
 from journeys import __version__
 from journeys.definitions import Definitions, load_definitions
 from journeys.settings import ApiSettings
@@ -62,6 +62,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(journeys.router)
     app.include_router(reports.router)
+    app.include_router(alerts.router)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:

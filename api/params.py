@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from journeys.errors import InvalidQuery
 
+DEFAULT_DAYS = 90
+MAX_DAYS = 3660
 
-def date_range(date_from: date | None, date_to: date | None) -> tuple[date | None, date | None]:
-    """Both ends inclusive; a reversed range is the caller's mistake, said clearly."""
-    if date_from and date_to and date_from > date_to:
-        raise InvalidQuery(f"'from' ({date_from}) is after 'to' ({date_to})")
-    return date_from, date_to
+
+def date_range(date_from: date | None, date_to: date | None) -> tuple[date, date]:
+    """Both ends inclusive. Defaults: `to` = today (UTC), `from` = 90 days before `to`.
+    A reversed or absurdly long range is the caller's mistake, said clearly."""
+    hi = date_to or datetime.now(UTC).date()
+    lo = date_from or hi - timedelta(days=DEFAULT_DAYS)
+    if lo > hi:
+        raise InvalidQuery(f"'from' ({lo}) is after 'to' ({hi})")
+    if (hi - lo).days > MAX_DAYS:
+        raise InvalidQuery(f"range {lo}..{hi} is longer than {MAX_DAYS} days")
+    return lo, hi

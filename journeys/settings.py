@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from journeys import envvars
 from journeys.events import DEFAULT_CHANNELS
@@ -74,6 +75,36 @@ class WarehouseConfig(BaseModel):
     password: SecretStr = SecretStr("")
 
 
+def _url_list(v: Any) -> Any:
+    """A JSON list, or comma-separated URLs (friendlier in an environment variable)."""
+    if isinstance(v, str):
+        text = v.strip()
+        if text.startswith("["):
+            return tuple(orjson.loads(text))
+        return tuple(u.strip() for u in text.split(",") if u.strip())
+    return v
+
+
+class AlertingConfig(BaseModel):
+    """Where drop-off alerts are POSTed and how hard delivery tries (stream/alerting)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    webhook_urls: Annotated[tuple[str, ...], NoDecode] = ()  # generic JSON payload
+    slack_webhook_urls: Annotated[tuple[str, ...], NoDecode] = ()  # Slack-compatible payload
+    signing_secret: SecretStr = SecretStr("")  # HMAC-SHA256 signature header when set
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    queue_size: int = Field(default=10_000, ge=1)
+
+    @field_validator("webhook_urls", "slack_webhook_urls", mode="before")
+    @classmethod
+    def _urls(cls, v: Any) -> Any:
+        return _url_list(v)
+
+
 class _RoleSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=envvars.PREFIX,
@@ -110,6 +141,7 @@ class WorkerSettings(WarehouseRole):
     allowed_lateness_ms: int = Field(default=300_000, ge=0)
     web_port: int = 6066
     web_enabled: bool = False
+    alerting: AlertingConfig = AlertingConfig()
 
     @field_validator("allowed_lateness_ms", mode="before")
     @classmethod

@@ -245,8 +245,6 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                             partitions=kafka.partitions)
     # Changelog partition = the key's partition under the default partitioner, which
     # is the by-customer partition of that customer (same key bytes, same count).
-    # Changelog partition = the key's partition under the default partitioner, which
-    # is the by-customer partition of that customer (same key bytes, same count).
     runtime.table = app.Table(SESSION_TABLE, default=None, partitions=kafka.partitions,
                               schema=raw_schema, use_partitioner=True,
                               help="per-customer open sessions (stream.sessions)")

@@ -23,7 +23,8 @@ def clean_message(text: str) -> str:
     text = text.split("Stack trace", 1)[0]
     text = re.sub(r"\bDB::Exception:\s*", "", text)
     text = re.sub(r"^\s*Code:\s*\d+\.?\s*", "", text)
-    return " ".join(text.split()).rstrip(" .,") or "unknown error"
+    text = " ".join(text.split()).rstrip(" .,") or "unknown error"
+    return text if len(text) <= 600 else text[:599] + "…"
 
 
 def error_code(text: str) -> int | None:

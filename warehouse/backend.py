@@ -22,7 +22,10 @@ class Warehouse(Protocol):
     database: str
 
     def execute(self, sql: str, params: Params = None) -> None:
-        """Run a statement that returns nothing (DDL, ALTER, INSERT ... SELECT)."""
+        """Run a statement that returns nothing (DDL, ALTER, INSERT ... SELECT).
+
+        Inline `INSERT ... VALUES` is refused (it hangs ClickHouse 18.16): use insert().
+        """
 
     def query(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Rows as tuples."""
@@ -31,7 +34,11 @@ class Warehouse(Protocol):
         """Rows as a DataFrame with the query's column names."""
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        """Insert rows (a batch; never per event). Returns rows written; empty is a no-op."""
+        """Insert rows into `database.table` (bare table name; a batch, never per event).
+
+        Rows hold plain Python values in `columns` order (DateTime columns take epoch
+        seconds or datetimes, naive = UTC). Returns rows written; empty is a no-op.
+        """
 
     def ping(self) -> bool:
         """True when the backend answers a trivial query."""

@@ -31,7 +31,7 @@ _INLINE_INSERT = re.compile(
 class _UtcContext:
     """Stands in for clickhouse-driver's connection context: datetimes render in UTC."""
 
-    class server_info:  # noqa: N801 - mirrors the driver's attribute name
+    class server_info:  # mirrors the driver's attribute name
         @staticmethod
         def get_timezone() -> str:
             return "UTC"

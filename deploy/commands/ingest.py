@@ -19,8 +19,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+def _out() -> Console:
+    return Console(soft_wrap=True)
+
+
+def _err() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
 
 _KAFKA = typer.Option(None, "--bootstrap-servers", "-b",
                       help="Kafka bootstrap servers (default: settings/env)")
@@ -53,14 +59,14 @@ def _ensure_topics(kafka: Any, *, required: bool = True) -> None:
     except ServiceUnavailable:
         if required:
             raise
-        err.print(f"[yellow]warning:[/] Kafka at {kafka.bootstrap_servers} is not reachable "
+        _err().print(f"[yellow]warning:[/] Kafka at {kafka.bootstrap_servers} is not reachable "
                   "yet; answering 503 until it is")
 
 
 def _progress(unit: str) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                     TextColumn("{task.fields[rows]:>10,} " + unit + " [cyan]{task.fields[rate]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=_err())
 
 
 def _rate(rows: int, started: float) -> str:
@@ -124,6 +130,7 @@ def register(app: typer.Typer) -> None:
         from ingest.mapping import ColumnMapping
         from ingest.parallel import import_files
 
+        out, err = _out(), _err()
         settings = _settings(bootstrap_servers, topic_prefix)
         if time_unit not in ("ms", "s") or extra_columns not in ("properties", "ignore"):
             raise typer.BadParameter("--time-unit is ms or s; --extra-columns is "
@@ -193,6 +200,7 @@ def register(app: typer.Typer) -> None:
         from ingest import generator as g
         from journeys.timeutil import now_ms, parse_duration_ms
 
+        err = _err()
         try:
             span = parse_duration_ms(duration)
             stories = tuple(g.parse_story(s) for s in story or [])
@@ -254,6 +262,7 @@ def register(app: typer.Typer) -> None:
 
         from journeys import envvars
 
+        err = _err()
         settings = _settings(bootstrap_servers, topic_prefix, host=host, port=port)
         _ensure_topics(settings.kafka, required=False)
         keys = "write keys for " + ", ".join(settings.write_keys) if settings.write_keys \

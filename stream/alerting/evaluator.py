@@ -109,7 +109,8 @@ def final_before(watermark: int, rule: AlertRule) -> int:
     """Windows starting before this are final at `watermark` (ws + window + horizon <= wm)."""
     if watermark <= NO_WATERMARK:
         return NO_WATERMARK
-    return window_start(watermark - rule.horizon_ms - rule.window_ms + 1, rule.window_ms) + rule.window_ms
+    last_final = watermark - rule.horizon_ms - rule.window_ms  # latest start that is final
+    return window_start(last_final, rule.window_ms) + rule.window_ms
 
 
 def is_dropped(reached_at: int, next_at: int | None, horizon_ms: int) -> bool:

@@ -1,0 +1,114 @@
+"""The schema history: numbered migrations, each a list of DDL statements.
+
+Rules (docs/warehouse.md): a released migration is never edited, only followed by a
+new one; every statement is idempotent (IF NOT EXISTS ...) so a migration interrupted
+half-way can simply run again; the DDL must be valid on ClickHouse 18.16 and on chdb
+(no LowCardinality, DateTime64, TTL, CTE, Map, skip indexes, projections). `{db}` is
+the only placeholder: the validated database name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    def render(self, database: str) -> list[str]:
+        return [s.format(db=database) for s in self.statements]
+
+
+BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree ORDER BY version
+"""
+
+_TOUCHPOINTS = """
+CREATE TABLE IF NOT EXISTS {db}.touchpoints (
+    event_id String,
+    type String,
+    channel String,
+    occurred_at_ms UInt64,
+    occurred_at DateTime('UTC'),
+    customer_id String,
+    anonymous_id String,
+    source String,
+    properties String,
+    context String,
+    ingested_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (toDate(occurred_at), event_id)
+"""
+
+_SESSIONS = """
+CREATE TABLE IF NOT EXISTS {db}.sessions (
+    session_id String,
+    customer_id String,
+    started_at_ms UInt64,
+    ended_at_ms UInt64,
+    started_at DateTime('UTC'),
+    events UInt32,
+    channels Array(String),
+    first_channel String,
+    version UInt64,
+    deleted UInt8
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(started_at)
+ORDER BY session_id
+"""
+
+_DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+    received_at DateTime('UTC'),
+    stage String,
+    reason String,
+    event_id String,
+    original String,
+    kafka_topic String,
+    kafka_partition Int32,
+    kafka_offset Int64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(received_at)
+ORDER BY (stage, received_at)
+"""
+
+_ALERTS = """
+CREATE TABLE IF NOT EXISTS {db}.alerts (
+    alert_id String,
+    kind String,
+    journey String,
+    step String,
+    step_index UInt16,
+    channel String,
+    window_start_ms UInt64,
+    window_end_ms UInt64,
+    window_start DateTime('UTC'),
+    horizon_ms UInt64,
+    population UInt32,
+    dropped UInt32,
+    rate Float64,
+    baseline Float64,
+    baseline_windows UInt16,
+    threshold Float64,
+    confidence Float64,
+    p_value Float64,
+    resolves String,
+    created_at_ms UInt64,
+    payload String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (journey, window_start_ms, step, channel)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
+    Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
+)

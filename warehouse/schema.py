@@ -1,0 +1,75 @@
+"""Apply the versioned migrations (warehouse.migrations); idempotent, safe to run any time.
+
+Which migrations ran is kept in `schema_migrations` (ReplacingMergeTree by version, read
+with DISTINCT, so two processes migrating at once leave a correct record; their DDL is
+IF NOT EXISTS, so running a statement twice is harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from journeys.settings import WarehouseConfig
+from warehouse.backend import Warehouse
+from warehouse.migrations import BOOTSTRAP, MIGRATIONS, Migration
+from warehouse.sql import check_identifier, qualified
+from warehouse.tables import SCHEMA_MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+
+def applied_migrations(wh: Warehouse) -> dict[int, str]:
+    """version -> name of every migration recorded in the database (empty if none)."""
+    table = qualified(wh.database, SCHEMA_MIGRATIONS.name)
+    rows = wh.query(f"SELECT DISTINCT version, name FROM {table} ORDER BY version")
+    return {int(v): str(n) for v, n in rows}
+
+
+def pending_migrations(wh: Warehouse) -> list[Migration]:
+    """The migrations this code knows that the database has not recorded yet."""
+    _bootstrap(wh)
+    done = applied_migrations(wh)
+    return [m for m in MIGRATIONS if m.version not in done]
+
+
+def migrate(wh: Warehouse) -> list[str]:
+    """Create the database if needed and apply pending migrations in order.
+
+    Returns the names applied now ([] when the schema was up to date).
+    """
+    done: list[str] = []
+    for migration in pending_migrations(wh):
+        for statement in migration.render(wh.database):
+            wh.execute(statement)
+        wh.insert(
+            SCHEMA_MIGRATIONS.name,
+            SCHEMA_MIGRATIONS.columns,
+            [(migration.version, migration.name, datetime.now(UTC).replace(microsecond=0))],
+        )
+        log.info("applied migration %s to %s", migration.name, wh.database)
+        done.append(migration.name)
+    newer = sorted(set(applied_migrations(wh)) - {m.version for m in MIGRATIONS})
+    if newer:
+        log.warning(
+            "database %s has migrations %s that this code does not know (newer release?)",
+            wh.database, newer,
+        )
+    return done
+
+
+def migrate_from_config(config: WarehouseConfig) -> list[str]:
+    """Connect, migrate, close: what `journeys migrate` does."""
+    from warehouse.connect import connect
+
+    wh = connect(config, create_database=True)
+    try:
+        return migrate(wh)
+    finally:
+        wh.close()
+
+
+def _bootstrap(wh: Warehouse) -> None:
+    database = check_identifier(wh.database)
+    wh.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+    wh.execute(BOOTSTRAP.format(db=database))

@@ -1,0 +1,114 @@
+"""Batch writers: domain objects -> column rows -> one insert per flush (never per event).
+
+All are idempotent under replay: touchpoints collapse on event_id, sessions on
+(session_id, version); dead letters are append-only (count them DISTINCT if replays
+matter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from journeys.events import Rejection, Touchpoint
+from journeys.timeutil import now_ms
+from warehouse.backend import Warehouse
+from warehouse.tables import DEAD_LETTERS, SESSIONS, TOUCHPOINTS
+
+
+def _json(value: Any) -> str:
+    if not value:
+        return "{}"
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _seconds(ms: int) -> int:
+    """DateTime columns take epoch seconds (both backends accept ints)."""
+    return ms // 1000
+
+
+def touchpoint_rows(
+    events: Sequence[Touchpoint], *, ingested_at_ms: int | None = None
+) -> list[tuple[Any, ...]]:
+    """Rows in TOUCHPOINTS.columns order; a batch's repeated event_ids are sent once."""
+    ingested = _seconds(now_ms() if ingested_at_ms is None else ingested_at_ms)
+    seen: set[str] = set()
+    rows: list[tuple[Any, ...]] = []
+    for e in events:
+        if e.event_id in seen:
+            continue
+        seen.add(e.event_id)
+        rows.append((
+            e.event_id, e.type, e.channel, e.occurred_at, _seconds(e.occurred_at),
+            e.customer_id or "", e.anonymous_id or "", e.source or "",
+            _json(e.properties), _json(e.context), ingested,
+        ))
+    return rows
+
+
+def write_touchpoints(
+    wh: Warehouse, events: Sequence[Touchpoint], *, ingested_at_ms: int | None = None
+) -> int:
+    """Insert raw events (one insert). Returns rows sent (after in-batch dedup)."""
+    rows = touchpoint_rows(events, ingested_at_ms=ingested_at_ms)
+    return wh.insert(TOUCHPOINTS.name, TOUCHPOINTS.columns, rows)
+
+
+def session_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Normalize rows given in SESSIONS.columns order (stream.sessions.SessionRow fits).
+
+    `started_at` is recomputed from `started_at_ms`: every row of a session id, its
+    tombstone included, must land in the same toYYYYMM(started_at) partition, because
+    FINAL only collapses rows within one partition.
+    """
+    width = len(SESSIONS.columns)
+    out: list[tuple[Any, ...]] = []
+    for r in rows:
+        if len(r) != width:
+            raise ValueError(f"a sessions row has {len(r)} values, expected {width}")
+        (sid, customer, start_ms, end_ms, _started, events, channels, first_channel,
+         version, deleted) = r
+        out.append((
+            sid, customer, int(start_ms), int(end_ms), _seconds(int(start_ms)), int(events),
+            list(channels), first_channel, int(version), 1 if deleted else 0,
+        ))
+    return out
+
+
+def write_sessions(wh: Warehouse, rows: Sequence[Sequence[Any]]) -> int:
+    """Insert session upserts/tombstones (one insert). Returns rows sent."""
+    return wh.insert(SESSIONS.name, SESSIONS.columns, session_rows(rows))
+
+
+class DeadLetterLike(Protocol):
+    """What write_dead_letters reads (stream.sink.DeadLetter fits). Optional attributes
+    `topic`, `partition`, `offset` say where the message was read."""
+
+    @property
+    def rejection(self) -> Rejection: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def received_at_ms(self) -> int: ...
+
+
+def dead_letter_rows(letters: Sequence[DeadLetterLike]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for d in letters:
+        rej = d.rejection
+        partition = getattr(d, "partition", None)
+        offset = getattr(d, "offset", None)
+        rows.append((
+            _seconds(d.received_at_ms), d.stage, rej.reason, rej.event_id or "",
+            rej.raw.decode("utf-8", errors="replace"), getattr(d, "topic", None) or "",
+            -1 if partition is None else int(partition), -1 if offset is None else int(offset),
+        ))
+    return rows
+
+
+def write_dead_letters(wh: Warehouse, letters: Sequence[DeadLetterLike]) -> int:
+    """Insert rejected inputs with their reason and original bytes (one insert)."""
+    return wh.insert(DEAD_LETTERS.name, DEAD_LETTERS.columns, dead_letter_rows(letters))
+
