@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from api import errors
 from api.deps import ApiState
-from api.routes import alerts, health, journeys, reports
+from api.routes import alerts, health, journeys, reports, reports_journeys
 from journeys import __version__
 from journeys.definitions import Definitions, load_definitions
 from journeys.settings import ApiSettings
@@ -63,6 +63,7 @@ def create_app(
     app.include_router(journeys.router)
     app.include_router(reports.router)
     app.include_router(alerts.router)
+    app.include_router(reports_journeys.router)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:

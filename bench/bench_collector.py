@@ -180,6 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs; broker: embedded Tansu; client: httpx, "
           f"{args.clients} concurrent requests, separate process")
+    print("load average before: {:.2f} {:.2f} {:.2f} (other load skews the figures)".format(
+        *os.getloadavg()))
     with LocalBroker() as broker:
         kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers,
                             topic_prefix=f"bench{os.getpid()}", partitions=4)

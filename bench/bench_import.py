@@ -37,6 +37,15 @@ from journeys.settings import KafkaConfig  # noqa: E402
 
 def child(args: argparse.Namespace) -> None:
     """One import in this process; prints a JSON line of figures."""
+    kafka = KafkaConfig(bootstrap_servers=args.bootstrap, topic_prefix=args.prefix,
+                        partitions=4)
+    with tempfile.TemporaryDirectory(prefix="bench-rejects-") as rejects:
+        _child(args, kafka, Path(rejects))
+
+
+def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
+    import threading
+
     from kafka.producer.sender import Sender
 
     from ingest.importer import ImportOptions, import_file
@@ -45,9 +54,6 @@ def child(args: argparse.Namespace) -> None:
     from ingest.producer import ProducerTuning, TouchpointProducer
     from journeys.settings import CollectorSettings
 
-    kafka = KafkaConfig(bootstrap_servers=args.bootstrap, topic_prefix=args.prefix,
-                        partitions=4)
-    rejects = Path(tempfile.mkdtemp(prefix="bench-rejects-"))
     started, cpu0 = time.perf_counter(), time.process_time()
     if len(args.files) > 1:
         reports = import_files([Path(f) for f in args.files], CollectorSettings(kafka=kafka),
@@ -60,8 +66,6 @@ def child(args: argparse.Namespace) -> None:
         return
     producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(), factory=TimedProducer)
     producer.ensure_available()
-    import threading
-
     sender = next(t for t in threading.enumerate() if isinstance(t, Sender))
     io0 = _cpu(os.getpid(), sender.native_id)
     report = import_file(Path(args.files[0]), producer,
@@ -98,6 +102,8 @@ def main() -> None:
     if args.child:
         return child(args)
     print(f"machine: {os.cpu_count()} CPUs; broker: embedded Tansu; {args.rows:,} rows/file")
+    print("load average before: {:.2f} {:.2f} {:.2f} (other load skews the figures)".format(
+        *os.getloadavg()))
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
 
     def make(name: str, rows: int, seed: int = 1) -> Path:

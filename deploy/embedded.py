@@ -8,6 +8,7 @@ child process stopped by PID when this process ends, however it ends.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -110,7 +111,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
             services.append(BackgroundService(
                 "announce", lambda: _announce(console, url)))
 
-        worker = build_worker(stream_app, extra_services=services, loglevel="warning")
+        worker = build_worker(stream_app, extra_services=services, loglevel=os.environ.get("JOURNEYS_LOGLEVEL", "warning"))
         worker.execute_from_commandline()
     finally:
         broker.stop()

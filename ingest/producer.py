@@ -163,7 +163,7 @@ class _KeyPartitions:
     many events, so a key's partition is worth remembering (until the count changes).
     """
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = 50_000) -> None:
         self._cache: dict[bytes, int] = {}
         self._count = 0
         self._limit = limit

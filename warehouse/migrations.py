@@ -108,7 +108,37 @@ PARTITION BY toYYYYMM(window_start)
 ORDER BY (journey, window_start_ms, step, channel)
 """
 
+_JOURNEY_INSTANCES = """
+CREATE TABLE IF NOT EXISTS {db}.journey_instances (
+    instance_id String,
+    journey String,
+    customer_id String,
+    status String,
+    opened_at_ms UInt64,
+    closed_at_ms UInt64,
+    last_event_at_ms UInt64,
+    opened_at DateTime('UTC'),
+    furthest_step UInt8,
+    furthest_step_name String,
+    dropped_at String,
+    entry_channel String,
+    channels Array(String),
+    path_types Array(String),
+    path_channels Array(String),
+    path_times Array(UInt64),
+    detour_kinds Array(String),
+    detour_steps Array(String),
+    detour_channels Array(String),
+    detour_times Array(UInt64),
+    version UInt64,
+    definitions_version String
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(opened_at)
+ORDER BY (journey, instance_id)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
+    Migration(3, "0003_journey_instances", (_JOURNEY_INSTANCES,)),  # warehouse.writers_journeys
 )

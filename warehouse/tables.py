@@ -87,4 +87,37 @@ SCHEMA_MIGRATIONS = Table(
 )
 """Which migrations ran. ReplacingMergeTree by version: concurrent migrators collapse."""
 
-ALL_TABLES: tuple[Table, ...] = (TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS)
+JOURNEY_INSTANCES = Table(
+    "journey_instances",
+    (
+        ("instance_id", "String"),
+        ("journey", "String"),
+        ("customer_id", "String"),
+        ("status", "String"),  # open | converted | abandoned
+        ("opened_at_ms", "UInt64"),
+        ("closed_at_ms", "UInt64"),  # 0 while open
+        ("last_event_at_ms", "UInt64"),
+        ("opened_at", "DateTime('UTC')"),
+        ("furthest_step", "UInt8"),
+        ("furthest_step_name", "String"),
+        ("dropped_at", "String"),  # the furthest step when abandoned, else ''
+        ("entry_channel", "String"),
+        ("channels", "Array(String)"),  # distinct, in first-seen order
+        ("path_types", "Array(String)"),
+        ("path_channels", "Array(String)"),
+        ("path_times", "Array(UInt64)"),
+        ("detour_kinds", "Array(String)"),
+        ("detour_steps", "Array(String)"),
+        ("detour_channels", "Array(String)"),
+        ("detour_times", "Array(UInt64)"),
+        ("version", "UInt64"),
+        ("definitions_version", "String"),
+    ),
+)
+"""Journey instance upserts (migration 0003). ReplacingMergeTree(version) by (journey,
+instance_id), partitioned by the immutable opened_at so every version of an instance
+lands in one partition; read with FINAL."""
+
+ALL_TABLES: tuple[Table, ...] = (
+    TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS, JOURNEY_INSTANCES,
+)

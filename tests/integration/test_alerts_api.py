@@ -15,7 +15,7 @@ from api.app import create_app
 from journeys.definitions import load_definitions
 from journeys.settings import ApiSettings, WarehouseConfig
 from stream.alerting.evaluator import alert_id
-from tests.integration.test_alerts_warehouse import H, T0, record
+from tests.integration.test_alerts_warehouse import T0, H, record
 from warehouse.connect import connect
 from warehouse.schema import migrate
 from warehouse.writers_alerts import write_alerts

@@ -1,0 +1,310 @@
+"""Journey reports (funnel, abandonment, detours, paths) and a customer's journeys.
+
+Each handler validates by building its SQL first (bad breakdown/date/limit -> 422
+before any I/O), then runs the blocking query in a worker thread. `format=csv` returns
+the report's rows as text/csv (pandas); JSON adds the totals around them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from api.deps import ApiState, state
+from api.params import date_range
+from journeys.definitions import JourneyDefinition
+from journeys.errors import InvalidQuery, NotFound
+from journeys.timeutil import ms_to_datetime
+from warehouse.queries import abandonment, customer_journeys, detours, funnel, paths
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+
+Format = Literal["json", "csv"]
+_NAME = Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="journey definition name")
+
+
+class Cohort(BaseModel):
+    journey: str
+    date_from: date = Field(serialization_alias="from")
+    date_to: date = Field(serialization_alias="to")
+    channel: str | None = Field(description="entry-channel filter, if any")
+    breakdown: list[str]
+
+
+class Dims(BaseModel):
+    channel: str | None = Field(None, description="entry channel (breakdown 'channel')")
+    day: date | None = Field(None, description="UTC day the instance opened")
+    hour: datetime | None = Field(None, description="UTC hour the instance opened")
+
+
+class FunnelStep(Dims):
+    step: str
+    step_index: int
+    instances: int = Field(description="instances whose furthest step is at or beyond this")
+    converted: int
+    dropped_here: int = Field(description="abandoned with this as their furthest step")
+    share_of_opened: float | None
+
+
+class FunnelOut(Cohort):
+    opened: int
+    converted: int
+    abandoned: int
+    open: int
+    conversion_rate: float | None = Field(description="converted / opened")
+    steps: list[FunnelStep]
+
+
+class AbandonmentGroup(Dims):
+    step: str | None = Field(None, description="the step dropped at (furthest reached)")
+    abandoned: int
+    share_of_abandoned: float | None
+
+
+class AbandonmentOut(Cohort):
+    opened: int
+    abandoned: int
+    converted: int
+    open: int
+    abandonment_rate: float | None = Field(description="abandoned / opened")
+    rows: list[AbandonmentGroup]
+
+
+class DetourGroup(Dims):
+    kind: str
+    step: str | None = Field(None, description="furthest step reached before the detour")
+    detour_channel: str | None = Field(None, description="channel of the causing event")
+    detours: int = Field(description="events that caused this detour")
+    instances: int = Field(description="distinct instances with at least one")
+
+
+class DetourShareOut(BaseModel):
+    kind: str
+    abandoned_with: int
+    abandoned: int
+    abandoned_share: float | None
+    converted_with: int
+    converted: int
+    converted_share: float | None
+
+
+class DetoursOut(Cohort):
+    rows: list[DetourGroup]
+    shares: list[DetourShareOut]
+
+
+class PathOut(BaseModel):
+    path: list[str]
+    dropped_at: str
+    instances: int
+    share: float | None = Field(description="of all abandoned instances in the cohort")
+
+
+class OtherPaths(BaseModel):
+    instances: int
+    distinct_paths: int
+
+
+class PathsOut(Cohort):
+    steps_only: bool
+    abandoned: int
+    distinct_paths: int
+    paths: list[PathOut]
+    other: OtherPaths = Field(description="abandoned instances whose path is not listed")
+
+
+class DetourOut(BaseModel):
+    kind: str
+    step: str
+    channel: str
+    at: datetime
+
+
+class TouchOut(BaseModel):
+    type: str
+    channel: str
+    at: datetime
+
+
+class CustomerJourneyOut(BaseModel):
+    instance_id: str
+    journey: str
+    status: Literal["open", "converted", "abandoned"]
+    opened_at: datetime
+    closed_at: datetime | None
+    last_event_at: datetime
+    furthest_step: str
+    furthest_step_index: int
+    dropped_at: str | None
+    entry_channel: str
+    channels: list[str]
+    path: list[TouchOut]
+    detours: list[DetourOut]
+
+
+class CustomerJourneysOut(BaseModel):
+    customer_id: str
+    journeys: list[CustomerJourneyOut]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+def _breakdown(values: list[str] | None) -> list[str] | None:
+    """Repeated `breakdown=` and comma-separated lists are both accepted."""
+    if values is None:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def _csv(df: pd.DataFrame, name: str) -> Response:
+    return Response(df.to_csv(index=False), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+class _Request:
+    """The cohort parameters every report takes, resolved and checked."""
+
+    def __init__(self, st: ApiState, name: str, date_from: date | None, date_to: date | None,
+                 channel: str | None, breakdown: list[str] | None) -> None:
+        self.definition: JourneyDefinition = st.definitions.get(name)  # 404 if unknown
+        self.lo, self.hi = date_range(date_from, date_to)
+        self.channel = channel
+        self.breakdown = _breakdown(breakdown)
+        self.wh = st.warehouse
+
+    def kw(self) -> dict[str, Any]:
+        return {"date_from": self.lo, "date_to": self.hi, "channel": self.channel}
+
+    def cohort(self, default: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {"journey": self.definition.name, "date_from": self.lo, "date_to": self.hi,
+                "channel": self.channel,
+                "breakdown": list(default if self.breakdown is None else self.breakdown)}
+
+
+def _common(
+    st: Annotated[ApiState, Depends(state)],
+    name: Annotated[str, _NAME],
+    date_from: Annotated[date | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
+    date_to: Annotated[date | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
+    channel: Annotated[str | None, Query(max_length=32, description="entry channel")] = None,
+    breakdown: Annotated[list[str] | None, Query(
+        description="dimensions: channel, day, hour, and per report step/detour_channel")] = None,
+) -> _Request:
+    return _Request(st, name, date_from, date_to, channel, breakdown)
+
+
+Common = Annotated[_Request, Depends(_common)]
+FormatQ = Annotated[Format, Query(description="json (default) or csv")]
+
+
+@router.get("/journeys/{name}/funnel", response_model=FunnelOut,
+            summary="Instances reaching each step; conversion = converted / opened")
+async def funnel_report(req: Common, format: FormatQ = "json") -> Any:
+    d, kw = req.definition, req.kw()
+    funnel.build(req.wh.database, d, breakdown=req.breakdown, **kw)
+    rows, t = await to_thread.run_sync(
+        lambda: funnel.run(req.wh, d, breakdown=req.breakdown, **kw))
+    if format == "csv":
+        return _csv(funnel.to_frame(rows, req.breakdown), f"{d.name}-funnel")
+    return FunnelOut(**req.cohort(), **t._asdict(),
+                     steps=[FunnelStep(**r._asdict()) for r in rows])
+
+
+@router.get("/journeys/{name}/abandonment", response_model=AbandonmentOut,
+            summary="Abandoned instances by the step dropped at, optionally over time")
+async def abandonment_report(req: Common, format: FormatQ = "json") -> Any:
+    d, kw = req.definition, req.kw()
+    abandonment.build(req.wh.database, d, breakdown=req.breakdown, **kw)
+    rows, t = await to_thread.run_sync(
+        lambda: abandonment.run(req.wh, d, breakdown=req.breakdown, **kw))
+    if format == "csv":
+        return _csv(abandonment.to_frame(rows, req.breakdown), f"{d.name}-abandonment")
+    return AbandonmentOut(**req.cohort(abandonment.DEFAULT), **t._asdict(),
+                          rows=[AbandonmentGroup(**r._asdict()) for r in rows])
+
+
+@router.get("/journeys/{name}/detours", response_model=DetoursOut,
+            summary="Detours by kind and step; share of abandoned instances with each kind")
+async def detours_report(req: Common, format: FormatQ = "json") -> Any:
+    d, kw = req.definition, req.kw()
+    detours.build(req.wh.database, d, breakdown=req.breakdown, **kw)
+    rows, shares = await to_thread.run_sync(
+        lambda: detours.run(req.wh, d, breakdown=req.breakdown, **kw))
+    if format == "csv":
+        return _csv(detours.to_frame(rows, req.breakdown), f"{d.name}-detours")
+    return DetoursOut(**req.cohort(detours.DEFAULT),
+                      rows=[DetourGroup(**r._asdict()) for r in rows],
+                      shares=[DetourShareOut(**s._asdict()) for s in shares])
+
+
+@router.get("/journeys/{name}/paths", response_model=PathsOut,
+            summary="Exact counts of abandoned instances' paths, with an explicit 'other'")
+async def paths_report(
+    req: Common,
+    format: FormatQ = "json",
+    limit: Annotated[int, Query(ge=1, le=paths.MAX_LIMIT)] = 20,
+    dropped_at: Annotated[str | None, Query(max_length=64, description="only this step")] = None,
+    steps_only: Annotated[bool, Query(description="keep only step event types")] = True,
+) -> Any:
+    d = req.definition
+    if req.breakdown:
+        raise InvalidQuery("the paths report takes no breakdown; filter with dropped_at")
+    kw = {**req.kw(), "dropped_at": dropped_at, "steps_only": steps_only}
+    paths.build(req.wh.database, d, limit=limit, **kw)
+    rows, s = await to_thread.run_sync(lambda: paths.run(req.wh, d, limit=limit, **kw))
+    if format == "csv":
+        return _csv(paths.to_frame(rows, s), f"{d.name}-paths")
+    return PathsOut(
+        **req.cohort(), steps_only=steps_only, abandoned=s.abandoned,
+        distinct_paths=s.distinct_paths,
+        paths=[PathOut(path=list(r.path), dropped_at=r.dropped_at, instances=r.instances,
+                       share=r.share) for r in rows],
+        other=OtherPaths(instances=s.other_instances, distinct_paths=s.other_paths),
+    )
+
+
+def _journey_out(r: customer_journeys.CustomerJourneyRow) -> CustomerJourneyOut:
+    return CustomerJourneyOut(
+        instance_id=r.instance_id, journey=r.journey, status=r.status,  # type: ignore[arg-type]
+        opened_at=ms_to_datetime(r.opened_at_ms),
+        closed_at=ms_to_datetime(r.closed_at_ms) if r.closed_at_ms else None,
+        last_event_at=ms_to_datetime(r.last_event_at_ms),
+        furthest_step=r.furthest_step_name, furthest_step_index=r.furthest_step,
+        dropped_at=r.dropped_at or None, entry_channel=r.entry_channel, channels=r.channels,
+        path=[TouchOut(type=t, channel=c, at=ms_to_datetime(ms)) for t, c, ms in
+              zip(r.path_types, r.path_channels, r.path_times, strict=True)],
+        detours=[DetourOut(kind=k, step=s, channel=c, at=ms_to_datetime(ms)) for k, s, c, ms in
+                 zip(r.detour_kinds, r.detour_steps, r.detour_channels, r.detour_times,
+                     strict=True)],
+    )
+
+
+@router.get("/customers/{customer_id}/journeys", response_model=CustomerJourneysOut,
+            tags=["customers"], summary="A customer's journey instances with their paths")
+async def customer_journeys_report(
+    st: Annotated[ApiState, Depends(state)],
+    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    journey: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=customer_journeys.MAX_LIMIT)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> CustomerJourneysOut:
+    if journey is not None:
+        st.definitions.get(journey)  # 404 for an unknown definition
+    customer_journeys.build(st.warehouse.database, customer_id, journey=journey, limit=limit,
+                            offset=offset)
+    rows, total = await to_thread.run_sync(lambda: customer_journeys.run(
+        st.warehouse, customer_id, journey=journey, limit=limit, offset=offset))
+    if total == 0:
+        raise NotFound(f"no journeys recorded for customer {customer_id!r}")
+    nxt = offset + len(rows)
+    return CustomerJourneysOut(customer_id=customer_id, journeys=[_journey_out(r) for r in rows],
+                               total=total, limit=limit, offset=offset,
+                               next_offset=nxt if nxt < total else None)

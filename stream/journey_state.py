@@ -1,0 +1,147 @@
+"""The journey state machine (DESIGN.md "Journey instance", "Detours") for one definition.
+
+`feed` is the reference walk (tests/reference/journeys_ref.py) turned inside out: it
+takes one event at a time and the currently open instance, so the engine can resume it
+from a stored checkpoint instead of rescanning a customer's history. It must stay
+step-for-step equal to the reference; the property tests hold it to that.
+
+Times inside `Run` are absolute epoch ms; `encode_run` stores them relative to the
+opening time (shorter numbers) so a customer's state bytes stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from journeys.definitions import JourneyDefinition
+
+DETOUR_KINDS: tuple[str, ...] = ("backtrack", "loop", "off_path", "channel_switch")
+BACKTRACK, LOOP, OFF_PATH, CHANNEL_SWITCH = range(4)
+
+# tail events are kept as (occurred_at, event_id, type, channel): sorted = reference order
+TailEvent = tuple[int, str, str, str]
+
+
+def instance_id(journey: str, customer: str, opening_event_id: str) -> str:
+    """Deterministic id (same as the reference): replays give the same instance ids."""
+    raw = f"{journey}\x1f{customer}\x1f{opening_event_id}".encode()
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+class Spec:
+    """A definition compiled for the hot loop (dict lookups instead of tuple.index)."""
+
+    __slots__ = ("abandon", "goal", "index", "name", "off_path", "window")
+
+    def __init__(self, d: JourneyDefinition) -> None:
+        self.name = d.name
+        self.index = {s: i for i, s in enumerate(d.steps)}
+        self.goal = len(d.steps) - 1
+        self.off_path = frozenset(d.off_path) if d.off_path is not None else None
+        self.abandon = d.abandon_after_ms
+        self.window = d.conversion_window_ms
+
+
+@dataclass(slots=True)
+class Run:
+    """One journey instance. Lists hold small lists so they encode to JSON unchanged.
+
+    path: [t, type, channel]; reached[s] = [t, channel] of the event that first reached
+    step s; detours: [kind code, step index, channel, t, event_id].
+    """
+
+    iid: str
+    opened: int
+    last_t: int
+    furthest: int
+    path: list[list[Any]]
+    reached: list[list[Any]]
+    detours: list[list[Any]]
+    status: str = "open"
+    closed_at: int | None = None
+
+    def deadline(self, d: Spec) -> int:
+        return min(self.last_t + d.abandon, self.opened + d.window)
+
+    def copy(self) -> Run:
+        # inner lists are never mutated in place, so a shallow copy of each list is enough
+        return Run(self.iid, self.opened, self.last_t, self.furthest, list(self.path),
+                   list(self.reached), list(self.detours), self.status, self.closed_at)
+
+    def digest(self) -> int:
+        """Fingerprint of everything a row shows, to emit an upsert only on change."""
+        body = orjson.dumps([self.path, self.detours, self.status, self.closed_at])
+        return int.from_bytes(hashlib.blake2b(body, digest_size=6).digest(), "big")
+
+
+def feed(
+    d: Spec, customer: str, cur: Run | None, ev: TailEvent
+) -> tuple[Run | None, Run | None, Run | None]:
+    """Apply one event in reference order. Returns (open run, run closed, run opened).
+
+    A closed run is abandoned (the event is at/after its deadline) or converted (this
+    event is the goal); "opened" is the run this event opened, if any. Steps are
+    distinct, so one event never both opens and converts a run.
+    """
+    t, eid, etype, channel = ev
+    closed: Run | None = None
+    if cur is not None:
+        deadline = min(cur.last_t + d.abandon, cur.opened + d.window)
+        if t >= deadline:
+            cur.status, cur.closed_at = "abandoned", deadline
+            closed, cur = cur, None
+    idx = d.index.get(etype, -1)
+    if cur is None:
+        if idx != 0:
+            return None, closed, None
+        cur = Run(instance_id(d.name, customer, eid), t, t, 0, [[t, etype, channel]],
+                  [[t, channel]], [])
+        return cur, closed, cur
+    prev = cur.path[-1]
+    step = cur.furthest
+    if channel != prev[2]:
+        cur.detours.append([CHANNEL_SWITCH, step, channel, t, eid])
+    if idx < 0:
+        if d.off_path is None or etype in d.off_path:
+            cur.detours.append([OFF_PATH, step, channel, t, eid])
+    elif idx < step:
+        cur.detours.append([BACKTRACK, step, channel, t, eid])
+    elif idx == step:
+        # the furthest step's type is always on the path already (it was reached by an
+        # event of that type), so the reference's "seen earlier" test reduces to this
+        if prev[1] != etype:
+            cur.detours.append([LOOP, step, channel, t, eid])
+    else:
+        cur.reached.extend([t, channel] for _ in range(step + 1, idx + 1))
+        cur.furthest = idx
+    cur.path.append([t, etype, channel])
+    cur.last_t = t
+    if idx == d.goal:
+        cur.status, cur.closed_at = "converted", t
+        return None, cur, None
+    return cur, closed, None
+
+
+def encode_run(r: Run) -> list[Any]:
+    """Compact JSON form of an open run: times relative to the opening time."""
+    o = r.opened
+    return [
+        r.iid, o, r.last_t - o, r.furthest,
+        [[t - o, ty, ch] for t, ty, ch in r.path],
+        [[t - o, ch] for t, ch in r.reached],
+        [[k, s, ch, t - o, eid] for k, s, ch, t, eid in r.detours],
+    ]
+
+
+def decode_run(obj: list[Any]) -> Run:
+    iid, o, last, furthest, path, reached, detours = obj
+    return Run(
+        iid, o, last + o, furthest,
+        [[t + o, ty, ch] for t, ty, ch in path],
+        [[t + o, ch] for t, ch in reached],
+        [[k, s, ch, t + o, eid] for k, s, ch, t, eid in detours],
+    )

@@ -1,0 +1,333 @@
+"""Incremental journey engine (DESIGN.md "Journey instance", "Detours", abandonment), pure.
+
+Per customer and definition it keeps exactly what can still change, and recomputes
+that from a checkpoint on every batch, so out-of-order and duplicated events give the
+same instances as the batch reference (tests/reference/journeys_ref.py):
+
+- events with occurred_at < watermark are *settled*: any event still to come is not
+  late, so it has occurred_at >= watermark and sorts after them. Settled events are
+  folded, in reference order, into a checkpoint: per definition the run open after
+  them (with its path). Runs they close, and a checkpoint run whose deadline the
+  watermark reached, are final: emitted once more and forgotten;
+- events with occurred_at >= watermark (the *tail*: at most `allowed lateness` of a
+  customer's events) are kept sorted and deduplicated by event_id; each batch replays
+  them from a copy of the checkpoint to get the current, still revisable instances.
+
+State bound per customer: the tail, plus per definition one open run (its path,
+reached steps and detours), plus (id, journey, fingerprint) of every non-final
+instance last emitted. Nothing of closed instances is kept.
+
+Outputs (`JourneyDelta`): instance upserts for a ReplacingMergeTree(version) table,
+versions from a per-customer counter, so they only grow for an instance id; retractions
+of ids a late event made vanish (a late earlier entry event absorbs a later one);
+closed instances once final (for the journeys-closed topic); and `StepReached`
+observations for the drop-off evaluator, emitted once the watermark passes the time
+the step was reached, when they can no longer change (the evaluator cannot retract).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from journeys.definitions import JourneyDefinition
+from stream.alerting.evaluator import StepReached
+from stream.journey_state import (
+    DETOUR_KINDS,
+    Run,
+    Spec,
+    TailEvent,
+    decode_run,
+    encode_run,
+    feed,
+)
+from stream.sessions import NO_WATERMARK
+
+_STATE_FORMAT = 1
+
+
+class JourneyEventLike(Protocol):
+    """What the engine reads from an event (journeys.events.Touchpoint fits)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def occurred_at(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+
+
+class InstanceRow(NamedTuple):
+    """One `journey_instances` upsert; field names are the table's column names
+    (warehouse.tables.JOURNEY_INSTANCES) plus detour_event_ids and reached_times."""
+
+    instance_id: str
+    journey: str
+    customer_id: str
+    status: str  # open | converted | abandoned
+    opened_at_ms: int
+    closed_at_ms: int  # 0 while open
+    last_event_at_ms: int
+    furthest_step: int
+    furthest_step_name: str
+    dropped_at: str  # furthest step name when abandoned, else ''
+    entry_channel: str
+    channels: list[str]  # distinct, first-seen order
+    path_types: list[str]
+    path_channels: list[str]
+    path_times: list[int]
+    detour_kinds: list[str]
+    detour_steps: list[str]
+    detour_channels: list[str]
+    detour_times: list[int]
+    detour_event_ids: list[str]
+    reached_times: list[int]  # per step index up to furthest_step
+    version: int
+    definitions_version: str
+
+    def as_record(self) -> dict[str, Any]:
+        """Mapping for warehouse.writers_journeys (extra keys are ignored there)."""
+        return self._asdict()
+
+
+class Retraction(NamedTuple):
+    """An instance id that no longer exists (a late earlier event absorbed its opening
+    event into another instance); it may come back later with a higher version."""
+
+    instance_id: str
+    journey: str
+    customer_id: str
+    version: int
+
+
+@dataclass(slots=True)
+class JourneyDelta:
+    upserts: list[InstanceRow] = field(default_factory=list)
+    retractions: list[Retraction] = field(default_factory=list)
+    closed: list[InstanceRow] = field(default_factory=list)  # final closes, once each
+    reached: list[StepReached] = field(default_factory=list)  # final, once each
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0  # behind this customer's checkpoint: not applied, caller counts them
+
+    def extend(self, other: JourneyDelta) -> None:
+        self.upserts.extend(other.upserts)
+        self.retractions.extend(other.retractions)
+        self.closed.extend(other.closed)
+        self.reached.extend(other.reached)
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.late += other.late
+
+
+@dataclass(slots=True)
+class CustomerJourneys:
+    """A customer's journey state (a Faust table value, as orjson bytes).
+
+    `checkpoint`: watermark up to which events are folded into `open`; `tail`: sorted
+    events at or after it; `emitted`: instance id -> [journey, fingerprint] of the last
+    live row of every non-final instance; `seq`: last version handed out.
+    """
+
+    checkpoint: int = NO_WATERMARK
+    tail: list[TailEvent] = field(default_factory=list)
+    open: dict[str, Run] = field(default_factory=dict)
+    emitted: dict[str, list[Any]] = field(default_factory=dict)
+    seq: int = 0
+    # max event time of the partition when written (watermark recovery after restart)
+    high_ms: int = NO_WATERMARK
+
+    def is_idle(self) -> bool:
+        """Nothing can change without new events: the table entry may be deleted."""
+        return not self.tail and not self.open and not self.emitted
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({
+            "f": _STATE_FORMAT, "c": self.checkpoint, "h": self.high_ms, "q": self.seq,
+            "t": self.tail, "o": {k: encode_run(r) for k, r in self.open.items()},
+            "x": self.emitted,
+        })
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> CustomerJourneys:
+        if not data:
+            return cls()
+        o = orjson.loads(data)
+        if o.get("f") != _STATE_FORMAT:
+            raise ValueError(f"unknown journey state format {o.get('f')!r}")
+        return cls(
+            checkpoint=o["c"], tail=[tuple(e) for e in o["t"]],  # type: ignore[misc]
+            open={k: decode_run(r) for k, r in o["o"].items()},
+            emitted=o["x"], seq=o["q"], high_ms=o["h"],
+        )
+
+
+class JourneyEngine:
+    """Applies a customer's events to its `CustomerJourneys`; stateless itself."""
+
+    def __init__(
+        self, definitions: Iterable[JourneyDefinition], *, definitions_version: str = ""
+    ) -> None:
+        self.definitions: tuple[JourneyDefinition, ...] = tuple(definitions)
+        self.definitions_version = definitions_version
+        self._names = frozenset(d.name for d in self.definitions)
+        self._specs = [(d, Spec(d)) for d in self.definitions]
+
+    def apply(
+        self,
+        customer: str,
+        state: CustomerJourneys,
+        events: Iterable[JourneyEventLike],
+        *,
+        watermark: int,
+        high_ms: int | None = None,
+    ) -> JourneyDelta:
+        """Apply events in any order (mutating `state`), then settle up to `watermark`.
+
+        `watermark` is the partition clock's value after the batch (stream.sessions.
+        EventClock); the caller drops events behind it as late before calling.
+        """
+        delta = JourneyDelta()
+        tail = state.tail
+        ids = {e[1] for e in tail}
+        for ev in events:
+            t, eid = ev.occurred_at, ev.event_id
+            if t < state.checkpoint:
+                delta.late += 1
+            elif eid in ids:
+                delta.duplicates += 1
+            else:
+                ids.add(eid)
+                insort(tail, (t, eid, ev.type, ev.channel))
+                delta.applied += 1
+        if high_ms is not None:
+            state.high_ms = max(state.high_ms, high_ms)
+        if delta.applied or watermark > state.checkpoint:
+            self._settle(customer, state, watermark, delta)
+        return delta
+
+    def advance(self, customer: str, state: CustomerJourneys, *, watermark: int) -> JourneyDelta:
+        """Timer path: settle with no new events (abandons instances whose deadline the
+        watermark reached while the customer was idle)."""
+        return self.apply(customer, state, (), watermark=watermark)
+
+    def wake_at(self, state: CustomerJourneys) -> int | None:
+        """Smallest watermark at which `advance` would emit something; None: never."""
+        times = [run.deadline(spec) for d, spec in self._specs
+                 if (run := state.open.get(d.name)) is not None]
+        if state.tail:
+            times.append(state.tail[0][0] + 1)
+        return min(times, default=None)
+
+    def current(
+        self, customer: str, state: CustomerJourneys
+    ) -> list[tuple[JourneyDefinition, Run]]:
+        """The non-final instances as of the state (checkpoint replayed with the tail)."""
+        out: list[tuple[JourneyDefinition, Run]] = []
+        for d, spec in self._specs:
+            cur = state.open.get(d.name)
+            cur = cur.copy() if cur is not None else None
+            if cur is not None:
+                out.append((d, cur))
+            for ev in state.tail:
+                cur, _closed, opened = feed(spec, customer, cur, ev)
+                if opened is not None:
+                    out.append((d, opened))
+        return out
+
+    def _settle(
+        self, customer: str, state: CustomerJourneys, watermark: int, delta: JourneyDelta
+    ) -> None:
+        final: list[tuple[JourneyDefinition, Run]] = []
+        if watermark > state.checkpoint:
+            cut = bisect_left(state.tail, (watermark,))
+            settled, state.tail = state.tail[:cut], state.tail[cut:]
+            for name in [n for n in state.open if n not in self._names]:
+                del state.open[name]  # definition removed: its state is meaningless
+            for d, spec in self._specs:
+                cur = state.open.pop(d.name, None)
+                for ev in settled:
+                    before = len(cur.reached) if cur is not None else 0
+                    prev = cur
+                    cur, closed, opened = feed(spec, customer, cur, ev)
+                    if closed is not None:
+                        final.append((d, closed))
+                    if prev is not None:
+                        self._observe(d, prev, before, delta)
+                    if opened is not None:
+                        self._observe(d, opened, 0, delta)
+                if cur is not None and watermark >= cur.deadline(spec):
+                    cur.status, cur.closed_at = "abandoned", cur.deadline(spec)
+                    final.append((d, cur))
+                    cur = None
+                if cur is not None:
+                    state.open[d.name] = cur
+            state.checkpoint = watermark
+        emitted = state.emitted
+        for d, run in final:
+            emitted.pop(run.iid, None)
+            state.seq += 1
+            row = self._row(d, customer, run, state.seq)
+            delta.upserts.append(row)
+            delta.closed.append(row)
+        live: dict[str, list[Any]] = {}
+        for d, run in self.current(customer, state):
+            dg = run.digest()
+            live[run.iid] = [d.name, dg]
+            old = emitted.get(run.iid)
+            if old is None or old[1] != dg:
+                state.seq += 1
+                delta.upserts.append(self._row(d, customer, run, state.seq))
+        for iid, (journey, _dg) in emitted.items():
+            if iid not in live and journey in self._names:
+                state.seq += 1
+                delta.retractions.append(Retraction(iid, journey, customer, state.seq))
+        state.emitted = live
+
+    @staticmethod
+    def _observe(d: JourneyDefinition, run: Run, before: int, delta: JourneyDelta) -> None:
+        for s in range(before, len(run.reached)):
+            t, ch = run.reached[s]
+            delta.reached.append(StepReached(d.name, run.iid, s, t, ch))
+
+    def _row(self, d: JourneyDefinition, customer: str, r: Run, version: int) -> InstanceRow:
+        path_channels = [p[2] for p in r.path]
+        det = r.detours
+        return InstanceRow(
+            instance_id=r.iid, journey=d.name, customer_id=customer, status=r.status,
+            opened_at_ms=r.opened, closed_at_ms=r.closed_at or 0, last_event_at_ms=r.last_t,
+            furthest_step=r.furthest, furthest_step_name=d.steps[r.furthest],
+            dropped_at=d.steps[r.furthest] if r.status == "abandoned" else "",
+            entry_channel=path_channels[0], channels=list(dict.fromkeys(path_channels)),
+            path_types=[p[1] for p in r.path], path_channels=path_channels,
+            path_times=[p[0] for p in r.path],
+            detour_kinds=[DETOUR_KINDS[x[0]] for x in det],
+            detour_steps=[d.steps[x[1]] for x in det],
+            detour_channels=[x[2] for x in det], detour_times=[x[3] for x in det],
+            detour_event_ids=[x[4] for x in det],
+            reached_times=[x[0] for x in r.reached],
+            version=version, definitions_version=self.definitions_version,
+        )
+
+
+def fold_rows(
+    rows: dict[str, InstanceRow], delta: JourneyDelta, *, versions: dict[str, int] | None = None
+) -> None:
+    """Apply a delta's upserts and retractions like the warehouse would (max version
+    wins per instance id). `versions` keeps the winning version of retracted ids too."""
+    seen = versions if versions is not None else {r.instance_id: r.version for r in rows.values()}
+    items: Sequence[InstanceRow | Retraction] = [*delta.upserts, *delta.retractions]
+    for item in items:
+        if item.version <= seen.get(item.instance_id, -1):
+            continue
+        seen[item.instance_id] = item.version
+        if isinstance(item, Retraction):
+            rows.pop(item.instance_id, None)
+        else:
+            rows[item.instance_id] = item

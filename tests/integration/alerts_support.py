@@ -1,0 +1,210 @@
+"""Helpers for the alerting integration tests and bench: incident traffic and a webhook receiver.
+
+The journey engine (identity stitching + instances) is not in the stream yet, so the
+"step reached" observations are derived from generated traffic with the reference
+semantics: a naive batch stitch (every anonymous id linked to the customer id it ever
+appears with), tests/reference/journeys_ref.py instances, then one observation per
+reached step, replayed in event-time order as the engine would emit them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from aiohttp import web
+
+from ingest.generator import GeneratorConfig, Story, generate_events
+from journeys.definitions import Definitions, load_definitions
+from journeys.timeutil import datetime_to_ms
+from stream.alerting import webhooks
+from stream.alerting.evaluator import AlertRecord, DropoffEvaluator, StepReached, alert_id
+from tests.reference import alerts_ref
+from tests.reference.journeys_ref import Ev, Instance, all_journeys
+
+HOUR = 3_600_000
+START_MS = datetime_to_ms(datetime(2024, 3, 4, tzinfo=UTC))
+
+
+@dataclass
+class Traffic:
+    definitions: Definitions
+    start_ms: int
+    incident: tuple[int, int]  # [start, end) epoch ms
+    channel: str
+    step: str
+    instances: list[Instance]
+    observations: list[StepReached]  # in event-time order
+    final_watermark: int
+    expected: list[alerts_ref.RefAlert]
+    events: list[Ev] = field(default_factory=list)  # stitched, in event-time order
+
+    def expected_ids(self) -> dict[str, str]:
+        """alert_id -> kind of every alert the reference says must be delivered."""
+        return {alert_id(a.journey, a.step, a.channel, a.window_start): a.kind
+                for a in self.expected}
+
+
+def stitch(events: list[dict[str, Any]]) -> list[Ev]:
+    link: dict[str, str] = {}
+    for e in events:
+        if e.get("customer_id") and e.get("anonymous_id"):
+            link.setdefault(e["anonymous_id"], e["customer_id"])
+    out = []
+    for e in events:
+        who = e.get("customer_id") or link.get(e["anonymous_id"]) or f"anon:{e['anonymous_id']}"
+        t = e["occurred_at"]
+        if not isinstance(t, int):
+            t = datetime_to_ms(datetime.fromisoformat(t.replace("Z", "+00:00")))
+        out.append(Ev(e["event_id"], who, e["type"], e["channel"], t))
+    return out
+
+
+def observations(instances: list[Instance]) -> list[StepReached]:
+    obs = [StepReached(i.journey, i.instance_id, k, t, ch)
+           for i in instances for k, (t, ch) in i.reached.items()]
+    obs.sort(key=lambda o: (o.reached_at_ms, o.instance_id, o.step_index))
+    return obs
+
+
+def incident_traffic(*, seed: int = 7, hours: int = 20, incident_at_h: int = 14,
+                     incident_h: int = 2, channel: str = "app",
+                     visitors_per_hour: float = 900) -> Traffic:
+    """Steady traffic with a payment incident on one channel (ingest.generator story)."""
+    defs = load_definitions()
+    story = Story("payment_incident", incident_at_h * HOUR, incident_h * HOUR, share=0.85,
+                  channel=channel)
+    cfg = GeneratorConfig(seed=seed, start_ms=START_MS, duration_ms=hours * HOUR,
+                          visitors_per_hour=visitors_per_hour, daily_cycle=False,
+                          stories=(story,))
+    events = stitch(list(generate_events(cfg)))
+    instances = all_journeys(defs.journeys, events, watermark=None)
+    final = max(e.t for e in events)
+    expected = [a for d in defs.journeys for a in alerts_ref.alerts(d, instances, final)]
+    start = START_MS + incident_at_h * HOUR
+    return Traffic(defs, START_MS, (start, start + incident_h * HOUR), channel,
+                   story.target_step, instances, observations(instances), final, expected,
+                   sorted(events, key=lambda e: (e.t, e.event_id)))
+
+
+def replay(ev: DropoffEvaluator, obs: list[StepReached], *, lateness_ms: int = 300_000,
+           every: int = 500) -> Iterator[list[AlertRecord]]:
+    """Feed observations in order; every `every`, advance to newest - lateness; yield records."""
+    newest = None
+    for i, o in enumerate(obs, 1):
+        newest = o.reached_at_ms if newest is None else max(newest, o.reached_at_ms)
+        ev.observe(o)
+        if i % every == 0:
+            records = ev.advance(newest - lateness_ms)
+            if records:
+                yield records
+
+
+class _EngineEvent(NamedTuple):
+    event_id: str
+    type: str
+    channel: str
+    occurred_at: int
+
+
+def engine_replay(
+    defs: Definitions, events: list[Ev], final_watermark: int, *,
+    lateness_ms: int = 300_000, batch: int = 1000,
+) -> Iterator[tuple[int, list[StepReached]]]:
+    """Drive stream.journeys_engine like a worker: batches per customer, the partition
+    watermark, timers for idle customers; yield (watermark, observations emitted)."""
+    from stream.journeys_engine import CustomerJourneys, JourneyEngine
+
+    engine = JourneyEngine(defs.journeys, definitions_version=defs.version)
+    states: dict[str, CustomerJourneys] = {}
+    wake: dict[str, int] = {}
+
+    def step(by_customer: dict[str, list[_EngineEvent]], wm: int) -> list[StepReached]:
+        out: list[StepReached] = []
+        due = set(by_customer) | {c for c, w in wake.items() if w <= wm}
+        for c in sorted(due):
+            st = states.setdefault(c, CustomerJourneys())
+            out.extend(engine.apply(c, st, by_customer.get(c, ()), watermark=wm).reached)
+            w = engine.wake_at(st)
+            if w is None:
+                wake.pop(c, None)
+            else:
+                wake[c] = w
+        return out
+
+    for i in range(0, len(events), batch):
+        chunk = events[i:i + batch]
+        by_customer: dict[str, list[_EngineEvent]] = {}
+        for e in chunk:
+            by_customer.setdefault(e.customer, []).append(
+                _EngineEvent(e.event_id, e.type, e.channel, e.t))
+        wm = chunk[-1].t - lateness_ms
+        yield wm, step(by_customer, wm)
+    yield final_watermark, step({}, final_watermark)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.perf_counter() on arrival
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records requests and checks signatures.
+
+    `fail_first`: answer that many requests with 503 before accepting (a flaky receiver).
+    """
+
+    secret: bytes
+    port: int = 0
+    fail_first: int = 0
+    received: list[Received] = field(default_factory=list)
+    rejected: int = 0
+    bad_signatures: int = 0
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._arrived = asyncio.Condition()
+        return self
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            self.rejected += 1
+            return web.Response(status=503, headers={"Retry-After": "0"})
+        if not webhooks.verify(self.secret, body, request.headers.get(webhooks.TIMESTAMP_HEADER),
+                               request.headers.get(webhooks.SIGNATURE_HEADER)):
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        self.received.append(Received(request.path, dict(request.headers), body,
+                                      time.perf_counter()))
+        async with self._arrived:
+            self._arrived.notify_all()
+        return web.Response(status=204)
+
+    async def wait_for(self, n: int, timeout: float = 30.0) -> None:
+        async def enough() -> None:
+            async with self._arrived:
+                await self._arrived.wait_for(lambda: len(self.received) >= n)
+
+        await asyncio.wait_for(enough(), timeout)

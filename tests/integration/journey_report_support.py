@@ -1,0 +1,109 @@
+"""Shared data for the journey report tests: generated events -> reference instances ->
+warehouse rows, and pandas versions of every report computed from the reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ingest.generator import GeneratorConfig, generate_events
+from journeys.definitions import Definitions, load_definitions
+from journeys.events import parse_occurred_at
+from journeys.settings import WarehouseConfig
+from tests.reference.journeys_ref import Ev, Instance, all_journeys
+from warehouse.backend import Warehouse
+from warehouse.connect import connect
+from warehouse.schema import migrate
+from warehouse.writers_journeys import write_journey_instances
+
+H = 3_600_000
+START = 1_704_153_600_000  # 2024-01-02T00:00:00Z
+DURATION = 36 * H
+DAY1, DAY3 = date(2024, 1, 2), date(2024, 1, 3)
+
+
+def reference() -> tuple[Definitions, list[Instance]]:
+    """Deterministic instances: abandoned (first day), converted and still open."""
+    defs = load_definitions()
+    cfg = GeneratorConfig(seed=7, start_ms=START, duration_ms=DURATION, visitors_per_hour=12,
+                          signup_share=0.3)
+    evs = [Ev(e["event_id"], e.get("customer_id") or e["anonymous_id"], e["type"], e["channel"],
+              parse_occurred_at(e["occurred_at"])) for e in generate_events(cfg)]
+    return defs, all_journeys(defs.journeys, evs, watermark=START + DURATION + 12 * H)
+
+
+def row(defs: Definitions, inst: Instance, version: int = 2) -> dict[str, Any]:
+    d = defs.get(inst.journey)
+    return {
+        "instance_id": inst.instance_id, "journey": inst.journey, "customer_id": inst.customer,
+        "status": inst.status, "opened_at_ms": inst.opened_at,
+        "closed_at_ms": inst.closed_at or 0, "furthest_step": inst.furthest,
+        "furthest_step_name": d.steps[inst.furthest],
+        "path_types": [e.type for e in inst.path], "path_channels": [e.channel for e in inst.path],
+        "path_times": [e.t for e in inst.path],
+        "detour_kinds": [x.kind for x in inst.detours], "detour_steps": [x.step for x in inst.detours],
+        "detour_channels": [x.channel for x in inst.detours],
+        "detour_times": [x.t for x in inst.detours],
+        "version": version, "definitions_version": defs.version,
+    }
+
+
+def stale(defs: Definitions, inst: Instance) -> dict[str, Any]:
+    """An earlier version of the instance (open, first event only) that FINAL must hide."""
+    r = row(defs, inst, version=1)
+    r.update(status="open", closed_at_ms=0, furthest_step=0,
+             furthest_step_name=defs.get(inst.journey).steps[0],
+             path_types=r["path_types"][:1], path_channels=r["path_channels"][:1],
+             path_times=r["path_times"][:1], detour_kinds=[], detour_steps=[],
+             detour_channels=[], detour_times=[])
+    return r
+
+
+def frame(defs: Definitions, instances: list[Instance]) -> pd.DataFrame:
+    """One row per reference instance with the columns the reports group by."""
+    recs = []
+    for i in instances:
+        d = defs.get(i.journey)
+        opened = datetime.fromtimestamp(i.opened_at / 1000, tz=UTC)
+        recs.append({
+            "journey": i.journey, "status": i.status, "furthest": i.furthest,
+            "channel": i.path[0].channel, "day": opened.date(),
+            "hour": opened.replace(minute=0, second=0, microsecond=0),
+            "dropped_at": i.dropped_at(d) or "",
+            "steps_path": tuple(e.type for e in i.path if e.type in d.steps),
+            "full_path": tuple(e.type for e in i.path),
+            "detours": [(x.kind, x.step, x.channel) for x in i.detours],
+            "kinds": {x.kind for x in i.detours}, "instance_id": i.instance_id,
+        })
+    return pd.DataFrame(recs)
+
+
+def open_warehouse(request: pytest.FixtureRequest, backend: str, database: str) -> WarehouseConfig:
+    if backend == "server":
+        server = request.getfixturevalue("clickhouse_server")
+        return WarehouseConfig(backend="server", host=server.host, port=server.tcp_port,
+                               database=database)
+    path: Path = request.getfixturevalue("chdb_path")
+    return WarehouseConfig(backend="chdb", path=path, database=database)
+
+
+def loaded(config: WarehouseConfig) -> Iterator[tuple[Warehouse, Definitions, list[Instance]]]:
+    """A migrated database holding the reference instances, written as a replay would:
+    a stale version first, then the final version twice (twice must not double count)."""
+    defs, instances = reference()
+    wh = connect(config)
+    try:
+        migrate(wh)
+        write_journey_instances(wh, [stale(defs, i) for i in instances])
+        final = [row(defs, i) for i in instances]
+        write_journey_instances(wh, final)
+        write_journey_instances(wh, final)
+        yield wh, defs, instances
+    finally:
+        wh.execute(f"DROP DATABASE IF EXISTS {config.database}")
+        wh.close()

@@ -1,0 +1,144 @@
+"""GET /v1/journeys/{name}/funnel|abandonment|detours|paths and /v1/customers/{id}/journeys
+over both engines, through the real app (TestClient) on the reference data set."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from journeys.settings import ApiSettings
+from tests.integration.journey_report_support import frame, loaded, open_warehouse
+from tests.reference.journeys_ref import Instance
+from tests.reference.journeys_ref import funnel as ref_funnel
+
+RANGE = {"from": "2024-01-02", "to": "2024-01-03"}
+_COUNT = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="module", params=["server", "chdb"])
+def api(request: pytest.FixtureRequest, run_id: str) -> Iterator[tuple[TestClient, Any]]:
+    config = open_warehouse(request, request.param, f"jrapi_{run_id}_{next(_COUNT)}")
+    for wh, defs, instances in loaded(config):
+        app = create_app(ApiSettings(warehouse=config), warehouse=wh, definitions=defs)
+        with TestClient(app) as client:
+            yield client, (defs, instances)
+
+
+def test_funnel(api: tuple[TestClient, Any]) -> None:
+    client, (defs, instances) = api
+    body = client.get("/v1/journeys/purchase/funnel", params=RANGE).json()
+    expected = ref_funnel(defs.get("purchase"), instances)
+    assert {s["step"]: s["instances"] for s in body["steps"]} == expected
+    assert body["from"] == "2024-01-02" and body["breakdown"] == []
+    assert body["opened"] == expected["product_view"]
+    assert body["conversion_rate"] == pytest.approx(body["converted"] / body["opened"])
+    by_channel = client.get("/v1/journeys/purchase/funnel",
+                            params={**RANGE, "breakdown": "channel"}).json()
+    web = [s for s in by_channel["steps"] if s["channel"] == "web"]
+    only_web = client.get("/v1/journeys/purchase/funnel",
+                          params={**RANGE, "channel": "web"}).json()
+    assert [s["instances"] for s in web] == [s["instances"] for s in only_web["steps"]]
+
+
+def test_funnel_csv(api: tuple[TestClient, Any]) -> None:
+    client, (defs, instances) = api
+    got = client.get("/v1/journeys/purchase/funnel",
+                     params={**RANGE, "format": "csv", "breakdown": ["day"]})
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    df = pd.read_csv(io.StringIO(got.text))
+    assert list(df.columns[:2]) == ["day", "step"]
+    totals = df.groupby("step", sort=False).instances.sum().to_dict()
+    assert totals == ref_funnel(defs.get("purchase"), instances)
+
+
+def test_abandonment(api: tuple[TestClient, Any]) -> None:
+    client, (defs, instances) = api
+    df = frame(defs, instances)
+    ab = df[(df.journey == "purchase") & (df.status == "abandoned")]
+    body = client.get("/v1/journeys/purchase/abandonment", params=RANGE).json()
+    assert {r["step"]: r["abandoned"] for r in body["rows"]} == ab.dropped_at.value_counts().to_dict()
+    assert body["abandoned"] == len(ab) and body["breakdown"] == ["step"]
+    hourly = client.get("/v1/journeys/purchase/abandonment",
+                        params={**RANGE, "breakdown": "hour,step", "format": "csv"})
+    csv = pd.read_csv(io.StringIO(hourly.text))
+    assert list(csv.columns) == ["hour", "step", "abandoned", "share_of_abandoned"]
+    assert int(csv.abandoned.sum()) == len(ab)
+
+
+def test_detours(api: tuple[TestClient, Any]) -> None:
+    client, (_, instances) = api
+    body = client.get("/v1/journeys/purchase/detours", params=RANGE).json()
+    purchase: list[Instance] = [i for i in instances if i.journey == "purchase"]
+    assert sum(r["detours"] for r in body["rows"]) == sum(len(i.detours) for i in purchase)
+    shares = {s["kind"]: s for s in body["shares"]}
+    abandoned = [i for i in purchase if i.status == "abandoned"]
+    for kind, s in shares.items():
+        with_kind = sum(any(x.kind == kind for x in i.detours) for i in abandoned)
+        assert s["abandoned_with"] == with_kind and s["abandoned"] == len(abandoned)
+    csv = client.get("/v1/journeys/purchase/detours", params={**RANGE, "format": "csv"})
+    assert list(pd.read_csv(io.StringIO(csv.text)).columns) == [
+        "kind", "step", "detours", "instances"]
+
+
+def test_paths(api: tuple[TestClient, Any]) -> None:
+    client, (_, instances) = api
+    abandoned = sum(i.journey == "purchase" and i.status == "abandoned" for i in instances)
+    body = client.get("/v1/journeys/purchase/paths", params={**RANGE, "limit": 2}).json()
+    assert len(body["paths"]) == 2 and body["abandoned"] == abandoned
+    assert sum(p["instances"] for p in body["paths"]) + body["other"]["instances"] == abandoned
+    assert body["other"]["distinct_paths"] == body["distinct_paths"] - 2
+    csv = client.get("/v1/journeys/purchase/paths",
+                     params={**RANGE, "limit": 2, "format": "csv"})
+    df = pd.read_csv(io.StringIO(csv.text))
+    assert df.path.iloc[-1] == "(other)" and int(df.instances.sum()) == abandoned
+
+
+def test_customer_journeys(api: tuple[TestClient, Any]) -> None:
+    client, (_, instances) = api
+    counts: dict[str, int] = {}
+    for i in instances:
+        counts[i.customer] = counts.get(i.customer, 0) + 1
+    customer = max(counts, key=lambda c: (counts[c], c))
+    body = client.get(f"/v1/customers/{customer}/journeys", params={"limit": 1}).json()
+    assert body["total"] == counts[customer] and len(body["journeys"]) == 1
+    first = body["journeys"][0]
+    assert first["path"][0]["type"] in ("product_view", "signup_start")
+    assert first["opened_at"].endswith("Z") and first["entry_channel"] == first["path"][0]["channel"]
+    nxt = body["next_offset"]
+    if counts[customer] > 1:
+        assert nxt == 1
+    missing = client.get("/v1/customers/nobody-here/journeys")
+    assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
+    assert client.get(f"/v1/customers/{customer}/journeys",
+                      params={"journey": "nope"}).status_code == 404
+
+
+@pytest.mark.parametrize("report", ["funnel", "abandonment", "detours", "paths"])
+def test_errors(api: tuple[TestClient, Any], report: str) -> None:
+    client, _ = api
+    unknown = client.get(f"/v1/journeys/nope/{report}")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "DefinitionNotFound"
+    bad = client.get(f"/v1/journeys/purchase/{report}", params={"breakdown": "country"})
+    assert bad.status_code == 422 and "breakdown" in bad.json()["detail"]
+    reversed_range = client.get(f"/v1/journeys/purchase/{report}",
+                                params={"from": "2024-02-01", "to": "2024-01-01"})
+    assert reversed_range.status_code == 422 and "after" in reversed_range.json()["detail"]
+    assert client.get(f"/v1/journeys/purchase/{report}",
+                      params={"from": "yesterday"}).status_code == 422
+    assert client.get(f"/v1/journeys/purchase/{report}",
+                      params={"format": "xml"}).status_code == 422
+
+
+def test_openapi_lists_the_reports(api: tuple[TestClient, Any]) -> None:
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/journeys/{name}/funnel", "/v1/journeys/{name}/abandonment",
+                 "/v1/journeys/{name}/detours", "/v1/journeys/{name}/paths",
+                 "/v1/customers/{customer_id}/journeys"):
+        assert path in spec["paths"]

@@ -1,0 +1,161 @@
+"""Snapshots of the journey report SQL: structure from fixed lists, values only as params.
+
+A change here is a change to what every report counts: review it against
+docs/reports.md and the integration tests (tests/integration/test_journey_reports.py).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from journeys.definitions import load_definitions
+from journeys.errors import InvalidQuery
+from warehouse.queries import abandonment, customer_journeys, detours, funnel, paths
+from warehouse.sql import render
+from warehouse.writers_journeys import journey_instance_row, journey_instance_rows
+
+D = load_definitions().get("purchase")
+KW: dict[str, Any] = {"date_from": date(2024, 1, 2), "date_to": date(2024, 1, 3)}
+COHORT = ("WHERE journey = 'purchase' AND toDate(opened_at) >= '2024-01-02'"
+          " AND toDate(opened_at) <= '2024-01-03'")
+
+
+def test_funnel_sql() -> None:
+    sql = render(*funnel.build("db", D, channel="web", breakdown=["hour"], **KW))
+    assert sql == (
+        "SELECT toUInt32(toStartOfHour(opened_at)) AS hour, "
+        "arrayJoin(range(toUInt64(furthest_step) + 1)) AS step_index,\n"
+        "    count() AS instances,\n"
+        "    countIf(status = 'converted') AS converted,\n"
+        "    countIf(status = 'abandoned' AND furthest_step = step_index) AS dropped_here\n"
+        "FROM db.journey_instances FINAL\n"
+        f"{COHORT} AND entry_channel = 'web'\n"
+        "GROUP BY hour, step_index\n"
+        "ORDER BY hour, step_index"
+    )
+
+
+def test_abandonment_sql() -> None:
+    assert render(*abandonment.build("db", D, **KW)) == (
+        "SELECT dropped_at AS step, count() AS abandoned\n"
+        "FROM db.journey_instances FINAL\n"
+        f"{COHORT} AND status = 'abandoned'\n"
+        "GROUP BY step\n"
+        "ORDER BY step"
+    )
+    assert render(*abandonment.build_totals("db", D, **KW)) == (
+        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
+        f"FROM db.journey_instances FINAL\n{COHORT}"
+    )
+
+
+def test_detours_sql() -> None:
+    assert render(*detours.build("db", D, breakdown=["detour_channel"], **KW)) == (
+        "SELECT aj_kind AS kind, aj_channel AS detour_channel, count() AS detours, "
+        "uniqExact(instance_id) AS instances\n"
+        "FROM db.journey_instances FINAL\n"
+        "ARRAY JOIN detour_kinds AS aj_kind, detour_steps AS aj_step, "
+        "detour_channels AS aj_channel\n"
+        f"{COHORT}\n"
+        "GROUP BY kind, detour_channel\n"
+        "ORDER BY kind, detour_channel"
+    )
+    shares = render(*detours.build_shares("db", D, **KW))
+    assert "countIf(has(detour_kinds, 'channel_switch')) AS with_3" in shares
+    assert shares.endswith("AND status IN ('abandoned', 'converted')\nGROUP BY status\n"
+                           "ORDER BY status")
+
+
+def test_paths_sql() -> None:
+    assert render(*paths.build("db", D, limit=5, dropped_at="cart", **KW)) == (
+        "SELECT arrayFilter(x -> x IN ('product_view', 'add_to_cart', 'cart', "
+        "'shipping_details', 'payment_details', 'purchase'), path_types) AS path, "
+        "dropped_at, count() AS instances\n"
+        "FROM db.journey_instances FINAL\n"
+        f"{COHORT} AND status = 'abandoned' AND dropped_at = 'cart'\n"
+        "GROUP BY path, dropped_at\n"
+        "ORDER BY instances DESC, arrayStringConcat(path, ','), dropped_at\n"
+        "LIMIT 5"
+    )
+    assert render(*paths.build_summary("db", D, steps_only=False, **KW)) == (
+        "SELECT count(), uniqExact(path_types, dropped_at)\n"
+        "FROM db.journey_instances FINAL\n"
+        f"{COHORT} AND status = 'abandoned'"
+    )
+
+
+def test_customer_journeys_sql_escapes_values() -> None:
+    sql = render(*customer_journeys.build("db", "c'1", journey="purchase", limit=10, offset=20))
+    assert sql.endswith(
+        "FROM db.journey_instances FINAL\n"
+        "WHERE customer_id = 'c\\'1' AND journey = 'purchase'\n"
+        "ORDER BY opened_at_ms DESC, journey, instance_id\n"
+        "LIMIT 10 OFFSET 20"
+    )
+
+
+@pytest.mark.parametrize(("module", "breakdown", "message"), [
+    (funnel, ["step"], "unknown breakdown 'step'"),
+    (funnel, ["channel", "channel"], "repeats"),
+    (abandonment, ["day", "hour"], "redundant"),
+    (detours, ["country"], "allowed: step, detour_channel, channel, day, hour"),
+    (abandonment, ["x) OR 1=1 --"], "unknown breakdown"),
+])
+def test_breakdown_only_from_fixed_lists(module: Any, breakdown: list[str], message: str) -> None:
+    with pytest.raises(InvalidQuery, match=message):
+        module.build("db", D, breakdown=breakdown, **KW)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: funnel.build("db", D, date_from=date(2024, 2, 1), date_to=date(2024, 1, 1)),
+    lambda: funnel.build("db", D, date_from=date(2000, 1, 1), date_to=date(2024, 1, 1)),
+    lambda: paths.build("db", D, limit=0, **KW),
+    lambda: paths.build("db", D, dropped_at="nope", **KW),
+    lambda: customer_journeys.build("db", ""),
+    lambda: customer_journeys.build("db", "c", offset=-1),
+])
+def test_bad_requests_are_invalid_queries(call: Any) -> None:
+    with pytest.raises(InvalidQuery):
+        call()
+
+
+def test_bad_database_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        funnel.build("db; DROP", D, **KW)
+
+
+def _instance(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "instance_id": "i1", "journey": "purchase", "customer_id": "c1", "status": "abandoned",
+        "opened_at_ms": 1_704_153_600_123, "closed_at_ms": 1_704_240_000_123,
+        "furthest_step": 1, "furthest_step_name": "add_to_cart",
+        "path_types": ["product_view", "add_to_cart"], "path_channels": ["web", "app"],
+        "path_times": [1_704_153_600_123, 1_704_153_700_000],
+        "detour_kinds": ["channel_switch"], "detour_steps": ["product_view"],
+        "detour_channels": ["app"], "detour_times": [1_704_153_700_000], "version": 3,
+    }
+    return base | kw
+
+
+def test_writer_derives_columns() -> None:
+    row = journey_instance_row(_instance())
+    assert row[6:12] == (1_704_153_700_000, 1_704_153_600, 1, "add_to_cart", "add_to_cart",
+                         "web")
+    assert row[12] == ["web", "app"] and row[-2:] == (3, "")
+    assert journey_instance_row(_instance(status="converted"))[10] == ""
+    assert len(journey_instance_rows([_instance(), _instance(), _instance(version=4)])) == 2
+
+
+@pytest.mark.parametrize("bad", [
+    {"status": "lost"}, {"status": "open"}, {"path_times": [1]}, {"detour_kinds": ["warp"]},
+    {"path_types": [], "path_channels": [], "path_times": []}, {"version": "drop"},
+])
+def test_writer_rejects_bad_rows(bad: dict[str, Any]) -> None:
+    rec = _instance(**bad)
+    if rec["version"] == "drop":
+        del rec["version"]
+    with pytest.raises(ValueError):
+        journey_instance_row(rec)

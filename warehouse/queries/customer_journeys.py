@@ -1,0 +1,106 @@
+"""A customer's journey instances with their paths and detours, newest first, paged.
+
+Reads `journey_instances` FINAL, so each instance appears once at its latest version.
+The customer key is the stitched customer id the stream assigned (customer_id, or the
+anonymous id for visitors never identified).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from journeys.errors import InvalidQuery
+from warehouse.backend import Warehouse
+from warehouse.queries import _journeys as j
+
+MAX_LIMIT = 500
+
+_COLUMNS = (
+    "instance_id", "journey", "status", "opened_at_ms", "closed_at_ms", "last_event_at_ms",
+    "furthest_step", "furthest_step_name", "dropped_at", "entry_channel", "channels",
+    "path_types", "path_channels", "path_times", "detour_kinds", "detour_steps",
+    "detour_channels", "detour_times", "definitions_version",
+)
+
+
+class CustomerJourneyRow(NamedTuple):
+    instance_id: str
+    journey: str
+    status: str
+    opened_at_ms: int
+    closed_at_ms: int
+    last_event_at_ms: int
+    furthest_step: int
+    furthest_step_name: str
+    dropped_at: str
+    entry_channel: str
+    channels: list[str]
+    path_types: list[str]
+    path_channels: list[str]
+    path_times: list[int]
+    detour_kinds: list[str]
+    detour_steps: list[str]
+    detour_channels: list[str]
+    detour_times: list[int]
+    definitions_version: str
+
+
+def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
+    if not customer_id:
+        raise InvalidQuery("customer id must not be empty")
+    params: dict[str, Any] = {"customer_id": customer_id}
+    clauses = ["customer_id = %(customer_id)s"]
+    if journey is not None:
+        clauses.append("journey = %(journey)s")
+        params["journey"] = journey
+    return "WHERE " + " AND ".join(clauses), params
+
+
+def build(
+    database: str, customer_id: str, *, journey: str | None = None, limit: int = 50,
+    offset: int = 0,
+) -> tuple[str, dict[str, Any]]:
+    """One page, newest opened first (ties by journey, instance id: a stable order)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}")
+    if offset < 0:
+        raise InvalidQuery("offset must not be negative")
+    where, params = _where(customer_id, journey)
+    params.update(limit=limit, offset=offset)
+    sql = (
+        f"SELECT {', '.join(_COLUMNS)}\n"
+        f"FROM {j.table(database)}\n{where}\n"
+        "ORDER BY opened_at_ms DESC, journey, instance_id\n"
+        "LIMIT %(limit)s OFFSET %(offset)s"
+    )
+    return sql, params
+
+
+def build_count(
+    database: str, customer_id: str, *, journey: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    where, params = _where(customer_id, journey)
+    return f"SELECT count() FROM {j.table(database)}\n{where}", params
+
+
+def _row(v: tuple[Any, ...]) -> CustomerJourneyRow:
+    (iid, journey, status, opened, closed, last, furthest, fname, dropped, entry, channels,
+     ptypes, pchannels, ptimes, dkinds, dsteps, dchannels, dtimes, defs) = v
+    return CustomerJourneyRow(
+        str(iid), str(journey), str(status), int(opened), int(closed), int(last),
+        int(furthest), str(fname), str(dropped), str(entry), [str(c) for c in channels],
+        [str(t) for t in ptypes], [str(c) for c in pchannels], [int(t) for t in ptimes],
+        [str(k) for k in dkinds], [str(s) for s in dsteps], [str(c) for c in dchannels],
+        [int(t) for t in dtimes], str(defs),
+    )
+
+
+def run(
+    wh: Warehouse, customer_id: str, *, journey: str | None = None, limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[CustomerJourneyRow], int]:
+    """(the page, total instances of the customer matching the filter)."""
+    sql, params = build(wh.database, customer_id, journey=journey, limit=limit, offset=offset)
+    csql, cparams = build_count(wh.database, customer_id, journey=journey)
+    rows = [_row(tuple(r)) for r in wh.query(sql, params)]
+    return rows, int(wh.query(csql, cparams)[0][0])

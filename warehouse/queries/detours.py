@@ -1,0 +1,124 @@
+"""Detours: how often each kind happens at each step, and how common each kind is among
+abandoned (and, for contrast, converted) instances.
+
+Counts expand the per-instance detour arrays (ARRAY JOIN), so `detours` counts events
+that caused a detour and `instances` the distinct instances with at least one. `step`
+is the furthest step reached just before the causing event (docs/semantics.md);
+`detour_channel` is that event's channel, `channel` the instance's entry channel.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from journeys.definitions import JourneyDefinition
+from warehouse.backend import Warehouse
+from warehouse.queries import _journeys as j
+from warehouse.writers_journeys import DETOUR_KINDS
+
+ALLOWED = {"step": "aj_step", "detour_channel": "aj_channel", **j.BASE_DIMENSIONS}
+DEFAULT = ("step",)
+
+
+class DetourRow(NamedTuple):
+    kind: str
+    step: str | None
+    detour_channel: str | None
+    channel: str | None
+    day: date | None
+    hour: datetime | None
+    detours: int
+    instances: int
+
+
+class DetourShare(NamedTuple):
+    kind: str
+    abandoned_with: int
+    abandoned: int
+    abandoned_share: float | None
+    converted_with: int
+    converted: int
+    converted_share: float | None
+
+
+def build(
+    database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
+    channel: str | None = None, breakdown: list[str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Detours per kind and breakdown group."""
+    dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
+    where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
+    names = ", ".join(["kind", *(n for n, _ in dims)])
+    sql = (
+        f"SELECT aj_kind AS kind, {j.select_dims(dims)}"
+        "count() AS detours, uniqExact(instance_id) AS instances\n"
+        f"FROM {j.table(database)}\n"
+        "ARRAY JOIN detour_kinds AS aj_kind, detour_steps AS aj_step,"
+        " detour_channels AS aj_channel\n"
+        f"{where}\n"
+        f"GROUP BY {names}\n"
+        f"ORDER BY {names}"
+    )
+    return sql, params
+
+
+def build_shares(
+    database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
+    channel: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Per closed status: instances, and instances having each detour kind."""
+    where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
+                            extra=("status IN ('abandoned', 'converted')",))
+    has = []
+    for i, kind in enumerate(DETOUR_KINDS):
+        params[f"kind{i}"] = kind
+        has.append(f"countIf(has(detour_kinds, %(kind{i})s)) AS with_{i}")
+    sql = (
+        f"SELECT status, count() AS instances, {', '.join(has)}\n"
+        f"FROM {j.table(database)}\n{where}\n"
+        "GROUP BY status\nORDER BY status"
+    )
+    return sql, params
+
+
+def run(
+    wh: Warehouse, journey: JourneyDefinition, *, date_from: date, date_to: date,
+    channel: str | None = None, breakdown: list[str] | None = None,
+) -> tuple[list[DetourRow], list[DetourShare]]:
+    """Rows by kind then breakdown (steps in definition order); one share row per kind."""
+    kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
+    sql, params = build(wh.database, journey, breakdown=breakdown, **kw)
+    dims = [n for n, _ in j.dimensions(breakdown, ALLOWED, DEFAULT)]
+    found = []
+    for r in wh.query(sql, params):
+        values = {n: j.dim_value(n, v) for n, v in zip(dims, r[1: 1 + len(dims)], strict=True)}
+        found.append((str(r[0]), values, int(r[-2]), int(r[-1])))
+
+    def order(item: tuple[str, dict[str, Any], int, int]) -> tuple[Any, ...]:
+        kind, v = item[0], item[1]
+        rest = tuple(j.step_order(journey, v[n]) if n == "step" else v[n] for n in dims)
+        return (DETOUR_KINDS.index(kind) if kind in DETOUR_KINDS else 99, kind, *rest)
+
+    rows = [
+        DetourRow(kind, v.get("step"), v.get("detour_channel"), v.get("channel"), v.get("day"),
+                  v.get("hour"), n, inst)
+        for kind, v, n, inst in sorted(found, key=order)
+    ]
+    ssql, sparams = build_shares(wh.database, journey, **kw)
+    by_status = {str(r[0]): [int(x) for x in r[1:]] for r in wh.query(ssql, sparams)}
+    zero = [0] * (1 + len(DETOUR_KINDS))
+    ab, cv = by_status.get("abandoned", zero), by_status.get("converted", zero)
+    shares = [
+        DetourShare(kind, ab[i + 1], ab[0], j.ratio(ab[i + 1], ab[0]), cv[i + 1], cv[0],
+                    j.ratio(cv[i + 1], cv[0]))
+        for i, kind in enumerate(DETOUR_KINDS)
+    ]
+    return rows, shares
+
+
+def to_frame(rows: list[DetourRow], breakdown: list[str] | None) -> pd.DataFrame:
+    keep = ["kind", *(DEFAULT if breakdown is None else breakdown), "detours", "instances"]
+    return pd.DataFrame(rows, columns=list(DetourRow._fields))[keep]

@@ -1,0 +1,94 @@
+"""The `journey_instances` table: journey instance upserts, written in batches.
+
+Rows come as plain mappings keyed by JOURNEY_INSTANCES column names (warehouse/ does
+not import stream/). Derived columns (opened_at, dropped_at, entry_channel, channels,
+last_event_at_ms) are computed here when absent, so every writer derives them alike.
+Replays are harmless: the table is a ReplacingMergeTree(version) keyed by (journey,
+instance_id), so re-sending a version collapses into one row under FINAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from warehouse.backend import Warehouse
+from warehouse.tables import JOURNEY_INSTANCES
+
+STATUSES = ("open", "converted", "abandoned")
+DETOUR_KINDS = ("backtrack", "loop", "off_path", "channel_switch")
+
+_REQUIRED = (
+    "instance_id", "journey", "customer_id", "status", "opened_at_ms", "furthest_step",
+    "furthest_step_name", "path_types", "path_channels", "path_times", "version",
+)
+_PATH = ("path_types", "path_channels", "path_times")
+_DETOURS = ("detour_kinds", "detour_steps", "detour_channels", "detour_times")
+
+
+def _same_length(r: Mapping[str, Any], names: Sequence[str]) -> int:
+    lengths = {len(r.get(n) or ()) for n in names}
+    if len(lengths) != 1:
+        raise ValueError(f"instance {r['instance_id']!r}: {', '.join(names)} differ in length")
+    return lengths.pop()
+
+
+def _distinct(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    """One row in JOURNEY_INSTANCES.columns order, validated and with derived columns."""
+    missing = [k for k in _REQUIRED if k not in r]
+    if missing:
+        raise ValueError(f"a journey instance lacks {missing}")
+    status = r["status"]
+    if status not in STATUSES:
+        raise ValueError(f"unknown journey instance status {status!r}")
+    if not _same_length(r, _PATH):
+        raise ValueError(f"instance {r['instance_id']!r} has an empty path")
+    _same_length(r, _DETOURS)
+    bad = sorted(set(r.get("detour_kinds") or ()) - set(DETOUR_KINDS))
+    if bad:
+        raise ValueError(f"unknown detour kinds {bad}")
+    opened = int(r["opened_at_ms"])
+    closed = int(r.get("closed_at_ms") or 0)
+    if (status == "open") != (closed == 0):
+        raise ValueError(f"instance {r['instance_id']!r}: closed_at_ms must be 0 iff open")
+    path_channels = [str(c) for c in r["path_channels"]]
+    path_times = [int(t) for t in r["path_times"]]
+    dropped = r.get("dropped_at")
+    if dropped is None:
+        dropped = r["furthest_step_name"] if status == "abandoned" else ""
+    return (
+        str(r["instance_id"]), str(r["journey"]), str(r["customer_id"]), status, opened,
+        closed, int(r.get("last_event_at_ms") or path_times[-1]), opened // 1000,
+        int(r["furthest_step"]), str(r["furthest_step_name"]), str(dropped),
+        str(r.get("entry_channel") or path_channels[0]),
+        list(r.get("channels") or _distinct(path_channels)),
+        [str(t) for t in r["path_types"]], path_channels, path_times,
+        [str(k) for k in r.get("detour_kinds") or ()],
+        [str(s) for s in r.get("detour_steps") or ()],
+        [str(c) for c in r.get("detour_channels") or ()],
+        [int(t) for t in r.get("detour_times") or ()],
+        int(r["version"]), str(r.get("definitions_version") or ""),
+    )
+
+
+def journey_instance_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows for a batch; a batch's repeated (instance_id, version) pairs are sent once."""
+    seen: set[tuple[str, int]] = set()
+    rows: list[tuple[Any, ...]] = []
+    for r in records:
+        row = journey_instance_row(r)
+        key = (row[0], row[-2])
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append(row)
+    return rows
+
+
+def write_journey_instances(wh: Warehouse, rows: Sequence[Mapping[str, Any]]) -> int:
+    """One insert for the batch (empty is a no-op). Returns rows sent."""
+    return wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, journey_instance_rows(rows))
