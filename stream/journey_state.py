@@ -50,8 +50,9 @@ class Spec:
 class Run:
     """One journey instance. Lists hold small lists so they encode to JSON unchanged.
 
-    path: [t, type, channel]; reached[s] = [t, channel] of the event that first reached
-    step s; detours: [kind code, step index, channel, t, event_id].
+    path: [t, type, channel]; reached[s]: path position of the event that first reached
+    step s; detours: [kind code, step index, path position of the causing event]
+    (positions instead of copies of time/channel/event id keep the state small).
     """
 
     iid: str
@@ -59,8 +60,8 @@ class Run:
     last_t: int
     furthest: int
     path: list[list[Any]]
-    reached: list[list[Any]]
-    detours: list[list[Any]]
+    reached: list[int]
+    detours: list[list[int]]
     status: str = "open"
     closed_at: int | None = None
 
@@ -98,25 +99,25 @@ def feed(
     if cur is None:
         if idx != 0:
             return None, closed, None
-        cur = Run(instance_id(d.name, customer, eid), t, t, 0, [[t, etype, channel]],
-                  [[t, channel]], [])
+        cur = Run(instance_id(d.name, customer, eid), t, t, 0, [[t, etype, channel]], [0], [])
         return cur, closed, cur
     prev = cur.path[-1]
     step = cur.furthest
+    pos = len(cur.path)  # where this event goes
     if channel != prev[2]:
-        cur.detours.append([CHANNEL_SWITCH, step, channel, t, eid])
+        cur.detours.append([CHANNEL_SWITCH, step, pos])
     if idx < 0:
         if d.off_path is None or etype in d.off_path:
-            cur.detours.append([OFF_PATH, step, channel, t, eid])
+            cur.detours.append([OFF_PATH, step, pos])
     elif idx < step:
-        cur.detours.append([BACKTRACK, step, channel, t, eid])
+        cur.detours.append([BACKTRACK, step, pos])
     elif idx == step:
         # the furthest step's type is always on the path already (it was reached by an
         # event of that type), so the reference's "seen earlier" test reduces to this
         if prev[1] != etype:
-            cur.detours.append([LOOP, step, channel, t, eid])
+            cur.detours.append([LOOP, step, pos])
     else:
-        cur.reached.extend([t, channel] for _ in range(step + 1, idx + 1))
+        cur.reached.extend([pos] * (idx - step))
         cur.furthest = idx
     cur.path.append([t, etype, channel])
     cur.last_t = t
@@ -131,17 +132,11 @@ def encode_run(r: Run) -> list[Any]:
     o = r.opened
     return [
         r.iid, o, r.last_t - o, r.furthest,
-        [[t - o, ty, ch] for t, ty, ch in r.path],
-        [[t - o, ch] for t, ch in r.reached],
-        [[k, s, ch, t - o, eid] for k, s, ch, t, eid in r.detours],
+        [[t - o, ty, ch] for t, ty, ch in r.path], r.reached, r.detours,
     ]
 
 
 def decode_run(obj: list[Any]) -> Run:
     iid, o, last, furthest, path, reached, detours = obj
-    return Run(
-        iid, o, last + o, furthest,
-        [[t + o, ty, ch] for t, ty, ch in path],
-        [[t + o, ch] for t, ch in reached],
-        [[k, s, ch, t + o, eid] for k, s, ch, t, eid in detours],
-    )
+    return Run(iid, o, last + o, furthest, [[t + o, ty, ch] for t, ty, ch in path],
+               reached, detours)

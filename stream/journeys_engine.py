@@ -65,7 +65,7 @@ class JourneyEventLike(Protocol):
 
 class InstanceRow(NamedTuple):
     """One `journey_instances` upsert; field names are the table's column names
-    (warehouse.tables.JOURNEY_INSTANCES) plus detour_event_ids and reached_times."""
+    (warehouse.tables.JOURNEY_INSTANCES) plus detour_positions and reached_times."""
 
     instance_id: str
     journey: str
@@ -86,7 +86,7 @@ class InstanceRow(NamedTuple):
     detour_steps: list[str]
     detour_channels: list[str]
     detour_times: list[int]
-    detour_event_ids: list[str]
+    detour_positions: list[int]  # index into the path arrays of the causing event
     reached_times: list[int]  # per step index up to furthest_step
     version: int
     definitions_version: str
@@ -293,25 +293,25 @@ class JourneyEngine:
     @staticmethod
     def _observe(d: JourneyDefinition, run: Run, before: int, delta: JourneyDelta) -> None:
         for s in range(before, len(run.reached)):
-            t, ch = run.reached[s]
+            t, _type, ch = run.path[run.reached[s]]
             delta.reached.append(StepReached(d.name, run.iid, s, t, ch))
 
     def _row(self, d: JourneyDefinition, customer: str, r: Run, version: int) -> InstanceRow:
-        path_channels = [p[2] for p in r.path]
-        det = r.detours
+        times, types, chans = (list(col) for col in zip(*r.path, strict=True))
+        kinds = [x[0] for x in r.detours]
+        pos = [x[2] for x in r.detours]
+        names = d.steps
         return InstanceRow(
             instance_id=r.iid, journey=d.name, customer_id=customer, status=r.status,
             opened_at_ms=r.opened, closed_at_ms=r.closed_at or 0, last_event_at_ms=r.last_t,
-            furthest_step=r.furthest, furthest_step_name=d.steps[r.furthest],
-            dropped_at=d.steps[r.furthest] if r.status == "abandoned" else "",
-            entry_channel=path_channels[0], channels=list(dict.fromkeys(path_channels)),
-            path_types=[p[1] for p in r.path], path_channels=path_channels,
-            path_times=[p[0] for p in r.path],
-            detour_kinds=[DETOUR_KINDS[x[0]] for x in det],
-            detour_steps=[d.steps[x[1]] for x in det],
-            detour_channels=[x[2] for x in det], detour_times=[x[3] for x in det],
-            detour_event_ids=[x[4] for x in det],
-            reached_times=[x[0] for x in r.reached],
+            furthest_step=r.furthest, furthest_step_name=names[r.furthest],
+            dropped_at=names[r.furthest] if r.status == "abandoned" else "",
+            entry_channel=chans[0], channels=list(dict.fromkeys(chans)),
+            path_types=types, path_channels=chans, path_times=times,
+            detour_kinds=[DETOUR_KINDS[k] for k in kinds],
+            detour_steps=[names[x[1]] for x in r.detours],
+            detour_channels=[chans[i] for i in pos], detour_times=[times[i] for i in pos],
+            detour_positions=pos, reached_times=[times[i] for i in r.reached],
             version=version, definitions_version=self.definitions_version,
         )
 

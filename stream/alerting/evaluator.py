@@ -177,6 +177,19 @@ class StepAlertState:
         return cls(definition.name, step_index, definition.steps[step_index],
                    rule.window_ms, rule.horizon_ms)
 
+    @classmethod
+    def restore(cls, definition: JourneyDefinition, step_index: int, data: bytes | None,
+                watermark: int) -> StepAlertState:
+        """A table value back as state; a missing one, or one of a changed definition,
+        starts fresh with every window already final at `watermark` closed."""
+        if data:
+            st = cls.loads(data)
+            if st.matches(definition) and st.step_index == step_index:
+                return st
+        st = cls.new(definition, step_index)
+        st.final_before = final_before(watermark, definition.alert)
+        return st
+
     def matches(self, definition: JourneyDefinition) -> bool:
         """False when the definition changed under this state (it must then start over)."""
         steps = definition.steps
@@ -231,7 +244,8 @@ class StepAlertState:
             del self.entries[iid]
             drop = int(is_dropped(reached, next_at, self.horizon_ms))
             per = counts.setdefault(ws, {})
-            for key in (ALL_CHANNELS, channel):
+            # a channel literally named "all" is reserved: it counts in the total only
+            for key in (ALL_CHANNELS,) if channel == ALL_CHANNELS else (ALL_CHANNELS, channel):
                 c = per.setdefault(key, [0, 0])
                 c[0] += 1
                 c[1] += drop
@@ -317,8 +331,7 @@ class DropoffEvaluator:
         st = self.states.get(key)
         if st is None:
             d = self.definitions[journey]
-            st = self.states[key] = StepAlertState.new(d, step_index)
-            st.final_before = final_before(self.watermark, d.alert)
+            st = self.states[key] = StepAlertState.restore(d, step_index, None, self.watermark)
         return st
 
     def observe(self, obs: StepReached) -> bool:

@@ -204,6 +204,27 @@ def test_state_survives_a_restart() -> None:
     assert a.advance(4 * W + H) == restored.advance(4 * W + H) != []
 
 
+def test_restore_for_a_table_value() -> None:
+    d = defn()
+    fresh = StepAlertState.restore(d, 0, None, 5 * W + H)
+    assert fresh.final_before == 5 * W and fresh.entries == {}
+    ev = DropoffEvaluator([d])
+    run(ev, [(100, 10)] * 3)
+    raw = ev.states[("j", 0)].dumps()
+    assert StepAlertState.restore(d, 0, raw, 0) == ev.states[("j", 0)]
+    changed = StepAlertState.restore(defn(horizon="10m"), 0, raw, 3 * W)
+    assert changed.history == {} and changed.final_before == 2 * W
+
+
+def test_a_channel_named_all_counts_once() -> None:
+    ev = DropoffEvaluator([defn(min_volume=1)])
+    fill(ev, 0, 4, 1, channel="all")
+    fill(ev, 0, 4, 1, channel="web")
+    ev.advance(W + H)
+    hist = ev.states[("j", 0)].history
+    assert hist[ALL_CHANNELS].rates == [0.25] and set(hist) == {ALL_CHANNELS, "web"}
+
+
 def test_changed_definition_starts_over() -> None:
     ev = DropoffEvaluator([defn()])
     run(ev, [(100, 10)] * 3)

@@ -125,7 +125,9 @@ def ref_view(insts) -> dict[str, tuple]:
         i.instance_id: (
             i.journey, i.customer, i.status, i.opened_at, i.closed_at or 0, i.furthest,
             [(e.t, e.type, e.channel) for e in i.path],
-            [(d.kind, d.step, d.channel, d.t, d.event_id) for d in i.detours],
+            [(d.kind, d.step, d.channel, d.t,
+              next(k for k, p in enumerate(i.path) if p.event_id == d.event_id))
+             for d in i.detours],
         )
         for i in insts
     }
@@ -138,7 +140,7 @@ def row_view(rows: dict[str, InstanceRow]) -> dict[str, tuple]:
             r.furthest_step,
             list(zip(r.path_times, r.path_types, r.path_channels, strict=True)),
             list(zip(r.detour_kinds, r.detour_steps, r.detour_channels, r.detour_times,
-                     r.detour_event_ids, strict=True)),
+                     r.detour_positions, strict=True)),
         )
         for r in rows.values()
     }
@@ -153,7 +155,9 @@ def check(h: Harness, definitions: list[JourneyDefinition]) -> None:
     # dropped_at, as the reference reads it
     by_name = {d.name: d for d in definitions}
     for i in insts:
-        assert h.rows[i.instance_id].dropped_at == (i.dropped_at(by_name[i.journey]) or "")
+        row = h.rows[i.instance_id]
+        assert row.dropped_at == (i.dropped_at(by_name[i.journey]) or "")
+        assert row.reached_times == [i.reached[s][0] for s in range(i.furthest + 1)]
     # closes are reported once each, exactly when final
     final = {i.instance_id for i in insts
              if (i.status == "converted" and i.closed_at < wm)
@@ -334,8 +338,22 @@ def test_state_bytes_round_trip_and_format() -> None:
         CustomerJourneys.from_bytes(b'{"f": 99}')
 
 
+def test_state_per_open_journey_stays_under_1_kib() -> None:
+    """A 12-event journey with UUID event ids and detours on most events."""
+    eng = JourneyEngine([BUY])
+    state = CustomerJourneys()
+    types = ["view", "cart", "help", "cart", "view", "cart", "other", "pay", "help", "pay",
+             "cart", "pay"]
+    evs = [E(f"{i:08d}-1b4e-4c2a-9f3e-8d6a5c4b3a21", "c1", ty, CHANNELS[i % 3], BASE + i * M)
+           for i, ty in enumerate(types)]
+    eng.apply("c1", state, evs, watermark=BASE + len(evs) * M)  # all settled
+    assert not state.tail and len(state.open) == 1
+    assert len(state.to_bytes()) <= 1024
+
+
 def test_rows_fit_the_warehouse_writer() -> None:
-    from warehouse.writers_journeys import journey_instance_row
+    writer = pytest.importorskip("warehouse.writers_journeys")
+    journey_instance_row = writer.journey_instance_row
 
     h = Harness([BUY], lateness=M)
     h.batch([e(1, 0, "view"), e(2, M, "cart", "app"), e(3, 2 * M, "done")])
