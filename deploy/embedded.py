@@ -111,7 +111,8 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
             services.append(BackgroundService(
                 "announce", lambda: _announce(console, url)))
 
-        worker = build_worker(stream_app, extra_services=services, loglevel=os.environ.get("JOURNEYS_LOGLEVEL", "warning"))
+        loglevel = os.environ.get("JOURNEYS_LOGLEVEL", "warning")
+        worker = build_worker(stream_app, extra_services=services, loglevel=loglevel)
         worker.execute_from_commandline()
     finally:
         broker.stop()

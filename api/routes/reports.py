@@ -8,10 +8,10 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from warehouse.queries import sessions_per_day
 
 from api.deps import ApiState, state
 from api.params import date_range
+from warehouse.queries import sessions_per_day
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 

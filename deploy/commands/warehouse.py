@@ -18,10 +18,9 @@ def register(app: typer.Typer) -> None:
         database: str = typer.Option(None, help="database name"),
     ) -> None:
         """Create or upgrade the ClickHouse schema (idempotent: safe to run any time)."""
+        from journeys.settings import WarehouseConfig, WarehouseRole
         from warehouse.connect import connect
         from warehouse.schema import migrate as run_migrations
-
-        from journeys.settings import WarehouseConfig, WarehouseRole
 
         base = WarehouseRole.build().warehouse
         overrides = {
