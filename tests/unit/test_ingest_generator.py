@@ -43,7 +43,7 @@ def test_events_are_valid_ordered_and_in_range() -> None:
     assert all(isinstance(validator.validate(e), Touchpoint) for e in events)
     times = [ms(e) for e in events]
     assert times == sorted(times)
-    assert START <= times[0] and times[-1] < START + config.duration_ms
+    assert times[0] >= START and times[-1] < START + config.duration_ms
     assert len({e["event_id"] for e in events}) == len(events)
     assert {e["channel"] for e in events} >= {"web", "app", "email", "store", "call_center",
                                               "chat", "ads"}
@@ -104,7 +104,7 @@ def _hourly_drop_at_payment(events: tuple[dict[str, Any], ...]) -> dict[int, tup
 
 def test_payment_incident_collapses_conversion_in_its_window() -> None:
     config, events = demo()
-    (story, begin, end), = [w for w in story_windows(config) if w[0].kind == "payment_incident"]
+    (_story, begin, end), = [w for w in story_windows(config) if w[0].kind == "payment_incident"]
     drop = _hourly_drop_at_payment(events)
     inside = [drop[h][1] for h in range((begin - START) // HOUR, (end - START) // HOUR)]
     outside = [r for h, (n, r) in drop.items()
@@ -117,7 +117,7 @@ def test_payment_incident_collapses_conversion_in_its_window() -> None:
 
 def test_checkout_loop_repeats_the_step_with_errors_between() -> None:
     config, events = demo()
-    (story, begin, end), = [w for w in story_windows(config) if w[0].kind == "checkout_loop"]
+    (_story, begin, end), = [w for w in story_windows(config) if w[0].kind == "checkout_loop"]
     per_customer: dict[str, list[str]] = defaultdict(list)
     for e in events:
         if begin <= ms(e) < end + HOUR and e["customer_id"]:
@@ -131,7 +131,7 @@ def test_checkout_loop_repeats_the_step_with_errors_between() -> None:
 
 def test_call_center_switch_moves_purchases_to_the_call_center() -> None:
     config, events = demo()
-    (story, begin, end), = [w for w in story_windows(config)
+    (_story, begin, end), = [w for w in story_windows(config)
                             if w[0].kind == "call_center_switch"]
     cc = [ms(e) for e in events if e["type"] == "purchase" and e["channel"] == "call_center"]
     assert len(cc) > 30 and all(begin <= t < end + HOUR for t in cc)
