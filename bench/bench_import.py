@@ -68,8 +68,10 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
     producer.ensure_available()
     sender = next(t for t in threading.enumerate() if isinstance(t, Sender))
     io0 = _cpu(os.getpid(), sender.native_id)
+    rss: list[float] = []  # sampled after each chunk: the steady state, not a spike
     report = import_file(Path(args.files[0]), producer,
-                         ImportOptions(rejects_path=rejects / "r.jsonl"))
+                         ImportOptions(rejects_path=rejects / "r.jsonl"),
+                         on_progress=lambda _: rss.append(_rss_mb()))
     io_cpu = _cpu(os.getpid(), sender.native_id) - io0
     producer.close()
     secs = time.perf_counter() - started
@@ -79,7 +81,12 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
         "cpu_pct": 100 * cpu / secs,
         "producer_share_pct": 100 * (io_cpu + TimedProducer.send_cpu) / cpu,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_first_mb": rss[0], "rss_max_mb": max(rss),
     }).decode())
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
 
 
 def run_child(files: list[Path], kafka: KafkaConfig, jobs: int = 1) -> dict[str, Any]:
@@ -124,14 +131,15 @@ def main() -> None:
                 size = path.stat().st_size / 2**20
                 print(f"{fmt:>7} ({size:5.0f} MiB): {r['rows_per_s']:>8,.0f} rows/s | CPU "
                       f"{r['cpu_pct']:.0f}% of a core, kafka-python {r['producer_share_pct']:.0f}"
-                      f"% of it | peak RSS {r['max_rss_mb']:.0f} MiB")
+                      f"% of it | RSS {r['rss_first_mb']:.0f}→{r['rss_max_mb']:.0f} MiB "
+                      f"(peak {r['max_rss_mb']:.0f})")
                 path.unlink()
             if not args.skip_memory:
                 path = make("big.csv", args.rows * 4, seed=2)
                 r = run_child([path], kafka)
                 print(f"csv ×4 ({path.stat().st_size / 2**20:5.0f} MiB): {r['rows_per_s']:>8,.0f}"
-                      f" rows/s | peak RSS {r['max_rss_mb']:.0f} MiB (flat: chunks of 10k "
-                      f"rows, ≤ 2 unconfirmed)")
+                      f" rows/s | RSS {r['rss_first_mb']:.0f}→{r['rss_max_mb']:.0f} MiB (peak "
+                      f"{r['max_rss_mb']:.0f}; chunks of 10k rows, ≤ 2 unconfirmed)")
                 path.unlink()
             parts = [make(f"part{i}.jsonl", args.rows // 2, seed=10 + i) for i in range(2)]
             r = run_child(parts, kafka, jobs=2)

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from kafka import KafkaProducer
@@ -413,8 +413,3 @@ class TouchpointProducer:
             client, self._client = self._client, None
         if client is not None:
             client.close(timeout=timeout)
-
-    def with_tuning(self, **changes: Any) -> TouchpointProducer:
-        """A new (unconnected) producer with some tuning changed."""
-        return TouchpointProducer(self.kafka, replace(self.tuning, **changes),
-                                  client_id=self.client_id, factory=self._factory)

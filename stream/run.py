@@ -102,7 +102,8 @@ async def serve_worker(app: JourneysApp, *, extra_services: Sequence[ServiceT] =
                        stop: asyncio.Event | None = None) -> None:
     """Run `app` inside the running event loop until `stop` is set or the worker stops
     (signals, crash). Logging is left to the host program."""
-    worker = build_worker(app, extra_services=extra_services,
+    # daemon=False: otherwise Worker.start() itself waits until the worker stops
+    worker = build_worker(app, extra_services=extra_services, daemon=False,
                           loop=asyncio.get_running_loop(), override_logging=False)
     await worker.start()
     try:

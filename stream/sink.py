@@ -1,21 +1,20 @@
 """The stream stage's view of the warehouse: one blocking `write_batch` per batch.
 
-Uses the warehouse package (warehouse.connect / schema / writers). Blocking by design:
-the agents call it through `asyncio.to_thread`.
+Uses the warehouse package (connect, schema.migrate, writers). Blocking by design: the
+agents call it through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from journeys.events import Rejection, Touchpoint
 from journeys.settings import WarehouseConfig
 from stream.sessions import SessionRow
 from warehouse.backend import Warehouse
+from warehouse.writers import write_dead_letters, write_sessions, write_touchpoints
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +29,6 @@ class DeadLetter:
     topic: str
     partition: int
     offset: int
-
-
-def _writers() -> Any:
-    return importlib.import_module("warehouse.writers")
 
 
 class WarehouseSink:
@@ -52,11 +47,14 @@ class WarehouseSink:
         return self._wh
 
     def open(self) -> None:
-        """Connect (unless given a Warehouse) and run the idempotent migration."""
+        """Connect and run the idempotent migration, unless given a Warehouse (then its
+        owner has migrated it)."""
         if self._wh is None:
-            connect = importlib.import_module("warehouse.connect").connect
+            from warehouse.connect import connect
+            from warehouse.schema import migrate
+
             self._wh = connect(self.config)
-        importlib.import_module("warehouse.schema").migrate(self._wh)
+            migrate(self._wh)
 
     def close(self) -> None:
         if self._owned and self._wh is not None:
@@ -66,12 +64,11 @@ class WarehouseSink:
     def write_batch(self, touchpoints: Sequence[Touchpoint], rows: Sequence[SessionRow]) -> None:
         """Raw events first, then session rows: if the second insert fails, the retry
         rewrites both (idempotent), and no session row ever precedes its events."""
-        writers = _writers()
         if touchpoints:
-            writers.write_touchpoints(self.warehouse, touchpoints)
+            write_touchpoints(self.warehouse, touchpoints)
         if rows:
-            writers.write_sessions(self.warehouse, rows)
+            write_sessions(self.warehouse, rows)
 
     def write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         if dead:
-            _writers().write_dead_letters(self.warehouse, dead)
+            write_dead_letters(self.warehouse, dead)
