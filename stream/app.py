@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SESSION_TABLE = "session-state"
 FLUSH_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitted)
+STATS_LOG_INTERVAL_S = 10.0
 
 
 def faust_data_dir(settings: WorkerSettings) -> Path:
@@ -65,6 +66,7 @@ class StreamRuntime:
         self.sink = WarehouseSink(settings.warehouse, warehouse)
         self.table: Any = None  # the Faust Table, set by create_app
         self.fresh_broker = False  # set when our topics had to be created
+        self._logged: tuple[int, ...] = ()
 
     # ----------------------------------------------------------- topics and start
     def topic_partitions(self) -> dict[str, int]:
@@ -92,6 +94,17 @@ class StreamRuntime:
             log.info("topics are new: wiping local Faust state in %s", path)
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def log_progress(self) -> None:
+        """One INFO line per interval while anything moves: what operators grep for."""
+        st = self.stats
+        now = (st.events_in, st.events_sessionized, st.batches_flushed, st.flush_failures)
+        if now != self._logged:
+            self._logged = now
+            log.info("stream: in=%d valid=%d rejected=%d sessionized=%d late=%d dup=%d "
+                     "flushes=%d failures=%d last_flush=%.3fs", st.events_in, st.events_valid,
+                     st.rejected_total, st.events_sessionized, st.late_events, st.duplicates,
+                     st.batches_flushed, st.flush_failures, st.last_flush_seconds)
 
     # ----------------------------------------------------------------- batches
     async def handle_raw(self, events: Sequence[EventT]) -> None:
@@ -130,10 +143,9 @@ class StreamRuntime:
         """Sessionize a batch, write raw touchpoints + session rows in one flush, then
         store the new per-customer states (after the write, so a failed write leaves
         the state as it was and re-delivery recomputes the same rows)."""
-        table = self.table
         batch = self.stage.prepare(
             ((e.message.partition, e.message.key, e.message.value) for e in events),
-            table.get, self.stats,
+            self.table.get, self.stats,
         )
         if batch.undecodable:
             log.warning("skipped %d undecodable by-customer records", batch.undecodable)
@@ -142,11 +154,25 @@ class StreamRuntime:
             await self.write_with_retry(lambda: self.sink.write_batch(tps, rows))
             self.stats.touchpoints_written += len(tps)
             self.stats.session_rows_written += len(rows)
-        for key, state in batch.states.items():
+        await self.store_states(batch.states)
+
+    async def store_states(self, states: dict[bytes, bytes | None]) -> None:
+        """Put new states in the table and wait until their changelog records are
+        acknowledged. Faust's own commit-time flush gives up after 0.1 s without
+        progress, so a commit could otherwise cover state that never reached the
+        changelog (measured: a SIGKILL then restored stale sessions)."""
+        table = self.table
+        store = table.data
+        pending = []
+        for key, state in states.items():
             if state is None:
-                table.pop(key, None)
+                store.pop(key, None)
+                pending.append(table.send_changelog(None, key, None, value_serializer="raw"))
             else:
-                table[key] = state
+                store[key] = state
+                pending.append(table.send_changelog(None, key, state))
+        if pending:
+            await asyncio.gather(*pending)
 
     async def write_with_retry(self, write: Callable[[], object]) -> None:
         """Run a blocking write in a thread; retry with backoff, then give up (raise)."""
@@ -208,8 +234,10 @@ class JourneysApp(faust.App):
 
 
 def _raw_schema() -> faust.Schema:
-    """Bytes in, bytes out. One instance per topic/table: a Schema shared between a
-    source topic and a table's changelog made the agents receive nothing (measured)."""
+    """Bytes in, bytes out. One instance per topic, and never for a Table: a Table given
+    `schema=` still (de)serializes its changelog as JSON (it derives serializers from
+    key_type/value_type only), and a Schema shared with a table made agents receive
+    nothing (both measured)."""
     return faust.Schema(key_type=bytes, value_type=bytes,
                         key_serializer="raw", value_serializer="raw")
 
@@ -251,7 +279,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     # Changelog partition = the key's partition under the default partitioner, which
     # is the by-customer partition of that customer (same key bytes, same count).
     runtime.table = app.Table(SESSION_TABLE, default=None, partitions=kafka.partitions,
-                              schema=_raw_schema(), use_partitioner=True,
+                              key_type=bytes, value_type=bytes, use_partitioner=True,
                               help="per-customer open sessions (stream.sessions)")
 
     async def validate(stream: faust.StreamT) -> None:
@@ -262,4 +290,5 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
 
     app.agent(raw_topic, name="journeys.validate")(validate)
     app.agent(by_customer, name="journeys.sessions")(sessions)
+    app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(runtime.log_progress)
     return app

@@ -64,8 +64,9 @@ class SessionBatch:
 class SessionStage:
     """Turns by-customer records into touchpoint rows, session rows and new states.
 
-    Holds the per-partition event clocks (in memory; after a restart they are raised
-    again from the `high_ms` stored with each customer's state as customers are read).
+    Holds the per-partition event clocks, in memory only: after a restart they start
+    again from the re-delivered events, and each customer's stored watermark floor keeps
+    already applied events from being applied twice (stream.sessions).
     """
 
     def __init__(self, sessionizer: Sessionizer, allowed_lateness_ms: int) -> None:
@@ -100,12 +101,6 @@ class SessionStage:
             decoded.append((partition, key or customer_key(tp).encode(), tp))
             batch.touchpoints.append(tp)
 
-        states: dict[bytes, CustomerState] = {}
-        for partition, key, _ in decoded:
-            if key not in states:
-                state = states[key] = CustomerState.loads(get_state(key))
-                self.clock(partition).advance_to(state.high_ms)
-
         groups: dict[tuple[int, bytes], list[Touchpoint]] = defaultdict(list)
         for partition, key, tp in decoded:  # arrival order decides lateness
             if self.clock(partition).observe(tp.occurred_at):
@@ -114,14 +109,13 @@ class SessionStage:
                 groups[(partition, key)].append(tp)
 
         for (partition, key), events in groups.items():
-            clock = self.clock(partition)
-            state = states[key]
-            delta = self.sessionizer.apply(
-                key.decode(), state, events, watermark=clock.watermark, high_ms=clock.max_event_ms
-            )
+            state = CustomerState.loads(get_state(key))
+            delta = self.sessionizer.apply(key.decode(), state, events,
+                                           watermark=self.clock(partition).watermark)
             batch.session_rows.extend(delta.rows())
             batch.applied += delta.applied
             batch.duplicates += delta.duplicates
+            batch.late += delta.late
             batch.states[key] = None if state.is_empty() else state.dumps()
 
         if stats is not None:

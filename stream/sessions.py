@@ -13,6 +13,14 @@ them and still writes them to the raw table). A session whose end + gap the wate
 has passed can no longer change (any event that could touch it would be late), so it
 is dropped from the state: it is final and was already emitted.
 
+Each state also keeps the watermark it was last written with, and events of that
+customer older than it are late too. In steady state this changes nothing (the clock
+only moves forward). After a restart the clock starts again from the re-delivered
+events, and this floor is what keeps a re-delivered, already applied event whose id was
+dropped (or whose session was finalized) from being applied twice; events the old
+worker never applied arrived after the floor was set, so they are judged no more
+strictly than before.
+
 Output rows are idempotent upserts for a ReplacingMergeTree(version) table: the
 session id is a hash of (customer key, event id of the session's earliest event), the
 version is the event count. Sessions only ever grow, so an id's content is fixed by
@@ -122,9 +130,9 @@ class CustomerState:
 
     sessions: list[OpenSession] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
-    # max event time of the partition when this state was written; lets a restarted
-    # worker recover its watermark from the states it loads
-    high_ms: int = NO_WATERMARK
+    # the watermark this state was last written with: a per-customer floor for
+    # lateness (see the module docstring)
+    watermark: int = NO_WATERMARK
 
     def is_empty(self) -> bool:
         return not self.sessions and not self.seen
@@ -132,7 +140,7 @@ class CustomerState:
     def dumps(self) -> bytes:
         return orjson.dumps({
             "f": _STATE_FORMAT,
-            "h": self.high_ms,
+            "w": self.watermark,
             "e": self.seen,
             "s": [
                 [s.start, s.first_id, s.end, s.count,
@@ -152,7 +160,7 @@ class CustomerState:
             OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans})
             for start, first_id, end, count, chans in obj["s"]
         ]
-        return cls(sessions=sessions, seen=obj["e"], high_ms=obj["h"])
+        return cls(sessions=sessions, seen=obj["e"], watermark=obj["w"])
 
 
 @dataclass(slots=True)
@@ -163,6 +171,7 @@ class SessionDelta:
     tombstones: list[SessionRow] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
+    late: int = 0  # behind this customer's own watermark floor
 
     def rows(self) -> list[SessionRow]:
         return [*self.upserts, *self.tombstones]
@@ -172,6 +181,7 @@ class SessionDelta:
         self.tombstones.extend(other.tombstones)
         self.applied += other.applied
         self.duplicates += other.duplicates
+        self.late += other.late
 
 
 class EventClock:
@@ -220,14 +230,16 @@ class Sessionizer:
         events: Iterable[EventLike],
         *,
         watermark: int,
-        high_ms: int | None = None,
     ) -> SessionDelta:
         """Apply events in any order (mutating `state`), then drop what is final.
 
         `watermark` must be the clock's value after the batch: events are checked for
-        lateness by the caller as they arrive, finality only after all are applied.
+        lateness against the clock by the caller as they arrive, finality only after
+        all are applied. Events behind the state's own floor are skipped as late here.
         """
         gap = self.gap_ms
+        floor = state.watermark
+        watermark = max(watermark, floor)
         before = {s.first_id: s.count for s in state.sessions}
         last_seen: dict[str, OpenSession] = {s.first_id: s for s in state.sessions}
         vanished: set[str] = set()
@@ -236,6 +248,9 @@ class Sessionizer:
         seen = state.seen
         for ev in events:
             eid, t = ev.event_id, ev.occurred_at
+            if t < floor:
+                delta.late += 1
+                continue
             if eid in seen:
                 delta.duplicates += 1
                 continue
@@ -263,6 +278,5 @@ class Sessionizer:
         # final sessions and ids of events behind the watermark can never change again
         sessions[:] = [s for s in sessions if s.end + gap > watermark]
         state.seen = {e: t for e, t in seen.items() if t >= watermark}
-        if high_ms is not None:
-            state.high_ms = max(state.high_ms, high_ms)
+        state.watermark = watermark
         return delta

@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with two changes, both harmless on Apache Kafka.
+"""Faust's aiokafka transport with three changes, all harmless on Apache Kafka.
 
 1. Fetch wait: Faust hard-codes `fetch_max_wait_ms=1500`. Brokers that always wait
    the full time (Tansu does) then deliver at most one fetch per 1.5 s per worker,
@@ -7,6 +7,7 @@
    read a changelog. Tansu answers with the start of the last produced batch + 1, so
    recovery stops early and tables come back stale. A Fetch response carries the true
    high-water mark, so we fetch one record at the listed offset and take the larger.
+3. Resuming sources after a restart: see `Consumer`.
 
 Installed per app by `JourneysApp._new_transport` (no global registry is touched).
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.utils.functional import consecutive_numbers
 from kafka import KafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -98,8 +100,57 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
+    """Faust consumer with two fixes to how a (re)started worker resumes its sources.
+
+    Race: after table recovery Faust resumes the source partitions and only then seeks
+    them to the committed offsets. Records fetched before the seek are delivered in
+    between; the first one after the seek makes Faust record a "gap" (offsets it thinks
+    were never delivered) over offsets that were delivered, and filling that gap later
+    let commits run ahead of events still waiting in a batch, or stall (both measured
+    after a SIGKILL and restart). We resume source partitions only after the seek, and
+    never let a gap carry a commit past the highest acked offset.
+    """
+
+    _deferred_resume: set[TP] | None = None
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        sources = {tp for tp in tps if not self._is_changelog_tp(tp)}
+        if sources:  # Faust seeks right after resuming sources: resume them then
+            self._deferred_resume = (self._deferred_resume or set()) | sources
+        super().resume_partitions(tps - sources)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        deferred, self._deferred_resume = self._deferred_resume, None
+        if deferred:
+            super().resume_partitions(deferred & set(self.assignment()))
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's `_new_offset`, but gap offsets are folded in only up to the highest
+        acked offset, and offsets are de-duplicated (the stock code assumes unique
+        offsets and otherwise advances one offset per commit)."""
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gap: Any = self._gap[tp]
+        if gap:
+            top = max(acked) + 1
+            filled = [o for iv in gap.overlap(0, top) for o in range(iv.begin, min(iv.end, top))]
+            if filled:
+                acked.extend(filled)
+                gap.chop(0, top)
+        acked[:] = sorted(set(acked))
+        committed = self._committed_offset[tp]
+        if committed and acked[0] - committed > 1:
+            return None  # the next offset to commit has not been acked yet
+        run = next(consecutive_numbers(acked))
+        del acked[: len(run)]
+        self._acked_index[tp].difference_update(run)
+        return run[-1] + 1
 
 
 class Transport(faust_aiokafka.Transport):
