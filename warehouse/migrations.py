@@ -13,13 +13,35 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class AddColumn:
+    """`ALTER TABLE ... ADD COLUMN`, applied only when the column is missing.
+
+    ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, so warehouse.schema checks
+    system.columns first (and tolerates a concurrent migrator adding it in between).
+    The new column's default fills old rows: no rewrite of existing parts.
+    """
+
+    table: str
+    column: str
+    type: str
+
+    def render(self, database: str) -> str:
+        return f"ALTER TABLE {database}.{self.table} ADD COLUMN {self.column} {self.type}"
+
+
+Statement = str | AddColumn
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[Statement, ...]
 
     def render(self, database: str) -> list[str]:
-        return [s.format(db=database) for s in self.statements]
+        """The DDL texts (AddColumn unconditionally; schema.migrate checks first)."""
+        return [s.render(database) if isinstance(s, AddColumn) else s.format(db=database)
+                for s in self.statements]
 
 
 BOOTSTRAP = """
@@ -137,8 +159,17 @@ PARTITION BY toYYYYMM(opened_at)
 ORDER BY (journey, instance_id)
 """
 
+# 0004 is reserved for the stream's identity merges / retractions (issue 3).
+_JOURNEY_CONTEXT = (
+    # The opening event's `context`, flattened (nested keys dotted, values as text):
+    # the report breakdown `context.<key>` reads context_values[indexOf(context_keys, key)].
+    AddColumn("journey_instances", "context_keys", "Array(String)"),
+    AddColumn("journey_instances", "context_values", "Array(String)"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
     Migration(3, "0003_journey_instances", (_JOURNEY_INSTANCES,)),  # warehouse.writers_journeys
+    Migration(5, "0005_journey_context", _JOURNEY_CONTEXT),  # report breakdown by context
 )

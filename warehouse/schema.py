@@ -11,8 +11,9 @@ import logging
 from datetime import UTC, datetime
 
 from journeys.settings import WarehouseConfig
+from journeys.errors import WarehouseError
 from warehouse.backend import Warehouse
-from warehouse.migrations import BOOTSTRAP, MIGRATIONS, Migration
+from warehouse.migrations import BOOTSTRAP, MIGRATIONS, AddColumn, Migration
 from warehouse.sql import check_identifier, qualified
 from warehouse.tables import SCHEMA_MIGRATIONS
 
@@ -40,8 +41,11 @@ def migrate(wh: Warehouse) -> list[str]:
     """
     done: list[str] = []
     for migration in pending_migrations(wh):
-        for statement in migration.render(wh.database):
-            wh.execute(statement)
+        for statement in migration.statements:
+            if isinstance(statement, AddColumn):
+                _add_column(wh, statement)
+            else:
+                wh.execute(statement.format(db=wh.database))
         wh.insert(
             SCHEMA_MIGRATIONS.name,
             SCHEMA_MIGRATIONS.columns,
@@ -67,6 +71,27 @@ def migrate_from_config(config: WarehouseConfig) -> list[str]:
         return migrate(wh)
     finally:
         wh.close()
+
+
+def _has_column(wh: Warehouse, table: str, column: str) -> bool:
+    rows = wh.query(
+        "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(t)s"
+        " AND name = %(c)s", {"db": wh.database, "t": table, "c": column})
+    return bool(rows[0][0])
+
+
+def _add_column(wh: Warehouse, change: AddColumn) -> None:
+    """ADD COLUMN unless present (18.16 lacks IF NOT EXISTS); a concurrent migrator
+    that added it first makes our ALTER fail, which is fine once the column exists."""
+    for name in (change.table, change.column):
+        check_identifier(name)
+    if _has_column(wh, change.table, change.column):
+        return
+    try:
+        wh.execute(change.render(check_identifier(wh.database)))
+    except WarehouseError:
+        if not _has_column(wh, change.table, change.column):
+            raise
 
 
 def _bootstrap(wh: Warehouse) -> None:

@@ -112,9 +112,11 @@ JOURNEY_INSTANCES = Table(
         ("detour_times", "Array(UInt64)"),
         ("version", "UInt64"),
         ("definitions_version", "String"),
+        ("context_keys", "Array(String)"),  # 0005: the opening event's context, flattened
+        ("context_values", "Array(String)"),
     ),
 )
-"""Journey instance upserts (migration 0003). ReplacingMergeTree(version) by (journey,
+"""Journey instance upserts (migrations 0003, 0005). ReplacingMergeTree(version) by (journey,
 instance_id), partitioned by the immutable opened_at so every version of an instance
 lands in one partition; read with FINAL."""
 

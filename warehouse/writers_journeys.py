@@ -2,7 +2,8 @@
 
 Rows come as plain mappings keyed by JOURNEY_INSTANCES column names (warehouse/ does
 not import stream/). Derived columns (opened_at, dropped_at, entry_channel, channels,
-last_event_at_ms) are computed here when absent, so every writer derives them alike.
+last_event_at_ms, and context_keys/values from an `entry_context` mapping: the opening
+event's context) are computed here when absent, so every writer derives them alike.
 Replays are harmless: the table is a ReplacingMergeTree(version) keyed by (journey,
 instance_id), so re-sending a version collapses into one row under FINAL.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from warehouse.backend import Warehouse
 from warehouse.tables import JOURNEY_INSTANCES
@@ -22,6 +25,7 @@ _REQUIRED = (
     "instance_id", "journey", "customer_id", "status", "opened_at_ms", "furthest_step",
     "furthest_step_name", "path_types", "path_channels", "path_times", "version",
 )
+_VERSION = JOURNEY_INSTANCES.columns.index("version")
 _PATH = ("path_types", "path_channels", "path_times")
 _DETOURS = ("detour_kinds", "detour_steps", "detour_channels", "detour_times")
 
@@ -35,6 +39,29 @@ def _same_length(r: Mapping[str, Any], names: Sequence[str]) -> int:
 
 def _distinct(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
+
+
+CONTEXT_DEPTH = 3
+CONTEXT_MAX_KEYS = 64
+
+
+def flatten_context(context: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
+    """(keys, values) of a context object: nested objects become dotted keys (up to
+    CONTEXT_DEPTH levels), scalars text (strings as is, others as JSON), lists JSON.
+    Sorted by key and capped at CONTEXT_MAX_KEYS, so one odd event cannot bloat rows."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any, depth: int) -> None:
+        if isinstance(value, Mapping) and depth < CONTEXT_DEPTH:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
+        elif prefix:
+            flat[prefix] = value if isinstance(value, str) else orjson.dumps(
+                value, option=orjson.OPT_SORT_KEYS).decode()
+
+    walk("", context or {}, 0)
+    keys = sorted(flat)[:CONTEXT_MAX_KEYS]
+    return keys, [flat[k] for k in keys]
 
 
 def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -60,6 +87,12 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
     dropped = r.get("dropped_at")
     if dropped is None:
         dropped = r["furthest_step_name"] if status == "abandoned" else ""
+    if "context_keys" in r:
+        ckeys, cvalues = [str(k) for k in r["context_keys"]], [str(v) for v in r["context_values"]]
+        if len(ckeys) != len(cvalues):
+            raise ValueError(f"instance {r['instance_id']!r}: context keys/values differ")
+    else:
+        ckeys, cvalues = flatten_context(r.get("entry_context"))
     return (
         str(r["instance_id"]), str(r["journey"]), str(r["customer_id"]), status, opened,
         closed, int(r.get("last_event_at_ms") or path_times[-1]), opened // 1000,
@@ -71,7 +104,7 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
         [str(s) for s in r.get("detour_steps") or ()],
         [str(c) for c in r.get("detour_channels") or ()],
         [int(t) for t in r.get("detour_times") or ()],
-        int(r["version"]), str(r.get("definitions_version") or ""),
+        int(r["version"]), str(r.get("definitions_version") or ""), ckeys, cvalues,
     )
 
 
@@ -81,7 +114,7 @@ def journey_instance_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[An
     rows: list[tuple[Any, ...]] = []
     for r in records:
         row = journey_instance_row(r)
-        key = (row[0], row[-2])
+        key = (row[0], row[_VERSION])
         if key in seen:
             continue
         seen.add(key)

@@ -144,9 +144,12 @@ def test_writer_derives_columns() -> None:
     row = journey_instance_row(_instance())
     assert row[6:12] == (1_704_153_700_000, 1_704_153_600, 1, "add_to_cart", "add_to_cart",
                          "web")
-    assert row[12] == ["web", "app"] and row[-2:] == (3, "")
+    assert row[12] == ["web", "app"] and row[-4:] == (3, "", [], [])
     assert journey_instance_row(_instance(status="converted"))[10] == ""
     assert len(journey_instance_rows([_instance(), _instance(), _instance(version=4)])) == 2
+    ctx = {"country": "DE", "device": {"os": "ios", "v": 17}, "ab": [1, 2], "vip": True}
+    assert journey_instance_row(_instance(entry_context=ctx))[-2:] == (
+        ["ab", "country", "device.os", "device.v", "vip"], ["[1,2]", "DE", "ios", "17", "true"])
 
 
 @pytest.mark.parametrize("bad", [
