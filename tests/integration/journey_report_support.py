@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,34 @@ DURATION = 36 * H
 DAY1, DAY3 = date(2024, 1, 2), date(2024, 1, 3)
 
 
+@cache
+def _events() -> tuple[dict[str, Any], ...]:
+    cfg = GeneratorConfig(seed=7, start_ms=START, duration_ms=DURATION, visitors_per_hour=12,
+                          signup_share=0.3)
+    return tuple(generate_events(cfg))
+
+
+@cache
+def contexts() -> dict[str, dict[str, Any]]:
+    """event_id -> context: the generator's (device, country), with `country` missing on
+    about a quarter of events and a nested `utm.source`, so breakdowns meet both."""
+    out = {}
+    for e in _events():
+        ctx = {k: v for k, v in e["context"].items()
+               if not (k == "country" and e["event_id"][0] in "0123")}
+        out[e["event_id"]] = {**ctx, "utm": {"source": f"src-{e['channel']}"}}
+    return out
+
+
+def entry_context(inst: Instance) -> dict[str, Any]:
+    return contexts()[inst.path[0].event_id]
+
+
 def reference() -> tuple[Definitions, list[Instance]]:
     """Deterministic instances: abandoned (first day), converted and still open."""
     defs = load_definitions()
-    cfg = GeneratorConfig(seed=7, start_ms=START, duration_ms=DURATION, visitors_per_hour=12,
-                          signup_share=0.3)
     evs = [Ev(e["event_id"], e.get("customer_id") or e["anonymous_id"], e["type"], e["channel"],
-              parse_occurred_at(e["occurred_at"])) for e in generate_events(cfg)]
+              parse_occurred_at(e["occurred_at"])) for e in _events()]
     return defs, all_journeys(defs.journeys, evs, watermark=START + DURATION + 12 * H)
 
 
@@ -50,6 +72,7 @@ def row(defs: Definitions, inst: Instance, version: int = 2) -> dict[str, Any]:
         "detour_channels": [x.channel for x in inst.detours],
         "detour_times": [x.t for x in inst.detours],
         "version": version, "definitions_version": defs.version,
+        "entry_context": entry_context(inst),
     }
 
 
@@ -79,6 +102,9 @@ def frame(defs: Definitions, instances: list[Instance]) -> pd.DataFrame:
             "full_path": tuple(e.type for e in i.path),
             "detours": [(x.kind, x.step, x.channel) for x in i.detours],
             "kinds": {x.kind for x in i.detours}, "instance_id": i.instance_id,
+            "context.country": entry_context(i).get("country"),
+            "context.device": entry_context(i).get("device"),
+            "context.utm.source": entry_context(i)["utm"]["source"],
         })
     return pd.DataFrame(recs)
 

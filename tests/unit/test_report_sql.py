@@ -97,11 +97,47 @@ def test_customer_journeys_sql_escapes_values() -> None:
     )
 
 
+def test_context_breakdown_sql_passes_the_key_as_a_parameter() -> None:
+    sql, params = abandonment.build("db", D, breakdown=["context.country", "step",
+                                                        "context.device.os"], **KW)
+    assert params["context_key0"] == "country" and params["context_key1"] == "device.os"
+    assert render(sql, params) == (
+        "SELECT context_values[indexOf(context_keys, 'country')] AS ctx0, dropped_at AS step, "
+        "context_values[indexOf(context_keys, 'device.os')] AS ctx1, count() AS abandoned\n"
+        "FROM db.journey_instances FINAL\n"
+        f"{COHORT} AND status = 'abandoned'\n"
+        "GROUP BY ctx0, step, ctx1\n"
+        "ORDER BY ctx0, step, ctx1"
+    )
+    funnel_sql = render(*funnel.build("db", D, breakdown=["context.utm-source"], **KW))
+    assert funnel_sql.startswith(
+        "SELECT context_values[indexOf(context_keys, 'utm-source')] AS ctx0, arrayJoin(")
+    assert funnel_sql.endswith("GROUP BY ctx0, step_index\nORDER BY ctx0, step_index")
+    detours_sql = render(*detours.build("db", D, breakdown=["context.campaign"], **KW))
+    assert "GROUP BY kind, ctx0\nORDER BY kind, ctx0" in detours_sql
+
+
+@pytest.mark.parametrize("key", [
+    "context.", "context.a b", "context.x'y", "context.a)--", "context.a.b.c.d", "context.1x",
+    "context." + "k" * 65,
+])
+def test_context_keys_are_validated(key: str) -> None:
+    with pytest.raises(InvalidQuery, match="bad context breakdown"):
+        funnel.build("db", D, breakdown=[key], **KW)
+
+
+def test_context_breakdowns_are_limited() -> None:
+    with pytest.raises(InvalidQuery, match="at most 2 context"):
+        funnel.build("db", D, breakdown=["context.a", "context.b", "context.c"], **KW)
+    with pytest.raises(InvalidQuery, match="unknown breakdown 'context'"):
+        funnel.build("db", D, breakdown=["context"], **KW)
+
+
 @pytest.mark.parametrize(("module", "breakdown", "message"), [
     (funnel, ["step"], "unknown breakdown 'step'"),
     (funnel, ["channel", "channel"], "repeats"),
     (abandonment, ["day", "hour"], "redundant"),
-    (detours, ["country"], "allowed: step, detour_channel, channel, day, hour"),
+    (detours, ["country"], "allowed: step, detour_channel, channel, day, hour, context.<key>"),
     (abandonment, ["x) OR 1=1 --"], "unknown breakdown"),
 ])
 def test_breakdown_only_from_fixed_lists(module: Any, breakdown: list[str], message: str) -> None:

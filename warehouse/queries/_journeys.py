@@ -3,12 +3,16 @@
 Every report reads `journey_instances` FINAL (one row per instance at its latest
 version). `from`/`to` are UTC calendar days of `opened_at` (both inclusive) and the
 `channel` filter is the instance's entry channel, so all reports count the same cohort.
-Breakdown dimensions map to fixed SQL expressions; anything else is InvalidQuery.
+Breakdown dimensions map to fixed SQL expressions; `context.<key>` (a key of the opening
+event's context) is the one open-ended dimension: the key must match CONTEXT_KEY and is
+passed as a parameter, its SQL alias comes from a fixed list. Anything else is InvalidQuery.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -23,6 +27,7 @@ BASE_DIMENSIONS: Mapping[str, str] = {
     "channel": "entry_channel",
     "day": "toDate(opened_at)",
     "hour": "toUInt32(toStartOfHour(opened_at))",
+    "context": "",  # any `context.<key>`: see _context_dim
 }
 """Dimension -> SQL. `hour` is epoch seconds (turned into a UTC datetime in Python)."""
 
@@ -62,40 +67,119 @@ def where(
     return "WHERE " + " AND ".join(clauses), params
 
 
+CONTEXT_PREFIX = "context."
+_SEGMENT = r"[A-Za-z_][A-Za-z0-9_\-]{0,63}"
+CONTEXT_KEY = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT}){{0,2}}$")
+"""A context key: up to 3 dotted segments (the writer flattens nested objects so)."""
+MAX_CONTEXT_DIMS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Dim:
+    """A breakdown dimension: its API name, a fixed SQL alias and SQL expression."""
+
+    name: str
+    alias: str
+    sql: str
+
+    @property
+    def context_key(self) -> str | None:
+        return self.name[len(CONTEXT_PREFIX):] if self.name.startswith(CONTEXT_PREFIX) else None
+
+
+def _context_dim(name: str, i: int) -> Dim:
+    key = name[len(CONTEXT_PREFIX):]
+    if not CONTEXT_KEY.match(key):
+        raise InvalidQuery(
+            f"bad context breakdown {name!r}: use context.<key>, the key made of letters, "
+            "digits, _ or - (nested keys dotted, up to 3 levels)")
+    return Dim(name, f"ctx{i}", f"context_values[indexOf(context_keys, %(context_key{i})s)]")
+
+
 def dimensions(
     breakdown: Sequence[str] | None, allowed: Mapping[str, str], default: Sequence[str] = ()
-) -> list[tuple[str, str]]:
-    """[(name, sql)] for the requested breakdown, in the order asked, or InvalidQuery."""
+) -> list[Dim]:
+    """The requested breakdown, in the order asked, or InvalidQuery. `context.<key>` is
+    allowed wherever the report allows `context`."""
     names = list(default if breakdown is None else breakdown)
-    unknown = [n for n in names if n not in allowed]
+    def known(n: str) -> bool:
+        if n.startswith(CONTEXT_PREFIX):
+            return "context" in allowed
+        return n in allowed and n != "context"
+
+    unknown = [n for n in names if not known(n)]
     if unknown:
+        listed = [n if n != "context" else "context.<key>" for n in allowed]
         raise InvalidQuery(
-            f"unknown breakdown {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(allowed)}"
+            f"unknown breakdown {', '.join(map(repr, unknown))}; allowed: {', '.join(listed)}"
         )
     if len(set(names)) != len(names):
         raise InvalidQuery(f"breakdown repeats a dimension: {names}")
     if "day" in names and "hour" in names:
         raise InvalidQuery("breakdown by both 'day' and 'hour' is redundant; pick one")
-    return [(n, allowed[n]) for n in names]
+    dims: list[Dim] = []
+    for n in names:
+        if n.startswith(CONTEXT_PREFIX):
+            dims.append(_context_dim(n, sum(d.context_key is not None for d in dims)))
+        else:
+            dims.append(Dim(n, n, allowed[n]))
+    if sum(d.context_key is not None for d in dims) > MAX_CONTEXT_DIMS:
+        raise InvalidQuery(f"at most {MAX_CONTEXT_DIMS} context breakdowns at once")
+    return dims
 
 
-def select_dims(dims: Sequence[tuple[str, str]]) -> str:
-    return "".join(f"{sql} AS {name}, " for name, sql in dims)
+def dim_params(dims: Sequence[Dim]) -> dict[str, Any]:
+    """Parameters the dimensions' SQL needs (the context keys)."""
+    return {f"context_key{d.alias[3:]}": d.context_key for d in dims
+            if d.context_key is not None}
 
 
-def group_by(dims: Sequence[tuple[str, str]], *more: str) -> str:
-    names = [n for n, _ in dims] + list(more)
+def select_dims(dims: Sequence[Dim]) -> str:
+    return "".join(f"{d.sql} AS {d.alias}, " for d in dims)
+
+
+def group_by(dims: Sequence[Dim], *more: str) -> str:
+    names = [d.alias for d in dims] + list(more)
     return ("GROUP BY " + ", ".join(names)) if names else ""
 
 
+def order_by(dims: Sequence[Dim], *more: str) -> str:
+    names = [d.alias for d in dims] + list(more)
+    return ("ORDER BY " + ", ".join(names)) if names else ""
+
+
 def dim_value(name: str, value: Any) -> Any:
-    """Driver values -> API values: hour epoch seconds -> aware UTC datetime."""
+    """Driver values -> API values: hour epoch seconds -> aware UTC datetime; a context
+    key the opening event did not carry ('' in SQL) -> None."""
     if name == "hour":
         return datetime.fromtimestamp(int(value), tz=UTC)
     if name == "day":
         return as_date(value, "day")
+    if name.startswith(CONTEXT_PREFIX):
+        return str(value) or None
     return str(value)
+
+
+def split_context(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """{key: value} of the context dimensions of one group, or None without any."""
+    ctx = {n[len(CONTEXT_PREFIX):]: v for n, v in values.items() if n.startswith(CONTEXT_PREFIX)}
+    return ctx or None
+
+
+def dim_columns(row: Any, names: Sequence[str]) -> dict[str, Any]:
+    """CSV cells of a row's requested dimensions (context ones as `context.<key>`)."""
+    ctx = getattr(row, "context", None) or {}
+    return {n: ctx.get(n[len(CONTEXT_PREFIX):]) if n.startswith(CONTEXT_PREFIX)
+            else getattr(row, n) for n in names}
+
+
+def sort_key(journey: JourneyDefinition, name: str, value: Any) -> Any:
+    """Steps in definition order; missing context values first; others as they are."""
+    if name == "step":
+        return step_order(journey, value)
+    if name.startswith(CONTEXT_PREFIX):
+        return (value is not None, value or "")
+    return value
 
 
 def step_order(journey: JourneyDefinition, name: str) -> int:

@@ -26,6 +26,7 @@ class AbandonmentRow(NamedTuple):
     channel: str | None
     day: date | None
     hour: datetime | None
+    context: dict[str, str | None] | None  # context.<key> breakdowns: key -> value
     abandoned: int
     share_of_abandoned: float | None
 
@@ -46,15 +47,14 @@ def build(
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
                             extra=("status = 'abandoned'",))
-    order = ", ".join(n for n, _ in dims)
     sql = (
         f"SELECT {j.select_dims(dims)}count() AS abandoned\n"
         f"FROM {j.table(database)}\n"
         f"{where}\n"
-        f"{j.group_by(dims)}"
-        + (f"\nORDER BY {order}" if order else "")
-    )
-    return sql, params
+        f"{j.group_by(dims)}\n"
+        f"{j.order_by(dims)}"
+    ).rstrip()
+    return sql, {**params, **j.dim_params(dims)}
 
 
 def build_totals(
@@ -76,7 +76,7 @@ def run(
     """Rows ordered by the breakdown (steps in definition order); and cohort totals."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
     sql, params = build(wh.database, journey, breakdown=breakdown, **kw)
-    dims = [n for n, _ in j.dimensions(breakdown, ALLOWED, DEFAULT)]
+    dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]
     found = []
     for r in wh.query(sql, params):
         values = {n: j.dim_value(n, v) for n, v in zip(dims, r[: len(dims)], strict=True)}
@@ -86,11 +86,11 @@ def run(
 
     def order(item: tuple[dict[str, Any], int]) -> tuple[Any, ...]:
         v = item[0]
-        return tuple(j.step_order(journey, v[n]) if n == "step" else v[n] for n in dims)
+        return tuple(j.sort_key(journey, n, v[n]) for n in dims)
 
     rows = [
-        AbandonmentRow(v.get("step"), v.get("channel"), v.get("day"), v.get("hour"), n,
-                       j.ratio(n, abandoned))
+        AbandonmentRow(v.get("step"), v.get("channel"), v.get("day"), v.get("hour"),
+                       j.split_context(v), n, j.ratio(n, abandoned))
         for v, n in sorted(found, key=order)
     ]
     totals = AbandonmentTotals(opened, abandoned, converted, opened - abandoned - converted,
@@ -99,5 +99,7 @@ def run(
 
 
 def to_frame(rows: list[AbandonmentRow], breakdown: list[str] | None) -> pd.DataFrame:
-    keep = [*(DEFAULT if breakdown is None else breakdown), "abandoned", "share_of_abandoned"]
-    return pd.DataFrame(rows, columns=list(AbandonmentRow._fields))[keep]
+    names = list(DEFAULT if breakdown is None else breakdown)
+    data = [{**j.dim_columns(r, names), "abandoned": r.abandoned,
+             "share_of_abandoned": r.share_of_abandoned} for r in rows]
+    return pd.DataFrame(data, columns=[*names, "abandoned", "share_of_abandoned"])

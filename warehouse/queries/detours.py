@@ -30,6 +30,7 @@ class DetourRow(NamedTuple):
     channel: str | None
     day: date | None
     hour: datetime | None
+    context: dict[str, str | None] | None  # context.<key> breakdowns: key -> value
     detours: int
     instances: int
 
@@ -51,7 +52,7 @@ def build(
     """Detours per kind and breakdown group."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
-    names = ", ".join(["kind", *(n for n, _ in dims)])
+    names = ", ".join(["kind", *(d.alias for d in dims)])
     sql = (
         f"SELECT aj_kind AS kind, {j.select_dims(dims)}"
         "count() AS detours, uniqExact(instance_id) AS instances\n"
@@ -62,7 +63,7 @@ def build(
         f"GROUP BY {names}\n"
         f"ORDER BY {names}"
     )
-    return sql, params
+    return sql, {**params, **j.dim_params(dims)}
 
 
 def build_shares(
@@ -91,7 +92,7 @@ def run(
     """Rows by kind then breakdown (steps in definition order); one share row per kind."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
     sql, params = build(wh.database, journey, breakdown=breakdown, **kw)
-    dims = [n for n, _ in j.dimensions(breakdown, ALLOWED, DEFAULT)]
+    dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]
     found = []
     for r in wh.query(sql, params):
         values = {n: j.dim_value(n, v) for n, v in zip(dims, r[1: 1 + len(dims)], strict=True)}
@@ -99,12 +100,12 @@ def run(
 
     def order(item: tuple[str, dict[str, Any], int, int]) -> tuple[Any, ...]:
         kind, v = item[0], item[1]
-        rest = tuple(j.step_order(journey, v[n]) if n == "step" else v[n] for n in dims)
+        rest = tuple(j.sort_key(journey, n, v[n]) for n in dims)
         return (DETOUR_KINDS.index(kind) if kind in DETOUR_KINDS else 99, kind, *rest)
 
     rows = [
         DetourRow(kind, v.get("step"), v.get("detour_channel"), v.get("channel"), v.get("day"),
-                  v.get("hour"), n, inst)
+                  v.get("hour"), j.split_context(v), n, inst)
         for kind, v, n, inst in sorted(found, key=order)
     ]
     ssql, sparams = build_shares(wh.database, journey, **kw)
@@ -120,5 +121,7 @@ def run(
 
 
 def to_frame(rows: list[DetourRow], breakdown: list[str] | None) -> pd.DataFrame:
-    keep = ["kind", *(DEFAULT if breakdown is None else breakdown), "detours", "instances"]
-    return pd.DataFrame(rows, columns=list(DetourRow._fields))[keep]
+    names = list(DEFAULT if breakdown is None else breakdown)
+    data = [{"kind": r.kind, **j.dim_columns(r, names), "detours": r.detours,
+             "instances": r.instances} for r in rows]
+    return pd.DataFrame(data, columns=["kind", *names, "detours", "instances"])

@@ -24,6 +24,7 @@ class FunnelRow(NamedTuple):
     channel: str | None
     day: date | None
     hour: datetime | None
+    context: dict[str, str | None] | None  # context.<key> breakdowns: key -> value
     step: str
     step_index: int
     instances: int  # furthest step >= this step
@@ -46,7 +47,6 @@ def build(
 ) -> tuple[str, dict[str, Any]]:
     dims = j.dimensions(breakdown, ALLOWED)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
-    names = [n for n, _ in dims]
     sql = (
         f"SELECT {j.select_dims(dims)}"
         "arrayJoin(range(toUInt64(furthest_step) + 1)) AS step_index,\n"
@@ -56,9 +56,9 @@ def build(
         f"FROM {j.table(database)}\n"
         f"{where}\n"
         f"{j.group_by(dims, 'step_index')}\n"
-        f"ORDER BY {', '.join([*names, 'step_index'])}"
+        f"{j.order_by(dims, 'step_index')}"
     )
-    return sql, params
+    return sql, {**params, **j.dim_params(dims)}
 
 
 def run(
@@ -68,7 +68,7 @@ def run(
     """Rows per (group, step), every step present for every group; and overall totals."""
     sql, params = build(wh.database, journey, date_from=date_from, date_to=date_to,
                         channel=channel, breakdown=breakdown)
-    dims = [n for n, _ in j.dimensions(breakdown, ALLOWED)]
+    dims = [d.name for d in j.dimensions(breakdown, ALLOWED)]
     groups: dict[tuple[Any, ...], dict[int, tuple[int, int, int]]] = {}
     for r in wh.query(sql, params):
         key = tuple(j.dim_value(n, v) for n, v in zip(dims, r[: len(dims)], strict=True))
@@ -77,7 +77,9 @@ def run(
             groups.setdefault(key, {})[idx] = (n, conv, dropped)
     rows: list[FunnelRow] = []
     opened = converted = abandoned = 0
-    for key, steps in groups.items():
+    ordered = sorted(groups.items(), key=lambda kv: tuple(
+        j.sort_key(journey, n, v) for n, v in zip(dims, kv[0], strict=True)))
+    for key, steps in ordered:
         values = dict(zip(dims, key, strict=True))
         first = steps.get(0, (0, 0, 0))
         opened += first[0]
@@ -86,8 +88,8 @@ def run(
             n, conv, dropped = steps.get(idx, (0, 0, 0))
             abandoned += dropped
             rows.append(FunnelRow(
-                values.get("channel"), values.get("day"), values.get("hour"), name, idx,
-                n, conv, dropped, j.ratio(n, first[0]),
+                values.get("channel"), values.get("day"), values.get("hour"),
+                j.split_context(values), name, idx, n, conv, dropped, j.ratio(n, first[0]),
             ))
     totals = FunnelTotals(opened, converted, abandoned, opened - converted - abandoned,
                           j.ratio(converted, opened))
@@ -96,5 +98,7 @@ def run(
 
 def to_frame(rows: list[FunnelRow], breakdown: list[str] | None) -> pd.DataFrame:
     """Rows as a DataFrame with only the requested dimension columns (for CSV)."""
-    keep = [*(breakdown or []), *FunnelRow._fields[3:]]
-    return pd.DataFrame(rows, columns=list(FunnelRow._fields))[keep]
+    names = breakdown or []
+    measures = FunnelRow._fields[4:]
+    data = [{**j.dim_columns(r, names), **{m: getattr(r, m) for m in measures}} for r in rows]
+    return pd.DataFrame(data, columns=[*names, *measures])
