@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from kafka.partitioner import murmur2
 
@@ -23,7 +21,7 @@ from ingest.collector import create_collector_app
 from ingest.generator import GeneratorConfig, generate_events
 from journeys.events import EventValidator, Touchpoint
 from journeys.settings import CollectorSettings, KafkaConfig
-from tests.integration.ingest_support import kafka_config, read_topic
+from tests.integration.ingest_support import free_port, kafka_config, read_topic, serve_collector
 
 START = 1_772_323_200_000
 
@@ -73,30 +71,13 @@ def test_batches_land_keyed_on_the_raw_topic_and_bad_items_in_dead_letters(
     assert orjson.loads(letters[0]["original"])["channel"] == "fax"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(kafka: KafkaConfig) -> Iterator[str]:
     """The collector behind a real uvicorn server on 127.0.0.1 (stopped after the test)."""
-    settings = CollectorSettings(kafka=kafka, port=_free_port(), write_keys={"generator": "wk-1"},
+    settings = CollectorSettings(kafka=kafka, port=free_port(), write_keys={"generator": "wk-1"},
                                  cors_origins=("https://shop.example",))
-    server = uvicorn.Server(uvicorn.Config(create_collector_app(settings), host="127.0.0.1",
-                                           port=settings.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_collector(settings) as url:
+        yield url
 
 
 def test_over_real_http_with_write_key_and_cors(served: str, kafka: KafkaConfig) -> None:
