@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
 _DAY = 86_400_000
+# The drop-off alerts need volume (min_volume 30 per hour at a step, >= 3 baseline
+# hours): at 150 visitors/hour the demo's payment incident fires; at 60 it cannot.
+DEMO_VISITORS_PER_HOUR = 150.0
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +20,9 @@ def register(app: typer.Typer) -> None:
     def demo(
         port: int = typer.Option(None, help="API/dashboard port (default 8000)"),
         days: int = typer.Option(3, min=1, max=30, help="days of generated history"),
-        visitors_per_hour: float = typer.Option(60.0, min=1, help="sample volume"),
+        visitors_per_hour: float = typer.Option(
+            DEMO_VISITORS_PER_HOUR, min=1,
+            help="sample volume (below ~150 the drop-off alerts cannot fire)"),
         seed: int = typer.Option(7, help="random seed of the sample"),
         data_dir: Path = typer.Option(Path(".journeys/demo"), help="where the demo keeps data"),
         keep: bool = typer.Option(False, help="keep data from a previous demo run"),
@@ -40,11 +47,51 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(None, help="API/dashboard port (default 8000)"),
         data_dir: Path = typer.Option(None, help="data directory (default .journeys)"),
         definitions: Path = typer.Option(None, help="journey definitions YAML"),
+        collector_port: int = typer.Option(8001, help="HTTP collector port"),
+        collector: bool = typer.Option(True, help="serve POST /v1/events (the collector)"),
     ) -> None:
-        """Embedded stack serving live traffic: broker, worker, API (and collector)."""
+        """Embedded stack serving live traffic: broker, worker, API and the collector.
+
+        The collector runs as a child process (`journeys collector`, stopped by PID on
+        exit): it needs no warehouse, so chdb's one-process rule does not bind it, and
+        its kafka-python CPU does not compete with the worker's event loop."""
         from deploy.embedded import run_embedded
+        from deploy.local._proc import free_port
         from journeys.settings import EmbeddedSettings
 
+        console = Console()
         settings = EmbeddedSettings.build(port=port, data_dir=data_dir,
                                           definitions_path=definitions)
-        run_embedded(settings, sample=None, fresh=False, console=Console())
+        if not settings.broker_port:  # fixed now, so the collector knows where to send
+            settings = settings.model_copy(update={"broker_port": free_port()})
+        process = _start_collector(settings, collector_port, console) if collector else None
+        try:
+            run_embedded(settings, sample=None, fresh=False, console=console)
+        finally:
+            if process is not None:
+                process.stop()
+
+
+def _start_collector(settings: Any, port: int, console: Console) -> Any:
+    """`journeys collector` as a child process aimed at the embedded broker's port; it
+    answers 503 + Retry-After until the broker and its topics are up."""
+    from deploy.local._proc import ManagedProcess, port_is_free, tcp_connects
+    from journeys.errors import LauncherError
+
+    if not port_is_free(port, settings.host):
+        raise LauncherError(f"collector port {port} on {settings.host} is in use; pass "
+                            "--collector-port or --no-collector")
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    bootstrap = f"127.0.0.1:{settings.broker_port}"
+    process = ManagedProcess(
+        "collector", [sys.executable, "-m", "deploy.cli", "collector", "--host", settings.host,
+                      "--port", str(port), "-b", bootstrap,
+                      "--topic-prefix", settings.kafka.topic_prefix],
+        data_dir / "collector.log")
+    process.start()
+    process.wait_ready(lambda: tcp_connects(settings.host, port), timeout=30,
+                       what=f"listening on {settings.host}:{port}")
+    console.print(f"  • collector on http://{settings.host}:{port}/v1/events "
+                  f"(pid {process.pid}, log {data_dir / 'collector.log'})")
+    return process
