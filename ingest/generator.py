@@ -82,6 +82,14 @@ class GeneratorConfig:
         return (now_ms() - self.duration_ms) // _HOUR * _HOUR
 
 
+# Visitors per hour for the demo. The drop-off alerts need volume: min_volume 30
+# journeys per hour at a step and >= 3 such earlier hours as baseline. About 23% of
+# visitors reach payment_details, so at 150/h that step sees ~27 an hour (median;
+# 10-80 over the daily cycle, ~60 in the incident hours) and the incident fires; at 60/h
+# it cannot. tests/unit/test_ingest_generator.py checks it with the reference semantics.
+DEMO_VISITORS_PER_HOUR = 150.0
+
+
 def demo_stories(duration_ms: int = 3 * _DAY) -> tuple[Story, ...]:
     """One of each story, placed after enough normal history for alert baselines."""
     day = max(duration_ms // _DAY, 1)

@@ -9,10 +9,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from ingest.generator import DEMO_VISITORS_PER_HOUR
+
 _DAY = 86_400_000
-# The drop-off alerts need volume (min_volume 30 per hour at a step, >= 3 baseline
-# hours): at 150 visitors/hour the demo's payment incident fires; at 60 it cannot.
-DEMO_VISITORS_PER_HOUR = 150.0
 
 
 def register(app: typer.Typer) -> None:

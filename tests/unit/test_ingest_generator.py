@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ingest.generator import (
+    DEMO_VISITORS_PER_HOUR,
     ONBOARDING_STEPS,
     PURCHASE_STEPS,
     GeneratorConfig,
@@ -20,6 +21,8 @@ from ingest.generator import (
 )
 from journeys.definitions import load_definitions
 from journeys.events import EventValidator, Touchpoint, parse_occurred_at
+from tests.reference.alerts_ref import alerts
+from tests.reference.journeys_ref import Ev, all_journeys
 
 START = 1_772_323_200_000  # 2026-03-01T00:00Z
 HOUR, DAY = 3_600_000, 86_400_000
@@ -113,6 +116,27 @@ def test_payment_incident_collapses_conversion_in_its_window() -> None:
     assert max(outside) < 0.4
     errors = [ms(e) for e in events if e["type"] == "payment_error"]
     assert sum(begin <= t < end + HOUR for t in errors) > 0.9 * len(errors)
+
+
+def test_demo_volume_makes_the_payment_incident_alert_fire() -> None:
+    """The `journeys demo` sample, judged by the reference semantics (DESIGN.md
+    "Drop-off alert", default definitions): the incident must fire, and only then."""
+    config = GeneratorConfig(seed=7, start_ms=START, duration_ms=3 * DAY,
+                             visitors_per_hour=DEMO_VISITORS_PER_HOUR,
+                             stories=demo_stories(3 * DAY))
+    events = list(generate_events(config))
+    linked = {e["anonymous_id"]: e["customer_id"] for e in reversed(events)
+              if e["anonymous_id"] and e["customer_id"]}  # first link wins
+    purchase = load_definitions(None).get("purchase")
+    instances = all_journeys([purchase], [
+        Ev(e["event_id"], e["customer_id"] or linked.get(e["anonymous_id"], e["anonymous_id"]),
+           e["type"], e["channel"], ms(e)) for e in events], START + 5 * DAY)
+    (_s, begin, end), = [w for w in story_windows(config) if w[0].kind == "payment_incident"]
+    fired = [a for a in alerts(purchase, instances, START + 5 * DAY)
+             if a.kind == "fired" and a.channel == "all"]
+    assert fired and all(a.step == "payment_details" for a in fired)
+    assert {a.window_start for a in fired} == set(range(begin, end, HOUR))
+    assert min(a.population for a in fired) >= purchase.alert.min_volume
 
 
 def test_checkout_loop_repeats_the_step_with_errors_between() -> None:
