@@ -6,22 +6,27 @@ one chdb engine between worker and API in one process) or is connected at start-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from api import errors
+from api.auth import KeyRing, require
 from api.deps import ApiState
+from api.openapi import AUTH_RESPONSES, DESCRIPTION, TAGS
 from api.routes import alerts, health, journeys, reports, reports_journeys
-from journeys import __version__
+from journeys import __version__, envvars
 from journeys.definitions import Definitions, load_definitions
 from journeys.settings import ApiSettings
 from warehouse.backend import Warehouse
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -34,6 +39,7 @@ def create_app(
     """Build the API. A passed-in warehouse is not closed on shutdown (its owner closes it)."""
     defs = definitions or load_definitions(settings.definitions_path)
     owns_warehouse = warehouse is None
+    keyring = KeyRing(settings.api_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +48,9 @@ def create_app(
             from warehouse.connect import connect
 
             wh = await to_thread.run_sync(lambda: connect(settings.warehouse))
+        if not keyring.enabled:
+            log.warning("no API keys configured: the query API answers anyone "
+                        "(set %s to require keys)", envvars.API_KEYS)
         app.state.journeys = ApiState(
             settings=settings, definitions=defs, warehouse=wh, metrics=dict(metrics or {})
         )
@@ -54,16 +63,16 @@ def create_app(
     app = FastAPI(
         title="Journey pipeline API",
         version=__version__,
-        description="Funnels, abandonment, detours, paths and drop-off alerts computed from "
-        "customer touchpoints in real time. All report times are event times (UTC).",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
     )
+    app.state.keyring = keyring
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(journeys.router)
-    app.include_router(reports.router)
-    app.include_router(alerts.router)
-    app.include_router(reports_journeys.router)
+    read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES}
+    for router in (journeys.router, reports.router, alerts.router, reports_journeys.router):
+        app.include_router(router, **read)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:

@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.auth import Forbidden, Unauthenticated
 from journeys.errors import (
     ConfigError,
     DefinitionNotFound,
@@ -17,6 +18,8 @@ from journeys.errors import (
 )
 
 STATUS: tuple[tuple[type[JourneysError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (DefinitionNotFound, 404),
     (NotFound, 404),
     (InvalidQuery, 422),
@@ -40,6 +43,8 @@ def install(app: FastAPI) -> None:
     async def _product_error(_: Request, exc: JourneysError) -> JSONResponse:
         status = status_for(exc)
         headers = {"Retry-After": "5"} if status == 503 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(
             {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
         )

@@ -44,6 +44,9 @@ ALERTING_QUEUE_SIZE = "JOURNEYS_ALERTING__QUEUE_SIZE"
 HTTP_HOST = "JOURNEYS_HOST"
 HTTP_PORT = "JOURNEYS_PORT"
 
+# query API keys, JSON: {"pm": "rk_...", "prom": {"key": "...", "scopes": ["metrics"]}}
+API_KEYS = "JOURNEYS_API_KEYS"
+
 COLLECTOR_MAX_BATCH = "JOURNEYS_MAX_BATCH"
 COLLECTOR_WRITE_KEYS = "JOURNEYS_WRITE_KEYS"  # JSON object: {"web": "wk_...", "pos": "wk_..."}
 COLLECTOR_CORS_ORIGINS = "JOURNEYS_CORS_ORIGINS"  # JSON list, e.g. ["https://shop.example"]

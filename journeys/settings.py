@@ -149,11 +149,39 @@ class WorkerSettings(WarehouseRole):
         return parse_duration_ms(v)
 
 
+class ApiKey(BaseModel):
+    """One query-API key: the secret and what it may do. A bare string is a read key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: SecretStr
+    # read: every /v1 report, journey, customer and alert endpoint; metrics: /metrics
+    scopes: tuple[Literal["read", "metrics"], ...] = ("read",)
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("an API key must be at least 16 characters")
+        return v
+
+
 class ApiSettings(WarehouseRole):
     """The query API."""
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # key name -> key; empty disables auth (the default, fine on 127.0.0.1; see
+    # docs/reports.md). JSON: {"pm": "rk_...", "prom": {"key": "...", "scopes": ["metrics"]}}
+    api_keys: dict[str, ApiKey] = {}
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _bare_keys(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {name: {"key": k} if isinstance(k, str | SecretStr) else k
+                    for name, k in v.items()}
+        return v
 
 
 class CollectorSettings(_RoleSettings):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from journeys.settings import WarehouseConfig
 from journeys.errors import WarehouseError
+from journeys.settings import WarehouseConfig
 from warehouse.backend import Warehouse
 from warehouse.migrations import BOOTSTRAP, MIGRATIONS, AddColumn, Migration
 from warehouse.sql import check_identifier, qualified

@@ -8,8 +8,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from api.auth import require
 from api.deps import ApiState, state
 from api.metrics import render_metrics
+from api.openapi import AUTH_RESPONSES
 
 router = APIRouter(tags=["operations"])
 
@@ -27,6 +29,8 @@ async def readyz(st: Annotated[ApiState, Depends(state)]) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@router.get("/metrics", summary="Prometheus metrics (scope `metrics` when keys are set)",
+            response_class=PlainTextResponse, responses=AUTH_RESPONSES,
+            dependencies=[Depends(require("metrics"))])
 async def metrics(st: Annotated[ApiState, Depends(state)]) -> PlainTextResponse:
     return PlainTextResponse(render_metrics(st.metrics), media_type="text/plain; version=0.0.4")

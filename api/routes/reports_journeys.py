@@ -2,22 +2,41 @@
 
 Each handler validates by building its SQL first (bad breakdown/date/limit -> 422
 before any I/O), then runs the blocking query in a worker thread. `format=csv` returns
-the report's rows as text/csv (pandas); JSON adds the totals around them.
+all the report's rows as text/csv (pandas, an export: not paged); JSON adds the totals
+around one page of rows (`limit`/`offset`; grouped reports grow with day/hour/context
+breakdowns). Response models: api/routes/report_models.py.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from datetime import date
+from typing import Annotated, Any, Literal, TypeVar
 
 import pandas as pd
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 
 from api.deps import ApiState, state
+from api.openapi import BREAKDOWN_EXAMPLES, REPORT_RESPONSES
 from api.params import date_range
+from api.routes.report_models import (
+    AbandonmentGroup,
+    AbandonmentOut,
+    CustomerJourneyOut,
+    CustomerJourneysOut,
+    DetourGroup,
+    DetourOut,
+    DetourShareOut,
+    DetoursOut,
+    FunnelOut,
+    FunnelStep,
+    OtherPaths,
+    PathOut,
+    PathsOut,
+    TouchOut,
+)
 from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
@@ -26,135 +45,10 @@ from warehouse.queries import abandonment, customer_journeys, detours, funnel, p
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 Format = Literal["json", "csv"]
-_NAME = Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="journey definition name")
-
-
-class Cohort(BaseModel):
-    journey: str
-    date_from: date = Field(serialization_alias="from")
-    date_to: date = Field(serialization_alias="to")
-    channel: str | None = Field(description="entry-channel filter, if any")
-    breakdown: list[str]
-
-
-class Dims(BaseModel):
-    channel: str | None = Field(None, description="entry channel (breakdown 'channel')")
-    day: date | None = Field(None, description="UTC day the instance opened")
-    hour: datetime | None = Field(None, description="UTC hour the instance opened")
-
-
-class FunnelStep(Dims):
-    step: str
-    step_index: int
-    instances: int = Field(description="instances whose furthest step is at or beyond this")
-    converted: int
-    dropped_here: int = Field(description="abandoned with this as their furthest step")
-    share_of_opened: float | None
-
-
-class FunnelOut(Cohort):
-    opened: int
-    converted: int
-    abandoned: int
-    open: int
-    conversion_rate: float | None = Field(description="converted / opened")
-    steps: list[FunnelStep]
-
-
-class AbandonmentGroup(Dims):
-    step: str | None = Field(None, description="the step dropped at (furthest reached)")
-    abandoned: int
-    share_of_abandoned: float | None
-
-
-class AbandonmentOut(Cohort):
-    opened: int
-    abandoned: int
-    converted: int
-    open: int
-    abandonment_rate: float | None = Field(description="abandoned / opened")
-    rows: list[AbandonmentGroup]
-
-
-class DetourGroup(Dims):
-    kind: str
-    step: str | None = Field(None, description="furthest step reached before the detour")
-    detour_channel: str | None = Field(None, description="channel of the causing event")
-    detours: int = Field(description="events that caused this detour")
-    instances: int = Field(description="distinct instances with at least one")
-
-
-class DetourShareOut(BaseModel):
-    kind: str
-    abandoned_with: int
-    abandoned: int
-    abandoned_share: float | None
-    converted_with: int
-    converted: int
-    converted_share: float | None
-
-
-class DetoursOut(Cohort):
-    rows: list[DetourGroup]
-    shares: list[DetourShareOut]
-
-
-class PathOut(BaseModel):
-    path: list[str]
-    dropped_at: str
-    instances: int
-    share: float | None = Field(description="of all abandoned instances in the cohort")
-
-
-class OtherPaths(BaseModel):
-    instances: int
-    distinct_paths: int
-
-
-class PathsOut(Cohort):
-    steps_only: bool
-    abandoned: int
-    distinct_paths: int
-    paths: list[PathOut]
-    other: OtherPaths = Field(description="abandoned instances whose path is not listed")
-
-
-class DetourOut(BaseModel):
-    kind: str
-    step: str
-    channel: str
-    at: datetime
-
-
-class TouchOut(BaseModel):
-    type: str
-    channel: str
-    at: datetime
-
-
-class CustomerJourneyOut(BaseModel):
-    instance_id: str
-    journey: str
-    status: Literal["open", "converted", "abandoned"]
-    opened_at: datetime
-    closed_at: datetime | None
-    last_event_at: datetime
-    furthest_step: str
-    furthest_step_index: int
-    dropped_at: str | None
-    entry_channel: str
-    channels: list[str]
-    path: list[TouchOut]
-    detours: list[DetourOut]
-
-
-class CustomerJourneysOut(BaseModel):
-    customer_id: str
-    journeys: list[CustomerJourneyOut]
-    total: int
-    limit: int
-    offset: int
-    next_offset: int | None
+_NAME = Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="journey definition name",
+             examples=["purchase"])
+MAX_ROWS = 10_000
+T = TypeVar("T")
 
 
 def _breakdown(values: list[str] | None) -> list[str] | None:
@@ -196,61 +90,81 @@ def _common(
     date_to: Annotated[date | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
     channel: Annotated[str | None, Query(max_length=32, description="entry channel")] = None,
     breakdown: Annotated[list[str] | None, Query(
-        description="dimensions: channel, day, hour, and per report step/detour_channel")] = None,
+        description="dimensions, repeated or comma-separated: channel, day or hour, "
+        "context.<key> (a context field of the opening event, up to 2), and per report "
+        "step (abandonment, detours) and detour_channel (detours)",
+        openapi_examples=BREAKDOWN_EXAMPLES)] = None,
 ) -> _Request:
     return _Request(st, name, date_from, date_to, channel, breakdown)
 
 
 Common = Annotated[_Request, Depends(_common)]
-FormatQ = Annotated[Format, Query(description="json (default) or csv")]
+FormatQ = Annotated[Format, Query(description="json (default) or csv (all rows, unpaged)")]
+LimitQ = Annotated[int, Query(ge=1, le=MAX_ROWS, description="rows per page (JSON)")]
+OffsetQ = Annotated[int, Query(ge=0, le=1_000_000, description="first row of the page")]
 
 
-@router.get("/journeys/{name}/funnel", response_model=FunnelOut,
+def _page(rows: Sequence[T], limit: int, offset: int) -> tuple[list[T], dict[str, Any]]:
+    """One page of rows and the page fields of the response."""
+    nxt = offset + limit
+    return list(rows[offset:nxt]), {"total_rows": len(rows), "limit": limit, "offset": offset,
+                                    "next_offset": nxt if nxt < len(rows) else None}
+
+
+@router.get("/journeys/{name}/funnel", response_model=FunnelOut, responses=REPORT_RESPONSES,
             summary="Instances reaching each step; conversion = converted / opened")
-async def funnel_report(req: Common, format: FormatQ = "json") -> Any:
+async def funnel_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1000,
+                        offset: OffsetQ = 0) -> Any:
     d, kw = req.definition, req.kw()
     funnel.build(req.wh.database, d, breakdown=req.breakdown, **kw)
     rows, t = await to_thread.run_sync(
         lambda: funnel.run(req.wh, d, breakdown=req.breakdown, **kw))
     if format == "csv":
         return _csv(funnel.to_frame(rows, req.breakdown), f"{d.name}-funnel")
-    return FunnelOut(**req.cohort(), **t._asdict(),
-                     steps=[FunnelStep(**r._asdict()) for r in rows])
+    page, fields = _page(rows, limit, offset)
+    return FunnelOut(**req.cohort(), **t._asdict(), **fields,
+                     steps=[FunnelStep(**r._asdict()) for r in page])
 
 
 @router.get("/journeys/{name}/abandonment", response_model=AbandonmentOut,
+            responses=REPORT_RESPONSES,
             summary="Abandoned instances by the step dropped at, optionally over time")
-async def abandonment_report(req: Common, format: FormatQ = "json") -> Any:
+async def abandonment_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1000,
+                             offset: OffsetQ = 0) -> Any:
     d, kw = req.definition, req.kw()
     abandonment.build(req.wh.database, d, breakdown=req.breakdown, **kw)
     rows, t = await to_thread.run_sync(
         lambda: abandonment.run(req.wh, d, breakdown=req.breakdown, **kw))
     if format == "csv":
         return _csv(abandonment.to_frame(rows, req.breakdown), f"{d.name}-abandonment")
-    return AbandonmentOut(**req.cohort(abandonment.DEFAULT), **t._asdict(),
-                          rows=[AbandonmentGroup(**r._asdict()) for r in rows])
+    page, fields = _page(rows, limit, offset)
+    return AbandonmentOut(**req.cohort(abandonment.DEFAULT), **t._asdict(), **fields,
+                          rows=[AbandonmentGroup(**r._asdict()) for r in page])
 
 
-@router.get("/journeys/{name}/detours", response_model=DetoursOut,
+@router.get("/journeys/{name}/detours", response_model=DetoursOut, responses=REPORT_RESPONSES,
             summary="Detours by kind and step; share of abandoned instances with each kind")
-async def detours_report(req: Common, format: FormatQ = "json") -> Any:
+async def detours_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1000,
+                         offset: OffsetQ = 0) -> Any:
     d, kw = req.definition, req.kw()
     detours.build(req.wh.database, d, breakdown=req.breakdown, **kw)
     rows, shares = await to_thread.run_sync(
         lambda: detours.run(req.wh, d, breakdown=req.breakdown, **kw))
     if format == "csv":
         return _csv(detours.to_frame(rows, req.breakdown), f"{d.name}-detours")
-    return DetoursOut(**req.cohort(detours.DEFAULT),
-                      rows=[DetourGroup(**r._asdict()) for r in rows],
+    page, fields = _page(rows, limit, offset)
+    return DetoursOut(**req.cohort(detours.DEFAULT), **fields,
+                      rows=[DetourGroup(**r._asdict()) for r in page],
                       shares=[DetourShareOut(**s._asdict()) for s in shares])
 
 
-@router.get("/journeys/{name}/paths", response_model=PathsOut,
+@router.get("/journeys/{name}/paths", response_model=PathsOut, responses=REPORT_RESPONSES,
             summary="Exact counts of abandoned instances' paths, with an explicit 'other'")
 async def paths_report(
     req: Common,
     format: FormatQ = "json",
-    limit: Annotated[int, Query(ge=1, le=paths.MAX_LIMIT)] = 20,
+    limit: Annotated[int, Query(ge=1, le=paths.MAX_LIMIT,
+                                description="paths listed; the rest is in `other`")] = 20,
     dropped_at: Annotated[str | None, Query(max_length=64, description="only this step")] = None,
     steps_only: Annotated[bool, Query(description="keep only step event types")] = True,
 ) -> Any:
@@ -288,10 +202,14 @@ def _journey_out(r: customer_journeys.CustomerJourneyRow) -> CustomerJourneyOut:
 
 
 @router.get("/customers/{customer_id}/journeys", response_model=CustomerJourneysOut,
-            tags=["customers"], summary="A customer's journey instances with their paths")
+            tags=["customers"], summary="A customer's journey instances with their paths",
+            responses={404: REPORT_RESPONSES[404] | {
+                "description": "no instance recorded for the customer, or unknown journey"},
+                422: REPORT_RESPONSES[422]})
 async def customer_journeys_report(
     st: Annotated[ApiState, Depends(state)],
-    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    customer_id: Annotated[str, Path(min_length=1, max_length=128, examples=["c-1842"],
+                                     description="the stitched customer key")],
     journey: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=customer_journeys.MAX_LIMIT)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,

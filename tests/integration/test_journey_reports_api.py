@@ -142,3 +142,119 @@ def test_openapi_lists_the_reports(api: tuple[TestClient, Any]) -> None:
                  "/v1/journeys/{name}/detours", "/v1/journeys/{name}/paths",
                  "/v1/customers/{customer_id}/journeys"):
         assert path in spec["paths"]
+
+
+@pytest.mark.parametrize("report", ["funnel", "abandonment", "detours"])
+def test_context_breakdown(api: tuple[TestClient, Any], report: str) -> None:
+    client, (defs, instances) = api
+    df = frame(defs, instances)
+    cohort = df[df.journey == "purchase"]
+    body = client.get(f"/v1/journeys/purchase/{report}",
+                      params={**RANGE, "breakdown": "context.country"}).json()
+    rows = body["steps" if report == "funnel" else "rows"]
+    assert body["breakdown"] == ["context.country"]
+    seen = {r["context"]["country"] for r in rows}
+    expected = set(cohort["context.country"].where(cohort["context.country"].notna(), None))
+    if report == "abandonment":
+        ab = cohort[cohort.status == "abandoned"]
+        expected = set(ab["context.country"].where(ab["context.country"].notna(), None))
+        by_country = ab["context.country"].fillna("(none)").value_counts().to_dict()
+        assert {r["context"]["country"] or "(none)": r["abandoned"] for r in rows} == by_country
+    if report != "detours":
+        assert seen == expected and None in seen
+    assert all(r["channel"] is None and r["day"] is None for r in rows)
+    csv = client.get(f"/v1/journeys/purchase/{report}",
+                     params={**RANGE, "breakdown": "context.utm.source,channel", "format": "csv"})
+    frame_csv = pd.read_csv(io.StringIO(csv.text))
+    column = "context.utm.source"
+    assert column in frame_csv.columns
+    assert set(frame_csv[column]) <= {f"src-{c}" for c in cohort.channel}
+    bad = client.get(f"/v1/journeys/purchase/{report}",
+                     params={**RANGE, "breakdown": "context.x')--"})
+    assert bad.status_code == 422 and "context" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("report", ["funnel", "abandonment", "detours"])
+def test_pagination(api: tuple[TestClient, Any], report: str) -> None:
+    client, _ = api
+    key = "steps" if report == "funnel" else "rows"
+    params = {**RANGE, "breakdown": "hour"}
+    full = client.get(f"/v1/journeys/purchase/{report}", params=params).json()
+    total = full["total_rows"]
+    assert total == len(full[key]) > 10 and full["next_offset"] is None
+    got, offset = [], 0
+    while offset is not None:
+        page = client.get(f"/v1/journeys/purchase/{report}",
+                          params={**params, "limit": 7, "offset": offset}).json()
+        assert page["total_rows"] == total and len(page[key]) <= 7
+        got.extend(page[key])
+        offset = page["next_offset"]
+    assert got == full[key]
+    beyond = client.get(f"/v1/journeys/purchase/{report}",
+                        params={**params, "offset": total + 5}).json()
+    assert beyond[key] == [] and beyond["next_offset"] is None
+    assert client.get(f"/v1/journeys/purchase/{report}",
+                      params={"limit": 0}).status_code == 422
+    csv = client.get(f"/v1/journeys/purchase/{report}",
+                     params={**params, "limit": 1, "format": "csv"})
+    assert len(pd.read_csv(io.StringIO(csv.text))) == total  # exports are not paged
+
+
+@pytest.mark.parametrize("report", ["funnel", "abandonment", "detours", "paths"])
+def test_channel_and_date_filters(api: tuple[TestClient, Any], report: str) -> None:
+    client, (defs, instances) = api
+    df = frame(defs, instances)
+    purchase = df[df.journey == "purchase"]
+    web = purchase[purchase.channel == "web"]
+    day3 = purchase[purchase.day.astype(str) == "2024-01-03"]
+    total_key = {"funnel": "opened", "abandonment": "opened"}.get(report)
+    only_web = client.get(f"/v1/journeys/purchase/{report}",
+                          params={**RANGE, "channel": "web"}).json()
+    only_day3 = client.get(f"/v1/journeys/purchase/{report}",
+                           params={"from": "2024-01-03", "to": "2024-01-03"}).json()
+    assert only_web["channel"] == "web" and only_day3["from"] == "2024-01-03"
+    if total_key:
+        assert only_web[total_key] == len(web) and only_day3[total_key] == len(day3)
+    elif report == "paths":
+        assert only_web["abandoned"] == int((web.status == "abandoned").sum())
+        assert only_day3["abandoned"] == int((day3.status == "abandoned").sum())
+    else:
+        assert sum(r["detours"] for r in only_web["rows"]) == int(web.detours.map(len).sum())
+        assert sum(r["detours"] for r in only_day3["rows"]) == int(day3.detours.map(len).sum())
+    nobody = client.get(f"/v1/journeys/purchase/{report}",
+                        params={**RANGE, "channel": "carrier-pigeon"})
+    assert nobody.status_code == 200
+
+
+def test_paths_filters(api: tuple[TestClient, Any]) -> None:
+    client, (defs, instances) = api
+    df = frame(defs, instances)
+    ab = df[(df.journey == "purchase") & (df.status == "abandoned")]
+    cart = client.get("/v1/journeys/purchase/paths",
+                      params={**RANGE, "dropped_at": "cart", "limit": 1000}).json()
+    assert cart["abandoned"] == int((ab.dropped_at == "cart").sum())
+    assert {p["dropped_at"] for p in cart["paths"]} <= {"cart"}
+    full = client.get("/v1/journeys/purchase/paths",
+                      params={**RANGE, "steps_only": "false", "limit": 1000}).json()
+    assert full["distinct_paths"] == ab.groupby(["full_path", "dropped_at"]).ngroups
+    assert client.get("/v1/journeys/purchase/paths",
+                      params={"dropped_at": "nowhere"}).status_code == 422
+    assert client.get("/v1/journeys/purchase/paths",
+                      params={"breakdown": "channel"}).status_code == 422
+
+
+def test_other_endpoints(api: tuple[TestClient, Any]) -> None:
+    client, (defs, _) = api
+    listed = client.get("/v1/journeys").json()
+    assert [j["name"] for j in listed["journeys"]] == [j.name for j in defs.journeys]
+    sessions = client.get("/v1/reports/sessions", params=RANGE)
+    assert sessions.status_code == 200 and sessions.json()["total"] == 0
+    alerts = client.get("/v1/alerts", params={"journey": "purchase", "limit": 5}).json()
+    assert alerts["alerts"] == [] and alerts["next_offset"] is None
+    assert client.get("/v1/alerts/rules").status_code == 200
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "/v1/alerts?journey=" in page.text
+    assert all(f"id=\"{p}\"" in page.text for p in ("funnel", "abandonment", "detours", "alerts"))

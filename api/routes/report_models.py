@@ -1,0 +1,163 @@
+"""Response models of the journey reports: one JSON shape per report, with examples.
+
+Shared pieces keep the shapes consistent: every report echoes its cohort (journey,
+from, to, channel, breakdown); grouped rows carry the same dimension fields (null when
+not requested); paged lists carry total_rows/limit/offset/next_offset.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api import openapi
+
+
+class Cohort(BaseModel):
+    journey: str
+    date_from: date = Field(serialization_alias="from")
+    date_to: date = Field(serialization_alias="to")
+    channel: str | None = Field(description="entry-channel filter, if any")
+    breakdown: list[str]
+
+
+class Page(BaseModel):
+    total_rows: int = Field(description="rows of the whole report (all pages)")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last")
+
+
+class Dims(BaseModel):
+    channel: str | None = Field(None, description="entry channel (breakdown 'channel')")
+    day: date | None = Field(None, description="UTC day the instance opened")
+    hour: datetime | None = Field(None, description="UTC hour the instance opened")
+    context: dict[str, str | None] | None = Field(
+        None, description="context.<key> breakdowns: key -> the opening event's value "
+        "(null: the event had no such key)")
+
+
+class FunnelStep(Dims):
+    step: str
+    step_index: int
+    instances: int = Field(description="instances whose furthest step is at or beyond this")
+    converted: int
+    dropped_here: int = Field(description="abandoned with this as their furthest step")
+    share_of_opened: float | None
+
+
+class FunnelOut(Page, Cohort):
+    model_config = ConfigDict(json_schema_extra={"examples": [openapi.FUNNEL_EXAMPLE]})
+
+    opened: int
+    converted: int
+    abandoned: int
+    open: int
+    conversion_rate: float | None = Field(description="converted / opened")
+    steps: list[FunnelStep]
+
+
+class AbandonmentGroup(Dims):
+    step: str | None = Field(None, description="the step dropped at (furthest reached)")
+    abandoned: int
+    share_of_abandoned: float | None
+
+
+class AbandonmentOut(Page, Cohort):
+    model_config = ConfigDict(json_schema_extra={"examples": [openapi.ABANDONMENT_EXAMPLE]})
+
+    opened: int
+    abandoned: int
+    converted: int
+    open: int
+    abandonment_rate: float | None = Field(description="abandoned / opened")
+    rows: list[AbandonmentGroup]
+
+
+class DetourGroup(Dims):
+    kind: str
+    step: str | None = Field(None, description="furthest step reached before the detour")
+    detour_channel: str | None = Field(None, description="channel of the causing event")
+    detours: int = Field(description="events that caused this detour")
+    instances: int = Field(description="distinct instances with at least one")
+
+
+class DetourShareOut(BaseModel):
+    kind: str
+    abandoned_with: int
+    abandoned: int
+    abandoned_share: float | None
+    converted_with: int
+    converted: int
+    converted_share: float | None
+
+
+class DetoursOut(Page, Cohort):
+    model_config = ConfigDict(json_schema_extra={"examples": [openapi.DETOURS_EXAMPLE]})
+
+    rows: list[DetourGroup]
+    shares: list[DetourShareOut]
+
+
+class PathOut(BaseModel):
+    path: list[str]
+    dropped_at: str
+    instances: int
+    share: float | None = Field(description="of all abandoned instances in the cohort")
+
+
+class OtherPaths(BaseModel):
+    instances: int
+    distinct_paths: int
+
+
+class PathsOut(Cohort):
+    model_config = ConfigDict(json_schema_extra={"examples": [openapi.PATHS_EXAMPLE]})
+
+    steps_only: bool
+    abandoned: int
+    distinct_paths: int
+    paths: list[PathOut]
+    other: OtherPaths = Field(description="abandoned instances whose path is not listed")
+
+
+class DetourOut(BaseModel):
+    kind: str
+    step: str
+    channel: str
+    at: datetime
+
+
+class TouchOut(BaseModel):
+    type: str
+    channel: str
+    at: datetime
+
+
+class CustomerJourneyOut(BaseModel):
+    instance_id: str
+    journey: str
+    status: Literal["open", "converted", "abandoned"]
+    opened_at: datetime
+    closed_at: datetime | None
+    last_event_at: datetime
+    furthest_step: str
+    furthest_step_index: int
+    dropped_at: str | None
+    entry_channel: str
+    channels: list[str]
+    path: list[TouchOut]
+    detours: list[DetourOut]
+
+
+class CustomerJourneysOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [openapi.CUSTOMER_EXAMPLE]})
+
+    customer_id: str
+    journeys: list[CustomerJourneyOut]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
