@@ -1,11 +1,25 @@
-"""`journeys migrate` (and later retention) — warehouse administration."""
+"""`journeys migrate` and `journeys retention` — warehouse administration."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+
+
+def _config(**overrides: Any) -> Any:
+    """WarehouseConfig from env/settings file, with the command-line options on top."""
+    from journeys.settings import WarehouseConfig, WarehouseRole
+
+    base = WarehouseRole.build().warehouse
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return WarehouseConfig(**{**base.model_dump(), **given})
+
+
+def _where(config: Any) -> str:
+    return str(config.path) if config.backend == "chdb" else f"{config.host}:{config.port}"
 
 
 def register(app: typer.Typer) -> None:
@@ -18,29 +32,57 @@ def register(app: typer.Typer) -> None:
         database: str = typer.Option(None, help="database name"),
     ) -> None:
         """Create or upgrade the ClickHouse schema (idempotent: safe to run any time)."""
-        from journeys.settings import WarehouseConfig, WarehouseRole
         from warehouse.connect import connect
         from warehouse.schema import migrate as run_migrations
 
-        base = WarehouseRole.build().warehouse
-        overrides = {
-            k: v
-            for k, v in dict(
-                backend=backend, path=path, host=host, port=port, database=database
-            ).items()
-            if v is not None
-        }
-        config = WarehouseConfig(**{**base.model_dump(), **overrides})
+        config = _config(backend=backend, path=path, host=host, port=port, database=database)
         wh = connect(config)
         try:
             applied = run_migrations(wh)
         finally:
             wh.close()
         out = Console()
-        where = config.path if config.backend == "chdb" else f"{config.host}:{config.port}"
         if applied:
-            out.print(f"applied {len(applied)} migration(s) to {config.database} on {where}:")
+            out.print(f"applied {len(applied)} migration(s) to {config.database} on "
+                      f"{_where(config)}:")
             for name in applied:
                 out.print(f"  • {name}")
         else:
-            out.print(f"schema of {config.database} on {where} is up to date")
+            out.print(f"schema of {config.database} on {_where(config)} is up to date")
+
+    @app.command()
+    def retention(
+        older_than: int = typer.Option(..., "--older-than", min=1,
+                                       help="keep this many days; drop months entirely older"),
+        table: list[str] = typer.Option(None, help="only these tables (repeat); default all"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="list what would be dropped"),
+        backend: str = typer.Option(None, help="chdb (embedded, default) or server"),
+        path: Path = typer.Option(None, help="chdb data directory"),
+        host: str = typer.Option(None, help="ClickHouse server host"),
+        port: int = typer.Option(None, help="ClickHouse server native port"),
+        database: str = typer.Option(None, help="database name"),
+    ) -> None:
+        """Drop monthly partitions whose whole month is older than --older-than days
+        (touchpoints, sessions, dead letters, alerts, journey instances). Run from cron."""
+        from warehouse import retention as ret
+        from warehouse.connect import connect
+
+        config = _config(backend=backend, path=path, host=host, port=port, database=database)
+        wh = connect(config, create_database=False)
+        try:
+            drops = ret.plan(wh, older_than, tables=tuple(table) if table else ret.TABLES)
+            removed = 0 if dry_run else ret.apply(wh, drops)
+        finally:
+            wh.close()
+        out = Console()
+        verb = "would drop" if dry_run else "dropped"
+        cutoff = ret.cutoff_date(older_than)
+        if not drops:
+            out.print(f"nothing older than {cutoff} in {config.database} on {_where(config)}")
+            return
+        for d in drops:
+            out.print(f"  • {d.table} {d.partition}: {d.rows:,} rows, "
+                      f"{d.bytes_on_disk / 1e6:.1f} MB")
+        out.print(f"{verb} {len(drops)} partition(s), "
+                  f"{sum(d.rows for d in drops) if dry_run else removed:,} rows, "
+                  f"entirely before {cutoff}")
