@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 from api import errors
 from api.auth import KeyRing, require
 from api.deps import ApiState
-from api.openapi import AUTH_RESPONSES, DESCRIPTION, TAGS
+from api.openapi import AUTH_RESPONSES, BAD_INPUT, DESCRIPTION, TAGS
 from api.routes import alerts, health, journeys, reports, reports_journeys
 from journeys import __version__, envvars
 from journeys.definitions import Definitions, load_definitions
@@ -69,8 +69,8 @@ def create_app(
     )
     app.state.keyring = keyring
     errors.install(app)
-    app.include_router(health.router)
-    read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES}
+    app.include_router(health.router, responses=BAD_INPUT)
+    read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES | BAD_INPUT}
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router):
         app.include_router(router, **read)
 

@@ -52,6 +52,12 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "API key 'grafana' lacks the 'read' scope"),
 }
 
+BAD_INPUT: dict[int | str, dict[str, Any]] = {
+    422: _error("bad input: parameters that fail validation or cannot be answered",
+                "InvalidQuery", "'from' (2024-02-01) is after 'to' (2024-01-01)"),
+}
+"""Replaces FastAPI's default 422 schema: our errors are always ErrorOut."""
+
 REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"},
                                    "example": "step,abandoned,share_of_abandoned\n"

@@ -15,6 +15,7 @@ from journeys.definitions import load_definitions
 from journeys.errors import InvalidQuery
 from warehouse.queries import abandonment, customer_journeys, detours, funnel, paths
 from warehouse.sql import render
+from warehouse.tables import JOURNEY_INSTANCES
 from warehouse.writers_journeys import journey_instance_row, journey_instance_rows
 
 D = load_definitions().get("purchase")
@@ -148,6 +149,8 @@ def test_breakdown_only_from_fixed_lists(module: Any, breakdown: list[str], mess
 @pytest.mark.parametrize("call", [
     lambda: funnel.build("db", D, date_from=date(2024, 2, 1), date_to=date(2024, 1, 1)),
     lambda: funnel.build("db", D, date_from=date(2000, 1, 1), date_to=date(2024, 1, 1)),
+    lambda: funnel.build("db", D, date_from=date(1969, 12, 31), date_to=date(1970, 1, 2)),
+    lambda: abandonment.build("db", D, date_from=date(2106, 1, 1), date_to=date(2106, 1, 2)),
     lambda: paths.build("db", D, limit=0, **KW),
     lambda: paths.build("db", D, dropped_at="nope", **KW),
     lambda: customer_journeys.build("db", ""),
@@ -180,7 +183,10 @@ def test_writer_derives_columns() -> None:
     row = journey_instance_row(_instance())
     assert row[6:12] == (1_704_153_700_000, 1_704_153_600, 1, "add_to_cart", "add_to_cart",
                          "web")
-    assert row[12] == ["web", "app"] and row[-4:] == (3, "", [], [])
+    named = dict(zip(JOURNEY_INSTANCES.columns, row, strict=True))
+    assert row[12] == ["web", "app"]
+    assert (named["version"], named["definitions_version"], named["deleted"],
+            named["context_keys"], named["context_values"]) == (3, "", 0, [], [])
     assert journey_instance_row(_instance(status="converted"))[10] == ""
     assert len(journey_instance_rows([_instance(), _instance(), _instance(version=4)])) == 2
     ctx = {"country": "DE", "device": {"os": "ios", "v": 17}, "ab": [1, 2], "vip": True}

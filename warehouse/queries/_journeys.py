@@ -22,6 +22,7 @@ from warehouse.sql import qualified
 from warehouse.tables import JOURNEY_INSTANCES
 
 MAX_DAYS = 3660
+MIN_DATE, MAX_DATE = date(1970, 1, 1), date(2105, 12, 31)  # a ClickHouse Date, 18.16 too
 
 BASE_DIMENSIONS: Mapping[str, str] = {
     "channel": "entry_channel",
@@ -41,6 +42,8 @@ def as_date(value: date, name: str) -> date:
         return value.date()
     if not isinstance(value, date):
         raise InvalidQuery(f"{name} must be a date, got {type(value).__name__}")
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise InvalidQuery(f"'{name}' ({value}) must be within {MIN_DATE}..{MAX_DATE}")
     return value
 
 

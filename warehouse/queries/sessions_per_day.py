@@ -18,6 +18,7 @@ from warehouse.sql import qualified
 from warehouse.tables import SESSIONS
 
 MAX_DAYS = 3660
+MIN_DATE, MAX_DATE = date(1970, 1, 1), date(2105, 12, 31)
 
 
 class SessionsPerDayRow(NamedTuple):
@@ -31,6 +32,8 @@ def _as_date(value: date, name: str) -> date:
         return value.date()
     if not isinstance(value, date):
         raise InvalidQuery(f"{name} must be a date, got {type(value).__name__}")
+    if not MIN_DATE <= value <= MAX_DATE:  # outside a ClickHouse Date: the engine would fail
+        raise InvalidQuery(f"'{name}' ({value}) must be within {MIN_DATE}..{MAX_DATE}")
     return value
 
 
