@@ -112,10 +112,23 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
                 "announce", lambda: _announce(console, url)))
 
         loglevel = os.environ.get("JOURNEYS_LOGLEVEL", "warning")
+        if loglevel.lower() == "warning":
+            _quiet_library_chatter()
         worker = build_worker(stream_app, extra_services=services, loglevel=loglevel)
         worker.execute_from_commandline()
     finally:
         broker.stop()
+
+
+def _quiet_library_chatter() -> None:
+    """The demo prints its own progress; these library warnings are expected on a laptop
+    (a consumer without group, the selector's slow-task note, Faust's producer buffer
+    draining after a bulk feed) and only alarm a first-time user. JOURNEYS_LOGLEVEL=info
+    shows everything."""
+    import logging
+
+    for name in ("kafka", "faust.transport.producer"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def stream_metrics(stats: Any) -> dict[str, Any]:
@@ -150,21 +163,29 @@ async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], cons
     done = threading.Event()
     total = 0
 
+    def send(chunk: list[tuple[bytes | None, bytes]]) -> None:
+        delivery = producer.send_raw(kafka.raw_topic, chunk)
+        if not delivery.wait(60) or not delivery.ok:
+            first = next(iter(delivery.errors.values()), "timed out after 60 s")
+            raise LauncherError(f"could not produce the sample to {kafka.raw_topic}: {first}")
+
     def produce() -> int:
         n = 0
         chunk: list[tuple[bytes | None, bytes]] = []
-        for event in sample.events():
-            key = (event.get("customer_id") or event.get("anonymous_id") or "").encode()
-            chunk.append((key or None, orjson.dumps(event)))
-            if len(chunk) >= 5000:
-                producer.send_raw(kafka.raw_topic, chunk).wait(60)
+        try:
+            for event in sample.events():
+                key = (event.get("customer_id") or event.get("anonymous_id") or "").encode()
+                chunk.append((key or None, orjson.dumps(event)))
+                if len(chunk) >= 5000:
+                    send(chunk)
+                    n += len(chunk)
+                    chunk = []
+            if chunk:
+                send(chunk)
                 n += len(chunk)
-                chunk = []
-        if chunk:
-            producer.send_raw(kafka.raw_topic, chunk).wait(60)
-            n += len(chunk)
-        producer.close()
-        done.set()
+        finally:
+            producer.close()
+            done.set()
         return n
 
     console.print(f"  • feeding {sample.description} …")
