@@ -39,6 +39,12 @@ class KafkaConfig(BaseModel):
         return f"{self.topic_prefix}.dead-letter"
 
     @property
+    def by_identity_topic(self) -> str:
+        """Internal repartition topic: validated events keyed by device (anonymous id,
+        else customer id), where identity stitching keeps its alias table."""
+        return f"{self.topic_prefix}.by-identity"
+
+    @property
     def by_customer_topic(self) -> str:
         """Internal repartition topic: touchpoints keyed by the stitched customer."""
         return f"{self.topic_prefix}.by-customer"
@@ -55,6 +61,7 @@ class KafkaConfig(BaseModel):
         return (
             self.raw_topic,
             self.dead_letter_topic,
+            self.by_identity_topic,
             self.by_customer_topic,
             self.closed_journeys_topic,
             self.alerts_topic,

@@ -13,9 +13,14 @@ same instances as the batch reference (tests/reference/journeys_ref.py):
   customer's events) are kept sorted and deduplicated by event_id; each batch replays
   them from a copy of the checkpoint to get the current, still revisable instances.
 
-State bound per customer: the tail, plus per definition one open run (its path,
-reached steps and detours), plus (id, journey, fingerprint) of every non-final
-instance last emitted. Nothing of closed instances is kept.
+State bound per customer: the tail, plus per definition one open run (its path; steps
+and detours are replayed from it), plus (id, journey, fingerprint, opening time) of
+every non-final instance last emitted. Nothing of closed instances is kept.
+
+Identity stitching (`release` / `absorb`): an anonymous key that gets linked to a
+customer hands its non-final events (open runs' paths and the tail) over; the customer
+replays its own open runs together with them, so the merged instances are what the
+reference gives over both sides' non-final events (docs/stream.md).
 
 Outputs (`JourneyDelta`): instance upserts for a ReplacingMergeTree(version) table,
 versions from a per-customer counter, so they only grow for an instance id; retractions
@@ -44,6 +49,7 @@ from stream.journey_state import (
     decode_run,
     encode_run,
     feed,
+    path_events,
 )
 from stream.sessions import NO_WATERMARK
 
@@ -65,7 +71,8 @@ class JourneyEventLike(Protocol):
 
 class InstanceRow(NamedTuple):
     """One `journey_instances` upsert; field names are the table's column names
-    (warehouse.tables.JOURNEY_INSTANCES) plus detour_positions and reached_times."""
+    (warehouse.tables.JOURNEY_INSTANCES) plus detour_positions, reached_times and
+    entry_context (flattened into context_keys/values by the writer)."""
 
     instance_id: str
     journey: str
@@ -90,6 +97,7 @@ class InstanceRow(NamedTuple):
     reached_times: list[int]  # per step index up to furthest_step
     version: int
     definitions_version: str
+    entry_context: dict[str, Any] | None = None
 
     def as_record(self) -> dict[str, Any]:
         """Mapping for warehouse.writers_journeys (extra keys are ignored there)."""
@@ -98,12 +106,15 @@ class InstanceRow(NamedTuple):
 
 class Retraction(NamedTuple):
     """An instance id that no longer exists (a late earlier event absorbed its opening
-    event into another instance); it may come back later with a higher version."""
+    event into another instance, or stitching moved it to the customer); it may come
+    back later with a higher version. `opened_at_ms` places the row in the instance's
+    table partition (FINAL collapses within a partition only)."""
 
     instance_id: str
     journey: str
     customer_id: str
     version: int
+    opened_at_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -131,41 +142,47 @@ class CustomerJourneys:
     """A customer's journey state (a Faust table value, as orjson bytes).
 
     `checkpoint`: watermark up to which events are folded into `open`; `tail`: sorted
-    events at or after it; `emitted`: instance id -> [journey, fingerprint] of the last
-    live row of every non-final instance; `seq`: last version handed out.
+    events at or after it; `open`: definition -> open run (encoded as stored until the
+    engine decodes it); `emitted`: instance id -> [journey, fingerprint, opened_at] of
+    the last live row of every non-final instance; `seq`: last version handed out;
+    `merged`: keys whose handover was absorbed -> watermark after which a repeated
+    handover can no longer arrive (see JourneyEngine.absorb).
     """
 
     checkpoint: int = NO_WATERMARK
     tail: list[TailEvent] = field(default_factory=list)
-    open: dict[str, Run] = field(default_factory=dict)
+    open: dict[str, Any] = field(default_factory=dict)
     emitted: dict[str, list[Any]] = field(default_factory=dict)
     seq: int = 0
     # max event time of the partition when written (watermark recovery after restart)
     high_ms: int = NO_WATERMARK
+    merged: dict[str, int] = field(default_factory=dict)
 
     def is_idle(self) -> bool:
         """Nothing can change without new events: the table entry may be deleted."""
-        return not self.tail and not self.open and not self.emitted
+        return not self.tail and not self.open and not self.emitted and not self.merged
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "f": _STATE_FORMAT, "c": self.checkpoint, "h": self.high_ms, "q": self.seq,
+            "t": self.tail,
+            "o": {k: encode_run(r) if isinstance(r, Run) else r for k, r in self.open.items()},
+            "x": self.emitted, "m": self.merged,
+        }
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({
-            "f": _STATE_FORMAT, "c": self.checkpoint, "h": self.high_ms, "q": self.seq,
-            "t": self.tail, "o": {k: encode_run(r) for k, r in self.open.items()},
-            "x": self.emitted,
-        })
+        return orjson.dumps(self.to_obj())
+
+    @classmethod
+    def from_obj(cls, o: dict[str, Any]) -> CustomerJourneys:
+        if o.get("f") != _STATE_FORMAT:
+            raise ValueError(f"unknown journey state format {o.get('f')!r}")
+        return cls(checkpoint=o["c"], tail=[tuple(e) for e in o["t"]], open=o["o"],
+                   emitted=o["x"], seq=o["q"], high_ms=o["h"], merged=o.get("m") or {})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> CustomerJourneys:
-        if not data:
-            return cls()
-        o = orjson.loads(data)
-        if o.get("f") != _STATE_FORMAT:
-            raise ValueError(f"unknown journey state format {o.get('f')!r}")
-        return cls(
-            checkpoint=o["c"], tail=[tuple(e) for e in o["t"]],  # type: ignore[misc]
-            open={k: decode_run(r) for k, r in o["o"].items()},
-            emitted=o["x"], seq=o["q"], high_ms=o["h"],
-        )
+        return cls.from_obj(orjson.loads(data)) if data else cls()
 
 
 class JourneyEngine:
@@ -178,6 +195,15 @@ class JourneyEngine:
         self.definitions_version = definitions_version
         self._names = frozenset(d.name for d in self.definitions)
         self._specs = [(d, Spec(d)) for d in self.definitions]
+        self._entries = frozenset(d.steps[0] for d in self.definitions)
+        # how long a handover source is remembered (duplicate handovers after a crash)
+        self.merge_memory_ms = max((d.conversion_window_ms for d in self.definitions),
+                                   default=0)
+
+    def tail_event(self, ev: JourneyEventLike) -> TailEvent:
+        """The stored form of an event; only entry events keep their context."""
+        ctx = getattr(ev, "context", None) if ev.type in self._entries else None
+        return (ev.occurred_at, ev.event_id, ev.type, ev.channel, ctx or None)
 
     def apply(
         self,
@@ -193,42 +219,53 @@ class JourneyEngine:
         `watermark` is the partition clock's value after the batch (stream.sessions.
         EventClock); the caller drops events behind it as late before calling.
         """
+        return self.apply_tail(customer, state, [self.tail_event(e) for e in events],
+                               watermark=watermark, high_ms=high_ms)
+
+    def apply_tail(
+        self, customer: str, state: CustomerJourneys, events: Iterable[TailEvent], *,
+        watermark: int, high_ms: int | None = None,
+    ) -> JourneyDelta:
+        """`apply` for events already in stored form (the stream's hot path)."""
         delta = JourneyDelta()
         tail = state.tail
         ids = {e[1] for e in tail}
         for ev in events:
-            t, eid = ev.occurred_at, ev.event_id
-            if t < state.checkpoint:
+            if ev[0] < state.checkpoint:
                 delta.late += 1
-            elif eid in ids:
+            elif ev[1] in ids:
                 delta.duplicates += 1
             else:
-                ids.add(eid)
-                insort(tail, (t, eid, ev.type, ev.channel))
+                ids.add(ev[1])
+                insort(tail, ev)
                 delta.applied += 1
         if high_ms is not None:
             state.high_ms = max(state.high_ms, high_ms)
         if delta.applied or watermark > state.checkpoint:
-            self._settle(customer, state, watermark, delta)
+            self._settle(customer, state, watermark, delta, [])
         return delta
 
     def advance(self, customer: str, state: CustomerJourneys, *, watermark: int) -> JourneyDelta:
         """Timer path: settle with no new events (abandons instances whose deadline the
         watermark reached while the customer was idle)."""
-        return self.apply(customer, state, (), watermark=watermark)
+        return self.apply_tail(customer, state, (), watermark=watermark)
 
     def wake_at(self, state: CustomerJourneys) -> int | None:
         """Smallest watermark at which `advance` would emit something; None: never."""
+        self._decode(state)
         times = [run.deadline(spec) for d, spec in self._specs
                  if (run := state.open.get(d.name)) is not None]
         if state.tail:
             times.append(state.tail[0][0] + 1)
+        if state.merged:
+            times.append(min(state.merged.values()))
         return min(times, default=None)
 
     def current(
         self, customer: str, state: CustomerJourneys
     ) -> list[tuple[JourneyDefinition, Run]]:
         """The non-final instances as of the state (checkpoint replayed with the tail)."""
+        self._decode(state)
         out: list[tuple[JourneyDefinition, Run]] = []
         for d, spec in self._specs:
             cur = state.open.get(d.name)
@@ -241,27 +278,111 @@ class JourneyEngine:
                     out.append((d, opened))
         return out
 
-    def _settle(
-        self, customer: str, state: CustomerJourneys, watermark: int, delta: JourneyDelta
-    ) -> None:
+    # ------------------------------------------------------------- stitching
+    def release(self, customer: str, state: CustomerJourneys) -> tuple[list[TailEvent],
+                                                                        JourneyDelta]:
+        """Hand this key's non-final journeys over (it was linked to a customer): its
+        open runs' events and the tail, in reference order; the delta retracts every
+        non-final instance shown so far (they reappear under the customer). The state
+        is emptied."""
+        self._decode(state)
+        events: dict[str, TailEvent] = {}
+        for run in state.open.values():
+            for ev in path_events(run):
+                events.setdefault(ev[1], ev)
+        for ev in state.tail:
+            events.setdefault(ev[1], ev)
+        delta = JourneyDelta()
+        for iid, (journey, _dg, opened) in sorted(state.emitted.items()):
+            state.seq += 1
+            delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened))
+        state.tail, state.open, state.emitted = [], {}, {}
+        return sorted(events.values(), key=lambda e: (e[0], e[1])), delta
+
+    def absorb(
+        self, customer: str, state: CustomerJourneys, source: str,
+        events: Sequence[TailEvent], *, watermark: int,
+    ) -> JourneyDelta:
+        """Merge another key's released events into this customer's journeys.
+
+        Events at/after the checkpoint join the tail. Earlier ones are replayed with
+        each open run's path from the earliest of them, so the open and closed instances
+        are the reference's over both sides' non-final events. A repeated handover from
+        the same source (re-delivery after a crash) is ignored.
+        """
+        delta = JourneyDelta()
+        if source in state.merged:
+            delta.duplicates += len(events)
+            return delta
+        self._decode(state)
+        if events:
+            state.merged[source] = max(e[0] for e in events) + self.merge_memory_ms
+        ids = {e[1] for e in state.tail}
+        early: list[TailEvent] = []
+        for ev in events:
+            if ev[1] in ids:
+                delta.duplicates += 1
+            elif ev[0] >= state.checkpoint:
+                ids.add(ev[1])
+                insort(state.tail, ev)
+                delta.applied += 1
+            else:
+                early.append(ev)
         final: list[tuple[JourneyDefinition, Run]] = []
-        if watermark > state.checkpoint:
-            cut = bisect_left(state.tail, (watermark,))
-            settled, state.tail = state.tail[:cut], state.tail[cut:]
-            for name in [n for n in state.open if n not in self._names]:
-                del state.open[name]  # definition removed: its state is meaningless
+        if early:
+            delta.applied += len(early)
             for d, spec in self._specs:
                 cur = state.open.pop(d.name, None)
-                for ev in settled:
-                    before = len(cur.reached) if cur is not None else 0
-                    prev = cur
-                    cur, closed, opened = feed(spec, customer, cur, ev)
-                    if closed is not None:
-                        final.append((d, closed))
-                    if prev is not None:
-                        self._observe(d, prev, before, delta)
-                    if opened is not None:
-                        self._observe(d, opened, 0, delta)
+                base = path_events(cur) if cur is not None else []
+                have = {e[1] for e in base}
+                merged = sorted([*base, *(e for e in early if e[1] not in have)],
+                                key=lambda e: (e[0], e[1]))
+                cur = self._fold(d, spec, customer, None, merged, final, delta)
+                if cur is not None:
+                    state.open[d.name] = cur
+        self._settle(customer, state, max(watermark, state.checkpoint), delta, final,
+                     force=True)
+        return delta
+
+    # --------------------------------------------------------------- internals
+    def _decode(self, state: CustomerJourneys) -> None:
+        opened = state.open
+        for d, spec in self._specs:
+            r = opened.get(d.name)
+            if r is not None and not isinstance(r, Run):
+                opened[d.name] = decode_run(r, spec)
+        for name in [n for n in opened if n not in self._names]:
+            del opened[name]  # definition removed: its state is meaningless
+
+    def _fold(
+        self, d: JourneyDefinition, spec: Spec, customer: str, cur: Run | None,
+        settled: Sequence[TailEvent], final: list[tuple[JourneyDefinition, Run]],
+        delta: JourneyDelta,
+    ) -> Run | None:
+        """Feed settled events into `cur`; closes go to `final`, observations to delta."""
+        for ev in settled:
+            before = len(cur.reached) if cur is not None else 0
+            prev = cur
+            cur, closed, opened = feed(spec, customer, cur, ev)
+            if closed is not None:
+                final.append((d, closed))
+            if prev is not None:
+                self._observe(d, prev, before, delta)
+            if opened is not None:
+                self._observe(d, opened, 0, delta)
+        return cur
+
+    def _settle(
+        self, customer: str, state: CustomerJourneys, watermark: int, delta: JourneyDelta,
+        final: list[tuple[JourneyDefinition, Run]], *, force: bool = False,
+    ) -> None:
+        self._decode(state)
+        if watermark > state.checkpoint or force:
+            cut = bisect_left(state.tail, (watermark,))
+            settled, state.tail = state.tail[:cut], state.tail[cut:]
+            for d, spec in self._specs:
+                cur = self._fold(d, spec, customer, state.open.pop(d.name, None), settled,
+                                 final, delta)
                 if cur is not None and watermark >= cur.deadline(spec):
                     cur.status, cur.closed_at = "abandoned", cur.deadline(spec)
                     final.append((d, cur))
@@ -269,6 +390,7 @@ class JourneyEngine:
                 if cur is not None:
                     state.open[d.name] = cur
             state.checkpoint = watermark
+            state.merged = {k: w for k, w in state.merged.items() if w > watermark}
         emitted = state.emitted
         for d, run in final:
             emitted.pop(run.iid, None)
@@ -279,26 +401,25 @@ class JourneyEngine:
         live: dict[str, list[Any]] = {}
         for d, run in self.current(customer, state):
             dg = run.digest()
-            live[run.iid] = [d.name, dg]
+            live[run.iid] = [d.name, dg, run.opened]
             old = emitted.get(run.iid)
             if old is None or old[1] != dg:
                 state.seq += 1
                 delta.upserts.append(self._row(d, customer, run, state.seq))
-        for iid, (journey, _dg) in emitted.items():
+        for iid, (journey, _dg, opened) in emitted.items():
             if iid not in live and journey in self._names:
                 state.seq += 1
-                delta.retractions.append(Retraction(iid, journey, customer, state.seq))
+                delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened))
         state.emitted = live
 
     @staticmethod
     def _observe(d: JourneyDefinition, run: Run, before: int, delta: JourneyDelta) -> None:
         for s in range(before, len(run.reached)):
-            t, _type, ch = run.path[run.reached[s]]
-            delta.reached.append(StepReached(d.name, run.iid, s, t, ch))
+            p = run.path[run.reached[s]]
+            delta.reached.append(StepReached(d.name, run.iid, s, p[0], p[3]))
 
     def _row(self, d: JourneyDefinition, customer: str, r: Run, version: int) -> InstanceRow:
-        times, types, chans = (list(col) for col in zip(*r.path, strict=True))
-        kinds = [x[0] for x in r.detours]
+        times, _ids, types, chans = (list(col) for col in zip(*r.path, strict=True))
         pos = [x[2] for x in r.detours]
         names = d.steps
         return InstanceRow(
@@ -308,11 +429,12 @@ class JourneyEngine:
             dropped_at=names[r.furthest] if r.status == "abandoned" else "",
             entry_channel=chans[0], channels=list(dict.fromkeys(chans)),
             path_types=types, path_channels=chans, path_times=times,
-            detour_kinds=[DETOUR_KINDS[k] for k in kinds],
+            detour_kinds=[DETOUR_KINDS[x[0]] for x in r.detours],
             detour_steps=[names[x[1]] for x in r.detours],
             detour_channels=[chans[i] for i in pos], detour_times=[times[i] for i in pos],
             detour_positions=pos, reached_times=[times[i] for i in r.reached],
             version=version, definitions_version=self.definitions_version,
+            entry_context=r.ctx,
         )
 
 

@@ -34,7 +34,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -137,8 +137,8 @@ class CustomerState:
     def is_empty(self) -> bool:
         return not self.sessions and not self.seen
 
-    def dumps(self) -> bytes:
-        return orjson.dumps({
+    def to_obj(self) -> dict[str, Any]:
+        return {
             "f": _STATE_FORMAT,
             "w": self.watermark,
             "e": self.seen,
@@ -147,20 +147,27 @@ class CustomerState:
                  [[ch, t, eid] for ch, (t, eid) in s.channels.items()]]
                 for s in self.sessions
             ],
-        })
+        }
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_obj())
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> CustomerState:
+        if obj.get("f") != _STATE_FORMAT:
+            raise ValueError(f"unknown session state format {obj.get('f')!r}")
+        return cls(sessions=decode_sessions(obj["s"]), seen=obj["e"], watermark=obj["w"])
 
     @classmethod
     def loads(cls, data: bytes | None) -> CustomerState:
-        if not data:
-            return cls()
-        obj = orjson.loads(data)
-        if obj.get("f") != _STATE_FORMAT:
-            raise ValueError(f"unknown session state format {obj.get('f')!r}")
-        sessions = [
-            OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans})
-            for start, first_id, end, count, chans in obj["s"]
-        ]
-        return cls(sessions=sessions, seen=obj["e"], watermark=obj["w"])
+        return cls.from_obj(orjson.loads(data)) if data else cls()
+
+
+def decode_sessions(items: list[Any]) -> list[OpenSession]:
+    return [
+        OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans})
+        for start, first_id, end, count, chans in items
+    ]
 
 
 @dataclass(slots=True)
@@ -237,7 +244,6 @@ class Sessionizer:
         lateness against the clock by the caller as they arrive, finality only after
         all are applied. Events behind the state's own floor are skipped as late here.
         """
-        gap = self.gap_ms
         floor = state.watermark
         watermark = max(watermark, floor)
         before = {s.first_id: s.count for s in state.sessions}
@@ -256,19 +262,34 @@ class Sessionizer:
                 continue
             seen[eid] = t
             delta.applied += 1
-            new = OpenSession(t, eid, t, 1, {ev.channel: (t, eid)})
-            keep: list[OpenSession] = []
-            for s in sessions:
-                if s.start - gap < t < s.end + gap:
-                    new.absorb(s)
-                    vanished.add(s.first_id)
-                else:
-                    keep.append(s)
-            keep.append(new)
-            keep.sort(key=lambda s: s.start)
-            sessions[:] = keep
-            vanished.discard(new.first_id)
-            last_seen[new.first_id] = new.copy()
+            self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}),
+                         vanished, last_seen)
+        self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
+        return delta
+
+    def _insert(self, sessions: list[OpenSession], new: OpenSession, vanished: set[str],
+                last_seen: dict[str, OpenSession]) -> None:
+        """Add a session (one event, or a handed-over interval), merging every session
+        closer than the gap to it."""
+        gap = self.gap_ms
+        keep: list[OpenSession] = []
+        for s in sessions:
+            if s.start - gap < new.end and new.start < s.end + gap:
+                new.absorb(s)
+                vanished.add(s.first_id)
+            else:
+                keep.append(s)
+        keep.append(new)
+        keep.sort(key=lambda s: s.start)
+        sessions[:] = keep
+        vanished.discard(new.first_id)
+        last_seen[new.first_id] = new.copy()
+
+    def _finish(self, customer_key: str, state: CustomerState, before: dict[str, int],
+                last_seen: dict[str, OpenSession], vanished: set[str], watermark: int,
+                delta: SessionDelta) -> None:
+        gap = self.gap_ms
+        sessions, seen = state.sessions, state.seen
         current = {s.first_id for s in sessions}
         for s in sessions:
             if before.get(s.first_id) != s.count:
@@ -279,4 +300,51 @@ class Sessionizer:
         sessions[:] = [s for s in sessions if s.end + gap > watermark]
         state.seen = {e: t for e, t in seen.items() if t >= watermark}
         state.watermark = watermark
+
+    def wake_at(self, state: CustomerState) -> int | None:
+        """Smallest watermark at which advancing would shrink the state (cleanup only:
+        sessions need no output when they become final)."""
+        times = [s.end + self.gap_ms for s in state.sessions]
+        if state.seen:
+            times.append(min(state.seen.values()) + 1)
+        return min(times, default=None)
+
+    # ------------------------------------------------------------- stitching
+    def release(self, customer_key: str, state: CustomerState) -> tuple[list[Any],
+                                                                        SessionDelta]:
+        """Hand the open sessions and not-yet-final event ids over (the key was linked
+        to a customer); tombstones for the sessions, which reappear under the customer.
+        The state is emptied."""
+        delta = SessionDelta()
+        for s in state.sessions:
+            delta.tombstones.append(s.row(customer_key, deleted=True))
+        payload = [CustomerState(state.sessions, state.seen).to_obj()["s"], state.seen]
+        state.sessions, state.seen = [], {}
+        return payload, delta
+
+    def absorb(self, customer_key: str, state: CustomerState, payload: list[Any], *,
+               watermark: int) -> SessionDelta:
+        """Merge released sessions into this customer's: intervals closer than the gap
+        join; an event id both sides counted (a re-delivered copy) counts once."""
+        items, their_seen = payload
+        theirs = decode_sessions(items)
+        watermark = max(watermark, state.watermark)
+        before = {s.first_id: s.count for s in state.sessions}
+        last_seen = {s.first_id: s for s in state.sessions}
+        vanished: set[str] = set()
+        delta = SessionDelta()
+        sessions = state.sessions = [s.copy() for s in state.sessions]
+        for eid, t in their_seen.items():
+            if eid in state.seen:
+                delta.duplicates += 1
+                for s in theirs:
+                    if s.start <= t <= s.end and s.count > 1:
+                        s.count -= 1
+                        break
+            else:
+                state.seen[eid] = t
+        for s in theirs:
+            delta.applied += s.count
+            self._insert(sessions, s, vanished, last_seen)
+        self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
         return delta

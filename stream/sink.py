@@ -1,4 +1,4 @@
-"""The stream stage's view of the warehouse: one blocking `write_batch` per batch.
+"""The stream stages' view of the warehouse: one blocking write per batch and stage.
 
 Uses the warehouse package (connect, schema.migrate, writers). Blocking by design: the
 agents call it through `asyncio.to_thread`.
@@ -12,9 +12,13 @@ from dataclasses import dataclass
 
 from journeys.events import Rejection, Touchpoint
 from journeys.settings import WarehouseConfig
+from stream.identity import MergeRecord
+from stream.journeys_engine import InstanceRow, Retraction
 from stream.sessions import SessionRow
 from warehouse.backend import Warehouse
 from warehouse.writers import write_dead_letters, write_sessions, write_touchpoints
+from warehouse.writers_identity import write_identity_merges
+from warehouse.writers_journeys import journey_retraction_row, write_journey_instances
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +65,27 @@ class WarehouseSink:
             self._wh.close()
             self._wh = None
 
-    def write_batch(self, touchpoints: Sequence[Touchpoint], rows: Sequence[SessionRow]) -> None:
-        """Raw events first, then session rows: if the second insert fails, the retry
-        rewrites both (idempotent), and no session row ever precedes its events."""
+    def write_raw(self, touchpoints: Sequence[Touchpoint], dead: Sequence[DeadLetter]) -> None:
+        """The validate stage's batch: raw events and rejected inputs (both idempotent
+        to re-send, so a failed second insert is retried with the first)."""
         if touchpoints:
             write_touchpoints(self.warehouse, touchpoints)
-        if rows:
-            write_sessions(self.warehouse, rows)
-
-    def write_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         if dead:
             write_dead_letters(self.warehouse, dead)
+
+    def write_customers(self, sessions: Sequence[SessionRow], instances: Sequence[InstanceRow],
+                        retractions: Sequence[Retraction]) -> None:
+        """The customer stage's batch: session rows, then journey instance upserts and
+        retractions in one insert (ReplacingMergeTree by version: replays collapse)."""
+        if sessions:
+            write_sessions(self.warehouse, sessions)
+        if instances or retractions:
+            tombstones = [journey_retraction_row(r.instance_id, r.journey, r.customer_id,
+                                                 r.opened_at_ms, r.version)
+                          for r in retractions]
+            write_journey_instances(self.warehouse, [r.as_record() for r in instances],
+                                    tombstones)
+
+    def write_merges(self, merges: Sequence[MergeRecord]) -> None:
+        if merges:
+            write_identity_merges(self.warehouse, [m.to_dict() for m in merges])

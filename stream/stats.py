@@ -26,10 +26,22 @@ class StreamStats:
     events_in: int = 0  # raw messages read by the validate agent
     events_valid: int = 0  # forwarded to the by-customer topic
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
-    events_sessionized: int = 0  # read by the sessions agent
-    events_applied: int = 0  # changed session state
+    unattributed: int = 0  # only placeholder ids: raw table only
+    events_identity: int = 0  # read by the identity stage
+    identity_merges: int = 0  # anonymous ids linked to a customer
+    events_stitched: int = 0  # anonymous-only events attributed via an alias
+    events_sessionized: int = 0  # read by the customer stage (sessions + journeys)
+    events_applied: int = 0  # changed journey/session state
     duplicates: int = 0  # event_id already applied
     late_events: int = 0  # behind the watermark: raw table only
+    handovers_sent: int = 0  # stitched anonymous states handed to their customer
+    handovers_absorbed: int = 0
+    timer_visits: int = 0  # customers advanced by a watermark move without events
+    idle_advances: int = 0  # wall-clock watermark advances of idle partitions
+    journey_rows_written: int = 0
+    journey_retractions: int = 0
+    journeys_closed: int = 0  # published on the journeys-closed topic
+    last_watermark_ms: int = 0  # highest partition watermark of this worker
     batches_flushed: int = 0
     touchpoints_written: int = 0
     session_rows_written: int = 0
@@ -60,7 +72,19 @@ class StreamStats:
             "events_valid": self.events_valid,
             "rejected_total": self.rejected_total,
             "rejected_by_reason": dict(self.rejected),
+            "unattributed": self.unattributed,
+            "events_identity": self.events_identity,
+            "identity_merges": self.identity_merges,
+            "events_stitched": self.events_stitched,
             "events_sessionized": self.events_sessionized,
+            "handovers_sent": self.handovers_sent,
+            "handovers_absorbed": self.handovers_absorbed,
+            "timer_visits": self.timer_visits,
+            "idle_advances": self.idle_advances,
+            "journey_rows_written": self.journey_rows_written,
+            "journey_retractions": self.journey_retractions,
+            "journeys_closed": self.journeys_closed,
+            "last_watermark_ms": self.last_watermark_ms,
             "events_applied": self.events_applied,
             "duplicates": self.duplicates,
             "late_events": self.late_events,

@@ -159,7 +159,28 @@ PARTITION BY toYYYYMM(opened_at)
 ORDER BY (journey, instance_id)
 """
 
-# 0004 is reserved for the stream's identity merges / retractions (issue 3).
+_IDENTITY_MERGES = """
+CREATE TABLE IF NOT EXISTS {db}.identity_merges (
+    anonymous_id String,
+    customer_id String,
+    merged_at_ms UInt64,
+    merged_at DateTime('UTC'),
+    event_id String,
+    event_type String,
+    channel String,
+    recorded_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree
+ORDER BY anonymous_id
+"""
+
+_STREAM_STITCHING = (
+    # A retracted instance (stitching moved it to the customer, or a late earlier entry
+    # event absorbed it): same key and partition, higher version, deleted = 1.
+    # Reports read journey_instances FINAL WHERE deleted = 0.
+    AddColumn("journey_instances", "deleted", "UInt8"),
+    _IDENTITY_MERGES,  # one row per anonymous id: the link that won (first one)
+)
+
 _JOURNEY_CONTEXT = (
     # The opening event's `context`, flattened (nested keys dotted, values as text):
     # the report breakdown `context.<key>` reads context_values[indexOf(context_keys, key)].
@@ -171,5 +192,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
     Migration(3, "0003_journey_instances", (_JOURNEY_INSTANCES,)),  # warehouse.writers_journeys
+    Migration(4, "0004_stream_stitching", _STREAM_STITCHING),  # stream (issue 3)
     Migration(5, "0005_journey_context", _JOURNEY_CONTEXT),  # report breakdown by context
 )

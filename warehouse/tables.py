@@ -112,14 +112,33 @@ JOURNEY_INSTANCES = Table(
         ("detour_times", "Array(UInt64)"),
         ("version", "UInt64"),
         ("definitions_version", "String"),
+        ("deleted", "UInt8"),  # 0004: 1 = retracted (see warehouse.writers_journeys)
         ("context_keys", "Array(String)"),  # 0005: the opening event's context, flattened
         ("context_values", "Array(String)"),
     ),
 )
-"""Journey instance upserts (migrations 0003, 0005). ReplacingMergeTree(version) by (journey,
+"""Journey instance upserts (migrations 0003, 0004, 0005). ReplacingMergeTree(version) by (journey,
 instance_id), partitioned by the immutable opened_at so every version of an instance
 lands in one partition; read with FINAL."""
 
+IDENTITY_MERGES = Table(
+    "identity_merges",
+    (
+        ("anonymous_id", "String"),
+        ("customer_id", "String"),
+        ("merged_at_ms", "UInt64"),  # event time of the linking event
+        ("merged_at", "DateTime('UTC')"),
+        ("event_id", "String"),  # the event that made the link
+        ("event_type", "String"),
+        ("channel", "String"),
+        ("recorded_at", "DateTime('UTC')"),
+    ),
+)
+"""Identity stitching: which anonymous id became which customer, when, from which event
+(migration 0004). ReplacingMergeTree by anonymous_id: the first link wins in the
+stream, so re-deliveries write the same row again."""
+
 ALL_TABLES: tuple[Table, ...] = (
     TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS, JOURNEY_INSTANCES,
+    IDENTITY_MERGES,
 )

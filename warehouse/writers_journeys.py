@@ -104,8 +104,23 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
         [str(s) for s in r.get("detour_steps") or ()],
         [str(c) for c in r.get("detour_channels") or ()],
         [int(t) for t in r.get("detour_times") or ()],
-        int(r["version"]), str(r.get("definitions_version") or ""), ckeys, cvalues,
+        int(r["version"]), str(r.get("definitions_version") or ""),
+        1 if r.get("deleted") else 0, ckeys, cvalues,
     )
+
+
+def journey_retraction_row(instance_id: str, journey: str, customer_id: str,
+                           opened_at_ms: int, version: int) -> tuple[Any, ...]:
+    """A tombstone for an instance id that no longer exists: same sorting key and
+    partition (opened_at) as its rows, a higher version, deleted = 1. Readers filter
+    `deleted = 0` after FINAL (never in PREWHERE, see docs/warehouse.md)."""
+    return journey_instance_row({
+        "instance_id": instance_id, "journey": journey, "customer_id": customer_id,
+        "status": "open", "opened_at_ms": opened_at_ms, "furthest_step": 0,
+        "furthest_step_name": "", "path_types": [""], "path_channels": [""],
+        "path_times": [opened_at_ms], "version": version, "deleted": 1,
+        "context_keys": [], "context_values": [],
+    })
 
 
 def journey_instance_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
@@ -122,6 +137,10 @@ def journey_instance_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[An
     return rows
 
 
-def write_journey_instances(wh: Warehouse, rows: Sequence[Mapping[str, Any]]) -> int:
-    """One insert for the batch (empty is a no-op). Returns rows sent."""
-    return wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, journey_instance_rows(rows))
+def write_journey_instances(wh: Warehouse, rows: Sequence[Mapping[str, Any]],
+                            retractions: Sequence[tuple[Any, ...]] = ()) -> int:
+    """One insert for the batch (empty is a no-op); `retractions` are rows from
+    journey_retraction_row. Returns rows sent."""
+    out = journey_instance_rows(rows)
+    out.extend(retractions)
+    return wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, out)

@@ -185,12 +185,14 @@ class Worker:
 
     def wait_processed(self, timeout: float = 180.0) -> None:
         """Until the worker has committed every record of the raw topic (each forwarded
-        or dead-lettered by then), then every record of the by-customer topic."""
+        or dead-lettered by then), then of each internal topic (stream.app)."""
+        from stream.app import committed_stages  # stage topics and their groups
+
         deadline = time.monotonic() + timeout
-        consumer = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap_servers,
-                                 group_id=self.app_id, enable_auto_commit=False)
-        try:
-            for topic in (self.kafka.raw_topic, self.kafka.by_customer_topic):
+        for topic, group in committed_stages(self.kafka, self.app_id):
+            consumer = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap_servers,
+                                     group_id=group, enable_auto_commit=False)
+            try:
                 ends = end_offsets(self.kafka.bootstrap_servers, topic)
                 done: dict[int, int] = {}
                 while done != ends:
@@ -200,8 +202,8 @@ class Worker:
                         f"{topic}: committed {done} of {ends}:\n{self._tail()}")
                     time.sleep(0.3)
                     done = {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in ends}
-        finally:
-            consumer.close()
+            finally:
+                consumer.close()
 
     def warehouse(self) -> Warehouse:
         return connect(self.warehouse_config, create_database=False)

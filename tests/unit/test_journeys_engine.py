@@ -332,6 +332,8 @@ def test_state_bytes_round_trip_and_format() -> None:
     eng.apply("c1", state, [e(1, 0, "view"), e(2, M, "cart", "app"), e(3, 2 * M, "help")],
               watermark=BASE + M + 1)
     again = CustomerJourneys.from_bytes(state.to_bytes())
+    assert again.to_bytes() == state.to_bytes()
+    assert eng.current("c1", again) == eng.current("c1", state)  # runs replayed from paths
     assert again == state
     assert CustomerJourneys.from_bytes(None).is_idle()
     with pytest.raises(ValueError):

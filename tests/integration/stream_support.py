@@ -1,0 +1,94 @@
+"""Helpers for stream worker tests: workers as subprocesses, completion from committed
+offsets, and reading journeys back from the warehouse.
+
+Completion: each stage commits a batch only after its outputs are durable, so once
+every stage's group (stream.app.committed_stages) has committed the end offsets of its
+topic, checked twice in a row with fresh end offsets (the customer stage can produce
+handovers into its own topic), the warehouse holds the final rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from journeys.settings import KafkaConfig
+from stream.app import committed_stages
+from tests.integration.ingest_support import end_offsets
+from warehouse.backend import Warehouse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    level = os.environ.get("STREAM_TEST_LOGLEVEL", "warning")
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream", "--loglevel", level],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _committed(consumer: KafkaConsumer, topic: str, parts: Sequence[int]) -> dict[int, int]:
+    return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in parts}
+
+
+def pipeline_done(kafka: KafkaConfig, app_id: str) -> tuple[bool, str]:
+    """One pass over the stages: (all committed to their ends, progress text)."""
+    progress = []
+    for topic, group in committed_stages(kafka, app_id):
+        ends = end_offsets(kafka.bootstrap_servers, topic)
+        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group,
+                                 enable_auto_commit=False)
+        try:
+            done = _committed(consumer, topic, list(ends))
+        finally:
+            consumer.close()
+        progress.append(f"{topic}: {sum(done.values())}/{sum(ends.values())}")
+        if done != ends:
+            return False, "; ".join(progress)
+    return True, "; ".join(progress)
+
+
+def wait_pipeline(kafka: KafkaConfig, app_id: str, workers: Sequence[subprocess.Popen],
+                  log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    streak, text = 0, ""
+    while streak < 2:
+        for w in workers:
+            assert w.poll() is None, f"worker exited:\n{log.read_text()[-4000:]}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"not processed after {timeout}s ({text}):\n{log.read_text()[-4000:]}")
+        done, text = pipeline_done(kafka, app_id)
+        streak = streak + 1 if done else 0
+        time.sleep(0.3)
+
+
+JOURNEY_COLUMNS = ("instance_id", "journey", "customer_id", "status", "opened_at_ms",
+                   "closed_at_ms", "furthest_step", "path_types", "path_channels",
+                   "path_times", "detour_kinds", "detour_steps", "detour_channels",
+                   "detour_times")
+
+
+def journeys_in(wh: Warehouse) -> dict[str, tuple[Any, ...]]:
+    """instance id -> row (JOURNEY_COLUMNS) of every live instance, latest version."""
+    rows = wh.query(f"SELECT {', '.join(JOURNEY_COLUMNS)} FROM {wh.database}.journey_instances"
+                    " FINAL WHERE deleted = 0")
+    return {r[0]: tuple(r) for r in rows}
