@@ -20,7 +20,7 @@ from tests.reference.journeys_ref import Ev, Instance, all_journeys
 from warehouse.backend import Warehouse
 from warehouse.connect import connect
 from warehouse.schema import migrate
-from warehouse.writers_journeys import write_journey_instances
+from warehouse.writers_journeys import journey_retraction_row, write_journey_instances
 
 H = 3_600_000
 START = 1_704_153_600_000  # 2024-01-02T00:00:00Z
@@ -129,6 +129,11 @@ def loaded(config: WarehouseConfig) -> Iterator[tuple[Warehouse, Definitions, li
         final = [row(defs, i) for i in instances]
         write_journey_instances(wh, final)
         write_journey_instances(wh, final)
+        # An instance that stops existing (stitching moved it): its tombstone must hide it.
+        first = instances[0]
+        write_journey_instances(wh, [{**row(defs, first), "instance_id": "ghost"}])
+        write_journey_instances(wh, [], retractions=[journey_retraction_row(
+            "ghost", first.journey, first.customer, first.opened_at, version=9)])
         yield wh, defs, instances
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {config.database}")

@@ -4,6 +4,7 @@ may produce a 5xx, and every response must match its documented schema."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,9 @@ from journeys.settings import ApiSettings
 from tests.integration.journey_report_support import loaded, open_warehouse
 
 _COUNT = iter(range(1_000_000))
+# Deterministic and quick by default; JOURNEYS_FUZZ_EXAMPLES=500 fuzzes deeper, at random.
+_DEEP = os.environ.get("JOURNEYS_FUZZ_EXAMPLES")
+EXAMPLES = int(_DEEP or 40)
 
 
 @pytest.fixture(scope="module", params=["server", "chdb"])
@@ -45,7 +49,7 @@ def test_no_server_errors(api_schema: Any, operation: str) -> None:
     op = api_schema[path][method]
 
     @given(case=op.as_strategy())
-    @settings(max_examples=40, deadline=None, derandomize=True,
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not _DEEP,
               suppress_health_check=list(HealthCheck))
     def fuzz(case: Any) -> None:
         case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])

@@ -57,7 +57,8 @@ def _dims(row: Any, names: list[str]) -> tuple[Any, ...]:
 def test_replays_do_not_double_count(data: Loaded) -> None:
     wh, _, instances = data
     table = f"{wh.database}.{JOURNEY_INSTANCES.name}"
-    assert wh.query(f"SELECT count() FROM {table} FINAL")[0][0] == len(instances)
+    assert wh.query(f"SELECT count() FROM {table} FINAL WHERE deleted = 0")[0][0] == len(instances)
+    assert wh.query(f"SELECT count() FROM {table} FINAL WHERE deleted = 1")[0][0] == 1
     assert wh.query(f"SELECT count() FROM {table}")[0][0] >= len(instances)
 
 

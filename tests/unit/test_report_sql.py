@@ -20,7 +20,7 @@ from warehouse.writers_journeys import journey_instance_row, journey_instance_ro
 
 D = load_definitions().get("purchase")
 KW: dict[str, Any] = {"date_from": date(2024, 1, 2), "date_to": date(2024, 1, 3)}
-COHORT = ("WHERE journey = 'purchase' AND toDate(opened_at) >= '2024-01-02'"
+COHORT = ("WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= '2024-01-02'"
           " AND toDate(opened_at) <= '2024-01-03'")
 
 
@@ -92,7 +92,7 @@ def test_customer_journeys_sql_escapes_values() -> None:
     sql = render(*customer_journeys.build("db", "c'1", journey="purchase", limit=10, offset=20))
     assert sql.endswith(
         "FROM db.journey_instances FINAL\n"
-        "WHERE customer_id = 'c\\'1' AND journey = 'purchase'\n"
+        "WHERE customer_id = 'c\\'1' AND deleted = 0 AND journey = 'purchase'\n"
         "ORDER BY opened_at_ms DESC, journey, instance_id\n"
         "LIMIT 10 OFFSET 20"
     )

@@ -1,8 +1,9 @@
 """What the journey report queries share: filters, breakdown dimensions, value shaping.
 
-Every report reads `journey_instances` FINAL (one row per instance at its latest
-version). `from`/`to` are UTC calendar days of `opened_at` (both inclusive) and the
-`channel` filter is the instance's entry channel, so all reports count the same cohort.
+Every report reads `journey_instances` FINAL WHERE deleted = 0 (one row per live
+instance at its latest version). `from`/`to` are UTC calendar days of `opened_at` (both
+inclusive) and the `channel` filter is the instance's entry channel, so all reports count
+the same cohort.
 Breakdown dimensions map to fixed SQL expressions; `context.<key>` (a key of the opening
 event's context) is the one open-ended dimension: the key must match CONTEXT_KEY and is
 passed as a parameter, its SQL alias comes from a fixed list. Anything else is InvalidQuery.
@@ -33,6 +34,11 @@ BASE_DIMENSIONS: Mapping[str, str] = {
 """Dimension -> SQL. `hour` is epoch seconds (turned into a UTC datetime in Python)."""
 
 
+LIVE = "deleted = 0"
+"""Retracted instances (migration 0004) are tombstones: filtered after FINAL, in WHERE —
+never PREWHERE, which would run before the collapse (docs/warehouse.md)."""
+
+
 def table(database: str) -> str:
     return f"{qualified(database, JOURNEY_INSTANCES.name)} FINAL"
 
@@ -60,6 +66,7 @@ def where(
     params: dict[str, Any] = {"journey": journey.name, "date_from": lo, "date_to": hi}
     clauses = [
         "journey = %(journey)s",
+        LIVE,
         "toDate(opened_at) >= %(date_from)s",
         "toDate(opened_at) <= %(date_to)s",
         *extra,

@@ -1,6 +1,7 @@
 """A customer's journey instances with their paths and detours, newest first, paged.
 
-Reads `journey_instances` FINAL, so each instance appears once at its latest version.
+Reads `journey_instances` FINAL WHERE deleted = 0, so each live instance appears once at
+its latest version (a retracted one not at all).
 The customer key is the stitched customer id the stream assigned (customer_id, or the
 anonymous id for visitors never identified).
 """
@@ -49,7 +50,7 @@ def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
     if not customer_id:
         raise InvalidQuery("customer id must not be empty")
     params: dict[str, Any] = {"customer_id": customer_id}
-    clauses = ["customer_id = %(customer_id)s"]
+    clauses = ["customer_id = %(customer_id)s", j.LIVE]
     if journey is not None:
         clauses.append("journey = %(journey)s")
         params["journey"] = journey
