@@ -2,10 +2,12 @@
 
 Starts its own embedded broker (127.0.0.1, stopped at the end), writes generated
 files, and imports each in a fresh child process so CPU and peak RSS are the
-import's alone. A CSV 4× larger shows the memory stays flat; `--jobs 2` over two files
-shows the multi-process rate.
+import's alone. A 1M-row CSV (`--memory-rows`) shows the memory stays flat: RSS is
+sampled after every chunk and printed at 10/50/100% of the file; `--jobs 2` over two
+files shows the multi-process rate.
 
-    .venv/bin/python bench/bench_import.py              # ~2–3 minutes, bounded
+    .venv/bin/python bench/bench_import.py              # ~5–6 minutes, bounded
+    .venv/bin/python bench/bench_import.py --memory-rows 2000000   # a ~350 MiB CSV
 """
 
 from __future__ import annotations
@@ -68,10 +70,21 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
     producer.ensure_available()
     sender = next(t for t in threading.enumerate() if isinstance(t, Sender))
     io0 = _cpu(os.getpid(), sender.native_id)
-    rss: list[float] = []  # sampled after each chunk: the steady state, not a spike
+    progress = [0]  # rows imported so far, read by the sampler
+    samples: list[tuple[int, float]] = []  # (rows, RSS) every 20 ms: spikes included
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            samples.append((progress[0], _rss_mb()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     report = import_file(Path(args.files[0]), producer,
                          ImportOptions(rejects_path=rejects / "r.jsonl"),
-                         on_progress=lambda _: rss.append(_rss_mb()))
+                         on_progress=lambda p: progress.__setitem__(0, p.rows))
+    stop.set()
+    sampler.join()
     io_cpu = _cpu(os.getpid(), sender.native_id) - io0
     producer.close()
     secs = time.perf_counter() - started
@@ -81,12 +94,21 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
         "cpu_pct": 100 * cpu / secs,
         "producer_share_pct": 100 * (io_cpu + TimedProducer.send_cpu) / cpu,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_first_mb": rss[0], "rss_max_mb": max(rss),
+        "rss_peak_by_part": {f"{lo}–{hi}%": max((m for n, m in samples
+                                                 if lo <= 100 * n / report.rows <= hi),
+                                                default=0.0)
+                             for lo, hi in ((0, 10), (10, 50), (50, 100))},
     }).decode())
 
 
 def _rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
+
+
+def _peaks(r: dict[str, Any]) -> str:
+    """Peak RSS over the first 10%, 10–50% and 50–100% of the rows: equal = flat."""
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in r["rss_peak_by_part"].items())
+    return f"peak RSS by part of the file: {parts} MiB (process peak {r['max_rss_mb']:.0f})"
 
 
 def run_child(files: list[Path], kafka: KafkaConfig, jobs: int = 1) -> dict[str, Any]:
@@ -104,7 +126,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--skip-memory", action="store_true", help="skip the 4× CSV run")
+    parser.add_argument("--memory-rows", type=int, default=1_000_000,
+                        help="rows of the big CSV for the flat-memory run (0: skip it)")
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -131,15 +154,14 @@ def main() -> None:
                 size = path.stat().st_size / 2**20
                 print(f"{fmt:>7} ({size:5.0f} MiB): {r['rows_per_s']:>8,.0f} rows/s | CPU "
                       f"{r['cpu_pct']:.0f}% of a core, kafka-python {r['producer_share_pct']:.0f}"
-                      f"% of it | RSS {r['rss_first_mb']:.0f}→{r['rss_max_mb']:.0f} MiB "
-                      f"(peak {r['max_rss_mb']:.0f})")
+                      f"% of it | {_peaks(r)}")
                 path.unlink()
-            if not args.skip_memory:
-                path = make("big.csv", args.rows * 4, seed=2)
+            if args.memory_rows:
+                path = make("big.csv", args.memory_rows, seed=2)
                 r = run_child([path], kafka)
-                print(f"csv ×4 ({path.stat().st_size / 2**20:5.0f} MiB): {r['rows_per_s']:>8,.0f}"
-                      f" rows/s | RSS {r['rss_first_mb']:.0f}→{r['rss_max_mb']:.0f} MiB (peak "
-                      f"{r['max_rss_mb']:.0f}; chunks of 10k rows, ≤ 2 unconfirmed)")
+                print(f"csv {r['rows']:,} rows ({path.stat().st_size / 2**20:5.0f} MiB): "
+                      f"{r['rows_per_s']:>8,.0f} rows/s | {_peaks(r)} (chunks of 10k rows, "
+                      "≤ 2 unconfirmed)")
                 path.unlink()
             parts = [make(f"part{i}.jsonl", args.rows // 2, seed=10 + i) for i in range(2)]
             r = run_child(parts, kafka, jobs=2)
