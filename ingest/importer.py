@@ -1,35 +1,30 @@
 """File import: CSV, JSONL and Parquet exports onto the raw topic, in bounded memory.
 
-Files are read in chunks (pandas for CSV, pyarrow row batches for Parquet, since pandas
-cannot chunk Parquet; JSONL line by line with orjson, because pandas fails a whole
-chunk on one bad line and a bad line must be reported on its own). At most two chunks
-are unconfirmed at a time, so memory stays flat whatever the file size. Rejected rows
-go to a local file and to the dead-letter topic, with the file name and row number as
-Kafka headers.
+Files are read in chunks (ingest.readers) and at most two chunks are unconfirmed at a
+time, so memory stays flat whatever the file size. Rejected rows go to a local file and
+to the dead-letter topic, with the file name and row number as Kafka headers.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import orjson
 
 from ingest.mapping import ColumnMapping, RowMapper, row_bytes
 from ingest.producer import Delivery, Headers, TouchpointProducer
+from ingest.readers import READERS, Chunk, Format, columns, detect_format
 from journeys.errors import ConfigError, ServiceUnavailable
 from journeys.events import EventValidator, Rejection, Touchpoint
 
-Format = Literal["csv", "jsonl", "parquet"]
 STAGE = "import"
-_SUFFIXES: dict[str, Format] = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl",
-                                ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
-                                ".pq": "parquet"}
+__all__ = ["Format", "ImportOptions", "ImportReport", "Progress", "detect_format",
+           "import_file", "send_events"]
 
 
 @dataclass(frozen=True)
@@ -67,154 +62,10 @@ class Progress:
     total: int | None
 
 
-@dataclass
-class _Chunk:
-    records: list[Any]  # dicts, or a str reason for a line that is not even a record
-    raws: list[bytes | None]
-    rows: list[int]  # 1-based data row number of each record
-    done: int
-    total: int | None
-
-
-def detect_format(path: Path, explicit: str | None = None) -> Format:
-    if explicit:
-        if explicit not in ("csv", "jsonl", "parquet"):
-            raise ConfigError(f"unknown format {explicit!r}: use csv, jsonl or parquet")
-        return explicit  # type: ignore[return-value]
-    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz",)]
-    for suffix in reversed(suffixes):
-        if suffix in _SUFFIXES:
-            return _SUFFIXES[suffix]
-    raise ConfigError(f"cannot tell the format of {path.name}: name it .csv/.jsonl/.parquet "
-                      "or pass --format")
-
-
-# -- readers (each yields bounded chunks) ------------------------------------------------
-
-def _tell(handle: IO[bytes]) -> int:
-    try:
-        return handle.tell()
-    except (OSError, ValueError):
-        return 0
-
-
-def _csv_chunks(path: Path, opts: ImportOptions) -> Iterator[_Chunk]:
-    import pandas as pd
-    from pandas.errors import ParserWarning
-
-    total = path.stat().st_size
-    with path.open("rb") as handle:
-        reader = pd.read_csv(handle, chunksize=opts.chunk_rows, dtype=str,
-                             keep_default_na=False, na_filter=False, sep=opts.delimiter,
-                             encoding=opts.encoding, on_bad_lines="warn",
-                             encoding_errors="replace")
-        first = 1
-        with reader:
-            while True:
-                # pandas skips a line with too many fields and only warns: catch the
-                # warning so the line is reported and dead-lettered, not lost.
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ParserWarning)
-                    frame = next(reader, None)
-                skipped = [str(w.message).strip() for w in caught
-                           if issubclass(w.category, ParserWarning)]
-                if frame is None and not skipped:
-                    break
-                records: list[Any] = frame.to_dict("records") if frame is not None else []
-                raws: list[bytes | None] = [None] * len(records)
-                bad_rows = []
-                for message in skipped:  # "Skipping line 7: expected 3 fields, saw 4"
-                    records.append(f"bad_csv_line: {message.removeprefix('Skipping ')}")
-                    raws.append(message.encode())
-                    line = message.split(":")[0].rpartition(" ")[2]
-                    bad_rows.append(int(line) - 1 if line.isdigit() else 0)
-                rows, first = _number(len(records) - len(bad_rows), first, bad_rows)
-                if bad_rows:  # back into file order
-                    order = sorted(zip(rows + bad_rows, records, raws, strict=True),
-                                   key=lambda t: t[0])
-                    rows, records, raws = (list(x) for x in zip(*order, strict=True))
-                    bad_rows = []
-                yield _Chunk(records, raws, rows + bad_rows, _tell(handle), total)
-                if frame is None:
-                    break
-
-
-def _jsonl_chunks(path: Path, opts: ImportOptions) -> Iterator[_Chunk]:
-    total = path.stat().st_size
-    with path.open("rb") as handle:
-        records: list[Any] = []
-        raws: list[bytes | None] = []
-        row, first, done = 0, 1, 0
-        for line in handle:
-            done += len(line)
-            line = line.strip()
-            if not line:
-                continue
-            row += 1
-            try:
-                obj = orjson.loads(line)
-                records.append(obj if isinstance(obj, dict)
-                               else f"not_an_object: got {type(obj).__name__}")
-            except orjson.JSONDecodeError as exc:
-                records.append(f"invalid_json: {exc.args[0] if exc.args else exc}")
-            raws.append(line)
-            if len(records) >= opts.chunk_rows:
-                yield _Chunk(records, raws, list(range(first, row + 1)), done, total)
-                records, raws, first = [], [], row + 1
-        if records:
-            yield _Chunk(records, raws, list(range(first, row + 1)), done, total)
-
-
-def _parquet_chunks(path: Path, opts: ImportOptions) -> Iterator[_Chunk]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    total = pf.metadata.num_rows
-    first, done = 1, 0
-    for batch in pf.iter_batches(batch_size=opts.chunk_rows):
-        records = batch.to_pylist()
-        done += len(records)
-        yield _Chunk(records, [None] * len(records), list(range(first, done + 1)), done, total)
-        first = done + 1
-
-
-def _number(count: int, first: int, skipped: list[int]) -> tuple[list[int], int]:
-    """Data row numbers for `count` parsed rows from `first`, skipping the bad lines'
-    rows (pandas leaves those out of the frame); returns them and the next number."""
-    taken = set(skipped)
-    rows: list[int] = []
-    n = first
-    while len(rows) < count:
-        if n not in taken:
-            rows.append(n)
-        n += 1
-    while n in taken:
-        n += 1
-    return rows, n
-
-
-def _columns(path: Path, fmt: Format, opts: ImportOptions) -> list[str] | None:
-    """Header columns, to check the mapping before reading gigabytes."""
-    if fmt == "csv":
-        import pandas as pd
-
-        return [str(c) for c in pd.read_csv(path, nrows=0, sep=opts.delimiter,
-                                            encoding=opts.encoding).columns]
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    return None  # JSONL: every line has its own keys
-
-
-_READERS: dict[Format, Callable[[Path, ImportOptions], Iterator[_Chunk]]] = {
-    "csv": _csv_chunks, "jsonl": _jsonl_chunks, "parquet": _parquet_chunks}
-
-
 # -- the import ---------------------------------------------------------------------------
 
 def map_chunk(
-    chunk: _Chunk, mapper: RowMapper, validator: EventValidator
+    chunk: Chunk, mapper: RowMapper, validator: EventValidator
 ) -> tuple[list[Touchpoint], list[int], list[Rejection], list[int]]:
     """Map and validate one chunk: (touchpoints, their rows, rejections, their rows)."""
     good: list[Touchpoint] = []
@@ -284,7 +135,7 @@ def import_file(
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
     fmt = detect_format(path, opts.format)
-    mapper = RowMapper(opts.mapping, _columns(path, fmt, opts))
+    mapper = RowMapper(opts.mapping, columns(path, fmt, opts))
     validator = validator or EventValidator()
     report = ImportReport(path=path)
     rejects = _Rejects(opts.rejects_path or Path.cwd() / f"{path.name}.rejected.jsonl")
@@ -292,7 +143,7 @@ def import_file(
     unconfirmed: deque[Delivery] = deque()
     started = time.perf_counter()
     try:
-        for chunk in _READERS[fmt](path, opts):
+        for chunk in READERS[fmt](path, opts):
             good, good_rows, bad, bad_rows = map_chunk(chunk, mapper, validator)
             for row, rej in zip(bad_rows, bad, strict=True):
                 rejects.write(row, rej)

@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ingest(
         files: Annotated[list[Path], typer.Argument(
-            help="CSV, JSONL or Parquet files", exists=True, dir_okay=False, readable=True)],
+            help="CSV, JSONL or Parquet files (CSV/JSONL may be .gz, .bz2, .xz)",
+            exists=True, dir_okay=False, readable=True)],
         fmt: str = typer.Option(None, "--format", help="csv, jsonl or parquet (default: "
                                 "from the file name)"),
         event_id_column: str = typer.Option("event_id", help="column with a unique event "

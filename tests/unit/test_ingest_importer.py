@@ -94,6 +94,27 @@ def test_generated_files_round_trip_in_chunks(tmp_path: Path, suffix: str) -> No
     assert report.rejects_path is None
 
 
+@pytest.mark.parametrize("suffix", [".csv.gz", ".jsonl.bz2", ".csv.xz"])
+def test_compressed_exports_stream_with_progress_on_the_file(tmp_path: Path,
+                                                             suffix: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    plain = tmp_path / f"plain{suffix.rsplit('.', 1)[0]}"
+    good = [{**GOOD, "event_id": f"z{i}", "anonymous_id": f"a{i % 7}"} for i in range(500)]
+    write_events([*good, {**GOOD, "event_id": "bad", "channel": "fax"}], plain)
+    path = tmp_path / f"export{suffix}"
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[path.suffix]
+    with opener(path, "wb") as out:
+        out.write(plain.read_bytes())
+    progress: list[tuple[int, int | None]] = []
+    report = import_file(path, None, ImportOptions(chunk_rows=100, rejects_path=tmp_path / "r"),
+                         on_progress=lambda p: progress.append((p.done, p.total)))
+    assert (report.rows, report.accepted, report.rejected) == (501, 500, 1)
+    assert progress[-1] == (path.stat().st_size, path.stat().st_size)  # compressed bytes
+
+
 def test_parquet_with_typed_columns(tmp_path: Path) -> None:
     frame = pd.DataFrame({
         "id": ["p1", "p2"], "kind": ["email_open", "email_open"],
@@ -120,6 +141,8 @@ def test_detect_format() -> None:
     assert detect_format(Path("a.CSV")) == "csv"
     assert detect_format(Path("a.ndjson")) == "jsonl"
     assert detect_format(Path("a.tar.parquet")) == "parquet"
+    assert detect_format(Path("a.jsonl.gz")) == "jsonl"
+    assert detect_format(Path("a.csv.xz")) == "csv"
     assert detect_format(Path("a.dat"), "jsonl") == "jsonl"
     with pytest.raises(ConfigError):
         detect_format(Path("a.dat"))
