@@ -86,3 +86,31 @@ def register(app: typer.Typer) -> None:
         out.print(f"{verb} {len(drops)} partition(s), "
                   f"{sum(d.rows for d in drops) if dry_run else removed:,} rows, "
                   f"entirely before {cutoff}")
+
+    @app.command()
+    def compact(
+        dry_run: bool = typer.Option(False, "--dry-run", help="list what would be merged"),
+        backend: str = typer.Option(None, help="chdb (embedded, default) or server"),
+        path: Path = typer.Option(None, help="chdb data directory"),
+        host: str = typer.Option(None, help="ClickHouse server host"),
+        port: int = typer.Option(None, help="ClickHouse server native port"),
+        database: str = typer.Option(None, help="database name"),
+    ) -> None:
+        """Merge each month of journey instances into one part, so reports read it
+        without FINAL (much faster on old servers). Safe any time; run from cron."""
+        from warehouse import compaction
+        from warehouse.connect import connect
+
+        config = _config(backend=backend, path=path, host=host, port=port, database=database)
+        wh = connect(config, create_database=False)
+        try:
+            todo = compaction.unsettled(wh)
+            if not dry_run:
+                compaction.compact(wh, todo)
+        finally:
+            wh.close()
+        out = Console()
+        for p in todo:
+            out.print(f"  • journey_instances {p.partition}: {p.parts} part(s), {p.rows:,} rows")
+        verb = "would compact" if dry_run else "compacted"
+        out.print(f"{verb} {len(todo)} partition(s) of {config.database} on {_where(config)}")

@@ -14,8 +14,9 @@ from journeys.errors import InvalidQuery
 from tests.integration.journey_report_support import DAY1, DAY3, frame, loaded, open_warehouse
 from tests.reference.journeys_ref import Instance
 from tests.reference.journeys_ref import funnel as ref_funnel
+from warehouse import compaction
 from warehouse.backend import Warehouse
-from warehouse.queries import abandonment, customer_journeys, detours, funnel, paths
+from warehouse.queries import _settled, abandonment, customer_journeys, detours, funnel, paths
 from warehouse.queries._journeys import dim_columns
 from warehouse.tables import JOURNEY_INSTANCES
 
@@ -24,10 +25,17 @@ RANGE = {"date_from": DAY1, "date_to": DAY3}
 _COUNT = iter(range(1_000_000))
 
 
-@pytest.fixture(scope="module", params=["server", "chdb"])
+@pytest.fixture(scope="module", params=["server", "chdb", "server-compacted", "chdb-compacted"])
 def data(request: pytest.FixtureRequest, run_id: str) -> Iterator[Loaded]:
+    """The replayed reference data; `-compacted`: merged into one part per month, so the
+    reports take the no-FINAL path (warehouse.queries._settled) and must agree."""
     database = f"jr_{run_id}_{next(_COUNT)}"
-    yield from loaded(open_warehouse(request, request.param, database))
+    backend, _, compacted = request.param.partition("-")
+    for wh, defs, instances in loaded(open_warehouse(request, backend, database)):
+        if compacted:
+            compaction.compact(wh)
+        assert _settled.settled_months(wh, DAY1, DAY3)[0] == ((202401,) if compacted else ())
+        yield wh, defs, instances
 
 
 def _cohort(df: pd.DataFrame, journey: str, channel: str | None = None) -> pd.DataFrame:

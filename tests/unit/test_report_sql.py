@@ -13,7 +13,7 @@ import pytest
 
 from journeys.definitions import load_definitions
 from journeys.errors import InvalidQuery
-from warehouse.queries import abandonment, customer_journeys, detours, funnel, paths
+from warehouse.queries import _settled, abandonment, customer_journeys, detours, funnel, paths
 from warehouse.sql import render
 from warehouse.tables import JOURNEY_INSTANCES
 from warehouse.writers_journeys import journey_instance_row, journey_instance_rows
@@ -204,3 +204,61 @@ def test_writer_rejects_bad_rows(bad: dict[str, Any]) -> None:
         del rec["version"]
     with pytest.raises(ValueError):
         journey_instance_row(rec)
+
+
+def test_settled_months_are_read_without_final() -> None:
+    sql, params = abandonment.build_totals("db", D, settled=(202312, 202401), **KW)
+    cohort = COHORT
+    assert render(sql, params) == (
+        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
+        "FROM (\n"
+        "    SELECT instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
+        " FROM db.journey_instances\n"
+        f"    {cohort} AND toYYYYMM(opened_at) IN (202312, 202401)\n"
+        "    UNION ALL\n"
+        "    SELECT instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
+        " FROM db.journey_instances FINAL\n"
+        f"    {cohort} AND toYYYYMM(opened_at) NOT IN (202312, 202401)\n"
+        ")"
+    )
+    detours_sql = render(*detours.build("db", D, breakdown=["context.country"],
+                                        settled=(202401,), **KW))
+    assert "context_keys, context_values, detour_kinds, detour_steps, detour_channels" in (
+        detours_sql)
+    assert detours_sql.count("FINAL") == 1 and ")\nARRAY JOIN detour_kinds AS aj_kind" in (
+        detours_sql)
+    assert render(*funnel.build("db", D, settled=(), **KW)) == render(*funnel.build("db", D, **KW))
+
+
+class _FakeParts:
+    """A warehouse whose system.parts answers change between calls (an insert landed)."""
+
+    database = "db"
+
+    def __init__(self, answers: list[list[tuple[Any, ...]]]) -> None:
+        self.answers = answers
+
+    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        assert "system.parts" in sql
+        return self.answers.pop(0)
+
+
+def test_a_settled_month_that_changes_during_the_report_is_read_again_with_final() -> None:
+    merged = [("202401", 1, 1, ["202401_1_4_1"]), ("202402", 2, 0, ["a", "b"])]
+    calls: list[tuple[int, ...]] = []
+
+    def run(settled: tuple[int, ...]) -> str:
+        calls.append(settled)
+        return "final" if not settled else "fast"
+
+    stable = _FakeParts([merged, merged])
+    assert _settled.consistent(stable, date(2024, 1, 1), date(2024, 2, 28), run) == "fast"
+    assert calls == [(202401,)]
+    calls.clear()
+    changed = _FakeParts([merged, [("202401", 2, 0, ["202401_1_4_1", "202401_5_5_0"])]])
+    assert _settled.consistent(changed, date(2024, 1, 1), date(2024, 2, 28), run) == "final"
+    assert calls == [(202401,), ()]
+    calls.clear()
+    outside = _FakeParts([merged])
+    assert _settled.consistent(outside, date(2024, 2, 1), date(2024, 2, 28), run) == "final"
+    assert calls == [()]

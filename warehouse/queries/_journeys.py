@@ -19,8 +19,6 @@ from typing import Any
 
 from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery
-from warehouse.sql import qualified
-from warehouse.tables import JOURNEY_INSTANCES
 
 MAX_DAYS = 3660
 MIN_DATE, MAX_DATE = date(1970, 1, 1), date(2105, 12, 31)  # a ClickHouse Date, 18.16 too
@@ -37,10 +35,6 @@ BASE_DIMENSIONS: Mapping[str, str] = {
 LIVE = "deleted = 0"
 """Retracted instances (migration 0004) are tombstones: filtered after FINAL, in WHERE —
 never PREWHERE, which would run before the collapse (docs/warehouse.md)."""
-
-
-def table(database: str) -> str:
-    return f"{qualified(database, JOURNEY_INSTANCES.name)} FINAL"
 
 
 def as_date(value: date, name: str) -> date:
@@ -136,6 +130,22 @@ def dimensions(
     if sum(d.context_key is not None for d in dims) > MAX_CONTEXT_DIMS:
         raise InvalidQuery(f"at most {MAX_CONTEXT_DIMS} context breakdowns at once")
     return dims
+
+
+COHORT_COLUMNS = ("instance_id", "opened_at", "entry_channel", "status", "furthest_step",
+                  "dropped_at")
+"""Columns a report's outer query may use besides arrays (see _settled.source)."""
+
+
+def columns(dims: Sequence[Dim], *extra: str) -> tuple[str, ...]:
+    """The columns a report's outer query reads: the cohort's, context arrays when a
+    context dimension is asked for, and the report's own extras."""
+    ctx = ("context_keys", "context_values") if any(d.context_key for d in dims) else ()
+    return (*COHORT_COLUMNS, *ctx, *extra)
+
+
+def settled_param(settled: Sequence[int]) -> dict[str, Any]:
+    return {"settled": tuple(int(m) for m in settled)} if settled else {}
 
 
 def dim_params(dims: Sequence[Dim]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pandas as pd
 from journeys.definitions import JourneyDefinition
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
+from warehouse.queries import _settled
 
 ALLOWED = {"step": "dropped_at", **j.BASE_DIMENSIONS}
 DEFAULT = ("step",)
@@ -42,31 +43,31 @@ class AbandonmentTotals(NamedTuple):
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
+    settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
-    """Abandoned instances per breakdown group."""
+    """Abandoned instances per breakdown group (`settled`: months read without FINAL)."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
                             extra=("status = 'abandoned'",))
     sql = (
         f"SELECT {j.select_dims(dims)}count() AS abandoned\n"
-        f"FROM {j.table(database)}\n"
-        f"{where}\n"
+        f"{_settled.source(database, where, j.columns(dims), settled)}\n"
         f"{j.group_by(dims)}\n"
         f"{j.order_by(dims)}"
     ).rstrip()
-    return sql, {**params, **j.dim_params(dims)}
+    return sql, {**params, **j.dim_params(dims), **j.settled_param(settled)}
 
 
 def build_totals(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
-    channel: str | None = None,
+    channel: str | None = None, settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     sql = (
         "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
-        f"FROM {j.table(database)}\n{where}"
+        f"{_settled.source(database, where, j.COHORT_COLUMNS, settled)}"
     )
-    return sql, params
+    return sql, {**params, **j.settled_param(settled)}
 
 
 def run(
@@ -75,14 +76,19 @@ def run(
 ) -> tuple[list[AbandonmentRow], AbandonmentTotals]:
     """Rows ordered by the breakdown (steps in definition order); and cohort totals."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
-    sql, params = build(wh.database, journey, breakdown=breakdown, **kw)
+
+    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, journey, breakdown=breakdown, settled=settled,
+                                **kw)),
+                wh.query(*build_totals(wh.database, journey, settled=settled, **kw)))
+
+    grouped, totals_row = _settled.consistent(wh, date_from, date_to, query)
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]
     found = []
-    for r in wh.query(sql, params):
+    for r in grouped:
         values = {n: j.dim_value(n, v) for n, v in zip(dims, r[: len(dims)], strict=True)}
         found.append((values, int(r[len(dims)])))
-    tsql, tparams = build_totals(wh.database, journey, **kw)
-    opened, abandoned, converted = (int(x) for x in wh.query(tsql, tparams)[0])
+    opened, abandoned, converted = (int(x) for x in totals_row[0])
 
     def order(item: tuple[dict[str, Any], int]) -> tuple[Any, ...]:
         v = item[0]

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from journeys.errors import InvalidQuery
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
+from warehouse.queries import _settled
 
 MAX_LIMIT = 500
 
@@ -59,7 +60,7 @@ def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
 
 def build(
     database: str, customer_id: str, *, journey: str | None = None, limit: int = 50,
-    offset: int = 0,
+    offset: int = 0, settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
     """One page, newest opened first (ties by journey, instance id: a stable order)."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -67,10 +68,10 @@ def build(
     if offset < 0:
         raise InvalidQuery("offset must not be negative")
     where, params = _where(customer_id, journey)
-    params.update(limit=limit, offset=offset)
+    params.update(limit=limit, offset=offset, **j.settled_param(settled))
     sql = (
         f"SELECT {', '.join(_COLUMNS)}\n"
-        f"FROM {j.table(database)}\n{where}\n"
+        f"{_settled.source(database, where, _COLUMNS, settled)}\n"
         "ORDER BY opened_at_ms DESC, journey, instance_id\n"
         "LIMIT %(limit)s OFFSET %(offset)s"
     )
@@ -78,10 +79,12 @@ def build(
 
 
 def build_count(
-    database: str, customer_id: str, *, journey: str | None = None
+    database: str, customer_id: str, *, journey: str | None = None,
+    settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
     where, params = _where(customer_id, journey)
-    return f"SELECT count() FROM {j.table(database)}\n{where}", params
+    source = _settled.source(database, where, ("instance_id",), settled)
+    return f"SELECT count() {source}", {**params, **j.settled_param(settled)}
 
 
 def _row(v: tuple[Any, ...]) -> CustomerJourneyRow:
@@ -101,7 +104,11 @@ def run(
     offset: int = 0,
 ) -> tuple[list[CustomerJourneyRow], int]:
     """(the page, total instances of the customer matching the filter)."""
-    sql, params = build(wh.database, customer_id, journey=journey, limit=limit, offset=offset)
-    csql, cparams = build_count(wh.database, customer_id, journey=journey)
-    rows = [_row(tuple(r)) for r in wh.query(sql, params)]
-    return rows, int(wh.query(csql, cparams)[0][0])
+    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, customer_id, journey=journey, limit=limit,
+                                offset=offset, settled=settled)),
+                wh.query(*build_count(wh.database, customer_id, journey=journey,
+                                      settled=settled)))
+
+    page, count = _settled.consistent(wh, j.MIN_DATE, j.MAX_DATE, query)
+    return [_row(tuple(r)) for r in page], int(count[0][0])

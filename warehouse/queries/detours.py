@@ -17,8 +17,12 @@ import pandas as pd
 from journeys.definitions import JourneyDefinition
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
+from warehouse.queries import _settled
 from warehouse.writers_journeys import DETOUR_KINDS
 
+_DETOUR_COLUMNS = ("detour_kinds", "detour_steps", "detour_channels")
+_ARRAY_JOIN = ("ARRAY JOIN detour_kinds AS aj_kind, detour_steps AS aj_step,"
+               " detour_channels AS aj_channel")
 ALLOWED = {"step": "aj_step", "detour_channel": "aj_channel", **j.BASE_DIMENSIONS}
 DEFAULT = ("step",)
 
@@ -48,27 +52,26 @@ class DetourShare(NamedTuple):
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
+    settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
-    """Detours per kind and breakdown group."""
+    """Detours per kind and breakdown group (`settled`: months read without FINAL)."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     names = ", ".join(["kind", *(d.alias for d in dims)])
+    cols = j.columns(dims, *_DETOUR_COLUMNS)
     sql = (
         f"SELECT aj_kind AS kind, {j.select_dims(dims)}"
         "count() AS detours, uniqExact(instance_id) AS instances\n"
-        f"FROM {j.table(database)}\n"
-        "ARRAY JOIN detour_kinds AS aj_kind, detour_steps AS aj_step,"
-        " detour_channels AS aj_channel\n"
-        f"{where}\n"
+        f"{_settled.source(database, where, cols, settled, _ARRAY_JOIN)}\n"
         f"GROUP BY {names}\n"
         f"ORDER BY {names}"
     )
-    return sql, {**params, **j.dim_params(dims)}
+    return sql, {**params, **j.dim_params(dims), **j.settled_param(settled)}
 
 
 def build_shares(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
-    channel: str | None = None,
+    channel: str | None = None, settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
     """Per closed status: instances, and instances having each detour kind."""
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
@@ -79,10 +82,10 @@ def build_shares(
         has.append(f"countIf(has(detour_kinds, %(kind{i})s)) AS with_{i}")
     sql = (
         f"SELECT status, count() AS instances, {', '.join(has)}\n"
-        f"FROM {j.table(database)}\n{where}\n"
+        f"{_settled.source(database, where, (*j.COHORT_COLUMNS, 'detour_kinds'), settled)}\n"
         "GROUP BY status\nORDER BY status"
     )
-    return sql, params
+    return sql, {**params, **j.settled_param(settled)}
 
 
 def run(
@@ -91,10 +94,16 @@ def run(
 ) -> tuple[list[DetourRow], list[DetourShare]]:
     """Rows by kind then breakdown (steps in definition order); one share row per kind."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
-    sql, params = build(wh.database, journey, breakdown=breakdown, **kw)
+
+    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, journey, breakdown=breakdown, settled=settled,
+                                **kw)),
+                wh.query(*build_shares(wh.database, journey, settled=settled, **kw)))
+
+    grouped, share_rows = _settled.consistent(wh, date_from, date_to, query)
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]
     found = []
-    for r in wh.query(sql, params):
+    for r in grouped:
         values = {n: j.dim_value(n, v) for n, v in zip(dims, r[1: 1 + len(dims)], strict=True)}
         found.append((str(r[0]), values, int(r[-2]), int(r[-1])))
 
@@ -108,8 +117,7 @@ def run(
                   v.get("hour"), j.split_context(v), n, inst)
         for kind, v, n, inst in sorted(found, key=order)
     ]
-    ssql, sparams = build_shares(wh.database, journey, **kw)
-    by_status = {str(r[0]): [int(x) for x in r[1:]] for r in wh.query(ssql, sparams)}
+    by_status = {str(r[0]): [int(x) for x in r[1:]] for r in share_rows}
     zero = [0] * (1 + len(DETOUR_KINDS))
     ab, cv = by_status.get("abandoned", zero), by_status.get("converted", zero)
     shares = [

@@ -16,6 +16,7 @@ import pandas as pd
 from journeys.definitions import JourneyDefinition
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
+from warehouse.queries import _settled
 
 ALLOWED = dict(j.BASE_DIMENSIONS)
 
@@ -44,7 +45,9 @@ class FunnelTotals(NamedTuple):
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
+    settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
+    """`settled`: months read without FINAL (warehouse.queries._settled)."""
     dims = j.dimensions(breakdown, ALLOWED)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     sql = (
@@ -53,12 +56,11 @@ def build(
         "    count() AS instances,\n"
         "    countIf(status = 'converted') AS converted,\n"
         "    countIf(status = 'abandoned' AND furthest_step = step_index) AS dropped_here\n"
-        f"FROM {j.table(database)}\n"
-        f"{where}\n"
+        f"{_settled.source(database, where, j.columns(dims), settled)}\n"
         f"{j.group_by(dims, 'step_index')}\n"
         f"{j.order_by(dims, 'step_index')}"
     )
-    return sql, {**params, **j.dim_params(dims)}
+    return sql, {**params, **j.dim_params(dims), **j.settled_param(settled)}
 
 
 def run(
@@ -66,11 +68,13 @@ def run(
     channel: str | None = None, breakdown: list[str] | None = None,
 ) -> tuple[list[FunnelRow], FunnelTotals]:
     """Rows per (group, step), every step present for every group; and overall totals."""
-    sql, params = build(wh.database, journey, date_from=date_from, date_to=date_to,
-                        channel=channel, breakdown=breakdown)
+    def query(settled: tuple[int, ...]) -> list[tuple[Any, ...]]:
+        return wh.query(*build(wh.database, journey, date_from=date_from, date_to=date_to,
+                               channel=channel, breakdown=breakdown, settled=settled))
+
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED)]
     groups: dict[tuple[Any, ...], dict[int, tuple[int, int, int]]] = {}
-    for r in wh.query(sql, params):
+    for r in _settled.consistent(wh, date_from, date_to, query):
         key = tuple(j.dim_value(n, v) for n, v in zip(dims, r[: len(dims)], strict=True))
         idx, n, conv, dropped = (int(x) for x in r[len(dims):])
         if idx < len(journey.steps):  # ignore steps of an older, longer definition

@@ -19,8 +19,10 @@ from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
+from warehouse.queries import _settled
 
 MAX_LIMIT = 1000
+_COLUMNS = (*j.COHORT_COLUMNS, "path_types")
 
 
 class PathRow(NamedTuple):
@@ -61,17 +63,17 @@ def _parts(
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, dropped_at: str | None = None, steps_only: bool = True,
-    limit: int = 20,
+    limit: int = 20, settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
     """The `limit` most common (path, dropped_at) pairs; ties broken by the path text."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}")
     path, where, params = _parts(database, journey, date_from=date_from, date_to=date_to,
                                  channel=channel, dropped_at=dropped_at, steps_only=steps_only)
-    params["limit"] = limit
+    params.update(limit=limit, **j.settled_param(settled))
     sql = (
         f"SELECT {path} AS path, dropped_at, count() AS instances\n"
-        f"FROM {j.table(database)}\n{where}\n"
+        f"{_settled.source(database, where, _COLUMNS, settled)}\n"
         "GROUP BY path, dropped_at\n"
         "ORDER BY instances DESC, arrayStringConcat(path, ','), dropped_at\n"
         "LIMIT %(limit)s"
@@ -82,15 +84,16 @@ def build(
 def build_summary(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, dropped_at: str | None = None, steps_only: bool = True,
+    settled: tuple[int, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
     """Abandoned instances and distinct (path, dropped_at) pairs over the whole filter."""
     path, where, params = _parts(database, journey, date_from=date_from, date_to=date_to,
                                  channel=channel, dropped_at=dropped_at, steps_only=steps_only)
     sql = (
         f"SELECT count(), uniqExact({path}, dropped_at)\n"
-        f"FROM {j.table(database)}\n{where}"
+        f"{_settled.source(database, where, _COLUMNS, settled)}"
     )
-    return sql, params
+    return sql, {**params, **j.settled_param(settled)}
 
 
 def run(
@@ -100,10 +103,14 @@ def run(
 ) -> tuple[list[PathRow], PathsSummary]:
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel,
                           "dropped_at": dropped_at, "steps_only": steps_only}
-    sql, params = build(wh.database, journey, limit=limit, **kw)
-    top = [(tuple(str(t) for t in p), str(d), int(n)) for p, d, n in wh.query(sql, params)]
-    ssql, sparams = build_summary(wh.database, journey, **kw)
-    abandoned, distinct = (int(x) for x in wh.query(ssql, sparams)[0])
+
+    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, journey, limit=limit, settled=settled, **kw)),
+                wh.query(*build_summary(wh.database, journey, settled=settled, **kw)))
+
+    top_rows, summary = _settled.consistent(wh, date_from, date_to, query)
+    top = [(tuple(str(t) for t in p), str(d), int(n)) for p, d, n in top_rows]
+    abandoned, distinct = (int(x) for x in summary[0])
     rows = [PathRow(p, d, n, j.ratio(n, abandoned)) for p, d, n in top]
     listed = sum(r.instances for r in rows)
     return rows, PathsSummary(abandoned, distinct, abandoned - listed, distinct - len(rows))
