@@ -68,17 +68,17 @@ def test_any_mix_of_settled_months_gives_the_same_numbers(wh: Warehouse) -> None
     dirty = _reports(wh)
     totals = dirty[0][1]
     assert totals.opened == 80 and totals.converted == 12  # i % 6 == 5: 6 a month
-    assert _settled.settled_months(wh, **RANGE)[0] == ()
+    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split(dirty=(202401, 202402))
     assert [p.partition for p in compaction.unsettled(wh)] == [202401, 202402]
     compaction.compact(wh, [p for p in compaction.unsettled(wh) if p.partition == 202401])
-    assert _settled.settled_months(wh, **RANGE)[0] == (202401,)
+    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split((202401,), (202402,))
     assert _reports(wh) == dirty
     assert [p.partition for p in compaction.compact(wh)] == [202402]
-    assert _settled.settled_months(wh, **RANGE)[0] == (202401, 202402)
+    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split((202401, 202402))
     assert compaction.unsettled(wh) == []
     assert _reports(wh) == dirty
     write_journey_instances(wh, [_instance(3, FEB, 5, 3)])  # a later version lands: FINAL again
-    assert _settled.settled_months(wh, **RANGE)[0] == (202401,)
+    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split((202401,), (202402,))
     assert funnel.run(wh, D, **RANGE)[1].converted == dirty[0][1].converted + 1
 
 

@@ -34,7 +34,7 @@ def data(request: pytest.FixtureRequest, run_id: str) -> Iterator[Loaded]:
     for wh, defs, instances in loaded(open_warehouse(request, backend, database)):
         if compacted:
             compaction.compact(wh)
-        assert _settled.settled_months(wh, DAY1, DAY3)[0] == ((202401,) if compacted else ())
+        assert _settled.split_months(wh, DAY1, DAY3)[0].settled == ((202401,) if compacted else ())
         yield wh, defs, instances
 
 

@@ -207,27 +207,35 @@ def test_writer_rejects_bad_rows(bad: dict[str, Any]) -> None:
 
 
 def test_settled_months_are_read_without_final() -> None:
-    sql, params = abandonment.build_totals("db", D, settled=(202312, 202401), **KW)
-    cohort = COHORT
+    both = _settled.Split(settled=(202312,), dirty=(202401,))
+    sql, params = abandonment.build_totals("db", D, split=both, **KW)
+    cols = "instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
     assert render(sql, params) == (
         "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
         "FROM (\n"
-        "    SELECT instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
-        " FROM db.journey_instances\n"
-        f"    {cohort} AND toYYYYMM(opened_at) IN (202312, 202401)\n"
+        f"    SELECT {cols} FROM db.journey_instances\n"
+        f"    {COHORT} AND toYYYYMM(opened_at) IN (202312)\n"
         "    UNION ALL\n"
-        "    SELECT instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
-        " FROM db.journey_instances FINAL\n"
-        f"    {cohort} AND toYYYYMM(opened_at) NOT IN (202312, 202401)\n"
+        f"    SELECT {cols} FROM db.journey_instances FINAL\n"
+        f"    {COHORT} AND toYYYYMM(opened_at) IN (202401)\n"
         ")"
     )
-    detours_sql = render(*detours.build("db", D, breakdown=["context.country"],
-                                        settled=(202401,), **KW))
+    only = _settled.Split(settled=(202312, 202401))
+    assert render(*abandonment.build_totals("db", D, split=only, **KW)) == (
+        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
+        "FROM db.journey_instances\n"
+        f"{COHORT} AND toYYYYMM(opened_at) IN (202312, 202401)"
+    )
+    detours_sql = render(*detours.build("db", D, breakdown=["context.country"], split=both,
+                                        **KW))
     assert "context_keys, context_values, detour_kinds, detour_steps, detour_channels" in (
         detours_sql)
     assert detours_sql.count("FINAL") == 1 and ")\nARRAY JOIN detour_kinds AS aj_kind" in (
         detours_sql)
-    assert render(*funnel.build("db", D, settled=(), **KW)) == render(*funnel.build("db", D, **KW))
+    plain_detours = render(*detours.build("db", D, split=only, **KW))
+    assert "FROM db.journey_instances\nARRAY JOIN detour_kinds" in plain_detours
+    assert render(*funnel.build("db", D, split=_settled.FINAL_EVERYWHERE, **KW)) == render(
+        *funnel.build("db", D, **KW))
 
 
 class _FakeParts:
@@ -243,22 +251,23 @@ class _FakeParts:
         return self.answers.pop(0)
 
 
-def test_a_settled_month_that_changes_during_the_report_is_read_again_with_final() -> None:
-    merged = [("202401", 1, 1, ["202401_1_4_1"]), ("202402", 2, 0, ["a", "b"])]
-    calls: list[tuple[int, ...]] = []
+def test_parts_that_change_during_a_report_make_it_run_again_with_final() -> None:
+    parts = [("202401", 1, 1, ["202401_1_4_1"]), ("202402", 2, 0, ["a", "b"]),
+             ("202312", 1, 1, ["old"])]
+    calls: list[_settled.Split] = []
 
-    def run(settled: tuple[int, ...]) -> str:
-        calls.append(settled)
-        return "final" if not settled else "fast"
+    def run(split: _settled.Split) -> str:
+        calls.append(split)
+        return "fast" if split.settled else "final"
 
-    stable = _FakeParts([merged, merged])
-    assert _settled.consistent(stable, date(2024, 1, 1), date(2024, 2, 28), run) == "fast"
-    assert calls == [(202401,)]
+    jan_feb = (date(2024, 1, 1), date(2024, 2, 28))
+    assert _settled.consistent(_FakeParts([parts, parts]), *jan_feb, run) == "fast"
+    assert calls == [_settled.Split(settled=(202401,), dirty=(202402,))]
     calls.clear()
-    changed = _FakeParts([merged, [("202401", 2, 0, ["202401_1_4_1", "202401_5_5_0"])]])
-    assert _settled.consistent(changed, date(2024, 1, 1), date(2024, 2, 28), run) == "final"
-    assert calls == [(202401,), ()]
+    inserted = [parts[0], ("202402", 3, 0, ["a", "b", "c"]), parts[2]]
+    assert _settled.consistent(_FakeParts([parts, inserted]), *jan_feb, run) == "final"
+    assert calls[1] == _settled.FINAL_EVERYWHERE
     calls.clear()
-    outside = _FakeParts([merged])
-    assert _settled.consistent(outside, date(2024, 2, 1), date(2024, 2, 28), run) == "final"
-    assert calls == [()]
+    only_feb = (date(2024, 2, 1), date(2024, 2, 28))
+    assert _settled.consistent(_FakeParts([parts]), *only_feb, run) == "final"
+    assert calls == [_settled.Split(dirty=(202402,))]

@@ -144,10 +144,6 @@ def columns(dims: Sequence[Dim], *extra: str) -> tuple[str, ...]:
     return (*COHORT_COLUMNS, *ctx, *extra)
 
 
-def settled_param(settled: Sequence[int]) -> dict[str, Any]:
-    return {"settled": tuple(int(m) for m in settled)} if settled else {}
-
-
 def dim_params(dims: Sequence[Dim]) -> dict[str, Any]:
     """Parameters the dimensions' SQL needs (the context keys)."""
     return {f"context_key{d.alias[3:]}": d.context_key for d in dims

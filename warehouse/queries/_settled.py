@@ -6,20 +6,20 @@ A monthly partition that is a single *merged* part (level > 0) holds each instan
 — a ReplacingMergeTree merge keeps only the latest version of every key — so it can be
 read without FINAL and give the same numbers. `journeys compact` (warehouse.compaction)
 makes partitions so; background merges often do too. Reports read settled months
-plainly and the rest with FINAL, in one UNION ALL, with the cohort filter inside each
-branch (18.16 does not push predicates into subqueries).
+plainly and the rest with FINAL (one UNION ALL when both exist), with the cohort filter
+inside each branch (18.16 does not push predicates into subqueries).
 
-Races: the settled set is read from system.parts before the report's queries and again
-after; if any settled month's parts changed meanwhile (an insert landed in it), the
+Races: the cohort's parts are read from system.parts before the report's queries and
+again after; if any part of those months changed meanwhile (an insert or a merge), the
 report runs again with FINAL everywhere. Parts are immutable and a merge makes a new
-name, so an unchanged name set means the query read exactly those merged parts.
+name, so an unchanged name set means the queries read exactly those parts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from warehouse.backend import Warehouse
 from warehouse.sql import qualified
@@ -33,54 +33,76 @@ def _month(d: date) -> int:
     return d.year * 100 + d.month
 
 
-def settled_months(wh: Warehouse, date_from: date, date_to: date) -> tuple[tuple[int, ...],
-                                                                         Signature]:
-    """Months of [date_from, date_to] whose partition is one merged part (or absent is
-    irrelevant: no rows), and their part names as a signature to re-check later."""
+class Split(NamedTuple):
+    """Months of a cohort's range: `settled` (one merged part: read plainly) and `dirty`
+    (several or unmerged parts: read with FINAL); months with no parts are in neither."""
+
+    settled: tuple[int, ...] = ()
+    dirty: tuple[int, ...] = ()
+
+
+FINAL_EVERYWHERE = Split()
+
+
+def split_months(wh: Warehouse, date_from: date, date_to: date) -> tuple[Split, Signature]:
+    """The cohort's months split by how they can be read, and the names of all their
+    parts as a signature to re-check after the report's queries."""
     rows = wh.query(
         "SELECT partition, count(), min(level), groupArray(name) FROM system.parts\n"
         "WHERE database = %(db)s AND table = %(t)s AND active\nGROUP BY partition",
         {"db": wh.database, "t": JOURNEY_INSTANCES.name},
     )
     lo, hi = _month(date_from), _month(date_to)
-    settled = []
+    settled, dirty, signature = [], [], []
     for partition, parts, level, names in rows:
         text = str(partition).strip("'")
-        if not text.isdigit():
+        if not text.isdigit() or not lo <= int(text) <= hi:
             continue
         month = int(text)
-        if lo <= month <= hi and int(parts) == 1 and int(level) > 0:
-            settled.append((month, tuple(sorted(str(n) for n in names))))
-    settled.sort()
-    return tuple(m for m, _ in settled), tuple(settled)
+        (settled if int(parts) == 1 and int(level) > 0 else dirty).append(month)
+        signature.append((month, tuple(sorted(str(n) for n in names))))
+    return Split(tuple(sorted(settled)), tuple(sorted(dirty))), tuple(sorted(signature))
 
 
-def source(database: str, where: str, columns: Sequence[str], settled: Sequence[int],
+def source(database: str, where: str, columns: Sequence[str], split: Split,
            array_join: str = "") -> str:
     """`FROM ... [ARRAY JOIN ...] WHERE ...` over live instances at their latest version.
 
-    No settled months: the plain FINAL form. Otherwise a UNION ALL of the settled months
-    read without FINAL and the other months with FINAL, each with the cohort filter;
-    `columns` are the ones the outer query uses (fixed lists in the report modules)."""
+    No settled month: the plain FINAL form. All months settled: a plain read of them.
+    Both: a UNION ALL of the settled months read plainly and the dirty ones with FINAL,
+    each with the cohort filter; `columns` are the ones the outer query uses (fixed
+    lists in the report modules)."""
     table = qualified(database, JOURNEY_INSTANCES.name)
     aj = f"{array_join}\n" if array_join else ""
-    if not settled:
+    if not split.settled:
         return f"FROM {table} FINAL\n{aj}{where}"
+    if not split.dirty:
+        return f"FROM {table}\n{aj}{where} AND toYYYYMM(opened_at) IN %(settled)s"
     cols = ", ".join(dict.fromkeys(columns))
     return (
         f"FROM (\n    SELECT {cols} FROM {table}\n    {where}"
         " AND toYYYYMM(opened_at) IN %(settled)s\n"
         f"    UNION ALL\n    SELECT {cols} FROM {table} FINAL\n    {where}"
-        " AND toYYYYMM(opened_at) NOT IN %(settled)s\n)\n"
+        " AND toYYYYMM(opened_at) IN %(dirty)s\n)\n"
         f"{aj}".rstrip("\n")
     )
 
 
+def params(split: Split) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if split.settled:
+        out["settled"] = split.settled
+        if split.dirty:
+            out["dirty"] = split.dirty
+    return out
+
+
 def consistent(wh: Warehouse, date_from: date, date_to: date,
-               run: Callable[[tuple[int, ...]], T]) -> T:
-    """`run(settled)`, re-run with FINAL everywhere if a settled month changed meanwhile."""
-    settled, before = settled_months(wh, date_from, date_to)
-    result = run(settled)
-    if settled and settled_months(wh, date_from, date_to)[1] != before:
-        return run(())
+               run: Callable[[Split], T]) -> T:
+    """`run(split)`; again with FINAL everywhere if the cohort's parts changed meanwhile
+    (an insert or merge: the plain-read months may no longer be what was read)."""
+    split, before = split_months(wh, date_from, date_to)
+    result = run(split)
+    if split.settled and split_months(wh, date_from, date_to)[1] != before:
+        return run(FINAL_EVERYWHERE)
     return result

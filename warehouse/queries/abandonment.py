@@ -43,31 +43,31 @@ class AbandonmentTotals(NamedTuple):
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
-    settled: tuple[int, ...] = (),
+    split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
-    """Abandoned instances per breakdown group (`settled`: months read without FINAL)."""
+    """Abandoned instances per breakdown group (`split`: see _settled)."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
                             extra=("status = 'abandoned'",))
     sql = (
         f"SELECT {j.select_dims(dims)}count() AS abandoned\n"
-        f"{_settled.source(database, where, j.columns(dims), settled)}\n"
+        f"{_settled.source(database, where, j.columns(dims), split)}\n"
         f"{j.group_by(dims)}\n"
         f"{j.order_by(dims)}"
     ).rstrip()
-    return sql, {**params, **j.dim_params(dims), **j.settled_param(settled)}
+    return sql, {**params, **j.dim_params(dims), **_settled.params(split)}
 
 
 def build_totals(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
-    channel: str | None = None, settled: tuple[int, ...] = (),
+    channel: str | None = None, split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     sql = (
         "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
-        f"{_settled.source(database, where, j.COHORT_COLUMNS, settled)}"
+        f"{_settled.source(database, where, j.COHORT_COLUMNS, split)}"
     )
-    return sql, {**params, **j.settled_param(settled)}
+    return sql, {**params, **_settled.params(split)}
 
 
 def run(
@@ -77,10 +77,10 @@ def run(
     """Rows ordered by the breakdown (steps in definition order); and cohort totals."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
 
-    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
-        return (wh.query(*build(wh.database, journey, breakdown=breakdown, settled=settled,
+    def query(split: _settled.Split) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, journey, breakdown=breakdown, split=split,
                                 **kw)),
-                wh.query(*build_totals(wh.database, journey, settled=settled, **kw)))
+                wh.query(*build_totals(wh.database, journey, split=split, **kw)))
 
     grouped, totals_row = _settled.consistent(wh, date_from, date_to, query)
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]

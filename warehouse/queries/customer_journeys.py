@@ -60,7 +60,7 @@ def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
 
 def build(
     database: str, customer_id: str, *, journey: str | None = None, limit: int = 50,
-    offset: int = 0, settled: tuple[int, ...] = (),
+    offset: int = 0, split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
     """One page, newest opened first (ties by journey, instance id: a stable order)."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -68,10 +68,10 @@ def build(
     if offset < 0:
         raise InvalidQuery("offset must not be negative")
     where, params = _where(customer_id, journey)
-    params.update(limit=limit, offset=offset, **j.settled_param(settled))
+    params.update(limit=limit, offset=offset, **_settled.params(split))
     sql = (
         f"SELECT {', '.join(_COLUMNS)}\n"
-        f"{_settled.source(database, where, _COLUMNS, settled)}\n"
+        f"{_settled.source(database, where, _COLUMNS, split)}\n"
         "ORDER BY opened_at_ms DESC, journey, instance_id\n"
         "LIMIT %(limit)s OFFSET %(offset)s"
     )
@@ -80,11 +80,11 @@ def build(
 
 def build_count(
     database: str, customer_id: str, *, journey: str | None = None,
-    settled: tuple[int, ...] = (),
+    split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
     where, params = _where(customer_id, journey)
-    source = _settled.source(database, where, ("instance_id",), settled)
-    return f"SELECT count() {source}", {**params, **j.settled_param(settled)}
+    source = _settled.source(database, where, ("instance_id",), split)
+    return f"SELECT count() {source}", {**params, **_settled.params(split)}
 
 
 def _row(v: tuple[Any, ...]) -> CustomerJourneyRow:
@@ -104,11 +104,11 @@ def run(
     offset: int = 0,
 ) -> tuple[list[CustomerJourneyRow], int]:
     """(the page, total instances of the customer matching the filter)."""
-    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
+    def query(split: _settled.Split) -> tuple[list[Any], list[Any]]:
         return (wh.query(*build(wh.database, customer_id, journey=journey, limit=limit,
-                                offset=offset, settled=settled)),
+                                offset=offset, split=split)),
                 wh.query(*build_count(wh.database, customer_id, journey=journey,
-                                      settled=settled)))
+                                      split=split)))
 
     page, count = _settled.consistent(wh, j.MIN_DATE, j.MAX_DATE, query)
     return [_row(tuple(r)) for r in page], int(count[0][0])

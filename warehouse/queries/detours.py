@@ -52,9 +52,9 @@ class DetourShare(NamedTuple):
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
-    settled: tuple[int, ...] = (),
+    split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
-    """Detours per kind and breakdown group (`settled`: months read without FINAL)."""
+    """Detours per kind and breakdown group (`split`: see _settled)."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     names = ", ".join(["kind", *(d.alias for d in dims)])
@@ -62,16 +62,16 @@ def build(
     sql = (
         f"SELECT aj_kind AS kind, {j.select_dims(dims)}"
         "count() AS detours, uniqExact(instance_id) AS instances\n"
-        f"{_settled.source(database, where, cols, settled, _ARRAY_JOIN)}\n"
+        f"{_settled.source(database, where, cols, split, _ARRAY_JOIN)}\n"
         f"GROUP BY {names}\n"
         f"ORDER BY {names}"
     )
-    return sql, {**params, **j.dim_params(dims), **j.settled_param(settled)}
+    return sql, {**params, **j.dim_params(dims), **_settled.params(split)}
 
 
 def build_shares(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
-    channel: str | None = None, settled: tuple[int, ...] = (),
+    channel: str | None = None, split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
     """Per closed status: instances, and instances having each detour kind."""
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
@@ -82,10 +82,10 @@ def build_shares(
         has.append(f"countIf(has(detour_kinds, %(kind{i})s)) AS with_{i}")
     sql = (
         f"SELECT status, count() AS instances, {', '.join(has)}\n"
-        f"{_settled.source(database, where, (*j.COHORT_COLUMNS, 'detour_kinds'), settled)}\n"
+        f"{_settled.source(database, where, (*j.COHORT_COLUMNS, 'detour_kinds'), split)}\n"
         "GROUP BY status\nORDER BY status"
     )
-    return sql, {**params, **j.settled_param(settled)}
+    return sql, {**params, **_settled.params(split)}
 
 
 def run(
@@ -95,10 +95,10 @@ def run(
     """Rows by kind then breakdown (steps in definition order); one share row per kind."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
 
-    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
-        return (wh.query(*build(wh.database, journey, breakdown=breakdown, settled=settled,
+    def query(split: _settled.Split) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, journey, breakdown=breakdown, split=split,
                                 **kw)),
-                wh.query(*build_shares(wh.database, journey, settled=settled, **kw)))
+                wh.query(*build_shares(wh.database, journey, split=split, **kw)))
 
     grouped, share_rows = _settled.consistent(wh, date_from, date_to, query)
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]

@@ -45,9 +45,9 @@ class FunnelTotals(NamedTuple):
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
-    settled: tuple[int, ...] = (),
+    split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
-    """`settled`: months read without FINAL (warehouse.queries._settled)."""
+    """`split`: which months to read with or without FINAL (warehouse.queries._settled)."""
     dims = j.dimensions(breakdown, ALLOWED)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     sql = (
@@ -56,11 +56,11 @@ def build(
         "    count() AS instances,\n"
         "    countIf(status = 'converted') AS converted,\n"
         "    countIf(status = 'abandoned' AND furthest_step = step_index) AS dropped_here\n"
-        f"{_settled.source(database, where, j.columns(dims), settled)}\n"
+        f"{_settled.source(database, where, j.columns(dims), split)}\n"
         f"{j.group_by(dims, 'step_index')}\n"
         f"{j.order_by(dims, 'step_index')}"
     )
-    return sql, {**params, **j.dim_params(dims), **j.settled_param(settled)}
+    return sql, {**params, **j.dim_params(dims), **_settled.params(split)}
 
 
 def run(
@@ -68,9 +68,9 @@ def run(
     channel: str | None = None, breakdown: list[str] | None = None,
 ) -> tuple[list[FunnelRow], FunnelTotals]:
     """Rows per (group, step), every step present for every group; and overall totals."""
-    def query(settled: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    def query(split: _settled.Split) -> list[tuple[Any, ...]]:
         return wh.query(*build(wh.database, journey, date_from=date_from, date_to=date_to,
-                               channel=channel, breakdown=breakdown, settled=settled))
+                               channel=channel, breakdown=breakdown, split=split))
 
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED)]
     groups: dict[tuple[Any, ...], dict[int, tuple[int, int, int]]] = {}

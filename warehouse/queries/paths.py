@@ -63,17 +63,17 @@ def _parts(
 def build(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, dropped_at: str | None = None, steps_only: bool = True,
-    limit: int = 20, settled: tuple[int, ...] = (),
+    limit: int = 20, split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
     """The `limit` most common (path, dropped_at) pairs; ties broken by the path text."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}")
     path, where, params = _parts(database, journey, date_from=date_from, date_to=date_to,
                                  channel=channel, dropped_at=dropped_at, steps_only=steps_only)
-    params.update(limit=limit, **j.settled_param(settled))
+    params.update(limit=limit, **_settled.params(split))
     sql = (
         f"SELECT {path} AS path, dropped_at, count() AS instances\n"
-        f"{_settled.source(database, where, _COLUMNS, settled)}\n"
+        f"{_settled.source(database, where, _COLUMNS, split)}\n"
         "GROUP BY path, dropped_at\n"
         "ORDER BY instances DESC, arrayStringConcat(path, ','), dropped_at\n"
         "LIMIT %(limit)s"
@@ -84,16 +84,16 @@ def build(
 def build_summary(
     database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, dropped_at: str | None = None, steps_only: bool = True,
-    settled: tuple[int, ...] = (),
+    split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
     """Abandoned instances and distinct (path, dropped_at) pairs over the whole filter."""
     path, where, params = _parts(database, journey, date_from=date_from, date_to=date_to,
                                  channel=channel, dropped_at=dropped_at, steps_only=steps_only)
     sql = (
         f"SELECT count(), uniqExact({path}, dropped_at)\n"
-        f"{_settled.source(database, where, _COLUMNS, settled)}"
+        f"{_settled.source(database, where, _COLUMNS, split)}"
     )
-    return sql, {**params, **j.settled_param(settled)}
+    return sql, {**params, **_settled.params(split)}
 
 
 def run(
@@ -104,9 +104,9 @@ def run(
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel,
                           "dropped_at": dropped_at, "steps_only": steps_only}
 
-    def query(settled: tuple[int, ...]) -> tuple[list[Any], list[Any]]:
-        return (wh.query(*build(wh.database, journey, limit=limit, settled=settled, **kw)),
-                wh.query(*build_summary(wh.database, journey, settled=settled, **kw)))
+    def query(split: _settled.Split) -> tuple[list[Any], list[Any]]:
+        return (wh.query(*build(wh.database, journey, limit=limit, split=split, **kw)),
+                wh.query(*build_summary(wh.database, journey, split=split, **kw)))
 
     top_rows, summary = _settled.consistent(wh, date_from, date_to, query)
     top = [(tuple(str(t) for t in p), str(d), int(n)) for p, d, n in top_rows]
