@@ -26,6 +26,7 @@ from typing import Any
 import faust
 
 from journeys.settings import WorkerSettings
+from stream.alert_worker import install_alerting
 from stream.runtime import StreamRuntime
 from stream.transport import DEFAULT_FETCH_MAX_WAIT_MS, Transport
 from stream.validate import RawValidator
@@ -61,7 +62,7 @@ class JourneysApp(faust.App):
         """Every topic this app reads or writes, with its partition count."""
         kafka = self.journeys.settings.kafka
         topics = dict.fromkeys(kafka.all_topics(), kafka.partitions)
-        for table in (self.journeys.aliases, self.journeys.states):
+        for table in self.tables.values():  # identity, customers, alerts
             topics[table.changelog_topic.get_topic_name()] = kafka.partitions
         return topics
 
@@ -180,6 +181,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
 
     app.agent(by_identity, name="journeys.identity")(identity)
     app.agent(by_customer, name="journeys.customers")(customers)
+    runtime.alerts = install_alerting(app, runtime)  # step-reached -> alerts (stream.alert_worker)
     app.timer(TICK_INTERVAL_S, name="journeys.tick")(runtime.tick)
     app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
     return app
@@ -193,4 +195,5 @@ def committed_stages(kafka_topics: Any, app_id: str) -> tuple[tuple[str, str], .
 
     return ((kafka_topics.raw_topic, validate_group(app_id)),
             (kafka_topics.by_identity_topic, app_id),
-            (kafka_topics.by_customer_topic, app_id))
+            (kafka_topics.by_customer_topic, app_id),
+            (kafka_topics.step_reached_topic, app_id))

@@ -35,6 +35,15 @@ from stream.sessions import CustomerState, Sessionizer, SessionRow
 _WAKE = struct.Struct(">q")
 NEVER = 2**62
 CLOCK_PREFIX = b"\x00clock:"  # table keys of partition clock snapshots
+FLOOR_RETENTION_MS = 24 * 3_600_000
+"""How long (event time) a finished customer's lateness floor outlives its state.
+
+A customer whose sessions and journeys are all final has nothing left but its floor
+(the watermark it was last written with), and events of that customer older than the
+floor are late. After a restart the partition clock starts again from re-delivered
+events and may sit far behind where it was; re-delivered or re-forwarded copies of the
+customer's applied events must not then open journeys again. So the floor is kept
+until the partition watermark is this far past it, then the key is deleted."""
 
 GetState = Callable[[bytes], bytes | None]
 
@@ -97,20 +106,24 @@ class CustomerBatch:
 
 
 class _Work:
-    """A customer's state while a batch is prepared (loaded once, stored once)."""
+    """A customer's state while a batch is prepared (loaded once, stored once).
+    `expire`: when it was loaded as a bare floor, the time that floor expires."""
 
-    __slots__ = ("journeys", "partition", "sessions")
+    __slots__ = ("expire", "journeys", "partition", "sessions")
 
     def __init__(self, partition: int, data: bytes | None) -> None:
         self.partition = partition
         self.sessions, self.journeys = unpack(data)
+        idle = data is not None and self.journeys.is_idle() and self.sessions.is_empty()
+        self.expire = wake_of(data) if idle and data is not None else None
 
 
 class CustomerStage:
     """Holds the engines and the per-partition progress; nothing else survives a batch."""
 
     def __init__(self, definitions: Definitions, *, allowed_lateness_ms: int,
-                 partitions: int) -> None:
+                 partitions: int, floor_retention_ms: int = FLOOR_RETENTION_MS) -> None:
+        self.floor_retention_ms = floor_retention_ms
         self.sessionizer = Sessionizer(definitions.sessions.gap_ms)
         self.engine = JourneyEngine(definitions.journeys,
                                     definitions_version=definitions.version)
@@ -231,8 +244,17 @@ class CustomerStage:
             s, j = w.sessions, w.journeys
             prog = self.progress_for(w.partition)
             if j.is_idle() and s.is_empty():
-                prog.schedule(key, None)
-                batch.states[key.encode()] = (w.partition, None)
+                # Keep the floor for a while: a re-delivered or re-forwarded copy of an
+                # applied event must still be late after a restart restarted the clock.
+                expire = w.expire  # a visit moves the floor, not its expiry
+                if expire is None:
+                    expire = max(j.checkpoint, s.watermark) + self.floor_retention_ms
+                if expire > prog.watermark:
+                    prog.schedule(key, expire)
+                    batch.states[key.encode()] = (w.partition, pack(s, j, expire))
+                else:
+                    prog.schedule(key, None)
+                    batch.states[key.encode()] = (w.partition, None)
                 continue
             wakes = [x for x in (self.engine.wake_at(j), self.sessionizer.wake_at(s))
                      if x is not None]

@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 FLUSH_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitted)
 IDLE_AFTER_MS = 1_000  # no input for this long: event time follows the wall clock
 
-ReachedHook = Callable[[int, Sequence[StepReached], int], Awaitable[None]]
-"""(by-customer partition, observations, partition watermark after them): awaited once
-per customer-stage batch and timer tick, before the batch's states are stored."""
+ReachedHook = Callable[[Mapping[int, tuple[Sequence[StepReached], int]]], Awaitable[None]]
+"""{by-customer partition: (observations, partition watermark after them)}: awaited once
+per customer-stage batch and timer tick, before the batch's states are stored; a tick
+reports every caught-up partition (idle ones too), so watermarks reach alerting."""
 
 
 def closed_message(row: InstanceRow) -> tuple[bytes, bytes]:
@@ -75,6 +76,7 @@ class StreamRuntime:
         self.sink = WarehouseSink(settings.warehouse, warehouse)
         self.aliases: Any = None  # Faust tables, set by create_app
         self.states: Any = None
+        self.alerts: Any = None  # stream.alert_worker.AlertWorker, set by create_app
         self.lock = asyncio.Lock()
         self.reached_hooks: list[ReachedHook] = []
         self.idle_after_ms = IDLE_AFTER_MS
@@ -159,6 +161,7 @@ class StreamRuntime:
             return
         async with self.lock:
             wall, due = now_ms(), []
+            idle: dict[int, tuple[Sequence[StepReached], int]] = {}
             for p in sorted(self._indexed):
                 if not self._caught_up(p):
                     continue
@@ -168,8 +171,12 @@ class StreamRuntime:
                 nxt = prog.next_wake()
                 if nxt is not None and nxt <= prog.watermark:
                     due.append(p)
+                else:
+                    idle[p] = ((), prog.watermark)
             if due:
                 await self.emit(self.customers.prepare((), self._get_state, wall, tick=due))
+            for hook in self.reached_hooks if idle else ():
+                await hook(idle)
 
     def _caught_up(self, partition: int) -> bool:
         """Every record of the partition up to its high-water mark has been applied, so
@@ -219,9 +226,8 @@ class StreamRuntime:
                                                partition, None, None))
         if pending:
             await asyncio.gather(*pending)
-        for hook in self.reached_hooks:
-            for partition, (observations, watermark) in sorted(batch.reached.items()):
-                await hook(partition, observations, watermark)
+        for hook in self.reached_hooks if batch.reached else ():
+            await hook(batch.reached)
         await self.store(self.states, batch.states)
         st.events_sessionized += batch.events
         st.events_applied += batch.applied

@@ -335,14 +335,15 @@ class Sessionizer:
         delta = SessionDelta()
         sessions = state.sessions = [s.copy() for s in state.sessions]
         for eid, t in their_seen.items():
-            if eid in state.seen:
+            if eid in state.seen:  # counted here already: count it once
                 delta.duplicates += 1
                 for s in theirs:
-                    if s.start <= t <= s.end and s.count > 1:
+                    if s.start <= t <= s.end:
                         s.count -= 1
                         break
             else:
                 state.seen[eid] = t
+        theirs = [s for s in theirs if s.count > 0]
         for s in theirs:
             delta.applied += s.count
             self._insert(sessions, s, vanished, last_seen)

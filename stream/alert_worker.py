@@ -1,0 +1,194 @@
+"""Drop-off alerting wired into the Faust worker (batch logic: stream.alert_stage).
+
+`install_alerting(app, runtime)` adds, next to the customer stage:
+
+- a reached hook on the customer stage: each batch's (and timer tick's) settled
+  "step reached" observations and partition watermarks go to `<prefix>.step-reached`,
+  acknowledged before the customer batch is committed;
+- the `journeys.alerts` agent on that topic, with the `alert-state` table (one value per
+  (journey, step) state key plus one per partition for the source watermarks; one
+  changelog write per key per batch). Per batch: apply, emit the records of newly final
+  windows (warehouse `alerts`, `<prefix>.alerts`, webhooks via a spooled dispatcher),
+  then store the states, then commit. A crash anywhere re-runs the batch from the
+  stored state; every sink is idempotent on alert_id, so re-emission is harmless
+  (a webhook receiver may see a POST twice: delivery is at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.types import EventT
+
+from journeys.definitions import load_definitions
+from stream.alert_stage import AlertStage, Reached, StepReachedRouter
+from stream.alerting.delivery import DeadLetter, WebhookDispatcher
+from stream.alerting.evaluator import AlertRecord
+from stream.alerting.service import AlertSink, AlertSinkError
+from stream.alerting.webhooks import summary
+
+if TYPE_CHECKING:
+    from stream.app import JourneysApp
+    from stream.runtime import StreamRuntime
+
+log = logging.getLogger(__name__)
+
+ALERT_TABLE = "alert-state"
+MESSAGES_PER_BATCH = 64
+EMIT_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitted)
+
+
+def spool_dir(data_dir: Path, app_id: str) -> Path:
+    """Pending webhook deliveries of this worker (resumed after a restart)."""
+    return Path(data_dir) / "alert-spool" / app_id
+
+
+class AlertWorker:
+    """The alert stage of one worker: router (producer side), stage, sinks, stats."""
+
+    def __init__(self, app: JourneysApp, runtime: StreamRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+        settings = runtime.settings
+        definitions = load_definitions(settings.definitions_path).journeys
+        parts = settings.kafka.partitions
+        self.router = StepReachedRouter(definitions, parts)
+        self.stage = AlertStage(definitions, parts)
+        self.table: Any = None  # set by install_alerting
+        self.lock = asyncio.Lock()
+        self.dispatcher: WebhookDispatcher | None = None
+        cfg = settings.alerting
+        if cfg.webhook_urls or cfg.slack_webhook_urls:
+            self.dispatcher = WebhookDispatcher.from_settings(
+                cfg, on_dead_letter=self._dead_letter,
+                spool_dir=spool_dir(settings.data_dir, settings.app_id))
+        self.sink = AlertSink(store=self._store, publish=self._publish,
+                              dispatcher=self.dispatcher)
+        self.fired = 0
+        self.recovered = 0
+        self.late = 0
+        self.watermark = 0
+
+    # ----------------------------------------------------------- customer side
+    async def publish_reached(self, reached: Reached) -> None:
+        """The customer stage's reached hook: returns once the broker has everything."""
+        messages, confirm = self.router.route(reached)
+        if not messages:
+            return
+        topic, producer = self.runtime.settings.kafka.step_reached_topic, self.app.producer
+        pending = [await producer.send(topic, None, value, q, None, None)
+                   for q, value in messages]
+        await asyncio.gather(*pending)
+        self.router.confirm(confirm)
+
+    # -------------------------------------------------------------- alert side
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.data.get(key)
+        return value
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        async with self.lock:
+            batch = self.stage.prepare(((e.message.partition, e.message.value)
+                                        for e in events), self._get)
+            if batch.undecodable:
+                log.warning("alerts: skipped %d undecodable messages", batch.undecodable)
+            if batch.records:
+                await self.emit(batch.records)
+            await self.runtime.store(self.table, dict(batch.states))
+            self.late += batch.late
+            if batch.watermarks:
+                self.watermark = max(self.watermark, *batch.watermarks.values())
+
+    async def emit(self, records: Sequence[AlertRecord]) -> None:
+        """Store, publish, queue webhooks; retried whole (idempotent), then crash."""
+        delay, deadline = 0.2, time.monotonic() + EMIT_RETRY_DEADLINE_S
+        while True:
+            try:
+                await self.sink.emit(records)
+                break
+            except AlertSinkError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("emitting %d alerts failed (%s); retrying in %.1fs",
+                            len(records), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        for r in records:
+            if r.kind == "fired":
+                self.fired += 1
+                log.warning("%s [alert %s]", summary(r), r.alert_id)
+            else:
+                self.recovered += 1
+                log.info("%s [resolves %s]", summary(r), r.resolves)
+
+    def _store(self, rows: Sequence[Any]) -> None:
+        from warehouse.writers_alerts import write_alerts
+
+        if self.runtime.sink.enabled:
+            write_alerts(self.runtime.sink.warehouse, rows)
+
+    async def _publish(self, key: bytes, value: bytes) -> None:
+        topic = self.runtime.settings.kafka.alerts_topic
+        fut = await self.app.producer.send(topic, key, value, None, None, None)
+        await fut
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        """Undeliverable webhook: dead_letters table (stage alert_webhook) + topic."""
+        from warehouse.writers import write_dead_letters
+
+        if self.runtime.sink.enabled:
+            wh = self.runtime.sink.warehouse
+            await asyncio.to_thread(write_dead_letters, wh, [letter])
+        topic = self.runtime.settings.kafka.dead_letter_topic
+        fut = await self.app.producer.send(topic, letter.alert_id.encode(), letter.to_bytes(),
+                                           None, None, None)
+        await fut
+
+    async def on_recovered(self) -> None:
+        """Partitions may have moved: re-read states and watermarks from the table."""
+        async with self.lock:
+            self.stage.forget()
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.start()  # resumes spooled deliveries
+
+    async def stop(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()  # drains briefly; the rest stays spooled
+
+
+def _raw_schema() -> faust.Schema:
+    return faust.Schema(key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw")
+
+
+def install_alerting(app: JourneysApp, runtime: StreamRuntime) -> AlertWorker:
+    """Topic, table, agent and hook of the alert stage (call from create_app)."""
+    kafka = runtime.settings.kafka
+    worker = AlertWorker(app, runtime)
+    topic = app.topic(kafka.step_reached_topic, schema=_raw_schema(),
+                      partitions=kafka.partitions)
+    worker.table = app.Table(ALERT_TABLE, default=None, partitions=kafka.partitions,
+                             key_type=bytes, value_type=bytes,
+                             help="drop-off alert state per (journey, step) (stream.alert_stage)")
+    worker.table.on_recover(worker.on_recovered)
+    runtime.add_reached_hook(worker.publish_reached)
+
+    async def alerts(stream: faust.StreamT) -> None:
+        await worker.start()
+        try:
+            await runtime.run_batches(stream, MESSAGES_PER_BATCH, worker.handle)
+        finally:
+            await worker.stop()
+
+    app.agent(topic, name="journeys.alerts")(alerts)
+    return worker
+

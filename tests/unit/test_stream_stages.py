@@ -1,0 +1,161 @@
+"""The worker's three stages together must produce the reference's journeys and sessions.
+
+Random multi-channel traffic as raw JSON (customers, anonymous devices, placeholder ids,
+duplicates, out-of-order arrival), random batching and partition interleaving, handovers
+fed back, restarts with re-delivery, idle wall-clock ticks (tests/unit/stream_harness).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from journeys.definitions import parse_definitions
+from stream.identity import JUNK_IDS
+from tests.unit.stream_harness import (
+    CHANNELS,
+    Pipeline,
+    reference_sessions,
+    reference_view,
+    resolve,
+)
+
+BASE = 1_772_323_200_000
+STEPS = ("view", "cart", "pay", "done")
+TYPES = (*STEPS, "help", "other", "identify")
+
+
+def definitions(abandon: int, window: int, gap: int) -> Any:
+    return parse_definitions({
+        "journeys": [
+            {"name": "buy", "steps": list(STEPS), "abandon_after": f"{abandon}ms",
+             "conversion_window": f"{window}ms", "off_path": ["help"]},
+            {"name": "short", "steps": ["cart", "pay"], "abandon_after": f"{abandon * 2}ms",
+             "conversion_window": f"{window}ms"},
+        ],
+        "sessions": {"gap": f"{gap}ms"},
+    })
+
+
+def event(i: int, t: int, typ: str, channel: str, cust: str | None,
+          anon: str | None) -> dict[str, Any]:
+    return {"event_id": f"e{i:04d}", "type": typ, "channel": channel, "occurred_at": BASE + t,
+            "customer_id": cust, "anonymous_id": anon,
+            "context": {"campaign": f"k{i % 3}"} if typ == "view" else {}}
+
+
+@st.composite
+def traffic(draw: Any, *, links: bool, span: int) -> list[dict[str, Any]]:
+    people = draw(st.integers(1, 4))
+    ids: list[tuple[str | None, str | None]] = []
+    for k in range(people):
+        ids.append((f"c{k}", None))
+        ids.append((None, f"d{k}"))
+        if links:
+            ids.append((f"c{k}", f"d{k}"))
+    ids.append((None, draw(st.sampled_from(sorted(JUNK_IDS - {""})))))
+    raw = draw(st.lists(st.tuples(st.integers(0, span), st.sampled_from(TYPES),
+                                  st.sampled_from(CHANNELS), st.sampled_from(ids)),
+                        min_size=1, max_size=60))
+    return [event(i, t, typ, ch, c, a) for i, (t, typ, ch, (c, a)) in enumerate(raw)]
+
+
+def arrival(draw: Any, events: list[dict[str, Any]],
+            lateness: int) -> list[tuple[int, dict[str, Any]]]:
+    dups = draw(st.lists(st.sampled_from(events), max_size=10))
+    arrivals = [*events, *dups]
+    jitter = draw(st.lists(st.integers(0, max(lateness - 1, 0)), min_size=len(arrivals),
+                           max_size=len(arrivals)))
+    keyed = sorted(((e["occurred_at"] + j, k, e) for k, (e, j) in
+                    enumerate(zip(arrivals, jitter, strict=True))), key=lambda x: x[:2])
+    return [(t, e) for t, _, e in keyed]
+
+
+def run(case: Any, *, restarts: bool) -> tuple[Pipeline, list[dict[str, Any]], int]:
+    defs, lateness, events, order, seed, partitions = case
+    rnd = random.Random(seed)
+    pipe = Pipeline(defs, partitions=partitions, lateness_ms=lateness, seed=seed)
+    i = 0
+    while i < len(order):
+        n = rnd.randint(1, 8)
+        chunk = order[i:i + n]
+        pipe.feed_raw([e for _, e in chunk], chunk[-1][0])
+        i += n
+        for _ in range(rnd.randint(0, 3)):
+            pipe.step_identity()
+            pipe.step_customers()
+        if rnd.random() < 0.15:
+            pipe.tick()
+        if restarts and rnd.random() < 0.1:
+            pipe.restart()
+    final = max(e["occurred_at"] for e in events) + 10 * 10**6
+    pipe.finish(final)
+    return pipe, events, final
+
+
+@st.composite
+def scenario(draw: Any, *, links: bool) -> Any:
+    abandon = draw(st.integers(5, 80))
+    window = draw(st.integers(5, 250))
+    gap = draw(st.integers(1, 60))
+    if links:
+        # the whole story within the lateness: nothing settles before stitching
+        span = draw(st.integers(0, 300))
+        lateness = span + draw(st.integers(1, 50))
+    else:
+        span, lateness = 400, draw(st.integers(0, 150))
+    events = draw(traffic(links=links, span=span))
+    order = arrival(draw, events, lateness)
+    return (definitions(abandon, window, gap), lateness, events, order,
+            draw(st.integers(0, 2**32 - 1)), draw(st.integers(1, 4)))
+
+
+def check(pipe: Pipeline, events: list[dict[str, Any]], final: int) -> None:
+    evs = resolve(events, set(JUNK_IDS))
+    assert pipe.journey_view() == reference_view(pipe.defs, evs, final)
+    assert pipe.live_sessions() == reference_sessions(evs, pipe.defs.sessions.gap_ms)
+    closed = sorted(r.instance_id for r in pipe.closed)
+    assert len(closed) == len(set(closed))  # each close published once
+    assert set(closed) == {i for i, r in pipe.journey_view().items() if r[2] != "open"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario(links=False))
+def test_stages_equal_reference_out_of_order_with_duplicates(case: Any) -> None:
+    pipe, events, final = run(case, restarts=False)
+    assert pipe.late == 0  # arrival within the lateness: nothing is late
+    check(pipe, events, final)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario(links=False))
+def test_restarts_with_redelivery_change_nothing(case: Any) -> None:
+    pipe, events, final = run(case, restarts=True)
+    check(pipe, events, final)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario(links=True))
+def test_stitching_moves_anonymous_activity_to_the_customer(case: Any) -> None:
+    pipe, events, final = run(case, restarts=True)
+    check(pipe, events, final)
+    links = {}
+    for _, e in case[3]:  # arrival order: the first link of a device wins
+        if e["customer_id"] and e["anonymous_id"] and e["anonymous_id"].startswith("d"):
+            links.setdefault(e["anonymous_id"], (e["customer_id"], e["event_id"]))
+    assert {m.anonymous_id: (m.customer_id, m.event_id) for m in pipe.merges} == links
+
+
+def test_state_table_values_are_small_and_decodable() -> None:
+    defs = definitions(60_000, 600_000, 30_000)
+    pipe = Pipeline(defs, partitions=2, lateness_ms=1000, seed=1)
+    pipe.feed_raw([event(i, i * 1000, STEPS[i % 3], CHANNELS[i % 2], "c1", None)
+                   for i in range(12)])
+    pipe.drain()
+    [value] = [v for k, v in pipe.states.items() if not k.startswith(b"\x00")]
+    assert orjson.loads(value[8:])["j"]["o"]["buy"]  # open run stored as its path
+    assert len(value) < 1024

@@ -1,0 +1,114 @@
+"""Hand-written stories through the three stream stages: stitching, timers, floors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from journeys.definitions import parse_definitions
+from stream.customer_stage import unpack
+from stream.progress import PartitionProgress
+from tests.unit.stream_harness import Pipeline
+
+BASE = 1_772_323_200_000
+M = 60_000
+H = 60 * M
+DEFS = parse_definitions({
+    "journeys": [{"name": "buy", "steps": ["view", "cart", "pay", "done"],
+                  "abandon_after": "1h", "conversion_window": "1d", "off_path": ["help"]}],
+    "sessions": {"gap": "30m"},
+})
+
+
+def ev(i: int, t: int, typ: str, ch: str = "web", cust: str | None = None,
+       anon: str | None = None) -> dict[str, Any]:
+    return {"event_id": f"e{i:03d}", "type": typ, "channel": ch, "occurred_at": BASE + t,
+            "customer_id": cust, "anonymous_id": anon,
+            "context": {"campaign": "spring"} if typ == "view" else {}}
+
+
+def pipeline(lateness: int = 5 * M, partitions: int = 3) -> Pipeline:
+    return Pipeline(DEFS, partitions=partitions, lateness_ms=lateness, seed=1)
+
+
+def feed(pipe: Pipeline, events: list[dict[str, Any]]) -> None:
+    pipe.feed_raw(events, max(e["occurred_at"] for e in events))
+    pipe.drain()
+
+
+def test_anonymous_browsing_then_login_is_one_customer_journey() -> None:
+    pipe = pipeline()
+    feed(pipe, [ev(1, 0, "view", anon="dev1"), ev(2, M, "cart", anon="dev1")])
+    [anon_row] = pipe.instances.values()
+    assert anon_row.customer_id == "dev1" and anon_row.entry_context == {"campaign": "spring"}
+    feed(pipe, [ev(3, 2 * M, "identify", "app", cust="cust1", anon="dev1"),
+                ev(4, 3 * M, "pay", "app", cust="cust1"), ev(5, 4 * M, "done", "app", anon="dev1")])
+    pipe.finish(BASE + 2 * H)
+    [row] = pipe.instances.values()  # the anonymous instance was retracted
+    assert (row.customer_id, row.status, row.path_types) == (
+        "cust1", "converted", ["view", "cart", "identify", "pay", "done"])
+    assert row.entry_context == {"campaign": "spring"}
+    assert ("channel_switch", "cart") in zip(row.detour_kinds, row.detour_steps, strict=True)
+    assert [(m.anonymous_id, m.customer_id, m.event_id) for m in pipe.merges] == [
+        ("dev1", "cust1", "e003")]
+    assert pipe.live_sessions() == {("cust1", BASE, BASE + 4 * M, 5)}
+    assert anon_row.instance_id in pipe.versions and anon_row.instance_id not in pipe.instances
+
+
+def test_device_linked_after_its_events_settled_joins_the_open_journey() -> None:
+    """The customer's journey is open and settled (behind its checkpoint) when the
+    device's open journey arrives by handover: both are replayed into one instance."""
+    pipe = pipeline(lateness=M, partitions=1)
+    feed(pipe, [ev(1, 0, "view", "app", cust="cust1")])
+    feed(pipe, [ev(2, 5 * M, "view", anon="dev1"), ev(3, 6 * M, "cart", anon="dev1")])
+    feed(pipe, [ev(9, 30 * M, "page", "store", cust="other")])  # watermark -> 29m
+    feed(pipe, [ev(4, 31 * M, "identify", cust="cust1", anon="dev1")])
+    pipe.finish(BASE + 3 * H)
+    rows = {r.customer_id: r for r in pipe.instances.values()}
+    assert set(rows) == {"cust1"}
+    assert rows["cust1"].path_types == ["view", "view", "cart", "identify"]
+    assert (rows["cust1"].status, rows["cust1"].dropped_at) == ("abandoned", "cart")
+
+
+def test_first_link_wins_and_placeholder_ids_never_merge() -> None:
+    pipe = pipeline()
+    feed(pipe, [ev(1, 0, "view", cust="alice", anon="guest"),
+                ev(2, M, "view", cust="bob", anon="GUEST"),
+                ev(3, 2 * M, "cart", anon="guest"),  # nobody's: raw table only
+                ev(4, 3 * M, "identify", cust="alice", anon="dev9"),
+                ev(5, 4 * M, "identify", cust="bob", anon="dev9")])  # dev9 stays alice's
+    pipe.finish(BASE + 2 * H)
+    assert [(m.anonymous_id, m.customer_id) for m in pipe.merges] == [("dev9", "alice")]
+    assert sorted(r.customer_id for r in pipe.instances.values()) == ["alice", "bob"]
+
+
+def test_finished_customer_keeps_its_floor_then_is_deleted() -> None:
+    pipe = pipeline(lateness=M, partitions=1)
+    feed(pipe, [ev(1, 0, "view", cust="c1"), ev(2, M, "done", cust="c1")])
+    feed(pipe, [ev(3, 2 * H, "page", cust="c2")])  # c1's journey and session are final
+    s, j = unpack(pipe.states[b"c1"])
+    assert s.is_empty() and j.is_idle() and j.checkpoint > BASE
+    pipe.restart()  # fresh clocks; the old events come again: still late for c1
+    feed(pipe, [ev(1, 0, "view", cust="c1"), ev(2, M, "done", cust="c1")])
+    assert [r.status for r in pipe.instances.values()] == ["converted"]
+    feed(pipe, [ev(4, 30 * H, "page", cust="c2")])  # 24h past c1's floor: deleted
+    pipe.tick()
+    assert b"c1" not in pipe.states
+
+
+def test_progress_idle_advance_seed_and_wake_index() -> None:
+    prog = PartitionProgress(allowed_lateness_ms=1000)
+    assert not prog.idle_advance(10_000, 500)  # no base yet
+    prog.observe(BASE, wall_ms=10_000)
+    assert prog.watermark == BASE - 1000
+    assert not prog.idle_advance(10_400, 500)  # not idle long enough
+    assert prog.idle_advance(12_000, 500)
+    assert prog.watermark == BASE + 2000 - 1000  # moved with the wall clock
+    prog.schedule("a", BASE + 5000)
+    prog.schedule("b", BASE)
+    prog.schedule("a", BASE + 500)  # rescheduled: the old entry is stale
+    assert prog.next_wake() == BASE
+    assert prog.due(BASE + 1000) == ["b", "a"] and prog.due(BASE + 10_000) == []
+    fresh = PartitionProgress(allowed_lateness_ms=1000)
+    fresh.load_seed(prog.snapshot(12_000))
+    assert fresh.idle_advance(15_000, 500)  # a restarted owner resumes from the snapshot
+    assert fresh.watermark == BASE + 2000 + 3000 - 1000
