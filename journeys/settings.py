@@ -57,6 +57,12 @@ class KafkaConfig(BaseModel):
     def alerts_topic(self) -> str:
         return f"{self.topic_prefix}.alerts"
 
+    @property
+    def step_reached_topic(self) -> str:
+        """Internal: "step reached" observations keyed by alert state, plus by-customer
+        partition watermarks broadcast to every partition (stream.alert_stage)."""
+        return f"{self.topic_prefix}.step-reached"
+
     def all_topics(self) -> tuple[str, ...]:
         return (
             self.raw_topic,
@@ -65,6 +71,7 @@ class KafkaConfig(BaseModel):
             self.by_customer_topic,
             self.closed_journeys_topic,
             self.alerts_topic,
+            self.step_reached_topic,
         )
 
 

@@ -1,0 +1,202 @@
+"""The worker's alert stage (stream.alert_stage): routing, watermarks across partitions,
+and, as a property, the whole repartitioned path equals the batch reference under
+interleaving, re-delivery, lost acknowledgements, crashes and restarts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journeys.definitions import AlertRule, JourneyDefinition
+from stream.alert_stage import (
+    AlertStage,
+    StepReachedRouter,
+    decode,
+    key_bytes,
+    marks_key,
+)
+from stream.alerting.evaluator import NO_WATERMARK, AlertRecord, StepReached, final_before
+from stream.envelopes import partition_for
+from tests.reference import alerts_ref
+from tests.reference.journeys_ref import Instance
+from tests.unit.test_alerts_property import (
+    canonical,
+    definitions,
+    instances,
+    observations,
+)
+
+H = 3_600_000
+PURCHASE = JourneyDefinition(
+    name="purchase", steps=("a", "b", "c", "d"), abandon_after="1h", conversion_window="1d",
+    alert=AlertRule(window="1h", horizon="30m", baseline_windows=4, min_volume=5,
+                    threshold=0.15, confidence=0.99))
+
+
+def obs(step: int, t: int, iid: str = "i1", channel: str = "web") -> StepReached:
+    return StepReached("purchase", iid, step, t, channel)
+
+
+def bodies(messages: list[tuple[int, bytes]]) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for q, value in messages:
+        body = decode(value)
+        assert body is not None
+        out.append((q, body))
+    return out
+
+
+def test_observation_goes_to_its_step_and_the_step_before() -> None:
+    parts = 8
+    router = StepReachedRouter([PURCHASE], parts)
+    where = {s: partition_for(f"purchase\x1f{s}", parts) for s in range(3)}
+    for step, keys in ((0, [0]), (1, [0, 1]), (2, [1, 2]), (3, [2])):  # 3 is the goal
+        router = StepReachedRouter([PURCHASE], parts)
+        router.confirm({0: router.keys.quantize(0)})  # no watermark to broadcast
+        msgs = bodies(router.route({0: ([obs(step, 10)], 0)})[0])
+        assert sorted(q for q, _ in msgs) == sorted({where[k] for k in keys})
+        assert all(b["o"] == [["purchase", "i1", step, 10, "web"]] for _, b in msgs)
+    other = StepReached("unknown", "i", 1, 1, "web")
+    router.confirm({0: router.keys.quantize(5)})
+    assert router.route({0: ([other], 5)})[0] == []
+
+
+def test_watermarks_broadcast_only_when_a_window_boundary_moves() -> None:
+    router = StepReachedRouter([PURCHASE], 3)
+    msgs, confirm = router.route({1: ([], 10 * H)})
+    assert [q for q, _ in msgs] == [0, 1, 2]
+    assert all(b["w"] == [[1, 10 * H]] for _, b in bodies(msgs))
+    assert router.route({1: ([], 10 * H + 1)})[0]  # not confirmed (send failed): again
+    router.confirm(confirm)
+    assert router.route({1: ([], 10 * H + 60_000)})[0] == []  # same final windows
+    msgs, confirm = router.route({1: ([], 11 * H)})  # the next window became final
+    assert len(msgs) == 3 and confirm == {1: (final_before(11 * H, PURCHASE.alert),)}
+    # an idle partition (no events yet) reports once, as NO_WATERMARK
+    msgs, confirm = router.route({2: ([], NO_WATERMARK)})
+    assert all(b["w"] == [[2, NO_WATERMARK]] for _, b in bodies(msgs))
+    router.confirm(confirm)
+    assert router.route({2: ([], NO_WATERMARK)})[0] == []
+
+
+def test_watermark_rides_after_the_observations_of_its_partition() -> None:
+    router = StepReachedRouter([PURCHASE], 1)
+    many = [obs(1, 5, iid=f"i{i}") for i in range(12_000)]
+    msgs = bodies(router.route({0: (many, 10 * H)})[0])
+    assert [len(b["o"]) for _, b in msgs] == [5000, 5000, 2000]  # once per partition
+    assert ["w" in b for _, b in msgs] == [False, False, True]
+
+
+def _stage_input(stage: AlertStage, table: dict[bytes, bytes],
+                 items: list[tuple[int, bytes]]) -> Any:
+    batch = stage.prepare(items, table.get)
+    table.update({k: v for k, (_q, v) in batch.states.items()})
+    return batch
+
+
+def test_min_watermark_over_all_sources_idle_ones_excluded() -> None:
+    stage, table = AlertStage([PURCHASE], 3), {}
+    msg = orjson.dumps({"v": 1, "o": [], "w": [[0, 10 * H], [1, 12 * H]]})
+    b = _stage_input(stage, table, [(0, msg)])
+    assert b.watermarks == {0: NO_WATERMARK}  # source 2 never reported: hold back
+    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "w": [[2, NO_WATERMARK]]}))])
+    assert b.watermarks == {0: 10 * H}  # source 2 has no events: it does not hold back
+    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "w": [[0, 9 * H]]}))])
+    assert b.watermarks == {0: 10 * H}  # a source's watermark never goes back
+    assert orjson.loads(table[marks_key(0)]) == {"0": 10 * H, "1": 12 * H, "2": NO_WATERMARK}
+    restarted = AlertStage([PURCHASE], 3)  # marks come back from the table
+    assert restarted.watermark(0, table.get) == 10 * H
+
+
+def test_states_written_once_per_touched_key_and_restored() -> None:
+    stage, table = AlertStage([PURCHASE], 1), {}
+    rows = [["purchase", f"i{i}", 1, 1000 + i, "web"] for i in range(5)]
+    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "o": rows}))] * 3)
+    assert set(b.states) == {key_bytes(("purchase", 0)), key_bytes(("purchase", 1))}
+    assert b.observations == 30 and b.late == 0  # 5 rows x 2 keys x 3 (re-delivered)
+    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "w": [[0, 2 * H]]}))])
+    assert b.records == [] and set(b.states) == {marks_key(0), *(
+        key_bytes(("purchase", s)) for s in range(3))}  # windows closed: all advanced
+    late = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "o": rows[:1]}))])
+    assert late.late == 2  # its window is final now
+
+
+# --------------------------------------------------------------------- property
+def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
+              seed: int) -> tuple[dict[str, AlertRecord], int]:
+    """Sources emit settled observations + watermarks through the router into P logs;
+    the stage consumes random interleavings, sometimes crashing before its states are
+    stored (the batch is re-delivered) or restarting from the table."""
+    rnd = random.Random(seed)
+    parts, lateness = rnd.randint(1, 4), rnd.randint(0, 30)
+    source = {i.instance_id: rnd.randrange(parts) for i in insts}
+    arrivals = []
+    for o in observations(insts):
+        for _ in range(2 if rnd.random() < 0.05 else 1):  # re-emitted by a restarted source
+            arrivals.append((o.reached_at_ms + rnd.randint(0, lateness), rnd.random(), o))
+    arrivals.sort(key=lambda a: a[:2])
+    router, stage = StepReachedRouter([d], parts), AlertStage([d], parts)
+    logs: list[list[bytes]] = [[] for _ in range(parts)]
+    committed, table = [0] * parts, {}
+    pending: dict[int, list[StepReached]] = {p: [] for p in range(parts)}
+    emitted: dict[str, AlertRecord] = {}
+    late = 0
+
+    def flush(sources: list[int], wm: int) -> None:
+        messages, confirm = router.route({p: (pending[p], wm) for p in sources})
+        for q, value in messages:
+            logs[q].append(value)
+        if rnd.random() < 0.9:
+            router.confirm(confirm)
+        for p in sources:
+            pending[p] = []
+
+    def consume(limit: int) -> None:
+        nonlocal stage, late
+        heads = list(committed)
+        batch: list[tuple[int, bytes]] = []
+        while len(batch) < limit:
+            ready = [q for q in range(parts) if heads[q] < len(logs[q])]
+            if not ready:
+                break
+            q = rnd.choice(ready)
+            batch.append((q, logs[q][heads[q]]))
+            heads[q] += 1
+        out = stage.prepare(batch, table.get)
+        late += out.late
+        for r in out.records:
+            assert emitted.setdefault(r.alert_id, r) == r  # re-emission: identical
+        if rnd.random() < 0.1:  # crash before the states are stored: re-delivered
+            stage = AlertStage([d], parts)
+            return
+        table.update({k: v for k, (_q, v) in out.states.items()})
+        committed[:] = heads
+        if rnd.random() < 0.05:
+            stage = AlertStage([d], parts)  # restart / rebalance
+
+    for t, _, o in arrivals:
+        pending[source[o.instance_id]].append(o)
+        if rnd.random() < 0.3:
+            flush(rnd.sample(range(parts), rnd.randint(1, parts)), t - lateness)
+        if rnd.random() < 0.2:
+            consume(rnd.randint(1, 6))
+    flush(list(range(parts)), final_wm)
+    while any(committed[q] < len(logs[q]) for q in range(parts)):
+        consume(rnd.randint(1, 6))
+    return emitted, late
+
+
+@given(d=definitions(), insts=instances(), seed=st.integers(0, 2**32), final=st.integers(0, 400))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_repartitioned_stage_equals_batch_reference(
+    d: JourneyDefinition, insts: list[Instance], seed: int, final: int
+) -> None:
+    final_wm = max([t for i in insts for t, _ in i.reached.values()], default=0) + final
+    emitted, late = _simulate(d, insts, final_wm, seed)
+    got = [alerts_ref.RefAlert(r.kind, r.journey, r.step, r.channel, r.window_start_ms,
+                               r.population, r.dropped, r.baseline) for r in emitted.values()]
+    assert canonical(got) == canonical(alerts_ref.alerts(d, insts, final_wm))
+    assert late == 0
