@@ -27,29 +27,31 @@ COHORT = ("WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= '
 def test_funnel_sql() -> None:
     sql = render(*funnel.build("db", D, channel="web", breakdown=["hour"], **KW))
     assert sql == (
-        "SELECT toUInt32(toStartOfHour(opened_at)) AS hour, "
-        "arrayJoin(range(toUInt64(furthest_step) + 1)) AS step_index,\n"
-        "    count() AS instances,\n"
+        "SELECT toUInt32(toStartOfHour(opened_at)) AS hour, furthest_step, "
+        "count() AS instances,\n"
         "    countIf(status = 'converted') AS converted,\n"
-        "    countIf(status = 'abandoned' AND furthest_step = step_index) AS dropped_here\n"
+        "    countIf(status = 'abandoned') AS abandoned\n"
         "FROM db.journey_instances FINAL\n"
         f"{COHORT} AND entry_channel = 'web'\n"
-        "GROUP BY hour, step_index\n"
-        "ORDER BY hour, step_index"
+        "GROUP BY hour, furthest_step\n"
+        "ORDER BY hour, furthest_step"
     )
 
 
 def test_abandonment_sql() -> None:
     assert render(*abandonment.build("db", D, **KW)) == (
-        "SELECT dropped_at AS step, count() AS abandoned\n"
+        "SELECT dropped_at AS step, status, count() AS instances\n"
         "FROM db.journey_instances FINAL\n"
-        f"{COHORT} AND status = 'abandoned'\n"
-        "GROUP BY step\n"
-        "ORDER BY step"
+        f"{COHORT}\n"
+        "GROUP BY step, status\n"
+        "ORDER BY step, status"
     )
-    assert render(*abandonment.build_totals("db", D, **KW)) == (
-        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
-        f"FROM db.journey_instances FINAL\n{COHORT}"
+    assert render(*abandonment.build("db", D, breakdown=[], **KW)) == (
+        "SELECT status, count() AS instances\n"
+        "FROM db.journey_instances FINAL\n"
+        f"{COHORT}\n"
+        "GROUP BY status\n"
+        "ORDER BY status"
     )
 
 
@@ -104,16 +106,17 @@ def test_context_breakdown_sql_passes_the_key_as_a_parameter() -> None:
     assert params["context_key0"] == "country" and params["context_key1"] == "device.os"
     assert render(sql, params) == (
         "SELECT context_values[indexOf(context_keys, 'country')] AS ctx0, dropped_at AS step, "
-        "context_values[indexOf(context_keys, 'device.os')] AS ctx1, count() AS abandoned\n"
+        "context_values[indexOf(context_keys, 'device.os')] AS ctx1, status, "
+        "count() AS instances\n"
         "FROM db.journey_instances FINAL\n"
-        f"{COHORT} AND status = 'abandoned'\n"
-        "GROUP BY ctx0, step, ctx1\n"
-        "ORDER BY ctx0, step, ctx1"
+        f"{COHORT}\n"
+        "GROUP BY ctx0, step, ctx1, status\n"
+        "ORDER BY ctx0, step, ctx1, status"
     )
     funnel_sql = render(*funnel.build("db", D, breakdown=["context.utm-source"], **KW))
     assert funnel_sql.startswith(
-        "SELECT context_values[indexOf(context_keys, 'utm-source')] AS ctx0, arrayJoin(")
-    assert funnel_sql.endswith("GROUP BY ctx0, step_index\nORDER BY ctx0, step_index")
+        "SELECT context_values[indexOf(context_keys, 'utm-source')] AS ctx0, furthest_step,")
+    assert funnel_sql.endswith("GROUP BY ctx0, furthest_step\nORDER BY ctx0, furthest_step")
     detours_sql = render(*detours.build("db", D, breakdown=["context.campaign"], **KW))
     assert "GROUP BY kind, ctx0\nORDER BY kind, ctx0" in detours_sql
 
@@ -208,23 +211,24 @@ def test_writer_rejects_bad_rows(bad: dict[str, Any]) -> None:
 
 def test_settled_months_are_read_without_final() -> None:
     both = _settled.Split(settled=(202312,), dirty=(202401,))
-    sql, params = abandonment.build_totals("db", D, split=both, **KW)
+    sql, params = abandonment.build("db", D, split=both, **KW)
     cols = "instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
     assert render(sql, params) == (
-        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
+        "SELECT dropped_at AS step, status, count() AS instances\n"
         "FROM (\n"
         f"    SELECT {cols} FROM db.journey_instances\n"
         f"    {COHORT} AND toYYYYMM(opened_at) IN (202312)\n"
         "    UNION ALL\n"
         f"    SELECT {cols} FROM db.journey_instances FINAL\n"
         f"    {COHORT} AND toYYYYMM(opened_at) IN (202401)\n"
-        ")"
+        ")\nGROUP BY step, status\nORDER BY step, status"
     )
     only = _settled.Split(settled=(202312, 202401))
-    assert render(*abandonment.build_totals("db", D, split=only, **KW)) == (
-        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
+    assert render(*abandonment.build("db", D, split=only, **KW)) == (
+        "SELECT dropped_at AS step, status, count() AS instances\n"
         "FROM db.journey_instances\n"
-        f"{COHORT} AND toYYYYMM(opened_at) IN (202312, 202401)"
+        f"{COHORT} AND toYYYYMM(opened_at) IN (202312, 202401)\n"
+        "GROUP BY step, status\nORDER BY step, status"
     )
     detours_sql = render(*detours.build("db", D, breakdown=["context.country"], split=both,
                                         **KW))

@@ -45,29 +45,17 @@ def build(
     channel: str | None = None, breakdown: list[str] | None = None,
     split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
-    """Abandoned instances per breakdown group (`split`: see _settled)."""
+    """Instances per breakdown group and status, in one scan: the abandoned ones are the
+    rows, all of them the cohort totals (`split`: see _settled)."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
-    where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
-                            extra=("status = 'abandoned'",))
-    sql = (
-        f"SELECT {j.select_dims(dims)}count() AS abandoned\n"
-        f"{_settled.source(database, where, j.columns(dims), split)}\n"
-        f"{j.group_by(dims)}\n"
-        f"{j.order_by(dims)}"
-    ).rstrip()
-    return sql, {**params, **j.dim_params(dims), **_settled.params(split)}
-
-
-def build_totals(
-    database: str, journey: JourneyDefinition, *, date_from: date, date_to: date,
-    channel: str | None = None, split: _settled.Split = _settled.FINAL_EVERYWHERE,
-) -> tuple[str, dict[str, Any]]:
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     sql = (
-        "SELECT count(), countIf(status = 'abandoned'), countIf(status = 'converted')\n"
-        f"{_settled.source(database, where, j.COHORT_COLUMNS, split)}"
+        f"SELECT {j.select_dims(dims)}status, count() AS instances\n"
+        f"{_settled.source(database, where, j.columns(dims), split)}\n"
+        f"{j.group_by(dims, 'status')}\n"
+        f"{j.order_by(dims, 'status')}"
     )
-    return sql, {**params, **_settled.params(split)}
+    return sql, {**params, **j.dim_params(dims), **_settled.params(split)}
 
 
 def run(
@@ -75,20 +63,21 @@ def run(
     channel: str | None = None, breakdown: list[str] | None = None,
 ) -> tuple[list[AbandonmentRow], AbandonmentTotals]:
     """Rows ordered by the breakdown (steps in definition order); and cohort totals."""
-    kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
+    def query(split: _settled.Split) -> list[Any]:
+        return wh.query(*build(wh.database, journey, date_from=date_from, date_to=date_to,
+                               channel=channel, breakdown=breakdown, split=split))
 
-    def query(split: _settled.Split) -> tuple[list[Any], list[Any]]:
-        return (wh.query(*build(wh.database, journey, breakdown=breakdown, split=split,
-                                **kw)),
-                wh.query(*build_totals(wh.database, journey, split=split, **kw)))
-
-    grouped, totals_row = _settled.consistent(wh, date_from, date_to, query)
     dims = [d.name for d in j.dimensions(breakdown, ALLOWED, DEFAULT)]
     found = []
-    for r in grouped:
-        values = {n: j.dim_value(n, v) for n, v in zip(dims, r[: len(dims)], strict=True)}
-        found.append((values, int(r[len(dims)])))
-    opened, abandoned, converted = (int(x) for x in totals_row[0])
+    by_status: dict[str, int] = {}
+    for r in _settled.consistent(wh, date_from, date_to, query):
+        status, n = str(r[len(dims)]), int(r[len(dims) + 1])
+        by_status[status] = by_status.get(status, 0) + n
+        if status == "abandoned":
+            found.append(({k: j.dim_value(k, v) for k, v in
+                           zip(dims, r[: len(dims)], strict=True)}, n))
+    opened = sum(by_status.values())
+    abandoned, converted = by_status.get("abandoned", 0), by_status.get("converted", 0)
 
     def order(item: tuple[dict[str, Any], int]) -> tuple[Any, ...]:
         v = item[0]
