@@ -117,7 +117,8 @@ PATHS_EXAMPLE = {
 }
 
 CUSTOMER_EXAMPLE = {
-    "customer_id": "c-1842", "total": 3, "limit": 1, "offset": 0, "next_offset": 1,
+    "customer_id": "c-1842", "resolved_from": None, "total": 3, "limit": 1, "offset": 0,
+    "next_offset": 1,
     "journeys": [{
         "instance_id": "5f1c0e9a2b7d44c18e3a9b10", "journey": "purchase", "status": "abandoned",
         "opened_at": "2024-01-02T10:00:00Z", "closed_at": "2024-01-03T10:05:00Z",

@@ -155,7 +155,9 @@ class CustomerJourneyOut(BaseModel):
 class CustomerJourneysOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [openapi.CUSTOMER_EXAMPLE]})
 
-    customer_id: str
+    customer_id: str = Field(description="the stitched customer key the journeys belong to")
+    resolved_from: str | None = Field(
+        None, description="the anonymous id asked for, when stitching linked it to customer_id")
     journeys: list[CustomerJourneyOut]
     total: int
     limit: int

@@ -40,7 +40,7 @@ from api.routes.report_models import (
 from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
-from warehouse.queries import abandonment, customer_journeys, detours, funnel, paths
+from warehouse.queries import abandonment, customer_journeys, detours, funnel, identity, paths
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -218,11 +218,23 @@ async def customer_journeys_report(
         st.definitions.get(journey)  # 404 for an unknown definition
     customer_journeys.build(st.warehouse.database, customer_id, journey=journey, limit=limit,
                             offset=offset)
-    rows, total = await to_thread.run_sync(lambda: customer_journeys.run(
-        st.warehouse, customer_id, journey=journey, limit=limit, offset=offset))
+
+    def lookup() -> tuple[str, list[customer_journeys.CustomerJourneyRow], int]:
+        """The customer's page; for an anonymous id stitched to a customer, that one's."""
+        rows, total = customer_journeys.run(st.warehouse, customer_id, journey=journey,
+                                            limit=limit, offset=offset)
+        if total == 0:
+            linked = identity.resolve(st.warehouse, customer_id)
+            if linked is not None and linked != customer_id:
+                return linked, *customer_journeys.run(st.warehouse, linked, journey=journey,
+                                                      limit=limit, offset=offset)
+        return customer_id, rows, total
+
+    key, rows, total = await to_thread.run_sync(lookup)
     if total == 0:
         raise NotFound(f"no journeys recorded for customer {customer_id!r}")
     nxt = offset + len(rows)
-    return CustomerJourneysOut(customer_id=customer_id, journeys=[_journey_out(r) for r in rows],
+    return CustomerJourneysOut(customer_id=key, journeys=[_journey_out(r) for r in rows],
+                               resolved_from=customer_id if key != customer_id else None,
                                total=total, limit=limit, offset=offset,
                                next_offset=nxt if nxt < total else None)

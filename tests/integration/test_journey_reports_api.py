@@ -16,6 +16,7 @@ from journeys.settings import ApiSettings
 from tests.integration.journey_report_support import frame, loaded, open_warehouse
 from tests.reference.journeys_ref import Instance
 from tests.reference.journeys_ref import funnel as ref_funnel
+from warehouse.writers_identity import write_identity_merges
 
 RANGE = {"from": "2024-01-02", "to": "2024-01-03"}
 _COUNT = iter(range(1_000_000))
@@ -258,3 +259,17 @@ def test_other_endpoints(api: tuple[TestClient, Any]) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "/v1/alerts?journey=" in page.text
     assert all(f"id=\"{p}\"" in page.text for p in ("funnel", "abandonment", "detours", "alerts"))
+
+
+def test_an_anonymous_id_stitched_to_a_customer_finds_its_journeys(
+        api: tuple[TestClient, Any]) -> None:
+    client, (_, instances) = api
+    customer = instances[0].customer
+    wh = client.app.state.journeys.warehouse  # type: ignore[attr-defined]
+    write_identity_merges(wh, [{"anonymous_id": "device-42", "customer_id": customer,
+                                "merged_at_ms": 1_704_153_600_000, "event_id": "e-link"}])
+    direct = client.get(f"/v1/customers/{customer}/journeys").json()
+    via = client.get("/v1/customers/device-42/journeys").json()
+    assert via["customer_id"] == customer and via["resolved_from"] == "device-42"
+    assert via["journeys"] == direct["journeys"] and direct["resolved_from"] is None
+    assert client.get("/v1/customers/device-43/journeys").status_code == 404
