@@ -93,7 +93,7 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
         "rows": report.rows, "accepted": report.accepted, "rows_per_s": report.rows / secs,
         "cpu_pct": 100 * cpu / secs,
         "producer_share_pct": 100 * (io_cpu + TimedProducer.send_cpu) / cpu,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "max_rss_mb": _peak_rss_mb(),
         "rss_peak_by_part": {f"{lo}–{hi}%": max((m for n, m in samples
                                                  if lo <= 100 * n / report.rows <= hi),
                                                 default=0.0)
@@ -103,6 +103,15 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
 
 def _rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM: this process image's peak RSS (ru_maxrss survives exec on Linux and would
+    report the parent's size at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _peaks(r: dict[str, Any]) -> str:
