@@ -5,13 +5,15 @@ without FINAL (warehouse.queries._settled), ~10x faster on ClickHouse 18.16. Bac
 merges get there on their own only eventually; `journeys compact` (from cron, e.g.
 hourly) does it now with `OPTIMIZE ... PARTITION p FINAL`, which rewrites one month:
 seconds for millions of rows. New inserts make a month unsettled again until the next
-run; reports stay exact meanwhile (they use FINAL there).
+run; reports stay exact meanwhile (they use FINAL there). Settled months then get a
+rollup (warehouse.rollups) that funnel and abandonment read instead of the instances.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from warehouse import rollups
 from warehouse.backend import Warehouse
 from warehouse.sql import qualified
 from warehouse.tables import JOURNEY_INSTANCES
@@ -40,9 +42,12 @@ def unsettled(wh: Warehouse) -> list[Unsettled]:
 
 
 def compact(wh: Warehouse, partitions: list[Unsettled] | None = None) -> list[Unsettled]:
-    """OPTIMIZE ... FINAL each unsettled partition (or the given ones); returns them."""
+    """OPTIMIZE ... FINAL each unsettled partition (or the given ones), then roll up
+    every settled month that has no rollup yet (warehouse.rollups); returns the
+    partitions optimized."""
     todo = unsettled(wh) if partitions is None else partitions
     table = qualified(wh.database, JOURNEY_INSTANCES.name)
     for p in todo:
         wh.execute(f"OPTIMIZE TABLE {table} PARTITION %(p)s FINAL", {"p": int(p.partition)})
+    rollups.roll_up(wh)
     return todo

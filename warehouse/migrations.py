@@ -188,10 +188,27 @@ _JOURNEY_CONTEXT = (
     AddColumn("journey_instances", "context_values", "Array(String)"),
 )
 
+_JOURNEY_ROLLUPS = """
+CREATE TABLE IF NOT EXISTS {db}.journey_rollups (
+    source_part String,
+    journey String,
+    day Date,
+    entry_channel String,
+    furthest_step UInt8,
+    status String,
+    dropped_at String,
+    instances UInt64
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (journey, source_part, day, entry_channel, furthest_step, status, dropped_at)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
     Migration(3, "0003_journey_instances", (_JOURNEY_INSTANCES,)),  # warehouse.writers_journeys
     Migration(4, "0004_stream_stitching", _STREAM_STITCHING),  # stream (issue 3)
     Migration(5, "0005_journey_context", _JOURNEY_CONTEXT),  # report breakdown by context
+    # Per-part counts of settled months: funnel/abandonment without scanning instances.
+    Migration(6, "0006_journey_rollups", (_JOURNEY_ROLLUPS,)),  # warehouse.rollups
 )

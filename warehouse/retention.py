@@ -18,11 +18,18 @@ from typing import NamedTuple
 from journeys.errors import InvalidQuery
 from warehouse.backend import Warehouse
 from warehouse.sql import qualified
-from warehouse.tables import DEAD_LETTERS, JOURNEY_INSTANCES, SESSIONS, TOUCHPOINTS
+from warehouse.tables import (
+    DEAD_LETTERS,
+    JOURNEY_INSTANCES,
+    JOURNEY_ROLLUPS,
+    SESSIONS,
+    TOUCHPOINTS,
+)
 from warehouse.writers_alerts import ALERTS
 
 TABLES: tuple[str, ...] = (
     TOUCHPOINTS.name, SESSIONS.name, DEAD_LETTERS.name, ALERTS.name, JOURNEY_INSTANCES.name,
+    JOURNEY_ROLLUPS.name,  # by the month of `day` (= the instances' opened_at month)
 )
 """Tables partitioned by toYYYYMM of their time column (schema_migrations is not)."""
 

@@ -138,7 +138,25 @@ IDENTITY_MERGES = Table(
 (migration 0004). ReplacingMergeTree by anonymous_id: the first link wins in the
 stream, so re-deliveries write the same row again."""
 
+JOURNEY_ROLLUPS = Table(
+    "journey_rollups",
+    (
+        ("source_part", "String"),  # the journey_instances part the rows were counted from
+        ("journey", "String"),  # '' = the part's marker row (written last: rollup complete)
+        ("day", "Date"),  # toDate(opened_at)
+        ("entry_channel", "String"),
+        ("furthest_step", "UInt8"),
+        ("status", "String"),
+        ("dropped_at", "String"),
+        ("instances", "UInt64"),  # live instances (deleted = 0) with these values
+    ),
+)
+"""Per-part counts of settled journey_instances months (migration 0006, written by
+`journeys compact`, read by funnel/abandonment: warehouse/rollups.py).
+ReplacingMergeTree by every column but `instances`, read with FINAL, so a rollup
+written twice for one part counts once."""
+
 ALL_TABLES: tuple[Table, ...] = (
     TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS, JOURNEY_INSTANCES,
-    IDENTITY_MERGES,
+    IDENTITY_MERGES, JOURNEY_ROLLUPS,
 )

@@ -15,12 +15,13 @@ from deploy.cli import app as cli
 from journeys.definitions import load_definitions
 from journeys.settings import WarehouseConfig
 from tests.integration.journey_report_support import open_warehouse
-from warehouse import compaction
+from warehouse import compaction, rollups
 from warehouse.backend import Warehouse
 from warehouse.connect import connect
 from warehouse.queries import _settled, abandonment, customer_journeys, funnel
 from warehouse.schema import migrate
-from warehouse.writers_journeys import write_journey_instances
+from warehouse.tables import JOURNEY_INSTANCES
+from warehouse.writers_journeys import journey_retraction_row, write_journey_instances
 
 D = load_definitions().get("purchase")
 JAN, FEB = 1_704_153_600_000, 1_706_832_000_000  # 2024-01-02, 2024-02-02
@@ -61,7 +62,14 @@ def wh(request: pytest.FixtureRequest, run_id: str) -> Iterator[Warehouse]:
 def _reports(wh: Warehouse) -> tuple[Any, ...]:
     return (funnel.run(wh, D, breakdown=["context.country"], **RANGE),
             abandonment.run(wh, D, breakdown=["day", "step"], **RANGE),
-            customer_journeys.run(wh, "c3", limit=500))
+            customer_journeys.run(wh, "c3", limit=500),
+            funnel.run(wh, D, **RANGE),  # these two read rollups where they exist
+            abandonment.run(wh, D, breakdown=["step", "channel"], **RANGE))
+
+
+def _months(wh: Warehouse) -> tuple[tuple[int, ...], ...]:
+    s = _settled.split_months(wh, **RANGE)[0]
+    return s.settled, s.dirty, s.rolled
 
 
 def test_any_mix_of_settled_months_gives_the_same_numbers(wh: Warehouse) -> None:
@@ -71,15 +79,27 @@ def test_any_mix_of_settled_months_gives_the_same_numbers(wh: Warehouse) -> None
     assert _settled.split_months(wh, **RANGE)[0] == _settled.Split(dirty=(202401, 202402))
     assert [p.partition for p in compaction.unsettled(wh)] == [202401, 202402]
     compaction.compact(wh, [p for p in compaction.unsettled(wh) if p.partition == 202401])
-    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split((202401,), (202402,))
+    assert _months(wh) == ((202401,), (202402,), (202401,))  # settled and rolled up
     assert _reports(wh) == dirty
     assert [p.partition for p in compaction.compact(wh)] == [202402]
-    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split((202401, 202402))
+    assert _months(wh) == ((202401, 202402), (), (202401, 202402))
     assert compaction.unsettled(wh) == []
     assert _reports(wh) == dirty
     write_journey_instances(wh, [_instance(3, FEB, 5, 3)])  # a later version lands: FINAL again
-    assert _settled.split_months(wh, **RANGE)[0] == _settled.Split((202401,), (202402,))
-    assert funnel.run(wh, D, **RANGE)[1].converted == dirty[0][1].converted + 1
+    assert _months(wh) == ((202401,), (202402,), (202401,))
+    later = _reports(wh)
+    assert later[3][1].converted == dirty[3][1].converted + 1
+    assert later[0][1] == later[3][1]  # rollup + FINAL month = FINAL/plain reads
+    retracted = _instance(9, JAN, 0, 0)  # a tombstone in a rolled-up month
+    wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, [journey_retraction_row(
+        retracted["instance_id"], "purchase", "c2", retracted["opened_at_ms"], 9)])
+    assert _months(wh) == ((), (202401, 202402), ())
+    gone = _reports(wh)
+    assert gone[3][1].opened == later[3][1].opened - 1
+    compaction.compact(wh)
+    assert _months(wh) == ((202401, 202402), (), (202401, 202402))
+    assert _reports(wh) == gone
+    assert rollups.roll_up(wh) == []  # idempotent: every settled part has its rollup
 
 
 def test_cli(wh: Warehouse) -> None:

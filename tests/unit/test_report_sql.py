@@ -256,8 +256,8 @@ class _FakeParts:
 
 
 def test_parts_that_change_during_a_report_make_it_run_again_with_final() -> None:
-    parts = [("202401", 1, 1, ["202401_1_4_1"]), ("202402", 2, 0, ["a", "b"]),
-             ("202312", 1, 1, ["old"])]
+    parts = [("202401", 1, 1, ["202401_1_4_1"], 0), ("202402", 2, 0, ["a", "b"], 0),
+             ("202312", 1, 1, ["old"], 0)]
     calls: list[_settled.Split] = []
 
     def run(split: _settled.Split) -> str:
@@ -268,10 +268,70 @@ def test_parts_that_change_during_a_report_make_it_run_again_with_final() -> Non
     assert _settled.consistent(_FakeParts([parts, parts]), *jan_feb, run) == "fast"
     assert calls == [_settled.Split(settled=(202401,), dirty=(202402,))]
     calls.clear()
-    inserted = [parts[0], ("202402", 3, 0, ["a", "b", "c"]), parts[2]]
+    inserted = [parts[0], ("202402", 3, 0, ["a", "b", "c"], 0), parts[2]]
     assert _settled.consistent(_FakeParts([parts, inserted]), *jan_feb, run) == "final"
     assert calls[1] == _settled.FINAL_EVERYWHERE
+    calls.clear()
+    calls.clear()
+    rolled = [("202401", 1, 1, ["202401_1_4_1"], 1), *parts[1:]]
+    assert _settled.consistent(_FakeParts([rolled, rolled]), *jan_feb, run) == "fast"
+    assert calls == [_settled.Split(settled=(202401,), dirty=(202402,), rolled=(202401,),
+                                    rolled_parts=("202401_1_4_1",))]
+    calls.clear()  # a rollup deleted (or written) meanwhile: run again with FINAL
+    assert _settled.consistent(_FakeParts([rolled, parts]), *jan_feb, run) == "final"
     calls.clear()
     only_feb = (date(2024, 2, 1), date(2024, 2, 28))
     assert _settled.consistent(_FakeParts([parts]), *only_feb, run) == "final"
     assert calls == [_settled.Split(dirty=(202402,))]
+
+
+
+def test_rolled_up_months_are_read_from_rollups() -> None:
+    split = _settled.Split(settled=(202312, 202401), dirty=(202402,), rolled=(202312,),
+                           rolled_parts=("202312_1_9_2",))
+    kw = {"date_from": date(2023, 12, 1), "date_to": date(2024, 2, 29)}
+    cohort = ("WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= "
+              "'2023-12-01' AND toDate(opened_at) <= '2024-02-29' AND entry_channel = 'web'")
+    cols = "instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
+    assert render(*funnel.build("db", D, channel="web", breakdown=["day"], split=split,
+                                **kw)) == (
+        "SELECT day, furthest_step, sum(m_instances) AS instances, sum(m_converted) AS "
+        "converted, sum(m_abandoned) AS abandoned\nFROM (\n"
+        "SELECT toDate(opened_at) AS day, furthest_step, count() AS m_instances, "
+        "countIf(status = 'converted') AS m_converted, countIf(status = 'abandoned') AS "
+        "m_abandoned\nFROM (\n"
+        f"    SELECT {cols} FROM db.journey_instances\n"
+        f"    {cohort} AND toYYYYMM(opened_at) IN (202401)\n"
+        "    UNION ALL\n"
+        f"    SELECT {cols} FROM db.journey_instances FINAL\n"
+        f"    {cohort} AND toYYYYMM(opened_at) IN (202402)\n)\n"
+        "GROUP BY day, furthest_step\nUNION ALL\n"
+        "SELECT day AS day, furthest_step, sum(instances) AS m_instances, "
+        "sumIf(instances, status = 'converted') AS m_converted, "
+        "sumIf(instances, status = 'abandoned') AS m_abandoned\n"
+        "FROM db.journey_rollups FINAL\n"
+        "WHERE journey = 'purchase' AND day >= '2023-12-01' AND day <= '2024-02-29' AND "
+        "source_part IN ('202312_1_9_2') AND entry_channel = 'web'\n"
+        "GROUP BY day, furthest_step\n)\n"
+        "GROUP BY day, furthest_step\nORDER BY day, furthest_step"
+    )
+    only_dirty = split._replace(settled=(202312,))
+    assert render(*abandonment.build("db", D, split=only_dirty, **kw)) == (
+        "SELECT step, status, sum(m_instances) AS instances\nFROM (\n"
+        "SELECT dropped_at AS step, status, count() AS m_instances\n"
+        "FROM db.journey_instances FINAL\n"
+        "WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= '2023-12-01' "
+        "AND toDate(opened_at) <= '2024-02-29' AND toYYYYMM(opened_at) IN (202402)\n"
+        "GROUP BY step, status\nUNION ALL\n"
+        "SELECT dropped_at AS step, status, sum(instances) AS m_instances\n"
+        "FROM db.journey_rollups FINAL\n"
+        "WHERE journey = 'purchase' AND day >= '2023-12-01' AND day <= '2024-02-29' AND "
+        "source_part IN ('202312_1_9_2')\nGROUP BY step, status\n)\n"
+        "GROUP BY step, status\nORDER BY step, status"
+    )
+    all_rolled = _settled.Split(settled=(202312,), rolled=(202312,),
+                                rolled_parts=("202312_1_9_2",))
+    assert "journey_instances" not in render(*funnel.build("db", D, split=all_rolled, **kw))
+    for breakdown in (["hour"], ["context.country"]):  # not rolled up: read the instances
+        sql = render(*abandonment.build("db", D, breakdown=breakdown, split=all_rolled, **kw))
+        assert "journey_rollups" not in sql and "toYYYYMM(opened_at) IN (202312)" in sql

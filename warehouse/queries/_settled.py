@@ -22,11 +22,12 @@ from datetime import date
 from typing import Any, NamedTuple, TypeVar
 
 from warehouse.backend import Warehouse
+from warehouse.rollups import MARKER
 from warehouse.sql import qualified
-from warehouse.tables import JOURNEY_INSTANCES
+from warehouse.tables import JOURNEY_INSTANCES, JOURNEY_ROLLUPS
 
 T = TypeVar("T")
-Signature = tuple[tuple[int, tuple[str, ...]], ...]
+Signature = tuple[tuple[int, tuple[str, ...], bool], ...]
 
 
 def _month(d: date) -> int:
@@ -35,10 +36,18 @@ def _month(d: date) -> int:
 
 class Split(NamedTuple):
     """Months of a cohort's range: `settled` (one merged part: read plainly) and `dirty`
-    (several or unmerged parts: read with FINAL); months with no parts are in neither."""
+    (several or unmerged parts: read with FINAL); months with no parts are in neither.
+    `rolled`: the settled months whose part has a rollup (warehouse.rollups), and
+    `rolled_parts` those parts' names — reports that can read rollups do so there."""
 
     settled: tuple[int, ...] = ()
     dirty: tuple[int, ...] = ()
+    rolled: tuple[int, ...] = ()
+    rolled_parts: tuple[str, ...] = ()
+
+    def without_rolled(self) -> Split:
+        """The months to read from journey_instances when rollups serve `rolled`."""
+        return Split(tuple(m for m in self.settled if m not in self.rolled), self.dirty)
 
 
 FINAL_EVERYWHERE = Split()
@@ -47,21 +56,30 @@ FINAL_EVERYWHERE = Split()
 def split_months(wh: Warehouse, date_from: date, date_to: date) -> tuple[Split, Signature]:
     """The cohort's months split by how they can be read, and the names of all their
     parts as a signature to re-check after the report's queries."""
+    rollups = qualified(wh.database, JOURNEY_ROLLUPS.name)
     rows = wh.query(
-        "SELECT partition, count(), min(level), groupArray(name) FROM system.parts\n"
+        "SELECT partition, count(), min(level), groupArray(name),\n"
+        f"    max(name IN (SELECT source_part FROM {rollups} WHERE journey = %(marker)s))\n"
+        "FROM system.parts\n"
         "WHERE database = %(db)s AND table = %(t)s AND active\nGROUP BY partition",
-        {"db": wh.database, "t": JOURNEY_INSTANCES.name},
+        {"db": wh.database, "t": JOURNEY_INSTANCES.name, "marker": MARKER},
     )
     lo, hi = _month(date_from), _month(date_to)
-    settled, dirty, signature = [], [], []
-    for partition, parts, level, names in rows:
+    settled, dirty, rolled, rolled_parts, signature = [], [], [], [], []
+    for partition, parts, level, names, has_rollup in rows:
         text = str(partition).strip("'")
         if not text.isdigit() or not lo <= int(text) <= hi:
             continue
         month = int(text)
-        (settled if int(parts) == 1 and int(level) > 0 else dirty).append(month)
-        signature.append((month, tuple(sorted(str(n) for n in names))))
-    return Split(tuple(sorted(settled)), tuple(sorted(dirty))), tuple(sorted(signature))
+        single = int(parts) == 1 and int(level) > 0
+        (settled if single else dirty).append(month)
+        if single and int(has_rollup):
+            rolled.append(month)
+            rolled_parts.append(str(names[0]))
+        signature.append((month, tuple(sorted(str(n) for n in names)), bool(int(has_rollup))))
+    split = Split(tuple(sorted(settled)), tuple(sorted(dirty)), tuple(sorted(rolled)),
+                  tuple(sorted(rolled_parts)))
+    return split, tuple(sorted(signature))
 
 
 def source(database: str, where: str, columns: Sequence[str], split: Split,

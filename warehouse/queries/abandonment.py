@@ -16,7 +16,7 @@ import pandas as pd
 from journeys.definitions import JourneyDefinition
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
-from warehouse.queries import _settled
+from warehouse.queries import _rollup, _settled
 
 ALLOWED = {"step": "dropped_at", **j.BASE_DIMENSIONS}
 DEFAULT = ("step",)
@@ -49,6 +49,10 @@ def build(
     rows, all of them the cohort totals (`split`: see _settled)."""
     dims = j.dimensions(breakdown, ALLOWED, DEFAULT)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
+    if _rollup.usable(dims, split):
+        measures = (("instances", "count()", "sum(instances)"),)
+        sql = _rollup.sql(database, dims, ("status",), where, channel, split, measures)
+        return sql, {**params, **j.dim_params(dims), **_rollup.params(split)}
     sql = (
         f"SELECT {j.select_dims(dims)}status, count() AS instances\n"
         f"{_settled.source(database, where, j.columns(dims), split)}\n"

@@ -17,9 +17,14 @@ import pandas as pd
 from journeys.definitions import JourneyDefinition
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
-from warehouse.queries import _settled
+from warehouse.queries import _rollup, _settled
 
 ALLOWED = dict(j.BASE_DIMENSIONS)
+MEASURES = (  # (alias, over instances, over rollups: warehouse.queries._rollup)
+    ("instances", "count()", "sum(instances)"),
+    ("converted", "countIf(status = 'converted')", "sumIf(instances, status = 'converted')"),
+    ("abandoned", "countIf(status = 'abandoned')", "sumIf(instances, status = 'abandoned')"),
+)
 
 
 class FunnelRow(NamedTuple):
@@ -51,6 +56,9 @@ def build(
     """`split`: which months to read with or without FINAL (warehouse.queries._settled)."""
     dims = j.dimensions(breakdown, ALLOWED)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
+    if _rollup.usable(dims, split):
+        sql = _rollup.sql(database, dims, ("furthest_step",), where, channel, split, MEASURES)
+        return sql, {**params, **j.dim_params(dims), **_rollup.params(split)}
     sql = (
         f"SELECT {j.select_dims(dims)}furthest_step, count() AS instances,\n"
         "    countIf(status = 'converted') AS converted,\n"
