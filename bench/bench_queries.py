@@ -9,8 +9,10 @@ FINAL has real collapsing to do, inserted in 10 batches as a stream would leave 
 (several parts per partition). Times the report functions the API calls
 (warehouse.queries.funnel.run / abandonment.run: SQL + Python shaping) as loaded (every
 month unsettled, read with FINAL), then runs `journeys compact` and times them again
-(months settled, read without FINAL) together with the HTTP endpoints in-process
-(FastAPI TestClient); each variant `--runs` times after 2 warm-up calls.
+(months settled and rolled up: funnel/abandonment read journey_rollups, breakdowns the
+rollup lacks — hour, context — read the instances without FINAL) together with the HTTP
+endpoints in-process (FastAPI TestClient); each variant `--runs` times after 2 warm-up
+calls. Each table is printed with the 1-minute load average before and after it.
 
     .venv/bin/python bench/bench_queries.py                       # both backends, 10M
     .venv/bin/python bench/bench_queries.py --events 1000000 --backends chdb
@@ -19,6 +21,7 @@ month unsettled, read with FINAL), then runs `journeys compact` and times them a
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -154,6 +157,8 @@ def variants(wh: Warehouse) -> list[tuple[str, Callable[[], Any]]]:
             wh, d, breakdown=["day", "step"], **kw)),
         ("abandonment 90d by step x context.country", lambda: abandonment.run(
             wh, d, breakdown=["step", "context.country"], **kw)),
+        ("funnel 90d by hour (no rollup)", lambda: funnel.run(
+            wh, d, breakdown=["hour"], **kw)),
     ]
 
 
@@ -170,10 +175,13 @@ def http_variants(client: Any) -> list[tuple[str, Callable[[], Any]]]:
 
 
 def table(title: str, rows: list[tuple[str, Callable[[], Any]]], runs: int) -> None:
-    print(f"\n{title}\n\n| query ({runs} runs) | p50 ms | p95 ms |\n|---|---:|---:|")
+    load = os.getloadavg()[0]
+    print(f"\n{title} (load {load:.1f})\n\n| query ({runs} runs) | p50 ms | p95 ms |\n"
+          "|---|---:|---:|")
     for name, fn in rows:
         p50, p95 = timed(fn, runs)
         print(f"| {name} | {p50:.0f} | {p95:.0f} |", flush=True)
+    print(f"(load after: {os.getloadavg()[0]:.1f})")
 
 
 def measure(wh: Warehouse, config: WarehouseConfig, runs: int, final_runs: int) -> None:
@@ -183,7 +191,8 @@ def measure(wh: Warehouse, config: WarehouseConfig, runs: int, final_runs: int) 
     table("as loaded (unsettled months: FINAL)", variants(wh)[:2], final_runs)
     started = time.perf_counter()
     done = compaction.compact(wh)
-    print(f"\n`journeys compact`: {len(done)} partitions in {time.perf_counter() - started:.1f} s")
+    print(f"\n`journeys compact` (incl. rollups): {len(done)} partitions in "
+          f"{time.perf_counter() - started:.1f} s")
     app = create_app(ApiSettings(warehouse=config), warehouse=wh)
     with TestClient(app) as client:
         table("compacted (settled months: no FINAL)", variants(wh) + http_variants(client), runs)

@@ -116,3 +116,12 @@ def test_cli(wh: Warehouse) -> None:
     assert compaction.unsettled(wh) == []
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and "compacted 0 partition(s)" in again.output
+
+
+def test_a_database_without_rollups_reads_instances(wh: Warehouse) -> None:
+    """Reports keep working on a database not yet migrated to 0006."""
+    expected = _reports(wh)
+    compaction.compact(wh)
+    wh.execute(f"DROP TABLE {wh.database}.journey_rollups")
+    assert _months(wh) == ((202401, 202402), (), ())
+    assert _reports(wh) == expected
