@@ -38,13 +38,15 @@ START = 1_772_323_200_000  # 2026-03-01T00:00Z
 
 
 # A backlog read from several raw partitions reaches a by-customer partition in batch
-# order, not event-time order, so a compressed history (hours of event time posted in a
-# second, as here, or a worker catching up after downtime) has events beyond the 5-min
-# lateness marked late and left out of sessions. That is the stream stage's merge (its
-# validate stage reads all raw partitions with getmany), not ingest; with one partition
-# the order is the producers' and the result must be exact.
+# order, not event-time order: the validate stage forwards each getmany batch partition
+# by partition. When one batch spans more than the 5-min lateness (hours of event time
+# posted in a second, as here; a worker catching up after downtime; the demo feed),
+# events are marked late and left out of sessions. Whether it happens depends on how the
+# backlog is batched (seen: this test fails or passes from run to run; the demo had
+# 37,493 of 40,213 events late in one run, 0 in another). A stream-stage issue, not
+# ingest; with one partition the order is the producers' and the result must be exact.
 CROSS_PARTITION_BACKLOG = pytest.mark.xfail(
-    reason="stream: cross-partition backlog arrives out of event-time order → late events",
+    reason="stream: a cross-partition backlog can arrive out of event-time order → late",
     strict=False)
 
 
