@@ -27,6 +27,7 @@ import faust
 from faust.types import EventT
 
 from journeys.definitions import load_definitions
+from journeys.timeutil import ms_to_iso
 from stream.alert_stage import AlertStage, Reached, StepReachedRouter
 from stream.alerting.delivery import DeadLetter, WebhookDispatcher
 from stream.alerting.evaluator import AlertRecord
@@ -103,7 +104,11 @@ class AlertWorker:
             await self.runtime.store(self.table, dict(batch.states))
             self.late += batch.late
             if batch.watermarks:
-                self.watermark = max(self.watermark, *batch.watermarks.values())
+                wm = max(batch.watermarks.values())
+                if wm > self.watermark:
+                    log.info("alerts: windows final up to watermark %s (partitions %s)",
+                             ms_to_iso(wm), sorted(batch.watermarks))
+                    self.watermark = wm
 
     async def emit(self, records: Sequence[AlertRecord]) -> None:
         """Store, publish, queue webhooks; retried whole (idempotent), then crash."""

@@ -195,5 +195,4 @@ def committed_stages(kafka_topics: Any, app_id: str) -> tuple[tuple[str, str], .
 
     return ((kafka_topics.raw_topic, validate_group(app_id)),
             (kafka_topics.by_identity_topic, app_id),
-            (kafka_topics.by_customer_topic, app_id),
-            (kafka_topics.step_reached_topic, app_id))
+            (kafka_topics.by_customer_topic, app_id))

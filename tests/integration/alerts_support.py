@@ -1,21 +1,23 @@
 """Helpers for the alerting integration tests and bench: incident traffic and a webhook receiver.
 
-The journey engine (identity stitching + instances) is not in the stream yet, so the
-"step reached" observations are derived from generated traffic with the reference
-semantics: a naive batch stitch (every anonymous id linked to the customer id it ever
-appears with), tests/reference/journeys_ref.py instances, then one observation per
-reached step, replayed in event-time order as the engine would emit them.
+Expected alerts come from the reference semantics: a naive batch stitch (every anonymous
+id linked to the customer id it ever appears with), tests/reference/journeys_ref.py
+instances, then one "step reached" observation per reached step (also replayed in
+event-time order for in-process evaluator tests); `Traffic.raw` holds the generated wire
+events for runs through a real worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import orjson
 from aiohttp import web
 
 from ingest.generator import GeneratorConfig, Story, generate_events
@@ -42,6 +44,7 @@ class Traffic:
     final_watermark: int
     expected: list[alerts_ref.RefAlert]
     events: list[Ev] = field(default_factory=list)  # stitched, in event-time order
+    raw: list[dict[str, Any]] = field(default_factory=list)  # wire events, as generated
 
     def expected_ids(self) -> dict[str, str]:
         """alert_id -> kind of every alert the reference says must be delivered."""
@@ -81,14 +84,15 @@ def incident_traffic(*, seed: int = 7, hours: int = 20, incident_at_h: int = 14,
     cfg = GeneratorConfig(seed=seed, start_ms=START_MS, duration_ms=hours * HOUR,
                           visitors_per_hour=visitors_per_hour, daily_cycle=False,
                           stories=(story,))
-    events = stitch(list(generate_events(cfg)))
+    raw = list(generate_events(cfg))
+    events = stitch(raw)
     instances = all_journeys(defs.journeys, events, watermark=None)
     final = max(e.t for e in events)
     expected = [a for d in defs.journeys for a in alerts_ref.alerts(d, instances, final)]
     start = START_MS + incident_at_h * HOUR
     return Traffic(defs, START_MS, (start, start + incident_h * HOUR), channel,
                    story.target_step, instances, observations(instances), final, expected,
-                   sorted(events, key=lambda e: (e.t, e.event_id)))
+                   sorted(events, key=lambda e: (e.t, e.event_id)), raw)
 
 
 def replay(ev: DropoffEvaluator, obs: list[StepReached], *, lateness_ms: int = 300_000,
@@ -208,3 +212,61 @@ class Receiver:
                 await self._arrived.wait_for(lambda: len(self.received) >= n)
 
         await asyncio.wait_for(enough(), timeout)
+
+
+class ThreadedReceiver:
+    """A `Receiver` on its own event loop thread, for tests that block (subprocess
+    workers, polling the warehouse). `received` is appended to from that thread."""
+
+    def __init__(self, secret: bytes, *, port: int = 0, fail_first: int = 0) -> None:
+        self.receiver = Receiver(secret, port=port, fail_first=fail_first)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> ThreadedReceiver:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.receiver.start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.receiver.stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    @property
+    def received(self) -> list[Received]:
+        return list(self.receiver.received)
+
+    def url(self, path: str) -> str:
+        return self.receiver.url(path)
+
+    def wait_until(self, done: Callable[[list[Received]], bool], timeout: float,
+                   what: str = "") -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while not done(got := self.received):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"receiver: {what} not after {timeout}s ({len(got)} received)")
+            time.sleep(0.05)
+        return got
+
+
+def produce_events(bootstrap_servers: str, topic: str, events: Sequence[dict[str, Any]]) -> None:
+    """Wire events to the raw topic, keyed by customer (else anonymous) id, acks=1."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks=1, linger_ms=5)
+    try:
+        for e in events:
+            key = (e.get("customer_id") or e.get("anonymous_id") or "").encode() or None
+            producer.send(topic, key=key, value=orjson.dumps(e))
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def occurred_ms(event: dict[str, Any]) -> int:
+    t = event["occurred_at"]
+    if isinstance(t, int):
+        return t
+    return datetime_to_ms(datetime.fromisoformat(t.replace("Z", "+00:00")))
