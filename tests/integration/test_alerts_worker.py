@@ -12,8 +12,9 @@ see docs/alerting.md — which is not what this test is about.)
 
 The receiver is down while the incident fires (deliveries retried, spooled), the worker
 is SIGKILLed mid-stream and restarted (alert state from the changelog: the recovery
-notice must still name the alert it resolves), then the receiver comes back flaky (503
-twice) — every alert arrives, each once, signed.
+notice must still name the alert it resolves), the receiver comes back flaky (503
+twice), and the recovery window is finalized by the idle clock alone (no data after
+it) — every alert arrives, each once, signed.
 """
 
 from __future__ import annotations
@@ -140,6 +141,11 @@ def _wait_stored(env: dict[str, str], want: set[str], proc: subprocess.Popen, lo
         time.sleep(0.3)
 
 
+def _kind(r: Any) -> str:
+    return str(orjson.loads(r.body)["alert"]["kind"]) if r.path == "/generic" else (
+        r.headers.get("X-Journeys-Alert-Kind", ""))
+
+
 def _feed(kafka: KafkaConfig, env: dict[str, str], events: list[dict[str, Any]],
           until_ms: int, proc: subprocess.Popen, log: Path, *, wait: bool = True) -> int:
     """Produce the events before `until_ms` not produced yet, a lateness-long slice at a
@@ -189,6 +195,12 @@ def test_incident_alerts_through_the_worker(traffic: Traffic, env: dict[str, str
                                 fail_first=2).start()
     try:
         workers.append(start_worker(env, log))
+        # Then the stream goes quiet seconds before the recovery window becomes final:
+        # no more data, only the idle clock (wall time after 1 s without input, reported
+        # by the timer) can finalize it.
+        done += _feed(kafka, env, events[done:], hi + rule_delay - 5_000, workers[1], log)
+        receiver.wait_until(lambda r: sum(_kind(x) == "recovered" for x in r) == 4, 180,
+                            "the recovery notices while the stream is idle")
         _feed(kafka, env, events[done:], 2**62, workers[1], log)
         got = receiver.wait_until(lambda r: len(r) >= 2 * len(expected), 60,
                                   "every alert on both receivers")
