@@ -2,8 +2,8 @@
 horizon (the earliest instant DESIGN.md lets it fire) to the webhook POST arriving.
 
 Generated traffic with a payment incident on one channel; "step reached" observations
-come from the reference journeys (the stream's journey engine is not wired yet, so the
-Kafka/Faust hops before the evaluator are not in this figure). The evaluator's state
+come from the reference journeys, in-process: the Kafka/Faust hops before the evaluator
+are not in this figure (bench/bench_alert_worker.py measures through the real worker). The evaluator's state
 just before the crossing is serialized once; each trial restores it (as a restarted
 worker would), advances the watermark across the window's end + horizon, and pushes
 the records through AlertSink -> [chdb insert] -> WebhookDispatcher -> HTTP POST to a

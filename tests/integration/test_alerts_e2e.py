@@ -5,6 +5,7 @@ alerts the batch reference computes must reach the receiver (signed), none for c
 windows; a receiver that is down gets the alerts once it is back, none lost.
 Observations come from reference journeys, and in one test from stream.journeys_engine
 driven like a worker (stitching is a naive batch link map in both: alerts_support).
+The same through the real worker subprocess: test_alerts_worker.py.
 """
 
 from __future__ import annotations
