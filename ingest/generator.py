@@ -90,14 +90,31 @@ class GeneratorConfig:
 DEMO_VISITORS_PER_HOUR = 150.0
 
 
-def demo_stories(duration_ms: int = 3 * _DAY) -> tuple[Story, ...]:
-    """One of each story, placed after enough normal history for alert baselines."""
+def demo_stories(duration_ms: int = 3 * _DAY, start_ms: int = 0) -> tuple[Story, ...]:
+    """One of each story, placed after enough normal history for alert baselines.
+
+    Each starts at a fixed UTC hour (09:00, 14:00, 18:00: the daily cycle's busy part,
+    where the payment incident has the volume to fire its alert) wherever the sample
+    starts (`start_ms`; the default 0 is a midnight start): on the last day that leaves
+    2 h of data after it (its alerts and their recovery become final in the data), else
+    1 h (its alerts do; the recovery follows on the wall clock, ~35 min after the data
+    ends), else at that hour's offset from the start of the last day."""
     day = max(duration_ms // _DAY, 1)
     last = (day - 1) * _DAY
+
+    def at(hour: int, length_ms: int) -> int:
+        first = (hour * _HOUR - start_ms) % _DAY  # first offset at that UTC hour
+        for margin in (2 * _HOUR, _HOUR):
+            fits = [o for o in range(first, duration_ms, _DAY)
+                    if o + length_ms + margin <= duration_ms]
+            if fits:
+                return fits[-1]
+        return last + hour * _HOUR
+
     return (
-        Story("checkout_loop", last + 9 * _HOUR, 4 * _HOUR, share=0.6),
-        Story("payment_incident", last + 14 * _HOUR, 2 * _HOUR, share=0.85),
-        Story("call_center_switch", last + 18 * _HOUR, 3 * _HOUR, share=0.5),
+        Story("checkout_loop", at(9, 4 * _HOUR), 4 * _HOUR, share=0.6),
+        Story("payment_incident", at(14, 2 * _HOUR), 2 * _HOUR, share=0.85),
+        Story("call_center_switch", at(18, 3 * _HOUR), 3 * _HOUR, share=0.5),
     )
 
 

@@ -106,8 +106,9 @@ class AlertWorker:
             if batch.watermarks:
                 wm = max(batch.watermarks.values())
                 if wm > self.watermark:
-                    log.info("alerts: windows final up to watermark %s (partitions %s)",
-                             ms_to_iso(wm), sorted(batch.watermarks))
+                    log.info("alerts: windows final up to watermark %s (partitions %s); "
+                             "fired %d, recovered %d, late observations %d", ms_to_iso(wm),
+                             sorted(batch.watermarks), self.fired, self.recovered, self.late)
                     self.watermark = wm
 
     async def emit(self, records: Sequence[AlertRecord]) -> None:

@@ -31,11 +31,14 @@ def register(app: typer.Typer) -> None:
         from deploy.embedded import Sample, run_embedded
         from ingest.generator import GeneratorConfig, demo_stories, generate_events
         from journeys.settings import EmbeddedSettings
+        from journeys.timeutil import now_ms
 
         settings = EmbeddedSettings.build(port=port, data_dir=data_dir)
-        config = GeneratorConfig(seed=seed, duration_ms=days * _DAY,
+        span = days * _DAY
+        start = (now_ms() - span) // 3_600_000 * 3_600_000  # the last `days`, whole hours
+        config = GeneratorConfig(seed=seed, start_ms=start, duration_ms=span,
                                  visitors_per_hour=visitors_per_hour,
-                                 stories=demo_stories(days * _DAY))
+                                 stories=demo_stories(span, start))  # busy UTC hours
         sample = Sample(lambda: generate_events(config),
                         f"{days} days of generated traffic (seed {seed}, with a checkout loop, "
                         "a payment incident and a call-centre switch)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from datetime import datetime
@@ -207,12 +208,14 @@ def register(app: typer.Typer) -> None:
             stories = tuple(g.parse_story(s) for s in story or [])
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        if demo_stories:
-            stories += g.demo_stories(span)
         config = g.GeneratorConfig(
             seed=seed, start_ms=now_ms() if live else _parse_start(start, span),
             duration_ms=span, visitors_per_hour=visitors_per_hour, max_events=max_events,
             stories=stories, id_prefix=id_prefix)
+        if demo_stories:  # at fixed UTC hours of the resolved start (busy afternoon)
+            begin = config.resolved_start()
+            config = dataclasses.replace(config, start_ms=begin,
+                                         stories=stories + g.demo_stories(span, begin))
         for s, begin, end in g.story_windows(config):
             err.print(f"story {s.kind} at {s.target_step}"
                       f"{' on ' + s.channel if s.channel else ''}: "
