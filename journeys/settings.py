@@ -160,6 +160,12 @@ class WorkerSettings(WarehouseRole):
     @field_validator("allowed_lateness_ms", mode="before")
     @classmethod
     def _dur(cls, v: Any) -> int:
+        """Milliseconds as a number (the field's unit; also the default, which settings
+        validate too), or a duration with a unit ("5m", "30s")."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().isdigit():
+            return int(v)
         return parse_duration_ms(v)
 
 

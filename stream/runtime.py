@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitted)
 IDLE_AFTER_MS = 1_000  # no input for this long: event time follows the wall clock
+STRANDED_TICKS = 6  # ~3 s of a partition looking stranded before it is re-read
 
 ReachedHook = Callable[[Mapping[int, tuple[Sequence[StepReached], int]]], Awaitable[None]]
 """{by-customer partition: (observations, partition watermark after them)}: awaited once
@@ -82,6 +83,7 @@ class StreamRuntime:
         self.idle_after_ms = IDLE_AFTER_MS
         self._next_offset: dict[int, int] = {}  # by-customer partition -> next to process
         self._indexed: set[int] = set()  # by-customer partitions with a wake index
+        self._stranded: dict[TP, int] = {}  # source partition -> consecutive ticks stranded
 
     def add_reached_hook(self, hook: ReachedHook) -> None:
         """Attach a consumer of StepReached observations (drop-off alerting)."""
@@ -159,6 +161,7 @@ class StreamRuntime:
         """Timer: advance idle partitions by the wall clock and visit due customers."""
         if not self._indexed or self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return
+        await self._redeliver_stranded()
         async with self.lock:
             wall, due = now_ms(), []
             idle: dict[int, tuple[Sequence[StepReached], int]] = {}
@@ -177,6 +180,28 @@ class StreamRuntime:
                 await self.emit(self.customers.prepare((), self._get_state, wall, tick=due))
             for hook in self.reached_hooks if idle else ():
                 await hook(idle)
+
+    async def _redeliver_stranded(self) -> None:
+        """Re-seek source partitions whose fetched records were never delivered
+        (stream.transport.Consumer.stranded_offset) for STRANDED_TICKS ticks in a row."""
+        consumer = self.app.consumer
+        check = getattr(consumer, "stranded_offset", None)
+        if check is None:
+            return
+        kafka = self.settings.kafka
+        for p in sorted(self._indexed):
+            for topic in (kafka.by_identity_topic, kafka.by_customer_topic):
+                tp = TP(topic, p)
+                offset = check(tp)
+                if offset is None:
+                    self._stranded.pop(tp, None)
+                    continue
+                self._stranded[tp] = n = self._stranded.get(tp, 0) + 1
+                if n >= STRANDED_TICKS:
+                    log.warning("%s: records after offset %d were fetched but never delivered;"
+                                " seeking back to re-read them", tp, offset)
+                    self._stranded.pop(tp, None)
+                    await consumer.seek(tp, offset)
 
     def _caught_up(self, partition: int) -> bool:
         """Every record of the partition up to its high-water mark has been applied, so

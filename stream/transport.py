@@ -8,6 +8,7 @@
    recovery stops early and tables come back stale. A Fetch response carries the true
    high-water mark, so we fetch one record at the listed offset and take the larger.
 3. Resuming sources after a restart: see `Consumer`.
+4. Records stranded by a rebalance: see `Consumer.stranded_offset`.
 
 Installed per app by `JourneysApp._new_transport` (no global registry is touched).
 """
@@ -151,6 +152,35 @@ class Consumer(faust_aiokafka.Consumer):
         del acked[: len(run)]
         self._acked_index[tp].difference_update(run)
         return run[-1] + 1
+
+
+    def stranded_offset(self, tp: TP) -> int | None:
+        """The committed offset of `tp` if records after it were fetched but never
+        delivered, else None.
+
+        Measured with two workers and one SIGKILLed (tests/integration/
+        test_stream_journeys.py): after the rebalance, a partition this worker kept
+        could end with aiokafka's fetch position at the high-water mark while Faust
+        had delivered nothing past the committed offset, no ack pending, and so no
+        commit ever again; the stage stalled for good. The caller re-seeks such a
+        partition to its committed offset once the condition has held for a while:
+        the records come again, and every stage is idempotent to re-delivery.
+        """
+        try:
+            consumer = self._thread._ensure_consumer()
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+            position = state.position if state is not None else None
+            hw = consumer.highwater(tp)
+        except Exception:  # not assigned (any more), consumer not ready
+            return None
+        committed = self._committed_offset.get(tp)
+        read = self._read_offset.get(tp)
+        if position is None or hw is None or committed is None or self._acked.get(tp):
+            return None
+        delivered_all = read is not None and read >= hw - 1
+        if position >= hw and committed < hw and not delivered_all:
+            return committed
+        return None
 
 
 class Transport(faust_aiokafka.Transport):

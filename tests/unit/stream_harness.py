@@ -25,7 +25,6 @@ from stream.identity_stage import IdentityStage
 from stream.journeys_engine import InstanceRow
 from stream.sessions import SessionRow
 from stream.validate import ValidateStage
-from tests.reference.journeys_ref import Ev, all_journeys, sessions
 
 CHANNELS = ("web", "app", "store", "email")
 
@@ -164,39 +163,3 @@ class Pipeline:
                                                           r.detour_channels, r.detour_times,
                                                           strict=True)))
                 for r in self.instances.values()}
-
-
-def resolve(events: list[dict[str, Any]], junk: set[str]) -> list[Ev]:
-    """Reference attribution: customer id, else the first link of the device (in
-    arrival order), else the device id; placeholder-only events belong to nobody."""
-    def ok(x: str | None) -> bool:
-        return x is not None and x.strip().lower() not in junk
-
-    links: dict[str, str] = {}
-    for e in events:
-        if ok(e.get("customer_id")) and ok(e.get("anonymous_id")):
-            links.setdefault(e["anonymous_id"], e["customer_id"])
-    out = []
-    for e in events:
-        cust, anon = e.get("customer_id"), e.get("anonymous_id")
-        key = cust if ok(cust) else (links.get(anon, anon) if ok(anon) else None)
-        if key is not None:
-            out.append(Ev(e["event_id"], key, e["type"], e["channel"], e["occurred_at"]))
-    return out
-
-
-def reference_view(defs: Definitions, evs: list[Ev], watermark: int) -> dict[str, tuple[Any, ...]]:
-    out = {}
-    by_name = {d.name: d for d in defs.journeys}
-    for i in all_journeys(defs.journeys, evs, watermark):
-        d = by_name[i.journey]
-        out[i.instance_id] = (
-            i.journey, i.customer, i.status, i.opened_at, i.closed_at or 0, i.furthest,
-            [e.t for e in i.path], [e.type for e in i.path], [e.channel for e in i.path],
-            [(x.kind, x.step, x.channel, x.t) for x in i.detours])
-        assert d.name == i.journey
-    return out
-
-
-def reference_sessions(evs: list[Ev], gap_ms: int) -> set[tuple[str, int, int, int]]:
-    return set(sessions(evs, gap_ms))

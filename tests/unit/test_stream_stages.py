@@ -16,13 +16,8 @@ from hypothesis import strategies as st
 
 from journeys.definitions import parse_definitions
 from stream.identity import JUNK_IDS
-from tests.unit.stream_harness import (
-    CHANNELS,
-    Pipeline,
-    reference_sessions,
-    reference_view,
-    resolve,
-)
+from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
+from tests.unit.stream_harness import CHANNELS, Pipeline
 
 BASE = 1_772_323_200_000
 STEPS = ("view", "cart", "pay", "done")

@@ -1,0 +1,262 @@
+"""Journeys end to end: two workers in one group on the real broker and ClickHouse server,
+one SIGKILLed mid-stream and restarted; the warehouse, the journeys-closed topic and the
+identity merges must equal the reference exactly.
+
+Traffic: customers and anonymous devices on several channels walking two journeys, with
+detours, abandonments, conversions, duplicates, out-of-order arrival, placeholder ids,
+and devices that log in (identify) right after browsing, so their open journeys and
+sessions are stitched to the customer. At the end, events of filler customers far in
+the future move every partition's watermark past every deadline, so every instance is
+closed and the comparison is total.
+
+The watermark is per partition (max event time seen - allowed lateness), and a
+by-customer partition is fed by every identity partition; events of one customer meet
+there in an order that depends on how far each upstream partition got. The test
+therefore produces by arrival time in slices and waits for each slice, so that the
+upstream skew (a slice plus the arrival jitter) stays within the allowed lateness and no
+event is late: then the result must be exactly the reference (docs/stream.md).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+
+from deploy.local.broker import LocalBroker
+from deploy.local.clickhouse import LocalClickHouse
+from deploy.topics import ensure_journey_topics
+from journeys.definitions import load_definitions
+from journeys.settings import KafkaConfig, WarehouseConfig
+from stream.envelopes import partition_for
+from stream.identity import JUNK_IDS
+from tests.integration.ingest_support import read_topic
+from tests.integration.stream_support import journeys_in, start_worker, stop_worker, wait_pipeline
+from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
+from warehouse.connect import connect
+
+PARTITIONS = 4
+BASE_MS = 1_772_323_200_000  # 2026-03-01T00:00Z
+M = 60_000
+LATENESS_MS = 120 * M  # JOURNEYS_ALLOWED_LATENESS_MS of the workers
+JITTER_MS = 20 * M  # arrival after occurred_at
+SLICE_MS = 60 * M  # produced together; slice + jitter < lateness
+DEFINITIONS = """
+journeys:
+  - name: purchase
+    steps: [product_view, add_to_cart, cart, payment_details, purchase]
+    abandon_after: 40m
+    conversion_window: 3h
+    off_path: [support_chat, error_page]
+  - name: onboarding
+    steps: [signup_start, signup_complete, first_order]
+    abandon_after: 2h
+    conversion_window: 1d
+sessions: {gap: 30m}
+"""
+PURCHASE = ("product_view", "add_to_cart", "cart", "payment_details", "purchase")
+OTHER = ("support_chat", "error_page", "page_view", "signup_start", "signup_complete",
+         "first_order")
+CHANNELS = ("web", "app", "email", "store", "call_center", "chat")
+
+
+def traffic(seed: int, people: int) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    events: list[dict[str, Any]] = []
+
+    def add(t: int, typ: str, ch: str, cust: str | None, anon: str | None) -> None:
+        events.append({"event_id": f"ev-{len(events):05d}", "type": typ, "channel": ch,
+                       "occurred_at": t, "customer_id": cust, "anonymous_id": anon,
+                       "context": {"campaign": rnd.choice(("spring", "brand"))}})
+
+    for k in range(people):
+        cust, dev = f"cust-{k}", f"dev-{k}"
+        t = BASE_MS + rnd.randrange(0, 4 * 60 * M)
+        ch = rnd.choice(CHANNELS)
+        if k % 3 == 0:  # browses anonymously, then logs in: the device gets stitched
+            for typ in PURCHASE[:rnd.randint(1, 3)]:
+                t += rnd.choice((20_000, 40_000))
+                add(t, typ, ch, None, dev)
+            t += 30_000
+            add(t, "identify", rnd.choice(CHANNELS), cust, dev)
+        for _burst in range(rnd.randint(1, 3)):
+            step = -1
+            for _ in range(rnd.randint(1, 9)):
+                t += rnd.choice((20_000, 2 * M, 7 * M, 12 * M))
+                if rnd.random() < 0.2:
+                    ch = rnd.choice(CHANNELS)
+                r = rnd.random()
+                if step < 0 or r < 0.45:
+                    step = min(step + 1, len(PURCHASE) - 1)
+                    typ = PURCHASE[step]
+                elif r < 0.6:
+                    typ = PURCHASE[rnd.randint(0, step)]
+                else:
+                    typ = rnd.choice(OTHER)
+                device_only = k % 3 == 0 and rnd.random() < 0.3  # after the link
+                add(t, typ, ch, None if device_only else cust, dev if device_only else None)
+                if typ == "purchase":
+                    step = -1
+            t += rnd.choice((45 * M, 90 * M, 3 * 60 * M))
+        if k % 7 == 0:
+            add(t, "page_view", "web", None, rnd.choice(sorted(JUNK_IDS - {""})))
+    return events
+
+
+def arrival_order(events: list[dict[str, Any]], seed: int) -> list[tuple[int, dict[str, Any]]]:
+    """(arrival time, event): late by up to JITTER_MS, with some duplicates."""
+    rnd = random.Random(seed)
+    dups = rnd.sample(events, len(events) // 12)
+    keyed = sorted(((e["occurred_at"] + rnd.randrange(JITTER_MS), i, e)
+                    for i, e in enumerate([*events, *dups])), key=lambda x: x[:2])
+    return [(t, e) for t, _, e in keyed]
+
+
+def slices(order: list[tuple[int, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    out: list[list[dict[str, Any]]] = []
+    start = None
+    for t, e in order:
+        if start is None or t >= start + SLICE_MS:
+            out.append([])
+            start = t
+        out[-1].append(e)
+    return out
+
+
+def fillers(after_ms: int) -> list[dict[str, Any]]:
+    """One event per partition of a filler customer, far in the future: every
+    partition's watermark passes every real deadline."""
+    out, k = [], 0
+    covered: set[int] = set()
+    while len(covered) < PARTITIONS:
+        key = f"filler-{k}"
+        p = partition_for(key, PARTITIONS)
+        if p not in covered:
+            covered.add(p)
+            out.append({"event_id": f"fill-{k}", "type": "page_view", "channel": "web",
+                        "occurred_at": after_ms, "customer_id": key, "anonymous_id": None})
+        k += 1
+    return out
+
+
+def produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks=1, linger_ms=5)
+    try:
+        for e in events:
+            key = (e["customer_id"] or e["anonymous_id"] or "x").encode()
+            producer.send(kafka.raw_topic, key=key, value=orjson.dumps(e))
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+def test_two_workers_one_killed_journeys_equal_reference(
+    broker: LocalBroker, clickhouse_server: LocalClickHouse,
+    unique_name: Callable[[str], str], tmp_path: Path,
+) -> None:
+    defs_path = tmp_path / "definitions.yaml"
+    defs_path.write_text(DEFINITIONS)
+    defs = load_definitions(defs_path)
+    prefix, app_id, db = unique_name("jr"), unique_name("jrw"), unique_name("jr")
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
+                        partitions=PARTITIONS)
+    ensure_journey_topics(kafka)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    base_env.update({
+        "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "JOURNEYS_KAFKA__TOPIC_PREFIX": prefix,
+        "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),
+        "JOURNEYS_WAREHOUSE__BACKEND": "server",
+        "JOURNEYS_WAREHOUSE__HOST": clickhouse_server.host,
+        "JOURNEYS_WAREHOUSE__PORT": str(clickhouse_server.tcp_port),
+        "JOURNEYS_WAREHOUSE__DATABASE": db,
+        "JOURNEYS_APP_ID": app_id,
+        "JOURNEYS_DEFINITIONS_PATH": str(defs_path),
+        "JOURNEYS_FLUSH_INTERVAL_S": "0.2",
+        "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
+    })
+    envs = [{**base_env, "JOURNEYS_DATA_DIR": str(tmp_path / f"w{i}")} for i in range(2)]
+    log = tmp_path / "workers.log"
+
+    events = traffic(seed=5, people=90)
+    order = arrival_order(events, seed=6)
+    parts = slices(order)
+    end = max(e["occurred_at"] for e in events) + 3 * 24 * 60 * M
+    fill = fillers(end)
+    kill_at, restart_at = len(parts) // 3, len(parts) // 2
+
+    workers = [start_worker(envs[0], log), start_worker(envs[1], log)]
+    try:
+        for i, part in enumerate(parts):
+            produce(kafka, part)
+            if i == kill_at:  # while the slice is in flight
+                time.sleep(float(os.environ.get("KILL_AFTER", "0.3")))
+                os.kill(workers[0].pid, signal.SIGKILL)
+                workers[0].wait(10)
+                workers_alive = [workers[1]]
+            elif i == restart_at:
+                workers[0] = start_worker(envs[0], log)
+                workers_alive = workers
+            else:
+                workers_alive = [w for w in workers if w.poll() is None]
+            wait_pipeline(kafka, app_id, workers_alive, log, timeout=180)
+        produce(kafka, fill)
+        wait_pipeline(kafka, app_id, workers, log, timeout=120)
+
+        wh = connect(WarehouseConfig(backend="server", host=clickhouse_server.host,
+                                     port=clickhouse_server.tcp_port, database=db),
+                     create_database=False)
+        try:
+            real = resolve(events, set(JUNK_IDS))
+            want = reference_view(defs, real, end - LATENESS_MS)
+            got = {iid: _view(r) for iid, r in journeys_in(wh).items()}
+            assert len(want) > 100 and {w[2] for w in want.values()} == {
+                "converted", "abandoned"}
+            missing, extra = set(want) - set(got), set(got) - set(want)
+            assert not missing and not extra, f"missing {len(missing)}, extra {len(extra)}"
+            bad = [iid for iid in want if got[iid] != want[iid]]
+            for iid in bad[:5]:
+                print("BAD", iid, "partition", partition_for(want[iid][1], PARTITIONS))
+                print("  want", want[iid])
+                print("  got ", got[iid])
+            assert not bad, f"{len(bad)} of {len(want)} instances differ"
+            sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
+                                f"FROM {db}.sessions FINAL WHERE deleted = 0 "
+                                f"AND customer_id NOT LIKE 'filler-%%'")
+            assert {tuple(int(x) if i else x for i, x in enumerate(r)) for r in sessions} == (
+                reference_sessions(real, defs.sessions.gap_ms))
+            merges = wh.query(f"SELECT anonymous_id, customer_id, event_id "
+                              f"FROM {db}.identity_merges FINAL")
+            links: dict[str, tuple[str, str, str]] = {}
+            for _, e in order:
+                if e["customer_id"] and e["anonymous_id"] and e["anonymous_id"] not in links:
+                    links[e["anonymous_id"]] = (e["anonymous_id"], e["customer_id"],
+                                                e["event_id"])
+            assert {tuple(r) for r in merges} == set(links.values())
+            assert int(wh.query(f"SELECT count() FROM {db}.touchpoints FINAL")[0][0]) == (
+                len(events) + len(fill))
+        finally:
+            wh.close()
+        closed = read_topic(kafka.bootstrap_servers, kafka.closed_journeys_topic,
+                            expected=len(want))
+        assert {m.key.decode() for m in closed} == set(want)  # at least once, no extra
+    finally:
+        for w in workers:
+            stop_worker(w)
+
+
+def _view(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A warehouse row (stream_support.JOURNEY_COLUMNS) as stitching_ref.reference_view."""
+    (_iid, journey, customer, status, opened, closed, furthest, types, chans, times,
+     kinds, steps, dchans, dtimes) = r
+    return (journey, customer, status, int(opened), int(closed), int(furthest),
+            [int(t) for t in times], list(types), list(chans),
+            [(k, s, c, int(t)) for k, s, c, t in zip(kinds, steps, dchans, dtimes,
+                                                     strict=True)])
