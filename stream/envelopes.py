@@ -64,6 +64,13 @@ class EnvelopeBuilder:
     def handover(self, partition: int, item: list[Any]) -> None:
         self._part(partition)["h"].append(item)
 
+    def sort_events(self, time_index: int) -> None:
+        """Order each partition's events by event time (stable): a batch gathers
+        envelopes of several upstream partitions, and forwarding them merged by time
+        keeps the downstream partition's watermark from running ahead of them."""
+        for part in self._parts.values():
+            part["e"].sort(key=lambda item: item[time_index])
+
     def __bool__(self) -> bool:
         return bool(self._parts)
 

@@ -77,4 +77,5 @@ class IdentityStage:
                     continue  # the validate stage never forwards these; be safe
                 batch.envelopes.event(partition_for(key, parts),
                                       [key, eid, typ, channel, t, ctx])
+        batch.envelopes.sort_events(4)  # resolved in log order, forwarded in time order
         return batch

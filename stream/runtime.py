@@ -35,7 +35,7 @@ from stream.identity_stage import IdentityStage
 from stream.journeys_engine import InstanceRow
 from stream.sink import WarehouseSink
 from stream.stats import StreamStats
-from stream.validate import ValidateStage
+from stream.validate import ValidateBatch, ValidateStage
 from warehouse.backend import Warehouse
 
 if TYPE_CHECKING:
@@ -90,9 +90,8 @@ class StreamRuntime:
         self.reached_hooks.append(hook)
 
     # ------------------------------------------------------------ validate stage
-    async def handle_raw(self, records: Sequence[tuple[str, int, int, bytes | None,
-                                                       bytes | None]]) -> None:
-        batch = self.validate.prepare(records, now_ms())
+    async def handle_raw(self, batch: ValidateBatch, *, received: int) -> None:
+        """Forward a released validate batch; returns once it is durable."""
         kafka, producer, st = self.settings.kafka, self.app.producer, self.stats
         pending: list[Awaitable[Any]] = []
         for partition, value in batch.envelopes.messages():
@@ -106,7 +105,7 @@ class StreamRuntime:
         tps, dead = batch.touchpoints, batch.dead
         if self.sink.enabled and (tps or dead):
             await self.write_with_retry(lambda: self.sink.write_raw(tps, dead))
-        st.events_in += len(records)
+        st.events_in += received
         st.events_valid += len(tps)
         st.rejected.update(batch.rejected)
         st.touchpoints_written += len(tps)

@@ -1,11 +1,13 @@
 """The validate stage: raw touchpoints -> raw table + by-identity envelopes | dead letters.
 
-This stage keeps no state, so it does not need Faust's tables or its per-message
-machinery (~300 us per message): a plain aiokafka consumer in its own consumer group
-(`validate_group`) reads batches with `getmany`, and offsets are committed only after
-the batch is durable: forwards and dead letters acknowledged by the broker, raw
-touchpoints and dead letters written to the warehouse. A crash or a rebalance re-delivers
-an uncommitted batch; every sink is idempotent on event_id, so that is harmless.
+This stage keeps no durable state, so it does not need Faust's tables or its
+per-message machinery (~300 us per message): a plain aiokafka consumer in its own
+consumer group (`validate_group`) reads batches with `getmany`. Valid events are
+released in event-time order across the raw partitions (stream.align), and offsets are
+committed only below what is still held and after the released batch is durable:
+forwards and dead letters acknowledged by the broker, raw touchpoints and dead letters
+written to the warehouse. A crash or a rebalance re-delivers what is uncommitted;
+every sink is idempotent on event_id, so that is harmless.
 
 Events whose ids are all placeholders (stream.identity.is_junk_id) have no customer:
 they are kept in the raw table and counted, and not forwarded.
@@ -19,11 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
 from journeys.events import EventValidator, Rejection, Touchpoint
+from journeys.timeutil import now_ms
+from stream.align import Aligner
 from stream.envelopes import EnvelopeBuilder, partition_for
 from stream.identity import is_junk_id
 from stream.sink import DeadLetter
@@ -36,6 +40,8 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 10_000  # per getmany
 POLL_TIMEOUT_MS = 200
+FETCH_BYTES = 1024 * 1024  # per partition and fetch
+MAX_HELD = 100_000  # events held for alignment before partitions read ahead are paused
 
 
 def validate_group(app_id: str) -> str:
@@ -54,7 +60,7 @@ class ValidateBatch:
 
 
 class ValidateStage:
-    """Pure: one batch of raw records in, everything to write out."""
+    """Pure: raw records in, everything to write out."""
 
     def __init__(self, validator: EventValidator, entry_types: Iterable[str],
                  partitions: int) -> None:
@@ -62,25 +68,16 @@ class ValidateStage:
         self.entry_types = frozenset(entry_types)
         self.partitions = partitions
 
-    def prepare(self, records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
-                received_ms: int) -> ValidateBatch:
-        """records: (topic, partition, offset, key, value) in log order."""
+    def parse(self, records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
+              received_ms: int) -> tuple[list[tuple[int, int, Touchpoint]], ValidateBatch]:
+        """records: (topic, partition, offset, key, value). Returns the valid events as
+        (partition, offset, event) and a batch holding the rejected ones."""
         batch = ValidateBatch()
-        entries = self.entry_types
+        valid: list[tuple[int, int, Touchpoint]] = []
         for topic, partition, offset, key, value in records:
             result = self.validator.parse(value or b"")
             if isinstance(result, Touchpoint):
-                batch.touchpoints.append(result)
-                cust, anon = result.customer_id, result.anonymous_id
-                route = anon if not is_junk_id(anon) else cust
-                if is_junk_id(route):
-                    batch.unattributed += 1
-                    continue
-                ctx = (result.context or None) if result.type in entries else None
-                batch.envelopes.event(
-                    partition_for(route, self.partitions),  # type: ignore[arg-type]
-                    [result.event_id, result.type, result.channel, result.occurred_at,
-                     cust, anon, ctx])
+                valid.append((partition, offset, result))
                 continue
             rejection: Rejection = result
             code = reason_code(rejection.reason)
@@ -89,6 +86,29 @@ class ValidateStage:
                 (key, rejection.to_dead_letter(stage="validate", received_at_ms=received_ms)))
             batch.dead.append(DeadLetter(rejection, "validate", received_ms, topic,
                                          partition, offset))
+        return valid, batch
+
+    def route(self, events: Iterable[Touchpoint], batch: ValidateBatch) -> None:
+        """Add events (in release order) to the raw rows and the by-identity envelopes."""
+        entries = self.entry_types
+        for tp in events:
+            batch.touchpoints.append(tp)
+            cust, anon = tp.customer_id, tp.anonymous_id
+            route = anon if not is_junk_id(anon) else cust
+            if is_junk_id(route):
+                batch.unattributed += 1
+                continue
+            ctx = (tp.context or None) if tp.type in entries else None
+            batch.envelopes.event(
+                partition_for(route, self.partitions),  # type: ignore[arg-type]
+                [tp.event_id, tp.type, tp.channel, tp.occurred_at, cust, anon, ctx])
+
+    def prepare(self, records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
+                received_ms: int) -> ValidateBatch:
+        """parse + route in time order, without holding anything back (tests, tools)."""
+        valid, batch = self.parse(records, received_ms)
+        valid.sort(key=lambda v: v[2].occurred_at)
+        self.route((tp for _p, _o, tp in valid), batch)
         return batch
 
 
@@ -99,6 +119,10 @@ class RawValidator(Service):
         super().__init__(**kwargs)
         self.runtime = runtime
         self.consumer: AIOKafkaConsumer | None = None
+        self.aligner = Aligner(slack_ms=0)
+        self._next: dict[Any, int] = {}  # TopicPartition -> next offset to read
+        self._committed: dict[Any, int] = {}
+        self._paused: set[Any] = set()
 
     @property
     def label(self) -> str:
@@ -107,19 +131,20 @@ class RawValidator(Service):
     async def on_start(self) -> None:
         settings = self.runtime.settings
         kafka = settings.kafka
+        self.aligner = Aligner(slack_ms=settings.allowed_lateness_ms // 2)
         self.consumer = AIOKafkaConsumer(
-            kafka.raw_topic,
             bootstrap_servers=kafka.bootstrap_servers.split(","),
             group_id=validate_group(settings.app_id),
             client_id=f"{settings.app_id}-validate",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,  # brokers like Tansu always wait the full time
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=FETCH_BYTES,
             session_timeout_ms=6000,  # a group join takes ~half of it on Tansu
             heartbeat_interval_ms=1000,
         )
         await self.consumer.start()
+        self.consumer.subscribe([kafka.raw_topic], listener=_Revoked(self))
         self.add_future(self._run())
 
     async def on_stop(self) -> None:
@@ -127,25 +152,92 @@ class RawValidator(Service):
             await self.consumer.stop()
             self.consumer = None
 
-    async def _run(self) -> None:
+    async def _behind(self) -> set[int]:
+        """Assigned raw partitions with records not read yet (or not known)."""
         consumer = self.consumer
+        assert consumer is not None
+        behind = set()
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None or await consumer.position(tp) < hw:
+                behind.add(tp.partition)
+        return behind
+
+    async def _run(self) -> None:
+        consumer, aligner, stage = self.consumer, self.aligner, self.runtime.validate
         assert consumer is not None
         try:
             while not self.should_stop:
                 fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS,
                                                  max_records=MAX_RECORDS)
-                if not fetched:
-                    continue
                 records = [(m.topic, m.partition, m.offset, m.key, m.value)
                            for msgs in fetched.values() for m in msgs]
-                await self.runtime.handle_raw(records)
-                offsets = {tp: msgs[-1].offset + 1 for tp, msgs in fetched.items() if msgs}
-                try:
-                    await consumer.commit(offsets)
-                except KafkaError as exc:  # rebalance: re-delivered elsewhere, idempotent
-                    log.warning("validate: commit failed (%r); the batch will be re-read", exc)
+                valid, batch = stage.parse(records, now_ms())
+                for partition, offset, tp in valid:
+                    aligner.add(partition, offset, tp.occurred_at, tp)
+                for tp, msgs in fetched.items():
+                    if msgs:
+                        self._next[tp] = msgs[-1].offset + 1
+                if not aligner and not batch.dead and not records:
+                    continue
+                behind = await self._behind()
+                stage.route(aligner.release(behind), batch)
+                await self.runtime.handle_raw(batch, received=len(records))
+                await self._commit()
+                self._flow(behind)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("validate stage failed; stopping the worker uncommitted")
             await self.runtime.app.crash(exc)
+
+    async def _commit(self) -> None:
+        """Commit each partition below its first held record (a crash re-reads those)."""
+        consumer, aligner = self.consumer, self.aligner
+        assert consumer is not None
+        offsets = {}
+        for tp, nxt in self._next.items():
+            held = aligner.first_held(tp.partition)
+            offsets[tp] = nxt if held is None else held
+        offsets = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self._committed.update(offsets)
+        except KafkaError as exc:  # rebalance: re-delivered elsewhere, idempotent
+            log.warning("validate: commit failed (%r); the batch will be re-read", exc)
+
+    def _flow(self, behind: set[int]) -> None:
+        """Bound what is held: pause partitions read far ahead while it is large."""
+        consumer, aligner = self.consumer, self.aligner
+        assert consumer is not None
+        want = aligner.ahead(behind) if len(aligner) > MAX_HELD else set()
+        for tp in consumer.assignment():
+            if tp.partition in want and tp not in self._paused:
+                consumer.pause(tp)
+                self._paused.add(tp)
+            elif tp.partition not in want and tp in self._paused:
+                consumer.resume(tp)
+                self._paused.discard(tp)
+
+    def revoked(self, tps: Iterable[Any]) -> None:
+        tps = list(tps)
+        self.aligner.forget(tp.partition for tp in tps)
+        for tp in tps:
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._paused.discard(tp)
+
+
+class _Revoked(ConsumerRebalanceListener):
+    """Held events of revoked partitions are dropped: the new owner re-reads them."""
+
+    def __init__(self, validator: RawValidator) -> None:
+        self.validator = validator
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.validator.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None

@@ -14,16 +14,21 @@ from journeys.definitions import Definitions
 from tests.reference.journeys_ref import Ev, all_journeys, sessions
 
 
-def resolve(events: list[dict[str, Any]], junk: set[str]) -> list[Ev]:
-    """Reference attribution: customer id, else the first link of the device (in
-    arrival order), else the device id; placeholder-only events belong to nobody."""
+def resolve(events: list[dict[str, Any]], junk: set[str],
+            links: dict[str, str] | None = None) -> list[Ev]:
+    """Reference attribution: customer id, else the customer the device was linked to,
+    else the device id; placeholder-only events belong to nobody. `links` (device ->
+    customer) defaults to each device's first link in the order of `events`; the
+    stream's order is the validate stage's release order (time order), so tests with
+    competing links pass the links the stream recorded."""
     def ok(x: str | None) -> bool:
         return x is not None and x.strip().lower() not in junk
 
-    links: dict[str, str] = {}
-    for e in events:
-        if ok(e.get("customer_id")) and ok(e.get("anonymous_id")):
-            links.setdefault(e["anonymous_id"], e["customer_id"])
+    if links is None:
+        links = {}
+        for e in events:
+            if ok(e.get("customer_id")) and ok(e.get("anonymous_id")):
+                links.setdefault(e["anonymous_id"], e["customer_id"])
     out = []
     for e in events:
         cust, anon = e.get("customer_id"), e.get("anonymous_id")

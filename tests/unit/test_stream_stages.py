@@ -110,7 +110,8 @@ def scenario(draw: Any, *, links: bool) -> Any:
 
 
 def check(pipe: Pipeline, events: list[dict[str, Any]], final: int) -> None:
-    evs = resolve(events, set(JUNK_IDS))
+    links = {m.anonymous_id: m.customer_id for m in pipe.merges}
+    evs = resolve(events, set(JUNK_IDS), links)
     assert pipe.journey_view() == reference_view(pipe.defs, evs, final)
     assert pipe.live_sessions() == reference_sessions(evs, pipe.defs.sessions.gap_ms)
     closed = sorted(r.instance_id for r in pipe.closed)
@@ -138,11 +139,14 @@ def test_restarts_with_redelivery_change_nothing(case: Any) -> None:
 def test_stitching_moves_anonymous_activity_to_the_customer(case: Any) -> None:
     pipe, events, final = run(case, restarts=True)
     check(pipe, events, final)
-    links = {}
-    for _, e in case[3]:  # arrival order: the first link of a device wins
-        if e["customer_id"] and e["anonymous_id"] and e["anonymous_id"].startswith("d"):
-            links.setdefault(e["anonymous_id"], (e["customer_id"], e["event_id"]))
-    assert {m.anonymous_id: (m.customer_id, m.event_id) for m in pipe.merges} == links
+    by_event = {e["event_id"]: e for e in case[2]}
+    linked = {e["anonymous_id"] for e in case[2]
+              if e["customer_id"] and e["anonymous_id"] and e["anonymous_id"].startswith("d")}
+    assert sorted(m.anonymous_id for m in pipe.merges) == sorted(linked)  # once each
+    for m in pipe.merges:  # recorded from a real link event: who, when, which event
+        e = by_event[m.event_id]
+        assert (e["customer_id"], e["anonymous_id"], e["occurred_at"]) == (
+            m.customer_id, m.anonymous_id, m.merged_at_ms)
 
 
 def test_state_table_values_are_small_and_decodable() -> None:
