@@ -82,7 +82,12 @@ def build_worker(app: JourneysApp, *, extra_services: Sequence[ServiceT] = (),
     options: dict[str, object] = {"loglevel": loglevel, "redirect_stdouts": False,
                                   "quiet": True}
     options.update(worker_options)
-    return faust.Worker(app, *extra_services, **options)  # type: ignore[arg-type]
+    worker = faust.Worker(app, *extra_services, **options)  # type: ignore[arg-type]
+    # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record)
+    # whenever the level is WARNING or above: every aiokafka/Faust debug call then
+    # builds a LogRecord (measured: ~12% of a worker's CPU). No spinner, no DEBUG.
+    worker.spinner = None
+    return worker
 
 
 def run_worker(settings: WorkerSettings, *, loglevel: str = "info",

@@ -271,20 +271,21 @@ class StreamRuntime:
     # ------------------------------------------------------------------ shared
     async def store(self, table: Any, states: Mapping[bytes, tuple[int, bytes | None]]) -> None:
         """Put values in a table and wait until their changelog records (written to the
-        given partition) are acknowledged. Faust's own commit-time flush gives up after
-        0.1 s without progress, so a commit could otherwise cover state that never
-        reached the changelog (measured: a SIGKILL then restored stale sessions)."""
+        given partition; None = a tombstone) are acknowledged. Faust's own commit-time
+        flush gives up after 0.1 s without progress, so a commit could otherwise cover
+        state that never reached the changelog (measured: a SIGKILL then restored stale
+        sessions). Table recovery reads the changelog topic whoever wrote it."""
         data = table.data
-        pending = []
+        topic = table.changelog_topic.get_topic_name()
+        send = self.app.producer.send  # aiokafka directly: Faust's send_soon path costs
+        pending = []                   # ~300 us per record (measured), this ~70 us
         for key, (partition, value) in states.items():
             if value is None:
                 if data.pop(key, None) is None:
                     continue  # never stored here: nothing to delete
-                pending.append(table.send_changelog(partition, key, None,
-                                                    value_serializer="raw"))
             else:
                 data[key] = value
-                pending.append(table.send_changelog(partition, key, value))
+            pending.append(await send(topic, key, value, partition, None, None))
         if pending:
             await asyncio.gather(*pending)
 
