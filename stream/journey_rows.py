@@ -1,0 +1,96 @@
+"""What the journey engine emits (stream.journeys_engine): instance rows, retractions,
+and the per-call delta, plus `fold_rows`, the warehouse's view of them (tests, tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from stream.alerting.evaluator import StepReached
+
+
+class InstanceRow(NamedTuple):
+    """One `journey_instances` upsert; field names are the table's column names
+    (warehouse.tables.JOURNEY_INSTANCES) plus detour_positions, reached_times and
+    entry_context (flattened into context_keys/values by the writer)."""
+
+    instance_id: str
+    journey: str
+    customer_id: str
+    status: str  # open | converted | abandoned
+    opened_at_ms: int
+    closed_at_ms: int  # 0 while open
+    last_event_at_ms: int
+    furthest_step: int
+    furthest_step_name: str
+    dropped_at: str  # furthest step name when abandoned, else ''
+    entry_channel: str
+    channels: list[str]  # distinct, first-seen order
+    path_types: list[str]
+    path_channels: list[str]
+    path_times: list[int]
+    detour_kinds: list[str]
+    detour_steps: list[str]
+    detour_channels: list[str]
+    detour_times: list[int]
+    detour_positions: list[int]  # index into the path arrays of the causing event
+    reached_times: list[int]  # per step index up to furthest_step
+    version: int
+    definitions_version: str
+    entry_context: dict[str, Any] | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        """Mapping for warehouse.writers_journeys (extra keys are ignored there)."""
+        return self._asdict()
+
+
+class Retraction(NamedTuple):
+    """An instance id that no longer exists (a late earlier event absorbed its opening
+    event into another instance, or stitching moved it to the customer); it may come
+    back later with a higher version. `opened_at_ms` places the row in the instance's
+    table partition (FINAL collapses within a partition only)."""
+
+    instance_id: str
+    journey: str
+    customer_id: str
+    version: int
+    opened_at_ms: int = 0
+
+
+@dataclass(slots=True)
+class JourneyDelta:
+    upserts: list[InstanceRow] = field(default_factory=list)
+    retractions: list[Retraction] = field(default_factory=list)
+    closed: list[InstanceRow] = field(default_factory=list)  # final closes, once each
+    reached: list[StepReached] = field(default_factory=list)  # final, once each
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0  # behind this customer's checkpoint: not applied, caller counts them
+
+    def extend(self, other: JourneyDelta) -> None:
+        self.upserts.extend(other.upserts)
+        self.retractions.extend(other.retractions)
+        self.closed.extend(other.closed)
+        self.reached.extend(other.reached)
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.late += other.late
+
+
+def fold_rows(
+    rows: dict[str, InstanceRow], delta: JourneyDelta, *, versions: dict[str, int] | None = None
+) -> None:
+    """Apply a delta's upserts and retractions like the warehouse would (max version
+    wins per instance id). `versions` keeps the winning version of retracted ids too."""
+    seen = versions if versions is not None else {r.instance_id: r.version for r in rows.values()}
+    items: Sequence[InstanceRow | Retraction] = [*delta.upserts, *delta.retractions]
+    for item in items:
+        if item.version <= seen.get(item.instance_id, -1):
+            continue
+        seen[item.instance_id] = item.version
+        if isinstance(item, Retraction):
+            rows.pop(item.instance_id, None)
+        else:
+            rows[item.instance_id] = item
