@@ -37,17 +37,8 @@ from tests.integration.ingest_support import (
 START = 1_772_323_200_000  # 2026-03-01T00:00Z
 
 
-# A backlog read from several raw partitions reaches a by-customer partition in batch
-# order, not event-time order: the validate stage forwards each getmany batch partition
-# by partition. When one batch spans more than the 5-min lateness (hours of event time
-# posted in a second, as here; a worker catching up after downtime; the demo feed),
-# events are marked late and left out of sessions. Whether it happens depends on how the
-# backlog is batched (seen: this test fails or passes from run to run; the demo had
-# 37,493 of 40,213 events late in one run, 0 in another). A stream-stage issue, not
-# ingest; with one partition the order is the producers' and the result must be exact.
-CROSS_PARTITION_BACKLOG = pytest.mark.xfail(
-    reason="stream: a cross-partition backlog can arrive out of event-time order → late",
-    strict=False)
+# Several raw partitions: the validate stage must merge a backlog in event-time order
+# (stream.align); before it did, hours posted in a second came out late.
 
 
 @pytest.fixture
@@ -78,7 +69,7 @@ def _letters(worker: Worker, expected: int) -> dict[str, dict[str, Any]]:
             orjson.loads(r.value) for r in records}
 
 
-@pytest.mark.parametrize("partitions", [1, pytest.param(3, marks=CROSS_PARTITION_BACKLOG)])
+@pytest.mark.parametrize("partitions", [1, 3])
 def test_collector_to_worker_exact_sessions(worker: Worker) -> None:
     good = journey_events("http", seed=1, customers=60, start_ms=START)
     assert 60 < len(expected_sessions(good)) < len(good)  # gaps split sessions, not all
