@@ -30,7 +30,7 @@ from stream.alerting.evaluator import StepReached
 from stream.envelopes import EnvelopeBuilder, decode, partition_for
 from stream.journeys_engine import CustomerJourneys, InstanceRow, JourneyEngine, Retraction
 from stream.progress import PartitionProgress
-from stream.sessions import CustomerState, Sessionizer, SessionRow
+from stream.sessions import NO_WATERMARK, CustomerState, Sessionizer, SessionRow
 
 _WAKE = struct.Struct(">q")
 NEVER = 2**62
@@ -44,6 +44,11 @@ floor are late. After a restart the partition clock starts again from re-deliver
 events and may sit far behind where it was; re-delivered or re-forwarded copies of the
 customer's applied events must not then open journeys again. So the floor is kept
 until the partition watermark is this far past it, then the key is deleted."""
+
+HOLD_MAX_WAIT_MS = 15 * 60_000
+"""Wall time a customer waits for a stitched device's handover before settling without
+it (a handover is produced within a batch or two of its hold; this only bounds the
+damage of one that never comes, e.g. from a worker of an older version)."""
 
 GetState = Callable[[bytes], bytes | None]
 
@@ -100,6 +105,8 @@ class CustomerBatch:
     absorbed: int = 0
     released: int = 0
     advanced: int = 0
+    held: int = 0
+    holds_expired: int = 0
 
     def has_output(self) -> bool:
         return bool(self.session_rows or self.instance_rows or self.retractions)
@@ -172,10 +179,12 @@ class CustomerStage:
             w = work.get(key)
             if w is None:
                 w = work[key] = _Work(partition, get_state(key.encode()))
+                batch.holds_expired += w.journeys.expire_holds(wall_ms, HOLD_MAX_WAIT_MS)
             return w
 
         groups: dict[tuple[int, str], list[Ev]] = {}
-        links: list[tuple[int, str, str]] = []
+        links: list[tuple[int, str, str, int]] = []
+        caps: dict[str, int] = {}  # linked device key -> settle it only below the link
         handovers: list[tuple[int, list[Any]]] = []
         touched_parts: set[int] = set(tick)
         for partition, value in records:
@@ -185,18 +194,32 @@ class CustomerStage:
                 continue
             touched_parts.add(partition)
             prog = self.progress_for(partition)
+            for cust, anon, at in body.get("p", ()):  # before the customer's events
+                if load(partition, cust).journeys.wait_for(anon, at, wall_ms):
+                    batch.held += 1
             for key, eid, typ, channel, t, ctx in body["e"]:
                 batch.events += 1
                 if prog.observe(t, wall_ms):
                     batch.late += 1
                 else:
                     groups.setdefault((partition, key), []).append(Ev(t, eid, typ, channel, ctx))
-            links.extend((partition, anon, cust) for anon, cust in body.get("m", ()))
+            for link in body.get("m", ()):
+                at = link[2] if len(link) > 2 else NEVER
+                links.append((partition, link[0], link[1], at))
+                caps[link[0]] = min(at, caps.get(link[0], at))
             handovers.extend((partition, h) for h in body.get("h", ()))
 
-        for (partition, key), events in groups.items():
+        def settle_at(partition: int, key: str, w: _Work) -> int:
+            """The partition watermark, capped below a link this key is part of."""
             wm = self.progress_for(partition).watermark
+            hold = w.journeys.hold()
+            if hold is not None:
+                wm = min(wm, hold)
+            return min(wm, caps.get(key, wm))
+
+        for (partition, key), events in groups.items():
             w = load(partition, key)
+            wm = settle_at(partition, key, w)
             sd = self.sessionizer.apply(key, w.sessions, events, watermark=wm)
             jd = self.engine.apply_tail(key, w.journeys, [tuple(e) for e in events],
                                         watermark=wm)
@@ -207,42 +230,54 @@ class CustomerStage:
             batch.late += jd.late
 
         # after the events: absorbing settles the customer to the watermark
-        for partition, (source, into, jevents, spayload) in handovers:
-            wm = self.progress_for(partition).watermark
+        for partition, (source, into, jevents, spayload, *rest) in handovers:
             w = load(partition, into)
+            w.journeys.waiting.pop(source, None)
+            wm = settle_at(partition, into, w)
             sd = self.sessionizer.absorb(into, w.sessions, spayload, watermark=wm)
             jd = self.engine.absorb(into, w.journeys, source, [tuple(e) for e in jevents],
-                                    watermark=wm)
+                                    watermark=wm, linked_at=rest[0] if rest else NO_WATERMARK)
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
             batch.absorbed += 1
 
         for partition in sorted(touched_parts):
             prog = self.progress_for(partition)
-            wm = prog.watermark
-            for key in prog.due(wm):
+            for key in [*prog.due(prog.watermark), *prog.overdue(wall_ms, HOLD_MAX_WAIT_MS)]:
                 if key in work:
                     continue  # visited above with this watermark
                 w = load(partition, key)
+                wm = settle_at(partition, key, w)
                 sd = self.sessionizer.apply(key, w.sessions, (), watermark=wm)
                 batch.session_rows.extend(sd.rows())
                 self._take(batch, partition, self.engine.advance(key, w.journeys, watermark=wm))
                 batch.advanced += 1
 
-        for partition, anon, cust in links:
+        for partition, anon, cust, at in links:
             w = load(partition, anon)
             spayload, sd = self.sessionizer.release(anon, w.sessions)
             jevents, jd = self.engine.release(anon, w.journeys)
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
-            if jevents or spayload[0] or spayload[1]:
-                batch.handovers.handover(partition_for(cust, self.partitions),
-                                         [anon, cust, jevents, spayload])
-                batch.released += 1
+            item = [anon, cust, jevents, spayload]
+            if at != NEVER:
+                item.append(at)  # also when empty: the customer is holding for it
+            elif not (jevents or spayload[0] or spayload[1]):
+                continue
+            batch.handovers.handover(partition_for(cust, self.partitions), item)
+            batch.released += 1
 
         for key, w in work.items():
             s, j = w.sessions, w.journeys
             prog = self.progress_for(w.partition)
+            if j.waiting:  # no timer: the handover (or the hold index) brings it back
+                hold = j.hold()
+                assert hold is not None
+                prog.set_hold(key, (hold, min(since for _at, since in j.waiting.values())))
+                prog.schedule(key, None)
+                batch.states[key.encode()] = (w.partition, pack(s, j, hold))
+                continue
+            prog.set_hold(key, None)
             if j.is_idle() and s.is_empty():
                 # Keep the floor for a while: a re-delivered or re-forwarded copy of an
                 # applied event must still be late after a restart restarted the clock.
@@ -267,7 +302,7 @@ class CustomerStage:
             if snap is not None:
                 batch.states[clock_key(partition)] = (partition, snap)
             obs = batch.reached.get(partition, ([], 0))[0]
-            batch.reached[partition] = (obs, prog.watermark)
+            batch.reached[partition] = (obs, prog.alert_watermark)
         return batch
 
     @staticmethod

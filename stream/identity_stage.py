@@ -8,7 +8,9 @@ in one partition. For each event, in log order:
   has no link yet (first link wins, stream.identity); the link is recorded (who, when,
   from which event) and a *link* item is sent to the device's by-customer partition,
   after the device's earlier events, so the customer stage hands the device's
-  non-final sessions and journeys over to the customer (retroactive stitching);
+  non-final sessions and journeys over to the customer (retroactive stitching), plus
+  a *hold* to the customer's partition, before the customer's events, so the customer
+  waits for that handover before settling anything from the link's time on;
 - the event is re-keyed to its customer (customer_id, else the device's alias, else
   the anonymous id itself) and forwarded to that key's by-customer partition.
 
@@ -66,7 +68,8 @@ class IdentityStage:
                     new[anon] = (cust, partition)
                     batch.merges.append(MergeRecord(anon, cust, t, eid, typ, channel))
                     # the device's state lives in partition_for(anon): hand it over
-                    batch.envelopes.link(partition_for(anon, parts), anon, cust)
+                    batch.envelopes.link(partition_for(anon, parts), anon, cust, t)
+                    batch.envelopes.hold(partition_for(cust, parts), cust, anon, t)
                 if cust_ok:
                     key = cust
                 elif anon_ok:

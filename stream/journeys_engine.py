@@ -82,7 +82,10 @@ class CustomerJourneys:
     engine decodes it); `emitted`: instance id -> [journey, fingerprint, opened_at] of
     the last live row of every non-final instance; `seq`: last version handed out;
     `merged`: keys whose handover was absorbed -> watermark after which a repeated
-    handover can no longer arrive (see JourneyEngine.absorb).
+    handover can no longer arrive (see JourneyEngine.absorb); `waiting`: linked keys
+    whose handover has not arrived yet -> [link time, wall ms the hold came]
+    (stream.envelopes "hold": nothing at or after the earliest link time is settled
+    until they have all arrived, or `expire_holds` gave up on them).
     """
 
     checkpoint: int = NO_WATERMARK
@@ -93,10 +96,33 @@ class CustomerJourneys:
     # max event time of the partition when written (watermark recovery after restart)
     high_ms: int = NO_WATERMARK
     merged: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, list[int]] = field(default_factory=dict)
 
     def is_idle(self) -> bool:
         """Nothing can change without new events: the table entry may be deleted."""
-        return not self.tail and not self.open and not self.emitted and not self.merged
+        return (not self.tail and not self.open and not self.emitted and not self.merged
+                and not self.waiting)
+
+    def hold(self) -> int | None:
+        """Event time the customer may not settle at or past (a handover is due)."""
+        return min(at for at, _wall in self.waiting.values()) if self.waiting else None
+
+    def wait_for(self, source: str, linked_at: int, wall_ms: int) -> bool:
+        """A hold arrived: wait for `source`'s handover (False if it was absorbed
+        already: the handover overtook its hold, or the hold was re-delivered)."""
+        if source in self.merged:
+            return False
+        old = self.waiting.get(source)
+        self.waiting[source] = [min(linked_at, old[0]) if old else linked_at, wall_ms]
+        return True
+
+    def expire_holds(self, wall_ms: int, max_wait_ms: int) -> int:
+        """Stop waiting for handovers overdue by `max_wait_ms` of wall time (a lost
+        handover must not freeze the customer); returns how many were given up."""
+        late = [k for k, (_at, since) in self.waiting.items() if wall_ms - since > max_wait_ms]
+        for k in late:
+            del self.waiting[k]
+        return len(late)
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -104,6 +130,7 @@ class CustomerJourneys:
             "t": self.tail,
             "o": {k: encode_run(r) if isinstance(r, Run) else r for k, r in self.open.items()},
             "x": self.emitted, "m": self.merged,
+            **({"w": self.waiting} if self.waiting else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -114,7 +141,8 @@ class CustomerJourneys:
         if o.get("f") != _STATE_FORMAT:
             raise ValueError(f"unknown journey state format {o.get('f')!r}")
         return cls(checkpoint=o["c"], tail=[tuple(e) for e in o["t"]], open=o["o"],
-                   emitted=o["x"], seq=o["q"], high_ms=o["h"], merged=o.get("m") or {})
+                   emitted=o["x"], seq=o["q"], high_ms=o["h"], merged=o.get("m") or {},
+                   waiting=o.get("w") or {})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> CustomerJourneys:
@@ -237,7 +265,7 @@ class JourneyEngine:
 
     def absorb(
         self, customer: str, state: CustomerJourneys, source: str,
-        events: Sequence[TailEvent], *, watermark: int,
+        events: Sequence[TailEvent], *, watermark: int, linked_at: int = NO_WATERMARK,
     ) -> JourneyDelta:
         """Merge another key's released events into this customer's journeys.
 
@@ -247,12 +275,14 @@ class JourneyEngine:
         the same source (re-delivery after a crash) is ignored.
         """
         delta = JourneyDelta()
+        state.waiting.pop(source, None)
         if source in state.merged:
             delta.duplicates += len(events)
             return delta
         self._decode(state)
-        if events:
-            state.merged[source] = max(e[0] for e in events) + self.merge_memory_ms
+        if events or linked_at > NO_WATERMARK:
+            last = max([linked_at, *(e[0] for e in events)])
+            state.merged[source] = last + self.merge_memory_ms
         ids = {e[1] for e in state.tail}
         early: list[TailEvent] = []
         for ev in events:
@@ -350,9 +380,13 @@ class JourneyEngine:
 
     @staticmethod
     def _observe(d: JourneyDefinition, run: Run, before: int, delta: JourneyDelta) -> None:
+        """Observations name the run by its opening event id, not its instance id: a
+        stitched device's journey settled under the device and replayed under the
+        customer is then one entry for the evaluator, not a dropped one plus a new one."""
+        opening = run.path[0][1]
         for s in range(before, len(run.reached)):
             p = run.path[run.reached[s]]
-            delta.reached.append(StepReached(d.name, run.iid, s, p[0], p[3]))
+            delta.reached.append(StepReached(d.name, opening, s, p[0], p[3]))
 
     def _row(self, d: JourneyDefinition, customer: str, r: Run, version: int) -> InstanceRow:
         times, _ids, types, chans = (list(col) for col in zip(*r.path, strict=True))

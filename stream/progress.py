@@ -9,7 +9,12 @@ Faust has no watermarks and no event-time timers, so each partition keeps:
   elapsed since the last input and abandonment is still emitted in real time;
 - a **wake index**: customer key -> the watermark at which its state needs a visit
   (a journey deadline, an unsettled event, session cleanup), as a lazy min-heap, so a
-  watermark advance visits only customers that are due.
+  watermark advance visits only customers that are due;
+- a **hold index**: customers waiting for a stitched device's handover (stream.envelopes
+  "hold") -> (link time, wall ms since). They are not due by watermark (the handover
+  visits them); the drop-off alert stage gets `alert_watermark`, which stays below
+  their link times, so their observations are not late when the handover settles them;
+  a hold overdue by wall time is visited and given up (`overdue`).
 
 All in memory. The clock is rebuilt from re-delivered events after a restart (that is
 what keeps recovery exact, see stream.sessions), and a snapshot of it is written to the
@@ -28,7 +33,8 @@ from stream.sessions import NO_WATERMARK, EventClock
 
 
 class PartitionProgress:
-    __slots__ = ("_heap", "base_max_ms", "clock", "last_input_wall_ms", "seed", "wakes")
+    __slots__ = ("_heap", "base_max_ms", "clock", "holds", "last_input_wall_ms", "seed",
+                 "wakes")
 
     def __init__(self, allowed_lateness_ms: int) -> None:
         self.clock = EventClock(allowed_lateness_ms)
@@ -37,10 +43,29 @@ class PartitionProgress:
         self.seed: tuple[int, int] | None = None  # (max_event_ms, wall ms) of a snapshot
         self.wakes: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
+        self.holds: dict[str, tuple[int, int]] = {}
 
     @property
     def watermark(self) -> int:
         return self.clock.watermark
+
+    @property
+    def alert_watermark(self) -> int:
+        """The watermark as far as settled observations go: below every held link."""
+        wm = self.clock.watermark
+        if self.holds:
+            wm = min(wm, min(at for at, _since in self.holds.values()))
+        return wm
+
+    def set_hold(self, key: str, hold: tuple[int, int] | None) -> None:
+        if hold is None:
+            self.holds.pop(key, None)
+        else:
+            self.holds[key] = hold
+
+    def overdue(self, wall_ms: int, max_wait_ms: int) -> list[str]:
+        """Held customers whose handover is overdue by wall time (to visit and release)."""
+        return [k for k, (_at, since) in self.holds.items() if wall_ms - since > max_wait_ms]
 
     def observe(self, occurred_at: int, wall_ms: int) -> bool:
         """One event in log order; True when it is late (behind the watermark)."""

@@ -30,7 +30,7 @@ from journeys.events import EventValidator
 from journeys.settings import WorkerSettings
 from journeys.timeutil import now_ms
 from stream.alerting.evaluator import StepReached
-from stream.customer_stage import CustomerBatch, CustomerStage
+from stream.customer_stage import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
 from stream.identity_stage import IdentityStage
 from stream.journeys_engine import InstanceRow
 from stream.sink import WarehouseSink
@@ -171,10 +171,11 @@ class StreamRuntime:
                 if prog.idle_advance(wall, self.idle_after_ms):
                     self.stats.idle_advances += 1
                 nxt = prog.next_wake()
-                if nxt is not None and nxt <= prog.watermark:
+                if (nxt is not None and nxt <= prog.watermark) or prog.overdue(
+                        wall, HOLD_MAX_WAIT_MS):
                     due.append(p)
                 else:
-                    idle[p] = ((), prog.watermark)
+                    idle[p] = ((), prog.alert_watermark)
             if due:
                 await self.emit(self.customers.prepare((), self._get_state, wall, tick=due))
             for hook in self.reached_hooks if idle else ():
@@ -264,6 +265,12 @@ class StreamRuntime:
         st.handovers_sent += batch.released
         st.handovers_absorbed += batch.absorbed
         st.timer_visits += batch.advanced
+        st.holds += batch.held
+        if batch.holds_expired:
+            st.holds_expired += batch.holds_expired
+            log.warning("customers: gave up waiting for %d stitched handovers after %d min "
+                        "(their journeys may split in two)", batch.holds_expired,
+                        HOLD_MAX_WAIT_MS // 60_000)
         marks = [wm for _obs, wm in batch.reached.values()]
         if marks:
             st.last_watermark_ms = max(st.last_watermark_ms, *marks)

@@ -37,6 +37,8 @@ class StreamStats:
     handovers_sent: int = 0  # stitched anonymous states handed to their customer
     handovers_absorbed: int = 0
     timer_visits: int = 0  # customers advanced by a watermark move without events
+    holds: int = 0  # customers told to wait for a stitched device's handover
+    holds_expired: int = 0  # ... that gave up waiting (HOLD_MAX_WAIT_MS)
     idle_advances: int = 0  # wall-clock watermark advances of idle partitions
     journey_rows_written: int = 0
     journey_retractions: int = 0
@@ -80,6 +82,8 @@ class StreamStats:
             "handovers_sent": self.handovers_sent,
             "handovers_absorbed": self.handovers_absorbed,
             "timer_visits": self.timer_visits,
+            "holds": self.holds,
+            "holds_expired": self.holds_expired,
             "idle_advances": self.idle_advances,
             "journey_rows_written": self.journey_rows_written,
             "journey_retractions": self.journey_retractions,

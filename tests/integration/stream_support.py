@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from journeys.settings import KafkaConfig
 from stream.app import committed_stages
+from stream.envelopes import partition_for
 from tests.integration.ingest_support import end_offsets
 from warehouse.backend import Warehouse
 
@@ -92,3 +94,40 @@ def journeys_in(wh: Warehouse) -> dict[str, tuple[Any, ...]]:
     rows = wh.query(f"SELECT {', '.join(JOURNEY_COLUMNS)} FROM {wh.database}.journey_instances"
                     " FINAL WHERE deleted = 0")
     return {r[0]: tuple(r) for r in rows}
+
+
+def row_view(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A warehouse row (stream_support.JOURNEY_COLUMNS) as stitching_ref.reference_view."""
+    (_iid, journey, customer, status, opened, closed, furthest, types, chans, times,
+     kinds, steps, dchans, dtimes) = r
+    return (journey, customer, status, int(opened), int(closed), int(furthest),
+            [int(t) for t in times], list(types), list(chans),
+            [(k, s, c, int(t)) for k, s, c, t in zip(kinds, steps, dchans, dtimes,
+                                                     strict=True)])
+
+
+def fillers(after_ms: int, partitions: int) -> list[dict[str, Any]]:
+    """One event per partition of a filler customer, far in the future: every
+    partition's watermark passes every real deadline."""
+    out, k = [], 0
+    covered: set[int] = set()
+    while len(covered) < partitions:
+        key = f"filler-{k}"
+        p = partition_for(key, partitions)
+        if p not in covered:
+            covered.add(p)
+            out.append({"event_id": f"fill-{k}", "type": "page_view", "channel": "web",
+                        "occurred_at": after_ms, "customer_id": key, "anonymous_id": None})
+        k += 1
+    return out
+
+
+def produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks=1, linger_ms=5)
+    try:
+        for e in events:
+            key = (e["customer_id"] or e["anonymous_id"] or "x").encode()
+            producer.send(kafka.raw_topic, key=key, value=orjson.dumps(e))
+        producer.flush(30)
+    finally:
+        producer.close()

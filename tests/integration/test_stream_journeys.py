@@ -27,9 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-from kafka import KafkaProducer
-
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
 from deploy.topics import ensure_journey_topics
@@ -38,7 +35,15 @@ from journeys.settings import KafkaConfig, WarehouseConfig
 from stream.envelopes import partition_for
 from stream.identity import JUNK_IDS
 from tests.integration.ingest_support import read_topic
-from tests.integration.stream_support import journeys_in, start_worker, stop_worker, wait_pipeline
+from tests.integration.stream_support import (
+    fillers,
+    journeys_in,
+    produce,
+    row_view,
+    start_worker,
+    stop_worker,
+    wait_pipeline,
+)
 from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
 from warehouse.connect import connect
 
@@ -130,33 +135,6 @@ def slices(order: list[tuple[int, dict[str, Any]]]) -> list[list[dict[str, Any]]
     return out
 
 
-def fillers(after_ms: int) -> list[dict[str, Any]]:
-    """One event per partition of a filler customer, far in the future: every
-    partition's watermark passes every real deadline."""
-    out, k = [], 0
-    covered: set[int] = set()
-    while len(covered) < PARTITIONS:
-        key = f"filler-{k}"
-        p = partition_for(key, PARTITIONS)
-        if p not in covered:
-            covered.add(p)
-            out.append({"event_id": f"fill-{k}", "type": "page_view", "channel": "web",
-                        "occurred_at": after_ms, "customer_id": key, "anonymous_id": None})
-        k += 1
-    return out
-
-
-def produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks=1, linger_ms=5)
-    try:
-        for e in events:
-            key = (e["customer_id"] or e["anonymous_id"] or "x").encode()
-            producer.send(kafka.raw_topic, key=key, value=orjson.dumps(e))
-        producer.flush(30)
-    finally:
-        producer.close()
-
-
 def test_two_workers_one_killed_journeys_equal_reference(
     broker: LocalBroker, clickhouse_server: LocalClickHouse,
     unique_name: Callable[[str], str], tmp_path: Path,
@@ -189,7 +167,7 @@ def test_two_workers_one_killed_journeys_equal_reference(
     order = arrival_order(events, seed=6)
     parts = slices(order)
     end = max(e["occurred_at"] for e in events) + 3 * 24 * 60 * M
-    fill = fillers(end)
+    fill = fillers(end, PARTITIONS)
     kill_at, restart_at = len(parts) // 3, len(parts) // 2
 
     workers = [start_worker(envs[0], log), start_worker(envs[1], log)]
@@ -216,7 +194,7 @@ def test_two_workers_one_killed_journeys_equal_reference(
         try:
             real = resolve(events, set(JUNK_IDS))
             want = reference_view(defs, real, end - LATENESS_MS)
-            got = {iid: _view(r) for iid, r in journeys_in(wh).items()}
+            got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
             assert len(want) > 100 and {w[2] for w in want.values()} == {
                 "converted", "abandoned"}
             missing, extra = set(want) - set(got), set(got) - set(want)
@@ -250,13 +228,3 @@ def test_two_workers_one_killed_journeys_equal_reference(
     finally:
         for w in workers:
             stop_worker(w)
-
-
-def _view(r: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A warehouse row (stream_support.JOURNEY_COLUMNS) as stitching_ref.reference_view."""
-    (_iid, journey, customer, status, opened, closed, furthest, types, chans, times,
-     kinds, steps, dchans, dtimes) = r
-    return (journey, customer, status, int(opened), int(closed), int(furthest),
-            [int(t) for t in times], list(types), list(chans),
-            [(k, s, c, int(t)) for k, s, c, t in zip(kinds, steps, dchans, dtimes,
-                                                     strict=True)])

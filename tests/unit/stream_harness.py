@@ -31,11 +31,12 @@ CHANNELS = ("web", "app", "store", "email")
 
 class Pipeline:
     def __init__(self, defs: Definitions, *, partitions: int, lateness_ms: int,
-                 seed: int) -> None:
+                 seed: int, bulk: bool = False) -> None:
         self.defs = defs
         self.partitions = partitions
         self.lateness_ms = lateness_ms
         self.rnd = random.Random(seed)
+        self.bulk = bulk  # each stage takes everything queued (a backlog), not a few
         self.validate = ValidateStage(EventValidator(CHANNELS),
                                       {d.steps[0] for d in defs.journeys}, partitions)
         self.identity = IdentityStage(partitions)
@@ -52,6 +53,9 @@ class Pipeline:
         self.wall = 1_000_000
         self.last_batch: list[tuple[int, bytes]] = []
         self.late = 0
+        self.reached: list[Any] = []  # step observations, as the alert hook gets them
+        self.alert_marks: dict[int, int] = {}  # partition -> last watermark sent with them
+        self.expired = 0
 
     def _new_customer_stage(self) -> CustomerStage:
         return CustomerStage(self.defs, allowed_lateness_ms=self.lateness_ms,
@@ -72,7 +76,8 @@ class Pipeline:
     def _take(self, queues: list[deque[bytes]]) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         for p in self.rnd.sample(range(self.partitions), self.partitions):
-            for _ in range(min(len(queues[p]), self.rnd.randint(0, 3))):
+            n = len(queues[p]) if self.bulk else self.rnd.randint(0, 3)
+            for _ in range(min(len(queues[p]), n)):
                 out.append((p, queues[p].popleft()))
         return out
 
@@ -113,6 +118,10 @@ class Pipeline:
 
     def _apply(self, batch: CustomerBatch) -> None:
         self.late += batch.late
+        self.expired += batch.holds_expired
+        for p, (obs, wm) in batch.reached.items():
+            self.reached.extend(obs)
+            self.alert_marks[p] = wm
         for row in batch.session_rows:
             old = self.sessions.get(row.session_id)
             if old is None or row.version > old[0]:

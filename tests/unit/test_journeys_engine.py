@@ -166,9 +166,9 @@ def check(h: Harness, definitions: list[JourneyDefinition]) -> None:
     assert sorted(closed_ids) == sorted(final)
     for r in h.closed:
         assert r == h.rows[r.instance_id]
-    # step observations: once each, exactly the settled ones
+    # step observations: once each, exactly the settled ones, named by the opening event
     want = sorted(
-        (i.journey, i.instance_id, s, t, ch)
+        (i.journey, i.path[0].event_id, s, t, ch)
         for i in insts for s, (t, ch) in i.reached.items() if t < wm
     )
     got = sorted((o.journey, o.instance_id, o.step_index, o.reached_at_ms, o.channel)

@@ -1,0 +1,131 @@
+"""Stitching on a backlog: a customer waits for a linked device's handover (the *hold*,
+stream.envelopes) before settling anything from the link's time on, and the alert
+stage's watermark waits with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from journeys.definitions import parse_definitions
+from stream.customer_stage import HOLD_MAX_WAIT_MS, CustomerStage, unpack
+from stream.envelopes import EnvelopeBuilder, partition_for
+from tests.unit.stream_harness import Pipeline
+
+BASE = 1_772_323_200_000
+M = 60_000
+H = 60 * M
+DEFS = parse_definitions({
+    "journeys": [{"name": "buy", "steps": ["view", "cart", "pay", "done"],
+                  "abandon_after": "1h", "conversion_window": "1d"}],
+    "sessions": {"gap": "30m"},
+})
+PARTS = 3
+DEV, CUST = "dev1", "cust2"  # in different partitions (asserted below)
+
+
+def ev(i: int, t: int, typ: str, cust: str | None = None,
+       anon: str | None = None) -> dict[str, Any]:
+    return {"event_id": f"e{i:03d}", "type": typ, "channel": "web", "occurred_at": BASE + t,
+            "customer_id": cust, "anonymous_id": anon}
+
+
+def test_backlog_in_one_batch_keeps_the_stitched_journey_whole() -> None:
+    assert partition_for(DEV, PARTS) != partition_for(CUST, PARTS)
+    pipe = Pipeline(DEFS, partitions=PARTS, lateness_ms=5 * M, seed=1, bulk=True)
+    story = [ev(1, 0, "view", anon=DEV), ev(2, M, "cart", anon=DEV),
+             ev(3, 2 * M, "identify", cust=CUST, anon=DEV),
+             ev(4, 3 * M, "pay", cust=CUST), ev(5, 4 * M, "done", anon=DEV)]
+    later = [ev(10 + k, 5 * H + k, "page", cust=f"other{k}") for k in range(PARTS * 3)]
+    pipe.feed_raw([*story, *later], BASE + 5 * H)  # hours of event time: one batch each
+    pipe.drain()
+    assert pipe.late == 0
+    [row] = pipe.instances.values()
+    assert (row.customer_id, row.status, row.path_types) == (
+        CUST, "converted", ["view", "cart", "identify", "pay", "done"])
+    # the device's settled steps come again from the customer's replay, under the same
+    # name (the opening event), so the evaluator counts one journey, not two
+    assert {(o.instance_id, o.step_index, o.reached_at_ms) for o in pipe.reached} == {
+        ("e001", 0, BASE), ("e001", 1, BASE + M), ("e001", 2, BASE + 3 * M),
+        ("e001", 3, BASE + 4 * M)}
+    assert not any(unpack(v)[1].waiting for k, v in pipe.states.items()
+                   if not k.startswith(b"\x00"))
+
+
+def envelope(**items: list[Any]) -> bytes:
+    return orjson.dumps({"v": 1, "e": [], **items})
+
+
+def test_alert_watermark_stays_below_a_pending_link_until_the_handover() -> None:
+    stage = CustomerStage(DEFS, allowed_lateness_ms=M, partitions=1)
+    states: dict[bytes, bytes] = {}
+
+    def run(records: list[bytes], wall: int, tick: tuple[int, ...] = ()) -> Any:
+        batch = stage.prepare([(0, r) for r in records], states.get, wall, tick=tick)
+        for k, (_p, v) in batch.states.items():
+            if v is None:
+                states.pop(k, None)
+            else:
+                states[k] = v
+        return batch
+
+    link_at = BASE + 10 * M
+    batch = run([envelope(p=[[CUST, DEV, link_at]],
+                          e=[[CUST, "e1", "view", "web", link_at, None],
+                             [CUST, "e2", "cart", "web", link_at + M, None],
+                             ["x", "e3", "page", "web", BASE + 3 * H, None]])], 1_000)
+    assert batch.held == 1
+    obs, wm = batch.reached[0]
+    assert stage.progress_for(0).watermark == BASE + 3 * H - M
+    assert wm == link_at and obs == []  # the customer's steps wait for the device
+    assert stage.progress_for(0).holds == {CUST: (link_at, 1_000)}
+
+    handover = [DEV, CUST, [[BASE, "d1", "view", "web", None]], [[], {}], link_at]
+    batch = run([envelope(h=[handover])], 2_000)
+    obs, wm = batch.reached[0]
+    assert wm == BASE + 3 * H - M and stage.progress_for(0).holds == {}
+    assert [(o.instance_id, o.step_index) for o in obs] == [("d1", 0), ("d1", 1)]
+    journeys = unpack(states[CUST.encode()])[1]
+    assert not journeys.waiting and DEV in journeys.merged
+
+
+def test_handover_that_overtakes_its_hold_does_not_hold_the_customer() -> None:
+    stage = CustomerStage(DEFS, allowed_lateness_ms=M, partitions=1)
+    states: dict[bytes, bytes] = {}
+    for records in ([envelope(h=[[DEV, CUST, [], [[], {}], BASE]])],
+                    [envelope(p=[[CUST, DEV, BASE]],
+                              e=[[CUST, "e1", "view", "web", BASE + H, None]])]):
+        batch = stage.prepare([(0, r) for r in records], states.get, 1_000)
+        states.update({k: v for k, (_p, v) in batch.states.items() if v is not None})
+    assert batch.held == 0 and batch.reached[0][1] == BASE + H - M
+    assert not unpack(states[CUST.encode()])[1].waiting
+
+
+def test_a_handover_that_never_comes_is_given_up_after_the_max_wait() -> None:
+    stage = CustomerStage(DEFS, allowed_lateness_ms=M, partitions=1)
+    states: dict[bytes, bytes] = {}
+    records = [envelope(p=[[CUST, DEV, BASE]],
+                        e=[[CUST, "e1", "view", "web", BASE, None],
+                           ["x", "e2", "page", "web", BASE + 3 * H, None]])]
+    batch = stage.prepare([(0, r) for r in records], states.get, 0)
+    states.update({k: v for k, (_p, v) in batch.states.items() if v is not None})
+    assert stage.progress_for(0).overdue(HOLD_MAX_WAIT_MS, HOLD_MAX_WAIT_MS) == []
+    wall = HOLD_MAX_WAIT_MS + 1
+    assert stage.progress_for(0).overdue(wall, HOLD_MAX_WAIT_MS) == [CUST]
+    batch = stage.prepare((), states.get, wall, tick=[0])  # the timer visits it
+    assert batch.holds_expired == 1 and stage.progress_for(0).holds == {}
+    [row] = batch.instance_rows  # settled without the device: abandoned after 1h
+    assert (row.status, row.customer_id) == ("abandoned", CUST)
+    assert batch.reached[0][1] == BASE + 3 * H - M
+
+
+def test_holds_ride_with_the_first_envelope_links_with_the_last() -> None:
+    b = EnvelopeBuilder()
+    for i in range(2500):
+        b.event(0, [CUST, f"e{i}", "view", "web", BASE + i, None])
+    b.hold(0, CUST, DEV, BASE)
+    b.link(0, DEV, CUST, BASE)
+    first, last = (orjson.loads(v) for _p, v in b.messages())
+    assert first["p"] == [[CUST, DEV, BASE]] and "m" not in first
+    assert last["m"] == [[DEV, CUST, BASE]] and "p" not in last
