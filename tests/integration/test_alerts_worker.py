@@ -6,9 +6,9 @@ batch reference computes: the incident's windows on its channel and in total, it
 recovery, nothing for the calm hours before and after.
 
 Traffic arrives as it would live: in event-time slices no longer than the allowed
-lateness, each processed before the next. (A bulk load of hours at once currently makes
-the customer stage drop most events as late — stages merge partitions at uneven rates;
-see docs/alerting.md — which is not what this test is about.)
+lateness, each processed before the next, so that the idle clock and the restart act
+on a live stream. (A bulk load of hours at once is
+tests/integration/test_stream_backfill.py.)
 
 The receiver is down while the incident fires (deliveries retried, spooled), the worker
 is SIGKILLed mid-stream and restarted (alert state from the changelog: the recovery
