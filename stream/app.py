@@ -4,6 +4,7 @@
      │   (aiokafka,     (envelopes,   alias table   (envelopes,  state table   journeys-closed
      │    no Faust)      by device)                  by customer)  + timer      reached hooks
      └─ dead-letter topic + raw table
+    dead-letter topic ──archiver──► dead_letters table (ingest rejections; stream.dead_letters)
 
 Faust runs the two stateful stages: it owns partition assignment, co-partitioning
 (every internal topic and changelog has the same partition count, so partition p of all
@@ -27,6 +28,7 @@ import faust
 
 from journeys.settings import WorkerSettings
 from stream.alert_worker import install_alerting
+from stream.dead_letters import DeadLetterArchiver
 from stream.runtime import StreamRuntime
 from stream.transport import DEFAULT_FETCH_MAX_WAIT_MS, Transport
 from stream.validate import RawValidator
@@ -95,6 +97,8 @@ class JourneysApp(faust.App):
         await super().on_started()  # tables recovered by now
         await self.add_runtime_dependency(
             RawValidator(self.journeys, loop=self.loop, beacon=self.beacon))
+        await self.add_runtime_dependency(
+            DeadLetterArchiver(self.journeys, loop=self.loop, beacon=self.beacon))
 
     async def on_stop(self) -> None:
         await super().on_stop()
@@ -191,8 +195,10 @@ def committed_stages(kafka_topics: Any, app_id: str) -> tuple[tuple[str, str], .
     """(topic, consumer group) of each stage in processing order: a worker is done with
     everything produced so far when each group has committed its topic's end offsets
     (each stage commits a batch only after its outputs are durable). For tests and ops."""
+    from stream.dead_letters import dead_letter_group
     from stream.validate import validate_group
 
     return ((kafka_topics.raw_topic, validate_group(app_id)),
             (kafka_topics.by_identity_topic, app_id),
-            (kafka_topics.by_customer_topic, app_id))
+            (kafka_topics.by_customer_topic, app_id),
+            (kafka_topics.dead_letter_topic, dead_letter_group(app_id)))

@@ -112,3 +112,12 @@ def write_dead_letters(wh: Warehouse, letters: Sequence[DeadLetterLike]) -> int:
     """Insert rejected inputs with their reason and original bytes (one insert)."""
     return wh.insert(DEAD_LETTERS.name, DEAD_LETTERS.columns, dead_letter_rows(letters))
 
+
+def dead_letter_offsets(wh: Warehouse, topic: str) -> dict[int, int]:
+    """Highest Kafka offset stored per partition of `topic` (the dead-letter archiver
+    resumes after it, so a re-read batch is not inserted twice)."""
+    rows = wh.query(f"SELECT kafka_partition, max(kafka_offset) FROM {wh.database}."
+                    f"{DEAD_LETTERS.name} WHERE kafka_topic = %(topic)s "
+                    "GROUP BY kafka_partition", {"topic": topic})
+    return {int(p): int(o) for p, o in rows}
+

@@ -99,7 +99,14 @@ def test_collector_to_worker_exact_sessions(worker: Worker) -> None:
         ids = warehouse_event_ids(wh)
         assert sorted(ids) == sorted(e["event_id"] for e in good)  # all, once each
         assert warehouse_sessions(wh) == expected_sessions(good)
-        assert wh.query(f"SELECT count() FROM {wh.database}.dead_letters")[0][0] == 0
+        archived = wh.query(f"SELECT event_id, stage, reason, kafka_topic, kafka_partition,"
+                            f" kafka_offset FROM {wh.database}.dead_letters")
+        # the collector's rejections, archived from the dead-letter topic once each
+        assert sorted((r[0], r[1], r[2].partition(":")[0]) for r in archived) == sorted([
+            *((e["event_id"], "collector", code) for e, code in bad),
+            (bad[1][0]["event_id"], "collector", "missing_identity")])  # the resent batch's
+        assert {r[3] for r in archived} == {worker.kafka.dead_letter_topic}
+        assert len({(r[4], r[5]) for r in archived}) == 4
         source = wh.query(f"SELECT DISTINCT source FROM {wh.database}.touchpoints")
         assert source == [("shop-web",)]  # stamped from the write key
     finally:
@@ -142,9 +149,15 @@ def test_file_import_and_kcat_to_worker(worker: Worker, tmp_path: Path) -> None:
         assert sorted(warehouse_event_ids(wh)) == sorted(e["event_id"] for e in events)
         assert warehouse_sessions(wh) == expected_sessions(events)
         dead = sorted((r[0].partition(":")[0], r[1], r[2]) for r in wh.query(
-            f"SELECT reason, stage, original FROM {wh.database}.dead_letters"))
+            f"SELECT reason, stage, original FROM {wh.database}.dead_letters "
+            f"WHERE stage = 'validate'"))
         assert dead == [("bad_timestamp", "validate", orjson.dumps(late_time).decode()),
                         ("invalid_json", "validate", broken.decode())]
+        imported = sorted((r[0], r[1], r[2].partition(":")[0]) for r in wh.query(
+            f"SELECT event_id, stage, reason FROM {wh.database}.dead_letters "
+            f"WHERE stage != 'validate'"))  # archived from the dead-letter topic
+        assert imported == [("f-chan", "import", "unknown_channel"),
+                            ("f-time", "import", "bad_timestamp")]
     finally:
         wh.close()
     letters = _letters(worker, expected=4)  # 2 from the import, 2 from the worker

@@ -242,11 +242,17 @@ def test_dead_letters(migrated: Warehouse) -> None:
         received_at_ms = JAN2 + 1500
         topic, partition, offset = "journeys.touchpoints", 3, 99
 
+    assert writers.dead_letter_offsets(wh, "journeys.touchpoints") == {}
     assert writers.write_dead_letters(wh, [Letter()]) == 1
     assert wh.query(f"SELECT * FROM {wh.database}.dead_letters") == [
         (datetime(2024, 1, 2, 0, 0, 1, tzinfo=UTC), "stream", "invalid_json: bad", "",
          "{oops", "journeys.touchpoints", 3, 99)
     ]
+    later = Letter()
+    later.offset, later.partition = 7, 0  # type: ignore[misc]
+    writers.write_dead_letters(wh, [later])
+    assert writers.dead_letter_offsets(wh, "journeys.touchpoints") == {3: 99, 0: 7}
+    assert writers.dead_letter_offsets(wh, "it's other") == {}
 
 
 def test_threads_share_one_warehouse(migrated: Warehouse) -> None:
