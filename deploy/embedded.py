@@ -55,6 +55,14 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def embedded_api_settings(settings: EmbeddedSettings, wh_config: WarehouseConfig) -> ApiSettings:
+    """The API role of the embedded stack: its own options (API keys, ...) from the
+    environment and the settings file, the shared ones from the embedded settings."""
+    return ApiSettings.build(definitions_path=settings.definitions_path, warehouse=wh_config,
+                             host=settings.host, port=settings.port,
+                             data_dir=settings.data_dir, channels=settings.channels)
+
+
 def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bool,
                  console: Console) -> None:
     """Start everything, feed the sample (if any), serve until Ctrl-C, stop everything."""
@@ -90,9 +98,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
 
         from api.app import create_app
 
-        api_settings = ApiSettings(definitions_path=settings.definitions_path,
-                                   warehouse=wh_config, host=settings.host, port=settings.port,
-                                   data_dir=settings.data_dir, channels=settings.channels)
+        api_settings = embedded_api_settings(settings, wh_config)
         stream_app = create_stream_app(worker_settings, warehouse=warehouse)
         holder: dict[str, Any] = {"app": stream_app}
         api_app = create_app(api_settings, warehouse=warehouse,

@@ -50,3 +50,16 @@ def test_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # ty
     f.write_text("JOURNEYS_KAFKA__TOPIC_PREFIX=fromfile\n")
     monkeypatch.setenv(envvars.SETTINGS_FILE, str(f))
     assert WorkerSettings.build().kafka.topic_prefix == "fromfile"
+
+
+def test_embedded_api_reads_its_keys_from_the_settings_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from deploy.embedded import embedded_api_settings
+
+    f = tmp_path / "journeys.env"
+    f.write_text('JOURNEYS_API_KEYS={"pm": "rk_0123456789abcdef"}\n')
+    monkeypatch.setenv(envvars.SETTINGS_FILE, str(f))
+    embedded = EmbeddedSettings.build(port=8765)
+    api = embedded_api_settings(embedded, embedded.warehouse)
+    assert api.port == 8765 and api.warehouse == embedded.warehouse
+    assert api.api_keys["pm"].key.get_secret_value() == "rk_0123456789abcdef"
