@@ -53,7 +53,8 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
     from ingest.importer import ImportOptions, import_file
     from ingest.mapping import ColumnMapping
     from ingest.parallel import import_files
-    from ingest.producer import ProducerTuning, TouchpointProducer
+    from ingest.producer import TouchpointProducer
+    from ingest.tuning import ProducerTuning
     from journeys.settings import CollectorSettings
 
     started, cpu0 = time.perf_counter(), time.process_time()

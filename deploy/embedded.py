@@ -162,7 +162,8 @@ async def _announce(console: Console, url: str) -> None:
 async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], console: Console,
                 url: str) -> None:
     """Produce the sample to the raw topic, wait until the worker has processed it."""
-    from ingest.producer import ProducerTuning, TouchpointProducer
+    from ingest.producer import TouchpointProducer
+    from ingest.tuning import ProducerTuning
 
     await asyncio.sleep(0.5)
     producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(), client_id="journeys-demo")

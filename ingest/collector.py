@@ -31,7 +31,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from ingest.producer import BrokerUnavailable, Delivery, ProducerTuning, TouchpointProducer
+from ingest.delivery import Delivery
+from ingest.producer import BrokerUnavailable, TouchpointProducer
+from ingest.tuning import ProducerTuning
 from journeys.events import EventValidator, Rejection, Touchpoint
 from journeys.settings import CollectorSettings
 

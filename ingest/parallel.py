@@ -16,7 +16,8 @@ from typing import Any
 
 from ingest.importer import ImportOptions, ImportReport, Progress, import_file
 from ingest.mapping import ColumnMapping
-from ingest.producer import ProducerTuning, TouchpointProducer
+from ingest.producer import TouchpointProducer
+from ingest.tuning import ProducerTuning
 from journeys.events import EventValidator
 from journeys.settings import CollectorSettings
 

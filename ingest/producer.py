@@ -11,17 +11,16 @@ is back (a restarted Tansu broker rejects the old idempotent producer id for goo
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.partitioner.default import murmur2
 
+from ingest.delivery import Delivery, tcp_reachable
+from ingest.tuning import ProducerTuning
 from journeys.errors import ServiceUnavailable
 from journeys.events import Rejection, Touchpoint
 from journeys.settings import KafkaConfig
@@ -38,122 +37,6 @@ class BrokerUnavailable(ServiceUnavailable):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = max(1.0, retry_after)
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerTuning:
-    """Producer options, measured on the local broker (see docs/ingest.md, bench/).
-
-    - acks=all: a 202 from the collector means the record is replicated (acks=0 loses
-      whole batches on Tansu); idempotence on (kafka-python 3.x supports it there) so
-      retries do not duplicate.
-    - gzip: the only codec without extra wheels; it was *faster* than none here
-      (15.5k vs 11k msgs/s) because fewer bytes cross the broker, and it cuts network.
-    - linger 5 ms + 256 KiB batches: a request carries many records without adding
-      visible latency to a 202.
-    - short timeouts: a dead broker shows up as a failed delivery within seconds,
-      which trips the breaker; clients then get 503 instead of a hanging request.
-    """
-
-    acks: str | int = "all"
-    enable_idempotence: bool = True
-    compression_type: str | None = "gzip"
-    linger_ms: int = 5
-    batch_size: int = 256 * 1024
-    max_in_flight_requests_per_connection: int = 5
-    delivery_timeout_ms: int = 10_000
-    request_timeout_ms: int = 5_000
-    max_block_ms: int = 5_000
-    bootstrap_timeout_ms: int = 5_000
-    reconnect_backoff_max_ms: int = 1_000
-    max_request_size: int = 1_048_576
-    # Ours, not kafka-python's: unconfirmed records allowed before refusing more.
-    max_pending: int = 100_000
-    retry_after_s: float = 2.0
-
-    @classmethod
-    def for_bulk(cls) -> ProducerTuning:
-        """Importers and the generator: wait longer instead of failing, bigger batches."""
-        return cls(linger_ms=20, batch_size=1024 * 1024, delivery_timeout_ms=120_000,
-                   request_timeout_ms=30_000, max_block_ms=60_000,
-                   bootstrap_timeout_ms=30_000, max_pending=200_000)
-
-    def client_options(self) -> dict[str, Any]:
-        opts = asdict(self)
-        for ours in ("max_pending", "retry_after_s"):
-            opts.pop(ours)
-        return opts
-
-
-class Delivery:
-    """Completion of a group of sends: done once every record is acked or has failed.
-
-    Callbacks run on the producer's I/O thread, so the collector bridges them to its
-    event loop with `call_soon_threadsafe`; the importer just `wait()`s.
-    """
-
-    def __init__(self, count: int, on_done: Callable[[Delivery], None] | None = None) -> None:
-        self.count = count
-        self.errors: dict[int, BaseException] = {}
-        self._remaining = count
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        self._callbacks: list[Callable[[Delivery], None]] = [on_done] if on_done else []
-        if count == 0:
-            self._finish()
-
-    def _record(self, index: int, result: Any) -> None:
-        with self._lock:
-            if isinstance(result, BaseException):
-                self.errors[index] = result
-            self._remaining -= 1
-            finished = self._remaining == 0
-        if finished:
-            self._finish()
-
-    def _finish(self) -> None:
-        self._event.set()
-        with self._lock:
-            callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            try:
-                cb(self)
-            except Exception:  # a failing observer must not break the I/O thread
-                log.exception("delivery callback failed")
-
-    def add_done_callback(self, fn: Callable[[Delivery], None]) -> None:
-        """Call `fn(self)` once every record is settled (now, if already done)."""
-        with self._lock:
-            if not self._event.is_set():
-                self._callbacks.append(fn)
-                return
-        fn(self)
-
-    @property
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    @property
-    def ok(self) -> bool:
-        return self.done and not self.errors
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._event.wait(timeout)
-
-    def first_error(self) -> BaseException | None:
-        return next(iter(self.errors.values()), None)
-
-
-def tcp_reachable(bootstrap_servers: str, timeout: float = 0.5) -> bool:
-    """Cheap probe: does any bootstrap address accept a TCP connection?"""
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout).close()
-            return True
-        except (OSError, ValueError):
-            continue
-    return False
 
 
 class _KeyPartitions:
@@ -212,7 +95,7 @@ class TouchpointProducer:
         factory: Callable[..., KafkaProducer] = KafkaProducer,
     ) -> None:
         self.kafka = kafka
-        self.tuning = tuning or ProducerTuning()
+        self.tuning = (tuning or ProducerTuning()).with_overrides(kafka.producer)
         self.client_id = client_id
         self._factory = factory
         self._client: KafkaProducer | None = None

@@ -29,6 +29,10 @@ class KafkaConfig(BaseModel):
     topic_prefix: str = Field(default="journeys", pattern=r"^[A-Za-z0-9._\-]{1,100}$")
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
+    # kafka-python options of the ingest producers (collector, import, generate, demo
+    # feeder) over each role's measured defaults (ingest.tuning), e.g.
+    # JOURNEYS_KAFKA__PRODUCER='{"compression_type": "lz4", "linger_ms": 20}'
+    producer: dict[str, str | bool | int | float | None] = {}
 
     @property
     def raw_topic(self) -> str:

@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
                 err.print(f"wrote {n:,} events to {out_file}")
                 return
             from ingest.importer import send_events
-            from ingest.producer import ProducerTuning, TouchpointProducer
+            from ingest.producer import TouchpointProducer
+            from ingest.tuning import ProducerTuning
 
             settings = _settings(bootstrap_servers, topic_prefix)
             _ensure_topics(settings.kafka)

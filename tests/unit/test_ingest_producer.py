@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import pytest
 from kafka import KafkaProducer
 
-from ingest.producer import (
-    BrokerUnavailable,
-    Delivery,
-    ProducerTuning,
-    TouchpointProducer,
-    tcp_reachable,
-)
+from ingest.delivery import Delivery, tcp_reachable
+from ingest.producer import BrokerUnavailable, TouchpointProducer
+from ingest.tuning import ProducerTuning
+from journeys.errors import ConfigError
 from journeys.settings import KafkaConfig
 
 
@@ -70,3 +68,22 @@ def test_tcp_probe_accepts_any_listed_server() -> None:
         port = listener.getsockname()[1]
         assert tcp_reachable(f"127.0.0.1:{_closed_port()},127.0.0.1:{port}")
     assert not tcp_reachable("not-a-server")
+
+
+def test_operator_overrides_apply_over_the_role_defaults() -> None:
+    bulk = ProducerTuning.for_bulk().with_overrides({"linger_ms": 50, "compression_type": None,
+                                                     "retry_after_s": 3})
+    assert (bulk.linger_ms, bulk.compression_type, bulk.retry_after_s) == (50, None, 3)
+    assert bulk.batch_size == ProducerTuning.for_bulk().batch_size  # the rest kept
+    assert ProducerTuning().with_overrides({}) == ProducerTuning()
+    kafka = KafkaConfig(producer={"acks": 1, "linger_ms": 7})
+    producer = TouchpointProducer(kafka)
+    assert (producer.tuning.acks, producer.tuning.linger_ms) == (1, 7)
+
+
+@pytest.mark.parametrize("options", [{"lingr_ms": 5}, {"linger_ms": "5"},
+                                     {"enable_idempotence": 1}, {"acks": "some"},
+                                     {"batch_size": True}])
+def test_unknown_or_mistyped_producer_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="producer option"):
+        ProducerTuning().with_overrides(options)

@@ -63,3 +63,9 @@ def test_embedded_api_reads_its_keys_from_the_settings_file(
     api = embedded_api_settings(embedded, embedded.warehouse)
     assert api.port == 8765 and api.warehouse == embedded.warehouse
     assert api.api_keys["pm"].key.get_secret_value() == "rk_0123456789abcdef"
+
+
+def test_producer_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(envvars.KAFKA_PRODUCER, '{"compression_type": null, "linger_ms": 20}')
+    assert CollectorSettings.build().kafka.producer == {"compression_type": None,
+                                                        "linger_ms": 20}
