@@ -148,10 +148,10 @@ def main() -> None:
         log = (work / "workers.log").open("wb")
         started = time.perf_counter()
         profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each worker
-        cmd = [sys.executable, "-m", "stream", "--loglevel", "warning"]
+        cmd = [sys.executable, "-m", "stream", "--loglevel", "info"]  # stats lines: late=
         procs = [subprocess.Popen(cmd if not profile else [
                      sys.executable, "-m", "cProfile", "-o", f"{profile}/worker{i}.prof",
-                     "-m", "stream", "--loglevel", "warning"],
+                     "-m", "stream", "--loglevel", "info"],
                                   cwd=ROOT, env={**env, "JOURNEYS_DATA_DIR": str(work / f"w{i}")},
                                   stdout=log, stderr=subprocess.STDOUT)
                  for i in range(args.workers)]
@@ -193,6 +193,7 @@ def main() -> None:
                                   " FINAL WHERE deleted = 0")[0][0])
         finally:
             wh.close()
+    late = late_events(work / "workers.log", [p.pid for p in procs])
     steady = total - (first or 0.0)
     print(f"\n{len(payloads):,} events, {args.workers} worker(s), {args.partitions} partitions, "
           f"ClickHouse server {counts}; {closed:,} journeys closed")
@@ -200,6 +201,19 @@ def main() -> None:
           f" from the first commit: {steady:.1f} s = {len(payloads) / steady:,.0f} events/s")
     print(f"  worker CPU: {cpu:.1f} s = {cpu * 1e6 / len(payloads):,.0f} us per event "
           f"({len(payloads) / cpu:,.0f} events per CPU-second)")
+    print(f"  late events (behind a by-customer partition's watermark, kept only in the raw "
+          f"table): {late:,}")
+
+
+def late_events(log: Path, pids: list[int]) -> int:
+    """Sum over workers of the last `late=` of their stats lines (cumulative counters)."""
+    last: dict[int, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if "stream: in=" not in line or " late=" not in line:
+            continue
+        pid = next((p for p in pids if f"[{p}]" in line), -1)
+        last[pid] = int(line.split(" late=", 1)[1].split()[0])
+    return sum(last.values())
 
 
 if __name__ == "__main__":

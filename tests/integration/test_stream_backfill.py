@@ -68,9 +68,10 @@ def sample() -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("scatter", [False, True], ids=["keyed", "scattered"])
 def test_bulk_backfill_equals_reference_journeys_and_alerts(
     broker: LocalBroker, clickhouse_server: LocalClickHouse,
-    unique_name: Callable[[str], str], tmp_path: Path,
+    unique_name: Callable[[str], str], tmp_path: Path, scatter: bool,
 ) -> None:
     defs = load_definitions()
     prefix, db = unique_name("bf"), unique_name("bf")
@@ -97,7 +98,7 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
     stitched = sum(1 for e in events if e.get("customer_id") and e.get("anonymous_id"))
     assert len(events) > 10_000 and stitched > 1_000
 
-    produce(kafka, [*events, *fill])  # all of it before the worker starts: one backlog
+    produce(kafka, [*events, *fill], scatter=scatter)  # all before the worker starts
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     try:
@@ -109,8 +110,14 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
             want = reference_view(defs, real, end - LATENESS_MS)
             got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
             missing, extra = set(want) - set(got), set(got) - set(want)
+            for iid in sorted(missing)[:3]:
+                print("missing", want[iid])
+            for iid in sorted(extra)[:3]:
+                print("extra", got[iid])
             assert not missing and not extra, f"missing {len(missing)}, extra {len(extra)}"
             bad = [iid for iid in want if got[iid] != want[iid]]
+            for iid in bad[:3]:
+                print("want", want[iid], "\ngot ", got[iid])
             assert not bad, f"{len(bad)} of {len(want)} instances differ, e.g. {bad[:3]}"
             sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
                                 f"FROM {db}.sessions FINAL WHERE deleted = 0 "
