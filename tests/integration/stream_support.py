@@ -31,8 +31,8 @@ from warehouse.backend import Warehouse
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    level = os.environ.get("STREAM_TEST_LOGLEVEL", "warning")
+def start_worker(env: dict[str, str], log: Path, loglevel: str | None = None) -> subprocess.Popen:
+    level = loglevel or os.environ.get("STREAM_TEST_LOGLEVEL", "warning")
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "stream", "--loglevel", level],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -136,3 +136,13 @@ def produce(kafka: KafkaConfig, events: list[dict[str, Any]], *,
         producer.flush(30)
     finally:
         producer.close()
+
+
+def late_events(log: Path) -> int:
+    """The last `late=` of a worker's stats lines (needs loglevel info): events behind
+    a by-customer partition's watermark, applied to nothing but the raw table."""
+    late = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if "stream: in=" in line and " late=" in line:
+            late = int(line.split(" late=", 1)[1].split()[0])
+    return late

@@ -38,6 +38,7 @@ from stream.identity import JUNK_IDS
 from tests.integration.stream_support import (
     fillers,
     journeys_in,
+    late_events,
     produce,
     row_view,
     start_worker,
@@ -100,7 +101,7 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
 
     produce(kafka, [*events, *fill], scatter=scatter)  # all before the worker starts
     log = tmp_path / "worker.log"
-    worker = start_worker(env, log)
+    worker = start_worker(env, log, loglevel="info")  # stats lines: late=
     try:
         wait_pipeline(kafka, env["JOURNEYS_APP_ID"], [worker], log, timeout=300)
         wh = connect(WarehouseConfig(backend="server", host=clickhouse_server.host,
@@ -109,12 +110,14 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
         try:
             want = reference_view(defs, real, end - LATENESS_MS)
             got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
+            late = late_events(log)
             missing, extra = set(want) - set(got), set(got) - set(want)
             for iid in sorted(missing)[:3]:
                 print("missing", want[iid])
             for iid in sorted(extra)[:3]:
                 print("extra", got[iid])
-            assert not missing and not extra, f"missing {len(missing)}, extra {len(extra)}"
+            assert not missing and not extra, (
+                f"missing {len(missing)}, extra {len(extra)}; late events {late}")
             bad = [iid for iid in want if got[iid] != want[iid]]
             for iid in bad[:3]:
                 print("want", want[iid], "\ngot ", got[iid])
