@@ -236,7 +236,8 @@ class CustomerStage:
             wm = settle_at(partition, into, w)
             sd = self.sessionizer.absorb(into, w.sessions, spayload, watermark=wm)
             jd = self.engine.absorb(into, w.journeys, source, [tuple(e) for e in jevents],
-                                    watermark=wm, linked_at=rest[0] if rest else NO_WATERMARK)
+                                    watermark=wm, linked_at=rest[0] if rest else NO_WATERMARK,
+                                    openings=rest[1] if len(rest) > 1 else ())
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
             batch.absorbed += 1
@@ -256,14 +257,14 @@ class CustomerStage:
         for partition, anon, cust, at in links:
             w = load(partition, anon)
             spayload, sd = self.sessionizer.release(anon, w.sessions)
+            openings = self.engine.openings(w.journeys)
             jevents, jd = self.engine.release(anon, w.journeys)
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
-            item = [anon, cust, jevents, spayload]
-            if at != NEVER:
-                item.append(at)  # also when empty: the customer is holding for it
-            elif not (jevents or spayload[0] or spayload[1]):
-                continue
+            if at == NEVER and not (jevents or spayload[0] or spayload[1]):
+                continue  # a link of an older format: nobody holds for it
+            item = [anon, cust, jevents, spayload, NO_WATERMARK if at == NEVER else at,
+                    openings]  # sent even when empty: the customer is holding for it
             batch.handovers.handover(partition_for(cust, self.partitions), item)
             batch.released += 1
 

@@ -13,8 +13,8 @@ event per message, DESIGN.md) is unchanged; envelopes are internal.
         {"v": 1, "e": [[key, event_id, type, channel, occurred_at, context-or-null], ...],
                 "p": [[customer_id, anonymous_id, linked_at], ...],  # hold for a handover
                 "m": [[anonymous_id, customer_id, linked_at], ...],  # links made (merge these)
-                "h": [[from_key, into_key, journey_events, sessions_payload, linked_at],
-                      ...]}
+                "h": [[from_key, into_key, journey_events, sessions_payload, linked_at,
+                       [[journey, opening_event_id, furthest_step], ...]], ...]}
 
 A new link goes two ways: the *link* to the device's partition (after the device's
 earlier events: it settles them up to `linked_at`, then hands them over) and a *hold*

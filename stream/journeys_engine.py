@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import orjson
 
 from journeys.definitions import JourneyDefinition
-from stream.alerting.evaluator import StepReached
+from stream.alerting.evaluator import StepReached, retraction
 from stream.journey_rows import InstanceRow, JourneyDelta, Retraction, fold_rows
 from stream.journey_state import (
     DETOUR_KINDS,
@@ -263,9 +263,17 @@ class JourneyEngine:
         state.tail, state.open, state.emitted = [], {}, {}
         return sorted(events.values(), key=lambda e: (e[0], e[1])), delta
 
+    def openings(self, state: CustomerJourneys) -> list[list[Any]]:
+        """[journey, opening event id, furthest step observed] of each open run (call
+        before `release`): the customer retracts those its replay no longer opens."""
+        self._decode(state)
+        return [[name, run.path[0][1], len(run.reached) - 1]
+                for name, run in sorted(state.open.items()) if run.reached]
+
     def absorb(
         self, customer: str, state: CustomerJourneys, source: str,
         events: Sequence[TailEvent], *, watermark: int, linked_at: int = NO_WATERMARK,
+        openings: Sequence[Sequence[Any]] = (),
     ) -> JourneyDelta:
         """Merge another key's released events into this customer's journeys.
 
@@ -308,6 +316,12 @@ class JourneyEngine:
                     state.open[d.name] = cur
         self._settle(customer, state, max(watermark, state.checkpoint), delta, final,
                      force=True)
+        if openings:  # runs closed by the replay are in `final`, the rest are current
+            alive = {*((d.name, run.path[0][1]) for d, run in final),
+                     *((d.name, run.path[0][1]) for d, run in self.current(customer, state))}
+            for journey, opening, furthest in openings:
+                if (journey, opening) not in alive:  # merged into an earlier run here
+                    delta.reached.append(retraction(journey, opening, int(furthest)))
         return delta
 
     # --------------------------------------------------------------- internals

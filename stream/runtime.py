@@ -241,6 +241,10 @@ class StreamRuntime:
             sessions, rows, retr = batch.session_rows, batch.instance_rows, batch.retractions
             await self.write_with_retry(lambda: self.sink.write_customers(sessions, rows, retr))
         kafka, producer = self.settings.kafka, self.app.producer
+        # Observations first: what a device observed is on the step-reached topic before
+        # its handover exists, so the customer's retraction of it always comes after.
+        for hook in self.reached_hooks if batch.reached else ():
+            await hook(batch.reached)
         pending = []
         for row in batch.closed:
             key, value = closed_message(row)
@@ -251,8 +255,6 @@ class StreamRuntime:
                                                partition, None, None))
         if pending:
             await asyncio.gather(*pending)
-        for hook in self.reached_hooks if batch.reached else ():
-            await hook(batch.reached)
         await self.store(self.states, batch.states)
         st.events_sessionized += batch.events
         st.events_applied += batch.applied

@@ -59,6 +59,19 @@ class StepReached:
     channel: str
 
 
+def retraction(journey: str, instance_id: str, furthest_step: int) -> StepReached:
+    """"Forget this instance": its steps 0..furthest_step were observed, but stitching
+    merged it into another run (stream.journeys_engine.absorb). Encoded as a negative
+    step index so it travels like any observation; applied only while its windows are
+    not final (the evaluator cannot revise a reported window)."""
+    return StepReached(journey, instance_id, -1 - furthest_step, 0, "")
+
+
+def retracted_steps(obs: StepReached) -> int | None:
+    """The furthest step a retraction covers; None for an ordinary observation."""
+    return -1 - obs.step_index if obs.step_index < 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class AlertRecord:
     """One alert or recovery notice for a (journey, step, channel-or-all, window)."""
@@ -204,6 +217,17 @@ class StepAlertState:
     def observe(self, obs: StepReached) -> bool:
         """Apply one observation (idempotent, any order). False if late or not for this key."""
         k, t = obs.step_index, obs.reached_at_ms
+        furthest = retracted_steps(obs)
+        if furthest is not None:
+            if obs.journey != self.journey or furthest < self.step_index:
+                return False
+            e = self.entries.get(obs.instance_id)
+            if e is not None and e[0] is not None and (
+                    window_start(e[0], self.window_ms) < self.final_before):
+                self.late += 1  # its window was reported already
+                return False
+            self.entries.pop(obs.instance_id, None)
+            return True
         if obs.journey != self.journey or k < self.step_index:
             return False
         if k == self.step_index:
@@ -324,6 +348,9 @@ class DropoffEvaluator:
         if d is None:
             return []
         last = len(d.steps) - 1
+        furthest = retracted_steps(obs)
+        if furthest is not None:  # every step whose population it may be in
+            return [(obs.journey, s) for s in range(min(furthest, last - 1) + 1)]
         return [(obs.journey, s) for s in (obs.step_index - 1, obs.step_index) if 0 <= s < last]
 
     def state(self, journey: str, step_index: int) -> StepAlertState:

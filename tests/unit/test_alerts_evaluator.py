@@ -19,6 +19,7 @@ from stream.alerting.evaluator import (
     final_before,
     is_dropped,
     judge,
+    retraction,
     window_start,
 )
 
@@ -240,3 +241,24 @@ def test_record_round_trip() -> None:
     ev = DropoffEvaluator([defn()])
     r = run(ev, [(100, 10)] * 3 + [(100, 80)])[0]
     assert AlertRecord.from_dict(r.to_dict()) == r
+
+
+def test_a_retraction_forgets_an_instance_until_its_window_is_final() -> None:
+    d = defn()
+    ev = DropoffEvaluator([d])
+    ev.observe(StepReached("j", "x", 0, 10 * W + 5, "web"))
+    ev.observe(StepReached("j", "x", 1, 10 * W + 60_000, "web"))  # continues: key 0 and 1
+    assert ev.keys_for(retraction("j", "x", 1)) == [("j", 0), ("j", 1)]
+    assert ev.keys_for(retraction("j", "x", 5)) == [("j", 0), ("j", 1)]  # goal has no key
+    assert ev.observe(retraction("j", "x", 1))
+    assert "x" not in ev.state("j", 0).entries and "x" not in ev.state("j", 1).entries
+    assert ev.observe(retraction("j", "never-seen", 0))  # nothing to forget: fine
+    # once its window is final it was counted and reported: a retraction changes nothing
+    for i in range(12):
+        ev.observe(StepReached("j", f"y{i}", 0, 11 * W + 5, "web"))
+    ev.advance(12 * W + H + 1)
+    st = ev.state("j", 0)
+    counted = {k: list(h.rates) for k, h in st.history.items()}
+    assert counted["web"] and not st.entries
+    assert ev.observe(retraction("j", "y0", 0))
+    assert {k: list(h.rates) for k, h in st.history.items()} == counted

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from journeys.definitions import parse_definitions
+from stream.alerting.evaluator import DropoffEvaluator, StepReached, retraction
 from stream.customer_stage import HOLD_MAX_WAIT_MS, CustomerStage, unpack
 from stream.envelopes import EnvelopeBuilder, partition_for
 from tests.unit.stream_harness import Pipeline
@@ -129,3 +130,26 @@ def test_holds_ride_with_the_first_envelope_links_with_the_last() -> None:
     first, last = (orjson.loads(v) for _p, v in b.messages())
     assert first["p"] == [[CUST, DEV, BASE]] and "m" not in first
     assert last["m"] == [[DEV, CUST, BASE]] and "p" not in last
+
+
+def test_a_device_run_merged_into_an_earlier_customer_run_is_retracted_for_alerting() -> None:
+    """The device's steps were observed under its own opening event; the customer's run
+    that started earlier takes them in, so that entry must go (else it counts as a
+    journey dropped at the device's furthest step)."""
+    pipe = Pipeline(DEFS, partitions=PARTS, lateness_ms=M, seed=1, bulk=True)
+    pipe.feed_raw([ev(1, 0, "view", cust=CUST), ev(2, M, "view", anon=DEV),
+                   ev(3, 2 * M, "cart", anon=DEV),
+                   ev(4, 3 * M, "identify", cust=CUST, anon=DEV),
+                   *(ev(10 + k, 5 * H + k, "page", cust=f"other{k}") for k in range(9))],
+                  BASE + 5 * H)
+    pipe.drain()
+    [row] = pipe.instances.values()
+    assert (row.customer_id, row.path_types) == (CUST, ["view", "view", "cart", "identify"])
+    device = [o for o in pipe.reached if o.instance_id == "e002"]
+    assert device[:2] == [StepReached("buy", "e002", 0, BASE + M, "web"),
+                          StepReached("buy", "e002", 1, BASE + 2 * M, "web")]
+    assert device[2:] == [retraction("buy", "e002", 1)]  # after them, on the same keys
+    evaluator = DropoffEvaluator(DEFS.journeys)
+    evaluator.observe_many(pipe.reached)
+    assert set(evaluator.state("buy", 0).entries) == {"e001"}
+    assert set(evaluator.state("buy", 1).entries) == {"e001"}
