@@ -9,6 +9,12 @@ waits for the device's handover (stream.envelopes "hold"). Before holds, this lo
 split every stitched journey in two (the demo showed 710 conversions of 2,086) and
 fired none of the reference's drop-off alerts. Here the warehouse must equal the
 reference exactly: journeys, sessions, and the alerts (fired and recovered).
+
+The allowed lateness is 6 h, not the default 5 min: the validate stage releases ~18 h
+of this sample per round, so holds still decide the result, but the identity stage's
+uneven consumption of its by-identity partitions (a batch may forward one partition's
+next envelope before another's current one: measured 8,112 late events in 1 of ~10
+runs at 5 min, docs/stream.md "Skew between partitions") stays within the lateness.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from warehouse.queries import alerts as alerts_query
 PARTITIONS = 4
 DAY = 86_400_000
 START_MS = datetime_to_ms(datetime(2026, 3, 1, 17, tzinfo=UTC))  # an afternoon start
-LATENESS_MS = 300_000  # the default
+LATENESS_MS = 6 * 3_600_000  # see below
 
 
 def sample() -> list[dict[str, Any]]:
@@ -93,7 +99,7 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
         "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
     })
     events = sample()
-    end = max(e["occurred_at"] for e in events) + 3 * DAY  # past every deadline and window
+    end = max(e["occurred_at"] for e in events) + 10 * DAY  # past every deadline and window
     fill = fillers(end, PARTITIONS)
     real = resolve(events, set(JUNK_IDS))
     stitched = sum(1 for e in events if e.get("customer_id") and e.get("anonymous_id"))
