@@ -122,16 +122,12 @@ def fillers(after_ms: int, partitions: int) -> list[dict[str, Any]]:
     return out
 
 
-def produce(kafka: KafkaConfig, events: list[dict[str, Any]], *,
-            scatter: bool = False) -> None:
-    """Keyed by customer, else device (a customer's events in one raw partition, in
-    order); `scatter`: round-robin keys instead, as a producer that keys by nothing
-    useful would (a customer's events spread over every raw partition)."""
+def produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
+    """Keyed by customer, else device: a customer's events in one raw partition, in order."""
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks=1, linger_ms=5)
     try:
-        for i, e in enumerate(events):
-            key = (str(i % 997) if scatter else
-                   (e["customer_id"] or e["anonymous_id"] or "x")).encode()
+        for e in events:
+            key = (e["customer_id"] or e["anonymous_id"] or "x").encode()
             producer.send(kafka.raw_topic, key=key, value=orjson.dumps(e))
         producer.flush(30)
     finally:
