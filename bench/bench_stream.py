@@ -37,6 +37,7 @@ from deploy.topics import ensure_journey_topics  # noqa: E402
 from ingest.generator import GeneratorConfig, generate_events  # noqa: E402
 from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
 from stream.app import committed_stages  # noqa: E402
+from stream.stats import late_in_stats_line  # noqa: E402
 from warehouse.connect import connect  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -209,10 +210,9 @@ def late_events(log: Path, pids: list[int]) -> int:
     """Sum over workers of the last `late=` of their stats lines (cumulative counters)."""
     last: dict[int, int] = {}
     for line in log.read_text(errors="replace").splitlines():
-        if "stream: in=" not in line or " late=" not in line:
-            continue
-        pid = next((p for p in pids if f"[{p}]" in line), -1)
-        last[pid] = int(line.split(" late=", 1)[1].split()[0])
+        n = late_in_stats_line(line)
+        if n is not None:
+            last[next((p for p in pids if f"[{p}]" in line), -1)] = n
     return sum(last.values())
 
 

@@ -232,7 +232,7 @@ class CustomerStage:
         # after the events: absorbing settles the customer to the watermark
         for partition, (source, into, jevents, spayload, *rest) in handovers:
             w = load(partition, into)
-            w.journeys.waiting.pop(source, None)
+            w.journeys.waiting.pop(source, None)  # before settle_at: the hold ends here
             wm = settle_at(partition, into, w)
             sd = self.sessionizer.absorb(into, w.sessions, spayload, watermark=wm)
             jd = self.engine.absorb(into, w.journeys, source, [tuple(e) for e in jevents],

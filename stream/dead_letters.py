@@ -32,6 +32,7 @@ from mode import Service
 from journeys.events import Rejection
 from journeys.timeutil import datetime_to_ms, now_ms
 from stream.sink import DeadLetter
+from stream.transport import stage_consumer
 
 if TYPE_CHECKING:
     from stream.runtime import StreamRuntime
@@ -89,16 +90,9 @@ class DeadLetterArchiver(Service):
     async def on_start(self) -> None:
         settings = self.runtime.settings
         kafka = settings.kafka
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers.split(","),
-            group_id=dead_letter_group(settings.app_id),
-            client_id=f"{settings.app_id}-dead-letters",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,  # Tansu always waits the full time
-            session_timeout_ms=6000,  # a group join takes ~half of it on Tansu
-            heartbeat_interval_ms=1000,
-        )
+        self.consumer = stage_consumer(
+            kafka.bootstrap_servers, dead_letter_group(settings.app_id),
+            f"{settings.app_id}-dead-letters", fetch_max_wait_ms=100)  # rarely busy
         await self.consumer.start()
         self.consumer.subscribe([kafka.dead_letter_topic], listener=_Assigned(self))
         self.add_future(self._run())

@@ -19,6 +19,14 @@ def reason_code(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
+def late_in_stats_line(line: str) -> int | None:
+    """The cumulative `late=` count of a worker's INFO stats line (stream.app
+    `log_progress`), None for any other line: tests and benches read it from logs."""
+    if "stream: in=" not in line or " late=" not in line:
+        return None
+    return int(line.split(" late=", 1)[1].split()[0])
+
+
 @dataclass
 class StreamStats:
     """What the stream stage has done since the worker started."""

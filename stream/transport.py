@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -29,6 +30,26 @@ from kafka import KafkaConsumer, TopicPartition
 log = logging.getLogger(__name__)
 
 DEFAULT_FETCH_MAX_WAIT_MS = 20
+
+
+def stage_consumer(bootstrap_servers: str, group_id: str, client_id: str, *,
+                   fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+                   **options: Any) -> AIOKafkaConsumer:
+    """A plain aiokafka consumer for a stage outside Faust (validate, dead-letter
+    archiver): manual commits from the earliest offset, and the group timings that
+    work on Tansu (it waits the full fetch_max_wait_ms on every fetch, and a group join
+    takes about half the session timeout)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers.split(","),
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        **options,
+    )
 
 
 def fetched_highwaters(

@@ -32,6 +32,7 @@ from stream.envelopes import EnvelopeBuilder, partition_for
 from stream.identity import is_junk_id
 from stream.sink import DeadLetter
 from stream.stats import reason_code
+from stream.transport import stage_consumer
 
 if TYPE_CHECKING:
     from stream.runtime import StreamRuntime
@@ -132,17 +133,9 @@ class RawValidator(Service):
         settings = self.runtime.settings
         kafka = settings.kafka
         self.aligner = Aligner(slack_ms=settings.allowed_lateness_ms // 2)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers.split(","),
-            group_id=validate_group(settings.app_id),
-            client_id=f"{settings.app_id}-validate",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,  # brokers like Tansu always wait the full time
-            max_partition_fetch_bytes=FETCH_BYTES,
-            session_timeout_ms=6000,  # a group join takes ~half of it on Tansu
-            heartbeat_interval_ms=1000,
-        )
+        self.consumer = stage_consumer(
+            kafka.bootstrap_servers, validate_group(settings.app_id),
+            f"{settings.app_id}-validate", max_partition_fetch_bytes=FETCH_BYTES)
         await self.consumer.start()
         self.consumer.subscribe([kafka.raw_topic], listener=_Revoked(self))
         self.add_future(self._run())

@@ -25,10 +25,31 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from journeys.settings import KafkaConfig
 from stream.app import committed_stages
 from stream.envelopes import partition_for
+from stream.stats import late_in_stats_line
 from tests.integration.ingest_support import end_offsets
 from warehouse.backend import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def worker_env(kafka: KafkaConfig, clickhouse_host: str, clickhouse_port: int, database: str,
+               app_id: str, **settings: str) -> dict[str, str]:
+    """Environment of a `python -m stream` worker on the test's broker and ClickHouse
+    server: this process's environment without JOURNEYS_* plus these settings
+    (`settings` keys are JOURNEYS_ names without the prefix, e.g. ALLOWED_LATENESS_MS)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    env.update({
+        "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),
+        "JOURNEYS_WAREHOUSE__BACKEND": "server",
+        "JOURNEYS_WAREHOUSE__HOST": clickhouse_host,
+        "JOURNEYS_WAREHOUSE__PORT": str(clickhouse_port),
+        "JOURNEYS_WAREHOUSE__DATABASE": database,
+        "JOURNEYS_APP_ID": app_id,
+        **{f"JOURNEYS_{k}": v for k, v in settings.items()},
+    })
+    return env
 
 
 def start_worker(env: dict[str, str], log: Path, loglevel: str | None = None) -> subprocess.Popen:
@@ -139,6 +160,6 @@ def late_events(log: Path) -> int:
     a by-customer partition's watermark, applied to nothing but the raw table."""
     late = 0
     for line in log.read_text(errors="replace").splitlines():
-        if "stream: in=" in line and " late=" in line:
-            late = int(line.split(" late=", 1)[1].split()[0])
+        n = late_in_stats_line(line)
+        late = late if n is None else n
     return late

@@ -22,7 +22,6 @@ tests/unit/test_stream_stages.py covers up to 4 partitions without Kafka).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +52,7 @@ from tests.integration.stream_support import (
     start_worker,
     stop_worker,
     wait_pipeline,
+    worker_env,
 )
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import all_journeys
@@ -87,19 +87,9 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
     kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
                         partitions=PARTITIONS)
     ensure_journey_topics(kafka)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env.update({
-        "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "JOURNEYS_KAFKA__TOPIC_PREFIX": prefix,
-        "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),
-        "JOURNEYS_WAREHOUSE__BACKEND": "server",
-        "JOURNEYS_WAREHOUSE__HOST": clickhouse_server.host,
-        "JOURNEYS_WAREHOUSE__PORT": str(clickhouse_server.tcp_port),
-        "JOURNEYS_WAREHOUSE__DATABASE": db,
-        "JOURNEYS_APP_ID": unique_name("bfw"),
-        "JOURNEYS_DATA_DIR": str(tmp_path / "data"),
-        "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
-    })
+    env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port, db,
+                     unique_name("bfw"), DATA_DIR=str(tmp_path / "data"),
+                     ALLOWED_LATENESS_MS=str(LATENESS_MS))
     events = sample()
     end = max(e["occurred_at"] for e in events) + 10 * DAY  # past every deadline and window
     fill = fillers(end, PARTITIONS)

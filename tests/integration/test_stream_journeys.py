@@ -43,6 +43,7 @@ from tests.integration.stream_support import (
     start_worker,
     stop_worker,
     wait_pipeline,
+    worker_env,
 )
 from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
 from warehouse.connect import connect
@@ -146,20 +147,9 @@ def test_two_workers_one_killed_journeys_equal_reference(
     kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
                         partitions=PARTITIONS)
     ensure_journey_topics(kafka)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    base_env.update({
-        "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "JOURNEYS_KAFKA__TOPIC_PREFIX": prefix,
-        "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),
-        "JOURNEYS_WAREHOUSE__BACKEND": "server",
-        "JOURNEYS_WAREHOUSE__HOST": clickhouse_server.host,
-        "JOURNEYS_WAREHOUSE__PORT": str(clickhouse_server.tcp_port),
-        "JOURNEYS_WAREHOUSE__DATABASE": db,
-        "JOURNEYS_APP_ID": app_id,
-        "JOURNEYS_DEFINITIONS_PATH": str(defs_path),
-        "JOURNEYS_FLUSH_INTERVAL_S": "0.2",
-        "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
-    })
+    base_env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port, db,
+                          app_id, DEFINITIONS_PATH=str(defs_path), FLUSH_INTERVAL_S="0.2",
+                          ALLOWED_LATENESS_MS=str(LATENESS_MS))
     envs = [{**base_env, "JOURNEYS_DATA_DIR": str(tmp_path / f"w{i}")} for i in range(2)]
     log = tmp_path / "workers.log"
 
