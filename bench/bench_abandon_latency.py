@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.local.broker import LocalBroker  # noqa: E402
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
-from deploy.topics import ensure_journey_topics  # noqa: E402
 from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
 from journeys.timeutil import now_ms  # noqa: E402
-from stream.envelopes import partition_for  # noqa: E402
-from stream.journey_state import instance_id  # noqa: E402
+from journeys.topics import ensure_journey_topics  # noqa: E402
+from stream.engine.runs import instance_id  # noqa: E402
+from stream.stages.envelopes import partition_for  # noqa: E402
 from warehouse.connect import connect  # noqa: E402
 
 ABANDON_MS = 5_000

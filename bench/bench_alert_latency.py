@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from journeys.settings import WarehouseConfig  # noqa: E402
 from journeys.timeutil import format_duration_ms, ms_to_iso  # noqa: E402
-from stream.alerting.delivery import WebhookDispatcher, WebhookTarget  # noqa: E402
-from stream.alerting.evaluator import DropoffEvaluator  # noqa: E402
-from stream.alerting.service import AlertSink  # noqa: E402
+from stream.agents.alerting.delivery import WebhookDispatcher, WebhookTarget  # noqa: E402
+from stream.agents.alerting.service import AlertSink  # noqa: E402
+from stream.engine.dropoff import DropoffEvaluator  # noqa: E402
 from tests.integration.alerts_support import Receiver, incident_traffic  # noqa: E402
 
 SECRET = b"bench-secret"

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 
 from deploy.local.broker import LocalBroker  # noqa: E402
-from deploy.topics import ensure_journey_topics  # noqa: E402
 from journeys.settings import KafkaConfig  # noqa: E402
 from journeys.timeutil import format_duration_ms  # noqa: E402
+from journeys.topics import ensure_journey_topics  # noqa: E402
 from tests.integration.alerts_support import (  # noqa: E402
     HOUR,
     ThreadedReceiver,

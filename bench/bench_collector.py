@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deploy.local.broker import LocalBroker  # noqa: E402
-from deploy.topics import ensure_journey_topics  # noqa: E402
 from ingest.collector import collector_tuning, create_collector_app  # noqa: E402
 from ingest.producer import TouchpointProducer  # noqa: E402
 from journeys.settings import CollectorSettings, KafkaConfig  # noqa: E402
+from journeys.topics import ensure_journey_topics  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 CLIENT = """

@@ -1,6 +1,6 @@
 """Pure journey-engine throughput (events/s) and state size (bytes per open journey).
 
-Drives stream.journeys_engine the way a worker does: synthetic multi-channel purchase
+Drives stream.engine.journeys the way a worker does: synthetic multi-channel purchase
 and onboarding traffic for many customers, arriving shuffled within the allowed
 lateness and with duplicates, in batches grouped by customer, watermark from an
 EventClock, each touched customer's state loaded from and written back to orjson bytes
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from journeys.definitions import load_definitions  # noqa: E402
-from stream.journeys_engine import CustomerJourneys, JourneyEngine  # noqa: E402
-from stream.sessions import EventClock  # noqa: E402
+from stream.engine.journeys import CustomerJourneys, JourneyEngine  # noqa: E402
+from stream.engine.sessions import EventClock  # noqa: E402
 
 BASE = 1_767_225_600_000  # 2026-01-01
 MIN = 60_000

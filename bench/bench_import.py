@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_collector import TimedProducer, _cpu  # noqa: E402
 
 from deploy.local.broker import LocalBroker  # noqa: E402
-from deploy.topics import ensure_journey_topics  # noqa: E402
 from ingest.generator import GeneratorConfig, generate_events  # noqa: E402
 from ingest.writers import write_events  # noqa: E402
 from journeys.settings import KafkaConfig  # noqa: E402
+from journeys.topics import ensure_journey_topics  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:

@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.local.broker import LocalBroker  # noqa: E402
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
-from deploy.topics import ensure_journey_topics  # noqa: E402
 from ingest.generator import GeneratorConfig, generate_events  # noqa: E402
 from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
-from stream.app import committed_stages  # noqa: E402
-from stream.stats import late_in_stats_line  # noqa: E402
+from journeys.topics import ensure_journey_topics  # noqa: E402
+from stream.agents.app import committed_stages  # noqa: E402
+from stream.agents.stats import late_in_stats_line  # noqa: E402
 from warehouse.connect import connect  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")

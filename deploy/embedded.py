@@ -67,8 +67,8 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
                  console: Console) -> None:
     """Start everything, feed the sample (if any), serve until Ctrl-C, stop everything."""
     from deploy.local.broker import LocalBroker
-    from stream.app import create_app as create_stream_app
-    from stream.run import BackgroundService, build_worker
+    from stream.agents.app import create_app as create_stream_app
+    from stream.agents.run import BackgroundService, build_worker
     from warehouse.connect import connect
     from warehouse.schema import migrate
 

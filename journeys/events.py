@@ -77,6 +77,12 @@ class Rejection:
     raw: bytes
     event_id: str | None = None
 
+    @property
+    def code(self) -> str:
+        """The stable code of the reason ("missing_field: ..." -> "missing_field"), so
+        metrics labels stay low-cardinality."""
+        return self.reason.split(":", 1)[0].strip() or "unknown"
+
     def to_dead_letter(self, *, stage: str, received_at_ms: int) -> bytes:
         return orjson.dumps(
             {

@@ -64,7 +64,7 @@ class KafkaConfig(BaseModel):
     @property
     def step_reached_topic(self) -> str:
         """Internal: "step reached" observations keyed by alert state, plus by-customer
-        partition watermarks broadcast to every partition (stream.alert_stage)."""
+        partition watermarks broadcast to every partition (stream.stages.alerts)."""
         return f"{self.topic_prefix}.step-reached"
 
     def all_topics(self) -> tuple[str, ...]:

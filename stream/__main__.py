@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from journeys.settings import WorkerSettings
-from stream.run import run_worker
+from stream.agents.run import run_worker
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,7 +57,7 @@ def write_touchpoints(
 
 
 def session_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """Normalize rows given in SESSIONS.columns order (stream.sessions.SessionRow fits).
+    """Normalize rows given in SESSIONS.columns order (stream.engine.sessions.SessionRow fits).
 
     `started_at` is recomputed from `started_at_ms`: every row of a session id, its
     tombstone included, must land in the same toYYYYMM(started_at) partition, because
@@ -83,7 +83,7 @@ def write_sessions(wh: Warehouse, rows: Sequence[Sequence[Any]]) -> int:
 
 
 class DeadLetterLike(Protocol):
-    """What write_dead_letters reads (stream.sink.DeadLetter fits). Optional attributes
+    """What write_dead_letters reads (stream.agents.sink.DeadLetter fits). Optional attributes
     `topic`, `partition`, `offset` say where the message was read."""
 
     @property

@@ -1,6 +1,6 @@
 """The `alerts` table: drop-off alerts and recovery notices, written in batches.
 
-Rows come from alert records as plain mappings (stream.alerting.evaluator.AlertRecord
+Rows come from alert records as plain mappings (stream.engine.dropoff.AlertRecord
 .to_dict() fits; warehouse/ does not import stream/). The table is a ReplacingMergeTree
 whose sorting key is exactly what the deterministic alert_id hashes (journey, step,
 channel, window), so a re-emitted alert (replay, restart, retried batch) collapses into

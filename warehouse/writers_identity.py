@@ -1,7 +1,7 @@
 """The `identity_merges` table (migration 0004): one row per anonymous id linked to a
 customer by the stream's identity stitching (who, when in event time, from which event).
 
-Rows come as mappings keyed like stream.identity.MergeRecord (warehouse/ does not import
+Rows come as mappings keyed like stream.engine.identity.MergeRecord (warehouse/ does not import
 stream/). Idempotent: ReplacingMergeTree by anonymous_id, and the stream's first link
 wins, so a re-delivered link writes the same row again.
 """

@@ -49,8 +49,8 @@ def _settings(bootstrap: str | None, prefix: str | None, **fields: Any) -> Any:
 def _ensure_topics(kafka: Any, *, required: bool = True) -> None:
     """Create the product's topics if the raw topic is missing (Tansu would auto-create
     it with 4 partitions); leave existing topics alone whatever their partition count."""
-    from deploy.topics import ensure_journey_topics, topic_partitions
     from journeys.errors import ServiceUnavailable
+    from journeys.topics import ensure_journey_topics, topic_partitions
 
     try:
         have = topic_partitions(kafka.bootstrap_servers,

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a stream worker (Faust). Scale by starting more; partitions are shared out."""
         from journeys.settings import WorkerSettings
-        from stream.run import run_worker
+        from stream.agents.run import run_worker
 
         run_worker(WorkerSettings.build(definitions_path=definitions), loglevel=loglevel)
 

@@ -23,8 +23,8 @@ from aiohttp import web
 from ingest.generator import GeneratorConfig, Story, generate_events
 from journeys.definitions import Definitions, load_definitions
 from journeys.timeutil import datetime_to_ms
-from stream.alerting import webhooks
-from stream.alerting.evaluator import AlertRecord, DropoffEvaluator, StepReached, alert_id
+from stream.agents.alerting import webhooks
+from stream.engine.dropoff import AlertRecord, DropoffEvaluator, StepReached, alert_id
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Ev, Instance, all_journeys
 
@@ -119,9 +119,9 @@ def engine_replay(
     defs: Definitions, events: list[Ev], final_watermark: int, *,
     lateness_ms: int = 300_000, batch: int = 1000,
 ) -> Iterator[tuple[int, list[StepReached]]]:
-    """Drive stream.journeys_engine like a worker: batches per customer, the partition
+    """Drive stream.engine.journeys like a worker: batches per customer, the partition
     watermark, timers for idle customers; yield (watermark, observations emitted)."""
-    from stream.journeys_engine import CustomerJourneys, JourneyEngine
+    from stream.engine.journeys import CustomerJourneys, JourneyEngine
 
     engine = JourneyEngine(defs.journeys, definitions_version=defs.version)
     states: dict[str, CustomerJourneys] = {}

@@ -70,7 +70,7 @@ def unique_name(run_id: str) -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[LocalBroker]:
     """One embedded Tansu broker for the session. Create topics explicitly
-    (deploy.topics.ensure_topics) before use: unknown topics get 4 partitions."""
+    (journeys.topics.ensure_topics) before use: unknown topics get 4 partitions."""
     b = _start_or_fail(LocalBroker(), "the embedded broker")
     try:
         yield b

@@ -24,11 +24,11 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.topics import ensure_journey_topics
 from ingest.collector import create_collector_app
 from journeys.events import parse_occurred_at
 from journeys.settings import CollectorSettings, KafkaConfig, WarehouseConfig
 from journeys.timeutil import ms_to_iso
+from journeys.topics import ensure_journey_topics
 from tests.reference.journeys_ref import Ev
 from tests.reference.journeys_ref import sessions as ref_sessions
 from warehouse.backend import Warehouse
@@ -186,8 +186,8 @@ class Worker:
 
     def wait_processed(self, timeout: float = 180.0) -> None:
         """Until the worker has committed every record of the raw topic (each forwarded
-        or dead-lettered by then), then of each internal topic (stream.app)."""
-        from stream.app import committed_stages  # stage topics and their groups
+        or dead-lettered by then), then of each internal topic (stream.agents.app)."""
+        from stream.agents.app import committed_stages  # stage topics and their groups
 
         deadline = time.monotonic() + timeout
         for topic, group in committed_stages(self.kafka, self.app_id):

@@ -2,7 +2,7 @@
 offsets, and reading journeys back from the warehouse.
 
 Completion: each stage commits a batch only after its outputs are durable, so once
-every stage's group (stream.app.committed_stages) has committed the end offsets of its
+every stage's group (stream.agents.app.committed_stages) has committed the end offsets of its
 topic, checked twice in a row with fresh end offsets (the customer stage can produce
 handovers into its own topic), the warehouse holds the final rows.
 """
@@ -23,9 +23,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from journeys.settings import KafkaConfig
-from stream.app import committed_stages
-from stream.envelopes import partition_for
-from stream.stats import late_in_stats_line
+from stream.agents.app import committed_stages
+from stream.agents.stats import late_in_stats_line
+from stream.stages.envelopes import partition_for
 from tests.integration.ingest_support import end_offsets
 from warehouse.backend import Warehouse
 

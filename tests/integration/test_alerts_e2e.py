@@ -3,7 +3,7 @@
 Generated traffic (ingest.generator) has a payment incident on one channel; exactly the
 alerts the batch reference computes must reach the receiver (signed), none for calm
 windows; a receiver that is down gets the alerts once it is back, none lost.
-Observations come from reference journeys, and in one test from stream.journeys_engine
+Observations come from reference journeys, and in one test from stream.engine.journeys
 driven like a worker (stitching is a naive batch link map in both: alerts_support).
 The same through the real worker subprocess: test_alerts_worker.py.
 """
@@ -21,11 +21,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from deploy.topics import ensure_topics
 from journeys.settings import WarehouseConfig
-from stream.alerting.delivery import DeadLetter, RetryPolicy, WebhookDispatcher, WebhookTarget
-from stream.alerting.evaluator import DropoffEvaluator
-from stream.alerting.service import AlertSink
+from journeys.topics import ensure_topics
+from stream.agents.alerting.delivery import (
+    DeadLetter,
+    RetryPolicy,
+    WebhookDispatcher,
+    WebhookTarget,
+)
+from stream.agents.alerting.service import AlertSink
+from stream.engine.dropoff import DropoffEvaluator
 from tests.integration.alerts_support import (
     HOUR,
     Receiver,
@@ -84,7 +89,7 @@ def test_expected_alerts_are_the_incident(traffic: Traffic) -> None:
 
 
 def test_journey_engine_observations_give_the_same_alerts(traffic: Traffic) -> None:
-    """stream.journeys_engine as the source of observations (batches, watermark, timers):
+    """stream.engine.journeys as the source of observations (batches, watermark, timers):
     the evaluator advanced to each watermark after the engine gives the reference alerts."""
     ev = DropoffEvaluator(traffic.definitions.journeys)
     got = []

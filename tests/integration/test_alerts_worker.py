@@ -32,9 +32,9 @@ import pytest
 
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.topics import ensure_journey_topics
 from journeys.settings import KafkaConfig, WarehouseConfig
-from stream.alerting.evaluator import alert_id
+from journeys.topics import ensure_journey_topics
+from stream.engine.dropoff import alert_id
 from tests.integration.alerts_support import (
     HOUR,
     ThreadedReceiver,

@@ -38,7 +38,7 @@ START = 1_772_323_200_000  # 2026-03-01T00:00Z
 
 
 # Several raw partitions: the validate stage must merge a backlog in event-time order
-# (stream.align); before it did, hours posted in a second came out late.
+# (stream.eventtime.align); before it did, hours posted in a second came out late.
 
 
 @pytest.fixture

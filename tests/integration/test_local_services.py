@@ -16,8 +16,8 @@ from deploy.local import broker as broker_module
 from deploy.local._proc import port_is_free, tcp_connects
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.topics import ensure_topics, list_topics, topic_partitions
 from journeys.errors import ConfigError, LauncherError
+from journeys.topics import ensure_topics, list_topics, topic_partitions
 
 UniqueName = Callable[[str], str]
 

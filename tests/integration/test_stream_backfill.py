@@ -5,7 +5,7 @@ do, then a `python -m stream` subprocess processes it into a real ClickHouse ser
 
 The customer stage then sees hours of event time per batch: a device's browsing, its
 login and the customer's later steps settle in the same batch unless the customer
-waits for the device's handover (stream.envelopes "hold"). Before holds, this load
+waits for the device's handover (stream.stages.envelopes "hold"). Before holds, this load
 split every stitched journey in two (the demo showed 710 conversions of 2,086) and
 fired none of the reference's drop-off alerts. Here the warehouse must equal the
 reference exactly: journeys, sessions, and the alerts (fired and recovered).
@@ -31,7 +31,6 @@ import pytest
 
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.topics import ensure_journey_topics
 from ingest.generator import (
     DEMO_VISITORS_PER_HOUR,
     GeneratorConfig,
@@ -41,8 +40,9 @@ from ingest.generator import (
 from journeys.definitions import load_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.timeutil import datetime_to_ms
-from stream.alerting.evaluator import alert_id
-from stream.identity import JUNK_IDS
+from journeys.topics import ensure_journey_topics
+from stream.engine.dropoff import alert_id
+from stream.engine.identity import JUNK_IDS
 from tests.integration.stream_support import (
     fillers,
     journeys_in,

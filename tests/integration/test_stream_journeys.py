@@ -29,11 +29,11 @@ from typing import Any
 
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.topics import ensure_journey_topics
 from journeys.definitions import load_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
-from stream.envelopes import partition_for
-from stream.identity import JUNK_IDS
+from journeys.topics import ensure_journey_topics
+from stream.engine.identity import JUNK_IDS
+from stream.stages.envelopes import partition_for
 from tests.integration.ingest_support import read_topic
 from tests.integration.stream_support import (
     fillers,

@@ -25,9 +25,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.topics import ensure_journey_topics
 from journeys.settings import KafkaConfig, WarehouseConfig
-from stream.sessions import session_id
+from journeys.topics import ensure_journey_topics
+from stream.engine.sessions import session_id
 from tests.integration.ingest_support import read_topic
 from tests.integration.stream_support import wait_pipeline
 from warehouse.backend import Warehouse
@@ -114,7 +114,7 @@ def wait_processed(kafka: KafkaConfig, group: str, produced: int, worker: subpro
     dead-lettered by then) and every later stage every record of its topic (written by
     then). Raw offsets == counts on a fresh topic; internal topics may hold extra copies
     after a crash, so they are compared with their end offsets (stream_support)."""
-    from stream.validate import validate_group
+    from stream.agents.validate import validate_group
 
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
                              group_id=validate_group(group), enable_auto_commit=False)

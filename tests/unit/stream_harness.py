@@ -19,12 +19,12 @@ import orjson
 
 from journeys.definitions import Definitions
 from journeys.events import EventValidator
-from stream.customer_stage import CustomerBatch, CustomerStage
-from stream.identity import MergeRecord
-from stream.identity_stage import IdentityStage
-from stream.journeys_engine import InstanceRow
-from stream.sessions import SessionRow
-from stream.validate import ValidateStage
+from stream.engine.identity import MergeRecord
+from stream.engine.journeys import InstanceRow
+from stream.engine.sessions import SessionRow
+from stream.stages.customers import CustomerBatch, CustomerStage
+from stream.stages.identity import IdentityStage
+from stream.stages.validate import ValidateStage
 
 CHANNELS = ("web", "app", "store", "email")
 

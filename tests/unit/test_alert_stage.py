@@ -1,4 +1,4 @@
-"""The worker's alert stage (stream.alert_stage): routing, watermarks across partitions,
+"""The worker's alert stage (stream.stages.alerts): routing, watermarks across partitions,
 and, as a property, the whole repartitioned path equals the batch reference under
 interleaving, re-delivery, lost acknowledgements, crashes and restarts."""
 
@@ -12,15 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.alert_stage import (
+from stream.engine.dropoff import NO_WATERMARK, AlertRecord, StepReached, final_before
+from stream.stages.alerts import (
     AlertStage,
     StepReachedRouter,
     decode,
     key_bytes,
     marks_key,
 )
-from stream.alerting.evaluator import NO_WATERMARK, AlertRecord, StepReached, final_before
-from stream.envelopes import partition_for
+from stream.stages.envelopes import partition_for
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Instance
 from tests.unit.test_alerts_property import (

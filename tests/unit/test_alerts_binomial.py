@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.alerting.binomial import binom_sf, log_comb
+from stream.engine.binomial import binom_sf, log_comb
 from tests.reference.alerts_ref import exact_binom_sf
 
 

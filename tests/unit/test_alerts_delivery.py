@@ -17,15 +17,15 @@ import orjson
 import pytest
 
 from journeys.settings import AlertingConfig
-from stream.alerting import webhooks
-from stream.alerting.delivery import (
+from stream.agents.alerting import webhooks
+from stream.agents.alerting.delivery import (
     DeadLetter,
     RetryPolicy,
     WebhookDispatcher,
     WebhookTarget,
 )
-from stream.alerting.evaluator import AlertRecord, alert_id
-from stream.alerting.service import AlertSink, AlertSinkError, alert_message
+from stream.agents.alerting.service import AlertSink, AlertSinkError, alert_message
+from stream.engine.dropoff import AlertRecord, alert_id
 
 SECRET = b"s3cret"
 FAST = RetryPolicy(max_attempts=4, initial_s=0.001, max_s=0.005)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.alerting.evaluator import (
+from stream.engine.dropoff import (
     ALL_CHANNELS,
     NO_WATERMARK,
     AlertRecord,

@@ -1,4 +1,4 @@
-"""Event-time alignment of raw partitions in the validate stage (stream.align)."""
+"""Event-time alignment of raw partitions in the validate stage (stream.eventtime.align)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.align import Aligner
+from stream.eventtime.align import Aligner
 
 
 def test_holds_until_every_partition_behind_has_caught_up_in_time() -> None:

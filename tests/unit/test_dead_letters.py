@@ -1,4 +1,4 @@
-"""The dead-letter archiver's reading of `<prefix>.dead-letter` records (stream.dead_letters)."""
+"""The dead-letter archiver's reading of `<prefix>.dead-letter` records (stream.agents.dead_letters)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import orjson
 
 from journeys.events import Rejection
-from stream.dead_letters import DeadLetterArchiver, parse_letter
+from stream.agents.dead_letters import DeadLetterArchiver, parse_letter
 from warehouse.writers import dead_letter_rows
 
 T0 = 1_772_323_200_000

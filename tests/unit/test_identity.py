@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.identity import JUNK_IDS, IdentityMap, MergeRecord, is_junk_id, link_of
+from stream.engine.identity import JUNK_IDS, IdentityMap, MergeRecord, is_junk_id, link_of
 
 BASE = 1_700_000_000_000
 

@@ -18,15 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import JourneyDefinition
-from stream.alerting.evaluator import StepReached
-from stream.journeys_engine import (
+from stream.engine.dropoff import StepReached
+from stream.engine.journeys import (
     CustomerJourneys,
     InstanceRow,
     JourneyDelta,
     JourneyEngine,
     fold_rows,
 )
-from stream.sessions import EventClock
+from stream.engine.sessions import EventClock
 from tests.reference.journeys_ref import Ev, all_journeys
 
 BASE = 1_700_000_000_000

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.sessions import (
+from stream.engine.sessions import (
     TOMBSTONE_VERSION,
     CustomerState,
     EventClock,

@@ -1,5 +1,5 @@
 """Stitching on a backlog: a customer waits for a linked device's handover (the *hold*,
-stream.envelopes) before settling anything from the link's time on, and the alert
+stream.stages.envelopes) before settling anything from the link's time on, and the alert
 stage's watermark waits with it."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from journeys.definitions import parse_definitions
-from stream.alerting.evaluator import DropoffEvaluator, StepReached, retraction
-from stream.customer_stage import HOLD_MAX_WAIT_MS, CustomerStage, unpack
-from stream.envelopes import EnvelopeBuilder, partition_for
+from stream.engine.dropoff import DropoffEvaluator, StepReached, retraction
+from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage, unpack
+from stream.stages.envelopes import EnvelopeBuilder, partition_for
 from tests.unit.stream_harness import Pipeline
 
 BASE = 1_772_323_200_000

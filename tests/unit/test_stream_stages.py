@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import parse_definitions
-from stream.identity import JUNK_IDS
+from stream.engine.identity import JUNK_IDS
 from tests.reference.journeys_ref import Ev, all_journeys, sessions
 from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
 from tests.unit.stream_harness import CHANNELS, Pipeline
@@ -197,7 +197,7 @@ def final_at_link(defs: Any, order: list[tuple[int, dict[str, Any]]]) -> bool:
 def test_backlog_with_links_equals_reference(case: Any) -> None:
     """Everything queued before any stage runs, each stage taking all it can: a device's
     events, its link and the customer's later events settle in one batch, so the
-    customer must hold for the device's handover (stream.envelopes)."""
+    customer must hold for the device's handover (stream.stages.envelopes)."""
     defs, lateness, events, order, seed, partitions = case
     assume(not final_at_link(defs, order))
     pipe = Pipeline(defs, partitions=partitions, lateness_ms=lateness, seed=seed, bulk=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from journeys.definitions import parse_definitions
-from stream.customer_stage import unpack
-from stream.progress import PartitionProgress
+from stream.eventtime.progress import PartitionProgress
+from stream.stages.customers import unpack
 from tests.unit.stream_harness import Pipeline
 
 BASE = 1_772_323_200_000

@@ -30,9 +30,9 @@ import orjson
 from journeys.events import Rejection
 from journeys.settings import AlertingConfig
 from journeys.timeutil import now_ms
-from stream.alerting import webhooks
-from stream.alerting.evaluator import AlertRecord
-from stream.alerting.webhooks import PayloadKind
+from stream.agents.alerting import webhooks
+from stream.agents.alerting.webhooks import PayloadKind
+from stream.engine.dropoff import AlertRecord
 
 log = logging.getLogger(__name__)
 

@@ -29,17 +29,17 @@ from journeys.definitions import load_definitions
 from journeys.events import EventValidator
 from journeys.settings import WorkerSettings
 from journeys.timeutil import now_ms
-from stream.alerting.evaluator import StepReached
-from stream.customer_stage import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
-from stream.identity_stage import IdentityStage
-from stream.journeys_engine import InstanceRow
-from stream.sink import WarehouseSink
-from stream.stats import StreamStats
-from stream.validate import ValidateBatch, ValidateStage
+from stream.agents.sink import WarehouseSink
+from stream.agents.stats import StreamStats
+from stream.engine.dropoff import StepReached
+from stream.engine.journeys import InstanceRow
+from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
+from stream.stages.identity import IdentityStage
+from stream.stages.validate import ValidateBatch, ValidateStage
 from warehouse.backend import Warehouse
 
 if TYPE_CHECKING:
-    from stream.app import JourneysApp
+    from stream.agents.app import JourneysApp
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class StreamRuntime:
         self.sink = WarehouseSink(settings.warehouse, warehouse)
         self.aliases: Any = None  # Faust tables, set by create_app
         self.states: Any = None
-        self.alerts: Any = None  # stream.alert_worker.AlertWorker, set by create_app
+        self.alerts: Any = None  # stream.agents.alerts.AlertWorker, set by create_app
         self.lock = asyncio.Lock()
         self.reached_hooks: list[ReachedHook] = []
         self.idle_after_ms = IDLE_AFTER_MS
@@ -183,7 +183,7 @@ class StreamRuntime:
 
     async def _redeliver_stranded(self) -> None:
         """Re-seek source partitions whose fetched records were never delivered
-        (stream.transport.Consumer.stranded_offset) for STRANDED_TICKS ticks in a row."""
+        (stream.agents.transport.Consumer.stranded_offset) for STRANDED_TICKS ticks in a row."""
         consumer = self.app.consumer
         check = getattr(consumer, "stranded_offset", None)
         if check is None:

@@ -22,7 +22,7 @@ import faust
 from mode import Service, ServiceT
 
 from journeys.settings import WorkerSettings
-from stream.app import JourneysApp, create_app
+from stream.agents.app import JourneysApp, create_app
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,11 @@ from mode import Service
 
 from journeys.events import Rejection
 from journeys.timeutil import datetime_to_ms, now_ms
-from stream.sink import DeadLetter
-from stream.transport import stage_consumer
+from stream.agents.transport import stage_consumer
+from stream.stages.validate import DeadLetter
 
 if TYPE_CHECKING:
-    from stream.runtime import StreamRuntime
+    from stream.agents.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def parse_letter(value: bytes | None, topic: str, partition: int, offset: int,
 
 
 class DeadLetterArchiver(Service):
-    """Runs inside the worker next to the validate stage (stream.app)."""
+    """Runs inside the worker next to the validate stage (stream.agents.app)."""
 
     def __init__(self, runtime: StreamRuntime, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from journeys.errors import JourneysError
-from stream.alerting.delivery import WebhookDispatcher
-from stream.alerting.evaluator import AlertRecord
+from stream.agents.alerting.delivery import WebhookDispatcher
+from stream.engine.dropoff import AlertRecord
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ Faust has no watermarks and no event-time timers, so each partition keeps:
 - a **wake index**: customer key -> the watermark at which its state needs a visit
   (a journey deadline, an unsettled event, session cleanup), as a lazy min-heap, so a
   watermark advance visits only customers that are due;
-- a **hold index**: customers waiting for a stitched device's handover (stream.envelopes
+- a **hold index**: customers waiting for a stitched device's handover (stream.stages.envelopes
   "hold") -> (link time, wall ms since). They are not due by watermark (the handover
   visits them); the drop-off alert stage gets `alert_watermark`, which stays below
   their link times, so their observations are not late when the handover settles them;
   a hold overdue by wall time is visited and given up (`overdue`).
 
 All in memory. The clock is rebuilt from re-delivered events after a restart (that is
-what keeps recovery exact, see stream.sessions), and a snapshot of it is written to the
+what keeps recovery exact, see stream.engine.sessions), and a snapshot of it is written to the
 state table with every batch (`snapshot`) so that, once the partition has caught up,
 the idle advance can resume from where the previous owner left it (`seed`). The wake
-index is rebuilt from the table after recovery (stream.customer_stage.rebuild).
+index is rebuilt from the table after recovery (stream.stages.customers.rebuild).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import heapq
 
 import orjson
 
-from stream.sessions import NO_WATERMARK, EventClock
+from stream.engine.sessions import NO_WATERMARK, EventClock
 
 
 class PartitionProgress:

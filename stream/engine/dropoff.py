@@ -13,7 +13,7 @@ tests/reference/alerts_ref.py, which this must equal):
   exactly reached_at + horizon counts as continued (inclusive). Because skipped steps
   count as reached at the jump, the earliest later step is always step s + 1;
 - a window is final once watermark >= window_end + horizon (window_end exclusive; the
-  watermark means every event before it was seen, as in stream.sessions.EventClock);
+  watermark means every event before it was seen, as in stream.engine.sessions.EventClock);
   observations for final windows are late: counted and ignored;
 - baseline: mean of the rates of the most recent `baseline_windows` earlier windows of
   the same (step, channel-or-all) with population >= min_volume that did not fire;
@@ -38,7 +38,7 @@ from typing import Any, Literal
 import orjson
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.alerting.binomial import binom_sf
+from stream.engine.binomial import binom_sf
 
 NO_WATERMARK = -(2**62)
 ALL_CHANNELS = "all"
@@ -61,7 +61,7 @@ class StepReached:
 
 def retraction(journey: str, instance_id: str, furthest_step: int) -> StepReached:
     """"Forget this instance": its steps 0..furthest_step were observed, but stitching
-    merged it into another run (stream.journeys_engine.absorb). Encoded as a negative
+    merged it into another run (stream.engine.journeys.absorb). Encoded as a negative
     step index so it travels like any observation; applied only while its windows are
     not final (the evaluator cannot revise a reported window)."""
     return StepReached(journey, instance_id, -1 - furthest_step, 0, "")

@@ -1,4 +1,4 @@
-"""Drop-off alerting wired into the Faust worker (batch logic: stream.alert_stage).
+"""Drop-off alerting wired into the Faust worker (batch logic: stream.stages.alerts).
 
 `install_alerting(app, runtime)` adds, next to the customer stage:
 
@@ -28,15 +28,15 @@ from faust.types import EventT
 
 from journeys.definitions import load_definitions
 from journeys.timeutil import ms_to_iso
-from stream.alert_stage import AlertStage, Reached, StepReachedRouter
-from stream.alerting.delivery import DeadLetter, WebhookDispatcher
-from stream.alerting.evaluator import AlertRecord
-from stream.alerting.service import AlertSink, AlertSinkError
-from stream.alerting.webhooks import summary
+from stream.agents.alerting.delivery import DeadLetter, WebhookDispatcher
+from stream.agents.alerting.service import AlertSink, AlertSinkError
+from stream.agents.alerting.webhooks import summary
+from stream.engine.dropoff import AlertRecord
+from stream.stages.alerts import AlertStage, Reached, StepReachedRouter
 
 if TYPE_CHECKING:
-    from stream.app import JourneysApp
-    from stream.runtime import StreamRuntime
+    from stream.agents.app import JourneysApp
+    from stream.agents.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def install_alerting(app: JourneysApp, runtime: StreamRuntime) -> AlertWorker:
                       partitions=kafka.partitions)
     worker.table = app.Table(ALERT_TABLE, default=None, partitions=kafka.partitions,
                              key_type=bytes, value_type=bytes,
-                             help="drop-off alert state per (journey, step) (stream.alert_stage)")
+                             help="drop-off alert state per (journey, step) (stream.stages.alerts)")
     worker.table.on_recover(worker.on_recovered)
     runtime.add_reached_hook(worker.publish_reached)
 

@@ -1,6 +1,6 @@
 """Batch logic of the customer stage (sessions + journeys per stitched customer), pure.
 
-The Faust agent on `<prefix>.by-customer` hands a batch of envelopes (stream.envelopes)
+The Faust agent on `<prefix>.by-customer` hands a batch of envelopes (stream.stages.envelopes)
 to `CustomerStage.prepare` and writes what comes back; the timer calls it with no
 envelopes for partitions whose watermark moved. Per batch every touched customer's
 state is read once and written once (one changelog record per customer per batch).
@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 import orjson
 
 from journeys.definitions import Definitions
-from stream.alerting.evaluator import StepReached
-from stream.envelopes import EnvelopeBuilder, decode, partition_for
-from stream.journeys_engine import CustomerJourneys, InstanceRow, JourneyEngine, Retraction
-from stream.progress import PartitionProgress
-from stream.sessions import NO_WATERMARK, CustomerState, Sessionizer, SessionRow
+from stream.engine.dropoff import StepReached
+from stream.engine.journeys import CustomerJourneys, InstanceRow, JourneyEngine, Retraction
+from stream.engine.sessions import NO_WATERMARK, CustomerState, Sessionizer, SessionRow
+from stream.eventtime.progress import PartitionProgress
+from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 
 _WAKE = struct.Struct(">q")
 NEVER = 2**62

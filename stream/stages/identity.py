@@ -5,7 +5,7 @@ no usable anonymous id), so every event of one device meets the device's alias e
 in one partition. For each event, in log order:
 
 - an event carrying both usable ids links anonymous_id -> customer_id if the device
-  has no link yet (first link wins, stream.identity); the link is recorded (who, when,
+  has no link yet (first link wins, stream.engine.identity); the link is recorded (who, when,
   from which event) and a *link* item is sent to the device's by-customer partition,
   after the device's earlier events, so the customer stage hands the device's
   non-final sessions and journeys over to the customer (retroactive stitching), plus
@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from stream.envelopes import EnvelopeBuilder, decode, partition_for
-from stream.identity import MergeRecord, is_junk_id
+from stream.engine.identity import MergeRecord, is_junk_id
+from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 
 GetAlias = Callable[[str], str | None]
 

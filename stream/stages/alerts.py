@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from journeys.definitions import JourneyDefinition
-from stream.alerting.evaluator import (
+from stream.engine.dropoff import (
     NO_WATERMARK,
     AlertRecord,
     DropoffEvaluator,
@@ -48,7 +48,7 @@ from stream.alerting.evaluator import (
     final_before,
     state_key,
 )
-from stream.envelopes import partition_for
+from stream.stages.envelopes import partition_for
 
 FORMAT = 1
 MAX_OBSERVATIONS = 5000  # per message (~100 bytes each)

@@ -13,14 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def reason_code(reason: str) -> str:
-    """The stable code of a rejection reason ("missing_field: ..." -> "missing_field"),
-    so metrics labels stay low-cardinality."""
-    return reason.split(":", 1)[0].strip() or "unknown"
-
-
 def late_in_stats_line(line: str) -> int | None:
-    """The cumulative `late=` count of a worker's INFO stats line (stream.app
+    """The cumulative `late=` count of a worker's INFO stats line (stream.agents.app
     `log_progress`), None for any other line: tests and benches read it from logs."""
     if "stream: in=" not in line or " late=" not in line:
         return None

@@ -4,14 +4,14 @@
      │   (aiokafka,     (envelopes,   alias table   (envelopes,  state table   journeys-closed
      │    no Faust)      by device)                  by customer)  + timer      reached hooks
      └─ dead-letter topic + raw table
-    dead-letter topic ──archiver──► dead_letters table (ingest rejections; stream.dead_letters)
+    dead-letter topic ──archiver──► dead_letters table (stream.agents.dead_letters)
 
 Faust runs the two stateful stages: it owns partition assignment, co-partitioning
 (every internal topic and changelog has the same partition count, so partition p of all
 of them lands on one worker) and table recovery from the changelogs. The stateless
-validate stage runs on its own aiokafka consumer (stream.validate) because Faust's
+validate stage runs on its own aiokafka consumer (stream.agents.validate) because Faust's
 per-message cost (~300 us) would cap the pipeline at a few thousand events/s; the
-internal topics carry envelopes of many events for the same reason (stream.envelopes).
+internal topics carry envelopes of many events for the same reason (stream.stages.envelopes).
 
 No module-level app: `create_app(settings)` builds one per call.
 """
@@ -27,11 +27,11 @@ from typing import Any
 import faust
 
 from journeys.settings import WorkerSettings
-from stream.alert_worker import install_alerting
-from stream.dead_letters import DeadLetterArchiver
-from stream.runtime import StreamRuntime
-from stream.transport import DEFAULT_FETCH_MAX_WAIT_MS, Transport
-from stream.validate import RawValidator
+from stream.agents.alerts import install_alerting
+from stream.agents.dead_letters import DeadLetterArchiver
+from stream.agents.runtime import StreamRuntime
+from stream.agents.transport import DEFAULT_FETCH_MAX_WAIT_MS, Transport
+from stream.agents.validate import RawValidator
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class JourneysApp(faust.App):
 
     def ensure_topics(self) -> None:
         """Create all topics (blocking). Remembers whether the broker looked new."""
-        from deploy.topics import ensure_topics, list_topics
+        from journeys.topics import ensure_topics, list_topics
 
         kafka = self.journeys.settings.kafka
         self.fresh_broker = kafka.by_customer_topic not in list_topics(kafka.bootstrap_servers)
@@ -167,14 +167,14 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                             partitions=kafka.partitions)
     by_customer = app.topic(kafka.by_customer_topic, schema=_raw_schema(),
                             partitions=kafka.partitions)
-    # Values are written with explicit partitions (stream.envelopes.partition_for), so
+    # Values are written with explicit partitions (stream.stages.envelopes.partition_for), so
     # a key's changelog partition is its source partition and recovery follows it.
     runtime.aliases = app.Table(ALIAS_TABLE, default=None, partitions=kafka.partitions,
                                 key_type=bytes, value_type=bytes,
-                                help="anonymous_id -> customer_id (stream.identity_stage)")
+                                help="anonymous_id -> customer_id (stream.stages.identity)")
     runtime.states = app.Table(STATE_TABLE, default=None, partitions=kafka.partitions,
                                key_type=bytes, value_type=bytes,
-                               help="per-customer sessions + journeys (stream.customer_stage)")
+                               help="per-customer sessions + journeys (stream.stages.customers)")
     runtime.states.on_recover(runtime.on_states_recovered)
 
     async def identity(stream: faust.StreamT) -> None:
@@ -185,7 +185,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
 
     app.agent(by_identity, name="journeys.identity")(identity)
     app.agent(by_customer, name="journeys.customers")(customers)
-    runtime.alerts = install_alerting(app, runtime)  # step-reached -> alerts (stream.alert_worker)
+    runtime.alerts = install_alerting(app, runtime)  # step-reached -> alerts (stream.agents.alerts)
     app.timer(TICK_INTERVAL_S, name="journeys.tick")(runtime.tick)
     app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
     return app
@@ -195,8 +195,8 @@ def committed_stages(kafka_topics: Any, app_id: str) -> tuple[tuple[str, str], .
     """(topic, consumer group) of each stage in processing order: a worker is done with
     everything produced so far when each group has committed its topic's end offsets
     (each stage commits a batch only after its outputs are durable). For tests and ops."""
-    from stream.dead_letters import dead_letter_group
-    from stream.validate import validate_group
+    from stream.agents.dead_letters import dead_letter_group
+    from stream.agents.validate import validate_group
 
     return ((kafka_topics.raw_topic, validate_group(app_id)),
             (kafka_topics.by_identity_topic, app_id),

@@ -3,13 +3,13 @@
 This stage keeps no durable state, so it does not need Faust's tables or its
 per-message machinery (~300 us per message): a plain aiokafka consumer in its own
 consumer group (`validate_group`) reads batches with `getmany`. Valid events are
-released in event-time order across the raw partitions (stream.align), and offsets are
+released in event-time order across the raw partitions (stream.eventtime.align), and offsets are
 committed only below what is still held and after the released batch is durable:
 forwards and dead letters acknowledged by the broker, raw touchpoints and dead letters
 written to the warehouse. A crash or a rebalance re-delivers what is uncommitted;
 every sink is idempotent on event_id, so that is harmless.
 
-Events whose ids are all placeholders (stream.identity.is_junk_id) have no customer:
+Events whose ids are all placeholders (stream.engine.identity.is_junk_id) have no customer:
 they are kept in the raw table and counted, and not forwarded.
 """
 
@@ -18,24 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from journeys.events import EventValidator, Rejection, Touchpoint
 from journeys.timeutil import now_ms
-from stream.align import Aligner
-from stream.envelopes import EnvelopeBuilder, partition_for
-from stream.identity import is_junk_id
-from stream.sink import DeadLetter
-from stream.stats import reason_code
-from stream.transport import stage_consumer
+from stream.agents.transport import stage_consumer
+from stream.eventtime.align import Aligner
 
 if TYPE_CHECKING:
-    from stream.runtime import StreamRuntime
+    from stream.agents.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -48,69 +42,6 @@ MAX_HELD = 100_000  # events held for alignment before partitions read ahead are
 def validate_group(app_id: str) -> str:
     """Consumer group of the validate stage (Faust's own group is the app id)."""
     return f"{app_id}-validate"
-
-
-@dataclass
-class ValidateBatch:
-    touchpoints: list[Touchpoint] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    dead_messages: list[tuple[bytes | None, bytes]] = field(default_factory=list)
-    envelopes: EnvelopeBuilder = field(default_factory=EnvelopeBuilder)
-    unattributed: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-
-
-class ValidateStage:
-    """Pure: raw records in, everything to write out."""
-
-    def __init__(self, validator: EventValidator, entry_types: Iterable[str],
-                 partitions: int) -> None:
-        self.validator = validator
-        self.entry_types = frozenset(entry_types)
-        self.partitions = partitions
-
-    def parse(self, records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
-              received_ms: int) -> tuple[list[tuple[int, int, Touchpoint]], ValidateBatch]:
-        """records: (topic, partition, offset, key, value). Returns the valid events as
-        (partition, offset, event) and a batch holding the rejected ones."""
-        batch = ValidateBatch()
-        valid: list[tuple[int, int, Touchpoint]] = []
-        for topic, partition, offset, key, value in records:
-            result = self.validator.parse(value or b"")
-            if isinstance(result, Touchpoint):
-                valid.append((partition, offset, result))
-                continue
-            rejection: Rejection = result
-            code = reason_code(rejection.reason)
-            batch.rejected[code] = batch.rejected.get(code, 0) + 1
-            batch.dead_messages.append(
-                (key, rejection.to_dead_letter(stage="validate", received_at_ms=received_ms)))
-            batch.dead.append(DeadLetter(rejection, "validate", received_ms, topic,
-                                         partition, offset))
-        return valid, batch
-
-    def route(self, events: Iterable[Touchpoint], batch: ValidateBatch) -> None:
-        """Add events (in release order) to the raw rows and the by-identity envelopes."""
-        entries = self.entry_types
-        for tp in events:
-            batch.touchpoints.append(tp)
-            cust, anon = tp.customer_id, tp.anonymous_id
-            route = anon if not is_junk_id(anon) else cust
-            if is_junk_id(route):
-                batch.unattributed += 1
-                continue
-            ctx = (tp.context or None) if tp.type in entries else None
-            batch.envelopes.event(
-                partition_for(route, self.partitions),  # type: ignore[arg-type]
-                [tp.event_id, tp.type, tp.channel, tp.occurred_at, cust, anon, ctx])
-
-    def prepare(self, records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
-                received_ms: int) -> ValidateBatch:
-        """parse + route in time order, without holding anything back (tests, tools)."""
-        valid, batch = self.parse(records, received_ms)
-        valid.sort(key=lambda v: v[2].occurred_at)
-        self.route((tp for _p, _o, tp in valid), batch)
-        return batch
 
 
 class RawValidator(Service):

@@ -40,9 +40,9 @@ from typing import Any, Protocol
 import orjson
 
 from journeys.definitions import JourneyDefinition
-from stream.alerting.evaluator import StepReached, retraction
-from stream.journey_rows import InstanceRow, JourneyDelta, Retraction, fold_rows
-from stream.journey_state import (
+from stream.engine.dropoff import StepReached, retraction
+from stream.engine.outputs import InstanceRow, JourneyDelta, Retraction, fold_rows
+from stream.engine.runs import (
     DETOUR_KINDS,
     Run,
     Spec,
@@ -52,7 +52,7 @@ from stream.journey_state import (
     feed,
     path_events,
 )
-from stream.sessions import NO_WATERMARK
+from stream.engine.sessions import NO_WATERMARK
 
 _STATE_FORMAT = 1
 
@@ -84,7 +84,7 @@ class CustomerJourneys:
     `merged`: keys whose handover was absorbed -> watermark after which a repeated
     handover can no longer arrive (see JourneyEngine.absorb); `waiting`: linked keys
     whose handover has not arrived yet -> [link time, wall ms the hold came]
-    (stream.envelopes "hold": nothing at or after the earliest link time is settled
+    (stream.stages.envelopes "hold": nothing at or after the earliest link time is settled
     until they have all arrived, or `expire_holds` gave up on them).
     """
 
@@ -180,7 +180,7 @@ class JourneyEngine:
     ) -> JourneyDelta:
         """Apply events in any order (mutating `state`), then settle up to `watermark`.
 
-        `watermark` is the partition clock's value after the batch (stream.sessions.
+        `watermark` is the partition clock's value after the batch (stream.engine.sessions.
         EventClock); the caller drops events behind it as late before calling.
         """
         return self.apply_tail(customer, state, [self.tail_event(e) for e in events],

@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from journeys.events import Rejection, Touchpoint
+from journeys.events import Touchpoint
 from journeys.settings import WarehouseConfig
-from stream.identity import MergeRecord
-from stream.journeys_engine import InstanceRow, Retraction
-from stream.sessions import SessionRow
+from stream.engine.identity import MergeRecord
+from stream.engine.journeys import InstanceRow, Retraction
+from stream.engine.sessions import SessionRow
+from stream.stages.validate import DeadLetter
 from warehouse.backend import Warehouse
 from warehouse.writers import write_dead_letters, write_sessions, write_touchpoints
 from warehouse.writers_identity import write_identity_merges
 from warehouse.writers_journeys import journey_retraction_row, write_journey_instances
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A rejected message with where it came from (for the dead_letters table)."""
-
-    rejection: Rejection
-    stage: str
-    received_at_ms: int
-    topic: str
-    partition: int
-    offset: int
 
 
 class WarehouseSink:

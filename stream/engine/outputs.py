@@ -1,4 +1,4 @@
-"""What the journey engine emits (stream.journeys_engine): instance rows, retractions,
+"""What the journey engine emits (stream.engine.journeys): instance rows, retractions,
 and the per-call delta, plus `fold_rows`, the warehouse's view of them (tests, tools).
 """
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from stream.alerting.evaluator import StepReached
+from stream.engine.dropoff import StepReached
 
 
 class InstanceRow(NamedTuple):
