@@ -3,7 +3,7 @@
 Drives stream.engine.journeys the way a worker does: synthetic multi-channel purchase
 and onboarding traffic for many customers, arriving shuffled within the allowed
 lateness and with duplicates, in batches grouped by customer, watermark from an
-EventClock, each touched customer's state loaded from and written back to orjson bytes
+SourceClock, each touched customer's state loaded from and written back to orjson bytes
 (the Faust table round trip). No Kafka, no warehouse: this is the CPU cost of the
 semantics alone, one core.
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from journeys.definitions import load_definitions  # noqa: E402
 from stream.engine.journeys import CustomerJourneys, JourneyEngine  # noqa: E402
-from stream.engine.sessions import EventClock  # noqa: E402
+from stream.eventtime.watermarks import SourceClock  # noqa: E402
 
 BASE = 1_767_225_600_000  # 2026-01-01
 MIN = 60_000
@@ -84,25 +84,25 @@ def arrival_order(events: list[Ev], lateness: int, dup_rate: float, seed: int) -
 
 def run(order: list[Ev], engine: JourneyEngine, lateness: int, batch: int,
         use_bytes: bool) -> tuple[float, float, dict[str, bytes | CustomerJourneys], int, int]:
-    clock = EventClock(lateness)
+    clock = SourceClock(lateness)
     table: dict[str, bytes | CustomerJourneys] = {}
     upserts = late = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for i in range(0, len(order), batch):
         groups: dict[str, list[Ev]] = defaultdict(list)
         for e in order[i:i + batch]:
-            if clock.observe(e.occurred_at):
+            if clock.observe(e.occurred_at, 0):
                 late += 1
             else:
                 groups[e.customer].append(e)
-        wm = clock.watermark
+        wm = clock.mark
         for cust, evs in groups.items():
             raw = table.get(cust)
             if use_bytes:
                 state = CustomerJourneys.from_bytes(raw)  # type: ignore[arg-type]
             else:
                 state = raw if isinstance(raw, CustomerJourneys) else CustomerJourneys()
-            delta = engine.apply(cust, state, evs, watermark=wm, high_ms=clock.max_event_ms)
+            delta = engine.apply(cust, state, evs, watermark=wm, high_ms=clock.max_seen)
             upserts += len(delta.upserts)
             table[cust] = state.to_bytes() if use_bytes else state
     return time.perf_counter() - t0, time.process_time() - c0, table, upserts, late

@@ -157,11 +157,14 @@ class WorkerSettings(WarehouseRole):
     flush_interval_s: float = Field(default=1.0, gt=0)
     flush_max_events: int = Field(default=5000, ge=1)
     allowed_lateness_ms: int = Field(default=300_000, ge=0)
+    # a raw partition with nothing to read for this long stops holding the others back
+    # and its watermark follows the wall clock (docs/semantics.md "Event time")
+    source_idle_ms: int = Field(default=10_000, ge=0)
     web_port: int = 6066
     web_enabled: bool = False
     alerting: AlertingConfig = AlertingConfig()
 
-    @field_validator("allowed_lateness_ms", mode="before")
+    @field_validator("allowed_lateness_ms", "source_idle_ms", mode="before")
     @classmethod
     def _dur(cls, v: Any) -> int:
         """Milliseconds as a number (the field's unit; also the default, which settings

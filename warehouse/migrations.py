@@ -203,6 +203,22 @@ PARTITION BY toYYYYMM(day)
 ORDER BY (journey, source_part, day, entry_channel, furthest_step, status, dropped_at)
 """
 
+_LATE_EVENTS = """
+CREATE TABLE IF NOT EXISTS {db}.late_events (
+    event_id String,
+    occurred_at_ms UInt64,
+    occurred_at DateTime('UTC'),
+    watermark_ms UInt64,
+    stage String,
+    kafka_topic String,
+    kafka_partition Int32,
+    kafka_offset Int64,
+    detected_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (stage, event_id)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
@@ -211,4 +227,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "0005_journey_context", _JOURNEY_CONTEXT),  # report breakdown by context
     # Per-part counts of settled months: funnel/abandonment without scanning instances.
     Migration(6, "0006_journey_rollups", (_JOURNEY_ROLLUPS,)),  # warehouse.rollups
+    # Late events, left out of journeys: counted, listed and reported (stream.stages).
+    Migration(7, "0007_late_events", (_LATE_EVENTS,)),
 )

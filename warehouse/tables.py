@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TOMBSTONE_VERSION = 2**62
-"""`sessions.version` of a tombstone: above any real version, so it wins in FINAL."""
+from journeys.versions import TOMBSTONE_VERSION  # noqa: F401  (re-exported: writers, tests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +155,25 @@ JOURNEY_ROLLUPS = Table(
 ReplacingMergeTree by every column but `instances`, read with FINAL, so a rollup
 written twice for one part counts once."""
 
+LATE_EVENTS = Table(
+    "late_events",
+    (
+        ("event_id", "String"),
+        ("occurred_at_ms", "UInt64"),
+        ("occurred_at", "DateTime('UTC')"),
+        ("watermark_ms", "UInt64"),  # what it was older than
+        ("stage", "String"),  # validate (its source partition) | customers
+        ("kafka_topic", "String"),
+        ("kafka_partition", "Int32"),
+        ("kafka_offset", "Int64"),
+        ("detected_at", "DateTime('UTC')"),
+    ),
+)
+"""Events left out of sessions and journeys because they were late (migration 0007;
+docs/semantics.md "Event time"). The events themselves are in `touchpoints`; a replay
+re-applies them. ReplacingMergeTree by (stage, event_id): re-deliveries collapse."""
+
 ALL_TABLES: tuple[Table, ...] = (
     TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS, JOURNEY_INSTANCES,
-    IDENTITY_MERGES, JOURNEY_ROLLUPS,
+    IDENTITY_MERGES, JOURNEY_ROLLUPS, LATE_EVENTS,
 )

@@ -15,7 +15,7 @@ import orjson
 from journeys.events import Rejection, Touchpoint
 from journeys.timeutil import now_ms
 from warehouse.backend import Warehouse
-from warehouse.tables import DEAD_LETTERS, SESSIONS, TOUCHPOINTS
+from warehouse.tables import DEAD_LETTERS, LATE_EVENTS, SESSIONS, TOUCHPOINTS
 
 
 def _json(value: Any) -> str:
@@ -121,3 +121,39 @@ def dead_letter_offsets(wh: Warehouse, topic: str) -> dict[int, int]:
                     "GROUP BY kafka_partition", {"topic": topic})
     return {int(p): int(o) for p, o in rows}
 
+
+
+class LateEventLike(Protocol):
+    """What a late-event row is made of (stream.stages.validate.LateEvent fits)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def occurred_at_ms(self) -> int: ...
+    @property
+    def watermark_ms(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def detected_at_ms(self) -> int: ...
+
+
+def write_late_events(wh: Warehouse, events: Sequence[LateEventLike]) -> int:
+    """Insert late events (one insert): what they were older than, and where."""
+    rows = [(e.event_id, max(int(e.occurred_at_ms), 0), _seconds(max(int(e.occurred_at_ms), 0)),
+             max(int(e.watermark_ms), 0), e.stage, e.topic, int(e.partition), int(e.offset),
+             _seconds(int(e.detected_at_ms))) for e in events]
+    return wh.insert(LATE_EVENTS.name, LATE_EVENTS.columns, rows)
+
+
+def late_event_counts(wh: Warehouse) -> dict[str, int]:
+    """Late events per stage (the API's and the CLI's warning)."""
+    rows = wh.query(f"SELECT stage, count() FROM {wh.database}.{LATE_EVENTS.name} FINAL "
+                    "GROUP BY stage")
+    return {str(stage): int(n) for stage, n in rows}

@@ -1,6 +1,6 @@
 """Drop-off alerting wired into the Faust worker (batch logic: stream.stages.alerts).
 
-`install_alerting(app, runtime)` adds, next to the customer stage:
+`AlertWorker` adds, next to the customer stage (wired by stream.agents.app):
 
 - a reached hook on the customer stage: each batch's (and timer tick's) settled
   "step reached" observations and partition watermarks go to `<prefix>.step-reached`,
@@ -21,22 +21,15 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import faust
-from faust.types import EventT
-
-from journeys.definitions import load_definitions
-from journeys.timeutil import ms_to_iso
+from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.alerting.delivery import DeadLetter, WebhookDispatcher
 from stream.agents.alerting.service import AlertSink, AlertSinkError
 from stream.agents.alerting.webhooks import summary
+from stream.agents.context import StageContext, send_all, store
 from stream.engine.dropoff import AlertRecord
 from stream.stages.alerts import AlertStage, Reached, StepReachedRouter
-
-if TYPE_CHECKING:
-    from stream.agents.app import JourneysApp
-    from stream.agents.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +46,14 @@ def spool_dir(data_dir: Path, app_id: str) -> Path:
 class AlertWorker:
     """The alert stage of one worker: router (producer side), stage, sinks, stats."""
 
-    def __init__(self, app: JourneysApp, runtime: StreamRuntime) -> None:
-        self.app = app
-        self.runtime = runtime
-        settings = runtime.settings
-        definitions = load_definitions(settings.definitions_path).journeys
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        settings = ctx.settings
+        definitions = ctx.definitions.journeys
         parts = settings.kafka.partitions
         self.router = StepReachedRouter(definitions, parts)
         self.stage = AlertStage(definitions, parts)
-        self.table: Any = None  # set by install_alerting
+        self.table: Any = None  # the Faust table, set by create_app
         self.lock = asyncio.Lock()
         self.dispatcher: WebhookDispatcher | None = None
         cfg = settings.alerting
@@ -79,13 +71,11 @@ class AlertWorker:
     # ----------------------------------------------------------- customer side
     async def publish_reached(self, reached: Reached) -> None:
         """The customer stage's reached hook: returns once the broker has everything."""
-        messages, confirm = self.router.route(reached)
+        messages, confirm = self.router.route(reached, now_ms())
         if not messages:
             return
-        topic, producer = self.runtime.settings.kafka.step_reached_topic, self.app.producer
-        pending = [await producer.send(topic, None, value, q, None, None)
-                   for q, value in messages]
-        await asyncio.gather(*pending)
+        await send_all(self.ctx, self.ctx.settings.kafka.step_reached_topic,
+                       ((q, None, value) for q, value in messages))
         self.router.confirm(confirm)
 
     # -------------------------------------------------------------- alert side
@@ -93,7 +83,7 @@ class AlertWorker:
         value: bytes | None = self.table.data.get(key)
         return value
 
-    async def handle(self, events: Sequence[EventT]) -> None:
+    async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
             batch = self.stage.prepare(((e.message.partition, e.message.value)
                                         for e in events), self._get)
@@ -101,7 +91,7 @@ class AlertWorker:
                 log.warning("alerts: skipped %d undecodable messages", batch.undecodable)
             if batch.records:
                 await self.emit(batch.records)
-            await self.runtime.store(self.table, dict(batch.states))
+            await store(self.ctx, self.table, dict(batch.states))
             self.late += batch.late
             if batch.watermarks:
                 wm = max(batch.watermarks.values())
@@ -136,25 +126,21 @@ class AlertWorker:
     def _store(self, rows: Sequence[Any]) -> None:
         from warehouse.writers_alerts import write_alerts
 
-        if self.runtime.sink.enabled:
-            write_alerts(self.runtime.sink.warehouse, rows)
+        if self.ctx.sink.enabled:
+            write_alerts(self.ctx.sink.warehouse, rows)
 
     async def _publish(self, key: bytes, value: bytes) -> None:
-        topic = self.runtime.settings.kafka.alerts_topic
-        fut = await self.app.producer.send(topic, key, value, None, None, None)
-        await fut
+        await send_all(self.ctx, self.ctx.settings.kafka.alerts_topic, [(None, key, value)])
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         """Undeliverable webhook: dead_letters table (stage alert_webhook) + topic."""
         from warehouse.writers import write_dead_letters
 
-        if self.runtime.sink.enabled:
-            wh = self.runtime.sink.warehouse
+        if self.ctx.sink.enabled:
+            wh = self.ctx.sink.warehouse
             await asyncio.to_thread(write_dead_letters, wh, [letter])
-        topic = self.runtime.settings.kafka.dead_letter_topic
-        fut = await self.app.producer.send(topic, letter.alert_id.encode(), letter.to_bytes(),
-                                           None, None, None)
-        await fut
+        await send_all(self.ctx, self.ctx.settings.kafka.dead_letter_topic,
+                       [(None, letter.alert_id.encode(), letter.to_bytes())])
 
     async def on_recovered(self) -> None:
         """Partitions may have moved: re-read states and watermarks from the table."""
@@ -169,32 +155,3 @@ class AlertWorker:
     async def stop(self) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.stop()  # drains briefly; the rest stays spooled
-
-
-def _raw_schema() -> faust.Schema:
-    return faust.Schema(key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw")
-
-
-def install_alerting(app: JourneysApp, runtime: StreamRuntime) -> AlertWorker:
-    """Topic, table, agent and hook of the alert stage (call from create_app)."""
-    kafka = runtime.settings.kafka
-    worker = AlertWorker(app, runtime)
-    topic = app.topic(kafka.step_reached_topic, schema=_raw_schema(),
-                      partitions=kafka.partitions)
-    worker.table = app.Table(ALERT_TABLE, default=None, partitions=kafka.partitions,
-                             key_type=bytes, value_type=bytes,
-                             help="drop-off alert state per (journey, step) (stream.stages.alerts)")
-    worker.table.on_recover(worker.on_recovered)
-    runtime.add_reached_hook(worker.publish_reached)
-
-    async def alerts(stream: faust.StreamT) -> None:
-        await worker.start()
-        try:
-            await runtime.run_batches(stream, MESSAGES_PER_BATCH, worker.handle)
-        finally:
-            await worker.stop()
-
-    app.agent(topic, name="journeys.alerts")(alerts)
-    return worker
-

@@ -2,18 +2,19 @@
 
     raw ──validate──► by-identity ──identity──► by-customer ──customers──► ClickHouse
      │   (aiokafka,     (envelopes,   alias table   (envelopes,  state table   journeys-closed
-     │    no Faust)      by device)                  by customer)  + timer      reached hooks
-     └─ dead-letter topic + raw table
+     │    no Faust)      by device)                  by customer)               step-reached
+     └─ dead-letter topic + raw table                                            ──alerts──►
     dead-letter topic ──archiver──► dead_letters table (stream.agents.dead_letters)
 
-Faust runs the two stateful stages: it owns partition assignment, co-partitioning
-(every internal topic and changelog has the same partition count, so partition p of all
-of them lands on one worker) and table recovery from the changelogs. The stateless
-validate stage runs on its own aiokafka consumer (stream.agents.validate) because Faust's
-per-message cost (~300 us) would cap the pipeline at a few thousand events/s; the
-internal topics carry envelopes of many events for the same reason (stream.stages.envelopes).
+Faust runs the stateful stages: it owns partition assignment, co-partitioning (every
+internal topic and changelog has the same partition count, so partition p of all of
+them lands on one worker) and table recovery from the changelogs. The validate stage
+runs on its own aiokafka consumer (stream.agents.validate) because Faust's per-message
+cost (~300 us) would cap the pipeline at a few thousand events/s; the internal topics
+carry envelopes of many events for the same reason (stream.stages.envelopes).
 
-No module-level app: `create_app(settings)` builds one per call.
+No module-level app: `create_app(settings)` builds one per call. The agents share a
+`StageContext` (stream.agents.context); none of them holds the app.
 """
 
 from __future__ import annotations
@@ -26,20 +27,30 @@ from typing import Any
 
 import faust
 
-from journeys.settings import WorkerSettings
-from stream.agents.alerts import install_alerting
-from stream.agents.dead_letters import DeadLetterArchiver
-from stream.agents.runtime import StreamRuntime
+from journeys.definitions import load_definitions
+from journeys.events import EventValidator
+from journeys.settings import KafkaConfig, WorkerSettings
+from stream.agents.alerts import AlertWorker
+from stream.agents.context import StageContext, run_batches
+from stream.agents.customers import CustomerAgent
+from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
+from stream.agents.identity import IdentityAgent
+from stream.agents.sink import WarehouseSink
+from stream.agents.stats import StreamStats, stats_line
 from stream.agents.transport import DEFAULT_FETCH_MAX_WAIT_MS, Transport
-from stream.agents.validate import RawValidator
+from stream.agents.validate import RawValidator, validate_group
+from stream.stages.customers import CustomerStage
+from stream.stages.identity import IdentityStage
+from stream.stages.validate import ValidateStage
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
 
 ALIAS_TABLE = "identity-aliases"
 STATE_TABLE = "customer-state"
+ALERT_TABLE = "alert-state"
 STATS_LOG_INTERVAL_S = 10.0
-TICK_INTERVAL_S = 0.5  # timer resolution: abandonment is emitted within ~this of due
+TICK_INTERVAL_S = 0.5  # overdue holds and stranded partitions are checked this often
 ENVELOPES_PER_BATCH = 64  # Faust messages per take (each up to 2,000 events)
 
 
@@ -50,11 +61,14 @@ def faust_data_dir(settings: WorkerSettings) -> Path:
 
 class JourneysApp(faust.App):
     """faust.App using our Kafka transport (short fetch wait, fetched high-waters),
-    creating its topics before anything subscribes, and running the validate stage."""
+    creating its topics before anything subscribes, and running the validate stage
+    and the dead-letter archiver next to the agents."""
 
-    journeys: StreamRuntime
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
     fresh_broker: bool = False
+    ctx: StageContext
+    stats: StreamStats
+    validate: ValidateStage
     _logged: tuple[int, ...] = ()
 
     def _new_transport(self) -> Any:
@@ -62,7 +76,7 @@ class JourneysApp(faust.App):
 
     def topic_partitions(self) -> dict[str, int]:
         """Every topic this app reads or writes, with its partition count."""
-        kafka = self.journeys.settings.kafka
+        kafka = self.ctx.settings.kafka
         topics = dict.fromkeys(kafka.all_topics(), kafka.partitions)
         for table in self.tables.values():  # identity, customers, alerts
             topics[table.changelog_topic.get_topic_name()] = kafka.partitions
@@ -72,7 +86,7 @@ class JourneysApp(faust.App):
         """Create all topics (blocking). Remembers whether the broker looked new."""
         from journeys.topics import ensure_topics, list_topics
 
-        kafka = self.journeys.settings.kafka
+        kafka = self.ctx.settings.kafka
         self.fresh_broker = kafka.by_customer_topic not in list_topics(kafka.bootstrap_servers)
         ensure_topics(kafka.bootstrap_servers, self.topic_partitions(),
                       replication_factor=kafka.replication_factor)
@@ -80,43 +94,43 @@ class JourneysApp(faust.App):
     def prepare_data_dir(self) -> None:
         """Local table state is only valid for the broker it came from: wipe it when
         our topics are new (an in-memory broker was restarted, or a new prefix)."""
-        path = faust_data_dir(self.journeys.settings)
+        path = faust_data_dir(self.ctx.settings)
         if self.fresh_broker and path.exists():
             log.info("topics are new: wiping local Faust state in %s", path)
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
 
     async def on_first_start(self) -> None:
-        runtime = self.journeys
         await asyncio.to_thread(self.ensure_topics)
         self.prepare_data_dir()
-        await asyncio.to_thread(runtime.sink.open)
+        await asyncio.to_thread(self.ctx.sink.open)
         await super().on_first_start()
 
     async def on_started(self) -> None:
         await super().on_started()  # tables recovered by now
         await self.add_runtime_dependency(
-            RawValidator(self.journeys, loop=self.loop, beacon=self.beacon))
+            RawValidator(self.ctx, self.validate, loop=self.loop, beacon=self.beacon))
         await self.add_runtime_dependency(
-            DeadLetterArchiver(self.journeys, loop=self.loop, beacon=self.beacon))
+            DeadLetterArchiver(self.ctx, loop=self.loop, beacon=self.beacon))
 
     async def on_stop(self) -> None:
         await super().on_stop()
-        await asyncio.to_thread(self.journeys.sink.close)
+        await asyncio.to_thread(self.ctx.sink.close)
+
+    def in_rebalance(self) -> bool:
+        return bool(self.rebalancing or getattr(self, "in_recovery", False))
+
+    def active_partitions(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.assignor.assigned_actives() if tp.topic == topic}
 
     async def log_progress(self) -> None:
         """One INFO line per interval while anything moves: what operators grep for."""
-        st = self.journeys.stats
+        st = self.stats
         now = (st.events_in, st.events_sessionized, st.batches_flushed, st.flush_failures,
                st.journeys_closed)
         if now != self._logged:
             self._logged = now
-            log.info("stream: in=%d valid=%d rejected=%d customers=%d late=%d dup=%d "
-                     "merges=%d journeys=%d closed=%d flushes=%d failures=%d",
-                     st.events_in, st.events_valid, st.rejected_total, st.events_sessionized,
-                     st.late_events, st.duplicates, st.identity_merges,
-                     st.journey_rows_written, st.journeys_closed, st.batches_flushed,
-                     st.flush_failures)
+            log.info("%s", stats_line(st))
 
 
 def _raw_schema() -> faust.Schema:
@@ -132,11 +146,9 @@ def _broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{s.strip()}" for s in bootstrap_servers.split(",") if s.strip()]
 
 
-def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) -> JourneysApp:
-    """Build the stream app. `warehouse` is used as given (not closed); without it the
-    app connects from `settings.warehouse` at start and runs the idempotent migration."""
+def _faust_app(settings: WorkerSettings) -> JourneysApp:
     kafka = settings.kafka
-    app = JourneysApp(
+    return JourneysApp(
         settings.app_id,
         broker=_broker_urls(kafka.bootstrap_servers),
         store="memory://",
@@ -162,43 +174,91 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         web_port=settings.web_port,
         worker_redirect_stdouts=False,
     )
-    runtime = app.journeys = StreamRuntime(app, settings, warehouse)
-    by_identity = app.topic(kafka.by_identity_topic, schema=_raw_schema(),
-                            partitions=kafka.partitions)
-    by_customer = app.topic(kafka.by_customer_topic, schema=_raw_schema(),
-                            partitions=kafka.partitions)
-    # Values are written with explicit partitions (stream.stages.envelopes.partition_for), so
-    # a key's changelog partition is its source partition and recovery follows it.
-    runtime.aliases = app.Table(ALIAS_TABLE, default=None, partitions=kafka.partitions,
-                                key_type=bytes, value_type=bytes,
-                                help="anonymous_id -> customer_id (stream.stages.identity)")
-    runtime.states = app.Table(STATE_TABLE, default=None, partitions=kafka.partitions,
-                               key_type=bytes, value_type=bytes,
-                               help="per-customer sessions + journeys (stream.stages.customers)")
-    runtime.states.on_recover(runtime.on_states_recovered)
 
-    async def identity(stream: faust.StreamT) -> None:
-        await runtime.run_batches(stream, ENVELOPES_PER_BATCH, runtime.handle_identity)
 
-    async def customers(stream: faust.StreamT) -> None:
-        await runtime.run_batches(stream, ENVELOPES_PER_BATCH, runtime.handle_customers)
+def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) -> JourneysApp:
+    """Build the stream app. `warehouse` is used as given (not closed); without it the
+    app connects from `settings.warehouse` at start and runs the idempotent migration."""
+    kafka = settings.kafka
+    parts = kafka.partitions
+    definitions = load_definitions(settings.definitions_path)
+    app = _faust_app(settings)
+    app.stats = StreamStats()
+    app.ctx = ctx = StageContext(
+        settings=settings, definitions=definitions, stats=app.stats,
+        sink=WarehouseSink(settings.warehouse, warehouse),
+        send=lambda *args: app.producer.send(*args), crash=lambda exc: app.crash(exc))
+    app.validate = ValidateStage(
+        EventValidator(settings.channels), {d.steps[0] for d in definitions.journeys}, parts,
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        idle_after_ms=settings.source_idle_ms)
+    identity = IdentityAgent(ctx, IdentityStage(parts, parts))
+    customers = CustomerAgent(ctx, CustomerStage(definitions, partitions=parts,
+                                                 topic=kafka.by_customer_topic),
+                              lambda: app.consumer)
+    alerts = AlertWorker(ctx)
+    customers.add_reached_hook(alerts.publish_reached)
 
-    app.agent(by_identity, name="journeys.identity")(identity)
-    app.agent(by_customer, name="journeys.customers")(customers)
-    runtime.alerts = install_alerting(app, runtime)  # step-reached -> alerts (stream.agents.alerts)
-    app.timer(TICK_INTERVAL_S, name="journeys.tick")(runtime.tick)
-    app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
+    def table(name: str, help_: str) -> Any:
+        # Values are written with explicit partitions (stream.stages.envelopes.
+        # partition_for), so a key's changelog partition is its source partition.
+        return app.Table(name, default=None, partitions=parts, key_type=bytes,
+                         value_type=bytes, help=help_)
+
+    identity.table = table(ALIAS_TABLE, "anonymous_id -> customer (stream.stages.identity)")
+    identity.table.on_recover(identity.on_recovered)
+    customers.table = table(STATE_TABLE, "per-customer sessions + journeys "
+                                         "(stream.stages.customers)")
+
+    async def recovered() -> None:
+        await customers.on_recovered(app.active_partitions(kafka.by_customer_topic))
+
+    customers.table.on_recover(recovered)
+    alerts.table = table(ALERT_TABLE, "drop-off alert state per (journey, step) "
+                                      "(stream.stages.alerts)")
+    alerts.table.on_recover(alerts.on_recovered)
+    _agents(app, ctx, identity, customers, alerts)
     return app
 
 
-def committed_stages(kafka_topics: Any, app_id: str) -> tuple[tuple[str, str], ...]:
-    """(topic, consumer group) of each stage in processing order: a worker is done with
-    everything produced so far when each group has committed its topic's end offsets
-    (each stage commits a batch only after its outputs are durable). For tests and ops."""
-    from stream.agents.dead_letters import dead_letter_group
-    from stream.agents.validate import validate_group
+def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
+            customers: CustomerAgent, alerts: AlertWorker) -> None:
+    kafka, within = ctx.settings.kafka, ctx.settings.flush_interval_s
 
+    def topic(name: str) -> Any:
+        return app.topic(name, schema=_raw_schema(), partitions=kafka.partitions)
+
+    async def identity_agent(stream: faust.StreamT) -> None:
+        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, identity.handle)
+
+    async def customers_agent(stream: faust.StreamT) -> None:
+        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, customers.handle)
+
+    async def alerts_agent(stream: faust.StreamT) -> None:
+        await alerts.start()
+        try:
+            await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, alerts.handle)
+        finally:
+            await alerts.stop()
+
+    async def tick() -> None:
+        await customers.tick(app.in_rebalance())
+
+    app.agent(topic(kafka.by_identity_topic), name="journeys.identity")(identity_agent)
+    app.agent(topic(kafka.by_customer_topic), name="journeys.customers")(customers_agent)
+    app.agent(topic(kafka.step_reached_topic), name="journeys.alerts")(alerts_agent)
+    app.timer(TICK_INTERVAL_S, name="journeys.tick")(tick)
+    app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
+
+
+def committed_stages(kafka_topics: KafkaConfig, app_id: str) -> tuple[tuple[str, str], ...]:
+    """(topic, consumer group) of each stage in processing order: each stage commits a
+    batch only after its outputs are durable, so a worker has processed everything
+    produced before some moment once, stage by stage, each group has committed the end
+    offsets its topic had after the stage before it got there (stages keep sending
+    watermark claims, so the ends move on; see tests/integration/stream_support.py)."""
     return ((kafka_topics.raw_topic, validate_group(app_id)),
             (kafka_topics.by_identity_topic, app_id),
             (kafka_topics.by_customer_topic, app_id),
+            (kafka_topics.step_reached_topic, app_id),
             (kafka_topics.dead_letter_topic, dead_letter_group(app_id)))

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -31,11 +31,9 @@ from mode import Service
 
 from journeys.events import Rejection
 from journeys.timeutil import datetime_to_ms, now_ms
+from stream.agents.context import StageContext, write_with_retry
 from stream.agents.transport import stage_consumer
 from stream.stages.validate import DeadLetter
-
-if TYPE_CHECKING:
-    from stream.agents.runtime import StreamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +74,9 @@ def parse_letter(value: bytes | None, topic: str, partition: int, offset: int,
 class DeadLetterArchiver(Service):
     """Runs inside the worker next to the validate stage (stream.agents.app)."""
 
-    def __init__(self, runtime: StreamRuntime, **kwargs: Any) -> None:
+    def __init__(self, ctx: StageContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.runtime = runtime
+        self.ctx = ctx
         self.consumer: AIOKafkaConsumer | None = None
         self.written: dict[int, int] = {}  # partition -> highest offset in the table
         self.archived = 0
@@ -88,7 +86,7 @@ class DeadLetterArchiver(Service):
         return "DeadLetterArchiver"
 
     async def on_start(self) -> None:
-        settings = self.runtime.settings
+        settings = self.ctx.settings
         kafka = settings.kafka
         self.consumer = stage_consumer(
             kafka.bootstrap_servers, dead_letter_group(settings.app_id),
@@ -105,10 +103,10 @@ class DeadLetterArchiver(Service):
     async def load_written(self, partitions: Iterable[int]) -> None:
         from warehouse.writers import dead_letter_offsets
 
-        if not self.runtime.sink.enabled:
+        if not self.ctx.sink.enabled:
             return
-        topic = self.runtime.settings.kafka.dead_letter_topic
-        found = await asyncio.to_thread(dead_letter_offsets, self.runtime.sink.warehouse,
+        topic = self.ctx.settings.kafka.dead_letter_topic
+        found = await asyncio.to_thread(dead_letter_offsets, self.ctx.sink.warehouse,
                                         topic)
         for p in partitions:
             self.written[p] = found.get(p, -1)
@@ -136,9 +134,9 @@ class DeadLetterArchiver(Service):
                 if not records:
                     continue
                 letters = self.letters(records)
-                if letters and self.runtime.sink.enabled:
-                    await self.runtime.write_with_retry(
-                        partial(write_dead_letters, self.runtime.sink.warehouse, letters))
+                if letters and self.ctx.sink.enabled:
+                    await write_with_retry(
+                        self.ctx, partial(write_dead_letters, self.ctx.sink.warehouse, letters))
                     self.archived += len(letters)
                 for m in records:
                     self.written[m.partition] = max(self.written.get(m.partition, -1),
@@ -152,7 +150,7 @@ class DeadLetterArchiver(Service):
             raise
         except Exception as exc:
             log.exception("dead-letter archiver failed; stopping the worker uncommitted")
-            await self.runtime.app.crash(exc)
+            await self.ctx.crash(exc)
 
 
 class _Assigned(ConsumerRebalanceListener):

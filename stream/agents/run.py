@@ -1,5 +1,5 @@
-"""Running the stream app: as its own process (`run_worker`, `python -m stream`), or
-inside an asyncio program next to other services (`serve_worker`, `BackgroundService`).
+"""Running the stream app: as its own process (`run_worker`, `python -m stream`), with
+other services next to it in the same worker (`BackgroundService`).
 
 The embedded `journeys demo` runs worker + API in one process (chdb allows one process
 per data directory): pass the API as an extra service, e.g.
@@ -101,22 +101,3 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "info",
     app = create_app(settings, warehouse=warehouse)
     worker = build_worker(app, extra_services=extra_services, loglevel=loglevel)
     worker.execute_from_commandline()
-
-
-async def serve_worker(app: JourneysApp, *, extra_services: Sequence[ServiceT] = (),
-                       stop: asyncio.Event | None = None) -> None:
-    """Run `app` inside the running event loop until `stop` is set or the worker stops
-    (signals, crash). Logging is left to the host program."""
-    # daemon=False: otherwise Worker.start() itself waits until the worker stops
-    worker = build_worker(app, extra_services=extra_services, daemon=False,
-                          loop=asyncio.get_running_loop(), override_logging=False)
-    await worker.start()
-    try:
-        waiters = [asyncio.ensure_future(worker.wait_until_stopped())]
-        if stop is not None:
-            waiters.append(asyncio.ensure_future(stop.wait()))
-        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for fut in pending:
-            fut.cancel()
-    finally:
-        await worker.stop()

@@ -14,9 +14,14 @@ from journeys.settings import WarehouseConfig
 from stream.engine.identity import MergeRecord
 from stream.engine.journeys import InstanceRow, Retraction
 from stream.engine.sessions import SessionRow
-from stream.stages.validate import DeadLetter
+from stream.stages.validate import DeadLetter, LateEvent
 from warehouse.backend import Warehouse
-from warehouse.writers import write_dead_letters, write_sessions, write_touchpoints
+from warehouse.writers import (
+    write_dead_letters,
+    write_late_events,
+    write_sessions,
+    write_touchpoints,
+)
 from warehouse.writers_identity import write_identity_merges
 from warehouse.writers_journeys import journey_retraction_row, write_journey_instances
 
@@ -53,16 +58,20 @@ class WarehouseSink:
             self._wh.close()
             self._wh = None
 
-    def write_raw(self, touchpoints: Sequence[Touchpoint], dead: Sequence[DeadLetter]) -> None:
-        """The validate stage's batch: raw events and rejected inputs (both idempotent
-        to re-send, so a failed second insert is retried with the first)."""
+    def write_raw(self, touchpoints: Sequence[Touchpoint], dead: Sequence[DeadLetter],
+                  late: Sequence[LateEvent] = ()) -> None:
+        """The validate stage's batch: raw events, rejected inputs and late events (all
+        idempotent to re-send, so a failed later insert is retried with the first)."""
         if touchpoints:
             write_touchpoints(self.warehouse, touchpoints)
         if dead:
             write_dead_letters(self.warehouse, dead)
+        if late:
+            write_late_events(self.warehouse, late)
 
     def write_customers(self, sessions: Sequence[SessionRow], instances: Sequence[InstanceRow],
-                        retractions: Sequence[Retraction]) -> None:
+                        retractions: Sequence[Retraction],
+                        late: Sequence[LateEvent] = ()) -> None:
         """The customer stage's batch: session rows, then journey instance upserts and
         retractions in one insert (ReplacingMergeTree by version: replays collapse)."""
         if sessions:
@@ -73,6 +82,8 @@ class WarehouseSink:
                           for r in retractions]
             write_journey_instances(self.warehouse, [r.as_record() for r in instances],
                                     tombstones)
+        if late:
+            write_late_events(self.warehouse, late)
 
     def write_merges(self, merges: Sequence[MergeRecord]) -> None:
         if merges:

@@ -13,6 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def stats_line(st: StreamStats) -> str:
+    """The worker's INFO progress line (stream.agents.app `log_progress`)."""
+    marks = st.customer_watermarks
+    wm = min(marks.values()) if marks else "-"
+    return (f"stream: in={st.events_in} valid={st.events_valid} "
+            f"rejected={st.rejected_total} customers={st.events_sessionized} "
+            f"late={st.late_events} dup={st.duplicates} redelivered={st.redelivered} "
+            f"merges={st.identity_merges} journeys={st.journey_rows_written} "
+            f"closed={st.journeys_closed} flushes={st.batches_flushed} "
+            f"failures={st.flush_failures} watermark={wm}")
+
+
 def late_in_stats_line(line: str) -> int | None:
     """The cumulative `late=` count of a worker's INFO stats line (stream.agents.app
     `log_progress`), None for any other line: tests and benches read it from logs."""
@@ -26,7 +38,8 @@ class StreamStats:
     """What the stream stage has done since the worker started."""
 
     events_in: int = 0  # raw messages read by the validate agent
-    events_valid: int = 0  # forwarded to the by-customer topic
+    events_valid: int = 0  # valid touchpoints (late ones too): the raw table
+    events_forwarded: int = 0  # valid, on time and attributed: to the by-identity topic
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     unattributed: int = 0  # only placeholder ids: raw table only
     events_identity: int = 0  # read by the identity stage
@@ -35,17 +48,20 @@ class StreamStats:
     events_sessionized: int = 0  # read by the customer stage (sessions + journeys)
     events_applied: int = 0  # changed journey/session state
     duplicates: int = 0  # event_id already applied
-    late_events: int = 0  # behind the watermark: raw table only
+    redelivered: int = 0  # the same input read again (crash, rebalance): skipped
+    late_events: int = 0  # older than their source partition's watermark: raw table only
     handovers_sent: int = 0  # stitched anonymous states handed to their customer
     handovers_absorbed: int = 0
     timer_visits: int = 0  # customers advanced by a watermark move without events
     holds: int = 0  # customers told to wait for a stitched device's handover
     holds_expired: int = 0  # ... that gave up waiting (HOLD_MAX_WAIT_MS)
-    idle_advances: int = 0  # wall-clock watermark advances of idle partitions
     journey_rows_written: int = 0
     journey_retractions: int = 0
     journeys_closed: int = 0  # published on the journeys-closed topic
-    last_watermark_ms: int = 0  # highest partition watermark of this worker
+    # event time per partition this worker owns, per stage (stream.eventtime)
+    source_watermarks: dict[int, int] = field(default_factory=dict)  # raw partitions
+    identity_watermarks: dict[int, int] = field(default_factory=dict)  # by-identity
+    customer_watermarks: dict[int, int] = field(default_factory=dict)  # by-customer
     batches_flushed: int = 0
     touchpoints_written: int = 0
     session_rows_written: int = 0
@@ -86,11 +102,14 @@ class StreamStats:
             "timer_visits": self.timer_visits,
             "holds": self.holds,
             "holds_expired": self.holds_expired,
-            "idle_advances": self.idle_advances,
             "journey_rows_written": self.journey_rows_written,
             "journey_retractions": self.journey_retractions,
             "journeys_closed": self.journeys_closed,
-            "last_watermark_ms": self.last_watermark_ms,
+            "source_watermarks": dict(self.source_watermarks),
+            "identity_watermarks": dict(self.identity_watermarks),
+            "customer_watermarks": dict(self.customer_watermarks),
+            "events_forwarded": self.events_forwarded,
+            "redelivered": self.redelivered,
             "events_applied": self.events_applied,
             "duplicates": self.duplicates,
             "late_events": self.late_events,

@@ -1,42 +1,45 @@
-"""The validate stage: raw touchpoints -> raw table + by-identity envelopes | dead letters.
+"""The validate stage's Kafka side: raw topic -> raw table + by-identity envelopes.
 
-This stage keeps no durable state, so it does not need Faust's tables or its
-per-message machinery (~300 us per message): a plain aiokafka consumer in its own
-consumer group (`validate_group`) reads batches with `getmany`. Valid events are
-released in event-time order across the raw partitions (stream.eventtime.align), and offsets are
-committed only below what is still held and after the released batch is durable:
-forwards and dead letters acknowledged by the broker, raw touchpoints and dead letters
-written to the warehouse. A crash or a rebalance re-delivers what is uncommitted;
-every sink is idempotent on event_id, so that is harmless.
+This stage keeps no table, so it does not need Faust's tables or its per-message
+machinery (~300 us per message): a plain aiokafka consumer in its own consumer group
+(`validate_group`) reads batches with `getmany` and hands them to the pure
+`stream.stages.validate.ValidateStage`, the source of event time. Per poll: forward
+(acknowledged by the broker), write raw touchpoints, late events and dead letters to
+the warehouse, then commit the offsets with each partition's source clock as commit
+metadata, so a new reader of the partition (after a rebalance or a restart) judges
+lateness exactly as the old one would have. A crash re-delivers what is uncommitted:
+the identity stage skips what it already read (by raw partition and offset), every
+warehouse sink is idempotent.
 
-Events whose ids are all placeholders (stream.engine.identity.is_junk_id) have no customer:
-they are kept in the raw table and counted, and not forwarded.
+Brokers that drop commit metadata (Tansu) make a new reader start its clock from the
+records it reads; it can then let through an event the old reader would have called
+late, which the customer stage judges against its customer (docs/stream.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from journeys.timeutil import now_ms
+from journeys.timeutil import ms_to_iso, now_ms
+from stream.agents.context import StageContext, send_all, write_with_retry
 from stream.agents.transport import stage_consumer
-from stream.eventtime.align import Aligner
-
-if TYPE_CHECKING:
-    from stream.agents.runtime import StreamRuntime
+from stream.stages.validate import ValidateBatch, ValidateStage, late_summary
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 10_000  # per getmany
 POLL_TIMEOUT_MS = 200
 FETCH_BYTES = 1024 * 1024  # per partition and fetch
-MAX_HELD = 100_000  # events held for alignment before partitions read ahead are paused
+LATE_LOG_INTERVAL_S = 10.0
 
 
 def validate_group(app_id: str) -> str:
@@ -47,28 +50,26 @@ def validate_group(app_id: str) -> str:
 class RawValidator(Service):
     """Runs the validate stage on its own aiokafka consumer inside the worker."""
 
-    def __init__(self, runtime: StreamRuntime, **kwargs: Any) -> None:
+    def __init__(self, ctx: StageContext, stage: ValidateStage, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.runtime = runtime
+        self.ctx = ctx
+        self.stage = stage
         self.consumer: AIOKafkaConsumer | None = None
-        self.aligner = Aligner(slack_ms=0)
-        self._next: dict[Any, int] = {}  # TopicPartition -> next offset to read
-        self._committed: dict[Any, int] = {}
-        self._paused: set[Any] = set()
+        self._next: dict[TopicPartition, int] = {}  # next offset to read
+        self._late_logged = 0.0
+        self._late_pending: dict[int, tuple[int, int, int]] = {}
 
     @property
     def label(self) -> str:
         return "RawValidator"
 
     async def on_start(self) -> None:
-        settings = self.runtime.settings
-        kafka = settings.kafka
-        self.aligner = Aligner(slack_ms=settings.allowed_lateness_ms // 2)
+        settings = self.ctx.settings
         self.consumer = stage_consumer(
-            kafka.bootstrap_servers, validate_group(settings.app_id),
+            settings.kafka.bootstrap_servers, validate_group(settings.app_id),
             f"{settings.app_id}-validate", max_partition_fetch_bytes=FETCH_BYTES)
         await self.consumer.start()
-        self.consumer.subscribe([kafka.raw_topic], listener=_Revoked(self))
+        self.consumer.subscribe([settings.kafka.raw_topic], listener=_Rebalance(self))
         self.add_future(self._run())
 
     async def on_stop(self) -> None:
@@ -76,19 +77,43 @@ class RawValidator(Service):
             await self.consumer.stop()
             self.consumer = None
 
-    async def _behind(self) -> set[int]:
-        """Assigned raw partitions with records not read yet (or not known)."""
+    async def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Restore each new partition's source clock from its commit metadata."""
         consumer = self.consumer
         assert consumer is not None
-        behind = set()
+        tps = list(tps)
+        try:
+            committed = await consumer._coordinator.fetch_committed_offsets(tps)
+        except Exception as exc:  # the clock then starts from what is read
+            log.warning("validate: no committed source clocks (%r)", exc)
+            committed = {}
+        count = len(consumer.partitions_for_topic(self.ctx.settings.kafka.raw_topic) or ())
+        for tp in tps:
+            meta = getattr(committed.get(tp), "metadata", "") or ""
+            try:
+                state = orjson.loads(meta) if meta else None
+            except orjson.JSONDecodeError:
+                state = None
+            self.stage.assign(tp.partition, state, count, now_ms())
+
+    def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self.stage.revoke(tp.partition)
+            self._next.pop(tp, None)
+
+    async def _caught_up(self) -> set[int]:
+        """Assigned raw partitions with nothing left to read (as far as known)."""
+        consumer = self.consumer
+        assert consumer is not None
+        out = set()
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
-            if hw is None or await consumer.position(tp) < hw:
-                behind.add(tp.partition)
-        return behind
+            if hw is not None and await consumer.position(tp) >= hw:
+                out.add(tp.partition)
+        return out
 
     async def _run(self) -> None:
-        consumer, aligner, stage = self.consumer, self.aligner, self.runtime.validate
+        consumer, stage = self.consumer, self.stage
         assert consumer is not None
         try:
             while not self.should_stop:
@@ -96,67 +121,82 @@ class RawValidator(Service):
                                                  max_records=MAX_RECORDS)
                 records = [(m.topic, m.partition, m.offset, m.key, m.value)
                            for msgs in fetched.values() for m in msgs]
-                valid, batch = stage.parse(records, now_ms())
-                for partition, offset, tp in valid:
-                    aligner.add(partition, offset, tp.occurred_at, tp)
+                wall = now_ms()
+                caught_up = await self._caught_up()
+                if not records and not stage.claims_due(wall, caught_up):
+                    continue
+                batch = stage.prepare(records, wall, caught_up)
                 for tp, msgs in fetched.items():
                     if msgs:
                         self._next[tp] = msgs[-1].offset + 1
-                if not aligner and not batch.dead and not records:
-                    continue
-                behind = await self._behind()
-                stage.route(aligner.release(behind), batch)
-                await self.runtime.handle_raw(batch, received=len(records))
+                await self.handle(batch, received=len(records))
                 await self._commit()
-                self._flow(behind)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("validate stage failed; stopping the worker uncommitted")
-            await self.runtime.app.crash(exc)
+            await self.ctx.crash(exc)
+
+    async def handle(self, batch: ValidateBatch, *, received: int) -> None:
+        """Forward a batch; returns once it is durable."""
+        ctx, kafka, st = self.ctx, self.ctx.settings.kafka, self.ctx.stats
+        await send_all(ctx, kafka.by_identity_topic,
+                       ((p, None, v) for p, v in batch.envelopes.messages()))
+        await send_all(ctx, kafka.dead_letter_topic,
+                       ((None, k, v) for k, v in batch.dead_messages))
+        tps, dead, late = batch.touchpoints, batch.dead, batch.late
+        if ctx.sink.enabled and (tps or dead or late):
+            await write_with_retry(ctx, lambda: ctx.sink.write_raw(tps, dead, late))
+        st.events_in += received
+        st.events_valid += len(tps)
+        st.rejected.update(batch.rejected)
+        st.touchpoints_written += len(tps)
+        st.dead_letters_written += len(dead)
+        st.unattributed += batch.unattributed
+        st.events_forwarded += batch.forwarded
+        st.late_events += len(late)
+        st.events_sessionized += batch.unattributed + len(late)  # done: raw table only
+        for c in batch.claims:
+            st.source_watermarks[c.partition] = c.mark
+        if late:
+            self._warn_late(batch)
+
+    def _warn_late(self, batch: ValidateBatch) -> None:
+        """Late events are left out of journeys: say so at the default level, at most
+        every LATE_LOG_INTERVAL_S, with the count and where they came from."""
+        for p, (n, oldest, mark) in late_summary(batch.late).items():
+            m, old, w = self._late_pending.get(p, (0, oldest, mark))
+            self._late_pending[p] = (m + n, min(old, oldest), max(w, mark))
+        now = time.monotonic()
+        if now - self._late_logged < LATE_LOG_INTERVAL_S:
+            return
+        self._late_logged = now
+        topic = self.ctx.settings.kafka.raw_topic
+        for p, (n, oldest, mark) in sorted(self._late_pending.items()):
+            log.warning("%d late events from %s[%d] left out of journeys (oldest %s, "
+                        "partition watermark %s; kept in the raw table and late_events; "
+                        "lateness is %d ms: see docs/semantics.md)", n, topic, p,
+                        ms_to_iso(oldest), ms_to_iso(mark),
+                        self.ctx.settings.allowed_lateness_ms)
+        self._late_pending.clear()
 
     async def _commit(self) -> None:
-        """Commit each partition below its first held record (a crash re-reads those)."""
-        consumer, aligner = self.consumer, self.aligner
+        """Commit what was read, with each partition's source clock as metadata."""
+        consumer = self.consumer
         assert consumer is not None
-        offsets = {}
-        for tp, nxt in self._next.items():
-            held = aligner.first_held(tp.partition)
-            offsets[tp] = nxt if held is None else held
-        offsets = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        states = self.stage.states()
+        offsets = {tp: (nxt, orjson.dumps(states.get(tp.partition)).decode())
+                   for tp, nxt in self._next.items()}
         if not offsets:
             return
         try:
             await consumer.commit(offsets)
-            self._committed.update(offsets)
-        except KafkaError as exc:  # rebalance: re-delivered elsewhere, idempotent
+        except KafkaError as exc:  # rebalance: re-delivered elsewhere, skipped there
             log.warning("validate: commit failed (%r); the batch will be re-read", exc)
-
-    def _flow(self, behind: set[int]) -> None:
-        """Bound what is held: pause partitions read far ahead while it is large."""
-        consumer, aligner = self.consumer, self.aligner
-        assert consumer is not None
-        want = aligner.ahead(behind) if len(aligner) > MAX_HELD else set()
-        for tp in consumer.assignment():
-            if tp.partition in want and tp not in self._paused:
-                consumer.pause(tp)
-                self._paused.add(tp)
-            elif tp.partition not in want and tp in self._paused:
-                consumer.resume(tp)
-                self._paused.discard(tp)
-
-    def revoked(self, tps: Iterable[Any]) -> None:
-        tps = list(tps)
-        self.aligner.forget(tp.partition for tp in tps)
-        for tp in tps:
-            self._next.pop(tp, None)
-            self._committed.pop(tp, None)
-            self._paused.discard(tp)
+        self._next.clear()
 
 
-class _Revoked(ConsumerRebalanceListener):
-    """Held events of revoked partitions are dropped: the new owner re-reads them."""
-
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, validator: RawValidator) -> None:
         self.validator = validator
 
@@ -164,4 +204,4 @@ class _Revoked(ConsumerRebalanceListener):
         self.validator.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        await self.validator.assigned(assigned)

@@ -39,37 +39,14 @@ import orjson
 
 from journeys.definitions import AlertRule, JourneyDefinition
 from stream.engine.binomial import binom_sf
+from stream.engine.outputs import StepReached, retracted_steps
+from stream.eventtime.watermarks import NO_WATERMARK
 
-NO_WATERMARK = -(2**62)
 ALL_CHANNELS = "all"
 MIN_BASELINE_WINDOWS = 3
 _STATE_FORMAT = 1
 
 AlertKind = Literal["fired", "recovered"]
-
-
-@dataclass(frozen=True, slots=True)
-class StepReached:
-    """An instance first reached a step (time and channel of the event that reached it)."""
-
-    journey: str
-    instance_id: str
-    step_index: int
-    reached_at_ms: int
-    channel: str
-
-
-def retraction(journey: str, instance_id: str, furthest_step: int) -> StepReached:
-    """"Forget this instance": its steps 0..furthest_step were observed, but stitching
-    merged it into another run (stream.engine.journeys.absorb). Encoded as a negative
-    step index so it travels like any observation; applied only while its windows are
-    not final (the evaluator cannot revise a reported window)."""
-    return StepReached(journey, instance_id, -1 - furthest_step, 0, "")
-
-
-def retracted_steps(obs: StepReached) -> int | None:
-    """The furthest step a retraction covers; None for an ordinary observation."""
-    return -1 - obs.step_index if obs.step_index < 0 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,12 @@ guest would become one giant customer; an event whose ids are all placeholders h
 customer key at all (`resolve` returns None: the caller counts it and keeps it only in
 the raw table).
 
-The alias map is any MutableMapping[str, str] (anonymous_id -> customer_id), so a Faust
-table keyed by anonymous_id can stand in for the dict used in tests.
+The alias map itself lives with the identity stage (stream.stages.identity).
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from typing import Any, NamedTuple, Protocol
-
-import orjson
 
 JUNK_IDS: frozenset[str] = frozenset(
     {"", "null", "undefined", "none", "guest", "anonymous", "0", "-"}
@@ -68,47 +64,3 @@ def link_of(event: IdentityEventLike) -> tuple[str, str] | None:
         return None
     assert anon is not None and cust is not None
     return anon, cust
-
-
-class IdentityMap:
-    """Alias resolution over an alias mapping (anonymous_id -> customer_id)."""
-
-    __slots__ = ("aliases",)
-
-    def __init__(self, aliases: MutableMapping[str, str] | None = None) -> None:
-        self.aliases: MutableMapping[str, str] = aliases if aliases is not None else {}
-
-    def observe(self, event: IdentityEventLike) -> MergeRecord | None:
-        """Record the event's link if it is the first for its anonymous id."""
-        link = link_of(event)
-        if link is None:
-            return None
-        anon, cust = link
-        if anon in self.aliases:
-            return None  # first link wins (same customer again: nothing new either)
-        self.aliases[anon] = cust
-        return MergeRecord(anon, cust, event.occurred_at, event.event_id, event.type,
-                           event.channel)
-
-    def customer_of(self, anonymous_id: str) -> str | None:
-        return self.aliases.get(anonymous_id)
-
-    def resolve(self, event: IdentityEventLike) -> str | None:
-        """The key the event's journeys are computed under, or None if it has no usable id.
-
-        Call `observe` first so an event carrying both ids is attributed by its own link.
-        """
-        if not is_junk_id(event.customer_id):
-            return event.customer_id
-        anon = event.anonymous_id
-        if is_junk_id(anon):
-            return None
-        assert anon is not None
-        return self.aliases.get(anon, anon)
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(dict(self.aliases))
-
-    @classmethod
-    def from_bytes(cls, data: bytes | None) -> IdentityMap:
-        return cls(dict(orjson.loads(data)) if data else None)

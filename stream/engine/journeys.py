@@ -40,8 +40,14 @@ from typing import Any, Protocol
 import orjson
 
 from journeys.definitions import JourneyDefinition
-from stream.engine.dropoff import StepReached, retraction
-from stream.engine.outputs import InstanceRow, JourneyDelta, Retraction, fold_rows
+from stream.engine.outputs import (
+    InstanceRow,
+    JourneyDelta,
+    Retraction,
+    StepReached,
+    fold_rows,
+    retraction,
+)
 from stream.engine.runs import (
     DETOUR_KINDS,
     Run,
@@ -52,7 +58,7 @@ from stream.engine.runs import (
     feed,
     path_events,
 )
-from stream.engine.sessions import NO_WATERMARK
+from stream.eventtime.watermarks import NO_WATERMARK
 
 _STATE_FORMAT = 1
 

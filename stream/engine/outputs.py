@@ -1,5 +1,6 @@
 """What the journey engine emits (stream.engine.journeys): instance rows, retractions,
-and the per-call delta, plus `fold_rows`, the warehouse's view of them (tests, tools).
+step-reached observations for drop-off alerting, and the per-call delta, plus
+`fold_rows`, the warehouse's view of them (tests, tools).
 """
 
 from __future__ import annotations
@@ -8,7 +9,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from stream.engine.dropoff import StepReached
+
+@dataclass(frozen=True, slots=True)
+class StepReached:
+    """An instance first reached a step (time and channel of the event that reached it)."""
+
+    journey: str
+    instance_id: str
+    step_index: int
+    reached_at_ms: int
+    channel: str
+
+
+def retraction(journey: str, instance_id: str, furthest_step: int) -> StepReached:
+    """"Forget this instance": its steps 0..furthest_step were observed, but stitching
+    merged it into another run (stream.engine.journeys.absorb). Encoded as a negative
+    step index so it travels like any observation; applied only while its windows are
+    not final (the evaluator cannot revise a reported window)."""
+    return StepReached(journey, instance_id, -1 - furthest_step, 0, "")
+
+
+def retracted_steps(obs: StepReached) -> int | None:
+    """The furthest step a retraction covers; None for an ordinary observation."""
+    return -1 - obs.step_index if obs.step_index < 0 else None
 
 
 class InstanceRow(NamedTuple):

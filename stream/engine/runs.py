@@ -124,7 +124,7 @@ def feed(
     t, eid, etype, channel = ev[0], ev[1], ev[2], ev[3]
     closed: Run | None = None
     if cur is not None:
-        deadline = min(cur.last_t + d.abandon, cur.opened + d.window)
+        deadline = cur.deadline(d)
         if t >= deadline:
             cur.status, cur.closed_at = "abandoned", deadline
             closed, cur = cur, None

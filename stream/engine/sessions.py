@@ -38,8 +38,9 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-TOMBSTONE_VERSION = 2**62
-NO_WATERMARK = -(2**62)  # before any event: nothing is late, nothing is final
+from journeys.versions import TOMBSTONE_VERSION
+from stream.eventtime.watermarks import NO_WATERMARK
+
 _STATE_FORMAT = 1
 
 SESSION_COLUMNS: tuple[str, ...] = (
@@ -93,12 +94,14 @@ class OpenSession:
     count: int
     # channel -> (time, event_id) of its earliest event in the session
     channels: dict[str, tuple[int, str]]
+    ids: list[str]  # its events' ids (duplicates are recognised by them)
 
     def absorb(self, other: OpenSession) -> None:
         if (other.start, other.first_id) < (self.start, self.first_id):
             self.start, self.first_id = other.start, other.first_id
         self.end = max(self.end, other.end)
         self.count += other.count
+        self.ids.extend(other.ids)
         for ch, first in other.channels.items():
             mine = self.channels.get(ch)
             if mine is None or first < mine:
@@ -120,34 +123,32 @@ class OpenSession:
         )
 
     def copy(self) -> OpenSession:
-        return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels))
+        return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels),
+                           list(self.ids))
 
 
 @dataclass(slots=True)
 class CustomerState:
-    """Non-final sessions (sorted, >= gap apart) and ids of events not yet behind the
-    watermark (a duplicate of an older event is late anyway, so older ids are dropped)."""
+    """Non-final sessions (sorted, >= gap apart), each with the ids of its events (a copy
+    of an event of a final session is late anyway, so those ids go with it). Ids are
+    kept for the whole open session, not just its unsettled part: stitching merges a
+    device's open sessions into its customer's, and a duplicate delivered once to each
+    side must count once (stream.stages.identity routes a copy read after the link to
+    the customer)."""
 
     sessions: list[OpenSession] = field(default_factory=list)
-    seen: dict[str, int] = field(default_factory=dict)
     # the watermark this state was last written with: a per-customer floor for
     # lateness (see the module docstring)
     watermark: int = NO_WATERMARK
 
     def is_empty(self) -> bool:
-        return not self.sessions and not self.seen
+        return not self.sessions
+
+    def seen(self) -> set[str]:
+        return {eid for s in self.sessions for eid in s.ids}
 
     def to_obj(self) -> dict[str, Any]:
-        return {
-            "f": _STATE_FORMAT,
-            "w": self.watermark,
-            "e": self.seen,
-            "s": [
-                [s.start, s.first_id, s.end, s.count,
-                 [[ch, t, eid] for ch, (t, eid) in s.channels.items()]]
-                for s in self.sessions
-            ],
-        }
+        return {"f": _STATE_FORMAT, "w": self.watermark, "s": encode_sessions(self.sessions)}
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.to_obj())
@@ -156,17 +157,24 @@ class CustomerState:
     def from_obj(cls, obj: dict[str, Any]) -> CustomerState:
         if obj.get("f") != _STATE_FORMAT:
             raise ValueError(f"unknown session state format {obj.get('f')!r}")
-        return cls(sessions=decode_sessions(obj["s"]), seen=obj["e"], watermark=obj["w"])
+        return cls(sessions=decode_sessions(obj["s"]), watermark=obj["w"])
 
     @classmethod
     def loads(cls, data: bytes | None) -> CustomerState:
         return cls.from_obj(orjson.loads(data)) if data else cls()
 
 
+def encode_sessions(sessions: Iterable[OpenSession]) -> list[Any]:
+    return [[s.start, s.first_id, s.end, s.count,
+             [[ch, t, eid] for ch, (t, eid) in s.channels.items()], s.ids]
+            for s in sessions]
+
+
 def decode_sessions(items: list[Any]) -> list[OpenSession]:
     return [
-        OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans})
-        for start, first_id, end, count, chans in items
+        OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans},
+                    list(ids))
+        for start, first_id, end, count, chans, ids in items
     ]
 
 
@@ -189,37 +197,6 @@ class SessionDelta:
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.late += other.late
-
-
-class EventClock:
-    """Event-time progress of one partition: watermark = max event time - lateness.
-
-    Later work (abandonment, alerts) advances it by wall-clock time when idle via
-    `advance_to`; it never goes back.
-    """
-
-    __slots__ = ("allowed_lateness_ms", "max_event_ms")
-
-    def __init__(self, allowed_lateness_ms: int) -> None:
-        self.allowed_lateness_ms = allowed_lateness_ms
-        self.max_event_ms = NO_WATERMARK
-
-    @property
-    def watermark(self) -> int:
-        if self.max_event_ms == NO_WATERMARK:
-            return NO_WATERMARK
-        return self.max_event_ms - self.allowed_lateness_ms
-
-    def observe(self, occurred_at: int) -> bool:
-        """Advance with one event; True when the event is late (behind the watermark)."""
-        late = occurred_at < self.watermark
-        if occurred_at > self.max_event_ms:
-            self.max_event_ms = occurred_at
-        return late
-
-    def advance_to(self, max_event_ms: int) -> None:
-        if max_event_ms > self.max_event_ms:
-            self.max_event_ms = max_event_ms
 
 
 class Sessionizer:
@@ -251,7 +228,7 @@ class Sessionizer:
         vanished: set[str] = set()
         delta = SessionDelta()
         sessions = state.sessions = [s.copy() for s in state.sessions]
-        seen = state.seen
+        seen = state.seen()
         for ev in events:
             eid, t = ev.event_id, ev.occurred_at
             if t < floor:
@@ -260,9 +237,9 @@ class Sessionizer:
             if eid in seen:
                 delta.duplicates += 1
                 continue
-            seen[eid] = t
+            seen.add(eid)
             delta.applied += 1
-            self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}),
+            self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}, [eid]),
                          vanished, last_seen)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
         return delta
@@ -289,63 +266,57 @@ class Sessionizer:
                 last_seen: dict[str, OpenSession], vanished: set[str], watermark: int,
                 delta: SessionDelta) -> None:
         gap = self.gap_ms
-        sessions, seen = state.sessions, state.seen
+        sessions = state.sessions
         current = {s.first_id for s in sessions}
         for s in sessions:
             if before.get(s.first_id) != s.count:
                 delta.upserts.append(s.row(customer_key))
         for fid in sorted(vanished - current):
             delta.tombstones.append(last_seen[fid].row(customer_key, deleted=True))
-        # final sessions and ids of events behind the watermark can never change again
+        # final sessions, and the ids of their events, can never change again
         sessions[:] = [s for s in sessions if s.end + gap > watermark]
-        state.seen = {e: t for e, t in seen.items() if t >= watermark}
         state.watermark = watermark
 
     def wake_at(self, state: CustomerState) -> int | None:
         """Smallest watermark at which advancing would shrink the state (cleanup only:
         sessions need no output when they become final)."""
-        times = [s.end + self.gap_ms for s in state.sessions]
-        if state.seen:
-            times.append(min(state.seen.values()) + 1)
-        return min(times, default=None)
+        return min((s.end + self.gap_ms for s in state.sessions), default=None)
 
     # ------------------------------------------------------------- stitching
     def release(self, customer_key: str, state: CustomerState) -> tuple[list[Any],
                                                                         SessionDelta]:
-        """Hand the open sessions and not-yet-final event ids over (the key was linked
-        to a customer); tombstones for the sessions, which reappear under the customer.
-        The state is emptied."""
+        """Hand the open sessions (with their events' ids) over (the key was linked to a
+        customer); tombstones for the sessions, which reappear under the customer. The
+        state is emptied."""
         delta = SessionDelta()
         for s in state.sessions:
             delta.tombstones.append(s.row(customer_key, deleted=True))
-        payload = [CustomerState(state.sessions, state.seen).to_obj()["s"], state.seen]
-        state.sessions, state.seen = [], {}
+        payload = encode_sessions(state.sessions)
+        state.sessions = []
         return payload, delta
 
     def absorb(self, customer_key: str, state: CustomerState, payload: list[Any], *,
                watermark: int) -> SessionDelta:
         """Merge released sessions into this customer's: intervals closer than the gap
         join; an event id both sides counted (a re-delivered copy) counts once."""
-        items, their_seen = payload
-        theirs = decode_sessions(items)
+        theirs = decode_sessions(payload)
         watermark = max(watermark, state.watermark)
         before = {s.first_id: s.count for s in state.sessions}
         last_seen = {s.first_id: s for s in state.sessions}
         vanished: set[str] = set()
         delta = SessionDelta()
+        seen = state.seen()
         sessions = state.sessions = [s.copy() for s in state.sessions]
-        for eid, t in their_seen.items():
-            if eid in state.seen:  # counted here already: count it once
-                delta.duplicates += 1
-                for s in theirs:
-                    if s.start <= t <= s.end:
-                        s.count -= 1
-                        break
-            else:
-                state.seen[eid] = t
-        theirs = [s for s in theirs if s.count > 0]
         for s in theirs:
-            delta.applied += s.count
-            self._insert(sessions, s, vanished, last_seen)
+            dups = [eid for eid in s.ids if eid in seen]
+            if dups:  # counted here already: count it once
+                delta.duplicates += len(dups)
+                s.ids = [eid for eid in s.ids if eid not in seen]
+                s.count = len(s.ids)
+            seen.update(s.ids)
+        for s in theirs:
+            if s.count > 0:
+                delta.applied += s.count
+                self._insert(sessions, s, vanished, last_seen)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
         return delta

@@ -7,27 +7,25 @@ Why a topic of its own: the evaluator's state lives per (journey, step) — a ha
 keys — while observations come from every by-customer partition. So the customer
 stage repartitions each observation to the partitions of the state keys it concerns
 (`state_key` k for its population, k - 1 for the continuation of the step before) and
-broadcasts its partition's watermark to *every* step-reached partition, after that
-partition's observations and in the same message. Each alert partition keeps the last
-watermark of each of the P by-customer partitions and evaluates at their minimum, so
-a window is final only when every source has passed it (DESIGN.md "Drop-off alert").
+sends its partition's watermark claim (stream.eventtime.watermarks) to *every*
+step-reached partition, after that partition's observations and in the same message.
+Each alert partition's event time is its `Frontier` over the P by-customer partitions,
+so a window is final only when every source has passed it (DESIGN.md "Drop-off alert").
 
 Message (value; key none, partition explicit):
 
-    {"v": 1, "o": [[journey, instance_id, step_index, reached_at_ms, channel], ...],
-             "w": [[by-customer partition, watermark], ...]}
+    {"v": 2, "o": [[journey, instance_id, step_index, reached_at_ms, channel], ...],
+             "w": claims}
 
-Watermarks are sent only when they move a window boundary the alert rules care about
-(`final_before` of some rule), which is exact: the evaluator only ever uses
-final_before(min watermark) = min(final_before(watermark)), so an idle worker's clock
-ticking every 0.5 s costs no messages. A by-customer partition that has reported but
-never seen an event (watermark NO_WATERMARK) does not hold the others back (an *idle
-source*); one that never reported does.
+Claims are sent when they move a window boundary the alert rules care about
+(`final_before` of some rule) or change idleness, which is exact: the evaluator only
+ever uses final_before(min watermark) = min(final_before(watermark)); and at least
+every CLAIM_REFRESH_MS, so an alert partition that restarted learns them again.
 
 Scale: alert work is spread by state key (sum of non-goal steps over definitions, 8
 for the default file), at most P ways; a step's population is a few hundred instances
-per window, so one partition's worth is cheap. Watermark broadcast costs P messages per
-window boundary per source partition.
+per window, so one partition's worth is cheap. Claims cost P messages per window
+boundary (or refresh) per source partition.
 """
 
 from __future__ import annotations
@@ -40,29 +38,31 @@ import orjson
 
 from journeys.definitions import JourneyDefinition
 from stream.engine.dropoff import (
-    NO_WATERMARK,
     AlertRecord,
     DropoffEvaluator,
     StepAlertState,
-    StepReached,
     final_before,
     state_key,
 )
+from stream.engine.outputs import StepReached
+from stream.eventtime.watermarks import (
+    CLAIM_REFRESH_MS,
+    NO_WATERMARK,
+    Claim,
+    Frontier,
+    decode_claims,
+    encode_claims,
+)
 from stream.stages.envelopes import partition_for
 
-FORMAT = 1
+FORMAT = 2
 MAX_OBSERVATIONS = 5000  # per message (~100 bytes each)
-MARKS_PREFIX = b"\x00marks:"  # table key of one alert partition's source watermarks
 
 GetState = Callable[[bytes], bytes | None]
-Reached = Mapping[int, tuple[Sequence[StepReached], int]]
-"""by-customer partition -> (observations settled in a batch, watermark after it)."""
+Reached = Mapping[int, tuple[Sequence[StepReached], Claim]]
+"""by-customer partition -> (observations settled in a batch, its claim after it)."""
 
 StateKey = tuple[str, int]
-
-
-def marks_key(partition: int) -> bytes:
-    return MARKS_PREFIX + str(partition).encode()
 
 
 def key_bytes(key: StateKey) -> bytes:
@@ -95,41 +95,46 @@ class _Keys:
 
 
 class StepReachedRouter:
-    """Customer-stage side: a batch's observations and watermarks -> step-reached messages.
+    """Customer-stage side: a batch's observations and claims -> step-reached messages.
 
     Call `route`, send every message, and only once all are acknowledged `confirm` the
-    returned watermarks (a failed send then re-sends them with the retried batch).
+    returned claims (a failed send then re-sends them with the retried batch).
     """
 
     def __init__(self, definitions: Sequence[JourneyDefinition], partitions: int) -> None:
         self.keys = _Keys(definitions, partitions)
-        self._sent: dict[int, tuple[int, ...]] = {}  # source -> quantized wm sent
+        # source -> (quantized watermark, idle) last sent, and when (wall ms)
+        self._sent: dict[int, tuple[tuple[int, ...], bool, int]] = {}
 
-    def route(self, reached: Reached) -> tuple[list[tuple[int, bytes]], dict[int, Any]]:
-        """(messages as (step-reached partition, value), watermarks to confirm)."""
+    def route(self, reached: Reached, wall_ms: int = 0) -> tuple[list[tuple[int, bytes]],
+                                                                  dict[int, Any]]:
+        """(messages as (step-reached partition, value), claims to confirm)."""
         keys = self.keys
         obs_for: dict[int, list[list[Any]]] = {}
-        marks: list[list[int]] = []
+        claims: list[Claim] = []
         confirm: dict[int, Any] = {}
-        for p, (observations, watermark) in sorted(reached.items()):
+        for p, (observations, claim) in sorted(reached.items()):
             for o in observations:
                 row = [o.journey, o.instance_id, o.step_index, o.reached_at_ms, o.channel]
                 for q in {keys.partition[k] for k in keys.keys_for(o)}:
                     obs_for.setdefault(q, []).append(row)
-            quant = keys.quantize(watermark)
-            if p not in self._sent or self._sent[p] != quant:
-                marks.append([p, max(watermark, NO_WATERMARK)])
-                confirm[p] = quant
+            quant = keys.quantize(claim.mark)
+            sent = self._sent.get(p)
+            if (sent is None or sent[:2] != (quant, claim.idle)
+                    or wall_ms - sent[2] >= CLAIM_REFRESH_MS):
+                claims.append(Claim(p, max(claim.mark, NO_WATERMARK), claim.idle))
+                confirm[p] = (quant, claim.idle, wall_ms)
+        encoded = encode_claims(keys.partitions, claims) if claims else None
         messages: list[tuple[int, bytes]] = []
-        targets = range(keys.partitions) if marks else sorted(obs_for)
+        targets = range(keys.partitions) if claims else sorted(obs_for)
         for q in targets:
             rows = obs_for.get(q, [])
             chunks = [rows[i:i + MAX_OBSERVATIONS]
                       for i in range(0, len(rows), MAX_OBSERVATIONS)] or [[]]
             for n, chunk in enumerate(chunks):
                 body: dict[str, Any] = {"v": FORMAT, "o": chunk}
-                if n == len(chunks) - 1 and marks:
-                    body["w"] = marks  # after this source's observations, never before
+                if n == len(chunks) - 1 and encoded is not None:
+                    body["w"] = encoded  # after this source's observations, never before
                 messages.append((q, orjson.dumps(body)))
         return messages, confirm
 
@@ -163,36 +168,26 @@ class AlertBatch:
 
 
 class AlertStage:
-    """Alert-partition side: per-partition source watermarks and per-key evaluator
-    states, parsed once and cached; the table (changelog) holds their bytes."""
+    """Alert-partition side: per-partition frontiers and per-key evaluator states,
+    parsed once and cached; the table (changelog) holds the states' bytes."""
 
     def __init__(self, definitions: Sequence[JourneyDefinition], partitions: int) -> None:
         self.keys = _Keys(definitions, partitions)
         self.sources = partitions  # by-customer partitions (same count as ours)
         self._states: dict[StateKey, StepAlertState] = {}
-        self._marks: dict[int, dict[int, int]] = {}
+        self.frontiers: dict[int, Frontier] = {}
 
     def forget(self) -> None:
-        """After a rebalance/recovery: re-read everything from the table when next needed."""
+        """After a rebalance/recovery: re-read states from the table when next needed;
+        frontiers start again from the claims that keep coming."""
         self._states.clear()
-        self._marks.clear()
+        self.frontiers.clear()
 
-    def marks(self, partition: int, get: GetState) -> dict[int, int]:
-        m = self._marks.get(partition)
-        if m is None:
-            raw = get(marks_key(partition))
-            m = {int(p): int(w) for p, w in orjson.loads(raw).items()} if raw else {}
-            self._marks[partition] = m
-        return m
-
-    def watermark(self, partition: int, get: GetState) -> int:
-        """Min over all source partitions; NO_WATERMARK until each has reported.
-        Sources that have reported no events yet (idle) do not count."""
-        m = self.marks(partition, get)
-        if len(m) < self.sources:
-            return NO_WATERMARK
-        live = [w for w in m.values() if w > NO_WATERMARK]
-        return min(live) if live else NO_WATERMARK
+    def frontier(self, partition: int) -> Frontier:
+        f = self.frontiers.get(partition)
+        if f is None:
+            f = self.frontiers[partition] = Frontier(self.sources)
+        return f
 
     def state(self, key: StateKey, get: GetState, watermark: int) -> StepAlertState:
         st = self._states.get(key)
@@ -204,37 +199,32 @@ class AlertStage:
 
     def prepare(self, records: Iterable[tuple[int, bytes | None]], get: GetState) -> AlertBatch:
         """Apply a batch of (partition, value): all observations first, then the
-        watermarks, then finalize whatever windows the partitions' minimum passed."""
+        claims, then finalize whatever windows the partitions' frontiers passed."""
         batch = AlertBatch()
         keys = self.keys
         touched: set[StateKey] = set()
         parts: set[int] = set()
-        moved: set[int] = set()
         for q, value in records:
             body = decode(value)
             if body is None:
                 batch.undecodable += 1
                 continue
             parts.add(q)
-            wm = self.watermark(q, get)
+            wm = self.frontier(q).watermark
             for row in body.get("o", ()):
                 obs = StepReached(row[0], row[1], int(row[2]), int(row[3]), row[4])
                 for key in keys.keys_for(obs):
                     if keys.partition[key] != q:
                         continue
                     batch.observations += 1
-                    if self.state(key, get, wm).observe(obs):
-                        touched.add(key)
-                    else:
+                    if not self.state(key, get, wm).observe(obs):
                         batch.late += 1
-                        touched.add(key)  # the late count changed
-            m = self.marks(q, get)
-            for p, w in body.get("w", ()):
-                if p not in m or w > m[p]:
-                    m[p] = w
-                    moved.add(q)
+                    touched.add(key)  # the state or its late count changed
+            if "w" in body:
+                count, claims = decode_claims(body["w"])
+                self.frontier(q).update(count, claims)
         for q in sorted(parts):
-            wm = self.watermark(q, get)
+            wm = self.frontier(q).watermark
             batch.watermarks[q] = wm
             for key in keys.in_partition.get(q, ()):
                 st = self.state(key, get, wm)
@@ -244,8 +234,5 @@ class AlertStage:
                     touched.add(key)
         for key in touched:
             batch.states[key_bytes(key)] = (keys.partition[key], self._states[key].dumps())
-        for q in moved:
-            batch.states[marks_key(q)] = (q, orjson.dumps(
-                {str(p): w for p, w in sorted(self._marks[q].items())}))
         batch.records.sort(key=lambda r: (r.window_start_ms, r.journey, r.step_index))
         return batch

@@ -1,4 +1,4 @@
-"""Message formats of the two internal topics, and which partition a key goes to.
+"""Message formats of the internal topics, and which partition a key goes to.
 
 Faust costs ~300 us per *message* (measured: 3,200-3,500 msg/s per process however the
 agent iterates), far more than the per-event work. So the internal topics carry
@@ -6,28 +6,39 @@ agent iterates), far more than the per-event work. So the internal topics carry
 per-message cost is paid once per envelope. The wire format of the raw topic (one
 event per message, DESIGN.md) is unchanged; envelopes are internal.
 
-    <prefix>.by-identity   key: none, partition = partition_for(anonymous_id, else customer_id)
-        {"v": 1, "e": [[event_id, type, channel, occurred_at, customer_id, anonymous_id,
-                        context-or-null], ...]}
-    <prefix>.by-customer   key: none, partition = partition_for(resolved customer key)
-        {"v": 1, "e": [[key, event_id, type, channel, occurred_at, context-or-null], ...],
-                "p": [[customer_id, anonymous_id, linked_at], ...],  # hold for a handover
-                "m": [[anonymous_id, customer_id, linked_at], ...],  # links made (merge these)
-                "h": [[from_key, into_key, journey_events, sessions_payload, linked_at,
-                       [[journey, opening_event_id, furthest_step], ...]], ...]}
+    <prefix>.by-identity   partition = partition_for(anonymous_id, else customer_id)
+        {"v": 2, "e": [[event_id, type, channel, occurred_at, customer_id, anonymous_id,
+                        context-or-null, raw_partition, raw_offset], ...],
+                 "w": claims}
+    <prefix>.by-customer   partition = partition_for(resolved customer key)
+        {"v": 2, "e": [[key, event_id, type, channel, occurred_at, context-or-null,
+                        by_identity_partition, by_identity_offset, index], ...],
+                 "p": [[customer_id, anonymous_id, linked_at], ...],  # holds
+                 "m": [[anonymous_id, customer_id, linked_at], ...],  # links made
+                 "h": [[from_key, into_key, journey_events, sessions_payload, linked_at,
+                        [[journey, opening_event_id, furthest_step], ...]], ...],
+                 "w": claims}
+
+`claims` (stream.eventtime.watermarks.encode_claims) is the writer's event-time
+progress per input partition it read, valid after everything before it in the same
+partition: every envelope a stage writes after a batch carries the claims of the
+partitions that batch read, and a stage sends claim-only envelopes to partitions that
+got no data, so each consumer partition hears from every upstream partition.
+
+Every event carries where it was read: (raw partition, raw offset) into by-identity,
+(by-identity partition, offset, index in that record) into by-customer. A consumer
+that keeps the last position it applied per upstream partition recognises a record
+re-delivered after a crash or a rebalance exactly (docs/stream.md "Exactly once in
+effect"), without keeping event ids.
 
 A new link goes two ways: the *link* to the device's partition (after the device's
 earlier events: it settles them up to `linked_at`, then hands them over) and a *hold*
 to the customer's partition (before the customer's events from `linked_at` on: the
-customer settles nothing at or after it until the handover arrives). Without the hold,
-a backlog processed in one batch settles the customer's later steps before the device's
-earlier ones arrive, and the stitched journey splits in two (measured on the demo
-sample: 2,086 conversions became 710). `linked_at` is absent in format-1 messages
-written before holds existed; they are read as "no hold".
+customer settles nothing at or after it until the handover arrives).
 
-All events of a key land in one partition, in the order they were forwarded. Contexts
-travel only with events whose type is some definition's entry step (report breakdowns
-by the opening event's context); other events do not need them downstream.
+All events of a key land in one partition, in the order they were read upstream.
+Contexts travel only with events whose type is some definition's entry step (report
+breakdowns by the opening event's context); other events do not need them downstream.
 
 Partition choice is ours (CRC-32 of the key's UTF-8 bytes), used the same way for the
 envelopes and for the tables' changelog records (written with explicit partitions), so
@@ -37,12 +48,12 @@ a key's state always lives in the changelog partition of its source partition.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
-FORMAT = 1
+FORMAT = 2
 MAX_ENVELOPE_EVENTS = 2000  # ~200-300 KB per message with compact events
 
 
@@ -55,10 +66,11 @@ def partition_for(key: str | bytes, partitions: int) -> int:
 class EnvelopeBuilder:
     """Collects items per partition and yields one or more envelopes per partition."""
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_claims", "_parts")
 
     def __init__(self) -> None:
         self._parts: dict[int, dict[str, list[Any]]] = {}
+        self._claims: list[Any] | None = None
 
     def _part(self, partition: int) -> dict[str, list[Any]]:
         part = self._parts.get(partition)
@@ -78,12 +90,12 @@ class EnvelopeBuilder:
     def handover(self, partition: int, item: list[Any]) -> None:
         self._part(partition)["h"].append(item)
 
-    def sort_events(self, time_index: int) -> None:
-        """Order each partition's events by event time (stable): a batch gathers
-        envelopes of several upstream partitions, and forwarding them merged by time
-        keeps the downstream partition's watermark from running ahead of them."""
-        for part in self._parts.values():
-            part["e"].sort(key=lambda item: item[time_index])
+    def claims(self, partitions: Iterable[int], encoded: list[Any]) -> None:
+        """Attach the writer's claims (encode_claims) to the last envelope of each of
+        `partitions`, creating claim-only envelopes where there is no data."""
+        self._claims = encoded
+        for p in partitions:
+            self._part(p)
 
     def __bool__(self) -> bool:
         return bool(self._parts)
@@ -91,7 +103,7 @@ class EnvelopeBuilder:
     def messages(self) -> Iterator[tuple[int, bytes]]:
         """(partition, value) per envelope; events split every MAX_ENVELOPE_EVENTS; holds
         ride with the first envelope of their partition (before the customer's events),
-        links and handovers with the last (after the device's)."""
+        links, handovers and claims with the last (after everything they cover)."""
         for partition, part in sorted(self._parts.items()):
             events = part["e"]
             chunks = [events[i:i + MAX_ENVELOPE_EVENTS]
@@ -105,6 +117,8 @@ class EnvelopeBuilder:
                         body["m"] = part["m"]
                     if part["h"]:
                         body["h"] = part["h"]
+                    if self._claims is not None:
+                        body["w"] = self._claims
                 yield partition, orjson.dumps(body)
 
 
@@ -116,6 +130,7 @@ def decode(value: bytes | None) -> dict[str, Any] | None:
         body = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(body, dict) or body.get("v") != FORMAT:
+    if not isinstance(body, dict) or body.get("v") != FORMAT or not isinstance(
+            body.get("e", []), list):
         return None
     return body

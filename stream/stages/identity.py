@@ -4,81 +4,191 @@ Input: by-identity envelopes, partitioned by anonymous_id (customer_id when ther
 no usable anonymous id), so every event of one device meets the device's alias entry
 in one partition. For each event, in log order:
 
+- an event read before (same raw partition, offset not above the last applied one) is
+  a re-delivery from the validate stage (a crash or rebalance there) and is skipped;
 - an event carrying both usable ids links anonymous_id -> customer_id if the device
-  has no link yet (first link wins, stream.engine.identity); the link is recorded (who, when,
-  from which event) and a *link* item is sent to the device's by-customer partition,
-  after the device's earlier events, so the customer stage hands the device's
-  non-final sessions and journeys over to the customer (retroactive stitching), plus
-  a *hold* to the customer's partition, before the customer's events, so the customer
-  waits for that handover before settling anything from the link's time on;
-- the event is re-keyed to its customer (customer_id, else the device's alias, else
-  the anonymous id itself) and forwarded to that key's by-customer partition.
+  has no link yet (first link wins, stream.engine.identity); the link is recorded (who,
+  when, from which event, and *where in this partition's log*) and a *link* item is
+  sent to the device's by-customer partition, after the device's earlier events, so
+  the customer stage hands the device's non-final sessions and journeys over to the
+  customer (retroactive stitching), plus a *hold* to the customer's partition, before
+  the customer's events, so the customer waits for that handover;
+- the event is re-keyed (customer_id, else the device's customer if the device was
+  linked *earlier in this partition's log*, else the anonymous id itself) and forwarded
+  to that key's by-customer partition, tagged with its position in this partition.
+
+Routing by log position, not by "is there an alias now", makes a re-processed record
+(after a crash between writing its outputs and committing it) go exactly where it went
+the first time, so the customer stage's position check recognises it.
+
+After the batch, each by-identity partition's frontier (the minimum over the raw
+partitions' claims it received) goes to every by-customer partition as this stage's
+claim (stream.eventtime.watermarks).
 
 The alias map lives in a changelogged Faust table keyed by anonymous id (written with
-the by-identity partition of the key, so recovery brings it back with the partition).
+the by-identity partition of the key, so recovery brings it back with the partition),
+next to one record per partition with the last raw offset applied per raw partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from stream.engine.identity import MergeRecord, is_junk_id
+from stream.eventtime.watermarks import NO_WATERMARK, Frontier, decode_claims, encode_claims
 from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 
-GetAlias = Callable[[str], str | None]
+GetValue = Callable[[bytes], bytes | None]
+
+ALIAS_FORMAT = b"\x01"
+APPLIED_PREFIX = b"\x00applied:"  # table key: raw offsets applied by one partition
+Position = tuple[int, int]  # (offset of the record in its partition, index in the record)
+NOWHERE: Position = (-1, -1)  # links stored before positions were (read: "always before")
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """A device's link: its customer, the earliest linking event seen for that customer
+    (event time, event id), and the log position of the first one read."""
+
+    customer: str
+    linked_at: int
+    event_id: str
+    position: Position
+
+    def dumps(self) -> bytes:
+        return ALIAS_FORMAT + orjson.dumps([self.customer, self.linked_at, self.event_id,
+                                            *self.position])
+
+    @classmethod
+    def loads(cls, data: bytes | None) -> Alias | None:
+        if not data:
+            return None
+        if data[:1] != ALIAS_FORMAT:  # an older worker stored the customer id alone
+            return cls(data.decode(), NO_WATERMARK, "", NOWHERE)
+        cust, at, eid, off, idx = orjson.loads(data[1:])
+        return cls(cust, int(at), eid, (int(off), int(idx)))
+
+
+def applied_key(partition: int) -> bytes:
+    return APPLIED_PREFIX + str(partition).encode()
 
 
 @dataclass
 class IdentityBatch:
     envelopes: EnvelopeBuilder = field(default_factory=EnvelopeBuilder)
-    # anonymous id -> (customer id, changelog partition): new links to store
-    aliases: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # table key -> (changelog partition, value): new aliases and applied offsets
+    states: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
     merges: list[MergeRecord] = field(default_factory=list)
     events: int = 0
     stitched: int = 0  # anonymous-only events attributed to a customer via an alias
+    redelivered: int = 0  # read before (validate re-delivery): skipped
     undecodable: int = 0
+    watermarks: dict[int, int] = field(default_factory=dict)  # partition -> frontier
 
 
 class IdentityStage:
-    def __init__(self, partitions: int) -> None:
-        self.partitions = partitions
+    """Frontiers and applied offsets of the by-identity partitions this worker owns."""
 
-    def prepare(self, records: Iterable[tuple[int, bytes | None]],
-                get_alias: GetAlias) -> IdentityBatch:
-        """Resolve a batch of envelopes (partition, value). Nothing is stored here."""
+    def __init__(self, partitions: int, sources: int) -> None:
+        self.partitions = partitions  # by-customer partitions (where events go)
+        self.sources = sources  # by-identity partitions (whose claims this stage sends)
+        self.frontiers: dict[int, Frontier] = {}
+        self._applied: dict[int, dict[int, int]] = {}
+
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
+        """After a rebalance: drop what belongs to partitions that may have moved (the
+        applied offsets are re-read from the recovered table when next needed)."""
+        gone = list(self._applied) if partitions is None else list(partitions)
+        for p in gone:
+            self._applied.pop(p, None)
+            self.frontiers.pop(p, None)
+
+    def _applied_for(self, partition: int, get: GetValue) -> dict[int, int]:
+        applied = self._applied.get(partition)
+        if applied is None:
+            raw = get(applied_key(partition))
+            applied = {int(k): int(v) for k, v in orjson.loads(raw).items()} if raw else {}
+            self._applied[partition] = applied
+        return applied
+
+    def prepare(self, records: Iterable[tuple[int, int, bytes | None]],
+                get: GetValue) -> IdentityBatch:
+        """Resolve a batch of envelopes (partition, offset, value). Nothing is stored
+        here: the batch says what to write (`states`) after its messages are sent."""
         batch = IdentityBatch()
-        new = batch.aliases
-        parts = self.partitions
+        new: dict[str, Alias] = {}
 
-        def alias(anon: str) -> str | None:
-            known = new.get(anon)
-            return known[0] if known is not None else get_alias(anon)
+        def alias(anon: str) -> Alias | None:
+            return new.get(anon) or Alias.loads(get(anon.encode()))
 
-        for partition, value in records:
+        touched: set[int] = set()
+        for partition, offset, value in records:
             body = decode(value)
             if body is None:
                 batch.undecodable += 1
                 continue
-            for eid, typ, channel, t, cust, anon, ctx in body["e"]:
-                batch.events += 1
-                cust_ok = not is_junk_id(cust)
-                anon_ok = not is_junk_id(anon)
-                if cust_ok and anon_ok and alias(anon) is None:
-                    new[anon] = (cust, partition)
-                    batch.merges.append(MergeRecord(anon, cust, t, eid, typ, channel))
-                    # the device's state lives in partition_for(anon): hand it over
-                    batch.envelopes.link(partition_for(anon, parts), anon, cust, t)
-                    batch.envelopes.hold(partition_for(cust, parts), cust, anon, t)
-                if cust_ok:
-                    key = cust
-                elif anon_ok:
-                    key = alias(anon) or anon
-                    if key != anon:
-                        batch.stitched += 1
-                else:
-                    continue  # the validate stage never forwards these; be safe
-                batch.envelopes.event(partition_for(key, parts),
-                                      [key, eid, typ, channel, t, ctx])
-        batch.envelopes.sort_events(4)  # resolved in log order, forwarded in time order
+            touched.add(partition)
+            applied = self._applied_for(partition, get)
+            for idx, item in enumerate(body["e"]):
+                self._route(batch, partition, (offset, idx), item, applied, alias, new)
+            if "w" in body:
+                count, claims = decode_claims(body["w"])
+                self.frontiers.setdefault(partition, Frontier()).update(count, claims)
+        for anon, a in new.items():
+            batch.states[anon.encode()] = (partition_for(anon, self.sources), a.dumps())
+        claims = []
+        for p in sorted(touched):
+            batch.states[applied_key(p)] = (p, orjson.dumps(
+                {str(s): o for s, o in sorted(self._applied[p].items())}))
+            frontier = self.frontiers.setdefault(p, Frontier())
+            claims.append(frontier.claim(p))
+            batch.watermarks[p] = frontier.watermark
+        if claims:
+            batch.envelopes.claims(range(self.partitions),
+                                   encode_claims(self.sources, claims))
         return batch
+
+    def _route(self, batch: IdentityBatch, partition: int, pos: Position, item: list[Any],
+               applied: dict[int, int], alias: Callable[[str], Alias | None],
+               new: dict[str, Alias]) -> None:
+        eid, typ, channel, t, cust, anon, ctx, source, source_offset = item
+        if source_offset <= applied.get(source, -1):
+            batch.redelivered += 1
+            return
+        applied[source] = source_offset
+        batch.events += 1
+        parts = self.partitions
+        cust_ok, anon_ok = not is_junk_id(cust), not is_junk_id(anon)
+        known = alias(anon) if anon_ok else None
+        if cust_ok and anon_ok and (
+                known is None or known.position == pos or (
+                    known.customer == cust and (t, eid) < (known.linked_at, known.event_id))):
+            # A new link; this very link read again (outputs re-sent: idempotent); or
+            # an earlier link of the device to the same customer, read later: the link
+            # time moves back to it, so where the split falls does not depend on which
+            # linking event was read first (the customer's hold moves back with it).
+            if known is None:
+                known = new[anon] = Alias(cust, t, eid, pos)
+            elif known.position != pos:
+                known = new[anon] = Alias(cust, t, eid, known.position)
+            if known.event_id == eid:  # the merge record names the earliest link
+                batch.merges.append(MergeRecord(anon, cust, t, eid, typ, channel))
+            # the device's state lives in partition_for(anon): hand it over
+            batch.envelopes.link(partition_for(anon, parts), anon, cust, known.linked_at)
+            batch.envelopes.hold(partition_for(cust, parts), cust, anon, known.linked_at)
+        if cust_ok:
+            key = cust
+        elif anon_ok:
+            key = anon
+            if known is not None and pos > known.position:
+                key = known.customer
+                batch.stitched += 1
+        else:
+            return  # the validate stage never forwards these; be safe
+        batch.envelopes.event(partition_for(key, parts),
+                              [key, eid, typ, channel, t, ctx, partition, *pos])

@@ -1,18 +1,22 @@
-"""Drives the three pure stream stages the way the worker does, without Kafka.
+"""Drives the three pure stream stages the way workers do, without Kafka.
 
-Raw events go through ValidateStage -> by-identity partitions -> IdentityStage ->
-by-customer partitions -> CustomerStage, each partition a FIFO, each stage taking
-random batches of messages (log order kept per partition, partitions interleaved at
-random). Handovers are appended to the by-customer partitions like produced messages.
+Raw events are appended to R raw partitions (logs). V validate readers each own some raw
+partitions (several workers); every step each stage takes random batches from its input
+logs (log order kept per partition, partitions interleaved at random) and appends what
+it writes to the next logs, like produced messages: ValidateStage -> by-identity logs ->
+IdentityStage -> by-customer logs -> CustomerStage (handovers back into by-customer).
+Watermark claims travel in the envelopes, exactly as in the worker.
+
 Warehouse rows are folded like ReplacingMergeTree(version) with tombstones; tables are
-dicts of bytes. A "restart" replaces the customer stage with a new one rebuilt from
-the table and re-delivers the last batch (what an uncommitted batch looks like).
+dicts of bytes. Restarts model crashes: a validate reader restarts from its last
+commit (the last batch is read again), the identity and customer stages are rebuilt
+from their tables and the last batch is delivered again, with or without its table
+writes having happened (a crash after the outputs, before the commit).
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Any
 
 import orjson
@@ -20,108 +24,180 @@ import orjson
 from journeys.definitions import Definitions
 from journeys.events import EventValidator
 from stream.engine.identity import MergeRecord
-from stream.engine.journeys import InstanceRow
+from stream.engine.outputs import InstanceRow
 from stream.engine.sessions import SessionRow
 from stream.stages.customers import CustomerBatch, CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
 
 CHANNELS = ("web", "app", "store", "email")
+NEVER_IDLE = 10**15
+
+
+class Log:
+    """A partition: values in order, and the consumer's position (next to read)."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.pos = 0
+
+    def take(self, n: int) -> list[tuple[int, bytes]]:
+        end = min(len(self.values), self.pos + n)
+        out = [(off, self.values[off]) for off in range(self.pos, end)]
+        self.pos = end
+        return out
+
+    def __bool__(self) -> bool:
+        return self.pos < len(self.values)
 
 
 class Pipeline:
-    def __init__(self, defs: Definitions, *, partitions: int, lateness_ms: int,
-                 seed: int, bulk: bool = False) -> None:
+    def __init__(self, defs: Definitions, *, partitions: int, lateness_ms: int, seed: int,
+                 bulk: bool = False, sources: int = 1, readers: int = 1,
+                 idle_after_ms: int = NEVER_IDLE) -> None:
         self.defs = defs
         self.partitions = partitions
         self.lateness_ms = lateness_ms
+        self.idle_after_ms = idle_after_ms
         self.rnd = random.Random(seed)
+        self.wall = 1_000_000
         self.bulk = bulk  # each stage takes everything queued (a backlog), not a few
-        self.validate = ValidateStage(EventValidator(CHANNELS),
-                                      {d.steps[0] for d in defs.journeys}, partitions)
-        self.identity = IdentityStage(partitions)
+        self.raw = [Log() for _ in range(sources)]
+        self.owner = [p % max(1, min(readers, sources)) for p in range(sources)]
+        self.readers = [self._new_reader(r, None) for r in range(max(self.owner) + 1)]
+        # raw partition -> its commits: (next offset, source clock state), oldest first
+        self.committed: dict[int, list[tuple[int, list[int]]]] = {}
+        self.identity = IdentityStage(partitions, partitions)
         self.customers = self._new_customer_stage()
-        self.by_identity: list[deque[bytes]] = [deque() for _ in range(partitions)]
-        self.by_customer: list[deque[bytes]] = [deque() for _ in range(partitions)]
-        self.aliases: dict[str, str] = {}
+        self.by_identity = [Log() for _ in range(partitions)]
+        self.by_customer = [Log() for _ in range(partitions)]
+        self.aliases: dict[bytes, bytes] = {}
         self.states: dict[bytes, bytes] = {}
         self.instances: dict[str, InstanceRow] = {}
         self.versions: dict[str, int] = {}
         self.sessions: dict[str, tuple[int, SessionRow]] = {}
         self.closed: list[InstanceRow] = []
-        self.merges: list[MergeRecord] = []
-        self.wall = 1_000_000
-        self.last_batch: list[tuple[int, bytes]] = []
+        self.merge_rows: dict[str, MergeRecord] = {}  # identity_merges: last write wins
+        self.last_identity: list[tuple[int, int, bytes]] = []
+        self.last_customers: list[tuple[int, int, bytes]] = []
         self.late = 0
         self.reached: list[Any] = []  # step observations, as the alert hook gets them
-        self.alert_marks: dict[int, int] = {}  # partition -> last watermark sent with them
+        self.alert_marks: dict[int, int] = {}  # partition -> last claim sent with them
         self.expired = 0
+        self.redelivered = 0
+
+    def _new_reader(self, reader: int, committed: dict[int, list[int]] | None) -> ValidateStage:
+        stage = ValidateStage(EventValidator(CHANNELS), {d.steps[0] for d in self.defs.journeys},
+                              self.partitions, allowed_lateness_ms=self.lateness_ms,
+                              idle_after_ms=self.idle_after_ms)
+        for p, r in enumerate(self.owner):
+            if r == reader:
+                stage.assign(p, (committed or {}).get(p), len(self.raw), self.wall)
+        return stage
 
     def _new_customer_stage(self) -> CustomerStage:
-        return CustomerStage(self.defs, allowed_lateness_ms=self.lateness_ms,
-                             partitions=self.partitions)
+        return CustomerStage(self.defs, partitions=self.partitions)
 
     # ------------------------------------------------------------------ stages
     def feed_raw(self, events: list[dict[str, Any]], arrived_ms: int | None = None) -> None:
         """Raw events arriving at wall time `arrived_ms` (event time runs with the wall
-        clock, as in live traffic: arrival >= occurred_at)."""
+        clock, as in live traffic: arrival >= occurred_at), each to a random raw
+        partition (any producer key)."""
         if arrived_ms is not None:
             self.wall = max(self.wall, arrived_ms)
-        records = [("raw", 0, i, None, orjson.dumps(e)) for i, e in enumerate(events)]
-        batch = self.validate.prepare(records, 0)
-        assert not batch.dead
-        for p, value in batch.envelopes.messages():
-            self.by_identity[p].append(value)
+        for e in events:
+            self.raw[self.rnd.randrange(len(self.raw))].values.append(orjson.dumps(e))
 
-    def _take(self, queues: list[deque[bytes]]) -> list[tuple[int, bytes]]:
-        out: list[tuple[int, bytes]] = []
+    def _n(self, log: Log) -> int:
+        return len(log.values) if self.bulk else self.rnd.randint(0, 3)
+
+    def step_validate(self, *, claims: bool = True) -> None:
+        for r, reader in enumerate(self.readers):
+            records = []
+            for p in self.rnd.sample(range(len(self.raw)), len(self.raw)):
+                if self.owner[p] == r:
+                    records.extend(("raw", p, off, None, v)
+                                   for off, v in self.raw[p].take(self._n(self.raw[p])))
+            caught_up = {p for p, log in enumerate(self.raw) if self.owner[p] == r and not log}
+            if not records and not (claims and reader.claims_due(self.wall, caught_up)):
+                continue
+            batch = reader.prepare(records, self.wall, caught_up)
+            assert not batch.dead
+            self.late += len(batch.late)
+            for p, value in batch.envelopes.messages():
+                self.by_identity[p].values.append(value)
+            for p, state in reader.states().items():  # commit after the batch
+                self.committed.setdefault(p, []).append((self.raw[p].pos, state))
+
+    def _take(self, logs: list[Log]) -> list[tuple[int, int, bytes]]:
+        out: list[tuple[int, int, bytes]] = []
         for p in self.rnd.sample(range(self.partitions), self.partitions):
-            n = len(queues[p]) if self.bulk else self.rnd.randint(0, 3)
-            for _ in range(min(len(queues[p]), n)):
-                out.append((p, queues[p].popleft()))
+            out.extend((p, off, v) for off, v in logs[p].take(self._n(logs[p])))
         return out
 
-    def step_identity(self) -> None:
-        records = self._take(self.by_identity)
+    def step_identity(self, records: list[tuple[int, int, bytes]] | None = None, *,
+                      store: bool = True) -> None:
+        records = self._take(self.by_identity) if records is None else records
         batch = self.identity.prepare(records, self.aliases.get)
+        self.redelivered += batch.redelivered
         for p, value in batch.envelopes.messages():
-            self.by_customer[p].append(value)
-        for anon, (cust, _p) in batch.aliases.items():
-            self.aliases[anon] = cust
-        self.merges.extend(batch.merges)
+            self.by_customer[p].values.append(value)
+        if store:
+            for key, (_p, value) in batch.states.items():
+                self.aliases[key] = value
+        self.merge_rows.update((m.anonymous_id, m) for m in batch.merges)
+        self.last_identity = records
 
-    def step_customers(self) -> None:
-        records = self._take(self.by_customer)
-        self._apply(self.customers.prepare(records, self.states.get, self.wall))
-        self.last_batch = records
+    def step_customers(self, records: list[tuple[int, int, bytes]] | None = None, *,
+                       store: bool = True) -> None:
+        records = self._take(self.by_customer) if records is None else records
+        self._apply(self.customers.prepare(records, self.states.get, self.wall), store=store)
+        self.last_customers = records
+
+    def step(self) -> None:
+        self.step_validate()
+        self.step_identity()
+        self.step_customers()
 
     def tick(self, wall_ms: int = 0) -> None:
-        """The worker's timer: partitions that caught up with their log follow the wall
-        clock (here: idle at once); every partition visits its due customers."""
+        """Wall time passes: validate readers send claims (idle partitions follow the
+        wall clock); the customer stage gives up overdue holds."""
         self.wall += wall_ms
-        due = []
-        caught_up = not self.pending()
-        for p in range(self.partitions):
-            prog = self.customers.progress_for(p)
-            if caught_up:
-                prog.idle_advance(self.wall, 0)
-            nxt = prog.next_wake()
-            if nxt is not None and nxt <= prog.watermark:
-                due.append(p)
-        self._apply(self.customers.prepare((), self.states.get, self.wall, tick=due))
+        self.step_validate()
+        overdue = [p for p, prog in self.customers.progress.items()
+                   if prog.overdue(self.wall, 15 * 60_000)]
+        if overdue:
+            self._apply(self.customers.prepare((), self.states.get, self.wall, tick=overdue))
 
-    def restart(self) -> None:
-        """New customer stage from the table; the last batch comes again."""
+    def restart(self, *, stored: bool | None = None) -> None:
+        """A crash of every stage: validate readers restart from their last commit, the
+        identity and customer stages from their tables; the last batches come again
+        (their table writes happened or not: `stored`, random by default)."""
+        clocks: dict[int, list[int]] = {}
+        for p, commits in self.committed.items():
+            # the last commits may not have happened: the reader resumes from an earlier
+            # one, with the source clock committed with it, and reads the rest again
+            k = self.rnd.randint(max(0, len(commits) - 3), len(commits) - 1)
+            del commits[k + 1:]
+            offset, clocks[p] = commits[k]
+            self.raw[p].pos = offset
+        self.readers = [self._new_reader(r, clocks) for r in range(len(self.readers))]
+        self.identity = IdentityStage(self.partitions, self.partitions)
+        self.step_identity(self.last_identity, store=self._stored(stored))
         self.customers = self._new_customer_stage()
         self.customers.rebuild(set(range(self.partitions)), list(self.states.items()))
-        self._apply(self.customers.prepare(self.last_batch, self.states.get, self.wall))
+        self.step_customers(self.last_customers, store=self._stored(stored))
 
-    def _apply(self, batch: CustomerBatch) -> None:
-        self.late += batch.late
+    def _stored(self, stored: bool | None) -> bool:
+        return self.rnd.random() < 0.5 if stored is None else stored
+
+    def _apply(self, batch: CustomerBatch, *, store: bool = True) -> None:
+        self.late += len(batch.late)
         self.expired += batch.holds_expired
-        for p, (obs, wm) in batch.reached.items():
+        self.redelivered += batch.redelivered
+        for p, (obs, claim) in batch.reached.items():
             self.reached.extend(obs)
-            self.alert_marks[p] = wm
+            self.alert_marks[p] = claim.mark
         for row in batch.session_rows:
             old = self.sessions.get(row.session_id)
             if old is None or row.version > old[0]:
@@ -134,9 +210,12 @@ class Pipeline:
                 self.instances[item.instance_id] = item
             else:
                 self.instances.pop(item.instance_id, None)
-        self.closed.extend(batch.closed)
+        self.closed.extend(r for r in batch.closed
+                           if r.instance_id not in {c.instance_id for c in self.closed})
         for p, value in batch.handovers.messages():
-            self.by_customer[p].append(value)
+            self.by_customer[p].values.append(value)
+        if not store:
+            return
         for key, (_p, value) in batch.states.items():
             if value is None:
                 self.states.pop(key, None)
@@ -144,23 +223,28 @@ class Pipeline:
                 self.states[key] = value
 
     def pending(self) -> bool:
-        return any(self.by_identity) or any(self.by_customer)
+        return any(self.raw) or any(self.by_identity) or any(self.by_customer)
 
     def drain(self) -> None:
         while self.pending():
-            self.step_identity()
-            self.step_customers()
+            self.step()
 
     def finish(self, watermark: int) -> None:
-        """Drain, then move every partition's watermark to `watermark` and settle."""
+        """Drain, then move every raw partition's watermark to `watermark` (an event
+        with placeholder ids only, which belongs to nobody) and settle."""
         self.drain()
-        for p in range(self.partitions):
-            self.customers.progress_for(p).clock.advance_to(watermark + self.lateness_ms)
-        self._apply(self.customers.prepare((), self.states.get, self.wall,
-                                           tick=range(self.partitions)))
+        for p, log in enumerate(self.raw):
+            log.values.append(orjson.dumps({
+                "event_id": f"filler-{p}-{watermark}", "type": "page_view", "channel": "web",
+                "occurred_at": watermark + self.lateness_ms, "customer_id": None,
+                "anonymous_id": "guest"}))
         self.drain()
 
     # ------------------------------------------------------------------ views
+    @property
+    def merges(self) -> list[MergeRecord]:
+        return list(self.merge_rows.values())
+
     def live_sessions(self) -> set[tuple[str, int, int, int]]:
         return {(r.customer_id, r.started_at_ms, r.ended_at_ms, r.events)
                 for _v, r in self.sessions.values() if not r.deleted}

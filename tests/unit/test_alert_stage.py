@@ -12,14 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.engine.dropoff import NO_WATERMARK, AlertRecord, StepReached, final_before
-from stream.stages.alerts import (
-    AlertStage,
-    StepReachedRouter,
-    decode,
-    key_bytes,
-    marks_key,
-)
+from stream.engine.dropoff import AlertRecord, final_before
+from stream.engine.outputs import StepReached
+from stream.eventtime.watermarks import CLAIM_REFRESH_MS, NO_WATERMARK, Claim
+from stream.stages.alerts import AlertStage, StepReachedRouter, decode, key_bytes
 from stream.stages.envelopes import partition_for
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Instance
@@ -50,42 +46,46 @@ def bodies(messages: list[tuple[int, bytes]]) -> list[tuple[int, dict[str, Any]]
     return out
 
 
+def c(p: int, mark: int, idle: bool = False) -> Claim:
+    return Claim(p, mark, idle)
+
+
 def test_observation_goes_to_its_step_and_the_step_before() -> None:
     parts = 8
-    router = StepReachedRouter([PURCHASE], parts)
     where = {s: partition_for(f"purchase\x1f{s}", parts) for s in range(3)}
     for step, keys in ((0, [0]), (1, [0, 1]), (2, [1, 2]), (3, [2])):  # 3 is the goal
         router = StepReachedRouter([PURCHASE], parts)
-        router.confirm({0: router.keys.quantize(0)})  # no watermark to broadcast
-        msgs = bodies(router.route({0: ([obs(step, 10)], 0)})[0])
+        router.confirm({0: (router.keys.quantize(0), False, 0)})  # no claim to send
+        msgs = bodies(router.route({0: ([obs(step, 10)], c(0, 0))})[0])
         assert sorted(q for q, _ in msgs) == sorted({where[k] for k in keys})
         assert all(b["o"] == [["purchase", "i1", step, 10, "web"]] for _, b in msgs)
     other = StepReached("unknown", "i", 1, 1, "web")
-    router.confirm({0: router.keys.quantize(5)})
-    assert router.route({0: ([other], 5)})[0] == []
+    router.confirm({0: (router.keys.quantize(5), False, 0)})
+    assert router.route({0: ([other], c(0, 5))})[0] == []
 
 
-def test_watermarks_broadcast_only_when_a_window_boundary_moves() -> None:
+def test_claims_broadcast_when_a_window_boundary_moves_or_to_refresh() -> None:
     router = StepReachedRouter([PURCHASE], 3)
-    msgs, confirm = router.route({1: ([], 10 * H)})
+    msgs, confirm = router.route({1: ([], c(1, 10 * H))})
     assert [q for q, _ in msgs] == [0, 1, 2]
-    assert all(b["w"] == [[1, 10 * H]] for _, b in bodies(msgs))
-    assert router.route({1: ([], 10 * H + 1)})[0]  # not confirmed (send failed): again
+    assert all(b["w"] == [3, [[1, 10 * H, 0]]] for _, b in bodies(msgs))
+    assert router.route({1: ([], c(1, 10 * H + 1))})[0]  # not confirmed (send failed): again
     router.confirm(confirm)
-    assert router.route({1: ([], 10 * H + 60_000)})[0] == []  # same final windows
-    msgs, confirm = router.route({1: ([], 11 * H)})  # the next window became final
-    assert len(msgs) == 3 and confirm == {1: (final_before(11 * H, PURCHASE.alert),)}
-    # an idle partition (no events yet) reports once, as NO_WATERMARK
-    msgs, confirm = router.route({2: ([], NO_WATERMARK)})
-    assert all(b["w"] == [[2, NO_WATERMARK]] for _, b in bodies(msgs))
+    assert router.route({1: ([], c(1, 10 * H + 60_000))})[0] == []  # same final windows
+    msgs, confirm = router.route({1: ([], c(1, 11 * H))})  # the next window became final
+    assert len(msgs) == 3 and confirm[1][:2] == ((final_before(11 * H, PURCHASE.alert),), False)
     router.confirm(confirm)
-    assert router.route({2: ([], NO_WATERMARK)})[0] == []
+    msgs, confirm = router.route({1: ([], c(1, 11 * H, idle=True))})  # idleness changed
+    assert all(b["w"] == [3, [[1, 11 * H, 1]]] for _, b in bodies(msgs))
+    router.confirm(confirm)
+    assert router.route({1: ([], c(1, 11 * H, True))}, CLAIM_REFRESH_MS - 1)[0] == []
+    assert len(router.route({1: ([], c(1, 11 * H, True))}, CLAIM_REFRESH_MS)[0]) == 3
 
 
-def test_watermark_rides_after_the_observations_of_its_partition() -> None:
+def test_claims_ride_after_the_observations_of_their_partition() -> None:
     router = StepReachedRouter([PURCHASE], 1)
     many = [obs(1, 5, iid=f"i{i}") for i in range(12_000)]
-    msgs = bodies(router.route({0: (many, 10 * H)})[0])
+    msgs = bodies(router.route({0: (many, c(0, 10 * H))})[0])
     assert [len(b["o"]) for _, b in msgs] == [5000, 5000, 2000]  # once per partition
     assert ["w" in b for _, b in msgs] == [False, False, True]
 
@@ -97,31 +97,35 @@ def _stage_input(stage: AlertStage, table: dict[bytes, bytes],
     return batch
 
 
+def _claims(*claims: Claim, n: int = 3) -> bytes:
+    return orjson.dumps({"v": 2, "o": [], "w": [n, [[x.partition, x.mark, int(x.idle)]
+                                                   for x in claims]]})
+
+
 def test_min_watermark_over_all_sources_idle_ones_excluded() -> None:
     stage, table = AlertStage([PURCHASE], 3), {}
-    msg = orjson.dumps({"v": 1, "o": [], "w": [[0, 10 * H], [1, 12 * H]]})
-    b = _stage_input(stage, table, [(0, msg)])
+    b = _stage_input(stage, table, [(0, _claims(c(0, 10 * H), c(1, 12 * H)))])
     assert b.watermarks == {0: NO_WATERMARK}  # source 2 never reported: hold back
-    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "w": [[2, NO_WATERMARK]]}))])
-    assert b.watermarks == {0: 10 * H}  # source 2 has no events: it does not hold back
-    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "w": [[0, 9 * H]]}))])
+    b = _stage_input(stage, table, [(0, _claims(c(2, NO_WATERMARK, idle=True)))])
+    assert b.watermarks == {0: 10 * H}  # source 2 is idle: it does not hold back
+    b = _stage_input(stage, table, [(0, _claims(c(0, 9 * H)))])
     assert b.watermarks == {0: 10 * H}  # a source's watermark never goes back
-    assert orjson.loads(table[marks_key(0)]) == {"0": 10 * H, "1": 12 * H, "2": NO_WATERMARK}
-    restarted = AlertStage([PURCHASE], 3)  # marks come back from the table
-    assert restarted.watermark(0, table.get) == 10 * H
+    restarted = AlertStage([PURCHASE], 3)  # claims are not stored: they come again
+    assert restarted.frontier(0).watermark == NO_WATERMARK
 
 
 def test_states_written_once_per_touched_key_and_restored() -> None:
     stage, table = AlertStage([PURCHASE], 1), {}
     rows = [["purchase", f"i{i}", 1, 1000 + i, "web"] for i in range(5)]
-    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "o": rows}))] * 3)
+    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows}))] * 3)
     assert set(b.states) == {key_bytes(("purchase", 0)), key_bytes(("purchase", 1))}
     assert b.observations == 30 and b.late == 0  # 5 rows x 2 keys x 3 (re-delivered)
-    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "w": [[0, 2 * H]]}))])
-    assert b.records == [] and set(b.states) == {marks_key(0), *(
-        key_bytes(("purchase", s)) for s in range(3))}  # windows closed: all advanced
-    late = _stage_input(stage, table, [(0, orjson.dumps({"v": 1, "o": rows[:1]}))])
-    assert late.late == 2  # its window is final now
+    b = _stage_input(stage, table, [(0, _claims(c(0, 2 * H), n=1))])
+    assert b.records == [] and set(b.states) == {
+        key_bytes(("purchase", s)) for s in range(3)}  # windows closed: all advanced
+    late = _stage_input(AlertStage([PURCHASE], 1), table,
+                        [(0, orjson.dumps({"v": 2, "o": rows[:1]}))])
+    assert late.late == 2  # its window is final now (the state says so after a restart)
 
 
 # --------------------------------------------------------------------- property
@@ -145,8 +149,12 @@ def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
     emitted: dict[str, AlertRecord] = {}
     late = 0
 
+    wall = [0]
+
     def flush(sources: list[int], wm: int) -> None:
-        messages, confirm = router.route({p: (pending[p], wm) for p in sources})
+        wall[0] += rnd.randint(0, CLAIM_REFRESH_MS)
+        messages, confirm = router.route({p: (pending[p], Claim(p, wm)) for p in sources},
+                                         wall[0])
         for q, value in messages:
             logs[q].append(value)
         if rnd.random() < 0.9:
@@ -154,7 +162,7 @@ def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
         for p in sources:
             pending[p] = []
 
-    def consume(limit: int) -> None:
+    def consume(limit: int, crashes: bool = True) -> None:
         nonlocal stage, late
         heads = list(committed)
         batch: list[tuple[int, bytes]] = []
@@ -169,12 +177,12 @@ def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
         late += out.late
         for r in out.records:
             assert emitted.setdefault(r.alert_id, r) == r  # re-emission: identical
-        if rnd.random() < 0.1:  # crash before the states are stored: re-delivered
+        if crashes and rnd.random() < 0.1:  # crash before the states are stored
             stage = AlertStage([d], parts)
             return
         table.update({k: v for k, (_q, v) in out.states.items()})
         committed[:] = heads
-        if rnd.random() < 0.05:
+        if crashes and rnd.random() < 0.05:
             stage = AlertStage([d], parts)  # restart / rebalance
 
     for t, _, o in arrivals:
@@ -186,6 +194,12 @@ def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
     flush(list(range(parts)), final_wm)
     while any(committed[q] < len(logs[q]) for q in range(parts)):
         consume(rnd.randint(1, 6))
+    # sources keep re-sending their claims (CLAIM_REFRESH_MS): a stage that restarted
+    # after the last ones gets them again
+    wall[0] += CLAIM_REFRESH_MS
+    flush(list(range(parts)), final_wm)
+    while any(committed[q] < len(logs[q]) for q in range(parts)):
+        consume(rnd.randint(1, 6), crashes=False)
     return emitted, late
 
 

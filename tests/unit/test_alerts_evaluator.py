@@ -19,9 +19,9 @@ from stream.engine.dropoff import (
     final_before,
     is_dropped,
     judge,
-    retraction,
     window_start,
 )
+from stream.engine.outputs import retraction
 
 W = 3_600_000  # 1h windows
 H = 1_800_000  # 30m horizon

@@ -1,6 +1,6 @@
 """The incremental journey engine must end with exactly the reference's instances.
 
-The engine is driven the way the stream drives it: a per-partition EventClock, random
+The engine is driven the way the stream drives it: a per-partition SourceClock, random
 batches per customer, idle time advancing the watermark (timer path), state optionally
 round-tripped through bytes; output rows are folded like a ReplacingMergeTree(version)
 with retractions applied. The result is compared with the batch reference
@@ -26,7 +26,7 @@ from stream.engine.journeys import (
     JourneyEngine,
     fold_rows,
 )
-from stream.engine.sessions import EventClock
+from stream.eventtime.watermarks import SourceClock
 from tests.reference.journeys_ref import Ev, all_journeys
 
 BASE = 1_700_000_000_000
@@ -63,7 +63,7 @@ class Harness:
     def __init__(self, definitions: list[JourneyDefinition], lateness: int,
                  roundtrip: float = 1.0, seed: int = 0) -> None:
         self.engine = JourneyEngine(definitions, definitions_version="v1")
-        self.clock = EventClock(lateness)
+        self.clock = SourceClock(lateness)
         self.table: dict[str, bytes] = {}
         self.live: dict[str, CustomerJourneys] = {}
         self.rows: dict[str, InstanceRow] = {}
@@ -98,25 +98,25 @@ class Harness:
     def batch(self, events: list[E]) -> None:
         groups: dict[str, list[E]] = defaultdict(list)
         for e in events:
-            if self.clock.observe(e.occurred_at):
+            if self.clock.observe(e.occurred_at, 0):
                 self.late += 1
             else:
                 groups[e.customer].append(e)
                 self.applied.append(e)
         for cust, evs in groups.items():
             state = self._load(cust)
-            delta = self.engine.apply(cust, state, evs, watermark=self.clock.watermark,
-                                      high_ms=self.clock.max_event_ms)
+            delta = self.engine.apply(cust, state, evs, watermark=self.clock.mark,
+                                      high_ms=self.clock.max_seen)
             assert delta.late == 0
             self._store(cust, state)
             self._take(delta)
 
     def idle(self, ms: int) -> None:
         """Wall-clock time passes with no events: the timer advances every customer."""
-        self.clock.advance_to(self.clock.max_event_ms + ms)
+        self.clock.observe(self.clock.max_seen + ms, 0)
         for cust in sorted({*self.table, *self.live}):
             state = self._load(cust)
-            self._take(self.engine.advance(cust, state, watermark=self.clock.watermark))
+            self._take(self.engine.advance(cust, state, watermark=self.clock.mark))
             self._store(cust, state)
 
 
@@ -149,7 +149,7 @@ def row_view(rows: dict[str, InstanceRow]) -> dict[str, tuple]:
 def check(h: Harness, definitions: list[JourneyDefinition]) -> None:
     """Compare with the reference at the current watermark (after the timer ran)."""
     h.idle(0)  # customers not touched since the watermark moved are settled by the timer
-    wm = h.clock.watermark
+    wm = h.clock.mark
     insts = all_journeys(definitions, [e.ref() for e in h.applied], watermark=wm)
     assert row_view(h.rows) == ref_view(insts)
     # dropped_at, as the reference reads it

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 
 from journeys.definitions import parse_definitions
-from stream.engine.dropoff import DropoffEvaluator, StepReached, retraction
-from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage, unpack
+from stream.engine.dropoff import DropoffEvaluator
+from stream.engine.outputs import StepReached, retraction
+from stream.stages.customer_state import CustomerValue
+from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage
 from stream.stages.envelopes import EnvelopeBuilder, partition_for
 from tests.unit.stream_harness import Pipeline
 
@@ -50,20 +52,34 @@ def test_backlog_in_one_batch_keeps_the_stitched_journey_whole() -> None:
     assert {(o.instance_id, o.step_index, o.reached_at_ms) for o in pipe.reached} == {
         ("e001", 0, BASE), ("e001", 1, BASE + M), ("e001", 2, BASE + 3 * M),
         ("e001", 3, BASE + 4 * M)}
-    assert not any(unpack(v)[1].waiting for k, v in pipe.states.items()
+    assert not any(CustomerValue.unpack(v).journeys.waiting for k, v in pipe.states.items()
                    if not k.startswith(b"\x00"))
 
 
-def envelope(**items: list[Any]) -> bytes:
-    return orjson.dumps({"v": 1, "e": [], **items})
+_pos = iter(range(10**6))
+
+
+def envelope(watermark: int | None = None, **items: list[Any]) -> bytes:
+    """A by-customer envelope: events get positions, `watermark` becomes the identity
+    stage's claim (one upstream partition)."""
+    events = [[*e, 0, next(_pos), 0] for e in items.pop("e", [])]
+    body: dict[str, Any] = {"v": 2, "e": events, **items}
+    if watermark is not None:
+        body["w"] = [1, [[0, watermark, 0]]]
+    return orjson.dumps(body)
+
+
+def journeys_of(states: dict[bytes, bytes], key: str) -> Any:
+    return CustomerValue.unpack(states[key.encode()]).journeys
 
 
 def test_alert_watermark_stays_below_a_pending_link_until_the_handover() -> None:
-    stage = CustomerStage(DEFS, allowed_lateness_ms=M, partitions=1)
+    stage = CustomerStage(DEFS, partitions=1)
     states: dict[bytes, bytes] = {}
 
     def run(records: list[bytes], wall: int, tick: tuple[int, ...] = ()) -> Any:
-        batch = stage.prepare([(0, r) for r in records], states.get, wall, tick=tick)
+        batch = stage.prepare([(0, i, r) for i, r in enumerate(records)], states.get, wall,
+                              tick=tick)
         for k, (_p, v) in batch.states.items():
             if v is None:
                 states.pop(k, None)
@@ -72,44 +88,44 @@ def test_alert_watermark_stays_below_a_pending_link_until_the_handover() -> None
         return batch
 
     link_at = BASE + 10 * M
-    batch = run([envelope(p=[[CUST, DEV, link_at]],
+    batch = run([envelope(BASE + 3 * H - M, p=[[CUST, DEV, link_at]],
                           e=[[CUST, "e1", "view", "web", link_at, None],
                              [CUST, "e2", "cart", "web", link_at + M, None],
                              ["x", "e3", "page", "web", BASE + 3 * H, None]])], 1_000)
     assert batch.held == 1
-    obs, wm = batch.reached[0]
+    obs, (_p, wm, _idle) = batch.reached[0]
     assert stage.progress_for(0).watermark == BASE + 3 * H - M
     assert wm == link_at and obs == []  # the customer's steps wait for the device
     assert stage.progress_for(0).holds == {CUST: (link_at, 1_000)}
 
-    handover = [DEV, CUST, [[BASE, "d1", "view", "web", None]], [[], {}], link_at]
+    handover = [DEV, CUST, [[BASE, "d1", "view", "web", None]], [], link_at, []]
     batch = run([envelope(h=[handover])], 2_000)
-    obs, wm = batch.reached[0]
+    obs, (_p, wm, _idle) = batch.reached[0]
     assert wm == BASE + 3 * H - M and stage.progress_for(0).holds == {}
     assert [(o.instance_id, o.step_index) for o in obs] == [("d1", 0), ("d1", 1)]
-    journeys = unpack(states[CUST.encode()])[1]
+    journeys = journeys_of(states, CUST)
     assert not journeys.waiting and DEV in journeys.merged
 
 
 def test_handover_that_overtakes_its_hold_does_not_hold_the_customer() -> None:
-    stage = CustomerStage(DEFS, allowed_lateness_ms=M, partitions=1)
+    stage = CustomerStage(DEFS, partitions=1)
     states: dict[bytes, bytes] = {}
-    for records in ([envelope(h=[[DEV, CUST, [], [[], {}], BASE]])],
-                    [envelope(p=[[CUST, DEV, BASE]],
+    for records in ([envelope(h=[[DEV, CUST, [], [], BASE, []]])],
+                    [envelope(BASE + H - M, p=[[CUST, DEV, BASE]],
                               e=[[CUST, "e1", "view", "web", BASE + H, None]])]):
-        batch = stage.prepare([(0, r) for r in records], states.get, 1_000)
+        batch = stage.prepare([(0, i, r) for i, r in enumerate(records)], states.get, 1_000)
         states.update({k: v for k, (_p, v) in batch.states.items() if v is not None})
-    assert batch.held == 0 and batch.reached[0][1] == BASE + H - M
-    assert not unpack(states[CUST.encode()])[1].waiting
+    assert batch.held == 0 and batch.reached[0][1].mark == BASE + H - M
+    assert not journeys_of(states, CUST).waiting
 
 
 def test_a_handover_that_never_comes_is_given_up_after_the_max_wait() -> None:
-    stage = CustomerStage(DEFS, allowed_lateness_ms=M, partitions=1)
+    stage = CustomerStage(DEFS, partitions=1)
     states: dict[bytes, bytes] = {}
-    records = [envelope(p=[[CUST, DEV, BASE]],
+    records = [envelope(BASE + 3 * H - M, p=[[CUST, DEV, BASE]],
                         e=[[CUST, "e1", "view", "web", BASE, None],
                            ["x", "e2", "page", "web", BASE + 3 * H, None]])]
-    batch = stage.prepare([(0, r) for r in records], states.get, 0)
+    batch = stage.prepare([(0, 0, records[0])], states.get, 0)
     states.update({k: v for k, (_p, v) in batch.states.items() if v is not None})
     assert stage.progress_for(0).overdue(HOLD_MAX_WAIT_MS, HOLD_MAX_WAIT_MS) == []
     wall = HOLD_MAX_WAIT_MS + 1
@@ -118,7 +134,7 @@ def test_a_handover_that_never_comes_is_given_up_after_the_max_wait() -> None:
     assert batch.holds_expired == 1 and stage.progress_for(0).holds == {}
     [row] = batch.instance_rows  # settled without the device: abandoned after 1h
     assert (row.status, row.customer_id) == ("abandoned", CUST)
-    assert batch.reached[0][1] == BASE + 3 * H - M
+    assert batch.reached[0][1].mark == BASE + 3 * H - M
 
 
 def test_holds_ride_with_the_first_envelope_links_with_the_last() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from journeys.definitions import parse_definitions
-from stream.eventtime.progress import PartitionProgress
-from stream.stages.customers import unpack
+from stream.stages.customer_state import CustomerValue
 from tests.unit.stream_harness import Pipeline
 
 BASE = 1_772_323_200_000
@@ -85,30 +84,11 @@ def test_finished_customer_keeps_its_floor_then_is_deleted() -> None:
     pipe = pipeline(lateness=M, partitions=1)
     feed(pipe, [ev(1, 0, "view", cust="c1"), ev(2, M, "done", cust="c1")])
     feed(pipe, [ev(3, 2 * H, "page", cust="c2")])  # c1's journey and session are final
-    s, j = unpack(pipe.states[b"c1"])
-    assert s.is_empty() and j.is_idle() and j.checkpoint > BASE
-    pipe.restart()  # fresh clocks; the old events come again: still late for c1
+    v = CustomerValue.unpack(pipe.states[b"c1"])
+    assert v.sessions.is_empty() and v.journeys.is_idle() and v.journeys.checkpoint > BASE
+    pipe.restart()  # the old events come again (new records): late, not applied twice
     feed(pipe, [ev(1, 0, "view", cust="c1"), ev(2, M, "done", cust="c1")])
     assert [r.status for r in pipe.instances.values()] == ["converted"]
     feed(pipe, [ev(4, 30 * H, "page", cust="c2")])  # 24h past c1's floor: deleted
     pipe.tick()
     assert b"c1" not in pipe.states
-
-
-def test_progress_idle_advance_seed_and_wake_index() -> None:
-    prog = PartitionProgress(allowed_lateness_ms=1000)
-    assert not prog.idle_advance(10_000, 500)  # no base yet
-    prog.observe(BASE, wall_ms=10_000)
-    assert prog.watermark == BASE - 1000
-    assert not prog.idle_advance(10_400, 500)  # not idle long enough
-    assert prog.idle_advance(12_000, 500)
-    assert prog.watermark == BASE + 2000 - 1000  # moved with the wall clock
-    prog.schedule("a", BASE + 5000)
-    prog.schedule("b", BASE)
-    prog.schedule("a", BASE + 500)  # rescheduled: the old entry is stale
-    assert prog.next_wake() == BASE
-    assert prog.due(BASE + 1000) == ["b", "a"] and prog.due(BASE + 10_000) == []
-    fresh = PartitionProgress(allowed_lateness_ms=1000)
-    fresh.load_seed(prog.snapshot(12_000))
-    assert fresh.idle_advance(15_000, 500)  # a restarted owner resumes from the snapshot
-    assert fresh.watermark == BASE + 2000 + 3000 - 1000

@@ -1,0 +1,121 @@
+"""What the agents of one worker share: a plain context, and the I/O every stage does.
+
+Every agent handles a batch the same way: compute everything with its stage's pure
+`prepare`, send the messages and wait for the broker's acknowledgements, write the
+warehouse, store its table values and wait for their changelog records, and only then
+let the batch's offsets be committed. A crash anywhere re-delivers the batch; every
+sink is idempotent and every stage recognises re-delivered input (docs/stream.md
+"Exactly once in effect"), so that is harmless.
+
+The context holds no reference to the Faust app (quix-streams keeps its message context
+the same way): sending and crashing are two callables, bound by stream.agents.app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from journeys.definitions import Definitions
+from journeys.settings import WorkerSettings
+from stream.agents.sink import WarehouseSink
+from stream.agents.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+FLUSH_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitted)
+
+
+class Send(Protocol):
+    """aiokafka's producer.send: returns once queued, with a future of the ack."""
+
+    def __call__(self, topic: str, key: bytes | None, value: bytes | None,
+                 partition: int | None, timestamp: int | None,
+                 headers: Any) -> Awaitable[Awaitable[Any]]: ...
+
+
+class Crash(Protocol):
+    def __call__(self, exc: BaseException) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """Settings, definitions, counters, warehouse sink and the two app callables."""
+
+    settings: WorkerSettings
+    definitions: Definitions
+    stats: StreamStats
+    sink: WarehouseSink
+    send: Send
+    crash: Crash
+
+
+async def send_all(ctx: StageContext, topic: str,
+                   messages: Iterable[tuple[int | None, bytes | None, bytes | None]]) -> int:
+    """Send (partition, key, value) messages; return once the broker acked all."""
+    pending = [await ctx.send(topic, key, value, partition, None, None)
+               for partition, key, value in messages]
+    if pending:
+        await asyncio.gather(*pending)
+    return len(pending)
+
+
+async def store(ctx: StageContext, table: Any,
+                states: Mapping[bytes, tuple[int, bytes | None]]) -> None:
+    """Put values in a table and wait until their changelog records (written to the
+    given partition; None = a tombstone) are acknowledged. Faust's own commit-time
+    flush gives up after 0.1 s without progress, so a commit could otherwise cover
+    state that never reached the changelog (measured: a SIGKILL then restored stale
+    sessions). Table recovery reads the changelog topic whoever wrote it; aiokafka
+    directly costs ~70 us per record, Faust's send_soon path ~300 us (measured)."""
+    data = table.data
+    topic = table.changelog_topic.get_topic_name()
+    messages: list[tuple[int | None, bytes | None, bytes | None]] = []
+    for key, (partition, value) in states.items():
+        if value is None:
+            if data.pop(key, None) is None:
+                continue  # never stored here: nothing to delete
+        else:
+            data[key] = value
+        messages.append((partition, key, value))
+    await send_all(ctx, topic, messages)
+
+
+async def write_with_retry(ctx: StageContext, write: Callable[[], object]) -> None:
+    """Run a blocking warehouse write in a thread; retry with backoff, then raise."""
+    delay, deadline = 0.2, time.monotonic() + FLUSH_RETRY_DEADLINE_S
+    while True:
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:
+            ctx.stats.flush_failures += 1
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("warehouse write failed (%r); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        ctx.stats.record_flush(time.perf_counter() - started)
+        return
+
+
+async def run_batches(ctx: StageContext, stream: Any, max_messages: int, within_s: float,
+                      handle: Callable[[list[Any]], Awaitable[None]]) -> None:
+    """A Faust agent loop: batches in, commit only what was handled completely."""
+    async for events in stream.take_events(max_messages, within=within_s):
+        try:
+            await handle(events)
+        except BaseException as exc:
+            # take_events acks the batch in its `finally`; one extra reference
+            # per message makes that ack a no-op, so the offsets stay uncommitted.
+            for event in events:
+                event.message.incref()
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("batch failed; stopping the worker uncommitted")
+                await ctx.crash(exc)
+            raise

@@ -1,0 +1,178 @@
+"""The customer stage's Kafka side: by-customer envelopes -> ClickHouse, journeys-closed,
+step-reached observations, handovers, and the `customer-state` table.
+
+A Faust agent hands each batch to the pure `stream.stages.customers.CustomerStage`; a
+timer (every TICK_INTERVAL_S) gives up holds whose handover is overdue and re-reads
+partitions whose fetched records were stranded by a rebalance. Both share one lock: a
+tick never interleaves with a batch touching the same states. Per batch: warehouse
+rows, then the step-reached observations (reached hooks: drop-off alerting), then
+journeys-closed and handovers, then the table values; then the batch is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from faust.types import TP
+
+from journeys.timeutil import ms_to_iso, now_ms
+from stream.agents.context import StageContext, send_all, store, write_with_retry
+from stream.engine.outputs import InstanceRow, StepReached
+from stream.eventtime.watermarks import Claim
+from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
+
+log = logging.getLogger(__name__)
+
+STRANDED_TICKS = 6  # ~3 s of a partition looking stranded before it is re-read
+LATE_LOG_INTERVAL_S = 10.0
+
+ReachedHook = Callable[[Mapping[int, tuple[Sequence[StepReached], Claim]]], Awaitable[None]]
+"""{by-customer partition: (observations, the partition's claim for the alert stage)}:
+awaited once per batch before the batch's states are stored."""
+
+
+def closed_message(row: InstanceRow) -> tuple[bytes, bytes]:
+    """(key, value) on the journeys-closed topic: keyed by instance id (consumers
+    deduplicate on it), the final row as JSON."""
+    return row.instance_id.encode(), orjson.dumps(row.as_record())
+
+
+class CustomerAgent:
+    def __init__(self, ctx: StageContext, stage: CustomerStage,
+                 consumer: Callable[[], Any]) -> None:
+        self.ctx = ctx
+        self.stage = stage
+        self._consumer = consumer  # Faust's consumer, when it exists
+        self.table: Any = None  # the Faust table, set by create_app
+        self.lock = asyncio.Lock()
+        self.reached_hooks: list[ReachedHook] = []
+        self._indexed: set[int] = set()  # partitions with a timer index
+        self._stranded: dict[TP, int] = {}  # source partition -> ticks seen stranded
+        self._late_logged = 0.0
+        self._late_pending = 0
+
+    def add_reached_hook(self, hook: ReachedHook) -> None:
+        """Attach a consumer of StepReached observations (drop-off alerting)."""
+        self.reached_hooks.append(hook)
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.data.get(key)
+        return value
+
+    async def handle(self, events: list[Any]) -> None:
+        async with self.lock:
+            batch = self.stage.prepare(((e.message.partition, e.message.offset,
+                                         e.message.value) for e in events),
+                                       self._get, now_ms())
+            if batch.undecodable:
+                log.warning("customers: skipped %d undecodable envelopes", batch.undecodable)
+            await self.emit(batch)
+
+    async def tick(self, in_rebalance: bool) -> None:
+        """Timer: give up overdue holds, re-read stranded partitions."""
+        if not self._indexed or in_rebalance:
+            return
+        await self._redeliver_stranded()
+        async with self.lock:
+            wall = now_ms()
+            due = [p for p in sorted(self._indexed)
+                   if self.stage.progress_for(p).overdue(wall, HOLD_MAX_WAIT_MS)]
+            if due:
+                await self.emit(self.stage.prepare((), self._get, wall, tick=due))
+
+    async def emit(self, batch: CustomerBatch) -> None:
+        """Write a batch; returns once all of it is durable."""
+        ctx, _st, kafka = self.ctx, self.ctx.stats, self.ctx.settings.kafka
+        if ctx.sink.enabled and (batch.has_output() or batch.late):
+            sessions, rows, retr, late = (batch.session_rows, batch.instance_rows,
+                                          batch.retractions, batch.late)
+            await write_with_retry(ctx, lambda: ctx.sink.write_customers(sessions, rows, retr,
+                                                                         late))
+        # Observations first: what a device observed is on the step-reached topic before
+        # its handover exists, so the customer's retraction of it always comes after.
+        for hook in self.reached_hooks if batch.reached else ():
+            await hook(batch.reached)
+        await send_all(ctx, kafka.closed_journeys_topic,
+                       ((None, *closed_message(row)) for row in batch.closed))
+        await send_all(ctx, kafka.by_customer_topic,
+                       ((p, None, v) for p, v in batch.handovers.messages()))
+        await store(ctx, self.table, batch.states)
+        self._count(batch)
+
+    def _count(self, batch: CustomerBatch) -> None:
+        st = self.ctx.stats
+        st.events_sessionized += batch.events
+        st.events_applied += batch.applied
+        st.duplicates += batch.duplicates
+        st.redelivered += batch.redelivered
+        st.late_events += len(batch.late)
+        st.session_rows_written += len(batch.session_rows)
+        st.journey_rows_written += len(batch.instance_rows)
+        st.journey_retractions += len(batch.retractions)
+        st.journeys_closed += len(batch.closed)
+        st.handovers_sent += batch.released
+        st.handovers_absorbed += batch.absorbed
+        st.timer_visits += batch.advanced
+        st.holds += batch.held
+        if batch.holds_expired:
+            st.holds_expired += batch.holds_expired
+            log.warning("customers: gave up waiting for %d stitched handovers after %d min "
+                        "(their journeys may split in two)", batch.holds_expired,
+                        HOLD_MAX_WAIT_MS // 60_000)
+        for p, (_obs, claim) in batch.reached.items():
+            st.customer_watermarks[p] = claim.mark
+        if batch.late:
+            self._warn_late(batch)
+
+    def _warn_late(self, batch: CustomerBatch) -> None:
+        self._late_pending += len(batch.late)
+        now = time.monotonic()
+        if now - self._late_logged < LATE_LOG_INTERVAL_S:
+            return
+        self._late_logged = now
+        first = batch.late[0]
+        log.warning("customers: %d events arrived behind what their customer was already "
+                    "settled to and were left out of journeys (e.g. %s at %s, settled to "
+                    "%s): a source partition resumed after being idle with older events "
+                    "(docs/semantics.md)", self._late_pending, first.event_id,
+                    ms_to_iso(first.occurred_at_ms), ms_to_iso(first.watermark_ms))
+        self._late_pending = 0
+
+    async def _redeliver_stranded(self) -> None:
+        """Re-seek source partitions whose fetched records were never delivered
+        (stream.agents.transport.Consumer.stranded_offset) for STRANDED_TICKS ticks."""
+        consumer = self._consumer()
+        check = getattr(consumer, "stranded_offset", None)
+        if check is None:
+            return
+        kafka = self.ctx.settings.kafka
+        for p in sorted(self._indexed):
+            for topic in (kafka.by_identity_topic, kafka.by_customer_topic):
+                tp = TP(topic, p)
+                offset = check(tp)
+                if offset is None:
+                    self._stranded.pop(tp, None)
+                    continue
+                self._stranded[tp] = n = self._stranded.get(tp, 0) + 1
+                if n >= STRANDED_TICKS:
+                    log.warning("%s: records after offset %d were fetched but never delivered;"
+                                " seeking back to re-read them", tp, offset)
+                    self._stranded.pop(tp, None)
+                    await consumer.seek(tp, offset)
+
+    async def on_recovered(self, active: set[int]) -> None:
+        """After each recovery: forget revoked partitions, index newly assigned ones."""
+        revoked, new = self._indexed - active, active - self._indexed
+        async with self.lock:
+            self.stage.forget(revoked | new)  # frontiers restart from fresh claims
+            if new:
+                started = time.perf_counter()
+                n = self.stage.rebuild(new, list(self.table.data.items()))
+                log.info("customers: indexed %d customers of partitions %s in %.2fs",
+                         n, sorted(new), time.perf_counter() - started)
+            self._indexed = active

@@ -1,0 +1,51 @@
+"""The identity stage's Kafka side: by-identity envelopes -> by-customer envelopes.
+
+A Faust agent (stream.agents.app) hands each batch to the pure
+`stream.stages.identity.IdentityStage`; this sends the by-customer envelopes (the
+events, links, holds and this stage's watermark claims), writes the identity merges,
+then stores the new aliases and applied offsets in the `identity-aliases` table and
+waits for their changelog records. Only then is the batch committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from stream.agents.context import StageContext, send_all, store, write_with_retry
+from stream.stages.identity import IdentityStage
+
+log = logging.getLogger(__name__)
+
+
+class IdentityAgent:
+    def __init__(self, ctx: StageContext, stage: IdentityStage) -> None:
+        self.ctx = ctx
+        self.stage = stage
+        self.table: Any = None  # the Faust table, set by create_app
+
+    def _get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.data.get(key)
+        return value
+
+    async def handle(self, events: list[Any]) -> None:
+        ctx, st = self.ctx, self.ctx.stats
+        batch = self.stage.prepare(((e.message.partition, e.message.offset, e.message.value)
+                                    for e in events), self._get)
+        if batch.undecodable:
+            log.warning("identity: skipped %d undecodable envelopes", batch.undecodable)
+        await send_all(ctx, ctx.settings.kafka.by_customer_topic,
+                       ((p, None, v) for p, v in batch.envelopes.messages()))
+        merges = batch.merges
+        if merges and ctx.sink.enabled:
+            await write_with_retry(ctx, lambda: ctx.sink.write_merges(merges))
+        await store(ctx, self.table, dict(batch.states))
+        st.events_identity += batch.events
+        st.identity_merges += len(merges)
+        st.events_stitched += batch.stitched
+        st.redelivered += batch.redelivered
+        st.identity_watermarks.update(batch.watermarks)
+
+    async def on_recovered(self) -> None:
+        """Partitions may have moved: re-read applied offsets from the table."""
+        self.stage.forget()

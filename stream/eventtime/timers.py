@@ -1,0 +1,52 @@
+"""Event-time timers of one consumer partition: which keys are due at a watermark.
+
+Faust has no event-time timers. A stage that must act when event time passes a
+per-key time (a journey deadline, an unsettled event, a session's end) schedules the
+key here; whenever the partition's watermark moves, `due(watermark)` yields the keys to
+visit, so a watermark advance touches only keys that are due. In memory only: after
+recovery the index is rebuilt from the table (the customer stage stores each key's wake
+time in the first bytes of its value for that).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+
+class WakeIndex:
+    """key -> the watermark at which it is due, as a lazy min-heap."""
+
+    __slots__ = ("_heap", "wakes")
+
+    def __init__(self) -> None:
+        self.wakes: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def schedule(self, key: str, wake: int | None) -> None:
+        """Set (or clear, with None) when `key` is next due."""
+        if wake is None:
+            self.wakes.pop(key, None)
+            return
+        if self.wakes.get(key) != wake:
+            self.wakes[key] = wake
+            heapq.heappush(self._heap, (wake, key))
+
+    def due(self, watermark: int) -> list[str]:
+        """Keys due at `watermark` (removed from the index; re-schedule after a visit)."""
+        out: list[str] = []
+        heap, wakes = self._heap, self.wakes
+        while heap and heap[0][0] <= watermark:
+            wake, key = heapq.heappop(heap)
+            if wakes.get(key) == wake:  # else a stale entry: rescheduled or cleared
+                del wakes[key]
+                out.append(key)
+        return out
+
+    def next_wake(self) -> int | None:
+        heap, wakes = self._heap, self.wakes
+        while heap and wakes.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def __len__(self) -> int:
+        return len(self.wakes)

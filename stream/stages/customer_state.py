@@ -1,0 +1,73 @@
+"""One customer's value in the customer stage's table, and its bytes.
+
+`wake (8 bytes, big-endian) + orjson {"s": sessions, "j": journeys, "i": positions}`:
+the wake time (when the key next needs a visit, stream.eventtime.timers) is readable
+without decoding, which is how the timer index is rebuilt after recovery.
+
+`positions` is, per by-identity partition, the position (offset, index) of the last
+event of this customer applied from it. Events reach a customer in that order, so a
+re-delivered event (the identity stage re-sent a record after a crash, or this stage
+re-reads a batch it did not commit) is recognised exactly: its position is not above
+the stored one. The check and the state change are one table value, so they are
+atomic without transactions.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import orjson
+
+from stream.engine.journeys import CustomerJourneys
+from stream.engine.sessions import CustomerState
+from stream.eventtime.watermarks import END_OF_TIME
+
+_WAKE = struct.Struct(">q")
+
+Position = tuple[int, int]
+
+
+def wake_of(data: bytes) -> int | None:
+    wake: int = _WAKE.unpack_from(data)[0]
+    return None if wake == END_OF_TIME else wake
+
+
+@dataclass(slots=True)
+class CustomerValue:
+    """A customer's sessions, journeys and applied input positions."""
+
+    sessions: CustomerState = field(default_factory=CustomerState)
+    journeys: CustomerJourneys = field(default_factory=CustomerJourneys)
+    positions: dict[int, Position] = field(default_factory=dict)
+
+    @property
+    def floor(self) -> int:
+        """The event time this customer was last settled to: an event older than this
+        can no longer be applied (it is late for this customer)."""
+        return max(self.journeys.checkpoint, self.sessions.watermark)
+
+    def is_new(self, partition: int, pos: Position) -> bool:
+        """Record `pos` from by-identity `partition`; False if applied before."""
+        last = self.positions.get(partition)
+        if last is not None and pos <= last:
+            return False
+        self.positions[partition] = pos
+        return True
+
+    def is_idle(self) -> bool:
+        return self.journeys.is_idle() and self.sessions.is_empty()
+
+    def pack(self, wake: int | None) -> bytes:
+        body = orjson.dumps({"s": self.sessions.to_obj(), "j": self.journeys.to_obj(),
+                             "i": {str(p): list(v) for p, v in self.positions.items()}})
+        return _WAKE.pack(END_OF_TIME if wake is None else wake) + body
+
+    @classmethod
+    def unpack(cls, data: bytes | None) -> CustomerValue:
+        if not data:
+            return cls()
+        obj = orjson.loads(data[_WAKE.size:])
+        positions = {int(p): (int(v[0]), int(v[1])) for p, v in (obj.get("i") or {}).items()}
+        return cls(CustomerState.from_obj(obj["s"]), CustomerJourneys.from_obj(obj["j"]),
+                   positions)
