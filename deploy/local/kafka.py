@@ -566,6 +566,8 @@ class LocalKafka:
             "-XX:InitiatingHeapOccupancyPercent=35",
             "-XX:+ExplicitGCInvokesConcurrent",
             "-Djava.awt.headless=true",
+            # Kafka logs its own shutdown from a JVM hook: keep log4j alive for it.
+            "-Dlog4j2.shutdownHookEnabled=false",
             f"-Dlog4j2.configurationFile={root / 'log4j2.xml'}",
             f"-Dkafka.logs.dir={root}",
             "-cp",
@@ -598,7 +600,9 @@ class LocalKafka:
                     check=False,
                 ).returncode
         except subprocess.TimeoutExpired as exc:
-            raise LauncherError(f"formatting Kafka storage took over {self.start_timeout}s") from exc
+            raise LauncherError(
+                f"formatting Kafka storage took over {self.start_timeout:.0f}s"
+            ) from exc
         except OSError as exc:
             raise LauncherError(f"cannot run {java}: {exc}") from exc
         if rc != 0:
@@ -627,9 +631,25 @@ class LocalKafka:
                 self.start_timeout,
                 f"DescribeCluster at {bootstrap} lists the broker",
             )
+        except EarlyExit as exc:
+            self._process = None
+            raise EarlyExit(f"{exc}{_first_errors(root / 'kafka.log')}") from exc
         except LauncherError:
             self._process = None
             raise
+
+
+def _first_errors(log: Path) -> str:
+    """The first ERROR line and the innermost cause of a Kafka log, for error messages
+    (the tail of a failed start is mostly stack frames)."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if re.search(r"\] (ERROR|FATAL) ", ln)][:1]
+    causes = [ln for ln in lines if ln.startswith("Caused by:")][-1:]
+    found = errors + causes
+    return ("\nFirst error:\n" + "\n".join(found)) if found else ""
 
 
 # -- command line ---------------------------------------------------------------------
