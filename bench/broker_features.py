@@ -91,8 +91,8 @@ def idempotent_aiokafka(bootstrap: str) -> str:
 
     async def run() -> None:
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
-        await p.start()
         try:
+            await p.start()
             futures = [await p.send(topic, key=str(i % 7).encode(), value=str(i).encode())
                        for i in range(1000)]
             await asyncio.gather(*futures)
@@ -137,9 +137,9 @@ def transactions(bootstrap: str) -> str:
                                     isolation_level="read_committed", **CONSUMER)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
                                     transactional_id=name("tx-id"), acks="all")
-        await consumer.start()
-        await producer.start()
         try:
+            await consumer.start()
+            await producer.start()
             records: list[Any] = []
             while len(records) < 20:
                 for batch in (await consumer.getmany(timeout_ms=1000)).values():
