@@ -484,8 +484,9 @@ class LocalKafka:
     # -- internals -------------------------------------------------------------------
 
     def _choose_ports(self) -> tuple[int, int]:
-        """(broker, controller). A restart keeps both: the controller's address is
-        recorded in the KRaft metadata of a kept data dir."""
+        """(broker, controller). A restart keeps the broker port; the controller port is
+        kept when still free, else replaced (measured: a one-voter KRaft quorum restarts
+        fine on a new controller port, its data dir kept)."""
         broker = self._port
         if broker is None:
             broker = free_port()
@@ -494,12 +495,7 @@ class LocalKafka:
                 f"cannot start Kafka: port {LOCALHOST}:{broker} is already in use"
             )
         controller = self._controller_port
-        if controller is None or not port_is_free(controller):
-            if controller is not None and self._formatted(self._workdir.create()):
-                raise LauncherError(
-                    f"cannot restart Kafka: its controller port {LOCALHOST}:{controller} "
-                    "is already in use"
-                )
+        if controller is None or controller == broker or not port_is_free(controller):
             controller = free_port()
             while controller == broker:
                 controller = free_port()
