@@ -58,17 +58,20 @@ def cpu_s(pid: int) -> float:
 
 
 def starts(n: int) -> None:
-    totals, formats = [], []
+    totals, formats, stops = [], [], []
     for _ in range(n):
         k = TimedKafka()
         t0 = time.monotonic()
         k.start()
         totals.append(time.monotonic() - t0)
         formats.append(k.format_s)
+        t0 = time.monotonic()
         k.stop()
+        stops.append(time.monotonic() - t0)
     print(f"Kafka {KAFKA_VERSION} start to ready (format + JVM start + registered), {n} runs: "
           f"{min(totals):.2f}–{max(totals):.2f} s (median {statistics.median(totals):.2f} s); "
-          f"of which storage format {min(formats):.2f}–{max(formats):.2f} s")
+          f"of which storage format {min(formats):.2f}–{max(formats):.2f} s; "
+          f"stop (SIGTERM to exit) {min(stops):.2f}–{max(stops):.2f} s")
 
 
 async def produce(bootstrap: str, topic: str, n: int, size: int) -> float:
