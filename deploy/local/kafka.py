@@ -46,6 +46,7 @@ from deploy.local._proc import (
     WorkDir,
     child_env,
     free_port,
+    log_tail,
     port_is_free,
     tcp_connects,
     track,
@@ -257,6 +258,7 @@ def fetch_jars(
         argv = [
             mvn_path,
             "-B",
+            "-Dstyle.color=never",
             *(["-q"] if quiet else []),
             "-f",
             str(pom),
@@ -284,10 +286,9 @@ def fetch_jars(
             raise LauncherError(f"cannot run {mvn_path}: {exc}") from exc
         main_jar = staging / f"kafka_{SCALA_VERSION}-{version}.jar"
         if rc != 0 or not main_jar.is_file():
-            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-30:]
             raise LauncherError(
                 f"fetching Kafka {version} jars from Maven Central failed (mvn exit code "
-                f"{rc}): {' '.join(argv)}\n" + "\n".join(tail)
+                f"{rc}): {' '.join(argv)}\n{log_tail(log, 30)}"
             )
         jars = _jar_subdir(root)
         shutil.rmtree(jars, ignore_errors=True)
@@ -602,10 +603,9 @@ class LocalKafka:
         except OSError as exc:
             raise LauncherError(f"cannot run {java}: {exc}") from exc
         if rc != 0:
-            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-25:]
             raise LauncherError(
                 f"formatting Kafka storage failed (exit code {rc}).\nLog {log}:\n"
-                + "\n".join(tail)
+                f"{log_tail(log)}"
             )
 
     def _launch(self, java: str, jars: Path, ports: tuple[int, int]) -> None:
