@@ -359,7 +359,7 @@ class LocalKafka:
     `port=0` picks a free port for the broker listener (the controller listener always
     gets a free port of its own). A temp work dir (the default) is removed on stop, so
     a restart comes back empty; with `workdir=` the data (topics, records, offsets)
-    survives a stop/start. A restart keeps the ports, so `bootstrap_servers` stays valid.
+    survives a stop/start. A restart keeps the broker port, so `bootstrap_servers` stays valid.
 
     Topics are never auto-created (`auto.create.topics.enable=false`): the project
     creates every topic explicitly (deploy.topics.ensure_topics).
