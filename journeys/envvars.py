@@ -2,7 +2,7 @@
 
 Settings objects (journeys.settings) read `JOURNEYS_<FIELD>` and, for nested groups,
 `JOURNEYS_<GROUP>__<FIELD>`. The names below are the documented, supported ones;
-tests check each maps to a real settings field.
+tests check each maps to a real settings field (except the launcher-only ones, marked).
 """
 
 PREFIX = "JOURNEYS_"
@@ -18,6 +18,9 @@ KAFKA_TOPIC_PREFIX = "JOURNEYS_KAFKA__TOPIC_PREFIX"
 KAFKA_PARTITIONS = "JOURNEYS_KAFKA__PARTITIONS"
 KAFKA_REPLICATION_FACTOR = "JOURNEYS_KAFKA__REPLICATION_FACTOR"
 KAFKA_PRODUCER = "JOURNEYS_KAFKA__PRODUCER"
+# Not a settings field: read by deploy.local.kafka (the local Apache Kafka launcher) for
+# the directory of its Maven Central jars; default ~/.cache/journeys/kafka-<version>.
+KAFKA_JARS_DIR = "JOURNEYS_KAFKA_JARS_DIR"
 
 WAREHOUSE_BACKEND = "JOURNEYS_WAREHOUSE__BACKEND"
 WAREHOUSE_PATH = "JOURNEYS_WAREHOUSE__PATH"

@@ -4,9 +4,11 @@
 #   bash scripts/test.sh [pytest args...]
 #
 # On Debian/Ubuntu it installs what the integration tests need (clickhouse-server,
-# clickhouse-client, kcat) with apt when missing, creates .venv and installs the
-# project with its test extras. Exits non-zero on any failure, including "no tests
-# collected" (pytest exit code 5), so CI can never pass without running tests.
+# clickhouse-client, kcat, and a JRE + Maven for Apache Kafka) with apt when missing,
+# creates .venv, installs the project with its test extras and fetches the Apache Kafka
+# jars from Maven Central (cached in ~/.cache/journeys or $JOURNEYS_KAFKA_JARS_DIR).
+# Exits non-zero on any failure, including "no tests collected" (pytest exit code 5),
+# so CI can never pass without running tests.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,12 +35,19 @@ apt_install() {
     as_root apt-get install -y -qq "$@" >/dev/null
 }
 
-# 1. System packages (the ClickHouse server the integration tests start themselves).
+# 1. System packages (the ClickHouse server and Kafka's JVM the integration tests start themselves).
 if [ ! -x /usr/sbin/clickhouse-server ]; then
     say "installing clickhouse-server, clickhouse-client, kcat (apt)"
     apt_install clickhouse-server clickhouse-client kcat
 else
     say "clickhouse-server present"
+fi
+# Apache Kafka (deploy.local.kafka) runs from Maven Central jars: it needs java >= 17 and mvn.
+if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    say "installing maven, default-jre-headless (apt)"
+    apt_install maven default-jre-headless
+else
+    say "java and mvn present"
 fi
 
 # 2. Python environment.
@@ -61,6 +70,10 @@ fi
 source scripts/_venv.sh
 ensure_venv   # creates .venv; (re)installs ".[test]" only when pyproject.toml changed
 say ".venv ready ($(.venv/bin/python --version 2>&1))"
+
+# The Apache Kafka broker's jars (a no-op when the cache is complete).
+say "Apache Kafka jars"
+.venv/bin/python -m deploy.local.kafka fetch
 
 # 3. Lint.
 say "ruff check ."

@@ -1,4 +1,5 @@
-"""Fixtures for tests that need real services: the embedded broker, a ClickHouse server, chdb.
+"""Fixtures for tests that need real services: the embedded broker, Apache Kafka, a
+ClickHouse server, chdb.
 
 Services are session-scoped (started once per pytest process). A service that cannot
 start makes the fixture raise, so its tests ERROR: CI must never skip them silently.
@@ -18,11 +19,12 @@ import pytest
 
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
+from deploy.local.kafka import LocalKafka
 from journeys.errors import LauncherError
 
 _HERE = Path(__file__).parent.resolve()
 _COUNTER = itertools.count(1)
-_Service = TypeVar("_Service", LocalBroker, LocalClickHouse)
+_Service = TypeVar("_Service", LocalBroker, LocalClickHouse, LocalKafka)
 
 
 def _start_or_fail(service: _Service, what: str) -> _Service:
@@ -76,6 +78,20 @@ def broker() -> Iterator[LocalBroker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[LocalKafka]:
+    """One Apache Kafka 4.x broker (KRaft, single node) for the session.
+
+    Its jars come from Maven Central (fetched on first use; scripts/test.sh fetches them
+    up front). Topics are not auto-created: create them (deploy.topics.ensure_topics).
+    """
+    k = _start_or_fail(LocalKafka(), "the Apache Kafka broker")
+    try:
+        yield k
+    finally:
+        k.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""The local service launchers against the real binaries: Tansu broker and ClickHouse server."""
+"""The local service launchers against the real binaries: Tansu broker, Apache Kafka and
+ClickHouse server."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -13,9 +15,17 @@ from clickhouse_driver import Client
 from kafka import KafkaConsumer, KafkaProducer
 
 from deploy.local import broker as broker_module
+from deploy.local import kafka as kafka_module
 from deploy.local._proc import port_is_free, tcp_connects
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
+from deploy.local.kafka import (
+    KAFKA_VERSION,
+    LocalKafka,
+    broker_registered,
+    fetch_jars,
+    jars_ready,
+)
 from journeys.errors import ConfigError, LauncherError
 from journeys.topics import ensure_topics, list_topics, topic_partitions
 
@@ -173,6 +183,182 @@ def test_temp_workdir_is_removed() -> None:
         log = b.log_path
         assert log is not None and log.exists()
     assert not log.parent.exists()
+
+
+# -- Apache Kafka --------------------------------------------------------------------
+
+
+def _kafka_config(k: LocalKafka) -> dict[str, str]:
+    assert k.log_path is not None
+    lines = (k.log_path.parent / "server.properties").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _kafka_python_round_trip(bootstrap: str, topic: str, group: str, n: int) -> list[tuple[bytes, bytes]]:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for i in range(n):
+            producer.send(topic, key=f"k{i % 3}".encode(), value=f"v{i}".encode())
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=30_000,
+    )
+    try:
+        got: list[tuple[bytes, bytes]] = []
+        for msg in consumer:
+            got.append((msg.key, msg.value))
+            if len(got) == n:
+                break
+        return got
+    finally:
+        consumer.close()
+
+
+def test_kafka_is_up_and_listens_on_localhost_only(kafka_broker: LocalKafka) -> None:
+    assert kafka_broker.running and kafka_broker.pid
+    assert kafka_broker.bootstrap_servers == f"127.0.0.1:{kafka_broker.port}"
+    # Ready means a Kafka client sees the broker registered, not just an open port.
+    assert broker_registered(kafka_broker.bootstrap_servers, kafka_broker.port)
+    config = _kafka_config(kafka_broker)
+    assert config["process.roles"] == "broker,controller"
+    assert config["auto.create.topics.enable"] == "false"
+    listeners = config["listeners"].split(",")
+    assert len(listeners) == 2 and all("//127.0.0.1:" in url for url in listeners)
+    assert "LocalKafka(port=" in repr(kafka_broker)
+
+
+def test_kafka_round_trip_with_kafka_python(
+    kafka_broker: LocalKafka, unique_name: UniqueName
+) -> None:
+    topic = unique_name("kp")
+    assert ensure_topics(kafka_broker.bootstrap_servers, [topic], 3) == {topic: 3}
+    got = _kafka_python_round_trip(kafka_broker.bootstrap_servers, topic, unique_name("g"), 30)
+    assert sorted(got) == sorted((f"k{i % 3}".encode(), f"v{i}".encode()) for i in range(30))
+    # Topics are never auto-created: asking for an unknown one leaves it unknown.
+    ghost = unique_name("ghost")
+    assert topic_partitions(kafka_broker.bootstrap_servers, [ghost]) == {}
+    assert ghost not in list_topics(kafka_broker.bootstrap_servers)
+
+
+def test_kafka_round_trip_with_aiokafka(kafka_broker: LocalKafka, unique_name: UniqueName) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    topic = unique_name("aio")
+    ensure_topics(kafka_broker.bootstrap_servers, [topic], 2)
+    sent = [(f"k{i % 4}".encode(), f"v{i}".encode()) for i in range(40)]
+
+    async def run() -> list[tuple[bytes, bytes]]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for key, value in sent:
+                await producer.send(topic, key=key, value=value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            group_id=unique_name("g"),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        got: list[tuple[bytes, bytes]] = []
+        try:
+            async with asyncio.timeout(30):
+                async for msg in consumer:
+                    assert msg.key is not None and msg.value is not None
+                    got.append((msg.key, msg.value))
+                    if len(got) == len(sent):
+                        break
+        finally:
+            await consumer.stop()
+        return got
+
+    assert sorted(asyncio.run(run())) == sorted(sent)
+
+
+def test_kafka_busy_port_is_refused() -> None:
+    with _listening_socket() as s:
+        port = s.getsockname()[1]
+        with pytest.raises(LauncherError, match="already in use"):
+            LocalKafka(port=port).start()
+
+
+def test_kafka_early_exit_is_reported_with_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JVM that dies during start-up (here: its port is taken) is an error with the log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers a connect
+        port = s.getsockname()[1]
+        monkeypatch.setattr(kafka_module, "port_is_free", lambda port, host="": True)
+        with pytest.raises(LauncherError, match="exited with code") as info:
+            LocalKafka(port=port).start()
+    assert "Address already in use" in str(info.value)
+
+
+def test_kafka_stop_by_pid_and_restart_on_the_same_port(
+    tmp_path: Path, unique_name: UniqueName
+) -> None:
+    k = LocalKafka(workdir=tmp_path / "kafka")
+    k.start()
+    pid, port = k.pid, k.port
+    assert pid is not None
+    topic = unique_name("kept")
+    ensure_topics(k.bootstrap_servers, [topic], 1)
+    _kafka_python_round_trip(k.bootstrap_servers, topic, unique_name("g"), 3)
+    assert k.stop() is not None
+    assert not k.running and _process_gone(pid)
+    assert not tcp_connects("127.0.0.1", port) and port_is_free(port)
+    assert (tmp_path / "kafka" / "kafka.log").exists()  # a given work dir is kept
+    with k:
+        assert k.port == port and k.pid != pid
+        # A given work dir keeps the data: the topic and its records are still there.
+        assert topic_partitions(k.bootstrap_servers, [topic]) == {topic: 1}
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=k.bootstrap_servers,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=20_000,
+        )
+        try:
+            values = [msg.value for _, msg in zip(range(3), consumer, strict=False)]
+        finally:
+            consumer.close()
+        assert values == [b"v0", b"v1", b"v2"]
+    assert k.stop() is None  # idempotent
+
+
+def test_kafka_temp_workdir_is_removed() -> None:
+    with LocalKafka() as k:
+        log = k.log_path
+        assert log is not None and log.exists()
+    assert not log.parent.exists()
+
+
+def test_kafka_missing_tools_say_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(LauncherError, match="apt-get install maven default-jre-headless"):
+        LocalKafka(java=tmp_path / "no-java").start()
+    with pytest.raises(LauncherError, match="apt-get install maven default-jre-headless"):
+        fetch_jars(tmp_path / "jars", mvn=tmp_path / "no-mvn")
+
+
+def test_kafka_partial_jar_cache_is_not_complete(tmp_path: Path) -> None:
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / f"kafka_2.13-{KAFKA_VERSION}.jar").write_bytes(b"")
+    assert not jars_ready(tmp_path)  # no marker: an interrupted download
+    (tmp_path / ".complete").write_text("3.0.0\n")
+    assert not jars_ready(tmp_path)  # a marker for another version
+    (tmp_path / ".complete").write_text(f"{KAFKA_VERSION}\n")
+    assert jars_ready(tmp_path)
 
 
 # -- ClickHouse server ---------------------------------------------------------------
