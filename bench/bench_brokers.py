@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.local.broker import LocalBroker  # noqa: E402
 from deploy.local.kafka import KAFKA_VERSION, LocalKafka  # noqa: E402
-from deploy.topics import ensure_topics  # noqa: E402
+from journeys.topics import ensure_topics  # noqa: E402
 
 
 class TimedKafka(LocalKafka):

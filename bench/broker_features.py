@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.local.broker import LocalBroker  # noqa: E402
 from deploy.local.kafka import KAFKA_VERSION, LocalKafka  # noqa: E402
-from deploy.topics import ensure_topics  # noqa: E402
+from journeys.topics import ensure_topics  # noqa: E402
 
 TIMEOUT_S = 45.0
 # Tansu-friendly timings (harmless on Kafka): short fetch waits, short group joins.

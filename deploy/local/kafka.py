@@ -362,7 +362,7 @@ class LocalKafka:
     survives a stop/start. A restart keeps the broker port, so `bootstrap_servers` stays valid.
 
     Topics are never auto-created (`auto.create.topics.enable=false`): the project
-    creates every topic explicitly (deploy.topics.ensure_topics).
+    creates every topic explicitly (journeys.topics.ensure_topics).
     """
 
     def __init__(
@@ -532,7 +532,7 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            # The project creates every topic itself (deploy.topics.ensure_topics).
+            # The project creates every topic itself (journeys.topics.ensure_topics).
             "auto.create.topics.enable": "false",
             "delete.topic.enable": "true",
             "num.network.threads": "2",

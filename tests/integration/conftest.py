@@ -85,7 +85,7 @@ def kafka_broker() -> Iterator[LocalKafka]:
     """One Apache Kafka 4.x broker (KRaft, single node) for the session.
 
     Its jars come from Maven Central (fetched on first use; scripts/test.sh fetches them
-    up front). Topics are not auto-created: create them (deploy.topics.ensure_topics).
+    up front). Topics are not auto-created: create them (journeys.topics.ensure_topics).
     """
     k = _start_or_fail(LocalKafka(), "the Apache Kafka broker")
     try:

@@ -56,7 +56,7 @@ class Identity:
         self.merges.extend(batch.merges)
         return batch
 
-    def keys(self) -> list[tuple[str, str]]:
+    def routed(self) -> list[tuple[str, str]]:
         """(key, event id) of every forwarded event, in order."""
         return [(e[0], e[1]) for body in self.sent for e in body["e"]]
 
@@ -72,7 +72,7 @@ def test_junk_ids_never_link(junk: str | None) -> None:
     ids.feed(Ev(1, junk, "dev1", "identify"), Ev(2, "cust1", junk, "identify"),
              Ev(3, None, "dev1"))
     assert ids.merges == [] and ids.alias("dev1") is None
-    assert ids.keys()[-1] == ("dev1", "e3")
+    assert ids.routed()[-1] == ("dev1", "e3")
 
 
 def test_real_ids_are_not_junk() -> None:
@@ -85,7 +85,7 @@ def test_identify_links_and_records_the_merge() -> None:
     ids.feed(Ev(2, "cust1", "dev1", "identify"), Ev(3, None, "dev1"))
     assert ids.merges == [MergeRecord("dev1", "cust1", BASE + 2, "e2", "identify", "web")]
     assert ids.merges[0].to_dict()["customer_id"] == "cust1"
-    assert ids.keys() == [("dev1", "e1"), ("cust1", "e2"), ("cust1", "e3")]
+    assert ids.routed() == [("dev1", "e1"), ("cust1", "e2"), ("cust1", "e3")]
     links = [m for body in ids.sent for m in body.get("m", ())]
     holds = [h for body in ids.sent for h in body.get("p", ())]
     assert links == [["dev1", "cust1", BASE + 2]] and holds == [["cust1", "dev1", BASE + 2]]
@@ -97,7 +97,7 @@ def test_any_event_with_both_ids_links_and_first_link_wins() -> None:
              Ev(3, "cust1", "dev1"), Ev(4, None, "dev1"), Ev(5, "cust2", "dev1"))
     assert [(m.anonymous_id, m.customer_id) for m in ids.merges] == [("dev1", "cust1")]
     # an event naming its customer is attributed to that customer regardless
-    assert ids.keys() == [("cust1", "e1"), ("cust2", "e2"), ("cust1", "e3"), ("cust1", "e4"),
+    assert ids.routed() == [("cust1", "e1"), ("cust2", "e2"), ("cust1", "e3"), ("cust1", "e4"),
                           ("cust2", "e5")]
 
 
@@ -125,16 +125,16 @@ def test_a_record_read_again_goes_where_it_went_the_first_time() -> None:
     ids = Identity()
     value = ids.envelope([Ev(1, None, "dev1"), Ev(2, "cust1", "dev1"), Ev(3, None, "dev1")])
     ids.feed(value=value, offset=7, store=False)
-    first = ids.keys()
+    first = ids.routed()
     ids.sent.clear()
     ids.stage.forget()  # the worker restarted
     ids.feed(value=value, offset=7, store=False)  # nothing stored: exactly the same
-    assert ids.keys() == first == [("dev1", "e1"), ("cust1", "e2"), ("cust1", "e3")]
+    assert ids.routed() == first == [("dev1", "e1"), ("cust1", "e2"), ("cust1", "e3")]
     ids.stage.forget()
     ids.table[b"dev1"] = Alias("cust1", BASE + 2, "e2", (7, 1)).dumps()  # alias stored
     ids.sent.clear()
     ids.feed(value=value, offset=7, store=False)
-    assert ids.keys() == first
+    assert ids.routed() == first
     assert [e[6:] for body in ids.sent for e in body["e"]] == [[0, 7, 0], [0, 7, 1], [0, 7, 2]]
 
 
@@ -144,7 +144,7 @@ def test_events_read_again_from_the_raw_topic_are_skipped() -> None:
     again = orjson.dumps({"v": 2, "e": [["e2", "page", "web", BASE + 2, None, "dev1", None, 0, 1],
                                         ["e9", "page", "web", BASE + 9, None, "dev1", None, 0, 2]]})
     batch = ids.feed(value=again)
-    assert batch.redelivered == 1 and ids.keys()[-1] == ("dev1", "e9")
+    assert batch.redelivered == 1 and ids.routed()[-1] == ("dev1", "e9")
     assert orjson.loads(ids.table[applied_key(0)]) == {"0": 2}
     restarted = Identity()
     restarted.table = ids.table
@@ -155,7 +155,7 @@ def test_aliases_of_an_older_worker_still_resolve() -> None:
     ids = Identity()
     ids.table[b"dev1"] = b"cust1"  # stored as the customer id alone
     ids.feed(Ev(1, None, "dev1"))
-    assert ids.keys() == [("cust1", "e1")]
+    assert ids.routed() == [("cust1", "e1")]
 
 
 ID = st.sampled_from(["c1", "c2", "d1", "d2", "d3", *sorted(JUNK_IDS), "NULL"]) | st.none()
@@ -179,4 +179,4 @@ def test_property_first_usable_link_wins(pairs: list[tuple[str | None, str | Non
     for anon, cust in expected.items():
         a = ids.alias(anon)
         assert a is not None and a.customer == cust
-    assert [key for key, _eid in ids.keys()] == want
+    assert [key for key, _eid in ids.routed()] == want
