@@ -26,6 +26,8 @@ TAGS = [
     {"name": "customers", "description": "One customer's journey instances with their paths."},
     {"name": "journeys", "description": "The journey definitions every number is computed with."},
     {"name": "alerts", "description": "Drop-off alert history and rules."},
+    {"name": "late events", "description": "Events left out of the figures because they "
+     "arrived late, by source, with the most recent ones."},
     {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 

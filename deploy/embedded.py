@@ -102,7 +102,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         stream_app = create_stream_app(worker_settings, warehouse=warehouse)
         holder: dict[str, Any] = {"app": stream_app}
         api_app = create_app(api_settings, warehouse=warehouse,
-                             metrics={"stream": lambda: stream_metrics(stream_app.journeys.stats)})
+                             metrics={"stream": lambda: stream_metrics(stream_app.stats)})
         server = _Server(uvicorn.Config(api_app, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on"))
         url = f"http://{settings.host}:{settings.port}/"
@@ -202,7 +202,7 @@ async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], cons
                   f"({time.monotonic() - started:.1f} s); processing …")
     last = -1
     while True:
-        stats = holder["app"].journeys.stats if "app" in holder else None
+        stats = holder["app"].stats if "app" in holder else None
         seen = stats.events_in if stats else 0
         if seen >= total and stats and stats.events_sessionized >= stats.events_valid:
             break

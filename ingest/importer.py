@@ -255,3 +255,134 @@ def send_events(
         _confirm(unconfirmed.popleft(), producer)
     report.seconds = time.perf_counter() - started
     return report
+
+
+# -- the import in time order (the default of `journeys ingest`) --------------------------
+
+@dataclass
+class OrderedReport:
+    """What an import in time order did, over all its files."""
+
+    files: list[ImportReport]
+    produced: int = 0
+    sorted_already: bool = True  # the files' rows came in time order
+    spilled_runs: int = 0  # sorted runs written to disk (0: sorted in memory)
+    # events produced behind what their raw partition already held, by more than the
+    # allowed lateness: the stream will call them late (per raw partition)
+    late: dict[int, int] = field(default_factory=dict)
+    newest_before: dict[int, int] = field(default_factory=dict)  # partition -> occurred_at
+    seconds: float = 0.0
+
+    @property
+    def late_total(self) -> int:
+        return sum(self.late.values())
+
+
+def import_in_time_order(
+    paths: list[Path],
+    producer: TouchpointProducer,
+    options: list[ImportOptions],
+    *,
+    validator: EventValidator | None = None,
+    allowed_lateness_ms: int,
+    newest: dict[int, int] | None = None,
+    run_rows: int = 500_000,
+    on_read: Callable[[int, Progress], None] | None = None,
+    on_produced: Callable[[int, int], None] | None = None,
+) -> OrderedReport:
+    """Read and validate every file (rejections reported, written and dead-lettered as in
+    `import_file`), then produce all valid events in (occurred_at, event_id) order
+    (ingest.ordering), so the stream sees each raw partition in time order: nothing is
+    late unless the topic already held newer events (`newest`: raw partition -> newest
+    occurred_at there before the import), which is counted per partition."""
+    from ingest.ordering import Ordered, TimeOrder
+
+    validator = validator or EventValidator()
+    limit = producer.tuning.max_request_size - 1024
+    started = time.perf_counter()
+    with TimeOrder(run_rows) as order:
+        reports = []
+        for index, (path, opts) in enumerate(zip(paths, options, strict=True)):
+            reports.append(_read_into(order, index, path, opts, producer, validator, limit,
+                                      on_read))
+        out = OrderedReport(files=reports, sorted_already=order.in_order,
+                            spilled_runs=order.spilled_runs, newest_before=dict(newest or {}))
+        names = [p.name.encode() for p in paths]
+        unconfirmed: deque[Delivery] = deque()
+        batch: list[Ordered] = []
+
+        def send() -> None:
+            delivery, where = producer.send_keyed(
+                (it.key, it.value, _headers(names[it.file], it.row)) for it in batch)
+            for it, p in zip(batch, where, strict=False):
+                head = out.newest_before.get(p)
+                if head is not None and it.occurred_at < head - allowed_lateness_ms:
+                    out.late[p] = out.late.get(p, 0) + 1
+            unconfirmed.append(delivery)
+            while len(unconfirmed) > 2:
+                _confirm(unconfirmed.popleft(), producer)
+            out.produced += len(batch)
+            if on_produced is not None:
+                on_produced(out.produced, order.count)
+            batch.clear()
+
+        for item in order:
+            batch.append(item)
+            if len(batch) >= 10_000:
+                send()
+        if batch:
+            send()
+        while unconfirmed:
+            _confirm(unconfirmed.popleft(), producer)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _read_into(order: Any, index: int, path: Path, opts: ImportOptions,
+               producer: TouchpointProducer, validator: EventValidator, limit: int,
+               on_read: Callable[[int, Progress], None] | None) -> ImportReport:
+    """Pass 1 of the ordered import for one file: valid rows into `order`, rejected rows
+    (and events too large for the broker) to the rejects file and the dead-letter topic."""
+    from ingest.ordering import Ordered
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}")
+    fmt = detect_format(path, opts.format)
+    mapper = RowMapper(opts.mapping, columns(path, fmt, opts))
+    report = ImportReport(path=path)
+    rejects = _Rejects(opts.rejects_path or Path.cwd() / f"{path.name}.rejected.jsonl")
+    name = path.name.encode()
+    started = time.perf_counter()
+    try:
+        for chunk in READERS[fmt](path, opts):
+            good, good_rows, bad, bad_rows = map_chunk(chunk, mapper, validator)
+            for tp, row in zip(good, good_rows, strict=True):
+                value = tp.to_json()
+                if len(value) > limit:
+                    bad.append(Rejection(f"too_large: event is {len(value)} bytes, broker "
+                                         f"limit {limit}", value[:65_536], tp.event_id))
+                    bad_rows.append(row)
+                    continue
+                order.add(Ordered(tp.occurred_at, tp.event_id, tp.identity_key.encode(),
+                                  value, index, row))
+                report.accepted += 1
+            for row, rej in zip(bad_rows, bad, strict=True):
+                rejects.write(row, rej)
+                report.reasons[rej.reason.partition(":")[0]] += 1
+                if len(report.first_rejections) < opts.max_reasons:
+                    report.first_rejections.append((row, rej.reason))
+            report.rows += len(chunk.records)
+            report.rejected += len(bad)
+            if bad:
+                delivery, _ = producer.send_batch(
+                    (), bad, stage=STAGE,
+                    reject_headers=[_headers(name, r) for r in bad_rows])
+                _confirm(delivery, producer)
+            if on_read is not None:
+                on_read(index, Progress(report.rows, chunk.done, chunk.total))
+    finally:
+        report.seconds = time.perf_counter() - started
+        if rejects.close():
+            report.rejects_path = rejects.path
+    return report

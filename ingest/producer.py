@@ -237,6 +237,19 @@ class TouchpointProducer:
                             hdr))
         return self._send_records(client, records), oversized
 
+    def send_keyed(self, records: Iterable[tuple[bytes, bytes, Headers | None]]
+                   ) -> tuple[Delivery, list[int]]:
+        """Send pre-serialised touchpoints (key, value, headers) to the raw topic, in
+        order; also returns the partition each went to (ingest.importer's late check)."""
+        client = self._connected_client()
+        raw = self.kafka.raw_topic
+        items = [(raw, k, v, h) for k, v, h in records]
+        self.ensure_available(len(items))
+        partitions = sorted(client.partitions_for(raw) or ())
+        where = [self._key_partitions.pick(k, partitions) for _t, k, _v, _h in items
+                 ] if partitions else []
+        return self._send_records(client, items), where
+
     def send_raw(self, topic: str, values: Iterable[tuple[bytes | None, bytes]]) -> Delivery:
         """Send pre-serialised (key, value) pairs, e.g. generator output, to `topic`."""
         records = [(topic, k, v, None) for k, v in values]

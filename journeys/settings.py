@@ -225,6 +225,14 @@ class CollectorSettings(_RoleSettings):
     # Unconfirmed records before answering 503 (kafka-python 3.x has no buffer bound).
     max_pending: int = Field(default=100_000, ge=1)
     delivery_timeout_s: float = Field(default=10.0, gt=0)
+    # the workers' allowed lateness (the same variable): `journeys ingest` says how many
+    # of its events the stream will call late
+    allowed_lateness_ms: int = Field(default=300_000, ge=0)
+
+    @field_validator("allowed_lateness_ms", mode="before")
+    @classmethod
+    def _lateness(cls, v: Any) -> int:
+        return WorkerSettings._dur(v)
 
 
 class EmbeddedSettings(WorkerSettings):

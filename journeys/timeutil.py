@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -39,6 +39,11 @@ def datetime_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return round(dt.timestamp() * 1000)
+
+
+def date_to_ms(day: date) -> int:
+    """Start of a UTC day in epoch ms."""
+    return datetime_to_ms(datetime.combine(day, time(0), tzinfo=UTC))
 
 
 def ms_to_iso(ms: int) -> str:

@@ -75,9 +75,11 @@ say ".venv ready ($(.venv/bin/python --version 2>&1))"
 say "Apache Kafka jars"
 .venv/bin/python -m deploy.local.kafka fetch
 
-# 3. Lint.
+# 3. Lint and types.
 say "ruff check ."
 .venv/bin/ruff check .
+say "mypy (journeys/, stream/, warehouse/: [tool.mypy] in pyproject.toml)"
+.venv/bin/mypy
 
 # 4. Tests.
 say "pytest $*"

@@ -69,7 +69,10 @@ def converter(type_name: str) -> Converter | None:
     inner = _inner(type_name, "Nullable")
     if inner is not None:
         conv = converter(inner)
-        return None if conv is None else (lambda v: None if v is None else conv(v))
+        if conv is None:
+            return None
+        inner_conv = conv
+        return lambda v: None if v is None else inner_conv(v)
     inner = _inner(type_name, "Array")
     if inner is not None:
         conv = converter(inner)

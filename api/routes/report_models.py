@@ -21,6 +21,8 @@ class Cohort(BaseModel):
     date_to: date = Field(serialization_alias="to")
     channel: str | None = Field(description="entry-channel filter, if any")
     breakdown: list[str]
+    late_events: int = Field(0, description="events of these days left out of every figure "
+                             "because they arrived late (GET /v1/late-events says which)")
 
 
 class Page(BaseModel):

@@ -40,7 +40,15 @@ from api.routes.report_models import (
 from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
-from warehouse.queries import abandonment, customer_journeys, detours, funnel, identity, paths
+from warehouse.queries import (
+    abandonment,
+    customer_journeys,
+    detours,
+    funnel,
+    identity,
+    late_events,
+    paths,
+)
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -77,10 +85,14 @@ class _Request:
     def kw(self) -> dict[str, Any]:
         return {"date_from": self.lo, "date_to": self.hi, "channel": self.channel}
 
-    def cohort(self, default: tuple[str, ...] = ()) -> dict[str, Any]:
+    async def cohort(self, default: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The report's cohort fields, and how many events of its days arrived late (left
+        out of every figure: a report must say so, docs/semantics.md "Event time")."""
+        late = await to_thread.run_sync(lambda: late_events.total(self.wh, self.lo, self.hi))
         return {"journey": self.definition.name, "date_from": self.lo, "date_to": self.hi,
                 "channel": self.channel,
-                "breakdown": list(default if self.breakdown is None else self.breakdown)}
+                "breakdown": list(default if self.breakdown is None else self.breakdown),
+                "late_events": late}
 
 
 def _common(
@@ -122,7 +134,7 @@ async def funnel_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1
     if format == "csv":
         return _csv(funnel.to_frame(rows, req.breakdown), f"{d.name}-funnel")
     page, fields = _page(rows, limit, offset)
-    return FunnelOut(**req.cohort(), **t._asdict(), **fields,
+    return FunnelOut(**await req.cohort(), **t._asdict(), **fields,
                      steps=[FunnelStep(**r._asdict()) for r in page])
 
 
@@ -138,7 +150,7 @@ async def abandonment_report(req: Common, format: FormatQ = "json", limit: Limit
     if format == "csv":
         return _csv(abandonment.to_frame(rows, req.breakdown), f"{d.name}-abandonment")
     page, fields = _page(rows, limit, offset)
-    return AbandonmentOut(**req.cohort(abandonment.DEFAULT), **t._asdict(), **fields,
+    return AbandonmentOut(**await req.cohort(abandonment.DEFAULT), **t._asdict(), **fields,
                           rows=[AbandonmentGroup(**r._asdict()) for r in page])
 
 
@@ -153,7 +165,7 @@ async def detours_report(req: Common, format: FormatQ = "json", limit: LimitQ = 
     if format == "csv":
         return _csv(detours.to_frame(rows, req.breakdown), f"{d.name}-detours")
     page, fields = _page(rows, limit, offset)
-    return DetoursOut(**req.cohort(detours.DEFAULT), **fields,
+    return DetoursOut(**await req.cohort(detours.DEFAULT), **fields,
                       rows=[DetourGroup(**r._asdict()) for r in page],
                       shares=[DetourShareOut(**s._asdict()) for s in shares])
 
@@ -177,7 +189,7 @@ async def paths_report(
     if format == "csv":
         return _csv(paths.to_frame(rows, s), f"{d.name}-paths")
     return PathsOut(
-        **req.cohort(), steps_only=steps_only, abandoned=s.abandoned,
+        **await req.cohort(), steps_only=steps_only, abandoned=s.abandoned,
         distinct_paths=s.distinct_paths,
         paths=[PathOut(path=list(r.path), dropped_at=r.dropped_at, instances=r.instances,
                        share=r.share) for r in rows],

@@ -64,6 +64,46 @@ def _ensure_topics(kafka: Any, *, required: bool = True) -> None:
                   "yet; answering 503 until it is")
 
 
+def _import_ordered(progress: Progress, files: list[Path], settings: Any, mapping: Any,
+                    update: Any, **kw: Any) -> Any:
+    """Both passes of an import in time order, each with its progress bar."""
+    from ingest.parallel import import_ordered
+
+    task: list[Any] = []
+
+    def produced(done: int, total: int) -> None:
+        if not task:
+            task.append(progress.add_task("producing in time order", total=total, rows=0,
+                                          rate=""))
+        progress.update(task[0], completed=done, rows=done)
+
+    return import_ordered(files, settings, mapping, on_read=update, on_produced=produced,
+                          **kw)
+
+
+def _report_ordered(out: Console, err: Console, report: Any, settings: Any) -> None:
+    """What the time order did, and loudly, any events the stream will count late."""
+    from journeys.timeutil import format_duration_ms, ms_to_iso
+
+    how = ("already in time order" if report.sorted_already else
+           f"sorted by event time ({report.spilled_runs} runs on disk)" if report.spilled_runs
+           else "sorted by event time in memory")
+    out.print(f"produced {report.produced:,} events in event-time order ({how}) in "
+              f"{report.seconds:.1f}s")
+    if not report.late_total:
+        return
+    lateness = format_duration_ms(settings.allowed_lateness_ms)
+    err.print(f"[bold red]warning:[/] {report.late_total:,} events are older than what the "
+              f"raw topic already held by more than the allowed lateness ({lateness}): the "
+              "stream counts them late and leaves them out of sessions, journeys and "
+              "alerts (they stay in the raw table; GET /v1/late-events lists them, "
+              "`journeys replay` re-applies them):")
+    for p, n in sorted(report.late.items()):
+        newest = report.newest_before.get(p)
+        err.print(f"  partition {p}: {n:,} events older than "
+                  f"{ms_to_iso(newest) if newest else '?'} - {lateness}")
+
+
 def _progress(unit: str) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                     TextColumn("{task.fields[rows]:>10,} " + unit + " [cyan]{task.fields[rate]}"),
@@ -120,12 +160,19 @@ def register(app: typer.Typer) -> None:
         rejects: Annotated[Path | None, typer.Option(
             help="directory for <file>.rejected.jsonl (default: current directory)")] = None,
         dry_run: bool = typer.Option(False, help="validate only; send nothing"),
-        jobs: int = typer.Option(1, min=1, help="files imported in parallel processes"),
+        order: str = typer.Option("time", help="time: produce all files' events in event-"
+                                  "time order (any file order comes out exact); file: as "
+                                  "they are (only for files already in time order)"),
+        jobs: int = typer.Option(1, min=1, help="files imported in parallel processes "
+                                 "(--order file only)"),
         bootstrap_servers: str = _KAFKA,
         topic_prefix: str = _PREFIX,
     ) -> None:
         """Import touchpoints from CSV/JSONL/Parquet files onto the raw topic.
 
+        Events are produced in event-time order across all files (files may be in any
+        order, e.g. grouped by customer), so the stream counts none of them late unless
+        the topic already holds newer events: then how many, and where, is printed.
         Bad rows are reported, written to a rejects file and dead-lettered.
         Exits 1 if no row at all was accepted.
         """
@@ -137,6 +184,10 @@ def register(app: typer.Typer) -> None:
         if time_unit not in ("ms", "s") or extra_columns not in ("properties", "ignore"):
             raise typer.BadParameter("--time-unit is ms or s; --extra-columns is "
                                      "properties or ignore")
+        if order not in ("time", "file"):
+            raise typer.BadParameter("--order is time or file")
+        if order == "time" and jobs > 1:
+            raise typer.BadParameter("--jobs needs --order file (time order is one stream)")
         mapping = ColumnMapping(
             event_id=event_id_column or None, type=type_column, channel=channel_column,
             occurred_at=time_column, customer_id=customer_column or None,
@@ -155,9 +206,17 @@ def register(app: typer.Typer) -> None:
                 progress.update(tasks[index], completed=done, total=total, rows=rows,
                                 rate=_rate(rows, started))
 
-            reports = import_files(files, settings, mapping, fmt=fmt, delimiter=delimiter,
-                                   chunk_rows=chunk_rows, rejects_dir=rejects,
-                                   dry_run=dry_run, jobs=jobs, on_progress=update)
+            if order == "time" and not dry_run:
+                ordered = _import_ordered(progress, files, settings, mapping, update,
+                                          fmt=fmt, delimiter=delimiter,
+                                          chunk_rows=chunk_rows, rejects_dir=rejects)
+                reports = ordered.files
+            else:
+                ordered = None
+                reports = import_files(files, settings, mapping, fmt=fmt,
+                                       delimiter=delimiter, chunk_rows=chunk_rows,
+                                       rejects_dir=rejects, dry_run=dry_run, jobs=jobs,
+                                       on_progress=update)
         accepted = sum(r.accepted for r in reports)
         for r in reports:
             line = (f"{r.path.name}: {r.rows:,} rows, [green]{r.accepted:,} accepted[/], "
@@ -171,6 +230,8 @@ def register(app: typer.Typer) -> None:
                     out.print(f"    row {row}: {reason}")
                 where = "" if dry_run else f" and to topic {settings.kafka.dead_letter_topic}"
                 out.print(f"  all rejected rows: {r.rejects_path}{where}")
+        if ordered is not None:
+            _report_ordered(out, err, ordered, settings)
         if accepted == 0:
             err.print("[bold red]error:[/] no row was accepted")
             raise typer.Exit(1)

@@ -10,6 +10,7 @@ from fresh services.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,10 +70,30 @@ def unique_name(run_id: str) -> Callable[[str], str]:
     return make
 
 
+BROKER_ENV = "JOURNEYS_TEST_BROKER"  # kafka (default) | tansu: what `broker` starts
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[LocalBroker]:
-    """One embedded Tansu broker for the session. Create topics explicitly
-    (journeys.topics.ensure_topics) before use: unknown topics get 4 partitions."""
+def broker() -> Iterator[LocalBroker | LocalKafka]:
+    """The broker the pipeline's integration tests run on: Apache Kafka (the production
+    broker) unless JOURNEYS_TEST_BROKER=tansu (the embedded one; scripts/test.sh runs
+    the stream tests on both). Create topics explicitly (journeys.topics.ensure_topics)."""
+    choice = os.environ.get(BROKER_ENV, "kafka").strip().lower()
+    if choice not in ("kafka", "tansu"):
+        pytest.fail(f"{BROKER_ENV}={choice!r}: use kafka or tansu", pytrace=False)
+    b: LocalBroker | LocalKafka = _start_or_fail(
+        LocalKafka() if choice == "kafka" else LocalBroker(),
+        "the Apache Kafka broker" if choice == "kafka" else "the embedded broker")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu_broker() -> Iterator[LocalBroker]:
+    """One embedded Tansu broker for the session (the launcher's own tests). Unknown
+    topics get 4 partitions: create them explicitly."""
     b = _start_or_fail(LocalBroker(), "the embedded broker")
     try:
         yield b

@@ -1,10 +1,12 @@
 """Helpers for stream worker tests: workers as subprocesses, completion from committed
 offsets, and reading journeys back from the warehouse.
 
-Completion: each stage commits a batch only after its outputs are durable, so once
-every stage's group (stream.agents.app.committed_stages) has committed the end offsets of its
-topic, checked twice in a row with fresh end offsets (the customer stage can produce
-handovers into its own topic), the warehouse holds the final rows.
+Completion: each stage commits a batch only after its outputs are durable. Stages keep
+sending watermark claims, so the internal topics' ends keep moving; what was produced
+before some moment is processed once, stage by stage in processing order
+(stream.agents.app.committed_stages), each group has committed the end offsets its
+topic had when the stage before it got there. The customer stage is checked twice (it
+produces handovers into its own topic, before it commits what caused them).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from journeys.settings import KafkaConfig
 from stream.agents.app import committed_stages
 from stream.agents.stats import late_in_stats_line
-from stream.stages.envelopes import partition_for
 from tests.integration.ingest_support import end_offsets
 from warehouse.backend import Warehouse
 
@@ -69,39 +70,34 @@ def stop_worker(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def _committed(consumer: KafkaConsumer, topic: str, parts: Sequence[int]) -> dict[int, int]:
-    return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in parts}
-
-
-def pipeline_done(kafka: KafkaConfig, app_id: str) -> tuple[bool, str]:
-    """One pass over the stages: (all committed to their ends, progress text)."""
-    progress = []
-    for topic, group in committed_stages(kafka, app_id):
-        ends = end_offsets(kafka.bootstrap_servers, topic)
-        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group,
-                                 enable_auto_commit=False)
-        try:
-            done = _committed(consumer, topic, list(ends))
-        finally:
-            consumer.close()
-        progress.append(f"{topic}: {sum(done.values())}/{sum(ends.values())}")
-        if done != ends:
-            return False, "; ".join(progress)
-    return True, "; ".join(progress)
+def _committed(kafka: KafkaConfig, group: str, topic: str, parts: Sequence[int]) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in parts}
+    finally:
+        consumer.close()
 
 
 def wait_pipeline(kafka: KafkaConfig, app_id: str, workers: Sequence[subprocess.Popen],
                   log: Path, timeout: float = 180.0) -> None:
+    """Return once everything produced so far is processed by every stage (see the
+    module docstring); fail on a worker exit or after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    streak, text = 0, ""
-    while streak < 2:
-        for w in workers:
-            assert w.poll() is None, f"worker exited:\n{log.read_text()[-4000:]}"
-        if time.monotonic() > deadline:
-            pytest.fail(f"not processed after {timeout}s ({text}):\n{log.read_text()[-4000:]}")
-        done, text = pipeline_done(kafka, app_id)
-        streak = streak + 1 if done else 0
-        time.sleep(0.3)
+    for topic, group in committed_stages(kafka, app_id):
+        for _round in range(2 if topic == kafka.by_customer_topic else 1):
+            ends = end_offsets(kafka.bootstrap_servers, topic)
+            while True:
+                for w in workers:
+                    assert w.poll() is None, f"worker exited:\n{log.read_text()[-4000:]}"
+                done = _committed(kafka, group, topic, list(ends))
+                if all(done[p] >= e for p, e in ends.items()):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"not processed after {timeout}s: {topic} committed "
+                                f"{sum(done.values())}/{sum(ends.values())}:\n"
+                                f"{log.read_text()[-4000:]}")
+                time.sleep(0.3)
 
 
 JOURNEY_COLUMNS = ("instance_id", "journey", "customer_id", "status", "opened_at_ms",
@@ -127,20 +123,19 @@ def row_view(r: tuple[Any, ...]) -> tuple[Any, ...]:
                                                      strict=True)])
 
 
-def fillers(after_ms: int, partitions: int) -> list[dict[str, Any]]:
-    """One event per partition of a filler customer, far in the future: every
-    partition's watermark passes every real deadline."""
-    out, k = [], 0
-    covered: set[int] = set()
-    while len(covered) < partitions:
-        key = f"filler-{k}"
-        p = partition_for(key, partitions)
-        if p not in covered:
-            covered.add(p)
-            out.append({"event_id": f"fill-{k}", "type": "page_view", "channel": "web",
-                        "occurred_at": after_ms, "customer_id": key, "anonymous_id": None})
-        k += 1
-    return out
+def produce_fillers(kafka: KafkaConfig, at_ms: int) -> None:
+    """One event of a filler customer far in the future on every raw partition: every
+    source partition's watermark passes every real deadline (customers `filler-<p>`)."""
+    parts = len(end_offsets(kafka.bootstrap_servers, kafka.raw_topic))
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    try:
+        for p in range(parts):
+            producer.send(kafka.raw_topic, partition=p, value=orjson.dumps({
+                "event_id": f"fill-{p}-{at_ms}", "type": "page_view", "channel": "web",
+                "occurred_at": at_ms, "customer_id": f"filler-{p}", "anonymous_id": None}))
+        producer.flush(30)
+    finally:
+        producer.close()
 
 
 def produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
@@ -156,8 +151,8 @@ def produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
 
 
 def late_events(log: Path) -> int:
-    """The last `late=` of a worker's stats lines (needs loglevel info): events behind
-    a by-customer partition's watermark, applied to nothing but the raw table."""
+    """The last `late=` of a worker's stats lines (needs loglevel info): events older
+    than their source partition's watermark, applied to nothing but the raw table."""
     late = 0
     for line in log.read_text(errors="replace").splitlines():
         n = late_in_stats_line(line)

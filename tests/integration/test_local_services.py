@@ -64,21 +64,21 @@ def test_chdb_path_is_one_directory(chdb_path: Path) -> None:
 # -- broker --------------------------------------------------------------------------
 
 
-def test_broker_is_up(broker: LocalBroker) -> None:
-    assert broker.running and broker.pid
-    host, port = broker.bootstrap_servers.split(":")
-    assert host == "127.0.0.1" and int(port) == broker.port
+def test_broker_is_up(tansu_broker: LocalBroker) -> None:
+    assert tansu_broker.running and tansu_broker.pid
+    host, port = tansu_broker.bootstrap_servers.split(":")
+    assert host == "127.0.0.1" and int(port) == tansu_broker.port
     assert tcp_connects(host, int(port))
 
 
 def test_topics_are_created_with_their_partition_counts(
-    broker: LocalBroker, unique_name: UniqueName
+    tansu_broker: LocalBroker, unique_name: UniqueName
 ) -> None:
     wide, narrow = unique_name("wide"), unique_name("narrow")
-    got = ensure_topics(broker.bootstrap_servers, {wide: 6, narrow: 1})
+    got = ensure_topics(tansu_broker.bootstrap_servers, {wide: 6, narrow: 1})
     assert got == {wide: 6, narrow: 1}
 
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=tansu_broker.bootstrap_servers)
     try:
         assert consumer.partitions_for_topic(wide) == set(range(6))
         assert consumer.partitions_for_topic(narrow) == {0}
@@ -86,27 +86,27 @@ def test_topics_are_created_with_their_partition_counts(
         consumer.close()
 
     # Idempotent; a different count for an existing topic is refused, not ignored.
-    assert ensure_topics(broker.bootstrap_servers, [wide], 6) == {wide: 6}
+    assert ensure_topics(tansu_broker.bootstrap_servers, [wide], 6) == {wide: 6}
     with pytest.raises(ConfigError, match="partition counts"):
-        ensure_topics(broker.bootstrap_servers, [wide], 3)
-    assert {wide, narrow} <= list_topics(broker.bootstrap_servers)
+        ensure_topics(tansu_broker.bootstrap_servers, [wide], 3)
+    assert {wide, narrow} <= list_topics(tansu_broker.bootstrap_servers)
 
 
 def test_asking_for_partitions_does_not_create_topics(
-    broker: LocalBroker, unique_name: UniqueName
+    tansu_broker: LocalBroker, unique_name: UniqueName
 ) -> None:
     ghost = unique_name("ghost")
-    assert topic_partitions(broker.bootstrap_servers, [ghost]) == {}
-    assert ghost not in list_topics(broker.bootstrap_servers)
+    assert topic_partitions(tansu_broker.bootstrap_servers, [ghost]) == {}
+    assert ghost not in list_topics(tansu_broker.bootstrap_servers)
 
 
-def test_keyed_produce_consume_round_trip(broker: LocalBroker, unique_name: UniqueName) -> None:
+def test_keyed_produce_consume_round_trip(tansu_broker: LocalBroker, unique_name: UniqueName) -> None:
     topic = unique_name("roundtrip")
-    ensure_topics(broker.bootstrap_servers, [topic], 3)
+    ensure_topics(tansu_broker.bootstrap_servers, [topic], 3)
     keys = [f"customer-{i}".encode() for i in range(5)]
     sent = [(keys[i % 5], f"event-{i}".encode()) for i in range(50)]
 
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    producer = KafkaProducer(bootstrap_servers=tansu_broker.bootstrap_servers, acks="all")
     try:
         for key, value in sent:
             producer.send(topic, key=key, value=value)
@@ -116,7 +116,7 @@ def test_keyed_produce_consume_round_trip(broker: LocalBroker, unique_name: Uniq
 
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=broker.bootstrap_servers,
+        bootstrap_servers=tansu_broker.bootstrap_servers,
         group_id=unique_name("group"),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -164,14 +164,14 @@ def test_early_exit_is_reported_with_the_log(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_stop_ends_the_process_and_restart_keeps_the_port(tmp_path: Path) -> None:
-    b = LocalBroker(workdir=tmp_path / "broker")
+    b = LocalBroker(workdir=tmp_path / "tansu_broker")
     b.start()
     pid, port = b.pid, b.port
     assert pid is not None
     b.stop()
     assert not b.running and _process_gone(pid)
     assert not tcp_connects("127.0.0.1", port)
-    assert (tmp_path / "broker" / "tansu.log").exists()  # a given work dir is kept
+    assert (tmp_path / "tansu_broker" / "tansu.log").exists()  # a given work dir is kept
     with b:
         assert b.port == port and b.pid != pid
         assert tcp_connects("127.0.0.1", port)

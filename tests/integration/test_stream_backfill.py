@@ -44,10 +44,10 @@ from journeys.topics import ensure_journey_topics
 from stream.engine.dropoff import alert_id
 from stream.engine.identity import JUNK_IDS
 from tests.integration.stream_support import (
-    fillers,
     journeys_in,
     late_events,
     produce,
+    produce_fillers,
     row_view,
     start_worker,
     stop_worker,
@@ -92,12 +92,12 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
                      ALLOWED_LATENESS_MS=str(LATENESS_MS))
     events = sample()
     end = max(e["occurred_at"] for e in events) + 10 * DAY  # past every deadline and window
-    fill = fillers(end, PARTITIONS)
     real = resolve(events, set(JUNK_IDS))
     stitched = sum(1 for e in events if e.get("customer_id") and e.get("anonymous_id"))
     assert len(events) > 10_000 and stitched > 1_000
 
-    produce(kafka, [*events, *fill])  # all of it before the worker starts: one backlog
+    produce(kafka, events)  # all of it before the worker starts: one backlog
+    produce_fillers(kafka, end)
     log = tmp_path / "worker.log"
     worker = start_worker(env, log, loglevel="info")  # stats lines: late=
     try:

@@ -17,6 +17,7 @@ from stream.engine.outputs import StepReached
 from stream.eventtime.watermarks import CLAIM_REFRESH_MS, NO_WATERMARK, Claim
 from stream.stages.alerts import AlertStage, StepReachedRouter, decode, key_bytes
 from stream.stages.envelopes import partition_for
+from tests.profiles import examples
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Instance
 from tests.unit.test_alerts_property import (
@@ -204,7 +205,7 @@ def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
 
 
 @given(d=definitions(), insts=instances(), seed=st.integers(0, 2**32), final=st.integers(0, 400))
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_repartitioned_stage_equals_batch_reference(
     d: JourneyDefinition, insts: list[Instance], seed: int, final: int
 ) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.engine.binomial import binom_sf, log_comb
+from tests.profiles import examples
 from tests.reference.alerts_ref import exact_binom_sf
 
 
@@ -30,7 +31,7 @@ def _close(got: float, exact: Fraction, rel: float = 1e-11) -> bool:
         st.sampled_from([0.0, 1.0, 0.5, 0.25, 1 / 3]),
     ),
 )
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 def test_matches_exact_sum(n: int, k: int, p: float) -> None:
     assert _close(binom_sf(k, n, p), exact_binom_sf(k, n, p))
 

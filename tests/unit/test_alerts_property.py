@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from journeys.definitions import AlertRule, JourneyDefinition
 from stream.engine.dropoff import DropoffEvaluator, StepReached
+from tests.profiles import examples
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Ev, Instance, all_journeys
 
@@ -117,7 +118,7 @@ def canonical(alerts: list[alerts_ref.RefAlert]) -> list[alerts_ref.RefAlert]:
 
 
 @given(d=definitions(), insts=instances(), seed=st.integers(0, 2**32), final=st.integers(0, 400))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_incremental_equals_batch(
     d: JourneyDefinition, insts: list[Instance], seed: int, final: int
 ) -> None:
@@ -144,7 +145,7 @@ def customer_events(draw: st.DrawFn) -> list[Ev]:
 
 
 @given(d=definitions(), events=customer_events(), seed=st.integers(0, 2**32))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_equals_batch_over_reference_journeys(
     d: JourneyDefinition, events: list[Ev], seed: int
 ) -> None:

@@ -27,6 +27,7 @@ from stream.engine.journeys import (
     fold_rows,
 )
 from stream.eventtime.watermarks import SourceClock
+from tests.profiles import examples
 from tests.reference.journeys_ref import Ev, all_journeys
 
 BASE = 1_700_000_000_000
@@ -223,7 +224,7 @@ def run(definitions, lateness, order, seed, *, roundtrip: float, idle: bool) -> 
     return h
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenario(within=True))
 def test_incremental_equals_reference_within_lateness(case) -> None:
     definitions, lateness, events, order, seed = case
@@ -233,7 +234,7 @@ def test_incremental_equals_reference_within_lateness(case) -> None:
     check(h, definitions)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenario(within=False))
 def test_any_order_with_idle_time_equals_reference_over_applied(case) -> None:
     """Late events are skipped; idle time abandons via the timer; the rest is exact."""
@@ -243,7 +244,7 @@ def test_any_order_with_idle_time_equals_reference_over_applied(case) -> None:
     check(h, definitions)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(scenario(within=True))
 def test_serialization_at_random_points_changes_nothing(case) -> None:
     definitions, lateness, _, order, seed = case

@@ -26,6 +26,7 @@ from stream.engine.sessions import (
     session_id,
 )
 from stream.eventtime.watermarks import SourceClock
+from tests.profiles import examples
 
 BASE = 1_700_000_000_000
 CHANNELS = ("web", "app", "email", "store")
@@ -151,7 +152,7 @@ def within_lateness(draw):
     return gap, lateness, events, order, seed
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(within_lateness())
 def test_incremental_equals_reference_within_lateness(case) -> None:
     gap, lateness, events, order, seed = case
@@ -162,7 +163,7 @@ def test_incremental_equals_reference_within_lateness(case) -> None:
     assert h.sessions() == reference(events, gap)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(within_lateness(), st.data())
 def test_restart_with_redelivery_ends_exact(case, data) -> None:
     """A worker crashes after `done` batches, having committed only the first `committed`
@@ -196,7 +197,7 @@ def any_order(draw):
     return gap, lateness, order, seed
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(any_order())
 def test_late_events_are_skipped_and_the_rest_is_exact(case) -> None:
     """With late events, the result is the reference over exactly the applied events."""

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from journeys.definitions import parse_definitions
 from stream.engine.identity import JUNK_IDS
+from tests.profiles import examples
 from tests.reference.journeys_ref import Ev, all_journeys, sessions
 from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
 from tests.unit.stream_harness import CHANNELS, Pipeline
@@ -124,7 +125,7 @@ def check(pipe: Pipeline, events: list[dict[str, Any]], final: int) -> None:
     assert set(closed) == {i for i, r in pipe.journey_view().items() if r[2] != "open"}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(scenario(links=False))
 def test_stages_equal_reference_out_of_order_with_duplicates(case: Any) -> None:
     pipe, events, final = run(case, restarts=False)
@@ -132,14 +133,14 @@ def test_stages_equal_reference_out_of_order_with_duplicates(case: Any) -> None:
     check(pipe, events, final)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(scenario(links=False))
 def test_restarts_with_redelivery_change_nothing(case: Any) -> None:
     pipe, events, final = run(case, restarts=True)
     check(pipe, events, final)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(scenario(links=True))
 def test_stitching_moves_anonymous_activity_to_the_customer(case: Any) -> None:
     pipe, events, final = run(case, restarts=True)
@@ -199,7 +200,7 @@ def final_at_link(defs: Any, events: list[dict[str, Any]]) -> bool:
     return False
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenario(links=True, backlog=True))
 def test_backlog_with_links_equals_reference(case: Any) -> None:
     """Everything queued before any stage runs, each stage taking all it can: a device's

@@ -92,3 +92,36 @@ def test_finished_customer_keeps_its_floor_then_is_deleted() -> None:
     feed(pipe, [ev(4, 30 * H, "page", cust="c2")])  # 24h past c1's floor: deleted
     pipe.tick()
     assert b"c1" not in pipe.states
+
+
+def test_a_device_event_delivered_before_and_after_the_link_counts_once() -> None:
+    """Regression (found by the backlog property test): one copy of a device event went
+    to the device (read before the link), the duplicate to the customer (read after);
+    the device's handover must not count it again, in sessions or journeys."""
+    pipe = Pipeline(DEFS, partitions=1, lateness_ms=2 * M, seed=0, bulk=True)
+    view = ev(1, 35 * M, "view", anon="d2")
+    pipe.feed_raw([view, ev(2, 36 * M, "view", cust="c2", anon="d2"), view], BASE + 36 * M)
+    pipe.drain()
+    pipe.finish(BASE + 3 * H)
+    assert pipe.live_sessions() == {("c2", BASE + 35 * M, BASE + 36 * M, 2)}
+    [row] = pipe.instances.values()
+    assert (row.customer_id, row.path_types) == ("c2", ["view", "view"])
+
+
+def test_where_a_raw_partition_read_order_puts_the_link_does_not_change_the_result() -> None:
+    """Regression: with several raw partitions the stream reads a device's events and its
+    link in an order that depends on the partitions' interleaving; while nothing of the
+    device is final at the link, the customer gets the same journey either way."""
+    story = [ev(1, 0, "view", anon="d1"), ev(2, M, "cart", anon="d1"),
+             ev(3, 2 * M, "identify", cust="c1", anon="d1"), ev(4, 3 * M, "pay", cust="c1")]
+    seen = set()
+    for seed in range(12):
+        pipe = Pipeline(DEFS, partitions=2, lateness_ms=10 * M, seed=seed, bulk=True,
+                        sources=3, readers=2)
+        pipe.feed_raw(story, BASE + 3 * M)
+        pipe.drain()
+        pipe.finish(BASE + 3 * H)
+        assert pipe.late == 0
+        [row] = pipe.instances.values()
+        seen.add((row.customer_id, tuple(row.path_types), row.status))
+    assert seen == {("c1", ("view", "cart", "identify", "pay"), "abandoned")}

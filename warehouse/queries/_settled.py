@@ -71,7 +71,11 @@ def split_months(wh: Warehouse, date_from: date, date_to: date) -> tuple[Split, 
             raise
         rows = wh.query(sql.format(rolled="0"), params)
     lo, hi = _month(date_from), _month(date_to)
-    settled, dirty, rolled, rolled_parts, signature = [], [], [], [], []
+    settled: list[int] = []
+    dirty: list[int] = []
+    rolled: list[int] = []
+    rolled_parts: list[str] = []
+    signature: list[tuple[int, tuple[str, ...], bool]] = []
     for partition, parts, level, names, has_rollup in rows:
         text = str(partition).strip("'")
         if not text.isdigit() or not lo <= int(text) <= hi:

@@ -53,10 +53,11 @@ def _where(
         raise InvalidQuery(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if from_ms is not None and to_ms is not None and from_ms >= to_ms:
         raise InvalidQuery("'from' must be before 'to'")
-    for name, value in (("from", from_ms), ("to", to_ms)):
-        if value is not None and value < 0:
+    for name, ms in (("from", from_ms), ("to", to_ms)):
+        if ms is not None and ms < 0:
             raise InvalidQuery(f"'{name}' must not be before 1970")
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
     for col, value in (("journey", journey), ("step", step), ("channel", channel),
                        ("kind", kind), ("alert_id", alert_id)):
         if value is not None:

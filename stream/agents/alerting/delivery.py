@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -155,12 +156,12 @@ class WebhookDispatcher:
 
     @classmethod
     def from_settings(cls, cfg: AlertingConfig, *, on_dead_letter: DeadLetterSink,
-                      spool_dir: Path | None = None, **kw: object) -> WebhookDispatcher:
+                      spool_dir: Path | None = None, **kw: Any) -> WebhookDispatcher:
         targets = [WebhookTarget(u, "generic") for u in cfg.webhook_urls]
         targets += [WebhookTarget(u, "slack") for u in cfg.slack_webhook_urls]
         secret = cfg.signing_secret.get_secret_value().encode() or None
         policy = RetryPolicy(cfg.max_attempts, cfg.backoff_initial_s, cfg.backoff_max_s)
-        return cls(targets, on_dead_letter, secret=secret, policy=policy,  # type: ignore[arg-type]
+        return cls(targets, on_dead_letter, secret=secret, policy=policy,
                    timeout_s=cfg.timeout_s, queue_size=cfg.queue_size, spool_dir=spool_dir, **kw)
 
     async def __aenter__(self) -> WebhookDispatcher:
