@@ -37,7 +37,7 @@ from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
 from stream.agents.identity import IdentityAgent
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
-from stream.agents.transport import DEFAULT_FETCH_MAX_WAIT_MS, Transport
+from stream.agents.transport import DEFAULT_FETCH_MAX_WAIT_MS, OffsetGuard, Transport
 from stream.agents.validate import RawValidator, validate_group
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
@@ -68,6 +68,7 @@ class JourneysApp(faust.App):
     fresh_broker: bool = False
     ctx: StageContext
     stats: StreamStats
+    offset_guard: OffsetGuard
     validate: ValidateStage
     _logged: tuple[int, ...] = ()
 
@@ -184,6 +185,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     definitions = load_definitions(settings.definitions_path)
     app = _faust_app(settings)
     app.stats = StreamStats()
+    app.offset_guard = OffsetGuard(lambda: app.consumer)
     app.ctx = ctx = StageContext(
         settings=settings, definitions=definitions, stats=app.stats,
         sink=WarehouseSink(settings.warehouse, warehouse),
@@ -211,6 +213,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                                          "(stream.stages.customers)")
 
     async def recovered() -> None:
+        app.offset_guard.reset()  # partitions may have moved: start from committed offsets
         await customers.on_recovered(app.active_partitions(kafka.by_customer_topic))
 
     customers.table.on_recover(recovered)
@@ -224,20 +227,24 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
 def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
             customers: CustomerAgent, alerts: AlertWorker) -> None:
     kafka, within = ctx.settings.kafka, ctx.settings.flush_interval_s
+    guard = app.offset_guard
 
     def topic(name: str) -> Any:
         return app.topic(name, schema=_raw_schema(), partitions=kafka.partitions)
 
     async def identity_agent(stream: faust.StreamT) -> None:
-        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, identity.handle)
+        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, identity.handle,
+                          guard)
 
     async def customers_agent(stream: faust.StreamT) -> None:
-        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, customers.handle)
+        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, customers.handle,
+                          guard)
 
     async def alerts_agent(stream: faust.StreamT) -> None:
         await alerts.start()
         try:
-            await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, alerts.handle)
+            await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, alerts.handle,
+                              guard)
         finally:
             await alerts.stop()
 

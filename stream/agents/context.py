@@ -105,9 +105,13 @@ async def write_with_retry(ctx: StageContext, write: Callable[[], object]) -> No
 
 
 async def run_batches(ctx: StageContext, stream: Any, max_messages: int, within_s: float,
-                      handle: Callable[[list[Any]], Awaitable[None]]) -> None:
-    """A Faust agent loop: batches in, commit only what was handled completely."""
-    async for events in stream.take_events(max_messages, within=within_s):
+                      handle: Callable[[list[Any]], Awaitable[None]], guard: Any) -> None:
+    """A Faust agent loop: batches in, without holes (`guard`: stream.agents.transport.
+    OffsetGuard), commit only what was handled completely."""
+    async for batch in stream.take_events(max_messages, within=within_s):
+        events = await guard.admit(batch)
+        if not events:
+            continue
         try:
             await handle(events)
         except BaseException as exc:

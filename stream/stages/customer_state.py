@@ -4,6 +4,10 @@
 the wake time (when the key next needs a visit, stream.eventtime.timers) is readable
 without decoding, which is how the timer index is rebuilt after recovery.
 
+`linked` is set on a device linked to a customer whose handover is still to come:
+(customer, link time); the device settles nothing at or after the link time and
+hands its non-final state over once its event time reaches it (stream.stages.customers).
+
 `positions` is, per by-identity partition, the position (offset, index) of the last
 event of this customer applied from it. Events reach a customer in that order, so a
 re-delivered event (the identity stage re-sent a record after a crash, or this stage
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -40,6 +45,7 @@ class CustomerValue:
     sessions: CustomerState = field(default_factory=CustomerState)
     journeys: CustomerJourneys = field(default_factory=CustomerJourneys)
     positions: dict[int, Position] = field(default_factory=dict)
+    linked: tuple[str, int] | None = None  # (customer, link time): handover pending
 
     @property
     def floor(self) -> int:
@@ -55,12 +61,22 @@ class CustomerValue:
         self.positions[partition] = pos
         return True
 
+    def link(self, customer: str, at: int) -> None:
+        """A link item: hand over at `at` (the earliest link time of this customer)."""
+        if self.linked is None or self.linked[0] != customer:
+            self.linked = (customer, at)
+        else:
+            self.linked = (customer, min(at, self.linked[1]))
+
     def is_idle(self) -> bool:
-        return self.journeys.is_idle() and self.sessions.is_empty()
+        return self.journeys.is_idle() and self.sessions.is_empty() and self.linked is None
 
     def pack(self, wake: int | None) -> bytes:
-        body = orjson.dumps({"s": self.sessions.to_obj(), "j": self.journeys.to_obj(),
-                             "i": {str(p): list(v) for p, v in self.positions.items()}})
+        obj: dict[str, Any] = {"s": self.sessions.to_obj(), "j": self.journeys.to_obj(),
+               "i": {str(p): list(v) for p, v in self.positions.items()}}
+        if self.linked is not None:
+            obj["l"] = list(self.linked)
+        body = orjson.dumps(obj)
         return _WAKE.pack(END_OF_TIME if wake is None else wake) + body
 
     @classmethod
@@ -69,5 +85,6 @@ class CustomerValue:
             return cls()
         obj = orjson.loads(data[_WAKE.size:])
         positions = {int(p): (int(v[0]), int(v[1])) for p, v in (obj.get("i") or {}).items()}
+        linked = obj.get("l")
         return cls(CustomerState.from_obj(obj["s"]), CustomerJourneys.from_obj(obj["j"]),
-                   positions)
+                   positions, (linked[0], int(linked[1])) if linked else None)

@@ -17,8 +17,9 @@ recognised by its input position (stream.stages.customer_state) and skipped.
 Order inside a batch: holds, events, links and claims per record in log order; then
 each customer's events are applied with the watermark after the batch; handovers from
 stitched anonymous keys are absorbed; customers whose timers are due are advanced; then
-anonymous keys that got linked release their state as handovers to the customer's
-partition (docs/stream.md "Identity stitching").
+linked devices whose event time has reached the link settle up to it and release what
+is not final then as a handover to the customer's partition (docs/stream.md "Identity
+stitching"). A linked device settles nothing at or after its link time before that.
 """
 
 from __future__ import annotations
@@ -148,8 +149,6 @@ class _Input:
     """A batch's records sorted by kind, in log order."""
 
     groups: dict[tuple[int, str], list[Ev]] = field(default_factory=dict)
-    links: list[tuple[int, str, str, int]] = field(default_factory=list)
-    caps: dict[str, int] = field(default_factory=dict)  # linked device -> settle below
     handovers: list[tuple[int, list[Any]]] = field(default_factory=list)
     partitions: set[int] = field(default_factory=set)
 
@@ -211,12 +210,15 @@ class CustomerStage:
         inp.partitions.update(tick)
 
         def settle_at(partition: int, key: str, w: _Work) -> int:
-            """The partition watermark, capped below a link this key is part of."""
+            """The partition watermark, capped at a link this key is part of (a
+            customer holding for a handover, a device waiting to hand over)."""
             wm = self.progress_for(partition).watermark
             hold = w.value.journeys.hold()
             if hold is not None:
                 wm = min(wm, hold)
-            return min(wm, inp.caps.get(key, wm))
+            if w.value.linked is not None:
+                wm = min(wm, w.value.linked[1])
+            return wm
 
         for (partition, key), events in inp.groups.items():
             w = load(partition, key)
@@ -257,8 +259,11 @@ class CustomerStage:
                            self.engine.advance(key, w.value.journeys, watermark=wm))
                 batch.advanced += 1
 
-        for partition, anon, cust, at in inp.links:
-            self._release(batch, partition, load(partition, anon).value, anon, cust, at)
+        for key, w in list(work.items()):  # linked devices whose time has come
+            linked = w.value.linked
+            if linked is not None and self.progress_for(w.partition).watermark >= linked[1]:
+                self._settle(batch, w.partition, key, w.value, linked[1])
+                self._release(batch, w.partition, w.value, key, *linked)
 
         for key, w in work.items():
             self._store(batch, key, w)
@@ -295,18 +300,24 @@ class CustomerStage:
                     inp.groups.setdefault((partition, key), []).append(
                         Ev(t, eid, typ, channel, ctx))
             for anon, cust, at in body.get("m", ()):
-                inp.links.append((partition, anon, cust, at))
-                inp.caps[anon] = min(at, inp.caps.get(anon, at))
+                load(partition, anon).value.link(cust, at)
             inp.handovers.extend((partition, h) for h in body.get("h", ()))
             if "w" in body:
                 count, claims = decode_claims(body["w"])
                 self.progress_for(partition).frontier.update(count, claims)
         return inp
 
+    def _settle(self, batch: CustomerBatch, partition: int, key: str, v: CustomerValue,
+                watermark: int) -> None:
+        sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark)
+        batch.session_rows.extend(sd.rows())
+        self._take(batch, partition, self.engine.advance(key, v.journeys, watermark=watermark))
+
     def _release(self, batch: CustomerBatch, partition: int, v: CustomerValue, anon: str,
                  cust: str, at: int) -> None:
-        """A linked device hands its non-final state to the customer (sent even when
-        empty: the customer is holding for it)."""
+        """A linked device, settled up to the link's time, hands what is not final then
+        over to the customer (sent even when empty: the customer is holding for it)."""
+        v.linked = None
         spayload, sd = self.sessionizer.release(anon, v.sessions)
         openings = self.engine.openings(v.journeys)
         jevents, jd = self.engine.release(anon, v.journeys)
@@ -341,8 +352,8 @@ class CustomerStage:
                 prog.wakes.schedule(key, None)
                 batch.states[key.encode()] = (w.partition, None)
             return
-        wakes = [x for x in (self.engine.wake_at(j), self.sessionizer.wake_at(v.sessions))
-                 if x is not None]
+        wakes = [x for x in (self.engine.wake_at(j), self.sessionizer.wake_at(v.sessions),
+                             v.linked[1] if v.linked is not None else None) if x is not None]
         wake = min(wakes) if wakes else None
         prog.wakes.schedule(key, wake)
         batch.states[key.encode()] = (w.partition, v.pack(wake))

@@ -8,18 +8,24 @@ in one partition. For each event, in log order:
   a re-delivery from the validate stage (a crash or rebalance there) and is skipped;
 - an event carrying both usable ids links anonymous_id -> customer_id if the device
   has no link yet (first link wins, stream.engine.identity); the link is recorded (who,
-  when, from which event, and *where in this partition's log*) and a *link* item is
-  sent to the device's by-customer partition, after the device's earlier events, so
-  the customer stage hands the device's non-final sessions and journeys over to the
-  customer (retroactive stitching), plus a *hold* to the customer's partition, before
-  the customer's events, so the customer waits for that handover;
-- the event is re-keyed (customer_id, else the device's customer if the device was
-  linked *earlier in this partition's log*, else the anonymous id itself) and forwarded
-  to that key's by-customer partition, tagged with its position in this partition.
+  from which event, and its event time: the earliest linking event to that customer,
+  whatever order they are read in) and a *link* item is sent to the device's
+  by-customer partition, so the customer stage hands the device's non-final sessions
+  and journeys over to the customer once the device's event time reaches the link
+  (retroactive stitching), plus a *hold* to the customer's partition, before the
+  customer's events, so the customer waits for that handover;
+- the event is re-keyed and forwarded to that key's by-customer partition, tagged with
+  its position in this partition: customer_id if usable; else, for a linked device,
+  the customer when the event is at or after the link's time and the device itself
+  when before it; else the anonymous id itself.
 
-Routing by log position, not by "is there an alias now", makes a re-processed record
-(after a crash between writing its outputs and committing it) go exactly where it went
-the first time, so the customer stage's position check recognises it.
+Routing by event time, not by "is there an alias now", makes the split at the link the
+same in every arrival order: the device sees all its events before the link, whenever
+they are read, and decides what was final then; the customer gets the rest. It also
+sends a re-processed record (after a crash between writing its outputs and committing
+it) where it went the first time, so the customer stage's position check recognises
+it (if the link time moved back meanwhile, the copies meet at the customer, which
+counts an event id once).
 
 After the batch, each by-identity partition's frontier (the minimum over the raw
 partitions' claims it received) goes to every by-customer partition as this stage's
@@ -185,7 +191,7 @@ class IdentityStage:
             key = cust
         elif anon_ok:
             key = anon
-            if known is not None and pos > known.position:
+            if known is not None and t >= known.linked_at:
                 key = known.customer
                 batch.stitched += 1
         else:

@@ -125,3 +125,25 @@ def test_where_a_raw_partition_read_order_puts_the_link_does_not_change_the_resu
         [row] = pipe.instances.values()
         seen.add((row.customer_id, tuple(row.path_types), row.status))
     assert seen == {("c1", ("view", "cart", "identify", "pay"), "abandoned")}
+
+
+def test_what_of_a_device_had_closed_before_its_link_stays_with_the_device() -> None:
+    """The split falls at the link's event time, whatever order things are read in: a
+    device session that ended (by the gap) and a journey that closed before the link
+    stay under the device; what was open at the link moves to the customer."""
+    for seed in range(6):
+        pipe = Pipeline(DEFS, partitions=2, lateness_ms=3 * H, seed=seed, bulk=True,
+                        sources=2, readers=2)
+        story = [ev(1, 0, "view", anon="d1"), ev(2, 5 * M, "done", anon="d1"),  # closed
+                 ev(3, 2 * H, "view", anon="d1"), ev(4, 2 * H + M, "cart", anon="d1"),
+                 ev(5, 2 * H + 2 * M, "identify", cust="c1", anon="d1"),
+                 ev(6, 2 * H + 3 * M, "pay", anon="d1")]  # after the link: the customer's
+        pipe.feed_raw(story, BASE + 3 * H)
+        pipe.drain()
+        pipe.finish(BASE + 10 * H)
+        rows = sorted((r.customer_id, r.status, tuple(r.path_types))
+                      for r in pipe.instances.values())
+        assert rows == [("c1", "abandoned", ("view", "cart", "identify", "pay")),
+                        ("d1", "converted", ("view", "done"))], seed
+        assert pipe.live_sessions() == {("d1", BASE, BASE + 5 * M, 2),
+                                        ("c1", BASE + 2 * H, BASE + 2 * H + 3 * M, 4)}

@@ -1,0 +1,169 @@
+"""Exact at any scale: partitions {1, 4, 8} x workers {1, 2, 3}, one backlog with identity
+links, produced in time order and grouped by customer, through real workers, the real
+broker and the ClickHouse server: journeys (paths, detours, status), sessions and the
+drop-off alert observations must equal the reference exactly, with 0 late events.
+
+The backlog is produced before the workers start (every stage then sees hours of event
+time per batch, the workers start one after the other). Time order: arrival jitter
+below the lateness. Grouped by customer (the order most exports have): each
+customer's whole history together, with a lateness longer than the backlog, so that
+order is "within the lateness" too and nothing may be late (a history file in that
+order with the default lateness goes through `journeys ingest`, which sorts it:
+tests/integration/test_ingest_history.py). One cell SIGKILLs a worker mid-stream and
+adds another (docs/semantics.md "Event time", docs/stream.md "Exactly once in effect").
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from deploy.local.clickhouse import LocalClickHouse
+from journeys.definitions import Definitions, parse_definitions
+from journeys.settings import KafkaConfig, WarehouseConfig
+from journeys.topics import ensure_journey_topics
+from stream.engine.identity import JUNK_IDS
+from tests.integration.ingest_support import read_topic
+from tests.integration.stream_support import (
+    journeys_in,
+    produce,
+    produce_fillers,
+    row_view,
+    start_worker,
+    stop_worker,
+    wait_pipeline,
+    worker_env,
+)
+from tests.integration.test_stream_journeys import DEFINITIONS, traffic
+from tests.reference.journeys_ref import Ev, all_journeys
+from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
+from warehouse.connect import connect
+
+M = 60_000
+DAY = 24 * 60 * M
+TIME_LATENESS = 30 * M  # time order: jitter below this
+GROUPED_LATENESS = 3 * DAY  # grouped by customer: longer than the backlog
+
+
+def arrival(events: list[dict[str, Any]], order: str, seed: int) -> list[dict[str, Any]]:
+    """The events as produced (duplicates included): jittered time order, or each
+    customer's (device's) history together, customers shuffled."""
+    rnd = random.Random(seed)
+    dups = rnd.sample(events, len(events) // 15)
+    everything = [*events, *dups]
+    if order == "time":
+        return [e for _t, _i, e in sorted(
+            ((e["occurred_at"] + rnd.randrange(TIME_LATENESS // 2), i, e)
+             for i, e in enumerate(everything)), key=lambda x: x[:2])]
+    owners = sorted({e["customer_id"] or e["anonymous_id"] or "" for e in everything})
+    rnd.shuffle(owners)
+    rank = {o: i for i, o in enumerate(owners)}
+    return sorted(everything, key=lambda e: (rank[e["customer_id"] or e["anonymous_id"] or ""],
+                                             e["occurred_at"]))
+
+
+def observations(records: list[Any]) -> dict[tuple[str, str, int], tuple[int, str]]:
+    """Step-reached observations as the alert stage folds them: (journey, opening event
+    id, step) -> (reached at, channel); a retraction forgets the run's steps."""
+    out: dict[tuple[str, str, int], tuple[int, str]] = {}
+    for r in records:
+        for journey, opening, step, t, channel in orjson.loads(r.value).get("o", ()):
+            if step < 0:
+                for s in range(-1 - step + 1):
+                    out.pop((journey, opening, s), None)
+            else:
+                key = (journey, opening, step)
+                out[key] = min(out.get(key, (t, channel)), (t, channel))
+    return out
+
+
+def reference_observations(defs: Definitions, evs: list[Ev], watermark: int
+                           ) -> dict[tuple[str, str, int], tuple[int, str]]:
+    return {(inst.journey, inst.path[0].event_id, step): reached
+            for inst in all_journeys(defs.journeys, evs, watermark)
+            for step, reached in inst.reached.items()}
+
+
+CELLS = [(p, w, order) for p in (1, 4, 8) for w in (1, 2, 3) for order in ("time", "grouped")]
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize(("partitions", "workers", "order"), CELLS,
+                         ids=[f"p{p}-w{w}-{o}" for p, w, o in CELLS])
+def test_backlog_is_exact_for_any_partitions_workers_and_order(
+    broker: Any, clickhouse_server: LocalClickHouse, unique_name: Callable[[str], str],
+    tmp_path: Path, partitions: int, workers: int, order: str,
+) -> None:
+    defs = parse_definitions(yaml.safe_load(DEFINITIONS))
+    defs_path = tmp_path / "definitions.yaml"
+    defs_path.write_text(DEFINITIONS)
+    lateness = TIME_LATENESS if order == "time" else GROUPED_LATENESS
+    prefix, app_id, db = unique_name("mx"), unique_name("mxw"), unique_name("mx")
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
+                        partitions=partitions)
+    ensure_journey_topics(kafka)
+    env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port, db, app_id,
+                     DEFINITIONS_PATH=str(defs_path), FLUSH_INTERVAL_S="0.2",
+                     ALLOWED_LATENESS_MS=str(lateness))
+    log = tmp_path / "workers.log"
+    events = traffic(seed=11, people=60)
+    produced = arrival(events, order, seed=partitions * 10 + workers)
+    end = max(e["occurred_at"] for e in events) + 2 * GROUPED_LATENESS
+    churn = (partitions, workers, order) == (4, 2, "time")  # kill one, add one
+
+    def start(i: int) -> Any:
+        return start_worker({**env, "JOURNEYS_DATA_DIR": str(tmp_path / f"w{i}")}, log,
+                            loglevel="info")
+
+    produce(kafka, produced[: len(produced) // 2] if churn else produced)
+    procs = [start(i) for i in range(workers)]
+    try:
+        if churn:
+            time.sleep(3.0)  # the backlog is being processed: kill one mid-stream
+            os.kill(procs[0].pid, signal.SIGKILL)
+            procs[0].wait(10)
+            produce(kafka, produced[len(produced) // 2:])
+            procs[0] = start(workers)  # a new worker joins
+        produce_fillers(kafka, end)
+        wait_pipeline(kafka, app_id, procs, log, timeout=300)
+        wh = connect(WarehouseConfig(backend="server", host=clickhouse_server.host,
+                                     port=clickhouse_server.tcp_port, database=db),
+                     create_database=False)
+        try:
+            real = resolve(events, set(JUNK_IDS))
+            watermark = end - lateness
+            want = reference_view(defs, real, watermark)
+            got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
+            late = int(wh.query(f"SELECT count() FROM {db}.late_events")[0][0])
+            missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+            bad = [iid for iid in want if iid in got and got[iid] != want[iid]]
+            for iid in [*missing[:3], *bad[:3]]:
+                print("want", want[iid], "\ngot ", got.get(iid))
+            for iid in extra[:3]:
+                print("extra", got[iid])
+            assert (len(missing), len(extra), len(bad), late) == (0, 0, 0, 0)
+            assert len(want) > 100 and {w[2] for w in want.values()} == {
+                "converted", "abandoned"}
+            sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
+                                f"FROM {db}.sessions FINAL WHERE deleted = 0 "
+                                f"AND customer_id NOT LIKE 'filler-%%'")
+            assert {tuple(int(x) if i else x for i, x in enumerate(r)) for r in sessions} == (
+                reference_sessions(real, defs.sessions.gap_ms))
+        finally:
+            wh.close()
+        reached = observations(read_topic(kafka.bootstrap_servers, kafka.step_reached_topic))
+        assert reached == reference_observations(defs, real, watermark)
+    finally:
+        for p in procs:
+            stop_worker(p)
+    text = log.read_text()
+    assert "gave up waiting" not in text and " late events from " not in text
