@@ -1,15 +1,22 @@
-"""Stream throughput end to end: events/s from the raw topic into ClickHouse.
+"""Stream throughput end to end, and exactness: raw topic -> ClickHouse, W workers.
 
-Starts its own embedded broker and a local ClickHouse server (127.0.0.1, stopped at the
-end), pre-produces N generated multi-channel touchpoints (the demo generator: customers,
-anonymous visitors who identify, both journeys) to the raw topic, then starts W stream
-workers (`python -m stream`, one consumer group) and times them from start until every
-stage has committed its topic's end offsets, i.e. until raw touchpoints, sessions and
-journey instances are all written (each stage commits only after its writes). Prints
-events/s, the stages' counts, the rows in ClickHouse and the workers' CPU time.
+Starts its own broker (Apache Kafka by default, `--broker tansu` for the embedded one)
+and a local ClickHouse server (127.0.0.1, stopped at the end), pre-produces N generated
+multi-channel touchpoints (the demo generator: customers, anonymous visitors who
+identify, both journeys; keys scattered over the raw partitions) plus one far-future
+filler event per raw partition (every watermark passes every deadline), then starts W
+stream workers (`python -m stream`, one consumer group) and times them until every
+stage has processed everything, stage by stage (each stage commits only after its
+writes). Prints events/s, the workers' CPU time per event, late events, and sessions
+and journey instances against the reference (tests/reference: every device event
+belongs to its customer, full retroactivity; a few devices of the demo sample had a
+journey or session closed before their login, which stays under the device by the
+product's semantics, docs/semantics.md).
 
     .venv/bin/python bench/bench_stream.py                       # 200k events, 2 workers
-    .venv/bin/python bench/bench_stream.py --events 50000 --workers 1
+    .venv/bin/python bench/bench_stream.py --events 50000 --workers 1 --partitions 4
+
+Run it alone on the machine (no tests or other benchmarks): CPU figures are per event.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -31,27 +40,68 @@ from kafka import KafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deploy.local.broker import LocalBroker  # noqa: E402
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
 from ingest.generator import GeneratorConfig, generate_events  # noqa: E402
+from journeys.definitions import load_definitions  # noqa: E402
+from journeys.events import parse_occurred_at  # noqa: E402
 from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
-from journeys.topics import ensure_journey_topics  # noqa: E402
-from stream.agents.app import committed_stages  # noqa: E402
-from stream.agents.stats import late_in_stats_line  # noqa: E402
+from tests.reference.journeys_ref import all_journeys  # noqa: E402
+from tests.reference.stitching_ref import reference_sessions, resolve  # noqa: E402
+
+try:  # the layout of this commit, or the one before stream/ got its floors
+    from stream.agents.app import committed_stages
+    from stream.agents.stats import late_in_stats_line
+    from stream.engine.identity import JUNK_IDS
+except ImportError:  # pragma: no cover - the older layout, for before/after figures
+    from stream.app import committed_stages  # type: ignore[no-redef]
+    from stream.identity import JUNK_IDS  # type: ignore[no-redef]
+    from stream.stats import late_in_stats_line  # type: ignore[no-redef]
 from warehouse.connect import connect  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+LATENESS_MS = 300_000
 
 
-def events(n: int, seed: int) -> list[bytes]:
-    """n generated events (JSON) over as many days as the volume needs."""
-    per_hour = 20_000.0
-    config = GeneratorConfig(seed=seed, duration_ms=30 * 86_400_000,
-                             visitors_per_hour=per_hour, max_events=n, id_prefix="b")
-    return [orjson.dumps(e) for e in generate_events(config)]
+def broker(kind: str) -> Any:
+    if kind == "kafka":
+        from deploy.local.kafka import LocalKafka
+        return LocalKafka()
+    from deploy.local.broker import LocalBroker
+    return LocalBroker()
 
 
-async def produce(kafka: KafkaConfig, payloads: list[bytes]) -> float:
+def ensure_topics(kafka: KafkaConfig) -> None:
+    try:
+        from journeys.topics import ensure_journey_topics
+    except ImportError:  # pragma: no cover - older layout
+        from deploy.topics import ensure_journey_topics  # type: ignore[no-redef]
+    ensure_journey_topics(kafka)
+
+
+def events(n: int, seed: int) -> list[dict[str, Any]]:
+    """n generated events over as many days as the volume needs."""
+    config = GeneratorConfig(seed=seed, start_ms=1_772_323_200_000,
+                             duration_ms=30 * 86_400_000, visitors_per_hour=20_000.0,
+                             max_events=n, id_prefix="b")
+    return list(generate_events(config))
+
+
+def fillers(at_ms: int, partitions: int) -> list[tuple[int, dict[str, Any]]]:
+    """(raw partition, event): one per raw partition, with a customer id in the by-customer
+    partition of the same number (so every by-customer partition moves on too)."""
+    out, k = [], 0
+    while len(out) < partitions:
+        key = f"filler-{k}"
+        if zlib.crc32(key.encode()) % partitions == len(out):
+            out.append((len(out), {"event_id": f"fill-{k}", "type": "page_view",
+                                   "channel": "web", "occurred_at": at_ms,
+                                   "customer_id": key, "anonymous_id": None}))
+        k += 1
+    return out
+
+
+async def produce(kafka: KafkaConfig, payloads: list[bytes],
+                  fill: list[tuple[int, dict[str, Any]]]) -> float:
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks=1,
                                 linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
@@ -59,10 +109,13 @@ async def produce(kafka: KafkaConfig, payloads: list[bytes]) -> float:
     try:
         futures = []
         for i, value in enumerate(payloads):
-            futures.append(await producer.send(kafka.raw_topic, value, key=str(i % 997).encode()))
+            futures.append(await producer.send(kafka.raw_topic, value,
+                                               key=str(i % 997).encode()))
             if len(futures) >= 20_000:
                 await asyncio.gather(*futures)
                 futures = []
+        for p, e in fill:
+            futures.append(await producer.send(kafka.raw_topic, orjson.dumps(e), partition=p))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -70,19 +123,16 @@ async def produce(kafka: KafkaConfig, payloads: list[bytes]) -> float:
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    """High-water marks from a Fetch. Tansu's ListOffsets(LATEST) answers the start of
-    the last batch + 1, which is still inside the log: fetching there is cheap and the
-    Fetch response carries the true high-water mark."""
+    """High-water marks from a Fetch (right on Kafka and on Tansu, whose ListOffsets
+    answers short of the end)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             fetch_max_wait_ms=20, max_partition_fetch_bytes=4 << 20)
+                             fetch_max_wait_ms=20, max_partition_fetch_bytes=1024)
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
-        consumer.seek_to_end(*tps)
-        for tp in tps:
-            consumer.seek(tp, max(consumer.position(tp) - 1, 0))
+        consumer.seek_to_beginning(*tps)
         for _ in range(100):
-            consumer.poll(timeout_ms=100)
+            consumer.poll(timeout_ms=100, max_records=1)
             ends = {tp.partition: consumer.highwater(tp) for tp in tps}
             if all(v is not None for v in ends.values()):
                 return {p: int(v or 0) for p, v in ends.items()}
@@ -91,19 +141,40 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
         consumer.close()
 
 
-def progress(kafka: KafkaConfig, app_id: str) -> list[tuple[str, int, int]]:
-    """(topic, committed, end) per stage."""
-    out = []
+def committed(bootstrap: str, group: str, topic: str, parts: list[int]) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in parts}
+    finally:
+        consumer.close()
+
+
+def wait_done(kafka: KafkaConfig, app_id: str, procs: list[subprocess.Popen],
+              started: float, timeout: float, log: Path) -> float | None:
+    """Stage by stage: each group committed its topic's end offsets as they were when the
+    stage before it got there (the customer stage twice: it produces handovers into its
+    own topic). Prints progress; returns the time of the first raw commit."""
+    first = None
     for topic, group in committed_stages(kafka, app_id):
-        ends = end_offsets(kafka.bootstrap_servers, topic, kafka.partitions)
-        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group,
-                                 enable_auto_commit=False)
-        try:
-            done = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in ends)
-        finally:
-            consumer.close()
-        out.append((topic, done, sum(ends.values())))
-    return out
+        for _ in range(2 if topic == kafka.by_customer_topic else 1):
+            ends = end_offsets(kafka.bootstrap_servers, topic, kafka.partitions)
+            while True:
+                for p in procs:
+                    if p.poll() is not None:
+                        raise SystemExit(f"a worker exited; see {log}")
+                done = committed(kafka.bootstrap_servers, group, topic, list(ends))
+                now = time.perf_counter() - started
+                if first is None and topic == kafka.raw_topic and sum(done.values()):
+                    first = now
+                print(f"  {now:6.1f} s  {topic.split('.')[-1]} "
+                      f"{sum(done.values()):,}/{sum(ends.values()):,}", flush=True)
+                if all(done[p] >= e for p, e in ends.items()):
+                    break
+                if now > timeout:
+                    raise SystemExit("timed out")
+                time.sleep(1.0)
+    return first
 
 
 def cpu_seconds(pid: int) -> float:
@@ -114,29 +185,52 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def reference(evs: list[dict[str, Any]], watermark: int) -> tuple[set[Any], dict[str, str]]:
+    """Reference sessions (customer, start, end, events) and instances (id -> status)."""
+    defs = load_definitions()
+    wire = [{**e, "occurred_at": parse_occurred_at(e["occurred_at"])} for e in evs]
+    real = resolve(wire, set(JUNK_IDS))
+    insts = {i.instance_id: i.status for i in all_journeys(defs.journeys, real, watermark)}
+    return reference_sessions(real, defs.sessions.gap_ms), insts
+
+
+def late_events(log: Path, pids: list[int]) -> int:
+    """Sum over workers of the last `late=` of their stats lines (cumulative counters)."""
+    last: dict[int, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        n = late_in_stats_line(line)
+        if n is not None:
+            last[next((p for p in pids if f"[{p}]" in line), -1)] = n
+    return sum(last.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     ap.add_argument("--flush-interval", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args()
 
     print(f"generating {args.events:,} events …", flush=True)
-    payloads = events(args.events, args.seed)
+    evs = events(args.events, args.seed)
+    payloads = [orjson.dumps(e) for e in evs]
+    end = max(parse_occurred_at(e["occurred_at"]) for e in evs) + 3 * 86_400_000
+    want_sessions, want_instances = reference(evs, end - LATENESS_MS)
     work = Path(tempfile.mkdtemp(prefix="bench_stream_"))
-    with LocalBroker() as broker, LocalClickHouse() as ch:
-        kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench",
+    with broker(args.broker) as b, LocalClickHouse() as ch:
+        kafka = KafkaConfig(bootstrap_servers=b.bootstrap_servers, topic_prefix="bench",
                             partitions=args.partitions)
-        ensure_journey_topics(kafka)
-        secs = asyncio.run(produce(kafka, payloads))
+        ensure_topics(kafka)
+        secs = asyncio.run(produce(kafka, payloads, fillers(end, args.partitions)))
         print(f"produced {len(payloads):,} events to {kafka.raw_topic} in {secs:.1f} s "
-              f"({args.partitions} partitions)", flush=True)
+              f"({args.partitions} partitions, {args.broker})", flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
         env.update({
-            "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": b.bootstrap_servers,
             "JOURNEYS_KAFKA__TOPIC_PREFIX": "bench",
             "JOURNEYS_KAFKA__PARTITIONS": str(args.partitions),
             "JOURNEYS_WAREHOUSE__BACKEND": "server",
@@ -145,8 +239,10 @@ def main() -> None:
             "JOURNEYS_WAREHOUSE__DATABASE": "bench",
             "JOURNEYS_APP_ID": "bench-worker",
             "JOURNEYS_FLUSH_INTERVAL_S": str(args.flush_interval),
+            "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
         })
-        log = (work / "workers.log").open("wb")
+        log_path = work / "workers.log"
+        log = log_path.open("wb")
         started = time.perf_counter()
         profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each worker
         cmd = [sys.executable, "-m", "stream", "--loglevel", "info"]  # stats lines: late=
@@ -157,22 +253,7 @@ def main() -> None:
                                   stdout=log, stderr=subprocess.STDOUT)
                  for i in range(args.workers)]
         try:
-            first = None
-            while True:
-                time.sleep(1.0)
-                for p in procs:
-                    if p.poll() is not None:
-                        raise SystemExit(f"a worker exited; see {work / 'workers.log'}")
-                stages = progress(kafka, "bench-worker")
-                now = time.perf_counter() - started
-                if first is None and stages[0][1] > 0:
-                    first = now
-                text = "  ".join(f"{t.split('.')[-1]} {d:,}/{e:,}" for t, d, e in stages)
-                print(f"  {now:6.1f} s  {text}", flush=True)
-                if stages[0][1] >= len(payloads) and all(d == e for _, d, e in stages):
-                    break
-                if now > args.timeout:
-                    raise SystemExit("timed out")
+            first = wait_done(kafka, "bench-worker", procs, started, args.timeout, log_path)
             total = time.perf_counter() - started
             cpu = sum(cpu_seconds(p.pid) for p in procs)
         finally:
@@ -187,33 +268,29 @@ def main() -> None:
         wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
                                      database="bench"), create_database=False)
         try:
-            counts = {t: int(wh.query(f"SELECT count() FROM bench.{t} FINAL{w}")[0][0])
-                      for t, w in (("touchpoints", ""), ("sessions", " WHERE deleted = 0"),
-                                   ("journey_instances", " WHERE deleted = 0"))}
-            closed = int(wh.query("SELECT countIf(status != 'open') FROM bench.journey_instances"
-                                  " FINAL WHERE deleted = 0")[0][0])
+            got_sessions = {(r[0], int(r[1]), int(r[2]), int(r[3])) for r in wh.query(
+                "SELECT customer_id, started_at_ms, ended_at_ms, events FROM bench.sessions "
+                "FINAL WHERE deleted = 0 AND customer_id NOT LIKE 'filler-%'")}
+            got_instances = {r[0]: r[1] for r in wh.query(
+                "SELECT instance_id, status FROM bench.journey_instances FINAL "
+                "WHERE deleted = 0")}
+            touchpoints = int(wh.query("SELECT count() FROM bench.touchpoints FINAL")[0][0])
         finally:
             wh.close()
-    late = late_events(work / "workers.log", [p.pid for p in procs])
+    late = late_events(log_path, [p.pid for p in procs])
     steady = total - (first or 0.0)
+    same_inst = sum(1 for i, s in want_instances.items() if got_instances.get(i) == s)
     print(f"\n{len(payloads):,} events, {args.workers} worker(s), {args.partitions} partitions, "
-          f"ClickHouse server {counts}; {closed:,} journeys closed")
+          f"{args.broker}; {touchpoints:,} touchpoints in ClickHouse")
     print(f"  end to end: {total:.1f} s from worker start = {len(payloads) / total:,.0f} events/s;"
           f" from the first commit: {steady:.1f} s = {len(payloads) / steady:,.0f} events/s")
     print(f"  worker CPU: {cpu:.1f} s = {cpu * 1e6 / len(payloads):,.0f} us per event "
           f"({len(payloads) / cpu:,.0f} events per CPU-second)")
-    print(f"  late events (behind a by-customer partition's watermark, kept only in the raw "
-          f"table): {late:,}")
-
-
-def late_events(log: Path, pids: list[int]) -> int:
-    """Sum over workers of the last `late=` of their stats lines (cumulative counters)."""
-    last: dict[int, int] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        n = late_in_stats_line(line)
-        if n is not None:
-            last[next((p for p in pids if f"[{p}]" in line), -1)] = n
-    return sum(last.values())
+    print(f"  late events: {late:,}")
+    print(f"  sessions: {len(got_sessions):,} (reference {len(want_sessions):,}; "
+          f"{len(got_sessions & want_sessions):,} identical)")
+    print(f"  journey instances: {len(got_instances):,} (reference {len(want_instances):,}; "
+          f"{same_inst:,} identical id and status)")
 
 
 if __name__ == "__main__":

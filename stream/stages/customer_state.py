@@ -8,6 +8,10 @@ without decoding, which is how the timer index is rebuilt after recovery.
 (customer, link time); the device settles nothing at or after the link time and
 hands its non-final state over once its event time reaches it (stream.stages.customers).
 
+`pending` holds handovers that came before the customer's event time reached their
+link time: a customer absorbs a device's handover exactly at the link's time, so both
+sides are split at the same point whatever the timing.
+
 `positions` is, per by-identity partition, the position (offset, index) of the last
 event of this customer applied from it. Events reach a customer in that order, so a
 re-delivered event (the identity stage re-sent a record after a crash, or this stage
@@ -46,6 +50,9 @@ class CustomerValue:
     journeys: CustomerJourneys = field(default_factory=CustomerJourneys)
     positions: dict[int, Position] = field(default_factory=dict)
     linked: tuple[str, int] | None = None  # (customer, link time): handover pending
+    # handovers that arrived before this customer's event time reached their link time:
+    # source device -> handover item (stream.stages.envelopes), absorbed at that time
+    pending: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def floor(self) -> int:
@@ -69,13 +76,16 @@ class CustomerValue:
             self.linked = (customer, min(at, self.linked[1]))
 
     def is_idle(self) -> bool:
-        return self.journeys.is_idle() and self.sessions.is_empty() and self.linked is None
+        return (self.journeys.is_idle() and self.sessions.is_empty() and self.linked is None
+                and not self.pending)
 
     def pack(self, wake: int | None) -> bytes:
         obj: dict[str, Any] = {"s": self.sessions.to_obj(), "j": self.journeys.to_obj(),
                "i": {str(p): list(v) for p, v in self.positions.items()}}
         if self.linked is not None:
             obj["l"] = list(self.linked)
+        if self.pending:
+            obj["h"] = self.pending
         body = orjson.dumps(obj)
         return _WAKE.pack(END_OF_TIME if wake is None else wake) + body
 
@@ -87,4 +97,5 @@ class CustomerValue:
         positions = {int(p): (int(v[0]), int(v[1])) for p, v in (obj.get("i") or {}).items()}
         linked = obj.get("l")
         return cls(CustomerState.from_obj(obj["s"]), CustomerJourneys.from_obj(obj["j"]),
-                   positions, (linked[0], int(linked[1])) if linked else None)
+                   positions, (linked[0], int(linked[1])) if linked else None,
+                   obj.get("h") or {})

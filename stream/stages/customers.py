@@ -232,18 +232,8 @@ class CustomerStage:
             batch.applied += jd.applied
             batch.duplicates += jd.duplicates
 
-        # after the events: absorbing settles the customer to the watermark
-        for partition, (source, into, jevents, spayload, linked_at, openings) in inp.handovers:
-            w = load(partition, into)
-            w.value.journeys.waiting.pop(source, None)  # before settle_at: the hold ends
-            wm = settle_at(partition, into, w)
-            sd = self.sessionizer.absorb(into, w.value.sessions, spayload, watermark=wm)
-            jd = self.engine.absorb(into, w.value.journeys, source,
-                                    [tuple(e) for e in jevents], watermark=wm,
-                                    linked_at=linked_at, openings=openings)
-            batch.session_rows.extend(sd.rows())
-            self._take(batch, partition, jd)
-            batch.absorbed += 1
+        for partition, item in inp.handovers:  # absorbed at their link time (below)
+            load(partition, item[1]).value.pending.setdefault(item[0], item)
 
         for partition in sorted(inp.partitions):
             prog = self.progress_for(partition)
@@ -259,6 +249,9 @@ class CustomerStage:
                            self.engine.advance(key, w.value.journeys, watermark=wm))
                 batch.advanced += 1
 
+        for key, w in list(work.items()):  # handovers whose link time has come
+            if w.value.pending:
+                self._absorb_ready(batch, key, w)
         for key, w in list(work.items()):  # linked devices whose time has come
             linked = w.value.linked
             if linked is not None and self.progress_for(w.partition).watermark >= linked[1]:
@@ -307,6 +300,33 @@ class CustomerStage:
                 self.progress_for(partition).frontier.update(count, claims)
         return inp
 
+    def _absorb_ready(self, batch: CustomerBatch, key: str, w: _Work) -> None:
+        """Absorb pending handovers, earliest link first, each once the customer's event
+        time has reached its link time and nothing earlier is still awaited: the
+        customer is settled exactly up to the link time first, so the split at the
+        link is the same whatever the timing (docs/stream.md "Identity stitching")."""
+        v = w.value
+        frontier = self.progress_for(w.partition).watermark
+        while v.pending:
+            source, item = min(v.pending.items(), key=lambda kv: (kv[1][4], kv[0]))
+            at = item[4]
+            awaited = [a for s, (a, _wall) in v.journeys.waiting.items()
+                       if s not in v.pending]
+            if frontier < at or any(a < at for a in awaited):
+                return
+            self._settle(batch, w.partition, key, v, at)
+            del v.pending[source]
+            v.journeys.waiting.pop(source, None)
+            _anon, _into, jevents, spayload, linked_at, openings = item
+            sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at)
+            jd = self.engine.absorb(key, v.journeys, source, [tuple(e) for e in jevents],
+                                    watermark=at, linked_at=linked_at, openings=openings)
+            batch.session_rows.extend(sd.rows())
+            self._take(batch, w.partition, jd)
+            batch.absorbed += 1
+            wm = min(frontier, v.journeys.hold() or frontier)
+            self._settle(batch, w.partition, key, v, wm)
+
     def _settle(self, batch: CustomerBatch, partition: int, key: str, v: CustomerValue,
                 watermark: int) -> None:
         sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark)
@@ -331,12 +351,13 @@ class CustomerStage:
         """The customer's new table value and its timer."""
         v, j = w.value, w.value.journeys
         prog = self.progress_for(w.partition)
-        if j.waiting:  # no timer: the handover (or the hold index) brings it back
+        if j.waiting:  # a handover brings it back, or its link time (pending handovers)
             hold = j.hold()
             assert hold is not None
             prog.set_hold(key, (hold, min(since for _at, since in j.waiting.values())))
-            prog.wakes.schedule(key, None)
-            batch.states[key.encode()] = (w.partition, v.pack(hold))
+            wake = min((item[4] for item in v.pending.values()), default=None)
+            prog.wakes.schedule(key, wake)
+            batch.states[key.encode()] = (w.partition, v.pack(hold if wake is None else wake))
             return
         prog.set_hold(key, None)
         if v.is_idle():

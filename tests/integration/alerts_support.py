@@ -25,8 +25,10 @@ from journeys.definitions import Definitions, load_definitions
 from journeys.timeutil import datetime_to_ms
 from stream.agents.alerting import webhooks
 from stream.engine.dropoff import AlertRecord, DropoffEvaluator, StepReached, alert_id
+from stream.engine.identity import JUNK_IDS
 from tests.reference import alerts_ref
-from tests.reference.journeys_ref import Ev, Instance, all_journeys
+from tests.reference.journeys_ref import Ev, Instance
+from tests.reference.stitching_ref import split
 
 HOUR = 3_600_000
 START_MS = datetime_to_ms(datetime(2024, 3, 4, tzinfo=UTC))
@@ -86,7 +88,7 @@ def incident_traffic(*, seed: int = 7, hours: int = 20, incident_at_h: int = 14,
                           stories=(story,))
     raw = list(generate_events(cfg))
     events = stitch(raw)
-    instances = all_journeys(defs.journeys, events, watermark=None)
+    instances, _sessions = split(defs, raw, set(JUNK_IDS), None)
     final = max(e.t for e in events)
     expected = [a for d in defs.journeys for a in alerts_ref.alerts(d, instances, final)]
     start = START_MS + incident_at_h * HOUR

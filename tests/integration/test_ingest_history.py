@@ -26,8 +26,7 @@ from journeys.definitions import parse_definitions
 from stream.engine.identity import JUNK_IDS
 from tests.integration.ingest_support import ROOT, free_port
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
-from tests.reference.journeys_ref import all_journeys
-from tests.reference.stitching_ref import resolve
+from tests.reference.stitching_ref import split
 
 PARTITIONS = 4  # the embedded stack's default
 
@@ -59,7 +58,7 @@ def grouped_by_customer(events: list[dict[str, Any]], seed: int) -> list[dict[st
 def expected(events: list[dict[str, Any]], watermark: int) -> dict[str, set[tuple[Any, ...]]]:
     defs = parse_definitions(yaml.safe_load(DEFINITIONS))
     out: dict[str, set[tuple[Any, ...]]] = {}
-    for i in all_journeys(defs.journeys, resolve(events, set(JUNK_IDS)), watermark):
+    for i in split(defs, events, set(JUNK_IDS), watermark)[0]:
         out.setdefault(i.customer, set()).add((
             i.instance_id, i.status, i.furthest, tuple(e.type for e in i.path),
             tuple(e.t for e in i.path), tuple((d.kind, d.t) for d in i.detours)))

@@ -43,7 +43,7 @@ from tests.integration.stream_support import (
     wait_pipeline,
     worker_env,
 )
-from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
+from tests.reference.stitching_ref import split_reference
 from warehouse.connect import connect
 
 PARTITIONS = 4
@@ -179,8 +179,8 @@ def test_two_workers_one_killed_journeys_equal_reference(
                                      port=clickhouse_server.tcp_port, database=db),
                      create_database=False)
         try:
-            real = resolve(events, set(JUNK_IDS))
-            want = reference_view(defs, real, end - LATENESS_MS)
+            want, want_sessions = split_reference(defs, events, set(JUNK_IDS),
+                                                  end - LATENESS_MS)
             got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
             assert len(want) > 100 and {w[2] for w in want.values()} == {
                 "converted", "abandoned"}
@@ -211,8 +211,8 @@ def test_two_workers_one_killed_journeys_equal_reference(
             sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
                                 f"FROM {db}.sessions FINAL WHERE deleted = 0 "
                                 f"AND customer_id NOT LIKE 'filler-%%'")
-            assert {tuple(int(x) if i else x for i, x in enumerate(r)) for r in sessions} == (
-                reference_sessions(real, defs.sessions.gap_ms))
+            assert {tuple(int(x) if i else x for i, x in enumerate(r))
+                    for r in sessions} == want_sessions
             merges = wh.query(f"SELECT anonymous_id, customer_id, event_id "
                               f"FROM {db}.identity_merges FINAL")
             links: dict[str, tuple[int, str, str, str]] = {}  # the earliest link wins

@@ -1,7 +1,8 @@
 """Exact at any scale: partitions {1, 4, 8} x workers {1, 2, 3}, one backlog with identity
 links, produced in time order and grouped by customer, through real workers, the real
 broker and the ClickHouse server: journeys (paths, detours, status), sessions and the
-drop-off alert observations must equal the reference exactly, with 0 late events.
+drop-off alert observations must equal the reference exactly (tests/reference/
+stitching_ref.py `split`: the product's stitching semantics), with 0 late events.
 
 The backlog is produced before the workers start (every stage then sees hours of event
 time per batch, the workers start one after the other). Time order: arrival jitter
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from deploy.local.clickhouse import LocalClickHouse
-from journeys.definitions import Definitions, parse_definitions
+from journeys.definitions import parse_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
 from stream.engine.identity import JUNK_IDS
@@ -44,8 +45,8 @@ from tests.integration.stream_support import (
     worker_env,
 )
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
-from tests.reference.journeys_ref import Ev, all_journeys
-from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
+from tests.reference.journeys_ref import Instance
+from tests.reference.stitching_ref import split, view_of
 from warehouse.connect import connect
 
 M = 60_000
@@ -86,11 +87,10 @@ def observations(records: list[Any]) -> dict[tuple[str, str, int], tuple[int, st
     return out
 
 
-def reference_observations(defs: Definitions, evs: list[Ev], watermark: int
+def reference_observations(instances: list[Instance]
                            ) -> dict[tuple[str, str, int], tuple[int, str]]:
     return {(inst.journey, inst.path[0].event_id, step): reached
-            for inst in all_journeys(defs.journeys, evs, watermark)
-            for step, reached in inst.reached.items()}
+            for inst in instances for step, reached in inst.reached.items()}
 
 
 CELLS = [(p, w, order) for p in (1, 4, 8) for w in (1, 2, 3) for order in ("time", "grouped")]
@@ -139,9 +139,9 @@ def test_backlog_is_exact_for_any_partitions_workers_and_order(
                                      port=clickhouse_server.tcp_port, database=db),
                      create_database=False)
         try:
-            real = resolve(events, set(JUNK_IDS))
             watermark = end - lateness
-            want = reference_view(defs, real, watermark)
+            instances, want_sessions = split(defs, events, set(JUNK_IDS), watermark)
+            want = view_of(instances)
             got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
             late = int(wh.query(f"SELECT count() FROM {db}.late_events")[0][0])
             missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
@@ -156,12 +156,12 @@ def test_backlog_is_exact_for_any_partitions_workers_and_order(
             sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
                                 f"FROM {db}.sessions FINAL WHERE deleted = 0 "
                                 f"AND customer_id NOT LIKE 'filler-%%'")
-            assert {tuple(int(x) if i else x for i, x in enumerate(r)) for r in sessions} == (
-                reference_sessions(real, defs.sessions.gap_ms))
+            assert {tuple(int(x) if i else x for i, x in enumerate(r))
+                    for r in sessions} == want_sessions
         finally:
             wh.close()
         reached = observations(read_topic(kafka.bootstrap_servers, kafka.step_reached_topic))
-        assert reached == reference_observations(defs, real, watermark)
+        assert reached == reference_observations(instances)
     finally:
         for p in procs:
             stop_worker(p)

@@ -1,26 +1,49 @@
 """Reference attribution for stitched streams, and reference views to compare with.
 
-Identity stitching as the stream does it when nothing of a device is final yet: an
-event belongs to its customer_id, else to the customer its device was first linked to
-(first event carrying both usable ids, in arrival order), else to the device id; events
-with placeholder ids only belong to nobody (docs/stream.md, "Identity stitching").
+Two references:
+
+- `resolve` + `reference_view` / `reference_sessions`: full retroactivity. An event
+  belongs to its customer_id, else to the customer its device was linked to, else to
+  the device id; placeholder-only events belong to nobody. The stream equals this
+  whenever nothing of a device or of its customer was closed at the link's time and
+  no event of either side was outside every open journey then (the property tests'
+  `final_at_link`).
+- `split_reference`: the product's exact semantics for every case (docs/semantics.md
+  "Identity stitching"): the split falls at the link's event time. A linked device's
+  anonymous events before the link are its own, those at or after it the customer's;
+  at the link what of the device is closed stays under the device, what is open (its
+  open journeys' events, its open sessions) joins the customer, whose own closed
+  journeys and sessions stay and whose open ones are replayed together with the
+  device's: a journey from the events of both sides' open journeys, sessions from both
+  sides' open sessions. Events that were in no open journey at the link join no
+  journey of the other side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from journeys.definitions import Definitions
-from tests.reference.journeys_ref import Ev, all_journeys, sessions
+from journeys.events import parse_occurred_at
+from tests.reference.journeys_ref import (
+    Ev,
+    Instance,
+    all_journeys,
+    journeys_for_customer,
+    ordered,
+    sessions,
+)
+
+END = 2**62
 
 
 def resolve(events: list[dict[str, Any]], junk: set[str],
             links: dict[str, str] | None = None) -> list[Ev]:
     """Reference attribution: customer id, else the customer the device was linked to,
     else the device id; placeholder-only events belong to nobody. `links` (device ->
-    customer) defaults to each device's first link in the order of `events`; the
-    stream's order is the validate stage's release order (time order), so tests with
-    competing links pass the links the stream recorded."""
+    customer) defaults to each device's first link in the order of `events`."""
     def ok(x: str | None) -> bool:
         return x is not None and x.strip().lower() not in junk
 
@@ -38,18 +61,161 @@ def resolve(events: list[dict[str, Any]], junk: set[str],
     return out
 
 
-def reference_view(defs: Definitions, evs: list[Ev], watermark: int) -> dict[str, tuple[Any, ...]]:
-    out = {}
-    by_name = {d.name: d for d in defs.journeys}
-    for i in all_journeys(defs.journeys, evs, watermark):
-        d = by_name[i.journey]
-        out[i.instance_id] = (
+def view_of(instances: Iterable[Instance]) -> dict[str, tuple[Any, ...]]:
+    return {
+        i.instance_id: (
             i.journey, i.customer, i.status, i.opened_at, i.closed_at or 0, i.furthest,
             [e.t for e in i.path], [e.type for e in i.path], [e.channel for e in i.path],
             [(x.kind, x.step, x.channel, x.t) for x in i.detours])
-        assert d.name == i.journey
-    return out
+        for i in instances}
+
+
+def reference_view(defs: Definitions, evs: list[Ev], watermark: int) -> dict[str, tuple[Any, ...]]:
+    return view_of(all_journeys(defs.journeys, evs, watermark))
 
 
 def reference_sessions(evs: list[Ev], gap_ms: int) -> set[tuple[str, int, int, int]]:
     return set(sessions(evs, gap_ms))
+
+
+# ------------------------------------------------------------------ split at the link
+def links_of(events: list[dict[str, Any]], junk: set[str]) -> dict[str, tuple[str, int]]:
+    """Device -> (customer, link time): the customer of its earliest linking event (ties
+    by event id), linked at the earliest of its linking events to that customer."""
+    def ok(x: str | None) -> bool:
+        return x is not None and x.strip().lower() not in junk
+
+    first: dict[str, tuple[int, str, str]] = {}
+    for e in events:
+        anon, cust = e.get("anonymous_id"), e.get("customer_id")
+        if ok(anon) and ok(cust):
+            key = (e["occurred_at"], e["event_id"], cust)
+            first[anon] = min(first.get(anon, key), key)
+    return {anon: (cust, t) for anon, (t, _eid, cust) in first.items()}
+
+
+def _owned(events: list[dict[str, Any]], junk: set[str],
+           links: dict[str, tuple[str, int]]) -> dict[str, list[Ev]]:
+    def ok(x: str | None) -> bool:
+        return x is not None and x.strip().lower() not in junk
+
+    out: dict[str, list[Ev]] = {}
+    for e in events:
+        cust, anon, t = e.get("customer_id"), e.get("anonymous_id"), e["occurred_at"]
+        if ok(cust):
+            key = cust
+        elif ok(anon):
+            link = links.get(anon)
+            key = link[0] if link is not None and t >= link[1] else anon
+        else:
+            continue
+        out.setdefault(key, []).append(Ev(e["event_id"], key, e["type"], e["channel"], t))
+    return {k: ordered(v) for k, v in out.items()}
+
+
+def _as(key: str, evs: Iterable[Ev]) -> list[Ev]:
+    return [replace(e, customer=key) for e in evs]
+
+
+def _sessions_of(evs: list[Ev], gap: int) -> list[list[Ev]]:
+    out: list[list[Ev]] = []
+    for e in evs:
+        if out and e.t - out[-1][-1].t < gap:
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
+
+
+def split_reference(defs: Definitions, events: list[dict[str, Any]], junk: set[str],
+                    watermark: int) -> tuple[dict[str, tuple[Any, ...]],
+                                             set[tuple[str, int, int, int]]]:
+    """(journey view, sessions) of the product's stitching semantics (module docstring)
+    at the final `watermark`."""
+    instances, out_sessions = split(defs, events, junk, watermark)
+    return view_of(instances), out_sessions
+
+
+def split(defs: Definitions, events: list[dict[str, Any]], junk: set[str],
+          watermark: int | None) -> tuple[list[Instance], set[tuple[str, int, int, int]]]:
+    """(journey instances, sessions) of the product's stitching semantics; `watermark`
+    None keeps the last instances open. `occurred_at` may be ISO text or epoch ms."""
+    events = [e if isinstance(e["occurred_at"], int) else
+              {**e, "occurred_at": parse_occurred_at(e["occurred_at"])} for e in events]
+    gap = defs.sessions.gap_ms
+    unique = list({e["event_id"]: e for e in events}.values())
+    links = links_of(unique, junk)
+    owned = _owned(unique, junk, links)
+    into: dict[str, list[tuple[int, str]]] = {}
+    for dev, (cust, at) in links.items():
+        into.setdefault(cust, []).append((at, dev))
+    instances: list[Instance] = []
+    out_sessions: set[tuple[str, int, int, int]] = set()
+    handed: dict[str, tuple[list[Ev], list[list[Ev]]]] = {}  # device -> (journey, sessions)
+    for dev, (_cust, at) in links.items():
+        evs = [e for e in owned.get(dev, []) if e.t < at]
+        early: dict[str, Ev] = {}
+        for d in defs.journeys:
+            for inst in journeys_for_customer(d, evs, at):
+                if inst.status == "open":
+                    early.update((e.event_id, e) for e in inst.path)
+                else:
+                    instances.append(inst)
+        moved = []
+        for s in _sessions_of(evs, gap):
+            if s[-1].t + gap <= at:
+                out_sessions.add((dev, s[0].t, s[-1].t, len(s)))
+            else:
+                moved.append(s)
+        handed[dev] = (list(early.values()), moved)
+    for key, evs in owned.items():
+        if key in links:
+            continue  # a linked device: done above
+        bounds = sorted(into.get(key, []))
+        instances.extend(_customer_journeys(defs, key, evs, bounds, handed, watermark))
+        out_sessions |= _customer_sessions(key, evs, bounds, handed, gap)
+    return instances, out_sessions
+
+
+def _customer_journeys(defs: Definitions, key: str, evs: list[Ev],
+                       bounds: list[tuple[int, str]],
+                       handed: dict[str, tuple[list[Ev], list[list[Ev]]]],
+                       watermark: int | None) -> list[Instance]:
+    out: list[Instance] = []
+    for d in defs.journeys:
+        carry: list[Ev] = []
+        edges = [(-END, None), *bounds]
+        for i, (start, dev) in enumerate(edges):
+            stop = edges[i + 1][0] if i + 1 < len(edges) else END
+            seg = [e for e in evs if start <= e.t < stop]
+            early = _as(key, handed[dev][0]) if dev is not None else []
+            timeline = ordered([*carry, *early, *seg])
+            wm = stop if stop != END else watermark
+            insts = journeys_for_customer(d, timeline, wm)
+            carry = []
+            for inst in insts:
+                if inst.status == "open" and stop != END:
+                    carry = inst.path
+                else:
+                    out.append(inst)
+    return out
+
+
+def _customer_sessions(key: str, evs: list[Ev], bounds: list[tuple[int, str]],
+                       handed: dict[str, tuple[list[Ev], list[list[Ev]]]],
+                       gap: int) -> set[tuple[str, int, int, int]]:
+    out: set[tuple[str, int, int, int]] = set()
+    carry: list[Ev] = []
+    edges = [(-END, None), *bounds]
+    for i, (start, dev) in enumerate(edges):
+        stop = edges[i + 1][0] if i + 1 < len(edges) else END
+        seg = [e for e in evs if start <= e.t < stop]
+        moved = [_as(key, s) for s in handed[dev][1]] if dev is not None else []
+        timeline = ordered([*carry, *(e for s in moved for e in s), *seg])
+        carry = []
+        for s in _sessions_of(timeline, gap):
+            if stop != END and s[-1].t + gap > stop:
+                carry.extend(s)
+            else:
+                out.add((key, s[0].t, s[-1].t, len(s)))
+    return out

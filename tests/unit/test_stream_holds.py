@@ -107,16 +107,33 @@ def test_alert_watermark_stays_below_a_pending_link_until_the_handover() -> None
     assert not journeys.waiting and DEV in journeys.merged
 
 
-def test_handover_that_overtakes_its_hold_does_not_hold_the_customer() -> None:
+def test_a_handover_is_absorbed_exactly_at_its_link_time() -> None:
+    """A handover that comes before the customer's event time has reached the link waits
+    (pending) and is absorbed once it does, with the customer settled exactly up to the
+    link: the split at the link does not depend on timing."""
     stage = CustomerStage(DEFS, partitions=1)
     states: dict[bytes, bytes] = {}
-    for records in ([envelope(h=[[DEV, CUST, [], [], BASE, []]])],
-                    [envelope(BASE + H - M, p=[[CUST, DEV, BASE]],
-                              e=[[CUST, "e1", "view", "web", BASE + H, None]])]):
-        batch = stage.prepare([(0, i, r) for i, r in enumerate(records)], states.get, 1_000)
+    link = BASE + H
+    handover = [DEV, CUST, [[BASE + 10 * M, "d1", "view", "web", None]], [], link, []]
+    records = [[envelope(h=[handover])],  # no claim yet: frontier unknown
+               [envelope(BASE + 30 * M, p=[[CUST, DEV, link]],
+                         e=[[CUST, "e1", "cart", "web", BASE + 20 * M, None]])],
+               [envelope(BASE + 2 * H, e=[[CUST, "e2", "pay", "web", BASE + 2 * H, None]])]]
+    absorbed = []
+    for i, recs in enumerate(records):
+        batch = stage.prepare([(0, i, r) for r in recs], states.get, 1_000)
         states.update({k: v for k, (_p, v) in batch.states.items() if v is not None})
-    assert batch.held == 0 and batch.reached[0][1].mark == BASE + H - M
-    assert not journeys_of(states, CUST).waiting
+        absorbed.append(batch.absorbed)
+        if i < 2:
+            assert CustomerValue.unpack(states[CUST.encode()]).pending  # still waiting
+    assert absorbed == [0, 0, 1]
+    v = CustomerValue.unpack(states[CUST.encode()])
+    assert not v.pending and not v.journeys.waiting and DEV in v.journeys.merged
+    rows = {r.instance_id: r for r in sorted(batch.instance_rows, key=lambda r: r.version)
+            if r.customer_id == CUST}
+    # the customer's cart (before the link, in no open journey of its own) is not part of
+    # what is merged; the device's open view is; pay comes after the run's deadline
+    assert [(r.path_types, r.status) for r in rows.values()] == [(["view"], "abandoned")]
 
 
 def test_a_handover_that_never_comes_is_given_up_after_the_max_wait() -> None:

@@ -11,14 +11,13 @@ import random
 from typing import Any
 
 import orjson
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import parse_definitions
 from stream.engine.identity import JUNK_IDS
 from tests.profiles import examples
-from tests.reference.journeys_ref import Ev, all_journeys, sessions
-from tests.reference.stitching_ref import reference_sessions, reference_view, resolve
+from tests.reference.stitching_ref import split_reference
 from tests.unit.stream_harness import CHANNELS, Pipeline
 
 BASE = 1_772_323_200_000
@@ -101,11 +100,11 @@ def scenario(draw: Any, *, links: bool, backlog: bool = False) -> Any:
     gap = draw(st.integers(1, 60))
     if backlog:  # a story far longer than the lateness, all of it queued at once
         span, lateness = draw(st.integers(0, 1500)), draw(st.integers(0, 30))
-    elif links:
+    elif links and draw(st.booleans()):
         # the whole story within the lateness: nothing settles before stitching
         span = draw(st.integers(0, 300))
         lateness = span + draw(st.integers(1, 50))
-    else:
+    else:  # links settle while devices are still browsing, or long before they log in
         span, lateness = 400, draw(st.integers(0, 150))
     events = draw(traffic(links=links, span=span))
     order = arrival(draw, events, lateness)
@@ -116,10 +115,11 @@ def scenario(draw: Any, *, links: bool, backlog: bool = False) -> Any:
 
 
 def check(pipe: Pipeline, events: list[dict[str, Any]], final: int) -> None:
-    links = {m.anonymous_id: m.customer_id for m in pipe.merges}
-    evs = resolve(events, set(JUNK_IDS), links)
-    assert pipe.journey_view() == reference_view(pipe.defs, evs, final)
-    assert pipe.live_sessions() == reference_sessions(evs, pipe.defs.sessions.gap_ms)
+    """Journeys and sessions equal the product's reference (split at the link's time,
+    tests/reference/stitching_ref.py), and each close is published once."""
+    view, sessions = split_reference(pipe.defs, events, set(JUNK_IDS), final)
+    assert pipe.journey_view() == view
+    assert pipe.live_sessions() == sessions
     closed = sorted(r.instance_id for r in pipe.closed)
     assert len(closed) == len(set(closed))  # each close published once
     assert set(closed) == {i for i, r in pipe.journey_view().items() if r[2] != "open"}
@@ -144,8 +144,7 @@ def test_restarts_with_redelivery_change_nothing(case: Any) -> None:
 @given(scenario(links=True))
 def test_stitching_moves_anonymous_activity_to_the_customer(case: Any) -> None:
     """Live traffic with restarts: whatever of a device is still open at its link's time
-    moves to the customer (what had closed stays: tests/unit/test_stream_stories.py)."""
-    assume(not final_at_link(case[0], case[2]))
+    moves to the customer, what had closed stays (the reference splits at the link)."""
     pipe, events, final = run(case, restarts=True)
     check(pipe, events, final)
     by_event = {e["event_id"]: e for e in case[2]}
@@ -161,48 +160,6 @@ def test_stitching_moves_anonymous_activity_to_the_customer(case: Any) -> None:
             if x["anonymous_id"] == m.anonymous_id and x["customer_id"])
 
 
-def final_at_link(defs: Any, events: list[dict[str, Any]]) -> bool:
-    """Whether a device or its customer had a journey or session that was final at the
-    device's link (its earliest linking event, in event time), or a device event in no
-    journey: what is final when the link is processed is not stitched retroactively
-    (docs/semantics.md), which the reference (every device event to its customer,
-    always) does not model. The stream processes the link with a watermark at most its
-    event time, so "final at the link's time" covers every processing order."""
-    def ok(x: str | None) -> bool:
-        return x is not None and x.strip().lower() not in JUNK_IDS
-
-    def final(evs: list[Ev], at: int, *, all_in_journeys: bool) -> bool:
-        insts = all_journeys(defs.journeys, evs, at)
-        if any(i.closed_at is not None and i.closed_at <= at for i in insts):
-            return True
-        gap = defs.sessions.gap_ms
-        if any(end + gap <= at for _k, _s, end, _n in sessions(evs, gap)):
-            return True
-        in_journeys = {e.event_id for i in insts for e in i.path}
-        return all_in_journeys and bool({e.event_id for e in evs} - in_journeys)
-
-    unique = list({e["event_id"]: e for e in events}.values())
-    links: dict[str, tuple[int, str, str]] = {}
-    for e in unique:
-        anon, cust = e["anonymous_id"], e["customer_id"]
-        if ok(anon) and ok(cust) and (anon not in links or (e["occurred_at"], e["event_id"])
-                                      < links[anon][:2]):
-            links[anon] = (e["occurred_at"], e["event_id"], cust)
-    resolved = resolve(unique, set(JUNK_IDS), {})  # nobody linked: devices as themselves
-    for anon, (at, _eid, cust) in links.items():
-        device = [x for x in resolved if x.customer == anon and x.t < at]
-        customer = [x for x in resolved if x.customer == cust and x.t < at]
-        if final(device, at, all_in_journeys=True) or final(customer, at,
-                                                            all_in_journeys=False):
-            return True
-        first = min((x.t for x in device), default=at)
-        for d in defs.journeys:  # settled outside the customer's journeys of d, where a
-            covered = {x.event_id for i in all_journeys([d], customer, at) for x in i.path}
-            if any(x.t >= first and x.event_id not in covered for x in customer):
-                return True  # device's journey of d could have taken it in
-    return False
-
-
 @settings(max_examples=examples(300), deadline=None)
 @given(scenario(links=True, backlog=True))
 def test_backlog_with_links_equals_reference(case: Any) -> None:
@@ -210,7 +167,6 @@ def test_backlog_with_links_equals_reference(case: Any) -> None:
     events, its link and the customer's later events settle in one batch, so the
     customer must hold for the device's handover (stream.stages.envelopes)."""
     defs, lateness, events, order, seed, partitions, sources, readers = case
-    assume(not final_at_link(defs, events))
     pipe = Pipeline(defs, partitions=partitions, lateness_ms=lateness, seed=seed, bulk=True,
                     sources=sources, readers=readers)
     pipe.feed_raw([e for _, e in order], order[-1][0])
