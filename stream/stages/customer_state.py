@@ -16,8 +16,10 @@ sides are split at the same point whatever the timing.
 event of this customer applied from it. Events reach a customer in that order, so a
 re-delivered event (the identity stage re-sent a record after a crash, or this stage
 re-reads a batch it did not commit) is recognised exactly: its position is not above
-the stored one. The check and the state change are one table value, so they are
-atomic without transactions.
+the stored one. Holds, links and handovers are recognised by the offset of the
+by-customer record they came in (`RECORDS`): read again after a rebalance, such a record
+changes nothing, however long ago it was applied. The check and the state change are
+one table value, so they are atomic without transactions.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from stream.eventtime.watermarks import END_OF_TIME
 _WAKE = struct.Struct(">q")
 
 Position = tuple[int, int]
+RECORDS = -1  # `positions` key: the last by-customer record applied (holds, links, handovers)
 
 
 def wake_of(data: bytes) -> int | None:
@@ -59,6 +62,15 @@ class CustomerValue:
         """The event time this customer was last settled to: an event older than this
         can no longer be applied (it is late for this customer)."""
         return max(self.journeys.checkpoint, self.sessions.watermark)
+
+    def is_new_record(self, offset: int) -> bool:
+        """A by-customer record's holds, links and handovers for this customer are new
+        (not a record read again): records of one partition come in offset order."""
+        last = self.positions.get(RECORDS)
+        if last is not None and offset <= last[0]:
+            return False
+        self.positions[RECORDS] = (offset, 0)
+        return True
 
     def is_new(self, partition: int, pos: Position) -> bool:
         """Record `pos` from by-identity `partition`; False if applied before."""

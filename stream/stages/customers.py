@@ -272,6 +272,17 @@ class CustomerStage:
         """Decode the records: holds, new events (re-delivered and late ones sorted out),
         links, handovers, claims."""
         inp = _Input()
+        fresh_records: dict[tuple[str, int], bool] = {}
+
+        def fresh(partition: int, key: str, offset: int) -> bool:
+            """Whether this record's items for `key` are new (not a re-read record)."""
+            k = (key, offset)
+            if k not in fresh_records:
+                fresh_records[k] = load(partition, key).value.is_new_record(offset)
+                if not fresh_records[k]:
+                    batch.redelivered += 1
+            return fresh_records[k]
+
         for partition, offset, value in records:
             body = decode(value)
             if body is None:
@@ -279,7 +290,8 @@ class CustomerStage:
                 continue
             inp.partitions.add(partition)
             for cust, anon, at in body.get("p", ()):  # before the customer's events
-                if load(partition, cust).value.journeys.wait_for(anon, at, wall_ms):
+                if fresh(partition, cust, offset) and load(
+                        partition, cust).value.journeys.wait_for(anon, at, wall_ms):
                     batch.held += 1
             for key, eid, typ, channel, t, ctx, source, src_off, idx in body["e"]:
                 batch.events += 1
@@ -293,8 +305,10 @@ class CustomerStage:
                     inp.groups.setdefault((partition, key), []).append(
                         Ev(t, eid, typ, channel, ctx))
             for anon, cust, at in body.get("m", ()):
-                load(partition, anon).value.link(cust, at)
-            inp.handovers.extend((partition, h) for h in body.get("h", ()))
+                if fresh(partition, anon, offset):
+                    load(partition, anon).value.link(cust, at)
+            inp.handovers.extend((partition, h) for h in body.get("h", ())
+                                 if fresh(partition, h[1], offset))
             if "w" in body:
                 count, claims = decode_claims(body["w"])
                 self.progress_for(partition).frontier.update(count, claims)

@@ -137,7 +137,7 @@ def test_parallel_jobs_import_several_files(tmp_path: Path, kafka: KafkaConfig) 
         path = tmp_path / f"part{i}.jsonl"
         write_events(_good(800, seed=10 + i), path)
         files.append(path)
-    result = run("ingest", *files, "--jobs", "2", "--rejects", tmp_path, *_kafka_args(kafka))
+    result = run("ingest", *files, "--jobs", "2", "--order", "file", "--rejects", tmp_path, *_kafka_args(kafka))
     assert result.exit_code == 0, result.output
     assert result.output.count("800 accepted") == 3
     assert len(read_topic(kafka.bootstrap_servers, kafka.raw_topic, expected=2400)) == 2400

@@ -57,6 +57,7 @@ def test_backlog_in_one_batch_keeps_the_stitched_journey_whole() -> None:
 
 
 _pos = iter(range(10**6))
+_offsets = iter(range(10**6))  # by-customer offsets: increasing, as in a log
 
 
 def envelope(watermark: int | None = None, **items: list[Any]) -> bytes:
@@ -78,7 +79,7 @@ def test_alert_watermark_stays_below_a_pending_link_until_the_handover() -> None
     states: dict[bytes, bytes] = {}
 
     def run(records: list[bytes], wall: int, tick: tuple[int, ...] = ()) -> Any:
-        batch = stage.prepare([(0, i, r) for i, r in enumerate(records)], states.get, wall,
+        batch = stage.prepare([(0, next(_offsets), r) for r in records], states.get, wall,
                               tick=tick)
         for k, (_p, v) in batch.states.items():
             if v is None:
@@ -121,7 +122,7 @@ def test_a_handover_is_absorbed_exactly_at_its_link_time() -> None:
                [envelope(BASE + 2 * H, e=[[CUST, "e2", "pay", "web", BASE + 2 * H, None]])]]
     absorbed = []
     for i, recs in enumerate(records):
-        batch = stage.prepare([(0, i, r) for r in recs], states.get, 1_000)
+        batch = stage.prepare([(0, next(_offsets), r) for r in recs], states.get, 1_000)
         states.update({k: v for k, (_p, v) in batch.states.items() if v is not None})
         absorbed.append(batch.absorbed)
         if i < 2:

@@ -174,6 +174,9 @@ def test_backlog_with_links_equals_reference(case: Any) -> None:
     pipe.tick()
     final = max(e["occurred_at"] for e in events) + 10 * 10**6
     pipe.finish(final)
+    if seed % 2:  # a crash after event time moved far on: the last batch comes again
+        pipe.restart()
+        pipe.drain()
     assert pipe.late == 0 and pipe.expired == 0
     check(pipe, events, final)
 

@@ -147,3 +147,22 @@ def test_what_of_a_device_had_closed_before_its_link_stays_with_the_device() -> 
                         ("d1", "converted", ("view", "done"))], seed
         assert pipe.live_sessions() == {("d1", BASE, BASE + 5 * M, 2),
                                         ("c1", BASE + 2 * H, BASE + 2 * H + 3 * M, 4)}
+
+
+def test_a_handover_read_again_after_event_time_moved_far_on_changes_nothing() -> None:
+    """Regression (matrix test, 2 workers, ~1 run in 5): on a backlog event time jumps
+    days ahead in one batch, so the customer's memory of absorbed handovers (kept for the
+    longest conversion window of event time) is gone when a rebalance delivers the
+    handover record again; absorbing it twice rebuilt the journey from the device's
+    events alone. Records are now recognised by their offset."""
+    pipe = pipeline(lateness=5 * M, partitions=1)
+    pipe.bulk = True
+    pipe.feed_raw([ev(1, 0, "view", anon="d1"), ev(2, M, "cart", anon="d1"),
+                   ev(3, 2 * M, "identify", cust="c1", anon="d1"),
+                   ev(4, 3 * M, "pay", cust="c1"),
+                   ev(5, 10 * 24 * H, "page", cust="other")], BASE + 10 * 24 * H)
+    pipe.drain()
+    want = pipe.journey_view()
+    assert [r[7] for r in want.values() if r[1] == "c1"] == [["view", "cart", "identify", "pay"]]
+    pipe.step_customers(pipe.last_customers)  # the last batch (the handover) again
+    assert pipe.journey_view() == want
