@@ -66,9 +66,10 @@ class CustomerAgent:
 
     async def handle(self, events: list[Any]) -> None:
         async with self.lock:
-            batch = self.stage.prepare(((e.message.partition, e.message.offset,
-                                         e.message.value) for e in events),
-                                       self._get, now_ms())
+            records = [(e.message.partition, e.message.offset, e.message.value)
+                       for e in events]
+            # CPU-bound pure work off the event loop: heartbeats and fetches go on
+            batch = await asyncio.to_thread(self.stage.prepare, records, self._get, now_ms())
             if batch.undecodable:
                 log.warning("customers: skipped %d undecodable envelopes", batch.undecodable)
             await self.emit(batch)
@@ -83,7 +84,8 @@ class CustomerAgent:
             due = [p for p in sorted(self._indexed)
                    if self.stage.progress_for(p).overdue(wall, HOLD_MAX_WAIT_MS)]
             if due:
-                await self.emit(self.stage.prepare((), self._get, wall, tick=due))
+                await self.emit(await asyncio.to_thread(self.stage.prepare, (), self._get,
+                                                        wall, tick=due))
 
     async def emit(self, batch: CustomerBatch) -> None:
         """Write a batch; returns once all of it is durable."""

@@ -9,6 +9,7 @@ waits for their changelog records. Only then is the batch committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -30,8 +31,8 @@ class IdentityAgent:
 
     async def handle(self, events: list[Any]) -> None:
         ctx, st = self.ctx, self.ctx.stats
-        batch = self.stage.prepare(((e.message.partition, e.message.offset, e.message.value)
-                                    for e in events), self._get)
+        records = [(e.message.partition, e.message.offset, e.message.value) for e in events]
+        batch = await asyncio.to_thread(self.stage.prepare, records, self._get)  # off the loop
         if batch.undecodable:
             log.warning("identity: skipped %d undecodable envelopes", batch.undecodable)
         await send_all(ctx, ctx.settings.kafka.by_customer_topic,

@@ -58,6 +58,7 @@ class RawValidator(Service):
         self._next: dict[TopicPartition, int] = {}  # next offset to read
         self._late_logged = 0.0
         self._late_pending: dict[int, tuple[int, int, int]] = {}
+        self._lock = asyncio.Lock()  # the stage runs in a thread; rebalances wait for it
 
     @property
     def label(self) -> str:
@@ -88,18 +89,30 @@ class RawValidator(Service):
             log.warning("validate: no committed source clocks (%r)", exc)
             committed = {}
         count = len(consumer.partitions_for_topic(self.ctx.settings.kafka.raw_topic) or ())
-        for tp in tps:
-            meta = getattr(committed.get(tp), "metadata", "") or ""
-            try:
-                state = orjson.loads(meta) if meta else None
-            except orjson.JSONDecodeError:
-                state = None
-            self.stage.assign(tp.partition, state, count, now_ms())
+        async with self._lock:
+            for tp in tps:
+                meta = getattr(committed.get(tp), "metadata", "") or ""
+                try:
+                    state = orjson.loads(meta) if meta else None
+                except orjson.JSONDecodeError:
+                    state = None
+                self.stage.assign(tp.partition, state, count, now_ms())
 
-    def revoked(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in tps:
-            self.stage.revoke(tp.partition)
-            self._next.pop(tp, None)
+    def _flow(self, ahead: set[int]) -> None:
+        """Pause the partitions read too far ahead (ValidateStage.ahead), resume the rest."""
+        consumer = self.consumer
+        assert consumer is not None
+        for tp in consumer.assignment():
+            if tp.partition in ahead:
+                consumer.pause(tp)
+            elif tp in consumer.paused():
+                consumer.resume(tp)
+
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in tps:
+                self.stage.revoke(tp.partition)
+                self._next.pop(tp, None)
 
     async def _caught_up(self) -> set[int]:
         """Assigned raw partitions with nothing left to read (as far as known)."""
@@ -125,12 +138,14 @@ class RawValidator(Service):
                 caught_up = await self._caught_up()
                 if not records and not stage.claims_due(wall, caught_up):
                     continue
-                batch = stage.prepare(records, wall, caught_up)
+                async with self._lock:  # the pure stage off the event loop
+                    batch = await asyncio.to_thread(stage.prepare, records, wall, caught_up)
                 for tp, msgs in fetched.items():
                     if msgs:
                         self._next[tp] = msgs[-1].offset + 1
                 await self.handle(batch, received=len(records))
                 await self._commit()
+                self._flow(stage.ahead(await self._caught_up()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -201,7 +216,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.validator = validator
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.validator.revoked(revoked)
+        await self.validator.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.validator.assigned(assigned)

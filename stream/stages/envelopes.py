@@ -55,6 +55,7 @@ import orjson
 
 FORMAT = 2
 MAX_ENVELOPE_EVENTS = 2000  # ~200-300 KB per message with compact events
+MAX_HANDOVER_BYTES = 1 << 20  # handovers per envelope: up to ~1 MiB (the broker's limit is 8)
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:
@@ -103,7 +104,9 @@ class EnvelopeBuilder:
     def messages(self) -> Iterator[tuple[int, bytes]]:
         """(partition, value) per envelope; events split every MAX_ENVELOPE_EVENTS; holds
         ride with the first envelope of their partition (before the customer's events),
-        links, handovers and claims with the last (after everything they cover)."""
+        links and claims with the last (after everything they cover); handovers (only
+        the customer stage writes them, with nothing else) in envelopes of their own, up
+        to MAX_HANDOVER_BYTES each."""
         for partition, part in sorted(self._parts.items()):
             events = part["e"]
             chunks = [events[i:i + MAX_ENVELOPE_EVENTS]
@@ -115,11 +118,27 @@ class EnvelopeBuilder:
                 if n == len(chunks) - 1:
                     if part["m"]:
                         body["m"] = part["m"]
-                    if part["h"]:
-                        body["h"] = part["h"]
                     if self._claims is not None:
                         body["w"] = self._claims
                 yield partition, orjson.dumps(body)
+            for group in _by_size(part["h"], MAX_HANDOVER_BYTES):
+                yield partition, orjson.dumps({"v": FORMAT, "e": [], "h": group})
+
+
+def _by_size(items: list[Any], limit: int) -> Iterator[list[Any]]:
+    """Items in order, grouped so each group's JSON stays around `limit` bytes (one item
+    larger than that is a group of its own)."""
+    group: list[Any] = []
+    size = 0
+    for item in items:
+        n = len(orjson.dumps(item))
+        if group and size + n > limit:
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += n
+    if group:
+        yield group
 
 
 def decode(value: bytes | None) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ RawRecord = tuple[str, int, int, bytes | None, bytes | None]
 """(topic, partition, offset, key, value) as read."""
 
 CLAIM_MIN_INTERVAL_MS = 500  # claim-only envelopes of idle partitions: at most this often
+MIN_SKEW_MS = 10 * 60_000  # read ahead of the slowest partition: at most max(this, lateness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,17 @@ class ValidateStage:
         idle = any(c.idle_since(wall_ms, p in caught_up, self.idle_after_ms) is not None
                    for p, c in self.clocks.items())
         return since >= (CLAIM_MIN_INTERVAL_MS if idle else CLAIM_REFRESH_MS)
+
+    def ahead(self, caught_up: set[int]) -> set[int]:
+        """Partitions read further ahead of the slowest one with records left than the
+        skew allowance: the reader pauses them. Event time downstream is the minimum over
+        all partitions, so reading one far ahead only makes the later stages hold its
+        events longer (memory, and work on every batch); this keeps them level."""
+        behind = [c.mark for p, c in self.clocks.items() if p not in caught_up]
+        if not behind:
+            return set()
+        limit = min(behind) + max(self.lateness_ms, MIN_SKEW_MS)
+        return {p for p, c in self.clocks.items() if c.mark > limit}
 
     def prepare(self, records: Iterable[RawRecord], wall_ms: int, caught_up: set[int], *,
                 with_claims: bool = True) -> ValidateBatch:
