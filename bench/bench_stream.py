@@ -157,11 +157,12 @@ def committed(bootstrap: str, group: str, topic: str, parts: list[int]) -> dict[
 def wait_done(kafka: KafkaConfig, app_id: str, procs: list[subprocess.Popen],
               started: float, timeout: float, log: Path) -> float | None:
     """Stage by stage: each group committed its topic's end offsets as they were when the
-    stage before it got there (the customer stage twice: it produces handovers into its
-    own topic). Prints progress; returns the time of the first raw commit."""
+    stage before it got there (the handovers topic twice: the customer stage reads and
+    writes it). Prints progress; returns the time of the first raw commit."""
     first = None
     for topic, group in committed_stages(kafka, app_id):
-        for _ in range(2 if topic == kafka.by_customer_topic else 1):
+        again = getattr(kafka, "handovers_topic", kafka.by_customer_topic)  # older layout
+        for _ in range(2 if topic == again else 1):
             ends = end_offsets(kafka.bootstrap_servers, topic, kafka.partitions)
             while True:
                 for p in procs:
@@ -251,6 +252,9 @@ def main() -> None:
             "JOURNEYS_APP_ID": "bench-worker",
             "JOURNEYS_FLUSH_INTERVAL_S": str(args.flush_interval),
             "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
+            # the references are taken at the fillers' watermark: an idle source would
+            # move on with the wall clock and settle a few more deadlines than that
+            "JOURNEYS_SOURCE_IDLE_MS": str(86_400_000),
         })
         log_path = work / "workers.log"
         log = log_path.open("wb")
@@ -298,8 +302,16 @@ def main() -> None:
           f"({len(payloads) / cpu:,.0f} events per CPU-second)")
     print(f"  late events: {late:,}")
     print(f"  sessions: {len(got_sessions):,}; journey instances: {len(got_instances):,}")
+    diff_dir = os.environ.get("BENCH_DIFF")  # a directory: what differs, as JSON
     for name, (want_sessions, want_instances) in refs.items():
         same = sum(1 for i, s in want_instances.items() if got_instances.get(i) == s)
+        if diff_dir:
+            Path(diff_dir, name.split()[0] + ".json").write_bytes(orjson.dumps({
+                "instances": {i: [want_instances.get(i), got_instances.get(i)]
+                              for i in {*want_instances, *got_instances}
+                              if want_instances.get(i) != got_instances.get(i)},
+                "sessions": {"missing": sorted(want_sessions - got_sessions),
+                             "extra": sorted(got_sessions - want_sessions)}}))
         print(f"  vs {name}: sessions {len(got_sessions & want_sessions):,} identical of "
               f"{len(want_sessions):,}; instances {same:,} identical (id, status) of "
               f"{len(want_instances):,}")

@@ -54,6 +54,13 @@ class KafkaConfig(BaseModel):
         return f"{self.topic_prefix}.by-customer"
 
     @property
+    def handovers_topic(self) -> str:
+        """Internal: a stitched device's open state handed to its customer's partition
+        (co-partitioned with by-customer; a lane of its own so that a handover never
+        waits behind a backlog of events, docs/stream.md "Identity stitching")."""
+        return f"{self.topic_prefix}.handovers"
+
+    @property
     def closed_journeys_topic(self) -> str:
         return f"{self.topic_prefix}.journeys-closed"
 
@@ -73,6 +80,7 @@ class KafkaConfig(BaseModel):
             self.dead_letter_topic,
             self.by_identity_topic,
             self.by_customer_topic,
+            self.handovers_topic,
             self.closed_journeys_topic,
             self.alerts_topic,
             self.step_reached_topic,

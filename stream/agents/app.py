@@ -2,8 +2,9 @@
 
     raw ──validate──► by-identity ──identity──► by-customer ──customers──► ClickHouse
      │   (aiokafka,     (envelopes,   alias table   (envelopes,  state table   journeys-closed
-     │    no Faust)      by device)                  by customer)               step-reached
-     └─ dead-letter topic + raw table                                            ──alerts──►
+     │    no Faust)      by device)                  by customer)   ▲    │     step-reached
+     │                                                 handovers ───┘◄───┘      ──alerts──►
+     └─ dead-letter topic + raw table
     dead-letter topic ──archiver──► dead_letters table (stream.agents.dead_letters)
 
 Faust runs the stateful stages: it owns partition assignment, co-partitioning (every
@@ -240,6 +241,10 @@ def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
         await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within, customers.handle,
                           guard)
 
+    async def handovers_agent(stream: faust.StreamT) -> None:
+        await run_batches(ctx, stream, ENVELOPES_PER_BATCH, within,
+                          customers.handle_handovers, guard)
+
     async def alerts_agent(stream: faust.StreamT) -> None:
         await alerts.start()
         try:
@@ -253,6 +258,7 @@ def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
 
     app.agent(topic(kafka.by_identity_topic), name="journeys.identity")(identity_agent)
     app.agent(topic(kafka.by_customer_topic), name="journeys.customers")(customers_agent)
+    app.agent(topic(kafka.handovers_topic), name="journeys.handovers")(handovers_agent)
     app.agent(topic(kafka.step_reached_topic), name="journeys.alerts")(alerts_agent)
     app.timer(TICK_INTERVAL_S, name="journeys.tick")(tick)
     app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
@@ -263,9 +269,11 @@ def committed_stages(kafka_topics: KafkaConfig, app_id: str) -> tuple[tuple[str,
     batch only after its outputs are durable, so a worker has processed everything
     produced before some moment once, stage by stage, each group has committed the end
     offsets its topic had after the stage before it got there (stages keep sending
-    watermark claims, so the ends move on; see tests/integration/stream_support.py)."""
+    watermark claims, so the ends move on; see tests/integration/stream_support.py).
+    The handovers topic is written by the customer stage itself: wait for it twice."""
     return ((kafka_topics.raw_topic, validate_group(app_id)),
             (kafka_topics.by_identity_topic, app_id),
             (kafka_topics.by_customer_topic, app_id),
+            (kafka_topics.handovers_topic, app_id),
             (kafka_topics.step_reached_topic, app_id),
             (kafka_topics.dead_letter_topic, dead_letter_group(app_id)))

@@ -28,6 +28,9 @@ from stream.agents.stats import StreamStats
 log = logging.getLogger(__name__)
 
 FLUSH_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitted)
+PREPARE_BYTES = 512 * 1024  # envelope bytes per pure `prepare` call (~0.3 s of CPU)
+
+Record = tuple[int, int, bytes | None]  # (partition, offset, value)
 
 
 class Send(Protocol):
@@ -83,6 +86,25 @@ async def store(ctx: StageContext, table: Any,
             data[key] = value
         messages.append((partition, key, value))
     await send_all(ctx, topic, messages)
+
+
+def byte_chunks(records: list[Record], limit: int = PREPARE_BYTES) -> list[list[Record]]:
+    """Consecutive runs of records of at most `limit` value bytes (one record at least).
+
+    A batch of a backlog can hold 64 envelopes of 2,000 events each: prepared in one go
+    it held the stage's lock for ~25 s and every partition's frontier waited for the
+    slowest of them (measured with 200k events). Chunks are handled one after the
+    other, each like a batch of its own; the offsets are committed after the last."""
+    out: list[list[Record]] = []
+    size = 0
+    for record in records:
+        n = len(record[2] or b"")
+        if not out or (size + n > limit and out[-1]):
+            out.append([])
+            size = 0
+        out[-1].append(record)
+        size += n
+    return out
 
 
 async def write_with_retry(ctx: StageContext, write: Callable[[], object]) -> None:

@@ -1,7 +1,8 @@
 """The customer stage's Kafka side: by-customer envelopes -> ClickHouse, journeys-closed,
 step-reached observations, handovers, and the `customer-state` table.
 
-A Faust agent hands each batch to the pure `stream.stages.customers.CustomerStage`; a
+Two Faust agents (by-customer, and the handovers stitched devices send to their
+customers) hand each batch to the pure `stream.stages.customers.CustomerStage`; a
 timer (every TICK_INTERVAL_S) gives up holds whose handover is overdue and re-reads
 partitions whose fetched records were stranded by a rebalance. Both share one lock: a
 tick never interleaves with a batch touching the same states. Per batch: warehouse
@@ -21,9 +22,16 @@ import orjson
 from faust.types import TP
 
 from journeys.timeutil import ms_to_iso, now_ms
-from stream.agents.context import StageContext, send_all, store, write_with_retry
+from stream.agents.context import (
+    StageContext,
+    byte_chunks,
+    send_all,
+    store,
+    write_with_retry,
+)
 from stream.engine.outputs import InstanceRow, StepReached
 from stream.eventtime.watermarks import Claim
+from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
 from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
 
 log = logging.getLogger(__name__)
@@ -65,14 +73,24 @@ class CustomerAgent:
         return value
 
     async def handle(self, events: list[Any]) -> None:
-        async with self.lock:
-            records = [(e.message.partition, e.message.offset, e.message.value)
-                       for e in events]
-            # CPU-bound pure work off the event loop: heartbeats and fetches go on
-            batch = await asyncio.to_thread(self.stage.prepare, records, self._get, now_ms())
-            if batch.undecodable:
-                log.warning("customers: skipped %d undecodable envelopes", batch.undecodable)
-            await self.emit(batch)
+        """A batch of by-customer envelopes."""
+        await self._handle(events, RECORDS)
+
+    async def handle_handovers(self, events: list[Any]) -> None:
+        """A batch of the handovers topic (stream.stages.customers)."""
+        await self._handle(events, HANDOVER_RECORDS)
+
+    async def _handle(self, events: list[Any], lane: int) -> None:
+        records = [(e.message.partition, e.message.offset, e.message.value) for e in events]
+        for chunk in byte_chunks(records):
+            async with self.lock:
+                # CPU-bound pure work off the event loop: heartbeats and fetches go on
+                batch = await asyncio.to_thread(self.stage.prepare, chunk, self._get,
+                                                now_ms(), lane=lane)
+                if batch.undecodable:
+                    log.warning("customers: skipped %d undecodable envelopes",
+                                batch.undecodable)
+                await self.emit(batch)
 
     async def tick(self, in_rebalance: bool) -> None:
         """Timer: give up overdue holds, re-read stranded partitions."""
@@ -101,7 +119,7 @@ class CustomerAgent:
             await hook(batch.reached)
         await send_all(ctx, kafka.closed_journeys_topic,
                        ((None, *closed_message(row)) for row in batch.closed))
-        await send_all(ctx, kafka.by_customer_topic,
+        await send_all(ctx, kafka.handovers_topic,
                        ((p, None, v) for p, v in batch.handovers.messages()))
         await store(ctx, self.table, batch.states)
         self._count(batch)
@@ -154,7 +172,8 @@ class CustomerAgent:
             return
         kafka = self.ctx.settings.kafka
         for p in sorted(self._indexed):
-            for topic in (kafka.by_identity_topic, kafka.by_customer_topic):
+            for topic in (kafka.by_identity_topic, kafka.by_customer_topic,
+                          kafka.handovers_topic):
                 tp = TP(topic, p)
                 offset = check(tp)
                 if offset is None:

@@ -13,7 +13,14 @@ import asyncio
 import logging
 from typing import Any
 
-from stream.agents.context import StageContext, send_all, store, write_with_retry
+from stream.agents.context import (
+    Record,
+    StageContext,
+    byte_chunks,
+    send_all,
+    store,
+    write_with_retry,
+)
 from stream.stages.identity import IdentityStage
 
 log = logging.getLogger(__name__)
@@ -30,8 +37,12 @@ class IdentityAgent:
         return value
 
     async def handle(self, events: list[Any]) -> None:
-        ctx, st = self.ctx, self.ctx.stats
         records = [(e.message.partition, e.message.offset, e.message.value) for e in events]
+        for chunk in byte_chunks(records):
+            await self._handle(chunk)
+
+    async def _handle(self, records: list[Record]) -> None:
+        ctx, st = self.ctx, self.ctx.stats
         batch = await asyncio.to_thread(self.stage.prepare, records, self._get)  # off the loop
         if batch.undecodable:
             log.warning("identity: skipped %d undecodable envelopes", batch.undecodable)

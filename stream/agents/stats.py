@@ -12,17 +12,28 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from journeys.timeutil import ms_to_iso
+from stream.eventtime.watermarks import NO_WATERMARK
+
+
+def _slowest(marks: dict[int, int]) -> str:
+    """The slowest partition's event time (ISO, to the second), '-' before any."""
+    known = [m for m in marks.values() if m > NO_WATERMARK]
+    return ms_to_iso(min(known))[:19] if known else "-"
+
 
 def stats_line(st: StreamStats) -> str:
-    """The worker's INFO progress line (stream.agents.app `log_progress`)."""
-    marks = st.customer_watermarks
-    wm = min(marks.values()) if marks else "-"
+    """The worker's INFO progress line (stream.agents.app `log_progress`): counters,
+    then each stage's event time over the partitions this worker owns (the slowest:
+    a stage far behind the one before it is where a backlog sits)."""
     return (f"stream: in={st.events_in} valid={st.events_valid} "
             f"rejected={st.rejected_total} customers={st.events_sessionized} "
             f"late={st.late_events} dup={st.duplicates} redelivered={st.redelivered} "
             f"merges={st.identity_merges} journeys={st.journey_rows_written} "
             f"closed={st.journeys_closed} flushes={st.batches_flushed} "
-            f"failures={st.flush_failures} watermark={wm}")
+            f"failures={st.flush_failures} event_time: source={_slowest(st.source_watermarks)} "
+            f"identity={_slowest(st.identity_watermarks)} "
+            f"customers={_slowest(st.customer_watermarks)}")
 
 
 def late_in_stats_line(line: str) -> int | None:

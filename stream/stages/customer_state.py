@@ -18,8 +18,9 @@ re-delivered event (the identity stage re-sent a record after a crash, or this s
 re-reads a batch it did not commit) is recognised exactly: its position is not above
 the stored one. Holds, links and handovers are recognised by the offset of the
 by-customer record they came in (`RECORDS`): read again after a rebalance, such a record
-changes nothing, however long ago it was applied. The check and the state change are
-one table value, so they are atomic without transactions.
+changes nothing, however long ago it was applied; handovers come on a topic of their
+own and are recognised by their offset there (`HANDOVER_RECORDS`). The check and the
+state change are one table value, so they are atomic without transactions.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from stream.eventtime.watermarks import END_OF_TIME
 _WAKE = struct.Struct(">q")
 
 Position = tuple[int, int]
-RECORDS = -1  # `positions` key: the last by-customer record applied (holds, links, handovers)
+RECORDS = -1  # `positions` key: the last by-customer record applied (holds, links)
+HANDOVER_RECORDS = -2  # `positions` key: the last handovers-topic record applied
 
 
 def wake_of(data: bytes) -> int | None:
@@ -63,13 +65,14 @@ class CustomerValue:
         can no longer be applied (it is late for this customer)."""
         return max(self.journeys.checkpoint, self.sessions.watermark)
 
-    def is_new_record(self, offset: int) -> bool:
-        """A by-customer record's holds, links and handovers for this customer are new
-        (not a record read again): records of one partition come in offset order."""
-        last = self.positions.get(RECORDS)
+    def is_new_record(self, offset: int, lane: int = RECORDS) -> bool:
+        """A record's holds, links or handovers for this customer are new (not a record
+        read again): records of one partition of one topic (`lane`: RECORDS for
+        by-customer, HANDOVER_RECORDS for handovers) come in offset order."""
+        last = self.positions.get(lane)
         if last is not None and offset <= last[0]:
             return False
-        self.positions[RECORDS] = (offset, 0)
+        self.positions[lane] = (offset, 0)
         return True
 
     def is_new(self, partition: int, pos: Position) -> bool:

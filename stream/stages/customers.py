@@ -20,6 +20,13 @@ stitched anonymous keys are absorbed; customers whose timers are due are advance
 linked devices whose event time has reached the link settle up to it and release what
 is not final then as a handover to the customer's partition (docs/stream.md "Identity
 stitching"). A linked device settles nothing at or after its link time before that.
+
+Handovers travel on a topic of their own (`<prefix>.handovers`, co-partitioned, read by
+a second agent into the same `prepare` with `lane=HANDOVER_RECORDS`). Appended to the
+by-customer partition, a handover waited behind whatever events were queued there: in a
+backlog its customer stayed held, and with it the partition's alert watermark, until the
+whole backlog was read (measured with 200k events: the alert state outgrew a Kafka
+message).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from stream.engine.outputs import InstanceRow, JourneyDelta, Retraction, StepRea
 from stream.engine.sessions import Sessionizer, SessionRow
 from stream.eventtime.timers import WakeIndex
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, Frontier, decode_claims
-from stream.stages.customer_state import CustomerValue, wake_of
+from stream.stages.customer_state import RECORDS, CustomerValue, wake_of
 from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 from stream.stages.validate import LateEvent
 
@@ -192,8 +199,9 @@ class CustomerStage:
 
     # ------------------------------------------------------------------ batches
     def prepare(self, records: Iterable[Record], get_state: GetState, wall_ms: int, *,
-                tick: Sequence[int] = ()) -> CustomerBatch:
-        """Apply a batch of envelopes; `tick` names partitions to visit for overdue
+                tick: Sequence[int] = (), lane: int = RECORDS) -> CustomerBatch:
+        """Apply a batch of envelopes of one topic (`lane`: RECORDS for by-customer,
+        HANDOVER_RECORDS for handovers); `tick` names partitions to visit for overdue
         holds even without records. Nothing is stored here."""
         batch = CustomerBatch()
         work: dict[str, _Work] = {}
@@ -206,7 +214,7 @@ class CustomerStage:
                                                                      HOLD_MAX_WAIT_MS)
             return w
 
-        inp = self._read(records, load, batch, wall_ms)
+        inp = self._read(records, load, batch, wall_ms, lane)
         inp.partitions.update(tick)
 
         def settle_at(partition: int, key: str, w: _Work) -> int:
@@ -268,7 +276,7 @@ class CustomerStage:
         return batch
 
     def _read(self, records: Iterable[Record], load: Callable[[int, str], _Work],
-              batch: CustomerBatch, wall_ms: int) -> _Input:
+              batch: CustomerBatch, wall_ms: int, lane: int) -> _Input:
         """Decode the records: holds, new events (re-delivered and late ones sorted out),
         links, handovers, claims."""
         inp = _Input()
@@ -278,7 +286,7 @@ class CustomerStage:
             """Whether this record's items for `key` are new (not a re-read record)."""
             k = (key, offset)
             if k not in fresh_records:
-                fresh_records[k] = load(partition, key).value.is_new_record(offset)
+                fresh_records[k] = load(partition, key).value.is_new_record(offset, lane)
                 if not fresh_records[k]:
                     batch.redelivered += 1
             return fresh_records[k]

@@ -5,8 +5,8 @@ Completion: each stage commits a batch only after its outputs are durable. Stage
 sending watermark claims, so the internal topics' ends keep moving; what was produced
 before some moment is processed once, stage by stage in processing order
 (stream.agents.app.committed_stages), each group has committed the end offsets its
-topic had when the stage before it got there. The customer stage is checked twice (it
-produces handovers into its own topic, before it commits what caused them).
+topic had when the stage before it got there. The handovers topic is checked twice (the
+customer stage reads it and could write to it again while absorbing).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def wait_pipeline(kafka: KafkaConfig, app_id: str, workers: Sequence[subprocess.
     module docstring); fail on a worker exit or after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     for topic, group in committed_stages(kafka, app_id):
-        for _round in range(2 if topic == kafka.by_customer_topic else 1):
+        for _round in range(2 if topic == kafka.handovers_topic else 1):
             ends = end_offsets(kafka.bootstrap_servers, topic)
             while True:
                 for w in workers:

@@ -4,7 +4,8 @@ Raw events are appended to R raw partitions (logs). V validate readers each own 
 partitions (several workers); every step each stage takes random batches from its input
 logs (log order kept per partition, partitions interleaved at random) and appends what
 it writes to the next logs, like produced messages: ValidateStage -> by-identity logs ->
-IdentityStage -> by-customer logs -> CustomerStage (handovers back into by-customer).
+IdentityStage -> by-customer logs -> CustomerStage (handovers into handover logs, which
+the customer stage reads as a second input, at its own pace, like the second agent).
 Watermark claims travel in the envelopes, exactly as in the worker.
 
 Warehouse rows are folded like ReplacingMergeTree(version) with tombstones; tables are
@@ -26,6 +27,7 @@ from journeys.events import EventValidator
 from stream.engine.identity import MergeRecord
 from stream.engine.outputs import InstanceRow
 from stream.engine.sessions import SessionRow
+from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
 from stream.stages.customers import CustomerBatch, CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -71,6 +73,7 @@ class Pipeline:
         self.customers = self._new_customer_stage()
         self.by_identity = [Log() for _ in range(partitions)]
         self.by_customer = [Log() for _ in range(partitions)]
+        self.handovers = [Log() for _ in range(partitions)]
         self.aliases: dict[bytes, bytes] = {}
         self.states: dict[bytes, bytes] = {}
         self.instances: dict[str, InstanceRow] = {}
@@ -80,6 +83,7 @@ class Pipeline:
         self.merge_rows: dict[str, MergeRecord] = {}  # identity_merges: last write wins
         self.last_identity: list[tuple[int, int, bytes]] = []
         self.last_customers: list[tuple[int, int, bytes]] = []
+        self.last_lane = RECORDS
         self.late = 0
         self.reached: list[Any] = []  # step observations, as the alert hook gets them
         self.alert_marks: dict[int, int] = {}  # partition -> last claim sent with them
@@ -149,10 +153,18 @@ class Pipeline:
         self.last_identity = records
 
     def step_customers(self, records: list[tuple[int, int, bytes]] | None = None, *,
-                       store: bool = True) -> None:
-        records = self._take(self.by_customer) if records is None else records
-        self._apply(self.customers.prepare(records, self.states.get, self.wall), store=store)
-        self.last_customers = records
+                       store: bool = True, lane: int | None = None) -> None:
+        """One batch of the by-customer or the handovers topic (at random; `records`
+        without a lane: those of the last batch, again)."""
+        if lane is None and records is not None:
+            lane = self.last_lane
+        elif lane is None:
+            lane = RECORDS if self.rnd.random() < 0.5 else HANDOVER_RECORDS
+        if records is None:
+            records = self._take(self.by_customer if lane == RECORDS else self.handovers)
+        self._apply(self.customers.prepare(records, self.states.get, self.wall, lane=lane),
+                    store=store)
+        self.last_customers, self.last_lane = records, lane
 
     def step(self) -> None:
         self.step_validate()
@@ -186,7 +198,8 @@ class Pipeline:
         self.step_identity(self.last_identity, store=self._stored(stored))
         self.customers = self._new_customer_stage()
         self.customers.rebuild(set(range(self.partitions)), list(self.states.items()))
-        self.step_customers(self.last_customers, store=self._stored(stored))
+        self.step_customers(self.last_customers, store=self._stored(stored),
+                            lane=self.last_lane)
 
     def _stored(self, stored: bool | None) -> bool:
         return self.rnd.random() < 0.5 if stored is None else stored
@@ -213,7 +226,7 @@ class Pipeline:
         self.closed.extend(r for r in batch.closed
                            if r.instance_id not in {c.instance_id for c in self.closed})
         for p, value in batch.handovers.messages():
-            self.by_customer[p].values.append(value)
+            self.handovers[p].values.append(value)
         if not store:
             return
         for key, (_p, value) in batch.states.items():
@@ -223,7 +236,8 @@ class Pipeline:
                 self.states[key] = value
 
     def pending(self) -> bool:
-        return any(self.raw) or any(self.by_identity) or any(self.by_customer)
+        return (any(self.raw) or any(self.by_identity) or any(self.by_customer)
+                or any(self.handovers))
 
     def drain(self) -> None:
         while self.pending():
