@@ -199,6 +199,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     customers = CustomerAgent(ctx, CustomerStage(definitions, partitions=parts,
                                                  topic=kafka.by_customer_topic),
                               lambda: app.consumer)
+    customers.stage.committed = customers.committed_offset
     alerts = AlertWorker(ctx)
     customers.add_reached_hook(alerts.publish_reached)
 

@@ -37,6 +37,7 @@ from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerSta
 log = logging.getLogger(__name__)
 
 STRANDED_TICKS = 6  # ~3 s of a partition looking stranded before it is re-read
+UPSTREAM_REFRESH_S = 2.0  # how often the identity stage's commits are looked up
 LATE_LOG_INTERVAL_S = 10.0
 
 ReachedHook = Callable[[Mapping[int, tuple[Sequence[StepReached], Claim]]], Awaitable[None]]
@@ -63,10 +64,44 @@ class CustomerAgent:
         self._stranded: dict[TP, int] = {}  # source partition -> ticks seen stranded
         self._late_logged = 0.0
         self._late_pending = 0
+        # by-identity partition -> the identity stage's committed offset (group-wide)
+        self._upstream: dict[int, int] = {}
+        self._upstream_at = 0.0
 
     def add_reached_hook(self, hook: ReachedHook) -> None:
         """Attach a consumer of StepReached observations (drop-off alerting)."""
         self.reached_hooks.append(hook)
+
+    def committed_offset(self, lane: int, partition: int) -> int | None:
+        """The stage's `Committed` (stream.stages.customer_state): this worker's commits
+        of its by-customer and handovers partitions; the identity stage's commits of
+        by-identity partitions, group-wide, as last looked up (a few seconds old at
+        most, which only delays deletions). Read from the stage's thread: plain dict
+        reads."""
+        if lane >= 0:
+            return self._upstream.get(partition)
+        kafka = self.ctx.settings.kafka
+        topic = kafka.by_customer_topic if lane == RECORDS else kafka.handovers_topic
+        consumer = self._consumer()
+        offset = consumer._committed_offset.get(TP(topic, partition)) if consumer else None
+        return None if offset is None else int(offset)
+
+    async def _refresh_upstream(self) -> None:
+        """Look up the group's committed by-identity offsets (every partition, whoever
+        owns it) for `committed_offset`."""
+        if time.monotonic() - self._upstream_at < UPSTREAM_REFRESH_S:
+            return
+        self._upstream_at = time.monotonic()
+        kafka = self.ctx.settings.kafka
+        try:
+            client = self._consumer()._thread._ensure_consumer()
+            tps = [TP(kafka.by_identity_topic, p) for p in range(kafka.partitions)]
+            offsets = await client._coordinator.fetch_committed_offsets(tps)
+        except Exception as exc:  # no group yet, a rebalance: next time
+            log.debug("customers: committed by-identity offsets not read: %r", exc)
+            return
+        self._upstream = {tp.partition: int(meta.offset) for tp, meta in offsets.items()
+                          if meta.offset is not None and meta.offset >= 0}
 
     def _get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.table.data.get(key)
@@ -93,14 +128,17 @@ class CustomerAgent:
                 await self.emit(batch)
 
     async def tick(self, in_rebalance: bool) -> None:
-        """Timer: give up overdue holds, re-read stranded partitions."""
+        """Timer: give up overdue holds, delete finished customers whose inputs are
+        committed now, re-read stranded partitions."""
         if not self._indexed or in_rebalance:
             return
         await self._redeliver_stranded()
+        await self._refresh_upstream()
         async with self.lock:
             wall = now_ms()
             due = [p for p in sorted(self._indexed)
-                   if self.stage.progress_for(p).overdue(wall, HOLD_MAX_WAIT_MS)]
+                   if self.stage.progress_for(p).overdue(wall, HOLD_MAX_WAIT_MS)
+                   or self.stage.progress_for(p).deletable(p, self.committed_offset)]
             if due:
                 await self.emit(await asyncio.to_thread(self.stage.prepare, (), self._get,
                                                         wall, tick=due))
@@ -175,7 +213,7 @@ class CustomerAgent:
             for topic in (kafka.by_identity_topic, kafka.by_customer_topic,
                           kafka.handovers_topic):
                 tp = TP(topic, p)
-                offset = check(tp)
+                offset = await check(tp)
                 if offset is None:
                     self._stranded.pop(tp, None)
                     continue

@@ -176,16 +176,29 @@ class Consumer(faust_aiokafka.Consumer):
         return run[-1] + 1
 
 
-    def stranded_offset(self, tp: TP) -> int | None:
-        """The committed offset of `tp` if records after it were fetched but never
-        delivered, else None.
+    async def start_offset(self, tp: TP) -> int:
+        """Where this group's processing of `tp` resumes: its committed offset, or,
+        for a partition the group never committed, the log start (the consumer's
+        auto_offset_reset is "earliest")."""
+        committed = self._committed_offset.get(tp)
+        if committed is not None:
+            return int(committed)
+        return int((await self.earliest_offsets(tp)).get(tp, 0))
+
+    async def stranded_offset(self, tp: TP) -> int | None:
+        """`start_offset(tp)` if records after it were fetched but never delivered,
+        else None.
 
         Measured with two workers and one SIGKILLed (tests/integration/
         test_stream_journeys.py): after the rebalance, a partition this worker kept
         could end with aiokafka's fetch position at the high-water mark while Faust
         had delivered nothing past the committed offset, no ack pending, and so no
-        commit ever again; the stage stalled for good. The caller re-seeks such a
-        partition to its committed offset once the condition has held for a while:
+        commit ever again; the stage stalled for good. Measured again with three
+        workers on one partition (tests/integration/test_stream_matrix.py, ~1 run in
+        5): the first two records of the handovers topic were fetched during the
+        start-up rebalance and never delivered, and as the group had never
+        committed that partition the check must start from the log start. The
+        caller re-seeks such a partition once the condition has held for a while:
         the records come again, and every stage is idempotent to re-delivery.
         """
         try:
@@ -195,14 +208,14 @@ class Consumer(faust_aiokafka.Consumer):
             hw = consumer.highwater(tp)
         except Exception:  # not assigned (any more), consumer not ready
             return None
-        committed = self._committed_offset.get(tp)
         read = self._read_offset.get(tp)
-        if position is None or hw is None or committed is None or self._acked.get(tp):
-            return None
+        if position is None or not hw or self._acked.get(tp):
+            return None  # an empty log strands nothing
         delivered_all = read is not None and read >= hw - 1
-        if position >= hw and committed < hw and not delivered_all:
-            return committed
-        return None
+        if position < hw or delivered_all:
+            return None
+        start = await self.start_offset(tp)
+        return start if start < hw else None
 
 
 class Transport(faust_aiokafka.Transport):
@@ -219,8 +232,8 @@ class OffsetGuard:
     stream flow was suspended for recovery and dropped, and Faust's gap bookkeeping
     then committed past them: whole batches of events were lost.
 
-    `admit` checks every batch against the next offset expected per partition (the
-    committed offset when the partition was (re)assigned, then one past the last
+    `admit` checks every batch against the next offset expected per partition (its
+    `Consumer.start_offset` when the partition was (re)assigned, then one past the last
     admitted record). A record above it means records are missing: that partition's
     records in the batch are held back (an extra reference makes their ack a no-op, so
     nothing is committed past the hole) and the partition is sought back to the
@@ -239,9 +252,6 @@ class OffsetGuard:
         """After a rebalance: start again from the committed offsets."""
         self.expected.clear()
 
-    def _start(self, tp: TP, first: int) -> int:
-        committed = self._consumer()._committed_offset.get(tp)
-        return first if committed is None else int(committed)
 
     async def admit(self, events: Sequence[Any]) -> list[Any]:
         """The events to process, in order; the rest are held back and re-read."""
@@ -256,7 +266,7 @@ class OffsetGuard:
                 continue
             want = self.expected.get(tp)
             if want is None:
-                want = self._start(tp, msg.offset)
+                want = await self._consumer().start_offset(tp)
             if msg.offset > want:
                 holes[tp] = want
                 msg.incref()

@@ -21,11 +21,17 @@ by-customer record they came in (`RECORDS`): read again after a rebalance, such 
 changes nothing, however long ago it was applied; handovers come on a topic of their
 own and are recognised by their offset there (`HANDOVER_RECORDS`). The check and the
 state change are one table value, so they are atomic without transactions.
+
+`positions` also keeps the last by-customer and handovers record that touched the
+customer at all (`TOUCHED`): a finished customer's value, which is all that recognises
+a re-delivered input, is deleted only once every record that could bring one of its
+inputs again is committed (`replayable`); see stream.stages.customers.FLOOR_RETENTION_MS.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +46,28 @@ _WAKE = struct.Struct(">q")
 Position = tuple[int, int]
 RECORDS = -1  # `positions` key: the last by-customer record applied (holds, links)
 HANDOVER_RECORDS = -2  # `positions` key: the last handovers-topic record applied
+# `positions` keys: the last record of each input lane that touched this customer
+TOUCHED = {RECORDS: -3, HANDOVER_RECORDS: -4}
+LANE_OF = {RECORDS: RECORDS, HANDOVER_RECORDS: HANDOVER_RECORDS,
+           TOUCHED[RECORDS]: RECORDS, TOUCHED[HANDOVER_RECORDS]: HANDOVER_RECORDS}
+
+Committed = Callable[[int, int], "int | None"]
+"""(lane, partition) -> the next offset to read after the last commit, None before the
+first. Lanes: RECORDS (by-customer), HANDOVER_RECORDS (handovers), and a by-identity
+partition number (>= 0) for the identity stage's input, whose records it re-sends
+after a crash."""
+
+
+def replayable(positions: dict[int, Position], partition: int, committed: Committed) -> bool:
+    """Whether a record that brought a customer (by-customer `partition`) something can
+    still come again, not being committed yet: by-customer and handovers records of
+    its partition, by-identity records of any partition (the identity stage re-sends
+    what it had not committed)."""
+    for key, (offset, _idx) in positions.items():
+        done = committed(key, key) if key >= 0 else committed(LANE_OF[key], partition)
+        if done is None or offset >= done:
+            return True
+    return False
 
 
 def wake_of(data: bytes) -> int | None:
@@ -74,6 +102,16 @@ class CustomerValue:
             return False
         self.positions[lane] = (offset, 0)
         return True
+
+    def touch(self, offset: int, lane: int) -> None:
+        """A record of `lane` at `offset` carried something for this customer."""
+        key = TOUCHED[lane]
+        last = self.positions.get(key)
+        if last is None or offset > last[0]:
+            self.positions[key] = (offset, 0)
+
+    def replayable(self, partition: int, committed: Committed) -> bool:
+        return replayable(self.positions, partition, committed)
 
     def is_new(self, partition: int, pos: Position) -> bool:
         """Record `pos` from by-identity `partition`; False if applied before."""

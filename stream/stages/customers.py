@@ -41,7 +41,14 @@ from stream.engine.outputs import InstanceRow, JourneyDelta, Retraction, StepRea
 from stream.engine.sessions import Sessionizer, SessionRow
 from stream.eventtime.timers import WakeIndex
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, Frontier, decode_claims
-from stream.stages.customer_state import RECORDS, CustomerValue, wake_of
+from stream.stages.customer_state import (
+    RECORDS,
+    Committed,
+    CustomerValue,
+    Position,
+    replayable,
+    wake_of,
+)
 from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 from stream.stages.validate import LateEvent
 
@@ -51,7 +58,17 @@ FLOOR_RETENTION_MS = 24 * 3_600_000
 A customer whose sessions and journeys are all final has nothing left but its floor
 and input positions; they are kept until the partition watermark is this far past the
 floor, then the key is deleted, so that a re-delivered copy of an applied event (which
-comes within seconds of the original) is still recognised."""
+comes within seconds of the original) is still recognised. Event time can run far
+ahead of that in a backlog (days of events in seconds), so the value also stays until
+every record that brought it something is committed (CustomerValue.replayable):
+measured with three workers on one partition, a by-customer record processed, not yet
+committed, then read again after a rebalance, once the keys it touched were deleted,
+re-linked the devices and handed their events over a second time."""
+
+
+def everything_committed(_lane: int, _partition: int) -> int:
+    """A `Committed` for callers with no re-delivery (one batch, a test)."""
+    return 2**62
 
 HOLD_MAX_WAIT_MS = 15 * 60_000
 """Wall time a customer waits for a stitched device's handover before settling without
@@ -79,12 +96,15 @@ class PartitionProgress:
     them); the alert stage gets `alert_watermark`, which stays below their link times,
     so their observations are not late when the handover settles them."""
 
-    __slots__ = ("frontier", "holds", "wakes")
+    __slots__ = ("deferred", "frontier", "holds", "wakes")
 
     def __init__(self) -> None:
         self.frontier = Frontier()
         self.wakes = WakeIndex()
         self.holds: dict[str, tuple[int, int]] = {}
+        # finished customers whose value may go once their input records are committed:
+        # key -> the positions that must be committed first (CustomerValue.replayable)
+        self.deferred: dict[str, dict[int, Position]] = {}
 
     @property
     def watermark(self) -> int:
@@ -97,6 +117,11 @@ class PartitionProgress:
         if self.holds:
             wm = min(wm, min(at for at, _since in self.holds.values()))
         return wm
+
+    def deletable(self, partition: int, committed: Committed) -> list[str]:
+        """The deferred customers none of whose input records can come again."""
+        return [key for key, positions in self.deferred.items()
+                if not replayable(positions, partition, committed)]
 
     def set_hold(self, key: str, hold: tuple[int, int] | None) -> None:
         if hold is None:
@@ -164,8 +189,10 @@ class CustomerStage:
     """Holds the engines and the per-partition progress; nothing else survives a batch."""
 
     def __init__(self, definitions: Definitions, *, partitions: int, topic: str = "",
-                 floor_retention_ms: int = FLOOR_RETENTION_MS) -> None:
+                 floor_retention_ms: int = FLOOR_RETENTION_MS,
+                 committed: Committed = everything_committed) -> None:
         self.floor_retention_ms = floor_retention_ms
+        self.committed = committed  # what a finished customer's deletion waits for
         self.sessionizer = Sessionizer(definitions.sessions.gap_ms)
         self.engine = JourneyEngine(definitions.journeys,
                                     definitions_version=definitions.version)
@@ -246,7 +273,8 @@ class CustomerStage:
         for partition in sorted(inp.partitions):
             prog = self.progress_for(partition)
             for key in [*prog.wakes.due(prog.watermark),
-                        *prog.overdue(wall_ms, HOLD_MAX_WAIT_MS)]:
+                        *prog.overdue(wall_ms, HOLD_MAX_WAIT_MS),
+                        *prog.deletable(partition, self.committed)]:
                 if key in work:
                     continue  # visited above with this watermark
                 w = load(partition, key)
@@ -286,7 +314,9 @@ class CustomerStage:
             """Whether this record's items for `key` are new (not a re-read record)."""
             k = (key, offset)
             if k not in fresh_records:
-                fresh_records[k] = load(partition, key).value.is_new_record(offset, lane)
+                v = load(partition, key).value
+                v.touch(offset, lane)
+                fresh_records[k] = v.is_new_record(offset, lane)
                 if not fresh_records[k]:
                     batch.redelivered += 1
             return fresh_records[k]
@@ -304,6 +334,7 @@ class CustomerStage:
             for key, eid, typ, channel, t, ctx, source, src_off, idx in body["e"]:
                 batch.events += 1
                 v = load(partition, key).value
+                v.touch(offset, lane)
                 if not v.is_new(source, (src_off, idx)):
                     batch.redelivered += 1
                 elif t < v.floor:
@@ -373,6 +404,7 @@ class CustomerStage:
         """The customer's new table value and its timer."""
         v, j = w.value, w.value.journeys
         prog = self.progress_for(w.partition)
+        prog.deferred.pop(key, None)
         if j.waiting:  # a handover brings it back, or its link time (pending handovers)
             hold = j.hold()
             assert hold is not None
@@ -390,6 +422,10 @@ class CustomerStage:
                 expire = max(v.floor, NO_WATERMARK) + self.floor_retention_ms
             if expire > prog.watermark:
                 prog.wakes.schedule(key, expire)
+                batch.states[key.encode()] = (w.partition, v.pack(expire))
+            elif v.replayable(w.partition, self.committed):
+                prog.wakes.schedule(key, None)  # deletable() brings it back
+                prog.deferred[key] = dict(v.positions)
                 batch.states[key.encode()] = (w.partition, v.pack(expire))
             else:
                 prog.wakes.schedule(key, None)

@@ -9,10 +9,12 @@ the customer stage reads as a second input, at its own pace, like the second age
 Watermark claims travel in the envelopes, exactly as in the worker.
 
 Warehouse rows are folded like ReplacingMergeTree(version) with tombstones; tables are
-dicts of bytes. Restarts model crashes: a validate reader restarts from its last
-commit (the last batch is read again), the identity and customer stages are rebuilt
-from their tables and the last batch is delivered again, with or without its table
-writes having happened (a crash after the outputs, before the commit).
+dicts of bytes. Stages commit their input offsets after some batches (at random) and
+after every tick (a commit interval passed). Restarts model crashes: a validate reader
+restarts from one of its last commits, the identity and customer stages are rebuilt
+from their tables and read again from their committed offsets, the last batch's table
+writes having happened or not (a crash after the outputs, before the store; only an
+uncommitted batch can lose them).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Log:
     def __init__(self) -> None:
         self.values: list[bytes] = []
         self.pos = 0
+        self.committed = 0  # the consumer's committed offset (next to read after a crash)
 
     def take(self, n: int) -> list[tuple[int, bytes]]:
         end = min(len(self.values), self.pos + n)
@@ -81,9 +84,9 @@ class Pipeline:
         self.sessions: dict[str, tuple[int, SessionRow]] = {}
         self.closed: list[InstanceRow] = []
         self.merge_rows: dict[str, MergeRecord] = {}  # identity_merges: last write wins
-        self.last_identity: list[tuple[int, int, bytes]] = []
-        self.last_customers: list[tuple[int, int, bytes]] = []
-        self.last_lane = RECORDS
+        # the table values the last batch overwrote (None: absent), while uncommitted
+        self.undo_identity: dict[bytes, bytes | None] = {}
+        self.undo_customers: dict[bytes, bytes | None] = {}
         self.late = 0
         self.reached: list[Any] = []  # step observations, as the alert hook gets them
         self.alert_marks: dict[int, int] = {}  # partition -> last claim sent with them
@@ -100,7 +103,27 @@ class Pipeline:
         return stage
 
     def _new_customer_stage(self) -> CustomerStage:
-        return CustomerStage(self.defs, partitions=self.partitions)
+        return CustomerStage(self.defs, partitions=self.partitions, committed=self._committed)
+
+    def _committed(self, lane: int, partition: int) -> int:
+        """The customer stage's `Committed`: the consumers' committed offsets."""
+        if lane >= 0:
+            return self.by_identity[lane].committed
+        logs = self.by_customer if lane == RECORDS else self.handovers
+        return logs[partition].committed
+
+    def _maybe_commit(self, logs: list[Log], undo: dict[bytes, bytes | None]) -> None:
+        """After a batch (its outputs and table writes done), commit or not."""
+        if self.rnd.random() < 0.5:
+            for log in logs:
+                log.committed = log.pos
+            undo.clear()
+
+    def commit_all(self) -> None:
+        for log in [*self.by_identity, *self.by_customer, *self.handovers]:
+            log.committed = log.pos
+        self.undo_identity.clear()
+        self.undo_customers.clear()
 
     # ------------------------------------------------------------------ stages
     def feed_raw(self, events: list[dict[str, Any]], arrived_ms: int | None = None) -> None:
@@ -139,32 +162,25 @@ class Pipeline:
             out.extend((p, off, v) for off, v in logs[p].take(self._n(logs[p])))
         return out
 
-    def step_identity(self, records: list[tuple[int, int, bytes]] | None = None, *,
-                      store: bool = True) -> None:
-        records = self._take(self.by_identity) if records is None else records
+    def step_identity(self) -> None:
+        records = self._take(self.by_identity)
         batch = self.identity.prepare(records, self.aliases.get)
         self.redelivered += batch.redelivered
         for p, value in batch.envelopes.messages():
             self.by_customer[p].values.append(value)
-        if store:
-            for key, (_p, value) in batch.states.items():
-                self.aliases[key] = value
+        self.undo_identity = {key: self.aliases.get(key) for key in batch.states}
+        for key, (_p, value) in batch.states.items():
+            self.aliases[key] = value
         self.merge_rows.update((m.anonymous_id, m) for m in batch.merges)
-        self.last_identity = records
+        self._maybe_commit(self.by_identity, self.undo_identity)
 
-    def step_customers(self, records: list[tuple[int, int, bytes]] | None = None, *,
-                       store: bool = True, lane: int | None = None) -> None:
-        """One batch of the by-customer or the handovers topic (at random; `records`
-        without a lane: those of the last batch, again)."""
-        if lane is None and records is not None:
-            lane = self.last_lane
-        elif lane is None:
-            lane = RECORDS if self.rnd.random() < 0.5 else HANDOVER_RECORDS
-        if records is None:
-            records = self._take(self.by_customer if lane == RECORDS else self.handovers)
-        self._apply(self.customers.prepare(records, self.states.get, self.wall, lane=lane),
-                    store=store)
-        self.last_customers, self.last_lane = records, lane
+    def step_customers(self) -> None:
+        """One batch of the by-customer or the handovers topic (at random)."""
+        lane = RECORDS if self.rnd.random() < 0.5 else HANDOVER_RECORDS
+        logs = self.by_customer if lane == RECORDS else self.handovers
+        records = self._take(logs)
+        self._apply(self.customers.prepare(records, self.states.get, self.wall, lane=lane))
+        self._maybe_commit(logs, self.undo_customers)
 
     def step(self) -> None:
         self.step_validate()
@@ -173,18 +189,22 @@ class Pipeline:
 
     def tick(self, wall_ms: int = 0) -> None:
         """Wall time passes: validate readers send claims (idle partitions follow the
-        wall clock); the customer stage gives up overdue holds."""
+        wall clock); every stage commits; the customer stage gives up overdue holds and
+        deletes finished customers whose inputs are committed."""
         self.wall += wall_ms
         self.step_validate()
+        self.commit_all()
         overdue = [p for p, prog in self.customers.progress.items()
-                   if prog.overdue(self.wall, 15 * 60_000)]
+                   if prog.overdue(self.wall, 15 * 60_000)
+                   or prog.deletable(p, self._committed)]
         if overdue:
             self._apply(self.customers.prepare((), self.states.get, self.wall, tick=overdue))
 
     def restart(self, *, stored: bool | None = None) -> None:
         """A crash of every stage: validate readers restart from their last commit, the
-        identity and customer stages from their tables; the last batches come again
-        (their table writes happened or not: `stored`, random by default)."""
+        identity and customer stages from their tables and committed offsets (the last
+        uncommitted batch's table writes happened or not: `stored`, random by
+        default)."""
         clocks: dict[int, list[int]] = {}
         for p, commits in self.committed.items():
             # the last commits may not have happened: the reader resumes from an earlier
@@ -194,17 +214,22 @@ class Pipeline:
             offset, clocks[p] = commits[k]
             self.raw[p].pos = offset
         self.readers = [self._new_reader(r, clocks) for r in range(len(self.readers))]
+        for table, undo in ((self.aliases, self.undo_identity),
+                            (self.states, self.undo_customers)):
+            if not (self.rnd.random() < 0.5 if stored is None else stored):
+                for key, value in undo.items():
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = value
+            undo.clear()
+        for log in [*self.by_identity, *self.by_customer, *self.handovers]:
+            log.pos = log.committed
         self.identity = IdentityStage(self.partitions, self.partitions)
-        self.step_identity(self.last_identity, store=self._stored(stored))
         self.customers = self._new_customer_stage()
         self.customers.rebuild(set(range(self.partitions)), list(self.states.items()))
-        self.step_customers(self.last_customers, store=self._stored(stored),
-                            lane=self.last_lane)
 
-    def _stored(self, stored: bool | None) -> bool:
-        return self.rnd.random() < 0.5 if stored is None else stored
-
-    def _apply(self, batch: CustomerBatch, *, store: bool = True) -> None:
+    def _apply(self, batch: CustomerBatch) -> None:
         self.late += len(batch.late)
         self.expired += batch.holds_expired
         self.redelivered += batch.redelivered
@@ -227,8 +252,7 @@ class Pipeline:
                            if r.instance_id not in {c.instance_id for c in self.closed})
         for p, value in batch.handovers.messages():
             self.handovers[p].values.append(value)
-        if not store:
-            return
+        self.undo_customers = {key: self.states.get(key) for key in batch.states}
         for key, (_p, value) in batch.states.items():
             if value is None:
                 self.states.pop(key, None)

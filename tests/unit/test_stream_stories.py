@@ -164,5 +164,37 @@ def test_a_handover_read_again_after_event_time_moved_far_on_changes_nothing() -
     pipe.drain()
     want = pipe.journey_view()
     assert [r[7] for r in want.values() if r[1] == "c1"] == [["view", "cart", "identify", "pay"]]
-    pipe.step_customers(pipe.last_customers)  # the last batch (the handover) again
+    read_everything_again(pipe)
     assert pipe.journey_view() == want
+
+
+def read_everything_again(pipe: Pipeline) -> None:
+    """A crash before any commit: every stage reads all its input again, its table
+    writes kept."""
+    for log in [*pipe.by_identity, *pipe.by_customer, *pipe.handovers]:
+        log.committed = 0
+    pipe.restart(stored=True)
+    pipe.drain()
+
+
+def test_records_read_again_after_their_customers_were_finished_change_nothing() -> None:
+    """Regression (matrix test, 3 workers on one partition, ~1 run in 15): a by-customer
+    record was processed but not committed, event time then moved days on (the backlog's
+    last events), so every customer it touched was finished and its value deleted; a
+    rebalance delivered the record again, the devices were linked and handed their
+    events over a second time, and 23 journeys lost events. A finished customer's value
+    now stays until every record that touched it is committed."""
+    pipe = pipeline(lateness=5 * M, partitions=1)
+    pipe.bulk = True
+    pipe.feed_raw([ev(1, 0, "view", anon="d1"), ev(2, M, "cart", anon="d1"),
+                   ev(3, 2 * M, "identify", cust="c1", anon="d1"),
+                   ev(4, 3 * M, "pay", cust="c1"), ev(5, 4 * M, "view", cust="c2"),
+                   ev(6, 3 * 24 * H, "page", cust="other")], BASE + 3 * 24 * H)
+    pipe.drain()
+    want, sessions = pipe.journey_view(), pipe.live_sessions()
+    assert [r[7] for r in want.values() if r[1] == "c1"] == [["view", "cart", "identify", "pay"]]
+    read_everything_again(pipe)
+    assert pipe.journey_view() == want and pipe.live_sessions() == sessions
+    assert b"d1" in pipe.states  # finished at its link time, its records uncommitted
+    pipe.tick()  # committed now: the device's value goes
+    assert b"d1" not in pipe.states and {b"c1", b"c2"} <= set(pipe.states)
