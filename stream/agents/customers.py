@@ -93,15 +93,13 @@ class CustomerAgent:
             return
         self._upstream_at = time.monotonic()
         kafka = self.ctx.settings.kafka
+        tps = [TP(kafka.by_identity_topic, p) for p in range(kafka.partitions)]
         try:
-            client = self._consumer()._thread._ensure_consumer()
-            tps = [TP(kafka.by_identity_topic, p) for p in range(kafka.partitions)]
-            offsets = await client._coordinator.fetch_committed_offsets(tps)
+            offsets = await self._consumer().group_committed(*tps)
         except Exception as exc:  # no group yet, a rebalance: next time
             log.debug("customers: committed by-identity offsets not read: %r", exc)
             return
-        self._upstream = {tp.partition: int(meta.offset) for tp, meta in offsets.items()
-                          if meta.offset is not None and meta.offset >= 0}
+        self._upstream = {tp.partition: offset for tp, offset in offsets.items()}
 
     def _get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.table.data.get(key)

@@ -108,6 +108,20 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         )
         return consumer
 
+    async def group_committed(self, partitions: list[TP]) -> dict[TP, int]:
+        """The group's committed offsets of any partitions (owned here or not), asked
+        on the consumer's own thread and event loop (aiokafka's connections are not
+        shared across loops: a call from the app's loop broke a connection's request
+        queue, measured)."""
+        result: dict[TP, int] = await self.call_thread(self._group_committed, partitions)
+        return result
+
+    async def _group_committed(self, partitions: list[TP]) -> dict[TP, int]:
+        coordinator = self._ensure_consumer()._coordinator
+        offsets = await coordinator.fetch_committed_offsets(partitions)
+        return {TP(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()
+                if meta.offset is not None and meta.offset >= 0}
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction or not listed:
@@ -175,6 +189,10 @@ class Consumer(faust_aiokafka.Consumer):
         self._acked_index[tp].difference_update(run)
         return run[-1] + 1
 
+
+    async def group_committed(self, *partitions: TP) -> dict[TP, int]:
+        """The consumer group's committed offsets (`ConsumerThread.group_committed`)."""
+        return await cast(ConsumerThread, self._thread).group_committed(list(partitions))
 
     async def start_offset(self, tp: TP) -> int:
         """Where this group's processing of `tp` resumes: its committed offset, or,
