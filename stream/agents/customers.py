@@ -136,7 +136,7 @@ class CustomerAgent:
             wall = now_ms()
             due = [p for p in sorted(self._indexed)
                    if self.stage.progress_for(p).overdue(wall, HOLD_MAX_WAIT_MS)
-                   or self.stage.progress_for(p).deletable(p, self.committed_offset)]
+                   or self.stage.progress_for(p).has_deletable(p, self.committed_offset)]
             if due:
                 await self.emit(await asyncio.to_thread(self.stage.prepare, (), self._get,
                                                         wall, tick=due))

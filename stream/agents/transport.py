@@ -190,6 +190,13 @@ class Consumer(faust_aiokafka.Consumer):
         return run[-1] + 1
 
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Faust seeks from the app's thread into aiokafka, whose fetcher runs on the
+        consumer thread: measured, a seek during a fetch broke the fetcher (KeyError in
+        `fetched_records`, the worker crashed). We seek on the consumer's thread."""
+        consumer = self._thread._ensure_consumer()
+        await self._thread.call_thread(consumer.seek, partition, offset)
+
     async def group_committed(self, *partitions: TP) -> dict[TP, int]:
         """The consumer group's committed offsets (`ConsumerThread.group_committed`)."""
         return await cast(ConsumerThread, self._thread).group_committed(list(partitions))

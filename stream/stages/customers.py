@@ -31,6 +31,7 @@ message).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -96,15 +97,18 @@ class PartitionProgress:
     them); the alert stage gets `alert_watermark`, which stays below their link times,
     so their observations are not late when the handover settles them."""
 
-    __slots__ = ("deferred", "frontier", "holds", "wakes")
+    __slots__ = ("deferred", "frontier", "groups", "holds", "wakes")
 
     def __init__(self) -> None:
         self.frontier = Frontier()
         self.wakes = WakeIndex()
         self.holds: dict[str, tuple[int, int]] = {}
-        # finished customers whose value may go once their input records are committed:
-        # key -> the positions that must be committed first (CustomerValue.replayable)
-        self.deferred: dict[str, dict[int, Position]] = {}
+        # Finished customers whose value goes once their input records are committed
+        # (CustomerValue.replayable): key -> its group, and the groups in order, one per
+        # batch, each with the highest positions of its keys. Only the oldest group is
+        # checked, so a batch or a timer tick costs nothing per waiting key.
+        self.deferred: dict[str, int] = {}
+        self.groups: deque[tuple[int, dict[int, Position], list[str]]] = deque()
 
     @property
     def watermark(self) -> int:
@@ -118,10 +122,30 @@ class PartitionProgress:
             wm = min(wm, min(at for at, _since in self.holds.values()))
         return wm
 
+    def defer(self, key: str, positions: dict[int, Position], group: int) -> None:
+        """Keep a finished customer until its input records are committed."""
+        if not self.groups or self.groups[-1][0] != group:
+            self.groups.append((group, {}, []))
+        _group, need, keys = self.groups[-1]
+        for k, pos in positions.items():
+            if k not in need or pos > need[k]:
+                need[k] = pos
+        keys.append(key)
+        self.deferred[key] = group
+
+    def has_deletable(self, partition: int, committed: Committed) -> bool:
+        return bool(self.groups) and not replayable(self.groups[0][1], partition, committed)
+
     def deletable(self, partition: int, committed: Committed) -> list[str]:
-        """The deferred customers none of whose input records can come again."""
-        return [key for key, positions in self.deferred.items()
-                if not replayable(positions, partition, committed)]
+        """The deferred customers none of whose input records can come again (taken
+        off the list: the caller visits them)."""
+        out: list[str] = []
+        while self.has_deletable(partition, committed):
+            group, _need, keys = self.groups.popleft()
+            out.extend(k for k in keys if self.deferred.get(k) == group)
+        for k in out:
+            del self.deferred[k]
+        return out
 
     def set_hold(self, key: str, hold: tuple[int, int] | None) -> None:
         if hold is None:
@@ -193,6 +217,7 @@ class CustomerStage:
                  committed: Committed = everything_committed) -> None:
         self.floor_retention_ms = floor_retention_ms
         self.committed = committed  # what a finished customer's deletion waits for
+        self.batches = 0  # prepare() calls so far
         self.sessionizer = Sessionizer(definitions.sessions.gap_ms)
         self.engine = JourneyEngine(definitions.journeys,
                                     definitions_version=definitions.version)
@@ -231,6 +256,7 @@ class CustomerStage:
         HANDOVER_RECORDS for handovers); `tick` names partitions to visit for overdue
         holds even without records. Nothing is stored here."""
         batch = CustomerBatch()
+        self.batches += 1
         work: dict[str, _Work] = {}
 
         def load(partition: int, key: str) -> _Work:
@@ -425,7 +451,7 @@ class CustomerStage:
                 batch.states[key.encode()] = (w.partition, v.pack(expire))
             elif v.replayable(w.partition, self.committed):
                 prog.wakes.schedule(key, None)  # deletable() brings it back
-                prog.deferred[key] = dict(v.positions)
+                prog.defer(key, v.positions, self.batches)
                 batch.states[key.encode()] = (w.partition, v.pack(expire))
             else:
                 prog.wakes.schedule(key, None)

@@ -196,7 +196,7 @@ class Pipeline:
         self.commit_all()
         overdue = [p for p, prog in self.customers.progress.items()
                    if prog.overdue(self.wall, 15 * 60_000)
-                   or prog.deletable(p, self._committed)]
+                   or prog.has_deletable(p, self._committed)]
         if overdue:
             self._apply(self.customers.prepare((), self.states.get, self.wall, tick=overdue))
 
