@@ -171,12 +171,24 @@ def _wait_visible(
         consumer.close()
 
 
+PRODUCER_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+"""The largest record a stream worker writes (handover envelopes, table values)."""
+
+TOPIC_CONFIGS = {"max.message.bytes": str(PRODUCER_MAX_REQUEST_BYTES + 64 * 1024)}
+"""Configs of every topic the product creates, changelogs included. Apache Kafka's
+broker default `message.max.bytes` is ~1 MiB: measured with two workers on a 200k-event
+backlog, an alert-state value past it was refused (MessageSizeTooLargeError) and the
+worker stopped; the topic setting lets the worker's 8 MiB through."""
+
+
 def ensure_journey_topics(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> dict[str, int]:
-    """Create every topic the product uses (KafkaConfig.all_topics()) with its settings."""
+    """Create every topic the product uses (KafkaConfig.all_topics()) with its settings
+    (TOPIC_CONFIGS); existing topics are left as they are."""
     return ensure_topics(
         kafka.bootstrap_servers,
         kafka.all_topics(),
         kafka.partitions,
         replication_factor=kafka.replication_factor,
+        configs=TOPIC_CONFIGS,
         timeout_s=timeout_s,
     )

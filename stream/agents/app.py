@@ -31,6 +31,12 @@ import faust
 from journeys.definitions import load_definitions
 from journeys.events import EventValidator
 from journeys.settings import KafkaConfig, WorkerSettings
+from journeys.topics import (
+    PRODUCER_MAX_REQUEST_BYTES,
+    TOPIC_CONFIGS,
+    ensure_topics,
+    list_topics,
+)
 from stream.agents.alerts import AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.customers import CustomerAgent
@@ -86,12 +92,10 @@ class JourneysApp(faust.App):
 
     def ensure_topics(self) -> None:
         """Create all topics (blocking). Remembers whether the broker looked new."""
-        from journeys.topics import ensure_topics, list_topics
-
         kafka = self.ctx.settings.kafka
         self.fresh_broker = kafka.by_customer_topic not in list_topics(kafka.bootstrap_servers)
         ensure_topics(kafka.bootstrap_servers, self.topic_partitions(),
-                      replication_factor=kafka.replication_factor)
+                      replication_factor=kafka.replication_factor, configs=TOPIC_CONFIGS)
 
     def prepare_data_dir(self) -> None:
         """Local table state is only valid for the broker it came from: wipe it when
@@ -164,7 +168,7 @@ def _faust_app(settings: WorkerSettings) -> JourneysApp:
         consumer_auto_offset_reset="earliest",  # a new group reads everything
         producer_acks=-1,  # all; acks=0 loses batches on Tansu
         producer_linger=0.005,
-        producer_max_request_size=8 * 1024 * 1024,  # a handover envelope can be large
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,  # handover envelopes
         # the memory store drops standby partitions' keys after each recovery anyway,
         # so standbys would only cost CPU; a new owner recovers from the changelog
         table_standby_replicas=0,
@@ -207,6 +211,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         # Values are written with explicit partitions (stream.stages.envelopes.
         # partition_for), so a key's changelog partition is its source partition.
         return app.Table(name, default=None, partitions=parts, key_type=bytes,
+                         extra_topic_configs=TOPIC_CONFIGS,
                          value_type=bytes, help=help_)
 
     identity.table = table(ALIAS_TABLE, "anonymous_id -> customer (stream.stages.identity)")
