@@ -1,0 +1,85 @@
+"""What the customer stage keeps in memory per by-customer partition (nothing of it is
+in the table): event time, timers, held customers, and finished customers waiting for
+their input records to be committed before their value goes (docs/stream.md "Exactly
+once in effect")."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from stream.eventtime.timers import WakeIndex
+from stream.eventtime.watermarks import Frontier
+from stream.stages.customer_state import Committed, Position, replayable
+
+
+def everything_committed(_lane: int, _partition: int) -> int:
+    """A `Committed` for callers with no re-delivery (one batch, a test)."""
+    return 2**62
+
+
+class PartitionProgress:
+    """What one by-customer partition keeps in memory: its event time, its timers and
+    the customers holding for a stitched device's handover (key -> (link time, wall
+    ms the hold came)). Held customers are not due by watermark (the handover visits
+    them); the alert stage gets `alert_watermark`, which stays below their link times,
+    so their observations are not late when the handover settles them."""
+
+    __slots__ = ("deferred", "frontier", "groups", "holds", "wakes")
+
+    def __init__(self) -> None:
+        self.frontier = Frontier()
+        self.wakes = WakeIndex()
+        self.holds: dict[str, tuple[int, int]] = {}
+        # Finished customers whose value goes once their input records are committed
+        # (CustomerValue.replayable): key -> its group, and the groups in order, one per
+        # batch, each with the highest positions of its keys. Only the oldest group is
+        # checked, so a batch or a timer tick costs nothing per waiting key.
+        self.deferred: dict[str, int] = {}
+        self.groups: deque[tuple[int, dict[int, Position], list[str]]] = deque()
+
+    @property
+    def watermark(self) -> int:
+        return self.frontier.watermark
+
+    @property
+    def alert_watermark(self) -> int:
+        """The watermark as far as settled observations go: below every held link."""
+        wm = self.frontier.watermark
+        if self.holds:
+            wm = min(wm, min(at for at, _since in self.holds.values()))
+        return wm
+
+    def defer(self, key: str, positions: dict[int, Position], group: int) -> None:
+        """Keep a finished customer until its input records are committed."""
+        if not self.groups or self.groups[-1][0] != group:
+            self.groups.append((group, {}, []))
+        _group, need, keys = self.groups[-1]
+        for k, pos in positions.items():
+            if k not in need or pos > need[k]:
+                need[k] = pos
+        keys.append(key)
+        self.deferred[key] = group
+
+    def has_deletable(self, partition: int, committed: Committed) -> bool:
+        return bool(self.groups) and not replayable(self.groups[0][1], partition, committed)
+
+    def deletable(self, partition: int, committed: Committed) -> list[str]:
+        """The deferred customers none of whose input records can come again (taken
+        off the list: the caller visits them)."""
+        out: list[str] = []
+        while self.has_deletable(partition, committed):
+            group, _need, keys = self.groups.popleft()
+            out.extend(k for k in keys if self.deferred.get(k) == group)
+        for k in out:
+            del self.deferred[k]
+        return out
+
+    def set_hold(self, key: str, hold: tuple[int, int] | None) -> None:
+        if hold is None:
+            self.holds.pop(key, None)
+        else:
+            self.holds[key] = hold
+
+    def overdue(self, wall_ms: int, max_wait_ms: int) -> list[str]:
+        """Held customers whose handover is overdue by wall time (to visit and release)."""
+        return [k for k, (_at, since) in self.holds.items() if wall_ms - since > max_wait_ms]
