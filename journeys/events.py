@@ -8,6 +8,8 @@ metrics and users can rely on; the pydantic model is the typed result.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,17 +148,27 @@ class _Reject(Exception):
     pass
 
 
+_EPOCH_MS = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only: str.isdigit takes "²", "٣"
+
+
 def parse_occurred_at(value: Any) -> int:
-    """ISO-8601 with a zone, or epoch milliseconds; returns epoch ms."""
+    """ISO-8601 with a zone, or epoch milliseconds; returns epoch ms. Anything else is a
+    rejection with a reason, never an exception: one bad timestamp must not stop a
+    batch (a "²" or "--1772323200000" used to raise ValueError and halt the worker)."""
     if isinstance(value, bool) or value is None:
         raise _Reject("missing_field: occurred_at is required" if value is None else
                       "bad_timestamp: occurred_at must be ISO-8601 or epoch milliseconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Reject(f"bad_timestamp: occurred_at {value!r} is not a number of milliseconds")
     if isinstance(value, int | float):
         ms = int(value)
     elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if _EPOCH_MS.fullmatch(text):
             ms = int(text)
+        elif not text.isascii() or len(text) > 64:
+            raise _Reject(f"bad_timestamp: occurred_at {value[:40]!r} is not ISO-8601 or "
+                          "epoch milliseconds")
         else:
             try:
                 dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))

@@ -67,6 +67,11 @@ def test_customer_id_preferred_as_identity() -> None:
         ({"occurred_at": 1772355600}, "bad_timestamp"),  # seconds, not ms
         ({"occurred_at": True}, "bad_timestamp"),
         ({"occurred_at": [1]}, "bad_timestamp"),
+        # each of these raised ValueError and stopped the collector or the worker
+        ({"occurred_at": "²"}, "bad_timestamp"),
+        ({"occurred_at": "--1772323200000"}, "bad_timestamp"),
+        ({"occurred_at": "9" * 4500}, "bad_timestamp"),
+        ({"occurred_at": "١٧٧٢٣٥٥٦٠٠٠٠٠"}, "bad_timestamp"),  # Arabic-Indic digits
         ({"anonymous_id": _DROP}, "missing_identity"),
         ({"anonymous_id": None, "customer_id": None}, "missing_identity"),
         ({"properties": [1, 2]}, "wrong_type: properties"),
@@ -117,3 +122,10 @@ def test_wire_round_trip() -> None:
 def test_validator_never_raises(obj: dict[str, object]) -> None:
     assert isinstance(V.validate(obj), Touchpoint | Rejection)
     assert isinstance(V.validate({**GOOD, **obj}), Touchpoint | Rejection)
+
+
+@given(st.text(max_size=30) | st.floats() | st.integers())
+def test_any_timestamp_is_parsed_or_rejected_with_a_reason(value: object) -> None:
+    """Regression (issue "Nothing halts it"): a timestamp never raises."""
+    result = V.validate({**GOOD, "occurred_at": value})
+    assert isinstance(result, Touchpoint | Rejection)
