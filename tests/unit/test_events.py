@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 from hypothesis import given
@@ -77,6 +79,7 @@ def test_customer_id_preferred_as_identity() -> None:
         ({"properties": [1, 2]}, "wrong_type: properties"),
         ({"properties": {"blob": "x" * 40_000}}, "too_large: properties"),
         ({"context": "web"}, "wrong_type: context"),
+        ({"context": {"blob": "x" * 9000}}, "too_large: context"),
     ],
 )
 def test_rejection_reasons(changes: dict[str, object], reason: str) -> None:
@@ -129,3 +132,21 @@ def test_any_timestamp_is_parsed_or_rejected_with_a_reason(value: object) -> Non
     """Regression (issue "Nothing halts it"): a timestamp never raises."""
     result = V.validate({**GOOD, "occurred_at": value})
     assert isinstance(result, Touchpoint | Rejection)
+
+
+def _nested(levels: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("field", ["context", "properties"])
+def test_deep_nesting_is_rejected_not_a_crash(field: str) -> None:
+    """Regression (issue "Nothing halts it" #2): a context nested 300 levels passed
+    validation and then stopped the collector and the worker."""
+    raw = json.dumps({**GOOD, field: _nested(300)}).encode()  # orjson would refuse
+    result = V.parse(raw)
+    assert isinstance(result, Rejection) and result.reason.startswith("too_deep"), result
+    assert isinstance(parse(**{field: _nested(16)}), Touchpoint)
+    assert isinstance(parse(**{field: {"list": [[[[1]]]]}}), Touchpoint)
