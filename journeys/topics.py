@@ -180,6 +180,9 @@ broker default `message.max.bytes` is ~1 MiB: measured with two workers on a 200
 backlog, an alert-state value past it was refused (MessageSizeTooLargeError) and the
 worker stopped; the topic setting lets the worker's 8 MiB through."""
 
+CHANGELOG_TOPIC_CONFIGS = {**TOPIC_CONFIGS, "cleanup.policy": "compact"}
+"""A worker table's changelog: compacted, so a key's last value is kept however old."""
+
 
 def ensure_journey_topics(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> dict[str, int]:
     """Create every topic the product uses (KafkaConfig.all_topics()) with its settings

@@ -32,6 +32,7 @@ from journeys.definitions import load_definitions
 from journeys.events import EventValidator
 from journeys.settings import KafkaConfig, WorkerSettings
 from journeys.topics import (
+    CHANGELOG_TOPIC_CONFIGS,
     PRODUCER_MAX_REQUEST_BYTES,
     TOPIC_CONFIGS,
     ensure_topics,
@@ -82,20 +83,25 @@ class JourneysApp(faust.App):
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
 
-    def topic_partitions(self) -> dict[str, int]:
-        """Every topic this app reads or writes, with its partition count."""
+    def _data_topics(self) -> dict[str, int]:
         kafka = self.ctx.settings.kafka
-        topics = dict.fromkeys(kafka.all_topics(), kafka.partitions)
-        for table in self.tables.values():  # identity, customers, alerts
-            topics[table.changelog_topic.get_topic_name()] = kafka.partitions
-        return topics
+        return dict.fromkeys(kafka.all_topics(), kafka.partitions)
+
+    def _changelog_topics(self) -> dict[str, int]:
+        return {table.changelog_topic.get_topic_name(): self.ctx.settings.kafka.partitions
+                for table in self.tables.values()}  # identity, customers, alerts
 
     def ensure_topics(self) -> None:
-        """Create all topics (blocking). Remembers whether the broker looked new."""
+        """Create all topics (blocking), the tables' changelogs compacted (a table is
+        its changelog: with the default delete policy, Apache Kafka would drop state
+        older than its retention). Remembers whether the broker looked new."""
         kafka = self.ctx.settings.kafka
         self.fresh_broker = kafka.by_customer_topic not in list_topics(kafka.bootstrap_servers)
-        ensure_topics(kafka.bootstrap_servers, self.topic_partitions(),
+        ensure_topics(kafka.bootstrap_servers, self._data_topics(),
                       replication_factor=kafka.replication_factor, configs=TOPIC_CONFIGS)
+        ensure_topics(kafka.bootstrap_servers, self._changelog_topics(),
+                      replication_factor=kafka.replication_factor,
+                      configs=CHANGELOG_TOPIC_CONFIGS)
 
     def prepare_data_dir(self) -> None:
         """Local table state is only valid for the broker it came from: wipe it when
@@ -211,7 +217,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         # Values are written with explicit partitions (stream.stages.envelopes.
         # partition_for), so a key's changelog partition is its source partition.
         return app.Table(name, default=None, partitions=parts, key_type=bytes,
-                         extra_topic_configs=TOPIC_CONFIGS,
+                         extra_topic_configs=CHANGELOG_TOPIC_CONFIGS,
                          value_type=bytes, help=help_)
 
     identity.table = table(ALIAS_TABLE, "anonymous_id -> customer (stream.stages.identity)")
