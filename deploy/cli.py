@@ -25,9 +25,9 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from deploy.commands import embedded, ingest, roles, warehouse
+    from deploy.commands import embedded, ingest, roles, topics, warehouse
 
-    for module in (embedded, roles, ingest, warehouse):
+    for module in (embedded, roles, topics, ingest, warehouse):
         module.register(app)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -195,3 +195,46 @@ def ensure_journey_topics(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> dic
         configs=TOPIC_CONFIGS,
         timeout_s=timeout_s,
     )
+
+
+def config_drift(bootstrap_servers: str, wanted: Mapping[str, Mapping[str, str]], *,
+                 timeout_s: float = 30.0) -> dict[str, dict[str, tuple[str | None, str]]]:
+    """Existing topics whose configs fall short of `wanted` (topic -> {key: value}):
+    topic -> {key: (current, wanted)}. `max.message.bytes` falls short when smaller;
+    any other key when different. A broker that does not describe configs (Tansu
+    answers nothing) reports nothing."""
+    admin = KafkaAdminClient(**_client_kwargs(KafkaAdminClient, bootstrap_servers, timeout_s))
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in wanted]
+        described = admin.describe_configs(resources, config_filter="all").get("topic", {})
+    except _UNREACHABLE as exc:
+        raise ServiceUnavailable(f"Kafka at {bootstrap_servers} is unreachable: {exc}") from exc
+    finally:
+        admin.close()
+    drift: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for topic, entries in described.items():
+        if not entries:
+            continue
+        for key, want in wanted.get(topic, {}).items():
+            raw = entries.get(key)
+            have = None if raw is None else str(raw["value"] if isinstance(raw, dict) else raw)
+            short = (have is None or int(have) < int(want)) if key == "max.message.bytes" \
+                else have != want
+            if short:
+                drift.setdefault(topic, {})[key] = (have, want)
+    return drift
+
+
+def alter_configs(bootstrap_servers: str, changes: Mapping[str, Mapping[str, str]], *,
+                  timeout_s: float = 30.0) -> None:
+    """Set topic configs (incrementally: other keys keep their values)."""
+    admin = KafkaAdminClient(**_client_kwargs(KafkaAdminClient, bootstrap_servers, timeout_s))
+    try:
+        admin.alter_configs([
+            ConfigResource(ConfigResourceType.TOPIC, topic,
+                           configs={k: (AlterConfigOp.SET, v) for k, v in kv.items()})
+            for topic, kv in changes.items()])
+    except KafkaError as exc:
+        raise ConfigError(f"the broker refused to change topic configs: {exc}") from exc
+    finally:
+        admin.close()

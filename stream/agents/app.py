@@ -83,25 +83,26 @@ class JourneysApp(faust.App):
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
 
-    def _data_topics(self) -> dict[str, int]:
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """Every topic this app reads or writes -> the configs it is created with: the
+        tables' changelogs compacted (a table is its changelog: with the default delete
+        policy, Apache Kafka would drop state older than its retention)."""
         kafka = self.ctx.settings.kafka
-        return dict.fromkeys(kafka.all_topics(), kafka.partitions)
-
-    def _changelog_topics(self) -> dict[str, int]:
-        return {table.changelog_topic.get_topic_name(): self.ctx.settings.kafka.partitions
-                for table in self.tables.values()}  # identity, customers, alerts
+        out = {topic: dict(TOPIC_CONFIGS) for topic in kafka.all_topics()}
+        for table in self.tables.values():  # identity, customers, alerts
+            out[table.changelog_topic.get_topic_name()] = dict(CHANGELOG_TOPIC_CONFIGS)
+        return out
 
     def ensure_topics(self) -> None:
-        """Create all topics (blocking), the tables' changelogs compacted (a table is
-        its changelog: with the default delete policy, Apache Kafka would drop state
-        older than its retention). Remembers whether the broker looked new."""
+        """Create all topics that are missing, with their configs (blocking).
+        Remembers whether the broker looked new."""
         kafka = self.ctx.settings.kafka
         self.fresh_broker = kafka.by_customer_topic not in list_topics(kafka.bootstrap_servers)
-        ensure_topics(kafka.bootstrap_servers, self._data_topics(),
-                      replication_factor=kafka.replication_factor, configs=TOPIC_CONFIGS)
-        ensure_topics(kafka.bootstrap_servers, self._changelog_topics(),
-                      replication_factor=kafka.replication_factor,
-                      configs=CHANGELOG_TOPIC_CONFIGS)
+        wanted = self.topic_configs()
+        for configs in (TOPIC_CONFIGS, CHANGELOG_TOPIC_CONFIGS):
+            ensure_topics(kafka.bootstrap_servers,
+                          [t for t, c in wanted.items() if c == configs], kafka.partitions,
+                          replication_factor=kafka.replication_factor, configs=configs)
 
     def prepare_data_dir(self) -> None:
         """Local table state is only valid for the broker it came from: wipe it when
