@@ -42,6 +42,7 @@ from stream.agents.alerts import AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.customers import CustomerAgent
 from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
+from stream.agents.health import install_health
 from stream.agents.identity import IdentityAgent
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
@@ -182,8 +183,8 @@ def _faust_app(settings: WorkerSettings) -> JourneysApp:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         web_enabled=settings.web_enabled,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=settings.web_bind,
+        web_host="127.0.0.1",  # the advertised URL: no Faust table routing is used
         web_port=settings.web_port,
         worker_redirect_stdouts=False,
     )
@@ -235,6 +236,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                                       "(stream.stages.alerts)")
     alerts.table.on_recover(alerts.on_recovered)
     _agents(app, ctx, identity, customers, alerts)
+    install_health(app)
     return app
 
 

@@ -1,0 +1,61 @@
+"""The worker's /healthz and /readyz (stream.agents.health), served by a real worker."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from journeys.settings import KafkaConfig
+from journeys.topics import ensure_journey_topics
+from tests.integration.stream_support import start_worker, stop_worker, worker_env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, repr(exc)
+
+
+def test_worker_answers_liveness_and_readiness(
+    broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str], tmp_path: Path,
+) -> None:
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers,
+                        topic_prefix=unique_name("hz"), partitions=2)
+    ensure_journey_topics(kafka)
+    port = _free_port()
+    env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
+                     unique_name("hz"), unique_name("hzw"),
+                     WEB_ENABLED="true", WEB_BIND="127.0.0.1", WEB_PORT=str(port))
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    try:
+        deadline, seen = time.monotonic() + 90, []
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            seen.append(status)
+            if status == 200:
+                break
+            if status == 503:
+                assert "not ready" in body
+            time.sleep(0.5)
+        assert seen[-1] == 200, (seen[-5:], log.read_text()[-3000:])
+        assert _get(f"http://127.0.0.1:{port}/healthz") == (200, '{"status":"ok"}')
+    finally:
+        stop_worker(proc)
