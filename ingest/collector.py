@@ -35,6 +35,7 @@ from ingest.delivery import Delivery
 from ingest.producer import BrokerUnavailable, TouchpointProducer
 from ingest.tuning import ProducerTuning
 from journeys.events import EventValidator, Rejection, Touchpoint
+from journeys.metrics import CONTENT_TYPE, exposition
 from journeys.settings import CollectorSettings
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ class CollectorService:
             self.counts.update(increments)
 
     def metrics(self) -> dict[str, Any]:
-        """Samples in the shape api.metrics.render_metrics takes (embedded /metrics)."""
+        """Samples in the shape journeys.metrics takes (this /metrics, and the embedded
+        API's)."""
         with self._lock:
             c = dict(self.counts)
         statuses = {(("status", k[7:]),): v for k, v in c.items() if k.startswith("status_")}
@@ -176,19 +178,6 @@ class CollectorService:
             "journeys_collector_events_rejected_total": c.get("rejected", 0),
             "journeys_collector_pending_records": self.producer.pending,
         }
-
-
-def render_prometheus(samples: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for name, value in sorted(samples.items()):
-        lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
-        if isinstance(value, dict):
-            for labels, v in sorted(value.items()):
-                inner = ",".join(f'{k}="{val}"' for k, val in labels)
-                lines.append(f"{name}{{{inner}}} {v}")
-        else:
-            lines.append(f"{name} {value}")
-    return "\n".join(lines) + "\n"
 
 
 # -- HTTP -----------------------------------------------------------------------------
@@ -382,7 +371,7 @@ def create_collector_app(
 
     @app.get("/metrics", tags=["health"])
     async def metrics() -> Response:
-        return Response(render_prometheus(service.metrics()), media_type="text/plain")
+        return Response(exposition({"collector": service.metrics}), media_type=CONTENT_TYPE)
 
     return app
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from api.auth import require
 from api.deps import ApiState, state
-from api.metrics import render_metrics
 from api.openapi import AUTH_RESPONSES
+from journeys.metrics import CONTENT_TYPE, exposition
 
 router = APIRouter(tags=["operations"])
 
@@ -32,5 +32,5 @@ async def readyz(st: Annotated[ApiState, Depends(state)]) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics (scope `metrics` when keys are set)",
             response_class=PlainTextResponse, responses=AUTH_RESPONSES,
             dependencies=[Depends(require("metrics"))])
-async def metrics(st: Annotated[ApiState, Depends(state)]) -> PlainTextResponse:
-    return PlainTextResponse(render_metrics(st.metrics), media_type="text/plain; version=0.0.4")
+async def metrics(st: Annotated[ApiState, Depends(state)]) -> Response:
+    return Response(exposition(st.metrics), media_type=CONTENT_TYPE)

@@ -18,8 +18,8 @@ from tests.integration.ingest_support import ROOT, free_port
 
 
 def _metric(text: str, name: str) -> int | None:
-    found = re.search(rf"^{name} (\d+)", text, re.MULTILINE)
-    return int(found.group(1)) if found else None
+    found = re.search(rf"^{name} ([0-9.e+]+)", text, re.MULTILINE)
+    return int(float(found.group(1))) if found else None
 
 
 def test_up_collects_over_http_and_processes(tmp_path: Path) -> None:

@@ -183,9 +183,9 @@ def test_health_metrics_and_openapi(client: TestClient) -> None:
     client.post("/v1/events", json=[EVENT, {"event_id": "x"}])
     assert client.get("/healthz").json() == {"status": "ok"}
     text = client.get("/metrics").text
-    assert "journeys_collector_events_accepted_total 1" in text
-    assert "journeys_collector_events_rejected_total 1" in text
-    assert 'journeys_collector_requests_total{status="202"} 1' in text
+    assert "journeys_collector_events_accepted_total 1.0" in text
+    assert "journeys_collector_events_rejected_total 1.0" in text
+    assert 'journeys_collector_requests_total{status="202"} 1.0' in text
     spec = client.get("/openapi.json").json()
     assert "requestBody" in spec["paths"]["/v1/events"]["post"]
 
