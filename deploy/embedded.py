@@ -102,7 +102,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         stream_app = create_stream_app(worker_settings, warehouse=warehouse)
         holder: dict[str, Any] = {"app": stream_app}
         api_app = create_app(api_settings, warehouse=warehouse,
-                             metrics={"stream": lambda: stream_metrics(stream_app.stats)})
+                             metrics={"stream": stream_app.stats.samples})
         server = _Server(uvicorn.Config(api_app, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on"))
         url = f"http://{settings.host}:{settings.port}/"
@@ -135,22 +135,6 @@ def _quiet_library_chatter() -> None:
 
     for name in ("kafka", "faust.transport.producer"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def stream_metrics(stats: Any) -> dict[str, Any]:
-    """The worker's counters in Prometheus naming (api/ cannot import stream/)."""
-    return {
-        "journeys_events_in_total": stats.events_in,
-        "journeys_events_valid_total": stats.events_valid,
-        "journeys_events_rejected_total": {
-            (("reason", r),): n for r, n in stats.rejected.items()
-        },
-        "journeys_late_events_total": stats.late_events,
-        "journeys_duplicates_total": stats.duplicates,
-        "journeys_batches_flushed_total": stats.batches_flushed,
-        "journeys_flush_failures_total": stats.flush_failures,
-        "journeys_last_flush_seconds": stats.last_flush_seconds,
-    }
 
 
 async def _announce(console: Console, url: str) -> None:

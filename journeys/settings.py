@@ -169,7 +169,7 @@ class WorkerSettings(WarehouseRole):
     # and its watermark follows the wall clock (docs/semantics.md "Event time")
     source_idle_ms: int = Field(default=10_000, ge=0)
     web_port: int = 6066
-    web_enabled: bool = False  # /healthz and /readyz (stream.agents.health)
+    web_enabled: bool = False  # /healthz, /readyz, /metrics (stream.agents.web)
     web_bind: str = "127.0.0.1"  # 0.0.0.0 in a container, so probes reach it
     alerting: AlertingConfig = AlertingConfig()
 

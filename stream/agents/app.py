@@ -42,12 +42,12 @@ from stream.agents.alerts import AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.customers import CustomerAgent
 from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
-from stream.agents.health import install_health
 from stream.agents.identity import IdentityAgent
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
 from stream.agents.transport import DEFAULT_FETCH_MAX_WAIT_MS, OffsetGuard, Transport
 from stream.agents.validate import RawValidator, validate_group
+from stream.agents.web import install_pages
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -236,7 +236,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                                       "(stream.stages.alerts)")
     alerts.table.on_recover(alerts.on_recovered)
     _agents(app, ctx, identity, customers, alerts)
-    install_health(app)
+    install_pages(app)
     return app
 
 

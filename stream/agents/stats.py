@@ -95,6 +95,47 @@ class StreamStats:
         self.flush_seconds_max = max(self.flush_seconds_max, seconds)
         self.last_flush_at = time.time()
 
+    def samples(self) -> dict[str, Any]:
+        """The counters in Prometheus naming (journeys.metrics renders them: the
+        worker's /metrics, and the embedded API's)."""
+        now_ms = time.time() * 1000
+        lag = {}
+        for stage, marks in (("validate", self.source_watermarks),
+                             ("identity", self.identity_watermarks),
+                             ("customers", self.customer_watermarks)):
+            known = [m for m in marks.values() if m > NO_WATERMARK]
+            if known:  # how far the stage's event time is behind the wall clock
+                lag[(("stage", stage),)] = max(0.0, (now_ms - min(known)) / 1000)
+        return {
+            "journeys_events_in_total": self.events_in,
+            "journeys_events_valid_total": self.events_valid,
+            "journeys_events_forwarded_total": self.events_forwarded,
+            "journeys_events_rejected_total": {
+                (("reason", r),): n for r, n in self.rejected.items()},
+            "journeys_late_events_total": self.late_events,
+            "journeys_unattributed_events_total": self.unattributed,
+            "journeys_identity_events_total": self.events_identity,
+            "journeys_identity_merges_total": self.identity_merges,
+            "journeys_customer_events_total": self.events_sessionized,
+            "journeys_duplicates_total": self.duplicates,
+            "journeys_redelivered_total": self.redelivered,
+            "journeys_handovers_sent_total": self.handovers_sent,
+            "journeys_handovers_absorbed_total": self.handovers_absorbed,
+            "journeys_holds_expired_total": self.holds_expired,
+            "journeys_journey_rows_written_total": self.journey_rows_written,
+            "journeys_journeys_closed_total": self.journeys_closed,
+            "journeys_touchpoints_written_total": self.touchpoints_written,
+            "journeys_session_rows_written_total": self.session_rows_written,
+            "journeys_dead_letters_written_total": self.dead_letters_written,
+            "journeys_batches_flushed_total": self.batches_flushed,
+            "journeys_flush_failures_total": self.flush_failures,
+            "journeys_flush_seconds_total": self.flush_seconds_total,
+            "journeys_flush_seconds_max": self.flush_seconds_max,
+            "journeys_last_flush_seconds": self.last_flush_seconds,
+            "journeys_event_time_lag_seconds": lag,
+            "journeys_uptime_seconds": time.time() - self.started_at,
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy (Prometheus names are the API's business)."""
         mean = self.flush_seconds_total / self.batches_flushed if self.batches_flushed else 0.0

@@ -1,10 +1,12 @@
-"""The worker's liveness and readiness pages on Faust's web server (enabled with
-JOURNEYS_WEB_ENABLED; bound to JOURNEYS_WEB_BIND:JOURNEYS_WEB_PORT), for Kubernetes
-probes and compose health checks (deploy/k8s, deploy/compose)."""
+"""The worker's pages on Faust's web server (enabled with JOURNEYS_WEB_ENABLED; bound to
+JOURNEYS_WEB_BIND:JOURNEYS_WEB_PORT): liveness and readiness for Kubernetes probes and
+compose health checks (deploy/k8s, deploy/compose), and Prometheus metrics."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from journeys.metrics import CONTENT_TYPE, exposition
 
 
 def ready_problems(app: Any) -> list[str]:
@@ -20,9 +22,10 @@ def ready_problems(app: Any) -> list[str]:
     return problems
 
 
-def install_health(app: Any) -> None:
-    """Register GET /healthz (the event loop answers) and GET /readyz (200 when
-    ready_problems is empty, else 503 with the reasons)."""
+def install_pages(app: Any) -> None:
+    """Register GET /healthz (the event loop answers), GET /readyz (200 when
+    ready_problems is empty, else 503 with the reasons) and GET /metrics
+    (StreamStats.samples)."""
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -34,3 +37,9 @@ def install_health(app: Any) -> None:
         if problems:
             return web.json({"status": "not ready", "why": problems}, status=503)
         return web.json({"status": "ready"})
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        body = exposition({"stream": app.stats.samples})
+        # aiohttp takes no charset inside content_type: the whole value as a header
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,4 +1,5 @@
-"""The worker's /healthz and /readyz (stream.agents.health), served by a real worker."""
+"""The worker's /healthz, /readyz and /metrics (stream.agents.web), served by a real
+worker."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from journeys.settings import KafkaConfig
 from journeys.topics import ensure_journey_topics
@@ -57,5 +60,9 @@ def test_worker_answers_liveness_and_readiness(
             time.sleep(0.5)
         assert seen[-1] == 200, (seen[-5:], log.read_text()[-3000:])
         assert _get(f"http://127.0.0.1:{port}/healthz") == (200, '{"status":"ok"}')
+        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        families = {f.name for f in text_string_to_metric_families(text)}
+        assert status == 200 and {"journeys_events_in", "journeys_late_events",
+                                  "journeys_event_time_lag_seconds"} <= families, text
     finally:
         stop_worker(proc)
