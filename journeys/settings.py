@@ -142,6 +142,7 @@ class _RoleSettings(BaseSettings):
     definitions_path: Path | None = None
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     data_dir: Path = Path(".journeys")
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (journeys.logs)
 
     @classmethod
     def build(cls, **overrides: Any) -> Any:

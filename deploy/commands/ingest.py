@@ -327,6 +327,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from journeys import envvars
+        from journeys.logs import uvicorn_logging
 
         err = _err()
         settings = _settings(bootstrap_servers, topic_prefix, host=host, port=port)
@@ -339,14 +340,15 @@ def register(app: typer.Typer) -> None:
             from ingest.collector import create_collector_app
 
             uvicorn.run(create_collector_app(settings), host=settings.host, port=settings.port,
-                        access_log=access_log, log_level="info")
+                        access_log=access_log, log_level="info",
+                        **uvicorn_logging(settings.log_format))
             return
         # Worker processes build their settings from the environment: pass overrides on.
         os.environ[envvars.KAFKA_BOOTSTRAP_SERVERS] = settings.kafka.bootstrap_servers
         os.environ[envvars.KAFKA_TOPIC_PREFIX] = settings.kafka.topic_prefix
         uvicorn.run("ingest.collector:app_from_env", factory=True, host=settings.host,
                     port=settings.port, workers=workers, access_log=access_log,
-                    log_level="info")
+                    log_level="info", **uvicorn_logging(settings.log_format))
 
 
 def _pacer(live: bool, rate: float) -> Any:

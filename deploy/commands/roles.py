@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from api.app import create_app
+        from journeys.logs import uvicorn_logging
         from journeys.settings import ApiSettings
 
         settings = ApiSettings.build(host=host, port=port, definitions_path=definitions)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level="info", **uvicorn_logging(settings.log_format))

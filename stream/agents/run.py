@@ -21,6 +21,7 @@ from typing import NoReturn
 import faust
 from mode import Service, ServiceT
 
+from journeys.logs import logging_config
 from journeys.settings import WorkerSettings
 from stream.agents.app import JourneysApp, create_app
 from warehouse.backend import Warehouse
@@ -99,5 +100,6 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "info",
     JourneysApp.on_first_start).
     """
     app = create_app(settings, warehouse=warehouse)
-    worker = build_worker(app, extra_services=extra_services, loglevel=loglevel)
+    worker = build_worker(app, extra_services=extra_services, loglevel=loglevel,
+                          logging_config=logging_config(settings.log_format, loglevel))
     worker.execute_from_commandline()

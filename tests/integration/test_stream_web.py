@@ -3,6 +3,7 @@ worker."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.error
@@ -35,7 +36,7 @@ def _get(url: str) -> tuple[int, str]:
         return 0, repr(exc)
 
 
-def test_worker_answers_liveness_and_readiness(
+def test_worker_pages_and_json_logs(
     broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str], tmp_path: Path,
 ) -> None:
     kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers,
@@ -44,7 +45,8 @@ def test_worker_answers_liveness_and_readiness(
     port = _free_port()
     env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
                      unique_name("hz"), unique_name("hzw"),
-                     WEB_ENABLED="true", WEB_BIND="127.0.0.1", WEB_PORT=str(port))
+                     WEB_ENABLED="true", WEB_BIND="127.0.0.1", WEB_PORT=str(port),
+                     LOG_FORMAT="json")
     log = tmp_path / "worker.log"
     proc = start_worker(env, log)
     try:
@@ -64,5 +66,8 @@ def test_worker_answers_liveness_and_readiness(
         families = {f.name for f in text_string_to_metric_families(text)}
         assert status == 200 and {"journeys_events_in", "journeys_late_events",
                                   "journeys_event_time_lag_seconds"} <= families, text
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        records = [json.loads(ln) for ln in lines]  # every line is a JSON object
+        assert {"time", "level", "logger", "message"} <= set(records[0])
     finally:
         stop_worker(proc)
