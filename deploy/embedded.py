@@ -102,7 +102,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         stream_app = create_stream_app(worker_settings, warehouse=warehouse)
         holder: dict[str, Any] = {"app": stream_app}
         api_app = create_app(api_settings, warehouse=warehouse,
-                             metrics={"stream": stream_app.stats.samples})
+                             metrics=stream_app.metric_sources())
         server = _Server(uvicorn.Config(api_app, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on"))
         url = f"http://{settings.host}:{settings.port}/"

@@ -79,6 +79,22 @@ class AlertWorker:
         self.router.confirm(confirm)
 
     # -------------------------------------------------------------- alert side
+    def samples(self) -> dict[str, Any]:
+        """Alert counters in Prometheus naming (journeys.metrics)."""
+        out: dict[str, Any] = {
+            "journeys_alerts_total": {(("kind", "fired"),): self.fired,
+                                      (("kind", "recovered"),): self.recovered},
+            "journeys_alert_late_observations_total": self.late,
+        }
+        if self.dispatcher is not None:
+            st = self.dispatcher.stats
+            out.update({
+                "journeys_webhook_deliveries_total": st.delivered,
+                "journeys_webhook_retries_total": st.retries,
+                "journeys_webhook_dead_lettered_total": st.dead_lettered,
+            })
+        return out
+
     def _get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.table.data.get(key)
         return value

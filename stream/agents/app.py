@@ -77,12 +77,17 @@ class JourneysApp(faust.App):
     fresh_broker: bool = False
     ctx: StageContext
     stats: StreamStats
+    alert_worker: AlertWorker
     offset_guard: OffsetGuard
     validate: ValidateStage
     _logged: tuple[int, ...] = ()
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
+
+    def metric_sources(self) -> dict[str, Any]:
+        """What this worker's /metrics (and the embedded API's) render (journeys.metrics)."""
+        return {"stream": self.stats.samples, "alerts": self.alert_worker.samples}
 
     def topic_configs(self) -> dict[str, dict[str, str]]:
         """Every topic this app reads or writes -> the configs it is created with: the
@@ -212,7 +217,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                                                  topic=kafka.by_customer_topic),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset
-    alerts = AlertWorker(ctx)
+    app.alert_worker = alerts = AlertWorker(ctx)
     customers.add_reached_hook(alerts.publish_reached)
 
     def table(name: str, help_: str) -> Any:

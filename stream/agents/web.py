@@ -25,7 +25,7 @@ def ready_problems(app: Any) -> list[str]:
 def install_pages(app: Any) -> None:
     """Register GET /healthz (the event loop answers), GET /readyz (200 when
     ready_problems is empty, else 503 with the reasons) and GET /metrics
-    (StreamStats.samples)."""
+    (JourneysApp.metric_sources)."""
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -40,6 +40,6 @@ def install_pages(app: Any) -> None:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        body = exposition({"stream": app.stats.samples})
+        body = exposition(app.metric_sources())
         # aiohttp takes no charset inside content_type: the whole value as a header
         return web.bytes(body, headers={"Content-Type": CONTENT_TYPE})
