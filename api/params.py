@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 from journeys.errors import InvalidQuery
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _iso_only(value: Any) -> Any:
+    """Pydantic reads a bare number as epoch seconds: `to=0.5` was 1970-01-01 and
+    answered 200. Query times are ISO-8601 text only."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("an ISO-8601 date or date-time is expected, not a number")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+"""A query parameter given as ISO-8601 text (a number is refused)."""
+IsoDate = Annotated[date, BeforeValidator(_iso_only)]
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 3660

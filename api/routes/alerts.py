@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ApiState, state
+from api.params import IsoDateTime
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import datetime_to_ms, format_duration_ms, ms_to_datetime
 from warehouse.queries import alerts as alerts_query
@@ -95,9 +96,9 @@ async def list_alerts(
     step: Annotated[str | None, Query(max_length=64)] = None,
     channel: Annotated[str | None, Query(max_length=32, description="a channel or 'all'")] = None,
     kind: Annotated[Literal["fired", "recovered"] | None, Query()] = None,
-    date_from: Annotated[datetime | None, Query(
+    date_from: Annotated[IsoDateTime | None, Query(
         alias="from", description="window start at or after (ISO-8601; no zone = UTC)")] = None,
-    date_to: Annotated[datetime | None, Query(
+    date_to: Annotated[IsoDateTime | None, Query(
         alias="to", description="window start before (ISO-8601; no zone = UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=alerts_query.MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,

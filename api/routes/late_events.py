@@ -8,7 +8,7 @@ stage and source partition and lists the most recent ones.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
 from anyio import to_thread
@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ApiState, state
+from api.params import IsoDate
 from journeys.timeutil import ms_to_datetime
 from warehouse.queries import late_events
 
@@ -59,8 +60,8 @@ NOTE = ("Late events are kept in the raw touchpoints but left out of sessions, j
             summary="Events left out of the figures because they arrived late")
 async def list_late_events(
     st: Annotated[ApiState, Depends(state)],
-    date_from: Annotated[date | None, Query(alias="from", description="first UTC day")] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="last UTC day")] = None,
+    date_from: Annotated[IsoDate | None, Query(alias="from", description="first UTC day")] = None,
+    date_to: Annotated[IsoDate | None, Query(alias="to", description="last UTC day")] = None,
     limit: Annotated[int, Query(ge=1, le=late_events.MAX_LIMIT)] = 20,
 ) -> LateEventsOut:
     def run() -> LateEventsOut:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from api.deps import ApiState, state
-from api.params import date_range
+from api.params import IsoDate, date_range
 from warehouse.queries import sessions_per_day
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -34,8 +34,9 @@ class SessionsReport(BaseModel):
 )
 async def sessions_report(
     st: Annotated[ApiState, Depends(state)],
-    date_from: Annotated[date | None, Query(alias="from", description="first day (incl.)")] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="last day (incl.)")] = None,
+    date_from: Annotated[IsoDate | None,
+                         Query(alias="from", description="first day (incl.)")] = None,
+    date_to: Annotated[IsoDate | None, Query(alias="to", description="last day (incl.)")] = None,
     channel: Annotated[str | None, Query(max_length=32)] = None,
 ) -> SessionsReport:
     lo, hi = date_range(date_from, date_to)

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from api.deps import ApiState, state
 from api.openapi import BREAKDOWN_EXAMPLES, REPORT_RESPONSES
-from api.params import date_range
+from api.params import IsoDate, date_range
 from api.routes.report_models import (
     AbandonmentGroup,
     AbandonmentOut,
@@ -98,8 +98,8 @@ class _Request:
 def _common(
     st: Annotated[ApiState, Depends(state)],
     name: Annotated[str, _NAME],
-    date_from: Annotated[date | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
-    date_to: Annotated[date | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
+    date_from: Annotated[IsoDate | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
+    date_to: Annotated[IsoDate | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
     channel: Annotated[str | None, Query(max_length=32, description="entry channel")] = None,
     breakdown: Annotated[list[str] | None, Query(
         description="dimensions, repeated or comma-separated: channel, day or hour, "

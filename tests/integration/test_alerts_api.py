@@ -81,6 +81,7 @@ def test_one_alert(client: TestClient) -> None:
     {"kind": "maybe"}, {"limit": 0}, {"limit": 5000}, {"offset": -1},
     {"from": "yesterday"}, {"from": "2024-01-02T00:00:00Z", "to": "2024-01-01T00:00:00Z"},
     {"from": "1960-01-01T00:00:00Z"}, {"journey": "x" * 200},
+    {"to": "0.5"}, {"from": "1700000000"},  # numbers were read as epoch seconds: 200
 ])
 def test_bad_input_is_4xx_never_500(client: TestClient, params: dict[str, Any]) -> None:
     r = client.get("/v1/alerts", params=params)
