@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from fastapi import Request
@@ -20,6 +21,8 @@ class ApiState:
     definitions: Definitions
     warehouse: Warehouse
     metrics: dict[str, Any] = field(default_factory=dict)
+    # table -> (monotonic time looked up, last UTC day with data): api.params.last_data_day
+    last_days: dict[str, tuple[float, date | None]] = field(default_factory=dict)
 
 
 def state(request: Request) -> ApiState:

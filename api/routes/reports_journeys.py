@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from api.deps import ApiState, state
 from api.openapi import BREAKDOWN_EXAMPLES, REPORT_RESPONSES
-from api.params import IsoDate, date_range
+from api.params import IsoDate, date_range, last_data_day
 from api.routes.report_models import (
     AbandonmentGroup,
     AbandonmentOut,
@@ -49,6 +49,7 @@ from warehouse.queries import (
     late_events,
     paths,
 )
+from warehouse.tables import JOURNEY_INSTANCES
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -75,9 +76,10 @@ class _Request:
     """The cohort parameters every report takes, resolved and checked."""
 
     def __init__(self, st: ApiState, name: str, date_from: date | None, date_to: date | None,
-                 channel: str | None, breakdown: list[str] | None) -> None:
+                 channel: str | None, breakdown: list[str] | None,
+                 last_day: date | None = None) -> None:
         self.definition: JourneyDefinition = st.definitions.get(name)  # 404 if unknown
-        self.lo, self.hi = date_range(date_from, date_to)
+        self.lo, self.hi = date_range(date_from, date_to, last_day)
         self.channel = channel
         self.breakdown = _breakdown(breakdown)
         self.wh = st.warehouse
@@ -95,7 +97,7 @@ class _Request:
                 "late_events": late}
 
 
-def _common(
+async def _common(
     st: Annotated[ApiState, Depends(state)],
     name: Annotated[str, _NAME],
     date_from: Annotated[IsoDate | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
@@ -107,7 +109,8 @@ def _common(
         "step (abandonment, detours) and detour_channel (detours)",
         openapi_examples=BREAKDOWN_EXAMPLES)] = None,
 ) -> _Request:
-    return _Request(st, name, date_from, date_to, channel, breakdown)
+    last = await last_data_day(st, JOURNEY_INSTANCES.name) if date_to is None else None
+    return _Request(st, name, date_from, date_to, channel, breakdown, last)
 
 
 Common = Annotated[_Request, Depends(_common)]

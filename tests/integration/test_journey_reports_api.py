@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -273,3 +274,18 @@ def test_an_anonymous_id_stitched_to_a_customer_finds_its_journeys(
     assert via["customer_id"] == customer and via["resolved_from"] == "device-42"
     assert via["journeys"] == direct["journeys"] and direct["resolved_from"] is None
     assert client.get("/v1/customers/device-43/journeys").status_code == 404
+
+
+def test_default_range_ends_at_the_latest_data(api: tuple[TestClient, Any]) -> None:
+    """Issue "the product manager's view": a history loaded long ago showed zeros until a
+    user found `from`. Without `to`, the range ends at the last day with data."""
+    client, (_defs, instances) = api
+    last = max(datetime.fromtimestamp(i.opened_at / 1000, UTC).date() for i in instances)
+    body = client.get("/v1/journeys/purchase/funnel").json()
+    assert (body["from"], body["to"]) == (str(last - timedelta(days=90)), str(last))
+    explicit = client.get("/v1/journeys/purchase/funnel",
+                          params={"from": body["from"], "to": body["to"]}).json()
+    assert body["steps"] == explicit["steps"] and sum(s["instances"] for s in body["steps"])
+    sessions = client.get("/v1/reports/sessions").json()  # no sessions here: ends today
+    assert sessions["to"] >= str(datetime.now(UTC).date() - timedelta(days=1))
+    assert sessions["total"] == 0
