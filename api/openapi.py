@@ -67,9 +67,14 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "the report (JSON), or its rows as CSV with `format=csv`"},
     404: _error("unknown journey definition", "DefinitionNotFound",
                 "no journey definition named 'checkout'"),
-    422: _error("bad dates, range, breakdown or other parameter", "InvalidQuery",
+    422: _error("bad dates or range (`from` after `to`, longer than 3660 days, outside "
+                "1970..2105, a number instead of ISO text), a breakdown the report does not "
+                "take, or another bad parameter", "InvalidQuery",
                 "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
+
+NOT_FOUND_ALERT = _error("no alert or recovery notice with this id", "NotFound",
+                         "no alert '0123456789abcdef01234567'")
 
 COHORT_EXAMPLE = {"journey": "purchase", "from": "2024-01-01", "to": "2024-01-31",
                   "channel": None}

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ApiState, state
+from api.openapi import NOT_FOUND_ALERT
 from api.params import IsoDateTime
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import datetime_to_ms, format_duration_ms, ms_to_datetime
@@ -133,7 +134,8 @@ async def alert_rules(st: Annotated[ApiState, Depends(state)]) -> AlertRulesOut:
     )
 
 
-@router.get("/{alert_id}", response_model=AlertOut, summary="One alert or recovery notice")
+@router.get("/{alert_id}", response_model=AlertOut, summary="One alert or recovery notice",
+            responses={404: NOT_FOUND_ALERT})
 async def get_alert(
     st: Annotated[ApiState, Depends(state)],
     alert_id: Annotated[str, Path(pattern=r"^[0-9a-f]{24}$")],

@@ -75,6 +75,8 @@ def test_one_alert(client: TestClient) -> None:
     missing = client.get(f"/v1/alerts/{'0' * 24}")
     assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
     assert client.get("/v1/alerts/not-an-id").status_code == 422
+    documented = client.get("/openapi.json").json()["paths"]["/v1/alerts/{alert_id}"]["get"]
+    assert {"404", "422"} <= set(documented["responses"])  # every answer is in the spec
 
 
 @pytest.mark.parametrize("params", [
