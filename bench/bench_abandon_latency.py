@@ -135,6 +135,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
         env.update({
             "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": "false",  # Tansu refuses it
             "JOURNEYS_KAFKA__TOPIC_PREFIX": "lat", "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),
             "JOURNEYS_WAREHOUSE__BACKEND": "server", "JOURNEYS_WAREHOUSE__HOST": ch.host,
             "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port), "JOURNEYS_WAREHOUSE__DATABASE": "lat",

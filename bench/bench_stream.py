@@ -243,6 +243,8 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
         env.update({
             "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": b.bootstrap_servers,
+            # Tansu refuses aiokafka's idempotent producer (InitProducerId)
+            "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(args.broker == "kafka").lower(),
             "JOURNEYS_KAFKA__TOPIC_PREFIX": "bench",
             "JOURNEYS_KAFKA__PARTITIONS": str(args.partitions),
             "JOURNEYS_WAREHOUSE__BACKEND": "server",

@@ -87,7 +87,8 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
     console.print(f"  • broker (Tansu, in memory) on {broker.bootstrap_servers}")
     try:
         kafka = KafkaConfig(**{**settings.kafka.model_dump(),
-                               "bootstrap_servers": broker.bootstrap_servers})
+                               "bootstrap_servers": broker.bootstrap_servers,
+                               "idempotent_producer": False})  # Tansu refuses it
         wh_config = WarehouseConfig(**{**settings.warehouse.model_dump(), "backend": "chdb",
                                        "path": data_dir / "warehouse"})
         worker_settings = settings.model_copy(update={"kafka": kafka, "warehouse": wh_config})

@@ -33,6 +33,10 @@ class KafkaConfig(BaseModel):
     # feeder) over each role's measured defaults (ingest.tuning), e.g.
     # JOURNEYS_KAFKA__PRODUCER='{"compression_type": "lz4", "linger_ms": 20}'
     producer: dict[str, str | bool | int | float | None] = {}
+    # The stream worker's producer (aiokafka) with enable_idempotence: a retry after a
+    # lost acknowledgement never writes a record twice. Apache Kafka: on. The embedded
+    # Tansu broker refuses it (InitProducerId), so `journeys demo`/`up` turn it off.
+    idempotent_producer: bool = True
 
     @property
     def raw_topic(self) -> str:

@@ -74,6 +74,7 @@ class JourneysApp(faust.App):
     and the dead-letter archiver next to the agents."""
 
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
+    idempotent_producer: bool = False  # from KafkaConfig (stream.agents.transport.Producer)
     fresh_broker: bool = False
     ctx: StageContext
     stats: StreamStats
@@ -202,6 +203,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     parts = kafka.partitions
     definitions = load_definitions(settings.definitions_path)
     app = _faust_app(settings)
+    app.idempotent_producer = kafka.idempotent_producer
     app.stats = StreamStats()
     app.offset_guard = OffsetGuard(lambda: app.consumer)
     app.ctx = ctx = StageContext(

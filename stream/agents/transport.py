@@ -10,6 +10,7 @@
 3. Resuming sources after a restart: see `Consumer`.
 4. Records stranded by a rebalance: see `Consumer.stranded_offset`.
 5. Records skipped after a rebalance: see `OffsetGuard`.
+6. An idempotent producer where the broker allows it: see `Producer`.
 
 Installed per app by `JourneysApp._new_transport` (no global registry is touched).
 """
@@ -243,8 +244,21 @@ class Consumer(faust_aiokafka.Consumer):
         return start if start < hw else None
 
 
+class Producer(faust_aiokafka.Producer):
+    """Faust's producer, idempotent when the app asks for it (`idempotent_producer`,
+    from KafkaConfig: Apache Kafka yes, Tansu no). Faust turns idempotence on only
+    with transactions."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = dict(super()._settings_extra())
+        if getattr(self.app, "idempotent_producer", False):
+            extra.update(acks="all", enable_idempotence=True)
+        return extra
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
 
 class OffsetGuard:

@@ -131,6 +131,14 @@ def expected_sessions(events: Iterable[dict[str, Any]]) -> set[tuple[str, int, i
 
 # -- a stream worker subprocess against the test broker and ClickHouse ----------------
 
+def broker_worker_settings() -> dict[str, str]:
+    """Worker settings the test broker needs: on Tansu (JOURNEYS_TEST_BROKER=tansu) no
+    idempotent producer (it refuses InitProducerId); nothing on Apache Kafka."""
+    if os.environ.get("JOURNEYS_TEST_BROKER", "kafka").strip().lower() == "tansu":
+        return {"JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": "false"}
+    return {}
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -149,6 +157,7 @@ class Worker:
         self.log = workdir / "worker.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
         self.env.update({
+            **broker_worker_settings(),
             "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
             "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),

@@ -27,7 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from journeys.settings import KafkaConfig
 from stream.agents.app import committed_stages
 from stream.agents.stats import late_in_stats_line
-from tests.integration.ingest_support import end_offsets
+from tests.integration.ingest_support import broker_worker_settings, end_offsets
 from warehouse.backend import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,7 @@ def worker_env(kafka: KafkaConfig, clickhouse_host: str, clickhouse_port: int, d
     (`settings` keys are JOURNEYS_ names without the prefix, e.g. ALLOWED_LATENESS_MS)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env.update({
+        **broker_worker_settings(),
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),

@@ -43,7 +43,7 @@ from tests.integration.alerts_support import (
     occurred_ms,
     produce_events,
 )
-from tests.integration.ingest_support import read_topic
+from tests.integration.ingest_support import broker_worker_settings, read_topic
 from tests.integration.stream_support import start_worker, stop_worker, wait_pipeline
 from warehouse.connect import connect
 from warehouse.queries import alerts as alerts_query
@@ -72,6 +72,7 @@ def env(broker: LocalBroker, clickhouse_server: LocalClickHouse,
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     port = _free_port()  # nobody listens here until the test starts the receiver
     env.update({
+        **broker_worker_settings(),
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": unique_name("alertw"),
         "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),

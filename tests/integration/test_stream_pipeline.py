@@ -28,7 +28,7 @@ from deploy.local.clickhouse import LocalClickHouse
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
 from stream.engine.sessions import session_id
-from tests.integration.ingest_support import read_topic
+from tests.integration.ingest_support import broker_worker_settings, read_topic
 from tests.integration.stream_support import wait_pipeline
 from warehouse.backend import Warehouse
 from warehouse.connect import connect
@@ -151,6 +151,7 @@ def worker_env(broker: LocalBroker, clickhouse_server: LocalClickHouse,
                unique_name: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env.update({
+        **broker_worker_settings(),
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": unique_name("stream"),
         "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),

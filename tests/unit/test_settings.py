@@ -69,3 +69,15 @@ def test_producer_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(envvars.KAFKA_PRODUCER, '{"compression_type": null, "linger_ms": 20}')
     assert CollectorSettings.build().kafka.producer == {"compression_type": None,
                                                         "linger_ms": 20}
+
+
+def test_worker_producer_is_idempotent_unless_the_broker_is_tansu() -> None:
+    """Apache Kafka: idempotent (a retry after a lost ack never duplicates); the
+    embedded Tansu broker refuses it, so the embedded stack turns it off."""
+    from stream.agents.app import create_app
+
+    kafka_app = create_app(WorkerSettings.build())
+    assert kafka_app.producer._settings_extra()["enable_idempotence"] is True
+    tansu = WorkerSettings.build().kafka.model_copy(update={"idempotent_producer": False})
+    tansu_app = create_app(WorkerSettings.build(kafka=tansu, app_id="t2"))
+    assert "enable_idempotence" not in tansu_app.producer._settings_extra()
