@@ -132,6 +132,11 @@ class CustomerAgent:
             return
         await self._redeliver_stranded()
         await self._refresh_upstream()
+        if self.lock.locked():
+            # A batch is being prepared: it visits overdue holds and deletable customers
+            # of its partitions itself. Waiting for the lock made the timer overrun its
+            # interval (Faust's "Timer journeys.tick is overlapping" at the default level).
+            return
         async with self.lock:
             wall = now_ms()
             due = [p for p in sorted(self._indexed)
