@@ -103,6 +103,9 @@ class WarehouseConfig(BaseModel):
     database: str = Field(default="journeys", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     user: str = "default"
     password: SecretStr = SecretStr("")
+    # A ClickHouse cluster (remote_servers name): `journeys migrate` then creates every
+    # table as Replicated local tables behind a Distributed one (warehouse.cluster)
+    cluster: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 def _url_list(v: Any) -> Any:

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 from journeys.errors import WarehouseError
 from journeys.settings import WarehouseConfig
+from warehouse import cluster as cluster_ddl
 from warehouse.backend import Warehouse
-from warehouse.migrations import BOOTSTRAP, MIGRATIONS, AddColumn, Migration
+from warehouse.migrations import BOOTSTRAP, MIGRATIONS, AddColumn, Migration, Statement
 from warehouse.sql import check_identifier, qualified
 from warehouse.tables import SCHEMA_MIGRATIONS
 
@@ -27,22 +28,26 @@ def applied_migrations(wh: Warehouse) -> dict[int, str]:
     return {int(v): str(n) for v, n in rows}
 
 
-def pending_migrations(wh: Warehouse) -> list[Migration]:
+def pending_migrations(wh: Warehouse, cluster: str | None = None) -> list[Migration]:
     """The migrations this code knows that the database has not recorded yet."""
-    _bootstrap(wh)
+    _bootstrap(wh, cluster)
     done = applied_migrations(wh)
     return [m for m in MIGRATIONS if m.version not in done]
 
 
-def migrate(wh: Warehouse) -> list[str]:
-    """Create the database if needed and apply pending migrations in order.
+def migrate(wh: Warehouse, cluster: str | None = None) -> list[str]:
+    """Create the database if needed and apply pending migrations in order; with
+    `cluster`, as Replicated local tables behind Distributed ones on every node of that
+    cluster (warehouse.cluster).
 
     Returns the names applied now ([] when the schema was up to date).
     """
     done: list[str] = []
-    for migration in pending_migrations(wh):
+    for migration in pending_migrations(wh, cluster):
         for statement in migration.statements:
-            if isinstance(statement, AddColumn):
+            if cluster is not None:
+                _apply_on_cluster(wh, statement, cluster)
+            elif isinstance(statement, AddColumn):
                 _add_column(wh, statement)
             else:
                 wh.execute(statement.format(db=wh.database))
@@ -68,7 +73,7 @@ def migrate_from_config(config: WarehouseConfig) -> list[str]:
 
     wh = connect(config, create_database=True)
     try:
-        return migrate(wh)
+        return migrate(wh, config.cluster)
     finally:
         wh.close()
 
@@ -94,7 +99,21 @@ def _add_column(wh: Warehouse, change: AddColumn) -> None:
             raise
 
 
-def _bootstrap(wh: Warehouse) -> None:
+def _apply_on_cluster(wh: Warehouse, statement: Statement, cluster: str) -> None:
+    ddls = cluster_ddl.render(statement, wh.database, cluster)
+    if isinstance(statement, AddColumn):  # local table, then the Distributed one
+        names = (statement.table + cluster_ddl.LOCAL_SUFFIX, statement.table)
+        ddls = [ddl for name, ddl in zip(names, ddls, strict=True)
+                if not _has_column(wh, name, statement.column)]
+    for ddl in ddls:
+        wh.execute(ddl)
+
+
+def _bootstrap(wh: Warehouse, cluster: str | None = None) -> None:
     database = check_identifier(wh.database)
+    if cluster is not None:
+        for ddl in cluster_ddl.render_bootstrap(database, cluster):
+            wh.execute(ddl)
+        return
     wh.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
     wh.execute(BOOTSTRAP.format(db=database))

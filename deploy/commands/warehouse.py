@@ -9,6 +9,17 @@ import typer
 from rich.console import Console
 
 
+def _single_node(config: Any, command: str) -> None:
+    """Compaction and retention work on one node's parts and partitions: on a cluster
+    they would have to run on every shard's local tables, which is not built yet."""
+    if config.cluster is not None:
+        from journeys.errors import ConfigError
+
+        raise ConfigError(f"`journeys {command}` works on a single ClickHouse node; with "
+                          f"JOURNEYS_WAREHOUSE__CLUSTER={config.cluster} run it per shard "
+                          "against the *_local tables (docs/warehouse.md \"Clusters\")")
+
+
 def _config(**overrides: Any) -> Any:
     """WarehouseConfig from env/settings file, with the command-line options on top."""
     from journeys.settings import WarehouseConfig, WarehouseRole
@@ -30,21 +41,25 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option(None, help="ClickHouse server host"),
         port: int = typer.Option(None, help="ClickHouse server native port"),
         database: str = typer.Option(None, help="database name"),
+        cluster: str = typer.Option(None, help="ClickHouse cluster (remote_servers name): "
+                                    "Replicated local tables behind Distributed ones"),
     ) -> None:
         """Create or upgrade the ClickHouse schema (idempotent: safe to run any time)."""
         from warehouse.connect import connect
         from warehouse.schema import migrate as run_migrations
 
-        config = _config(backend=backend, path=path, host=host, port=port, database=database)
+        config = _config(backend=backend, path=path, host=host, port=port, database=database,
+                         cluster=cluster)
         wh = connect(config)
         try:
-            applied = run_migrations(wh)
+            applied = run_migrations(wh, config.cluster)
         finally:
             wh.close()
         out = Console()
         if applied:
+            on_cluster = f" (cluster {config.cluster})" if config.cluster else ""
             out.print(f"applied {len(applied)} migration(s) to {config.database} on "
-                      f"{_where(config)}:")
+                      f"{_where(config)}{on_cluster}:")
             for name in applied:
                 out.print(f"  • {name}")
         else:
@@ -68,6 +83,7 @@ def register(app: typer.Typer) -> None:
         from warehouse.connect import connect
 
         config = _config(backend=backend, path=path, host=host, port=port, database=database)
+        _single_node(config, "retention")
         wh = connect(config, create_database=False)
         try:
             drops = ret.plan(wh, older_than, tables=tuple(table) if table else ret.TABLES)
@@ -102,6 +118,7 @@ def register(app: typer.Typer) -> None:
         from warehouse.connect import connect
 
         config = _config(backend=backend, path=path, host=host, port=port, database=database)
+        _single_node(config, "compact")
         wh = connect(config, create_database=False)
         try:
             todo = compaction.unsettled(wh)

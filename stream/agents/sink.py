@@ -51,7 +51,7 @@ class WarehouseSink:
             from warehouse.schema import migrate
 
             self._wh = connect(self.config)
-            migrate(self._wh)
+            migrate(self._wh, self.config.cluster)
 
     def close(self) -> None:
         if self._owned and self._wh is not None:
