@@ -159,3 +159,22 @@ def late_events(log: Path) -> int:
         n = late_in_stats_line(line)
         late = late if n is None else n
     return late
+
+
+def demo_day(start_ms: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A day of the demo's generated multi-channel traffic (its checkout loop, payment
+    incident and call-centre switch), occurred_at as epoch ms."""
+    from ingest.generator import (
+        DEMO_VISITORS_PER_HOUR,
+        GeneratorConfig,
+        demo_stories,
+        generate_events,
+    )
+    from journeys.events import parse_occurred_at
+
+    day = 86_400_000
+    cfg = GeneratorConfig(seed=seed, start_ms=start_ms, duration_ms=day,
+                          visitors_per_hour=DEMO_VISITORS_PER_HOUR,
+                          stories=demo_stories(day, start_ms))
+    return [{**e, "occurred_at": parse_occurred_at(e["occurred_at"])}
+            for e in generate_events(cfg)]

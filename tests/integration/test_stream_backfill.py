@@ -21,18 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from ingest.generator import (
-    DEMO_VISITORS_PER_HOUR,
-    GeneratorConfig,
-    demo_stories,
-    generate_events,
-)
 from journeys.definitions import load_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.timeutil import datetime_to_ms
@@ -40,6 +33,7 @@ from journeys.topics import ensure_journey_topics
 from stream.engine.dropoff import alert_id
 from stream.engine.identity import JUNK_IDS
 from tests.integration.stream_support import (
+    demo_day,
     journeys_in,
     late_events,
     produce,
@@ -61,17 +55,6 @@ START_MS = datetime_to_ms(datetime(2026, 3, 1, 17, tzinfo=UTC))  # an afternoon 
 LATENESS_MS = 300_000  # the default
 
 
-def sample() -> list[dict[str, Any]]:
-    cfg = GeneratorConfig(seed=7, start_ms=START_MS, duration_ms=DAY,
-                          visitors_per_hour=DEMO_VISITORS_PER_HOUR,
-                          stories=demo_stories(DAY, START_MS))
-    events = []
-    for e in generate_events(cfg):
-        t = datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00"))
-        events.append({**e, "occurred_at": datetime_to_ms(t)})
-    return events
-
-
 @pytest.mark.timeout(600)
 def test_bulk_backfill_equals_reference_journeys_and_alerts(
     broker: LocalBroker, clickhouse_server: LocalClickHouse,
@@ -85,7 +68,7 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
     env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port, db,
                      unique_name("bfw"), DATA_DIR=str(tmp_path / "data"),
                      ALLOWED_LATENESS_MS=str(LATENESS_MS))
-    events = sample()
+    events = demo_day(START_MS)
     end = max(e["occurred_at"] for e in events) + 10 * DAY  # past every deadline and window
     instances, want_sessions = split(defs, events, set(JUNK_IDS), end - LATENESS_MS)
     stitched = sum(1 for e in events if e.get("customer_id") and e.get("anonymous_id"))
