@@ -114,6 +114,15 @@ def journeys_in(wh: Warehouse) -> dict[str, tuple[Any, ...]]:
     return {r[0]: tuple(r) for r in rows}
 
 
+def sessions_in(wh: Warehouse) -> set[tuple[str, int, int, int]]:
+    """Live sessions (customer, started, ended, events), filler customers left out: the
+    shape tests/reference/stitching_ref.split gives."""
+    rows = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
+                    f"FROM {wh.database}.sessions FINAL WHERE deleted = 0 "
+                    f"AND customer_id NOT LIKE 'filler-%%'")
+    return {(str(c), int(s), int(e), int(n)) for c, s, e, n in rows}
+
+
 def row_view(r: tuple[Any, ...]) -> tuple[Any, ...]:
     """A warehouse row (stream_support.JOURNEY_COLUMNS) as stitching_ref.reference_view."""
     (_iid, journey, customer, status, opened, closed, furthest, types, chans, times,

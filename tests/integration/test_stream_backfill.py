@@ -39,6 +39,7 @@ from tests.integration.stream_support import (
     produce,
     produce_fillers,
     row_view,
+    sessions_in,
     start_worker,
     stop_worker,
     wait_pipeline,
@@ -98,11 +99,7 @@ def test_bulk_backfill_equals_reference_journeys_and_alerts(
             for iid in bad[:3]:
                 print("want", want[iid], "\ngot ", got[iid])
             assert not bad, f"{len(bad)} of {len(want)} instances differ, e.g. {bad[:3]}"
-            sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
-                                f"FROM {db}.sessions FINAL WHERE deleted = 0 "
-                                f"AND customer_id NOT LIKE 'filler-%%'")
-            assert {tuple(int(x) if i else x for i, x in enumerate(r))
-                    for r in sessions} == want_sessions
+            assert sessions_in(wh) == want_sessions
 
             expected = {alert_id(a.journey, a.step, a.channel, a.window_start): a.kind
                         for d in defs.journeys

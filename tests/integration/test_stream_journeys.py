@@ -38,6 +38,7 @@ from tests.integration.stream_support import (
     produce,
     produce_fillers,
     row_view,
+    sessions_in,
     start_worker,
     stop_worker,
     wait_pipeline,
@@ -208,11 +209,7 @@ def test_two_workers_one_killed_journeys_equal_reference(
                 print("  want", want[iid])
                 print("  got ", got[iid])
             assert not bad, f"{len(bad)} of {len(want)} instances differ"
-            sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
-                                f"FROM {db}.sessions FINAL WHERE deleted = 0 "
-                                f"AND customer_id NOT LIKE 'filler-%%'")
-            assert {tuple(int(x) if i else x for i, x in enumerate(r))
-                    for r in sessions} == want_sessions
+            assert sessions_in(wh) == want_sessions
             merges = wh.query(f"SELECT anonymous_id, customer_id, event_id "
                               f"FROM {db}.identity_merges FINAL")
             links: dict[str, tuple[int, str, str, str]] = {}  # the earliest link wins

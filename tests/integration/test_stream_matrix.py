@@ -39,6 +39,7 @@ from tests.integration.stream_support import (
     produce,
     produce_fillers,
     row_view,
+    sessions_in,
     start_worker,
     stop_worker,
     wait_pipeline,
@@ -153,11 +154,7 @@ def test_backlog_is_exact_for_any_partitions_workers_and_order(
             assert (len(missing), len(extra), len(bad), late) == (0, 0, 0, 0)
             assert len(want) > 100 and {w[2] for w in want.values()} == {
                 "converted", "abandoned"}
-            sessions = wh.query(f"SELECT customer_id, started_at_ms, ended_at_ms, events "
-                                f"FROM {db}.sessions FINAL WHERE deleted = 0 "
-                                f"AND customer_id NOT LIKE 'filler-%%'")
-            assert {tuple(int(x) if i else x for i, x in enumerate(r))
-                    for r in sessions} == want_sessions
+            assert sessions_in(wh) == want_sessions
         finally:
             wh.close()
         reached = observations(read_topic(kafka.bootstrap_servers, kafka.step_reached_topic))
