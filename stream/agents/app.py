@@ -38,7 +38,7 @@ from journeys.topics import (
     ensure_topics,
     list_topics,
 )
-from stream.agents.alerts import AlertWorker
+from stream.agents.alerts import ALERT_TABLE, AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.customers import CustomerAgent
 from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 ALIAS_TABLE = "identity-aliases"
 STATE_TABLE = "customer-state"
-ALERT_TABLE = "alert-state"
 STATS_LOG_INTERVAL_S = 10.0
 TICK_INTERVAL_S = 0.5  # overdue holds and stranded partitions are checked this often
 ENVELOPES_PER_BATCH = 64  # Faust messages per take (each up to 2,000 events)
