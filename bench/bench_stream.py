@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     ap.add_argument("--flush-interval", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--guarantee", choices=("at_least_once", "exactly_once"),
+                    default="at_least_once", help="Faust processing_guarantee of the workers")
     ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args()
 
@@ -246,6 +248,7 @@ def main() -> None:
             # Tansu refuses aiokafka's idempotent producer (InitProducerId)
             "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(args.broker == "kafka").lower(),
             "JOURNEYS_KAFKA__TOPIC_PREFIX": "bench",
+            "JOURNEYS_KAFKA__PROCESSING_GUARANTEE": args.guarantee,
             "JOURNEYS_KAFKA__PARTITIONS": str(args.partitions),
             "JOURNEYS_WAREHOUSE__BACKEND": "server",
             "JOURNEYS_WAREHOUSE__HOST": ch.host,

@@ -125,7 +125,11 @@ class EventValidator:
             return Rejection(f"not_an_object: got {type(obj).__name__}", raw)
         event_id = obj.get("event_id")
         eid = event_id if isinstance(event_id, str) else None
-        reason = _check(obj, self.channels)
+        try:
+            reason = _check(obj, self.channels)
+        except Exception as exc:  # the poison rule (docs/ingest.md): an input never
+            # raises; what a rule misses ends as a dead letter naming the exception
+            return Rejection(f"unprocessable: {type(exc).__name__}", raw, eid)
         if isinstance(reason, str):
             return Rejection(reason, raw, eid)
         return reason

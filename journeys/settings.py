@@ -37,6 +37,11 @@ class KafkaConfig(BaseModel):
     # lost acknowledgement never writes a record twice. Apache Kafka: on. The embedded
     # Tansu broker refuses it (InitProducerId), so `journeys demo`/`up` turn it off.
     idempotent_producer: bool = True
+    # Faust's processing guarantee for the worker's stages. at_least_once (default):
+    # every stage is idempotent to re-delivery (docs/stream.md "Exactly once in
+    # effect"). exactly_once turns on Faust's Kafka transactions: measured, and not
+    # recommended (docs/local-services.md "Exactly-once transactions").
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
 
     @property
     def raw_topic(self) -> str:

@@ -27,9 +27,9 @@ from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.alerting.delivery import DeadLetter, WebhookDispatcher
 from stream.agents.alerting.service import AlertSink, AlertSinkError
 from stream.agents.alerting.webhooks import summary
-from stream.agents.context import StageContext, send_all, store
+from stream.agents.context import Record, StageContext, isolating, send_all, store
 from stream.engine.dropoff import AlertRecord
-from stream.stages.alerts import AlertStage, Reached, StepReachedRouter
+from stream.stages.alerts import AlertBatch, AlertStage, Reached, StepReachedRouter
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +100,32 @@ class AlertWorker:
         return value
 
     async def handle(self, events: Sequence[Any]) -> None:
+        records = [(e.message.partition, e.message.offset, e.message.value) for e in events]
         async with self.lock:
-            batch = self.stage.prepare(((e.message.partition, e.message.value)
-                                        for e in events), self._get)
-            if batch.undecodable:
-                log.warning("alerts: skipped %d undecodable messages", batch.undecodable)
-            if batch.records:
-                await self.emit(batch.records)
-            await store(self.ctx, self.table, dict(batch.states))
-            self.late += batch.late
-            if batch.watermarks:
-                wm = max(batch.watermarks.values())
-                if wm > self.watermark:
-                    log.info("alerts: windows final up to watermark %s (partitions %s); "
-                             "fired %d, recovered %d, late observations %d", ms_to_iso(wm),
-                             sorted(batch.watermarks), self.fired, self.recovered, self.late)
-                    self.watermark = wm
+            await isolating(self.ctx, "alerts", self.ctx.settings.kafka.step_reached_topic,
+                            records, self._prepare, self._emit)
+
+    async def _prepare(self, records: list[Record]) -> AlertBatch:
+        try:
+            return self.stage.prepare(((p, v) for p, _o, v in records), self._get)
+        except Exception:
+            self.stage.drop_cached_states()
+            raise
+
+    async def _emit(self, batch: AlertBatch) -> None:
+        if batch.undecodable:
+            log.warning("alerts: skipped %d undecodable messages", batch.undecodable)
+        if batch.records:
+            await self.emit(batch.records)
+        await store(self.ctx, self.table, dict(batch.states))
+        self.late += batch.late
+        if batch.watermarks:
+            wm = max(batch.watermarks.values())
+            if wm > self.watermark:
+                log.info("alerts: windows final up to watermark %s (partitions %s); "
+                         "fired %d, recovered %d, late observations %d", ms_to_iso(wm),
+                         sorted(batch.watermarks), self.fired, self.recovered, self.late)
+                self.watermark = wm
 
     async def emit(self, records: Sequence[AlertRecord]) -> None:
         """Store, publish, queue webhooks; retried whole (idempotent), then crash."""

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -45,7 +45,12 @@ from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
 from stream.agents.identity import IdentityAgent
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
-from stream.agents.transport import DEFAULT_FETCH_MAX_WAIT_MS, OffsetGuard, Transport
+from stream.agents.transport import (
+    DEFAULT_FETCH_MAX_WAIT_MS,
+    Consumer,
+    OffsetGuard,
+    Transport,
+)
 from stream.agents.validate import RawValidator, validate_group
 from stream.agents.web import install_pages
 from stream.stages.customers import CustomerStage
@@ -81,13 +86,31 @@ class JourneysApp(faust.App):
     offset_guard: OffsetGuard
     validate: ValidateStage
     _logged: tuple[int, ...] = ()
+    raw_validator: RawValidator | None = None
+    customer_table: Any = None  # per-customer state (stream.stages.customers)
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
 
     def metric_sources(self) -> dict[str, Any]:
         """What this worker's /metrics (and the embedded API's) render (journeys.metrics)."""
-        return {"stream": self.stats.samples, "alerts": self.alert_worker.samples}
+        return {"stream": self.stats.samples, "alerts": self.alert_worker.samples,
+                "consumers": self.consumer_samples}
+
+    def consumer_samples(self) -> dict[str, Any]:
+        """Consumer lag per stage topic and partition this worker owns (records behind
+        the log end), and the customers whose state this worker holds."""
+        lag: dict[tuple[str, int], int] = {}
+        if self.raw_validator is not None:
+            lag.update(self.raw_validator.lag())
+        if self._consumer is not None:
+            lag.update(cast(Consumer, self._consumer).lag())
+        return {
+            "journeys_consumer_lag_records": {
+                (("topic", t), ("partition", p)): n for (t, p), n in lag.items()},
+            "journeys_customer_states": len(self.customer_table) if self.customer_table
+            is not None else 0,
+        }
 
     def topic_configs(self) -> dict[str, dict[str, str]]:
         """Every topic this app reads or writes -> the configs it is created with: the
@@ -127,8 +150,9 @@ class JourneysApp(faust.App):
 
     async def on_started(self) -> None:
         await super().on_started()  # tables recovered by now
-        await self.add_runtime_dependency(
-            RawValidator(self.ctx, self.validate, loop=self.loop, beacon=self.beacon))
+        self.raw_validator = RawValidator(self.ctx, self.validate, loop=self.loop,
+                                          beacon=self.beacon)
+        await self.add_runtime_dependency(self.raw_validator)
         await self.add_runtime_dependency(
             DeadLetterArchiver(self.ctx, loop=self.loop, beacon=self.beacon))
 
@@ -173,7 +197,8 @@ def _faust_app(settings: WorkerSettings) -> JourneysApp:
         store="memory://",
         autodiscover=False,
         datadir=str(faust_data_dir(settings)),
-        processing_guarantee="at_least_once",  # exactly_once needs idempotence: not on Tansu
+        # at_least_once: every stage is idempotent to re-delivery (docs/stream.md)
+        processing_guarantee=kafka.processing_guarantee,
         broker_session_timeout=6.0,  # group join takes ~half of it on Tansu
         broker_heartbeat_interval=1.0,
         broker_request_timeout=30.0,
@@ -238,6 +263,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         await customers.on_recovered(app.active_partitions(kafka.by_customer_topic))
 
     customers.table.on_recover(recovered)
+    app.customer_table = customers.table
     alerts.table = table(ALERT_TABLE, "drop-off alert state per (journey, step) "
                                       "(stream.stages.alerts)")
     alerts.table.on_recover(alerts.on_recovered)

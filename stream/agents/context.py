@@ -18,10 +18,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import orjson
 
 from journeys.definitions import Definitions
 from journeys.settings import WorkerSettings
+from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats
 
@@ -31,6 +34,7 @@ FLUSH_RETRY_DEADLINE_S = 300.0  # then the worker crashes (batch left uncommitte
 PREPARE_BYTES = 512 * 1024  # envelope bytes per pure `prepare` call (~0.3 s of CPU)
 
 Record = tuple[int, int, bytes | None]  # (partition, offset, value)
+B = TypeVar("B")
 
 
 class Send(Protocol):
@@ -107,8 +111,10 @@ def byte_chunks(records: list[Record], limit: int = PREPARE_BYTES) -> list[list[
     return out
 
 
-async def write_with_retry(ctx: StageContext, write: Callable[[], object]) -> None:
-    """Run a blocking warehouse write in a thread; retry with backoff, then raise."""
+async def write_with_retry(ctx: StageContext, write: Callable[[], object],
+                           rows: int = 0) -> None:
+    """Run a blocking warehouse write (of `rows` rows, for the metrics) in a thread;
+    retry with backoff, then raise."""
     delay, deadline = 0.2, time.monotonic() + FLUSH_RETRY_DEADLINE_S
     while True:
         started = time.perf_counter()
@@ -122,7 +128,7 @@ async def write_with_retry(ctx: StageContext, write: Callable[[], object]) -> No
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
-        ctx.stats.record_flush(time.perf_counter() - started)
+        ctx.stats.record_flush(time.perf_counter() - started, rows)
         return
 
 
@@ -145,3 +151,44 @@ async def run_batches(ctx: StageContext, stream: Any, max_messages: int, within_
                 log.exception("batch failed; stopping the worker uncommitted")
                 await ctx.crash(exc)
             raise
+
+
+async def isolating(ctx: StageContext, stage: str, topic: str, records: list[Record],
+                    prepare: Callable[[list[Record]], Awaitable[B]],
+                    emit: Callable[[B], Awaitable[None]]) -> None:
+    """`emit(await prepare(records))`, with the poison rule (docs/stream.md "Poison
+    records"): when the pure `prepare` raises, the records are handled in two halves,
+    in order, down to the single record that raises, which is dead-lettered with the
+    exception's class and skipped; its neighbours are processed. `emit` (I/O) is not
+    guarded: a warehouse or broker outage is no fault of a record."""
+    try:
+        batch = await prepare(records)
+    except Exception as exc:
+        if len(records) > 1:
+            half = len(records) // 2
+            await isolating(ctx, stage, topic, records[:half], prepare, emit)
+            await isolating(ctx, stage, topic, records[half:], prepare, emit)
+            return
+        if not records:
+            raise
+        await dead_letter_record(ctx, stage, topic, records[0], exc)
+        return
+    await emit(batch)
+
+
+async def dead_letter_record(ctx: StageContext, stage: str, topic: str, record: Record,
+                             exc: Exception) -> None:
+    """Send one record that made a stage raise to the dead-letter topic (the archiver
+    copies it to the `dead_letters` table): reason `stage_error: <class> at
+    topic[partition]@offset`, the stage, the original bytes and the message."""
+    partition, offset, value = record
+    log.error("%s: record %s[%d]@%d raised %r: dead-lettered and skipped (poison rule)",
+              stage, topic, partition, offset, exc, exc_info=exc)
+    ctx.stats.rejected["stage_error"] += 1
+    ctx.stats.poison_records += 1
+    body = orjson.dumps({
+        "reason": f"stage_error: {type(exc).__name__} at {topic}[{partition}]@{offset}",
+        "stage": stage, "event_id": None, "received_at": ms_to_iso(now_ms()),
+        "original": (value or b"").decode("utf-8", errors="replace"),
+        "error": repr(exc)[:1000]})
+    await send_all(ctx, ctx.settings.kafka.dead_letter_topic, [(None, None, body)])

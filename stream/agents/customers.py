@@ -23,8 +23,10 @@ from faust.types import TP
 
 from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.context import (
+    Record,
     StageContext,
     byte_chunks,
+    isolating,
     send_all,
     store,
     write_with_retry,
@@ -115,15 +117,17 @@ class CustomerAgent:
 
     async def _handle(self, events: list[Any], lane: int) -> None:
         records = [(e.message.partition, e.message.offset, e.message.value) for e in events]
+        kafka = self.ctx.settings.kafka
+        topic = kafka.by_customer_topic if lane == RECORDS else kafka.handovers_topic
+
+        async def prepare(chunk: list[Record]) -> CustomerBatch:
+            # CPU-bound pure work off the event loop: heartbeats and fetches go on
+            return await asyncio.to_thread(self.stage.prepare, chunk, self._get, now_ms(),
+                                           lane=lane)
+
         for chunk in byte_chunks(records):
             async with self.lock:
-                # CPU-bound pure work off the event loop: heartbeats and fetches go on
-                batch = await asyncio.to_thread(self.stage.prepare, chunk, self._get,
-                                                now_ms(), lane=lane)
-                if batch.undecodable:
-                    log.warning("customers: skipped %d undecodable envelopes",
-                                batch.undecodable)
-                await self.emit(batch)
+                await isolating(self.ctx, "customers", topic, chunk, prepare, self.emit)
 
     async def tick(self, in_rebalance: bool) -> None:
         """Timer: give up overdue holds, delete finished customers whose inputs are
@@ -149,11 +153,14 @@ class CustomerAgent:
     async def emit(self, batch: CustomerBatch) -> None:
         """Write a batch; returns once all of it is durable."""
         ctx, _st, kafka = self.ctx, self.ctx.stats, self.ctx.settings.kafka
+        if batch.undecodable:
+            log.warning("customers: skipped %d undecodable envelopes", batch.undecodable)
         if ctx.sink.enabled and (batch.has_output() or batch.late):
             sessions, rows, retr, late = (batch.session_rows, batch.instance_rows,
                                           batch.retractions, batch.late)
             await write_with_retry(ctx, lambda: ctx.sink.write_customers(sessions, rows, retr,
-                                                                         late))
+                                                                         late),
+                                   len(sessions) + len(rows) + len(retr) + len(late))
         # Observations first: what a device observed is on the step-reached topic before
         # its handover exists, so the customer's retraction of it always comes after.
         for hook in self.reached_hooks if batch.reached else ():

@@ -136,7 +136,8 @@ class DeadLetterArchiver(Service):
                 letters = self.letters(records)
                 if letters and self.ctx.sink.enabled:
                     await write_with_retry(
-                        self.ctx, partial(write_dead_letters, self.ctx.sink.warehouse, letters))
+                        self.ctx, partial(write_dead_letters, self.ctx.sink.warehouse, letters),
+                        len(letters))
                     self.archived += len(letters)
                 for m in records:
                     self.written[m.partition] = max(self.written.get(m.partition, -1),

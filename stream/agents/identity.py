@@ -17,11 +17,12 @@ from stream.agents.context import (
     Record,
     StageContext,
     byte_chunks,
+    isolating,
     send_all,
     store,
     write_with_retry,
 )
-from stream.stages.identity import IdentityStage
+from stream.stages.identity import IdentityBatch, IdentityStage
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,26 @@ class IdentityAgent:
 
     async def handle(self, events: list[Any]) -> None:
         records = [(e.message.partition, e.message.offset, e.message.value) for e in events]
+        topic = self.ctx.settings.kafka.by_identity_topic
         for chunk in byte_chunks(records):
-            await self._handle(chunk)
+            await isolating(self.ctx, "identity", topic, chunk, self._prepare, self._emit)
 
-    async def _handle(self, records: list[Record]) -> None:
+    async def _prepare(self, records: list[Record]) -> IdentityBatch:
+        try:
+            return await asyncio.to_thread(self.stage.prepare, records, self._get)  # off loop
+        except Exception:
+            self.stage.drop_cached_offsets()  # those of the failed batch were never stored
+            raise
+
+    async def _emit(self, batch: IdentityBatch) -> None:
         ctx, st = self.ctx, self.ctx.stats
-        batch = await asyncio.to_thread(self.stage.prepare, records, self._get)  # off the loop
         if batch.undecodable:
             log.warning("identity: skipped %d undecodable envelopes", batch.undecodable)
         await send_all(ctx, ctx.settings.kafka.by_customer_topic,
                        ((p, None, v) for p, v in batch.envelopes.messages()))
         merges = batch.merges
         if merges and ctx.sink.enabled:
-            await write_with_retry(ctx, lambda: ctx.sink.write_merges(merges))
+            await write_with_retry(ctx, lambda: ctx.sink.write_merges(merges), len(merges))
         await store(ctx, self.table, dict(batch.states))
         st.events_identity += batch.events
         st.identity_merges += len(merges)

@@ -61,6 +61,7 @@ class StreamStats:
     duplicates: int = 0  # event_id already applied
     redelivered: int = 0  # the same input read again (crash, rebalance): skipped
     late_events: int = 0  # older than their source partition's watermark: raw table only
+    poison_records: int = 0  # records a stage raised on: dead-lettered (stream.agents.context)
     handovers_sent: int = 0  # stitched anonymous states handed to their customer
     handovers_absorbed: int = 0
     timer_visits: int = 0  # customers advanced by a watermark move without events
@@ -79,6 +80,8 @@ class StreamStats:
     dead_letters_written: int = 0
     flush_failures: int = 0  # attempts that raised (each retried)
     flush_seconds_total: float = 0.0
+    flush_rows_total: int = 0  # rows in the warehouse writes (batch size = rows / batches)
+    last_flush_rows: int = 0
     flush_seconds_max: float = 0.0
     last_flush_seconds: float = 0.0
     last_flush_at: float | None = None  # wall clock, epoch seconds
@@ -88,8 +91,10 @@ class StreamStats:
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
 
-    def record_flush(self, seconds: float) -> None:
+    def record_flush(self, seconds: float, rows: int = 0) -> None:
         self.batches_flushed += 1
+        self.flush_rows_total += rows
+        self.last_flush_rows = rows
         self.last_flush_seconds = seconds
         self.flush_seconds_total += seconds
         self.flush_seconds_max = max(self.flush_seconds_max, seconds)
@@ -113,6 +118,7 @@ class StreamStats:
             "journeys_events_rejected_total": {
                 (("reason", r),): n for r, n in self.rejected.items()},
             "journeys_late_events_total": self.late_events,
+            "journeys_poison_records_total": self.poison_records,
             "journeys_unattributed_events_total": self.unattributed,
             "journeys_identity_events_total": self.events_identity,
             "journeys_identity_merges_total": self.identity_merges,
@@ -131,6 +137,8 @@ class StreamStats:
             "journeys_flush_failures_total": self.flush_failures,
             "journeys_flush_seconds_total": self.flush_seconds_total,
             "journeys_flush_seconds_max": self.flush_seconds_max,
+            "journeys_flush_rows_total": self.flush_rows_total,
+            "journeys_last_flush_rows": self.last_flush_rows,
             "journeys_last_flush_seconds": self.last_flush_seconds,
             "journeys_event_time_lag_seconds": lag,
             "journeys_uptime_seconds": time.time() - self.started_at,
@@ -165,6 +173,7 @@ class StreamStats:
             "events_applied": self.events_applied,
             "duplicates": self.duplicates,
             "late_events": self.late_events,
+            "poison_records": self.poison_records,
             "batches_flushed": self.batches_flushed,
             "touchpoints_written": self.touchpoints_written,
             "session_rows_written": self.session_rows_written,

@@ -191,6 +191,24 @@ class Consumer(faust_aiokafka.Consumer):
         return run[-1] + 1
 
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the log end per assigned partition: the high-water of the
+        last fetch minus the committed offset (where a restart resumes). Partitions
+        never committed by this worker are left out; changelogs are not processed."""
+        try:
+            consumer = self._thread._ensure_consumer()
+            assigned = list(consumer.assignment())
+        except Exception:  # not started yet
+            return {}
+        out = {}
+        for tp in assigned:
+            committed = self._committed_offset.get(tp)
+            hw = consumer.highwater(tp)
+            if committed is None or hw is None or self._is_changelog_tp(tp):
+                continue
+            out[(tp.topic, tp.partition)] = max(0, hw - committed)
+        return out
+
     async def _seek(self, partition: TP, offset: int) -> None:
         """Faust seeks from the app's thread into aiokafka, whose fetcher runs on the
         consumer thread: measured, a seek during a fetch broke the fetcher (KeyError in

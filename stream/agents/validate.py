@@ -114,6 +114,19 @@ class RawValidator(Service):
                 self.stage.revoke(tp.partition)
                 self._next.pop(tp, None)
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Raw records not yet validated, per assigned partition: the high-water of the
+        last fetch minus the next offset to read (partitions not read yet left out)."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        out = {}
+        for tp, nxt in list(self._next.items()):
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                out[(tp.topic, tp.partition)] = max(0, hw - nxt)
+        return out
+
     async def _caught_up(self) -> set[int]:
         """Assigned raw partitions with nothing left to read (as far as known)."""
         consumer = self.consumer
@@ -161,7 +174,8 @@ class RawValidator(Service):
                        ((None, k, v) for k, v in batch.dead_messages))
         tps, dead, late = batch.touchpoints, batch.dead, batch.late
         if ctx.sink.enabled and (tps or dead or late):
-            await write_with_retry(ctx, lambda: ctx.sink.write_raw(tps, dead, late))
+            await write_with_retry(ctx, lambda: ctx.sink.write_raw(tps, dead, late),
+                                   len(tps) + len(dead) + len(late))
         st.events_in += received
         st.events_valid += len(tps)
         st.rejected.update(batch.rejected)

@@ -183,6 +183,11 @@ class AlertStage:
         self._states.clear()
         self.frontiers.clear()
 
+    def drop_cached_states(self) -> None:
+        """After a `prepare` that raised: the cached states may hold its partial
+        changes, which were never stored; they are re-read from the table."""
+        self._states.clear()
+
     def frontier(self, partition: int) -> Frontier:
         f = self.frontiers.get(partition)
         if f is None:

@@ -114,6 +114,11 @@ class IdentityStage:
             self._applied.pop(p, None)
             self.frontiers.pop(p, None)
 
+    def drop_cached_offsets(self) -> None:
+        """After a `prepare` that raised: its applied offsets were never stored; they are
+        re-read from the table when next needed."""
+        self._applied.clear()
+
     def _applied_for(self, partition: int, get: GetValue) -> dict[int, int]:
         applied = self._applied.get(partition)
         if applied is None:

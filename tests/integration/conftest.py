@@ -40,10 +40,14 @@ def _start_or_fail(service: _Service, what: str) -> _Service:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration with `integration` (select: -m integration)."""
+    """Mark every test under tests/integration with `integration` (select: -m integration)
+    and every test that uses the `broker` fixture with `broker` (scripts/test.sh runs
+    those a second time on Tansu: -m broker with JOURNEYS_TEST_BROKER=tansu)."""
     for item in items:
         if _HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
 
 
 @pytest.fixture(scope="session")

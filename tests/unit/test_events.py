@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -150,3 +151,19 @@ def test_deep_nesting_is_rejected_not_a_crash(field: str) -> None:
     assert isinstance(result, Rejection) and result.reason.startswith("too_deep"), result
     assert isinstance(parse(**{field: _nested(16)}), Touchpoint)
     assert isinstance(parse(**{field: {"list": [[[[1]]]]}}), Touchpoint)
+
+
+def test_a_rule_that_raises_is_a_rejection_not_an_exception(monkeypatch: Any) -> None:
+    """The poison rule: whatever a rule misses ends as an `unprocessable` rejection
+    naming the exception class, with the original bytes, never as an exception."""
+    import journeys.events as events
+
+    def broken(obj: Any, channels: Any) -> Any:
+        raise RecursionError("a rule nobody foresaw")
+
+    monkeypatch.setattr(events, "_check", broken)
+    raw = b'{"event_id":"e1","type":"page_view"}'
+    got = EventValidator().parse(raw)
+    assert isinstance(got, Rejection)
+    assert (got.code, got.reason, got.raw, got.event_id) == (
+        "unprocessable", "unprocessable: RecursionError", raw, "e1")
