@@ -294,6 +294,8 @@ def create_collector_router(service: CollectorService) -> APIRouter:
                    401: {"description": "missing or unknown write key"},
                    403: {"description": "the write key may not send this source"},
                    413: {"description": "body or batch too large"},
+                   500: {"description": "a bug of ours (counted in /metrics, logged); "
+                         "resend the request"},
                    503: {"description": "broker unavailable; retry after Retry-After"}},
     )
     async def post_events(request: Request) -> Response:
@@ -307,6 +309,11 @@ def create_collector_router(service: CollectorService) -> APIRouter:
             return _json(exc.status, {"detail": exc.detail}, exc.headers)
         except BrokerUnavailable as exc:
             return _unavailable(service, str(exc), exc.retry_after)
+        except Exception as exc:  # a bug of ours: counted, logged, answered, never a reset
+            log.exception("collector: request failed")
+            service.count(status_500=1)
+            return _json(500, {"detail": f"internal error ({type(exc).__name__}); resend "
+                               "the request (duplicates are dropped by event_id)"})
         if not await _settled(delivery, timeout, service.producer) or not delivery.ok:
             err = service.producer.last_error or delivery.first_error() or "no answer in time"
             return _unavailable(service, f"the broker did not confirm delivery ({err}); resend "

@@ -202,3 +202,20 @@ def test_collector_env_vars_map_to_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.cors_origins == ("https://a.example",)
     assert (s.max_body_bytes, s.max_batch, s.max_pending, s.delivery_timeout_s) == (
         4096, 50, 77, 2.5)
+
+
+def test_an_internal_error_is_a_counted_500_and_the_connection_lives(
+        client: TestClient, producer: RecordingProducer) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RecursionError("a bug of ours")
+
+    real = producer.send_batch
+    producer.send_batch = broken  # type: ignore[method-assign]
+    r = client.post("/v1/events", json=EVENT)
+    assert r.status_code == 500 and "RecursionError" in r.json()["detail"]
+    producer.send_batch = real  # type: ignore[method-assign]
+    assert client.post("/v1/events", json=EVENT).status_code == 202
+    text = client.get("/metrics").text
+    assert 'journeys_collector_requests_total{status="500"} 1.0' in text
+    assert "500" in client.get("/openapi.json").json()["paths"]["/v1/events"]["post"][
+        "responses"]
