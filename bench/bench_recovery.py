@@ -159,6 +159,7 @@ def worker_env(kafka: KafkaConfig, kind: str, ch: Any) -> dict[str, str]:
     env.update({
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(kind == "kafka").lower(),
+        "JOURNEYS_KAFKA__BROKER": kind,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),
         "JOURNEYS_WAREHOUSE__BACKEND": "server",

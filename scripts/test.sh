@@ -81,15 +81,29 @@ say "ruff check ."
 say "mypy (journeys/, stream/, warehouse/: [tool.mypy] in pyproject.toml)"
 .venv/bin/mypy
 
-# 4. Tests.
-say "pytest $*"
-set +e
-.venv/bin/python -m pytest "$@"
-rc=$?
-set -e
-if [ "$rc" -eq 5 ]; then
-    die "pytest collected no tests (exit code 5): treated as a failure"
-elif [ "$rc" -ne 0 ]; then
-    die "pytest failed (exit code $rc)"
+# 4. Tests: everything (the broker tests on Apache Kafka), then the tests that use the
+# `broker` fixture again on Tansu, the embedded broker of `journeys demo`/`up`
+# (JOURNEYS_TEST_BROKER=tansu). The Tansu pass runs when no pytest arguments are given
+# (CI), or with JOURNEYS_TEST_TANSU=1 (over the same arguments); JOURNEYS_TEST_TANSU=0
+# skips it.
+run_pytest() {
+    set +e
+    .venv/bin/python -m pytest "$@"
+    local rc=$?
+    set -e
+    if [ "$rc" -eq 5 ]; then
+        die "pytest collected no tests (exit code 5): treated as a failure"
+    elif [ "$rc" -ne 0 ]; then
+        die "pytest failed (exit code $rc)"
+    fi
+}
+say "pytest $* (broker tests on Apache Kafka)"
+run_pytest "$@"
+tansu="${JOURNEYS_TEST_TANSU:-}"
+if [ -z "$tansu" ]; then tansu=$([ "$#" -eq 0 ] && echo 1 || echo 0); fi
+if [ "$tansu" = "1" ]; then
+    [ "$#" -eq 0 ] && set -- tests/integration
+    say "pytest -m broker $* (the same broker tests on Tansu)"
+    JOURNEYS_TEST_BROKER=tansu run_pytest -m broker "$@"
 fi
 say "all checks passed"
