@@ -12,6 +12,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ["tests.services"]  # the real services' fixtures (tests/integration, faults)
+
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
                           print_blob=True)

@@ -1,5 +1,6 @@
-"""Fixtures for tests that need real services: the embedded broker, Apache Kafka, a
-ClickHouse server, chdb.
+"""Fixtures for tests that need real services (tests/integration, tests/faults): the
+embedded broker, Apache Kafka, a ClickHouse server, chdb. A pytest plugin of the root
+conftest, so both folders share one set of services per session.
 
 Services are session-scoped (started once per pytest process). A service that cannot
 start makes the fixture raise, so its tests ERROR: CI must never skip them silently.
@@ -23,7 +24,7 @@ from deploy.local.clickhouse import LocalClickHouse
 from deploy.local.kafka import LocalKafka
 from journeys.errors import LauncherError
 
-_HERE = Path(__file__).parent.resolve()
+_SERVICE_DIRS = tuple((Path(__file__).parent / d).resolve() for d in ("integration", "faults"))
 _COUNTER = itertools.count(1)
 _Service = TypeVar("_Service", LocalBroker, LocalClickHouse, LocalKafka)
 
@@ -40,11 +41,12 @@ def _start_or_fail(service: _Service, what: str) -> _Service:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration with `integration` (select: -m integration)
-    and every test that uses the `broker` fixture with `broker` (scripts/test.sh runs
-    those a second time on Tansu: -m broker with JOURNEYS_TEST_BROKER=tansu)."""
+    """Mark every test under tests/integration and tests/faults with `integration`
+    (select: -m integration) and every test that uses the `broker` fixture with `broker`
+    (scripts/test.sh runs those a second time on Tansu: -m broker with
+    JOURNEYS_TEST_BROKER=tansu)."""
     for item in items:
-        if _HERE in Path(item.path).resolve().parents:
+        if any(d in Path(item.path).resolve().parents for d in _SERVICE_DIRS):
             item.add_marker(pytest.mark.integration)
         if "broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.broker)
