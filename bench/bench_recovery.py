@@ -154,12 +154,13 @@ def start_workers(n: int, env: dict[str, str], work: Path, log: Any) -> list[sub
                              stdout=log, stderr=subprocess.STDOUT) for i in range(n)]
 
 
-def worker_env(kafka: KafkaConfig, kind: str, ch: Any) -> dict[str, str]:
+def worker_env(kafka: KafkaConfig, kind: str, ch: Any, guarantee: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env.update({
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(kind == "kafka").lower(),
         "JOURNEYS_KAFKA__BROKER": kind,
+        "JOURNEYS_KAFKA__PROCESSING_GUARANTEE": guarantee,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),
         "JOURNEYS_WAREHOUSE__BACKEND": "server",
@@ -206,6 +207,8 @@ def main() -> None:
     ap.add_argument("--kill-at", type=float, default=45.0, help="seconds into the traffic")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--guarantee", choices=("at_least_once", "exactly_once"),
+                    default="at_least_once", help="Faust processing_guarantee of the workers")
     args = ap.parse_args()
     if args.workers < 2:
         raise SystemExit("--workers must be >= 2: one is killed, the others take over")
@@ -218,7 +221,7 @@ def main() -> None:
         ensure_topics(kafka)
         log_path = work / "workers.log"
         log = log_path.open("wb")
-        procs = start_workers(args.workers, worker_env(kafka, args.broker, ch), work, log)
+        procs = start_workers(args.workers, worker_env(kafka, args.broker, ch, args.guarantee), work, log)
         probe = LagProbe(kafka, args.broker)
         try:
             time.sleep(15)  # the group forms (traffic before that is only a backlog)
