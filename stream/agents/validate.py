@@ -55,7 +55,8 @@ class RawValidator(Service):
         self.ctx = ctx
         self.stage = stage
         self.consumer: AIOKafkaConsumer | None = None
-        self._next: dict[TopicPartition, int] = {}  # next offset to read
+        self._next: dict[TopicPartition, int] = {}  # next offset to read (to commit)
+        self._done: dict[TopicPartition, int] = {}  # next offset, kept (consumer lag)
         self._late_logged = 0.0
         self._late_pending: dict[int, tuple[int, int, int]] = {}
         self._lock = asyncio.Lock()  # the stage runs in a thread; rebalances wait for it
@@ -113,6 +114,7 @@ class RawValidator(Service):
             for tp in tps:
                 self.stage.revoke(tp.partition)
                 self._next.pop(tp, None)
+                self._done.pop(tp, None)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Raw records not yet validated, per assigned partition: the high-water of the
@@ -121,7 +123,7 @@ class RawValidator(Service):
         if consumer is None:
             return {}
         out = {}
-        for tp, nxt in list(self._next.items()):
+        for tp, nxt in list(self._done.items()):
             hw = consumer.highwater(tp)
             if hw is not None:
                 out[(tp.topic, tp.partition)] = max(0, hw - nxt)
@@ -157,6 +159,7 @@ class RawValidator(Service):
                     if msgs:
                         self._next[tp] = msgs[-1].offset + 1
                 await self.handle(batch, received=len(records))
+                self._done.update(self._next)
                 await self._commit()
                 self._flow(stage.ahead(await self._caught_up()))
         except asyncio.CancelledError:
