@@ -82,8 +82,12 @@ def require(scope: str) -> Callable[..., Awaitable[str | None]]:
         header: Annotated[str | None, Depends(_header)],
     ) -> str | None:
         ring: KeyRing = request.app.state.keyring
-        given = bearer.credentials if bearer is not None else header
-        name = ring.authorize(given, scope)
+        given = [k for k in (bearer.credentials if bearer is not None else None, header) if k]
+        # every key presented must pass: a good one next to a bad one is refused
+        names = {ring.authorize(key, scope) for key in given} or {ring.authorize(None, scope)}
+        name = names.pop() if len(names) == 1 else None
+        if names:  # two different valid keys: which one is calling?
+            raise Unauthenticated("two different API keys: send one")
         if name is not None:
             request.state.api_key_name = name  # for handlers/metrics; never the key itself
         return name

@@ -101,3 +101,12 @@ def test_keys_never_logged_or_echoed(client: TestClient, caplog: pytest.LogCaptu
     text = "\n".join(bodies) + "\n".join(rec.getMessage() for rec in caplog.records)
     assert READ not in text and METRICS not in text
     assert READ not in repr(client.app.state.keyring.__dict__)  # type: ignore[attr-defined]
+
+
+def test_a_good_key_next_to_a_bad_one_is_refused(client: TestClient) -> None:
+    both = {"Authorization": f"Bearer {READ}", "X-API-Key": "not-a-key"}
+    assert client.get("/v1/journeys", headers=both).status_code == 401
+    same = {"Authorization": f"Bearer {READ}", "X-API-Key": READ}
+    assert client.get("/v1/journeys", headers=same).status_code == 200
+    two = {"Authorization": f"Bearer {READ}", "X-API-Key": METRICS}
+    assert client.get("/metrics", headers=two).status_code in (401, 403)

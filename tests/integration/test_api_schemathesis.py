@@ -23,13 +23,17 @@ _COUNT = iter(range(1_000_000))
 # Deterministic and quick by default; JOURNEYS_FUZZ_EXAMPLES=500 fuzzes deeper, at random.
 _DEEP = os.environ.get("JOURNEYS_FUZZ_EXAMPLES")
 EXAMPLES = int(_DEEP or 40)
+KEY = "fuzz-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module", params=["server", "chdb"])
 def api_schema(request: pytest.FixtureRequest, run_id: str) -> Iterator[Any]:
     config = open_warehouse(request, request.param, f"fuzz_{run_id}_{next(_COUNT)}")
     for wh, defs, _ in loaded(config):
-        app = create_app(ApiSettings(warehouse=config), warehouse=wh, definitions=defs)
+        # keys configured, as in production: the auth checks see 401 without one
+        settings = ApiSettings(warehouse=config, api_keys={
+            "fuzz": {"key": KEY, "scopes": ["read", "metrics"]}})
+        app = create_app(settings, warehouse=wh, definitions=defs)
         with TestClient(app):  # runs the lifespan: the app state stays set meanwhile
             yield schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -51,6 +55,7 @@ def test_no_server_errors(api_schema: Any, operation: str) -> None:
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=not _DEEP,
               suppress_health_check=list(HealthCheck))
     def fuzz(case: Any) -> None:
-        case.call_and_validate()  # every check schemathesis has
+        # explicit auth: the auth checks take it away or spoil it and expect a 401
+        case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"})  # every check
 
     fuzz()
