@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from anyio import to_thread
-from pydantic import BeforeValidator
+from fastapi import Query
+from pydantic import BeforeValidator, StringConstraints, WithJsonSchema
 
 from api.deps import ApiState
 from journeys.errors import InvalidQuery
 from warehouse.queries import data_span
+from warehouse.queries._journeys import CONTEXT_SEGMENT as _SEGMENT
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -25,9 +28,13 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
+_YEARS = r"(19[7-9][0-9]|20[0-9][0-9]|210[0-5])"  # MIN_DATE..MAX_DATE, below
+
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 """A query parameter given as ISO-8601 text (a number is refused)."""
-IsoDate = Annotated[date, BeforeValidator(_iso_only)]
+IsoDate = Annotated[date, BeforeValidator(_iso_only), WithJsonSchema(
+    {"type": "string", "format": "date", "pattern": f"^{_YEARS}-[0-9]{{2}}-[0-9]{{2}}$"})]
+"""A UTC day as ISO-8601 text, 1970-01-01..2105-12-31 (what a ClickHouse Date holds)."""
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 3660
@@ -66,3 +73,16 @@ async def last_data_day(st: ApiState, table: str) -> date | None:
     day = await to_thread.run_sync(lambda: data_span.last_day(st.warehouse, table))
     st.last_days[table] = (now, day)
     return day
+
+
+def breakdown_query(allowed: Iterable[str], description: str, examples: Any) -> Any:
+    """The `breakdown` query parameter of a report whose query module allows `allowed`
+    (its ALLOWED mapping): repeated or comma-separated names, each one of them or
+    `context.<key>` (warehouse.queries CONTEXT_KEY). The schema states exactly what is
+    accepted; the rules across names (no repeats, not both day and hour, at most two
+    context keys) are documented 422s."""
+    names = "|".join(sorted(re.escape(n) for n in allowed if n != "context"))
+    item = rf"({names}|context\.{_SEGMENT}(\.{_SEGMENT}){{0,2}})"
+    pattern = rf"^{item}( *, *{item})*$"
+    return Annotated[list[Annotated[str, StringConstraints(pattern=pattern, max_length=400)]]
+                     | None, Query(description=description, openapi_examples=examples)]

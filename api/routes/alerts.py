@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from api.deps import ApiState, state
 from api.openapi import NOT_FOUND_ALERT
 from api.params import IsoDateTime
-from journeys.errors import InvalidQuery, NotFound
+from journeys.errors import NotFound
 from journeys.timeutil import datetime_to_ms, format_duration_ms, ms_to_datetime
 from warehouse.queries import alerts as alerts_query
 
@@ -84,10 +84,7 @@ def _ms(value: datetime | None, name: str) -> int | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    ms = datetime_to_ms(value)
-    if ms < 0:
-        raise InvalidQuery(f"'{name}' must not be before 1970")
-    return ms
+    return max(0, datetime_to_ms(value))  # nothing is older than 1970: the same range
 
 
 @router.get("", response_model=AlertPage, summary="Alert history, newest window first")

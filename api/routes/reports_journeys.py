@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import pandas as pd
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from api.deps import ApiState, state
 from api.openapi import BREAKDOWN_EXAMPLES, REPORT_RESPONSES
-from api.params import IsoDate, date_range, last_data_day
+from api.params import IsoDate, breakdown_query, date_range, last_data_day
 from api.routes.report_models import (
     AbandonmentGroup,
     AbandonmentOut,
@@ -103,14 +103,18 @@ async def _common(
     date_from: Annotated[IsoDate | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
     date_to: Annotated[IsoDate | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
     channel: Annotated[str | None, Query(max_length=32, description="entry channel")] = None,
-    breakdown: Annotated[list[str] | None, Query(
-        description="dimensions, repeated or comma-separated: channel, day or hour, "
-        "context.<key> (a context field of the opening event, up to 2), and per report "
-        "step (abandonment, detours) and detour_channel (detours)",
-        openapi_examples=BREAKDOWN_EXAMPLES)] = None,
 ) -> _Request:
     last = await last_data_day(st, JOURNEY_INSTANCES.name) if date_to is None else None
-    return _Request(st, name, date_from, date_to, channel, breakdown, last)
+    return _Request(st, name, date_from, date_to, channel, None, last)
+
+
+_DIMS = ("dimensions, repeated or comma-separated: channel, day or hour, context.<key> (a "
+         "context field of the opening event, up to 2)")
+FunnelBreakdown = breakdown_query(funnel.ALLOWED, _DIMS, BREAKDOWN_EXAMPLES)
+AbandonmentBreakdown = breakdown_query(abandonment.ALLOWED, _DIMS + ", step",
+                                       BREAKDOWN_EXAMPLES)
+DetoursBreakdown = breakdown_query(detours.ALLOWED, _DIMS + ", step, detour_channel",
+                                   BREAKDOWN_EXAMPLES)
 
 
 Common = Annotated[_Request, Depends(_common)]
@@ -128,8 +132,9 @@ def _page(rows: Sequence[T], limit: int, offset: int) -> tuple[list[T], dict[str
 
 @router.get("/journeys/{name}/funnel", response_model=FunnelOut, responses=REPORT_RESPONSES,
             summary="Instances reaching each step; conversion = converted / opened")
-async def funnel_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1000,
-                        offset: OffsetQ = 0) -> Any:
+async def funnel_report(req: Common, breakdown: FunnelBreakdown = None, format: FormatQ = "json",
+        limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
+    req.breakdown = _breakdown(breakdown)
     d, kw = req.definition, req.kw()
     funnel.build(req.wh.database, d, breakdown=req.breakdown, **kw)
     rows, t = await to_thread.run_sync(
@@ -144,8 +149,9 @@ async def funnel_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1
 @router.get("/journeys/{name}/abandonment", response_model=AbandonmentOut,
             responses=REPORT_RESPONSES,
             summary="Abandoned instances by the step dropped at, optionally over time")
-async def abandonment_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1000,
-                             offset: OffsetQ = 0) -> Any:
+async def abandonment_report(req: Common, breakdown: AbandonmentBreakdown = None,
+        format: FormatQ = "json", limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
+    req.breakdown = _breakdown(breakdown)
     d, kw = req.definition, req.kw()
     abandonment.build(req.wh.database, d, breakdown=req.breakdown, **kw)
     rows, t = await to_thread.run_sync(
@@ -159,8 +165,9 @@ async def abandonment_report(req: Common, format: FormatQ = "json", limit: Limit
 
 @router.get("/journeys/{name}/detours", response_model=DetoursOut, responses=REPORT_RESPONSES,
             summary="Detours by kind and step; share of abandoned instances with each kind")
-async def detours_report(req: Common, format: FormatQ = "json", limit: LimitQ = 1000,
-                         offset: OffsetQ = 0) -> Any:
+async def detours_report(req: Common, breakdown: DetoursBreakdown = None, format: FormatQ = "json",
+        limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
+    req.breakdown = _breakdown(breakdown)
     d, kw = req.definition, req.kw()
     detours.build(req.wh.database, d, breakdown=req.breakdown, **kw)
     rows, shares = await to_thread.run_sync(
@@ -176,6 +183,7 @@ async def detours_report(req: Common, format: FormatQ = "json", limit: LimitQ = 
 @router.get("/journeys/{name}/paths", response_model=PathsOut, responses=REPORT_RESPONSES,
             summary="Exact counts of abandoned instances' paths, with an explicit 'other'")
 async def paths_report(
+    request: Request,
     req: Common,
     format: FormatQ = "json",
     limit: Annotated[int, Query(ge=1, le=paths.MAX_LIMIT,
@@ -184,7 +192,7 @@ async def paths_report(
     steps_only: Annotated[bool, Query(description="keep only step event types")] = True,
 ) -> Any:
     d = req.definition
-    if req.breakdown:
+    if "breakdown" in request.query_params:
         raise InvalidQuery("the paths report takes no breakdown; filter with dropped_at")
     kw = {**req.kw(), "dropped_at": dropped_at, "steps_only": steps_only}
     paths.build(req.wh.database, d, limit=limit, **kw)

@@ -72,8 +72,8 @@ def where(
 
 
 CONTEXT_PREFIX = "context."
-_SEGMENT = r"[A-Za-z_][A-Za-z0-9_\-]{0,63}"
-CONTEXT_KEY = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT}){{0,2}}$")
+CONTEXT_SEGMENT = r"[A-Za-z_][A-Za-z0-9_\-]{0,63}"  # one key segment (api/params.py too)
+CONTEXT_KEY = re.compile(rf"^{CONTEXT_SEGMENT}(?:\.{CONTEXT_SEGMENT}){{0,2}}$")
 """A context key: up to 3 dotted segments (the writer flattens nested objects so)."""
 MAX_CONTEXT_DIMS = 2
 
