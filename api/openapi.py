@@ -67,9 +67,12 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "the report (JSON), or its rows as CSV with `format=csv`"},
     404: _error("unknown journey definition", "DefinitionNotFound",
                 "no journey definition named 'checkout'"),
-    422: _error("bad dates or range (`from` after `to`, longer than 3660 days, outside "
-                "1970..2105, a number instead of ISO text), a breakdown the report does not "
-                "take, or another bad parameter", "InvalidQuery",
+    422: _error("a parameter outside its schema (dates outside 1970..2105 or not ISO text, a "
+                "breakdown name the report does not take, ...), or one of the rules across "
+                "parameters the schema cannot state: `from` after `to`; a range longer than "
+                "3660 days; a breakdown that repeats a name, has both `day` and `hour`, or "
+                "more than two `context.<key>`; on /paths, a `dropped_at` that is not a step "
+                "of the journey, or any `breakdown`", "InvalidQuery",
                 "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
 
