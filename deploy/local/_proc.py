@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
@@ -31,6 +33,22 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # launcher nobody refers to any more is still stopped (and its temp dir removed).
 _LIVE: dict[int, Callable[[], object]] = {}
 _LIVE_LOCK = threading.Lock()
+
+
+_PR_SET_PDEATHSIG = 1
+try:  # resolved here, not in the forked child (no dlopen between fork and exec)
+    _prctl: Callable[..., int] | None = ctypes.CDLL(ctypes.util.find_library("c") or None,
+                                                    use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL (Linux).
+    A parent killed outright can run no atexit hook; without this its broker and
+    collector children kept running and answering (measured with `journeys up`)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def track(owner: object, stop: Callable[[], object]) -> None:
@@ -147,8 +165,11 @@ class ManagedProcess:
 
     def start(self) -> None:
         """Spawn the process in its own session, so a terminal Ctrl-C reaches only us and
-        the owner decides the shutdown order."""
+        the owner decides the shutdown order. Started from the main thread, it also gets
+        SIGTERM when this process dies (the death signal follows the thread that forked,
+        so a child of a short-lived thread would be stopped with that thread)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        main = threading.current_thread() is threading.main_thread()
         try:
             self._proc = subprocess.Popen(
                 self.argv,
@@ -158,6 +179,7 @@ class ManagedProcess:
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if main and _prctl is not None else None,
             )
         except OSError as exc:
             self._log.close()

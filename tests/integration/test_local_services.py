@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -413,3 +417,37 @@ def test_clickhouse_busy_port_is_refused() -> None:
         port = s.getsockname()[1]
         with pytest.raises(LauncherError, match="already in use"):
             LocalClickHouse(tcp_port=port).start()
+
+
+def test_children_die_with_a_parent_killed_outright(tmp_path: Path) -> None:
+    """A process SIGKILLed can run no cleanup: its broker child must still stop (Linux
+    parent-death signal), not keep answering with nothing behind it."""
+    script = ("import time, sys; from deploy.local.broker import LocalBroker; "
+              "b = LocalBroker(); b.start(); print(b.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # running
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not _alive(child):
+                return
+            time.sleep(0.1)
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"the broker child {child} outlived its SIGKILLed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for init to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
