@@ -47,6 +47,8 @@ from bench_stream import (  # noqa: E402
     fillers,
     late_events,
     references,
+    results,
+    stop_workers,
     wait_done,
 )
 
@@ -238,14 +240,7 @@ def main() -> None:
             wait_done(kafka, APP_ID, alive, time.perf_counter(), 600, log_path)
         finally:
             probe.close()
-            for p in procs:
-                if p.poll() is None:
-                    os.kill(p.pid, signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
+            stop_workers(procs)
         got = _warehouse(ch)
     report(args, evs, got, samples, killed_at, late_events(log_path, [p.pid for p in procs]),
            end - LATENESS_MS)
@@ -262,19 +257,14 @@ async def _fill(kafka: KafkaConfig, at_ms: int) -> None:
 
 
 def _warehouse(ch: Any) -> tuple[set[Any], dict[str, str], int, int]:
+    """results() plus touchpoint rows before merges (a doubled write would show there)."""
+    sessions, instances, _distinct = results(ch, "recovery")
     wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
                                  database="recovery"), create_database=False)
     try:
-        sessions = {(r[0], int(r[1]), int(r[2]), int(r[3])) for r in wh.query(
-            "SELECT customer_id, started_at_ms, ended_at_ms, events FROM recovery.sessions "
-            "FINAL WHERE deleted = 0 AND customer_id NOT LIKE 'filler-%'")}
-        instances = {r[0]: r[1] for r in wh.query(
-            "SELECT instance_id, status FROM recovery.journey_instances FINAL "
-            "WHERE deleted = 0")}
-        rows = int(wh.query("SELECT count() FROM recovery.touchpoints "
-                            "WHERE event_id NOT LIKE 'fill-%'")[0][0])
-        distinct = int(wh.query("SELECT uniqExact(event_id) FROM recovery.touchpoints "
-                                "WHERE event_id NOT LIKE 'fill-%'")[0][0])
+        rows, distinct = (int(x) for x in wh.query(
+            "SELECT count(), uniqExact(event_id) FROM recovery.touchpoints "
+            "WHERE event_id NOT LIKE 'fill-%'")[0])
     finally:
         wh.close()
     return sessions, instances, rows, distinct

@@ -193,6 +193,36 @@ def cpu_seconds(pid: int) -> float:
 Ref = tuple[set[Any], dict[str, str]]
 
 
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM the workers still running, SIGKILL those that do not stop in 30 s."""
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+
+
+def results(ch: Any, database: str) -> tuple[set[Any], dict[str, str], int]:
+    """(sessions, instance id -> status, distinct touchpoints) in the warehouse, the
+    fillers left out."""
+    wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
+                                 database=database), create_database=False)
+    try:
+        sessions = {(r[0], int(r[1]), int(r[2]), int(r[3])) for r in wh.query(
+            f"SELECT customer_id, started_at_ms, ended_at_ms, events FROM {database}.sessions "
+            "FINAL WHERE deleted = 0 AND customer_id NOT LIKE 'filler-%'")}
+        instances = {r[0]: r[1] for r in wh.query(
+            f"SELECT instance_id, status FROM {database}.journey_instances FINAL "
+            "WHERE deleted = 0")}
+        touchpoints = int(wh.query(f"SELECT count() FROM {database}.touchpoints FINAL")[0][0])
+    finally:
+        wh.close()
+    return sessions, instances, touchpoints
+
+
 def references(evs: list[dict[str, Any]], watermark: int) -> dict[str, Ref]:
     """Reference sessions (customer, start, end, events) and instances (id -> status):
     the product's semantics (split at the link's time) and full retroactivity."""
@@ -278,26 +308,8 @@ def main() -> None:
             total = time.perf_counter() - started
             cpu = sum(cpu_seconds(p.pid) for p in procs)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.kill(p.pid, signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-        wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
-                                     database="bench"), create_database=False)
-        try:
-            got_sessions = {(r[0], int(r[1]), int(r[2]), int(r[3])) for r in wh.query(
-                "SELECT customer_id, started_at_ms, ended_at_ms, events FROM bench.sessions "
-                "FINAL WHERE deleted = 0 AND customer_id NOT LIKE 'filler-%'")}
-            got_instances = {r[0]: r[1] for r in wh.query(
-                "SELECT instance_id, status FROM bench.journey_instances FINAL "
-                "WHERE deleted = 0")}
-            touchpoints = int(wh.query("SELECT count() FROM bench.touchpoints FINAL")[0][0])
-        finally:
-            wh.close()
+            stop_workers(procs)
+        got_sessions, got_instances, touchpoints = results(ch, "bench")
     late = late_events(log_path, [p.pid for p in procs])
     steady = total - (first or 0.0)
     print(f"\n{len(payloads):,} events, {args.workers} worker(s), {args.partitions} partitions, "

@@ -42,15 +42,15 @@ from bench_stream import (  # noqa: E402
     fillers,
     produce,
     references,
+    results,
     wait_done,
 )
 
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
 from deploy.local.kafka import LocalKafka  # noqa: E402
 from journeys.events import parse_occurred_at  # noqa: E402
-from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
+from journeys.settings import KafkaConfig  # noqa: E402
 from journeys.topics import list_topics  # noqa: E402
-from warehouse.connect import connect  # noqa: E402
 
 APP_ID = "eos-worker"
 
@@ -139,16 +139,7 @@ def main() -> None:
             n = text.count(needle)
             if n:
                 print(f"  worker log: {n} lines mention {needle!r}")
-        wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
-                                     database="eos"), create_database=False)
-        try:
-            sessions = {(r[0], int(r[1]), int(r[2]), int(r[3])) for r in wh.query(
-                "SELECT customer_id, started_at_ms, ended_at_ms, events FROM eos.sessions "
-                "FINAL WHERE deleted = 0 AND customer_id NOT LIKE 'filler-%'")}
-            instances = {r[0]: r[1] for r in wh.query(
-                "SELECT instance_id, status FROM eos.journey_instances FINAL WHERE deleted = 0")}
-        finally:
-            wh.close()
+        sessions, instances, _touchpoints = results(ch, "eos")
     want_sessions, want_instances = references(evs, end - LATENESS_MS)[
         "split at the link (the product's semantics)"]
     same = sum(1 for i, s in want_instances.items() if instances.get(i) == s)
