@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,11 +68,12 @@ class LagProbe:
 
     def __init__(self, kafka: KafkaConfig, kind: str) -> None:
         self.kafka, self.kind = kafka, kind
-        self.admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
         self.consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
                                       enable_auto_commit=False)
         self.stages = [(t, g) for t, g in committed_stages(kafka, APP_ID)
                        if t != kafka.dead_letter_topic]
+        self.groups = {g: KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=g,
+                                        enable_auto_commit=False) for _t, g in self.stages}
 
     def ends(self, topic: str) -> dict[int, int]:
         if self.kind == "tansu":  # its ListOffsets answers short of the end
@@ -83,20 +84,18 @@ class LagProbe:
 
     def sample(self) -> dict[str, int]:
         out = {}
-        groups: dict[str, dict[Any, Any]] = {}
         for topic, group in self.stages:
-            if group not in groups:
-                groups[group] = self.admin.list_consumer_group_offsets(group)
-            done = {tp.partition: m.offset for tp, m in groups[group].items()
-                    if tp.topic == topic}
             ends = self.ends(topic)
+            done = {p: self.groups[group].committed(TopicPartition(topic, p)) or 0
+                    for p in ends}
             out[topic.split(".")[-1]] = sum(max(0, e - max(done.get(p, 0), 0))
                                             for p, e in ends.items())
         return out
 
     def close(self) -> None:
-        self.admin.close()
         self.consumer.close()
+        for c in self.groups.values():
+            c.close()
 
 
 async def produce_live(kafka: KafkaConfig, evs: list[dict[str, Any]], rate: float,
