@@ -57,6 +57,12 @@ from stream.stages.envelopes import partition_for
 
 FORMAT = 2
 MAX_OBSERVATIONS = 5000  # per message (~100 bytes each)
+# A step's open entries (one per instance in windows not final yet) are stored in
+# records of this many, next to a head record with the rest of the state: ~110 bytes an
+# entry (24-hex id, times, a channel of <= 32 characters), so <= ~0.5 MiB a record
+# however large a backlog's unsettled window gets (measured before: 155k entries made
+# one 12.57 MB record, over the 8 MiB message limit, and the worker crash-looped).
+ENTRIES_PER_RECORD = 4096
 
 GetState = Callable[[bytes], bytes | None]
 Reached = Mapping[int, tuple[Sequence[StepReached], Claim]]
@@ -67,6 +73,16 @@ StateKey = tuple[str, int]
 
 def key_bytes(key: StateKey) -> bytes:
     return state_key(*key).encode()
+
+
+def part_key(key: StateKey, i: int) -> bytes:
+    """Table key of the i-th entry record of a state (AlertStage.records)."""
+    return key_bytes(key) + b"\x1e" + str(i).encode()
+
+
+def entry_parts(head: bytes | None) -> int:
+    """How many entry records a stored head record has (0: entries inline, as before)."""
+    return int(orjson.loads(head).get("n", 0)) if head else 0
 
 
 class _Keys:
@@ -160,7 +176,7 @@ class AlertBatch:
     `states` (table key -> (changelog partition, value)), then commit."""
 
     records: list[AlertRecord] = field(default_factory=list)
-    states: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    states: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
     observations: int = 0
     late: int = 0
     undecodable: int = 0
@@ -175,18 +191,21 @@ class AlertStage:
         self.keys = _Keys(definitions, partitions)
         self.sources = partitions  # by-customer partitions (same count as ours)
         self._states: dict[StateKey, StepAlertState] = {}
+        self._parts: dict[StateKey, int] = {}  # entry records stored per key
         self.frontiers: dict[int, Frontier] = {}
 
     def forget(self) -> None:
         """After a rebalance/recovery: re-read states from the table when next needed;
         frontiers start again from the claims that keep coming."""
         self._states.clear()
+        self._parts.clear()
         self.frontiers.clear()
 
     def drop_cached_states(self) -> None:
         """After a `prepare` that raised: the cached states may hold its partial
         changes, which were never stored; they are re-read from the table."""
         self._states.clear()
+        self._parts.clear()
 
     def frontier(self, partition: int) -> Frontier:
         f = self.frontiers.get(partition)
@@ -198,9 +217,40 @@ class AlertStage:
         st = self._states.get(key)
         if st is None:
             d = self.keys.definitions[key[0]]
-            st = StepAlertState.restore(d, key[1], get(key_bytes(key)), watermark)
+            data = head = get(key_bytes(key))
+            parts = entry_parts(head)
+            if head and parts:  # the entries back into the head, then as before
+                o = orjson.loads(head)
+                for i in range(parts):
+                    o["e"].update(orjson.loads(get(part_key(key, i)) or b"{}"))
+                data = orjson.dumps(o)
+            st = StepAlertState.restore(d, key[1], data, watermark)
+            self._parts[key] = parts
             self._states[key] = st
         return st
+
+    def records(self, key: StateKey) -> dict[bytes, tuple[int, bytes | None]]:
+        """The table records of a key's state: the head (everything but the entries,
+        and how many entry records there are) and the entries in records of
+        ENTRIES_PER_RECORD; entry records no longer needed become tombstones."""
+        st, partition = self._states[key], self.keys.partition[key]
+        items = sorted(st.entries.items())
+        chunks = [dict(items[i:i + ENTRIES_PER_RECORD])
+                  for i in range(0, len(items), ENTRIES_PER_RECORD)]
+        entries, st.entries = st.entries, {}
+        try:
+            head = orjson.loads(st.dumps())  # everything but the entries
+        finally:
+            st.entries = entries
+        head["n"] = len(chunks)
+        out: dict[bytes, tuple[int, bytes | None]] = {
+            key_bytes(key): (partition, orjson.dumps(head))}
+        for i, chunk in enumerate(chunks):
+            out[part_key(key, i)] = (partition, orjson.dumps(chunk))
+        for i in range(len(chunks), self._parts.get(key, 0)):
+            out[part_key(key, i)] = (partition, None)
+        self._parts[key] = len(chunks)
+        return out
 
     def prepare(self, records: Iterable[tuple[int, bytes | None]], get: GetState) -> AlertBatch:
         """Apply a batch of (partition, value): all observations first, then the
@@ -238,6 +288,6 @@ class AlertStage:
                 if st.final_before != before:
                     touched.add(key)
         for key in touched:
-            batch.states[key_bytes(key)] = (keys.partition[key], self._states[key].dumps())
+            batch.states.update(self.records(key))
         batch.records.sort(key=lambda r: (r.window_start_ms, r.journey, r.step_index))
         return batch

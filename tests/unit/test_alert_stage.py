@@ -15,7 +15,14 @@ from journeys.definitions import AlertRule, JourneyDefinition
 from stream.engine.dropoff import AlertRecord, final_before
 from stream.engine.outputs import StepReached
 from stream.eventtime.watermarks import CLAIM_REFRESH_MS, NO_WATERMARK, Claim
-from stream.stages.alerts import AlertStage, StepReachedRouter, decode, key_bytes
+from stream.stages.alerts import (
+    ENTRIES_PER_RECORD,
+    MAX_OBSERVATIONS,
+    AlertStage,
+    StepReachedRouter,
+    decode,
+    key_bytes,
+)
 from stream.stages.envelopes import partition_for
 from tests.profiles import examples
 from tests.reference import alerts_ref
@@ -94,8 +101,22 @@ def test_claims_ride_after_the_observations_of_their_partition() -> None:
 def _stage_input(stage: AlertStage, table: dict[bytes, bytes],
                  items: list[tuple[int, bytes]]) -> Any:
     batch = stage.prepare(items, table.get)
-    table.update({k: v for k, (_q, v) in batch.states.items()})
+    _store(table, batch.states)
     return batch
+
+
+def _store(table: dict[bytes, bytes], states: dict[bytes, tuple[int, bytes | None]]) -> None:
+    """What the worker's table does with a batch's records (None: a tombstone)."""
+    for k, (_q, v) in states.items():
+        if v is None:
+            table.pop(k, None)
+        else:
+            table[k] = v
+
+
+def _heads(states: dict[bytes, Any]) -> set[bytes]:
+    """The head record keys among a batch's state records (not the entry records)."""
+    return {k for k in states if b"\x1e" not in k}
 
 
 def _claims(*claims: Claim, n: int = 3) -> bytes:
@@ -119,14 +140,38 @@ def test_states_written_once_per_touched_key_and_restored() -> None:
     stage, table = AlertStage([PURCHASE], 1), {}
     rows = [["purchase", f"i{i}", 1, 1000 + i, "web"] for i in range(5)]
     b = _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows}))] * 3)
-    assert set(b.states) == {key_bytes(("purchase", 0)), key_bytes(("purchase", 1))}
+    assert _heads(b.states) == {key_bytes(("purchase", 0)), key_bytes(("purchase", 1))}
     assert b.observations == 30 and b.late == 0  # 5 rows x 2 keys x 3 (re-delivered)
     b = _stage_input(stage, table, [(0, _claims(c(0, 2 * H), n=1))])
-    assert b.records == [] and set(b.states) == {
+    assert b.records == [] and _heads(b.states) == {
         key_bytes(("purchase", s)) for s in range(3)}  # windows closed: all advanced
     late = _stage_input(AlertStage([PURCHASE], 1), table,
                         [(0, orjson.dumps({"v": 2, "o": rows[:1]}))])
     assert late.late == 2  # its window is final now (the state says so after a restart)
+
+
+def test_a_huge_unsettled_window_is_stored_in_bounded_records_and_restored() -> None:
+    """~155k journeys reaching one step in one unsettled window made one 12.57 MB record
+    (over the 8 MiB message limit: the worker crash-looped). Now no record of the state
+    exceeds ~0.5 MiB, and a restarted stage restores exactly the same state."""
+    stage, table = AlertStage([PURCHASE], 1), {}
+    n = 30_000
+    rows = [["purchase", f"{i:024x}", 1, 1000 + i, "call_center"] for i in range(n)]
+    for i in range(0, n, MAX_OBSERVATIONS):
+        _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows[i:i + 5000]}))])
+    assert max(len(v) for v in table.values()) <= 512 * 1024
+    assert len(table) >= 2 * (n // ENTRIES_PER_RECORD)  # split, for both keys it touched
+    restored = AlertStage([PURCHASE], 1)
+    for key in (("purchase", 0), ("purchase", 1)):
+        assert restored.state(key, table.get, NO_WATERMARK) == stage.state(
+            key, table.get, NO_WATERMARK)
+    # the window closes: entries go, their records become tombstones, results equal
+    before = {k for k in table if b"\x1e" in k}
+    out = _stage_input(restored, table, [(0, _claims(c(0, 3 * H), n=1))])
+    gone = {k for k, (_q, v) in out.states.items() if v is None}
+    assert gone and gone <= before and not any(b"\x1e" in k for k in table)
+    again = _stage_input(stage, {}, [(0, _claims(c(0, 3 * H), n=1))])
+    assert out.records == again.records
 
 
 # --------------------------------------------------------------------- property
@@ -181,7 +226,7 @@ def _simulate(d: JourneyDefinition, insts: list[Instance], final_wm: int,
         if crashes and rnd.random() < 0.1:  # crash before the states are stored
             stage = AlertStage([d], parts)
             return
-        table.update({k: v for k, (_q, v) in out.states.items()})
+        _store(table, out.states)
         committed[:] = heads
         if crashes and rnd.random() < 0.05:
             stage = AlertStage([d], parts)  # restart / rebalance
