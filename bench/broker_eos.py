@@ -50,9 +50,17 @@ from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
 from deploy.local.kafka import LocalKafka  # noqa: E402
 from journeys.events import parse_occurred_at  # noqa: E402
 from journeys.settings import KafkaConfig  # noqa: E402
-from journeys.topics import list_topics  # noqa: E402
 
 APP_ID = "eos-worker"
+
+
+def all_topics(bootstrap: str) -> set[str]:
+    """Every topic, the broker's internal ones too (__transaction_state, ...)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, exclude_internal_topics=False)
+    try:
+        return set(consumer.topics())
+    finally:
+        consumer.close()
 
 
 def records_vs_offsets(bootstrap: str, topic: str, partitions: int) -> tuple[int, int]:
@@ -127,10 +135,10 @@ def main() -> None:
             proc.wait(30)
         print(f"\nprocessed in {time.perf_counter() - started:.1f} s "
               f"({args.events:,} events, 1 worker, exactly_once)")
-        topics = sorted(t for t in list_topics(k.bootstrap_servers) if t.startswith("eos"))
-        print(f"__transaction_state on the broker: "
-              f"{'__transaction_state' in list_topics(k.bootstrap_servers)}")
-        for topic in topics:
+        every = all_topics(k.bootstrap_servers)
+        print(f"__transaction_state on the broker: {'__transaction_state' in every}")
+        written = sorted(t for t in every if t.startswith("eos.") or t.endswith("-changelog"))
+        for topic in written:
             got, spanned = records_vs_offsets(k.bootstrap_servers, topic, 4)
             print(f"  {topic:40s} records {got:>8,} offsets {spanned:>8,} "
                   f"-> {'transactional' if spanned > got else 'no transaction markers'}")
