@@ -102,7 +102,7 @@ run_pytest "$@"
 tansu="${JOURNEYS_TEST_TANSU:-}"
 if [ -z "$tansu" ]; then tansu=$([ "$#" -eq 0 ] && echo 1 || echo 0); fi
 if [ "$tansu" = "1" ]; then
-    [ "$#" -eq 0 ] && set -- tests/integration
+    [ "$#" -eq 0 ] && set -- tests/integration tests/faults
     say "pytest -m broker $* (the same broker tests on Tansu)"
     JOURNEYS_TEST_BROKER=tansu run_pytest -m broker "$@"
 fi
