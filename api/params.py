@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Query
-from pydantic import BeforeValidator, StringConstraints, WithJsonSchema
+from pydantic import BeforeValidator, WithJsonSchema
 
 from api.deps import ApiState
 from journeys.errors import InvalidQuery
@@ -83,6 +83,8 @@ def breakdown_query(allowed: Iterable[str], description: str, examples: Any) -> 
     context keys) are documented 422s."""
     names = "|".join(sorted(re.escape(n) for n in allowed if n != "context"))
     item = rf"({names}|context\.{_SEGMENT}(\.{_SEGMENT}){{0,2}})"
-    pattern = rf"^{item}( *, *{item})*$"
-    return Annotated[list[Annotated[str, StringConstraints(pattern=pattern, max_length=400)]]
-                     | None, Query(description=description, openapi_examples=examples)]
+    schema = {"type": "string", "pattern": rf"^{item}( *, *{item})*$", "maxLength": 400}
+    # the schema documents it; the query module validates it, with a message that
+    # names what is allowed (a bare pattern mismatch would not)
+    return Annotated[list[Annotated[str, WithJsonSchema(schema)]] | None,
+                     Query(description=description, openapi_examples=examples)]

@@ -15,8 +15,8 @@ from warehouse.queries import abandonment, detours, funnel
 
 def _pattern(allowed: Any) -> re.Pattern[str]:
     annotated = get_args(breakdown_query(allowed, "", None))[0]  # list[...] | None
-    item = get_args(get_args(annotated)[0])[0]  # Annotated[str, StringConstraints]
-    return re.compile(get_args(item)[1].pattern)
+    item = get_args(get_args(annotated)[0])[0]  # Annotated[str, WithJsonSchema]
+    return re.compile(get_args(item)[1].json_schema["pattern"])
 
 
 @pytest.mark.parametrize("module", [funnel, abandonment, detours])
