@@ -155,9 +155,9 @@ class CustomerAgent:
         ctx, _st, kafka = self.ctx, self.ctx.stats, self.ctx.settings.kafka
         if batch.undecodable:
             log.warning("customers: skipped %d undecodable envelopes", batch.undecodable)
-        if ctx.sink.enabled and (batch.has_output() or batch.late):
-            sessions, rows, retr, late = (batch.session_rows, batch.instance_rows,
-                                          batch.retractions, batch.late)
+        sessions, rows = batch.final()  # what is still open is written after the store
+        retr, late = batch.retractions, batch.late
+        if ctx.sink.enabled and (sessions or rows or retr or late):
             await write_with_retry(ctx, lambda: ctx.sink.write_customers(sessions, rows, retr,
                                                                          late),
                                    len(sessions) + len(rows) + len(retr) + len(late))
@@ -170,6 +170,11 @@ class CustomerAgent:
         await send_all(ctx, kafka.handovers_topic,
                        ((p, None, v) for p, v in batch.handovers.messages()))
         await store(ctx, self.table, batch.states)
+        open_sessions, open_rows = batch.provisional()
+        if ctx.sink.enabled and (open_sessions or open_rows):
+            await write_with_retry(
+                ctx, lambda: ctx.sink.write_customers(open_sessions, open_rows, [], []),
+                len(open_sessions) + len(open_rows))
         self._count(batch)
 
     def _count(self, batch: CustomerBatch) -> None:

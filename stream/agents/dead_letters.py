@@ -103,8 +103,8 @@ class DeadLetterArchiver(Service):
     async def load_written(self, partitions: Iterable[int]) -> None:
         from warehouse.writers import dead_letter_offsets
 
-        if not self.ctx.sink.enabled:
-            return
+        if not self.ctx.sink.enabled or not self.ctx.sink.is_open:
+            return  # the worker is stopping (measured: an assignment during shutdown)
         topic = self.ctx.settings.kafka.dead_letter_topic
         found = await asyncio.to_thread(dead_letter_offsets, self.ctx.sink.warehouse,
                                         topic)

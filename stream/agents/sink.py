@@ -38,6 +38,10 @@ class WarehouseSink:
         self.enabled = True
 
     @property
+    def is_open(self) -> bool:
+        return self._wh is not None
+
+    @property
     def warehouse(self) -> Warehouse:
         if self._wh is None:
             raise RuntimeError("warehouse sink used before open()")

@@ -248,6 +248,17 @@ class JourneyEngine:
                     out.append((d, opened))
         return out
 
+    def reemit(self, customer: str, state: CustomerJourneys) -> list[InstanceRow]:
+        """Rows of every non-final instance as the state has them, with new versions:
+        after a restart the last write of such rows may not have happened (they are
+        written after the state is stored, stream.stages.customers)."""
+        rows = []
+        for d, run in self.current(customer, state):
+            state.seq += 1
+            rows.append(self._row(d, customer, run, state.seq))
+            state.emitted[run.iid] = [d.name, run.digest(), run.opened]
+        return rows
+
     # ------------------------------------------------------------- stitching
     def release(self, customer: str, state: CustomerJourneys) -> tuple[list[TailEvent],
                                                                         JourneyDelta]:

@@ -86,6 +86,9 @@ class CustomerValue:
     # handovers that arrived before this customer's event time reached their link time:
     # source device -> handover item (stream.stages.envelopes), absorbed at that time
     pending: dict[str, list[Any]] = field(default_factory=dict)
+    # the stage generation (CustomerStage.generation) that last loaded this value: a
+    # load in a newer one (after a restart or rebalance) moves the version counter on
+    gen: int = 0
 
     @property
     def floor(self) -> int:
@@ -139,6 +142,8 @@ class CustomerValue:
             obj["l"] = list(self.linked)
         if self.pending:
             obj["h"] = self.pending
+        if self.gen:
+            obj["g"] = self.gen
         body = orjson.dumps(obj)
         return _WAKE.pack(END_OF_TIME if wake is None else wake) + body
 
@@ -151,4 +156,4 @@ class CustomerValue:
         linked = obj.get("l")
         return cls(CustomerState.from_obj(obj["s"]), CustomerJourneys.from_obj(obj["j"]),
                    positions, (linked[0], int(linked[1])) if linked else None,
-                   obj.get("h") or {})
+                   obj.get("h") or {}, int(obj.get("g") or 0))

@@ -27,10 +27,22 @@ by-customer partition, a handover waited behind whatever events were queued ther
 backlog its customer stayed held, and with it the partition's alert watermark, until the
 whole backlog was read (measured with 200k events: the alert state outgrew a Kafka
 message).
+
+Provisional rows (docs/stream.md "Exactly once in effect"): rows of sessions and journey
+instances that are still open can vanish again (an earlier event that arrives later
+opens the session or journey instead, and the state remembers what it showed, to
+retract it). So they are written only after the states are stored
+(`CustomerBatch.provisional`); final rows and retractions are written before. Written
+before, a crash between the write and the store left a shown instance the re-processed
+state never knew, so nothing retracted it (found by the thorough property profile).
+And versions jump by SEQ_EPOCH when a value is first loaded in a new generation (after
+a restart or rebalance), so rows written again after a crash always supersede those of
+the attempt that crashed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,13 +50,14 @@ from typing import Any, NamedTuple
 from journeys.definitions import Definitions
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import InstanceRow, JourneyDelta, Retraction, StepReached
-from stream.engine.sessions import Sessionizer, SessionRow
+from stream.engine.sessions import Sessionizer, SessionRow, session_id
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, decode_claims
 from stream.stages.customer_progress import PartitionProgress, everything_committed
 from stream.stages.customer_state import RECORDS, Committed, CustomerValue, wake_of
 from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 from stream.stages.validate import LateEvent
 
+SEQ_EPOCH = 1 << 32  # version jump per generation: more than any batch hands out
 FLOOR_RETENTION_MS = 24 * 3_600_000
 """How long (event time) a finished customer's floor outlives its state.
 
@@ -103,8 +116,29 @@ class CustomerBatch:
     held: int = 0
     holds_expired: int = 0
 
+    # ids of sessions and instances still open after the batch: their rows are
+    # provisional, written after the states are stored (module docstring)
+    open_sessions: set[str] = field(default_factory=set)
+    open_instances: set[str] = field(default_factory=set)
+
     def has_output(self) -> bool:
         return bool(self.session_rows or self.instance_rows or self.retractions)
+
+    def final(self) -> tuple[list[SessionRow], list[InstanceRow]]:
+        """Rows to write before the states are stored (they cannot vanish again)."""
+        return ([r for r in self.session_rows if not self._provisional_session(r)],
+                [r for r in self.instance_rows if not self._provisional_instance(r)])
+
+    def provisional(self) -> tuple[list[SessionRow], list[InstanceRow]]:
+        """Rows of what is still open: written after the states are stored."""
+        return ([r for r in self.session_rows if self._provisional_session(r)],
+                [r for r in self.instance_rows if self._provisional_instance(r)])
+
+    def _provisional_session(self, r: SessionRow) -> bool:
+        return not r.deleted and r.session_id in self.open_sessions
+
+    def _provisional_instance(self, r: InstanceRow) -> bool:
+        return r.status == "open" and r.instance_id in self.open_instances
 
 
 class _Work:
@@ -144,6 +178,7 @@ class CustomerStage:
         self.partitions = partitions
         self.topic = topic  # for late-event records
         self.progress: dict[int, PartitionProgress] = {}
+        self.generation = time.time_ns()  # a new one at every rebuild (restart, rebalance)
 
     def progress_for(self, partition: int) -> PartitionProgress:
         prog = self.progress.get(partition)
@@ -159,6 +194,7 @@ class CustomerStage:
     def rebuild(self, partitions: set[int], items: Iterable[tuple[bytes, bytes]]) -> int:
         """Timer index of newly assigned partitions from the recovered table. Returns
         the number of customers scheduled."""
+        self.generation = max(self.generation + 1, time.time_ns())
         n = 0
         for key, value in items:
             if not value or key.startswith(b"\x00"):
@@ -183,6 +219,8 @@ class CustomerStage:
             w = work.get(key)
             if w is None:
                 w = work[key] = _Work(partition, get_state(key.encode()))
+                if w.value.gen != self.generation:  # first load since a restart/rebalance
+                    self._reemit(batch, key, w.value)
                 batch.holds_expired += w.value.journeys.expire_holds(wall_ms,
                                                                      HOLD_MAX_WAIT_MS)
             return w
@@ -242,6 +280,9 @@ class CustomerStage:
 
         for key, w in work.items():
             self._store(batch, key, w)
+            batch.open_sessions.update(session_id(key, s.first_id)
+                                       for s in w.value.sessions.sessions)
+            batch.open_instances.update(w.value.journeys.emitted)
         for partition in inp.partitions:
             prog = self.progress_for(partition)
             obs = batch.reached.get(partition, ([], Claim(partition, NO_WATERMARK)))[0]
@@ -382,6 +423,16 @@ class CustomerStage:
         wake = min(wakes) if wakes else None
         prog.wakes.schedule(key, wake)
         batch.states[key.encode()] = (w.partition, v.pack(wake))
+
+    def _reemit(self, batch: CustomerBatch, key: str, v: CustomerValue) -> None:
+        """A value loaded for the first time in this generation: versions jump past
+        whatever an attempt that crashed may have written, and the open sessions and
+        instances are written again (their last write may have been lost between the
+        store and the provisional write: module docstring)."""
+        v.gen = self.generation
+        v.journeys.seq += SEQ_EPOCH
+        batch.session_rows.extend(s.row(key) for s in v.sessions.sessions)
+        batch.instance_rows.extend(self.engine.reemit(key, v.journeys))
 
     @staticmethod
     def _take(batch: CustomerBatch, partition: int, delta: JourneyDelta) -> None:

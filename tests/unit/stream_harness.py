@@ -87,6 +87,9 @@ class Pipeline:
         # the table values the last batch overwrote (None: absent), while uncommitted
         self.undo_identity: dict[bytes, bytes | None] = {}
         self.undo_customers: dict[bytes, bytes | None] = {}
+        # the last customer batch's provisional rows, written after its states were
+        # stored: what they replaced, so a crash before that write can be played
+        self.undo_provisional: dict[tuple[str, str], Any] = {}
         self.late = 0
         self.reached: list[Any] = []  # step observations, as the alert hook gets them
         self.alert_marks: dict[int, int] = {}  # partition -> last claim sent with them
@@ -124,6 +127,7 @@ class Pipeline:
             log.committed = log.pos
         self.undo_identity.clear()
         self.undo_customers.clear()
+        self.undo_provisional.clear()
 
     # ------------------------------------------------------------------ stages
     def feed_raw(self, events: list[dict[str, Any]], arrived_ms: int | None = None) -> None:
@@ -181,6 +185,8 @@ class Pipeline:
         records = self._take(logs)
         self._apply(self.customers.prepare(records, self.states.get, self.wall, lane=lane))
         self._maybe_commit(logs, self.undo_customers)
+        if not self.undo_customers:
+            self.undo_provisional.clear()
 
     def step(self) -> None:
         self.step_validate()
@@ -216,13 +222,17 @@ class Pipeline:
         self.readers = [self._new_reader(r, clocks) for r in range(len(self.readers))]
         for table, undo in ((self.aliases, self.undo_identity),
                             (self.states, self.undo_customers)):
-            if not (self.rnd.random() < 0.5 if stored is None else stored):
+            kept = self.rnd.random() < 0.5 if stored is None else stored
+            if not kept:
                 for key, value in undo.items():
                     if value is None:
                         table.pop(key, None)
                     else:
                         table[key] = value
+            if undo is self.undo_customers and undo and (not kept or self.rnd.random() < 0.5):
+                self._undo_rows(self.undo_provisional)  # the crash came before that write
             undo.clear()
+        self.undo_provisional.clear()
         for log in [*self.by_identity, *self.by_customer, *self.handovers]:
             log.pos = log.committed
         self.identity = IdentityStage(self.partitions, self.partitions)
@@ -236,18 +246,8 @@ class Pipeline:
         for p, (obs, claim) in batch.reached.items():
             self.reached.extend(obs)
             self.alert_marks[p] = claim.mark
-        for row in batch.session_rows:
-            old = self.sessions.get(row.session_id)
-            if old is None or row.version > old[0]:
-                self.sessions[row.session_id] = (row.version, row)
-        for item in [*batch.instance_rows, *batch.retractions]:
-            if item.version <= self.versions.get(item.instance_id, -1):
-                continue
-            self.versions[item.instance_id] = item.version
-            if isinstance(item, InstanceRow):
-                self.instances[item.instance_id] = item
-            else:
-                self.instances.pop(item.instance_id, None)
+        sessions, rows = batch.final()  # written before the states are stored
+        self._write_rows(sessions, [*rows, *batch.retractions])
         self.closed.extend(r for r in batch.closed
                            if r.instance_id not in {c.instance_id for c in self.closed})
         for p, value in batch.handovers.messages():
@@ -258,6 +258,47 @@ class Pipeline:
                 self.states.pop(key, None)
             else:
                 self.states[key] = value
+        sessions, rows = batch.provisional()  # written after the store (a crash between
+        self.undo_provisional = self._write_rows(sessions, rows)  # is played in restart)
+
+    def _write_rows(self, sessions: list[SessionRow], items: list[Any]
+                    ) -> dict[tuple[str, str], Any]:
+        """ReplacingMergeTree(version) semantics; returns what was replaced."""
+        undo: dict[tuple[str, str], Any] = {}
+        for row in sessions:
+            old = self.sessions.get(row.session_id)
+            if old is None or row.version > old[0]:
+                undo.setdefault(("s", row.session_id), old)
+                self.sessions[row.session_id] = (row.version, row)
+        for item in items:
+            if item.version <= self.versions.get(item.instance_id, -1):
+                continue
+            undo.setdefault(("i", item.instance_id), (self.versions.get(item.instance_id),
+                                                      self.instances.get(item.instance_id)))
+            self.versions[item.instance_id] = item.version
+            if isinstance(item, InstanceRow):
+                self.instances[item.instance_id] = item
+            else:
+                self.instances.pop(item.instance_id, None)
+        return undo
+
+    def _undo_rows(self, undo: dict[tuple[str, str], Any]) -> None:
+        for (kind, key), old in undo.items():
+            if kind == "s":
+                if old is None:
+                    self.sessions.pop(key, None)
+                else:
+                    self.sessions[key] = old
+                continue
+            version, row = old
+            if version is None:
+                self.versions.pop(key, None)
+            else:
+                self.versions[key] = version
+            if row is None:
+                self.instances.pop(key, None)
+            else:
+                self.instances[key] = row
 
     def pending(self) -> bool:
         return (any(self.raw) or any(self.by_identity) or any(self.by_customer)
