@@ -116,8 +116,8 @@ class CustomerBatch:
     held: int = 0
     holds_expired: int = 0
 
-    # ids of sessions and instances still open after the batch: their rows are
-    # provisional, written after the states are stored (module docstring)
+    # ids of sessions still open and of instances not final after the batch: their
+    # rows are provisional, written after the states are stored (module docstring)
     open_sessions: set[str] = field(default_factory=set)
     open_instances: set[str] = field(default_factory=set)
 
@@ -138,7 +138,9 @@ class CustomerBatch:
         return not r.deleted and r.session_id in self.open_sessions
 
     def _provisional_instance(self, r: InstanceRow) -> bool:
-        return r.status == "open" and r.instance_id in self.open_instances
+        # non-final: still in the state's `emitted`, whatever its status (a run that
+        # closed inside the unsettled tail can still vanish)
+        return r.instance_id in self.open_instances
 
 
 class _Work:
