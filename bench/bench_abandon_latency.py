@@ -136,7 +136,6 @@ def main() -> None:
         env.update({
             "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": "false",  # Tansu refuses it
-            "JOURNEYS_KAFKA__BROKER": "tansu",
             "JOURNEYS_KAFKA__TOPIC_PREFIX": "lat", "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),
             "JOURNEYS_WAREHOUSE__BACKEND": "server", "JOURNEYS_WAREHOUSE__HOST": ch.host,
             "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port), "JOURNEYS_WAREHOUSE__DATABASE": "lat",

@@ -160,7 +160,6 @@ def worker_env(kafka: KafkaConfig, kind: str, ch: Any, guarantee: str) -> dict[s
     env.update({
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(kind == "kafka").lower(),
-        "JOURNEYS_KAFKA__BROKER": kind,
         "JOURNEYS_KAFKA__PROCESSING_GUARANTEE": guarantee,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),

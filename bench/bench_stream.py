@@ -277,7 +277,6 @@ def main() -> None:
             "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": b.bootstrap_servers,
             # Tansu refuses aiokafka's idempotent producer (InitProducerId)
             "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(args.broker == "kafka").lower(),
-            "JOURNEYS_KAFKA__BROKER": args.broker,
             "JOURNEYS_KAFKA__TOPIC_PREFIX": "bench",
             "JOURNEYS_KAFKA__PROCESSING_GUARANTEE": args.guarantee,
             "JOURNEYS_KAFKA__PARTITIONS": str(args.partitions),

@@ -88,7 +88,6 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
     try:
         kafka = KafkaConfig(**{**settings.kafka.model_dump(),
                                "bootstrap_servers": broker.bootstrap_servers,
-                               "broker": "tansu",  # its workarounds on
                                "idempotent_producer": False})  # Tansu refuses it
         wh_config = WarehouseConfig(**{**settings.warehouse.model_dump(), "backend": "chdb",
                                        "path": data_dir / "warehouse"})

@@ -20,7 +20,6 @@ KAFKA_PARTITIONS = "JOURNEYS_KAFKA__PARTITIONS"
 KAFKA_REPLICATION_FACTOR = "JOURNEYS_KAFKA__REPLICATION_FACTOR"
 KAFKA_PRODUCER = "JOURNEYS_KAFKA__PRODUCER"
 KAFKA_IDEMPOTENT_PRODUCER = "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER"  # false for Tansu
-KAFKA_BROKER = "JOURNEYS_KAFKA__BROKER"  # kafka (default) | tansu: its workarounds on
 KAFKA_PROCESSING_GUARANTEE = "JOURNEYS_KAFKA__PROCESSING_GUARANTEE"  # at_least_once
 # Not a settings field: read by deploy.local.kafka (the local Apache Kafka launcher) for
 # the directory of its Maven Central jars; default ~/.cache/journeys/kafka-<version>.

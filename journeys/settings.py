@@ -37,11 +37,6 @@ class KafkaConfig(BaseModel):
     # lost acknowledgement never writes a record twice. Apache Kafka: on. The embedded
     # Tansu broker refuses it (InitProducerId), so `journeys demo`/`up` turn it off.
     idempotent_producer: bool = True
-    # The kind of broker. "tansu" (the embedded one, set by `journeys demo`/`up`) turns on
-    # the workarounds for its known bugs (docs/local-services.md): high-water marks read
-    # from Fetch responses for table recovery (its ListOffsets LATEST is short of the
-    # end). Apache Kafka ("kafka") needs none of them.
-    broker: Literal["kafka", "tansu"] = "kafka"
     # Faust's processing guarantee for the worker's stages. at_least_once (default):
     # every stage is idempotent to re-delivery (docs/stream.md "Exactly once in
     # effect"). exactly_once turns on Faust's Kafka transactions: measured, and not

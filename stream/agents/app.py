@@ -79,7 +79,6 @@ class JourneysApp(faust.App):
 
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
     idempotent_producer: bool = False  # from KafkaConfig (stream.agents.transport.Producer)
-    tansu: bool = False  # KafkaConfig.broker == "tansu": its workarounds on
     fresh_broker: bool = False
     ctx: StageContext
     stats: StreamStats
@@ -229,7 +228,6 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     definitions = load_definitions(settings.definitions_path)
     app = _faust_app(settings)
     app.idempotent_producer = kafka.idempotent_producer
-    app.tansu = kafka.broker == "tansu"
     app.stats = StreamStats()
     app.offset_guard = OffsetGuard(lambda: app.consumer)
     app.ctx = ctx = StageContext(

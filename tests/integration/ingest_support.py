@@ -132,12 +132,10 @@ def expected_sessions(events: Iterable[dict[str, Any]]) -> set[tuple[str, int, i
 # -- a stream worker subprocess against the test broker and ClickHouse ----------------
 
 def broker_worker_settings() -> dict[str, str]:
-    """Worker settings the test broker needs: on Tansu (JOURNEYS_TEST_BROKER=tansu) its
-    workarounds and no idempotent producer (it refuses InitProducerId); nothing on
-    Apache Kafka."""
+    """Worker settings the test broker needs: on Tansu (JOURNEYS_TEST_BROKER=tansu) no
+    idempotent producer (it refuses InitProducerId); nothing on Apache Kafka."""
     if os.environ.get("JOURNEYS_TEST_BROKER", "kafka").strip().lower() == "tansu":
-        return {"JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": "false",
-                "JOURNEYS_KAFKA__BROKER": "tansu"}
+        return {"JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": "false"}
     return {}
 
 
