@@ -29,7 +29,13 @@ from stream.agents.alerting.service import AlertSink, AlertSinkError
 from stream.agents.alerting.webhooks import summary
 from stream.agents.context import Record, StageContext, isolating, send_all, store
 from stream.engine.dropoff import AlertRecord
-from stream.stages.alerts import AlertBatch, AlertStage, Reached, StepReachedRouter
+from stream.stages.alerts import (
+    AlertBatch,
+    AlertStage,
+    Reached,
+    StepReachedRouter,
+    store_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +123,8 @@ class AlertWorker:
             log.warning("alerts: skipped %d undecodable messages", batch.undecodable)
         if batch.records:
             await self.emit(batch.records)
-        await store(self.ctx, self.table, dict(batch.states))
+        for group in store_order(batch.states):  # entry records, heads, tombstones
+            await store(self.ctx, self.table, group)
         self.late += batch.late
         if batch.watermarks:
             wm = max(batch.watermarks.values())

@@ -75,14 +75,18 @@ def key_bytes(key: StateKey) -> bytes:
     return state_key(*key).encode()
 
 
-def part_key(key: StateKey, i: int) -> bytes:
-    """Table key of the i-th entry record of a state (AlertStage.records)."""
-    return key_bytes(key) + b"\x1e" + str(i).encode()
+def part_key(key: StateKey, gen: int, i: int) -> bytes:
+    """Table key of the i-th entry record of generation `gen` of a state
+    (AlertStage.records)."""
+    return key_bytes(key) + b"\x1e" + f"{gen}.{i}".encode()
 
 
-def entry_parts(head: bytes | None) -> int:
-    """How many entry records a stored head record has (0: entries inline, as before)."""
-    return int(orjson.loads(head).get("n", 0)) if head else 0
+def entry_parts(head: bytes | None) -> tuple[int, int]:
+    """(generation, count) of a stored head's entry records; (0, 0): entries inline."""
+    if not head:
+        return 0, 0
+    o = orjson.loads(head)
+    return int(o.get("g", 0)), int(o.get("n", 0))
 
 
 class _Keys:
@@ -191,7 +195,7 @@ class AlertStage:
         self.keys = _Keys(definitions, partitions)
         self.sources = partitions  # by-customer partitions (same count as ours)
         self._states: dict[StateKey, StepAlertState] = {}
-        self._parts: dict[StateKey, int] = {}  # entry records stored per key
+        self._parts: dict[StateKey, tuple[int, int]] = {}  # (generation, count) stored
         self.frontiers: dict[int, Frontier] = {}
 
     def forget(self) -> None:
@@ -218,38 +222,48 @@ class AlertStage:
         if st is None:
             d = self.keys.definitions[key[0]]
             data = head = get(key_bytes(key))
-            parts = entry_parts(head)
+            gen, parts = entry_parts(head)
             if head and parts:  # the entries back into the head, then as before
                 o = orjson.loads(head)
                 for i in range(parts):
-                    o["e"].update(orjson.loads(get(part_key(key, i)) or b"{}"))
+                    o["e"].update(orjson.loads(get(part_key(key, gen, i)) or b"{}"))
                 data = orjson.dumps(o)
             st = StepAlertState.restore(d, key[1], data, watermark)
-            self._parts[key] = parts
+            self._parts[key] = (gen, parts)
             self._states[key] = st
         return st
 
     def records(self, key: StateKey) -> dict[bytes, tuple[int, bytes | None]]:
-        """The table records of a key's state: the head (everything but the entries,
-        and how many entry records there are) and the entries in records of
-        ENTRIES_PER_RECORD; entry records no longer needed become tombstones."""
+        """The table records of a key's state. Up to ENTRIES_PER_RECORD open entries:
+        one record, as always. More: a head (everything but the entries, with the
+        generation and count of its entry records) and the entries in records of a new
+        generation; the previous generation's records become tombstones. The agent
+        stores new entry records before the head and tombstones after it
+        (`store_order`), so a crash in between leaves the previous, whole state."""
         st, partition = self._states[key], self.keys.partition[key]
-        items = sorted(st.entries.items())
-        chunks = [dict(items[i:i + ENTRIES_PER_RECORD])
-                  for i in range(0, len(items), ENTRIES_PER_RECORD)]
-        entries, st.entries = st.entries, {}
-        try:
-            head = orjson.loads(st.dumps())  # everything but the entries
-        finally:
-            st.entries = entries
-        head["n"] = len(chunks)
-        out: dict[bytes, tuple[int, bytes | None]] = {
-            key_bytes(key): (partition, orjson.dumps(head))}
-        for i, chunk in enumerate(chunks):
-            out[part_key(key, i)] = (partition, orjson.dumps(chunk))
-        for i in range(len(chunks), self._parts.get(key, 0)):
-            out[part_key(key, i)] = (partition, None)
-        self._parts[key] = len(chunks)
+        old_gen, old_n = self._parts.get(key, (0, 0))
+        out: dict[bytes, tuple[int, bytes | None]] = {}
+        if len(st.entries) <= ENTRIES_PER_RECORD:
+            out[key_bytes(key)] = (partition, st.dumps())
+            gen, n = 0, 0
+        else:
+            items = sorted(st.entries.items())
+            gen = old_gen + 1
+            n = 0
+            for i in range(0, len(items), ENTRIES_PER_RECORD):
+                out[part_key(key, gen, n)] = (partition,
+                                             orjson.dumps(dict(items[i:i + ENTRIES_PER_RECORD])))
+                n += 1
+            entries, st.entries = st.entries, {}
+            try:
+                head = orjson.loads(st.dumps())  # everything but the entries
+            finally:
+                st.entries = entries
+            head["g"], head["n"] = gen, n
+            out[key_bytes(key)] = (partition, orjson.dumps(head))
+        for i in range(old_n):
+            out[part_key(key, old_gen, i)] = (partition, None)
+        self._parts[key] = (gen, n)
         return out
 
     def prepare(self, records: Iterable[tuple[int, bytes | None]], get: GetState) -> AlertBatch:
@@ -291,3 +305,14 @@ class AlertStage:
             batch.states.update(self.records(key))
         batch.records.sort(key=lambda r: (r.window_start_ms, r.journey, r.step_index))
         return batch
+
+
+def store_order(states: Mapping[bytes, tuple[int, bytes | None]]
+                ) -> list[dict[bytes, tuple[int, bytes | None]]]:
+    """A batch's state records in the order to store them, each group acknowledged
+    before the next: new entry records, then heads, then tombstones (a head only ever
+    points at entry records that are stored; AlertStage.records)."""
+    parts = {k: v for k, v in states.items() if b"\x1e" in k and v[1] is not None}
+    heads = {k: v for k, v in states.items() if b"\x1e" not in k and v[1] is not None}
+    gone = {k: v for k, v in states.items() if v[1] is None}
+    return [g for g in (parts, heads, gone) if g]

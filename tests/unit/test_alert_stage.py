@@ -22,6 +22,7 @@ from stream.stages.alerts import (
     StepReachedRouter,
     decode,
     key_bytes,
+    store_order,
 )
 from stream.stages.envelopes import partition_for
 from tests.profiles import examples
@@ -172,6 +173,25 @@ def test_a_huge_unsettled_window_is_stored_in_bounded_records_and_restored() -> 
     assert gone and gone <= before and not any(b"\x1e" in k for k in table)
     again = _stage_input(stage, {}, [(0, _claims(c(0, 3 * H), n=1))])
     assert out.records == again.records
+
+
+def test_a_crash_between_entry_records_and_head_leaves_the_previous_state() -> None:
+    """Entry records of a new generation are stored before the head that points at them,
+    tombstones after: a crash in between restores the previous state whole."""
+    stage, table = AlertStage([PURCHASE], 1), {}
+    rows = [["purchase", f"{i:024x}", 1, 1000 + i, "web"] for i in range(2 * ENTRIES_PER_RECORD)]
+    _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows[:5000]}))])
+    before = AlertStage([PURCHASE], 1).state(("purchase", 1), table.get, NO_WATERMARK)
+    batch = stage.prepare([(0, orjson.dumps({"v": 2, "o": rows[5000:]}))], table.get)
+    groups = store_order(batch.states)
+    assert [all(b"\x1e" in k for k in g) for g in groups[:1]] == [True]
+    _store(table, groups[0])  # the crash comes before the heads
+    after = AlertStage([PURCHASE], 1).state(("purchase", 1), table.get, NO_WATERMARK)
+    assert after == before
+    for g in groups[1:]:
+        _store(table, g)
+    done = AlertStage([PURCHASE], 1).state(("purchase", 1), table.get, NO_WATERMARK)
+    assert len(done.entries) == len(rows)
 
 
 # --------------------------------------------------------------------- property
