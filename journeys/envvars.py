@@ -39,6 +39,8 @@ WORKER_FLUSH_INTERVAL = "JOURNEYS_FLUSH_INTERVAL_S"
 WORKER_FLUSH_MAX_EVENTS = "JOURNEYS_FLUSH_MAX_EVENTS"
 WORKER_ALLOWED_LATENESS = "JOURNEYS_ALLOWED_LATENESS_MS"  # also accepts 5m, 30s
 WORKER_SOURCE_IDLE = "JOURNEYS_SOURCE_IDLE_MS"  # also accepts 10s
+# fault injection for the fault suite only (stream.agents.crash_journal): "stage:text"
+WORKER_FAULT_EXIT_ON = "JOURNEYS_FAULT_EXIT_ON"
 WORKER_WEB_PORT = "JOURNEYS_WEB_PORT"
 WORKER_WEB_ENABLED = "JOURNEYS_WEB_ENABLED"  # /healthz, /readyz, /metrics (stream.agents.web)
 WORKER_WEB_BIND = "JOURNEYS_WEB_BIND"  # 0.0.0.0 in a container, for probes

@@ -170,6 +170,9 @@ class WarehouseRole(_RoleSettings):
     warehouse: WarehouseConfig = WarehouseConfig()
 
 
+FAULT_STAGES = ("validate", "identity", "customers", "alerts")
+
+
 class WorkerSettings(WarehouseRole):
     """The stream worker (Faust)."""
 
@@ -185,6 +188,18 @@ class WorkerSettings(WarehouseRole):
     web_enabled: bool = False  # /healthz, /readyz, /metrics (stream.agents.web)
     web_bind: str = "127.0.0.1"  # 0.0.0.0 in a container, so probes reach it
     alerting: AlertingConfig = AlertingConfig()
+    # fault injection for tests/faults ("stage:text": that stage exits at once on a
+    # record containing the text, as a native crash would); never set in production
+    fault_exit_on: str = ""
+
+    @field_validator("fault_exit_on")
+    @classmethod
+    def _fault(cls, v: str) -> str:
+        stage, sep, text = v.partition(":")
+        if v and (not sep or not text or stage not in FAULT_STAGES):
+            raise ValueError(f"must be '<stage>:<text>' with stage one of "
+                             f"{', '.join(FAULT_STAGES)}, got {v!r}")
+        return v
 
     @field_validator("allowed_lateness_ms", "source_idle_ms", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ from journeys.topics import (
 )
 from stream.agents.alerts import ALERT_TABLE, AlertWorker
 from stream.agents.context import StageContext, run_batches
+from stream.agents.crash_journal import CrashJournal
 from stream.agents.customers import CustomerAgent
 from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
 from stream.agents.identity import IdentityAgent
@@ -233,7 +234,9 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     app.ctx = ctx = StageContext(
         settings=settings, definitions=definitions, stats=app.stats,
         sink=WarehouseSink(settings.warehouse, warehouse),
-        send=lambda *args: app.producer.send(*args), crash=lambda exc: app.crash(exc))
+        send=lambda *args: app.producer.send(*args), crash=lambda exc: app.crash(exc),
+        journal=CrashJournal(faust_data_dir(settings) / "crash-journal",
+                             settings.fault_exit_on))
     app.validate = ValidateStage(
         EventValidator(settings.channels), {d.steps[0] for d in definitions.journeys}, parts,
         allowed_lateness_ms=settings.allowed_lateness_ms,

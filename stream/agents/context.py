@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -25,6 +25,7 @@ import orjson
 from journeys.definitions import Definitions
 from journeys.settings import WorkerSettings
 from journeys.timeutil import ms_to_iso, now_ms
+from stream.agents.crash_journal import CrashJournal
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats
 
@@ -51,7 +52,8 @@ class Crash(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StageContext:
-    """Settings, definitions, counters, warehouse sink and the two app callables."""
+    """Settings, definitions, counters, warehouse sink, the two app callables and the
+    crash journal (quarantine)."""
 
     settings: WorkerSettings
     definitions: Definitions
@@ -59,6 +61,7 @@ class StageContext:
     sink: WarehouseSink
     send: Send
     crash: Crash
+    journal: CrashJournal = field(default_factory=lambda: CrashJournal(None))
 
 
 async def send_all(ctx: StageContext, topic: str,
@@ -157,17 +160,36 @@ async def isolating(ctx: StageContext, stage: str, topic: str, records: list[Rec
                     prepare: Callable[[list[Record]], Awaitable[B]],
                     emit: Callable[[B], Awaitable[None]]) -> None:
     """`emit(await prepare(records))`, with the poison rule (docs/stream.md "Poison
-    records"): when the pure `prepare` raises, the records are handled in two halves,
-    in order, down to the single record that raises, which is dead-lettered with the
-    exception's class and skipped; its neighbours are processed. `emit` (I/O) is not
-    guarded: a warehouse or broker outage is no fault of a record."""
+    records") and the quarantine (stream.agents.crash_journal). When the pure `prepare`
+    raises, the records are handled in two halves, in order, down to the single record
+    that raises, which is dead-lettered with the exception's class and skipped; its
+    neighbours are processed. Records the process died on are handled one at a time,
+    and one that killed it twice alone is dead-lettered as quarantined. `emit` (I/O) is
+    not guarded: a warehouse or broker outage is no fault of a record."""
+    journal = ctx.journal
+    verdicts = journal.verdicts(stage, topic, [(p, o) for p, o, _v in records])
+    if any(v is not None for v in verdicts):
+        for record, deaths in zip(records, verdicts, strict=True):
+            if journal.quarantined(deaths):
+                await dead_letter_record(ctx, stage, topic, record, None, deaths=deaths or 0)
+            else:
+                await _guarded(ctx, stage, topic, [record], prepare, emit, alone=deaths)
+            journal.cleared(stage, topic, [record[:2]])
+        return
+    await _guarded(ctx, stage, topic, records, prepare, emit, alone=None)
+
+
+async def _guarded(ctx: StageContext, stage: str, topic: str, records: list[Record],
+                   prepare: Callable[[list[Record]], Awaitable[B]],
+                   emit: Callable[[B], Awaitable[None]], *, alone: int | None) -> None:
     try:
-        batch = await prepare(records)
+        with ctx.journal.computing(stage, topic, records, alone_deaths=alone):
+            batch = await prepare(records)
     except Exception as exc:
         if len(records) > 1:
             half = len(records) // 2
-            await isolating(ctx, stage, topic, records[:half], prepare, emit)
-            await isolating(ctx, stage, topic, records[half:], prepare, emit)
+            await _guarded(ctx, stage, topic, records[:half], prepare, emit, alone=None)
+            await _guarded(ctx, stage, topic, records[half:], prepare, emit, alone=None)
             return
         if not records:
             raise
@@ -177,18 +199,28 @@ async def isolating(ctx: StageContext, stage: str, topic: str, records: list[Rec
 
 
 async def dead_letter_record(ctx: StageContext, stage: str, topic: str, record: Record,
-                             exc: Exception) -> None:
-    """Send one record that made a stage raise to the dead-letter topic (the archiver
-    copies it to the `dead_letters` table): reason `stage_error: <class> at
-    topic[partition]@offset`, the stage, the original bytes and the message."""
+                             exc: Exception | None, *, deaths: int = 0) -> None:
+    """Send one record that made a stage raise (`exc`), or killed the worker `deaths`
+    times (exc None), to the dead-letter topic (the archiver copies it to the
+    `dead_letters` table): reason `stage_error: <class> at topic[partition]@offset` or
+    `quarantined: killed the worker N times at ...`, the stage, the original bytes."""
     partition, offset, value = record
-    log.error("%s: record %s[%d]@%d raised %r: dead-lettered and skipped (poison rule)",
-              stage, topic, partition, offset, exc, exc_info=exc)
-    ctx.stats.rejected["stage_error"] += 1
-    ctx.stats.poison_records += 1
+    where = f"{topic}[{partition}]@{offset}"
+    if exc is None:
+        log.error("%s: record %s killed the worker %d times while handled alone: "
+                  "quarantined (dead-lettered and skipped)", stage, where, deaths)
+        reason, code, error = f"quarantined: killed the worker {deaths} times at {where}", \
+            "quarantined", f"the process died {deaths} times while handling this record alone"
+        ctx.stats.quarantined_records += 1
+    else:
+        log.error("%s: record %s raised %r: dead-lettered and skipped (poison rule)",
+                  stage, where, exc, exc_info=exc)
+        reason, code, error = f"stage_error: {type(exc).__name__} at {where}", \
+            "stage_error", repr(exc)[:1000]
+        ctx.stats.poison_records += 1
+    ctx.stats.rejected[code] += 1
     body = orjson.dumps({
-        "reason": f"stage_error: {type(exc).__name__} at {topic}[{partition}]@{offset}",
-        "stage": stage, "event_id": None, "received_at": ms_to_iso(now_ms()),
-        "original": (value or b"").decode("utf-8", errors="replace"),
-        "error": repr(exc)[:1000]})
+        "reason": reason, "stage": stage, "event_id": None,
+        "received_at": ms_to_iso(now_ms()),
+        "original": (value or b"").decode("utf-8", errors="replace"), "error": error})
     await send_all(ctx, ctx.settings.kafka.dead_letter_topic, [(None, None, body)])

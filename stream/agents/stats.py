@@ -62,6 +62,7 @@ class StreamStats:
     redelivered: int = 0  # the same input read again (crash, rebalance): skipped
     late_events: int = 0  # older than their source partition's watermark: raw table only
     poison_records: int = 0  # records a stage raised on: dead-lettered (stream.agents.context)
+    quarantined_records: int = 0  # records that killed the worker twice (crash_journal)
     handovers_sent: int = 0  # stitched anonymous states handed to their customer
     handovers_absorbed: int = 0
     timer_visits: int = 0  # customers advanced by a watermark move without events
@@ -119,6 +120,7 @@ class StreamStats:
                 (("reason", r),): n for r, n in self.rejected.items()},
             "journeys_late_events_total": self.late_events,
             "journeys_poison_records_total": self.poison_records,
+            "journeys_quarantined_records_total": self.quarantined_records,
             "journeys_unattributed_events_total": self.unattributed,
             "journeys_identity_events_total": self.events_identity,
             "journeys_identity_merges_total": self.identity_merges,
@@ -174,6 +176,7 @@ class StreamStats:
             "duplicates": self.duplicates,
             "late_events": self.late_events,
             "poison_records": self.poison_records,
+            "quarantined_records": self.quarantined_records,
             "batches_flushed": self.batches_flushed,
             "touchpoints_written": self.touchpoints_written,
             "session_rows_written": self.session_rows_written,

@@ -29,10 +29,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from journeys.events import Rejection
 from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.context import StageContext, send_all, write_with_retry
 from stream.agents.transport import stage_consumer
-from stream.stages.validate import ValidateBatch, ValidateStage, late_summary
+from stream.stages.validate import RawRecord, ValidateBatch, ValidateStage, late_summary
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ MAX_RECORDS = 10_000  # per getmany
 POLL_TIMEOUT_MS = 200
 FETCH_BYTES = 1024 * 1024  # per partition and fetch
 LATE_LOG_INTERVAL_S = 10.0
+STAGE = "validate"
+
+
+def _journal(records: list[RawRecord]) -> list[tuple[int, int, bytes | None]]:
+    return [(r[1], r[2], r[4]) for r in records]
 
 
 def validate_group(app_id: str) -> str:
@@ -58,6 +64,7 @@ class RawValidator(Service):
         self._next: dict[TopicPartition, int] = {}  # next offset to read (to commit)
         self._done: dict[TopicPartition, int] = {}  # next offset, kept (consumer lag)
         self._late_logged = 0.0
+        self.topic = ctx.settings.kafka.raw_topic
         self._late_pending: dict[int, tuple[int, int, int]] = {}
         self._lock = asyncio.Lock()  # the stage runs in a thread; rebalances wait for it
 
@@ -153,8 +160,12 @@ class RawValidator(Service):
                 caught_up = await self._caught_up()
                 if not records and not stage.claims_due(wall, caught_up):
                     continue
+                records, quarantined = await self._screen(records)
                 async with self._lock:  # the pure stage off the event loop
-                    batch = await asyncio.to_thread(stage.prepare, records, wall, caught_up)
+                    with self.ctx.journal.computing(STAGE, self.topic, _journal(records)):
+                        batch = await asyncio.to_thread(stage.prepare, records, wall,
+                                                        caught_up)
+                self._quarantine(batch, quarantined, wall)
                 for tp, msgs in fetched.items():
                     if msgs:
                         self._next[tp] = msgs[-1].offset + 1
@@ -167,6 +178,42 @@ class RawValidator(Service):
         except Exception as exc:
             log.exception("validate stage failed; stopping the worker uncommitted")
             await self.ctx.crash(exc)
+
+    async def _screen(self, records: list[RawRecord]
+                      ) -> tuple[list[RawRecord], list[tuple[RawRecord, int]]]:
+        """Records the worker died on (stream.agents.crash_journal): parse each alone
+        under its own marker; one that killed it twice so is left out (quarantined)."""
+        journal = self.ctx.journal
+        verdicts = journal.verdicts(STAGE, self.topic, [(r[1], r[2]) for r in records])
+        if all(v is None for v in verdicts):
+            return records, []
+        kept: list[RawRecord] = []
+        quarantined: list[tuple[RawRecord, int]] = []
+        for record, deaths in zip(records, verdicts, strict=True):
+            _t, partition, offset, _k, value = record
+            if journal.quarantined(deaths):
+                quarantined.append((record, deaths or 0))
+            else:
+                if deaths is not None:
+                    with journal.computing(STAGE, self.topic, [(partition, offset, value)],
+                                           alone_deaths=deaths):
+                        await asyncio.to_thread(self.stage.validator.parse, value or b"")
+                kept.append(record)
+            journal.cleared(STAGE, self.topic, [(partition, offset)])
+        return kept, quarantined
+
+    def _quarantine(self, batch: ValidateBatch, quarantined: list[tuple[RawRecord, int]],
+                    wall_ms: int) -> None:
+        """Dead-letter quarantined records with the batch (the validate stage writes its
+        own dead letters to the table)."""
+        for (topic, partition, offset, key, value), deaths in quarantined:
+            where = f"{topic}[{partition}]@{offset}"
+            log.error("validate: record %s killed the worker %d times while handled alone: "
+                      "quarantined (dead-lettered and skipped)", where, deaths)
+            self.ctx.stats.quarantined_records += 1
+            ValidateStage.reject(batch, Rejection(
+                f"quarantined: killed the worker {deaths} times at {where}", value or b""),
+                topic, partition, offset, key, wall_ms)
 
     async def handle(self, batch: ValidateBatch, *, received: int) -> None:
         """Forward a batch; returns once it is durable."""

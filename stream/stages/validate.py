@@ -148,7 +148,7 @@ class ValidateStage:
             result = self.validator.parse(value or b"")
             if not isinstance(result, Touchpoint):
                 clock.touch(wall_ms)
-                self._reject(batch, result, topic, partition, offset, key, wall_ms)
+                self.reject(batch, result, topic, partition, offset, key, wall_ms)
                 continue
             tp = result
             batch.touchpoints.append(tp)
@@ -174,7 +174,7 @@ class ValidateStage:
         return batch
 
     @staticmethod
-    def _reject(batch: ValidateBatch, rejection: Rejection, topic: str, partition: int,
+    def reject(batch: ValidateBatch, rejection: Rejection, topic: str, partition: int,
                 offset: int, key: bytes | None, wall_ms: int) -> None:
         code = rejection.code
         batch.rejected[code] = batch.rejected.get(code, 0) + 1
