@@ -28,6 +28,7 @@ from journeys.definitions import load_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
 from stream.engine.identity import JUNK_IDS
+from tests.faults.report import FaultFigures
 from tests.integration.stream_support import (
     journeys_in,
     produce,
@@ -69,27 +70,39 @@ def _setup(broker: Any, unique_name: Callable[[str], str], tmp_path: Path, ch_ho
 
 
 def _assert_exact(ch_host: str, ch_port: int, db: str, events: list[dict[str, Any]],
-                  end: int, tmp_path: Path) -> None:
+                  end: int, tmp_path: Path, report: Callable[..., None], fault: str,
+                  recovery_s: float) -> None:
+    """Report what the fault cost (lost: produced events not stored; doubled: events
+    counted more than once in sessions), then hold the results to the reference."""
     defs = load_definitions(tmp_path / "definitions.yaml")
     want, want_sessions = split_reference(defs, events, set(JUNK_IDS), end - LATENESS_MS)
     wh = connect(WarehouseConfig(backend="server", host=ch_host, port=ch_port, database=db),
                  create_database=False)
     try:
         got = {iid: row_view(r) for iid, r in journeys_in(wh).items()}
-        missing, extra = set(want) - set(got), set(got) - set(want)
-        assert not missing and not extra, f"missing {len(missing)}, extra {len(extra)}"
-        bad = [iid for iid in want if got[iid] != want[iid]]
-        assert not bad, f"{len(bad)} of {len(want)} instances differ, e.g. {bad[:3]}"
-        assert sessions_in(wh) == want_sessions
+        sessions = sessions_in(wh)
+        stored = {r[0] for r in wh.query(f"SELECT event_id FROM {db}.touchpoints FINAL")}
         touchpoints = int(wh.query(f"SELECT count() FROM {db}.touchpoints FINAL")[0][0])
-        assert touchpoints == len(events) + PARTITIONS  # and a filler per raw partition
     finally:
         wh.close()
+    lost = len({e["event_id"] for e in events} - stored)
+    doubled = max(0, sum(s[3] for s in sessions) - sum(s[3] for s in want_sessions))
+    report(fault, acknowledged=len(events), lost=lost, doubled=doubled,
+           recovery_s=recovery_s,
+           note="journeys and sessions = reference" if got == want and sessions ==
+           want_sessions else "journeys or sessions differ from the reference")
+    missing, extra = set(want) - set(got), set(got) - set(want)
+    assert not missing and not extra, f"missing {len(missing)}, extra {len(extra)}"
+    bad = [iid for iid in want if got[iid] != want[iid]]
+    assert not bad, f"{len(bad)} of {len(want)} instances differ, e.g. {bad[:3]}"
+    assert sessions == want_sessions
+    assert touchpoints == len(events) + PARTITIONS  # and a filler per raw partition
+    assert lost == 0 and doubled == 0
 
 
 def test_five_sigkills_at_random_points_change_nothing(
         broker: Any, clickhouse_server: LocalClickHouse, unique_name: Callable[[str], str],
-        tmp_path: Path) -> None:
+        tmp_path: Path, fault_figures: FaultFigures) -> None:
     host, port = clickhouse_server.host, clickhouse_server.tcp_port
     kafka, app_id, db, envs = _setup(broker, unique_name, tmp_path, host, port)
     log = tmp_path / "workers.log"
@@ -103,6 +116,7 @@ def test_five_sigkills_at_random_points_change_nothing(
                      (rnd.randrange(2) for _ in range(5)), strict=True))
     workers = [start_worker(envs[0], log), start_worker(envs[1], log)]
     down: int | None = None
+    recovery = 0.0  # longest wait, after a kill, until that slice was processed
     try:
         for i, part in enumerate(parts):
             produce(kafka, part)
@@ -114,20 +128,25 @@ def test_five_sigkills_at_random_points_change_nothing(
                 down = kills[i]
                 os.kill(workers[down].pid, signal.SIGKILL)
                 workers[down].wait(10)
+            started = time.monotonic()
             wait_pipeline(kafka, app_id, [w for w in workers if w.poll() is None], log,
                           timeout=180)
+            if i in kills:
+                recovery = max(recovery, time.monotonic() - started)
         if down is not None:
             workers[down] = start_worker(envs[down], log)
         produce_fillers(kafka, end)
         wait_pipeline(kafka, app_id, workers, log, timeout=180)
-        _assert_exact(host, port, db, events, end, tmp_path)
+        _assert_exact(host, port, db, events, end, tmp_path, fault_figures,
+                      "worker SIGKILL x5 (2 workers, live traffic)", recovery)
     finally:
         for w in workers:
             stop_worker(w)
 
 
 def test_clickhouse_down_for_a_while_changes_nothing(
-        broker: Any, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+        broker: Any, unique_name: Callable[[str], str], tmp_path: Path,
+        fault_figures: FaultFigures) -> None:
     ch = LocalClickHouse(workdir=tmp_path / "clickhouse").start()
     host, port = ch.host, ch.tcp_port
     try:
@@ -151,9 +170,13 @@ def test_clickhouse_down_for_a_while_changes_nothing(
             time.sleep(max(0.0, outage - (time.monotonic() - stopped)))
             assert all(w.poll() is None for w in workers), log.read_text()[-3000:]
             ch.start()  # same ports, same data
+            started = time.monotonic()
             wait_pipeline(kafka, app_id, workers, log, timeout=300)
+            recovery = time.monotonic() - started
             assert "warehouse write failed" in log.read_text(errors="replace")
-            _assert_exact(host, port, db, events, end, tmp_path)
+            _assert_exact(host, port, db, events, end, tmp_path, fault_figures,
+                          f"ClickHouse server stopped {outage:.0f} s under traffic",
+                          recovery)
         finally:
             for w in workers:
                 stop_worker(w)

@@ -20,6 +20,7 @@ from journeys.events import EventValidator, Touchpoint
 from journeys.settings import CollectorSettings
 from journeys.timeutil import now_ms
 from tests.faults.corpus import poison, valid
+from tests.faults.report import FaultFigures
 from tests.integration.ingest_support import free_port, kafka_config, read_topic, serve_collector
 
 
@@ -36,7 +37,7 @@ def _dead_letter_codes(bootstrap: str, topic: str, expected: int) -> Counter[str
 
 
 def test_the_collector_refuses_each_bad_item_and_keeps_its_neighbours(
-        broker: Any, unique_name: Callable[[str], str]) -> None:
+        broker: Any, unique_name: Callable[[str], str], fault_figures: FaultFigures) -> None:
     prefix = unique_name("pc")
     kafka = kafka_config(broker.bootstrap_servers, prefix)
     bad = poison(prefix)
@@ -73,6 +74,12 @@ def test_the_collector_refuses_each_bad_item_and_keeps_its_neighbours(
     raw_records = read_topic(kafka.bootstrap_servers, kafka.raw_topic, expected=len(good))
     validator = EventValidator()
     landed = [validator.parse(r.value) for r in raw_records]
+    landed_ids = [t.event_id for t in landed if isinstance(t, Touchpoint)]
+    want = {orjson.loads(v)["event_id"] for v in good}
+    fault_figures(f"poison corpus through the collector ({len(bad)} bad items)",
+                  acknowledged=len(good), lost=len(want - set(landed_ids)),
+                  doubled=len(landed_ids) - len(set(landed_ids)),
+                  note=f"HTTP statuses {dict(sorted(statuses.items()))}, no 500")
     assert all(isinstance(t, Touchpoint) for t in landed)
     assert sorted(t.event_id for t in landed if isinstance(t, Touchpoint)) == sorted(
         orjson.loads(v)["event_id"] for v in good)

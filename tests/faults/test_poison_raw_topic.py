@@ -17,6 +17,7 @@ from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.timeutil import now_ms
 from journeys.topics import ensure_journey_topics
 from tests.faults.corpus import poison, valid
+from tests.faults.report import FaultFigures
 from tests.integration.stream_support import start_worker, stop_worker, wait_pipeline, worker_env
 from warehouse.connect import connect
 
@@ -34,7 +35,7 @@ def _produce(kafka: KafkaConfig, values: list[tuple[bytes | None, bytes]]) -> No
 
 def test_poison_on_the_raw_topic_is_dead_lettered_and_neighbours_go_on(
         broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str],
-        tmp_path: Path) -> None:
+        tmp_path: Path, fault_figures: FaultFigures) -> None:
     prefix = unique_name("pz")
     kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
                         partitions=2)
@@ -69,9 +70,14 @@ def test_poison_on_the_raw_topic_is_dead_lettered_and_neighbours_go_on(
                             {"c": f"{prefix}-cust"})
     finally:
         wh.close()
+    want_ids = {orjson.loads(v)["event_id"] for v in good}
+    counted = sum(int(r[0]) for r in sessions)
+    fault_figures(f"poison corpus on the raw topic ({len(bad)} bad records)",
+                  acknowledged=len(good), lost=len(want_ids - ids),
+                  doubled=max(0, counted - len(good)),
+                  note=f"{len(letters)} dead letters, worker never stopped")
     got = Counter(r[0].split(":", 1)[0] for r in letters)
     assert got == Counter(code for _l, _r, code in bad), (got, letters[:5])
     assert len({(r[2], r[3]) for r in letters}) == len(bad)  # one per bad record
-    want_ids = {orjson.loads(v)["event_id"] for v in good}
     assert ids == want_ids  # every valid neighbour, nothing of the corpus
     assert sum(int(r[0]) for r in sessions) == len(good)

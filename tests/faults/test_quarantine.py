@@ -7,6 +7,7 @@ it killed the worker twice while handled alone: dead-lettered with reason
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from journeys.timeutil import now_ms
 from journeys.topics import ensure_journey_topics
 from stream.agents.crash_journal import FAULT_EXIT_CODE
 from tests.faults.corpus import valid
+from tests.faults.report import FaultFigures
 from tests.integration.stream_support import start_worker, stop_worker, wait_pipeline, worker_env
 from warehouse.connect import connect
 
@@ -35,7 +37,7 @@ def _produce(kafka: KafkaConfig, values: list[bytes]) -> None:
 
 def test_a_record_that_kills_the_worker_is_quarantined(
         broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str],
-        tmp_path: Path) -> None:
+        tmp_path: Path, fault_figures: FaultFigures) -> None:
     prefix = unique_name("qz")
     kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
                         partitions=1)
@@ -61,8 +63,10 @@ def test_a_record_that_kills_the_worker_is_quarantined(
             raise AssertionError(f"worker did not die: {log.read_text()[-3000:]}") from None
     assert codes == [FAULT_EXIT_CODE] * 3, log.read_text()[-3000:]
     proc = start_worker(env, log)
+    started = time.monotonic()
     try:
         wait_pipeline(kafka, app_id, [proc], log)
+        recovery = time.monotonic() - started
         assert proc.poll() is None, log.read_text()[-3000:]
     finally:
         stop_worker(proc)
@@ -78,8 +82,13 @@ def test_a_record_that_kills_the_worker_is_quarantined(
                             "WHERE deleted = 0")
     finally:
         wh.close()
+    want = {orjson.loads(v)["event_id"] for v in good}
+    fault_figures("raw record that kills the worker (quarantined)", acknowledged=len(good),
+                  lost=len(want - ids), doubled=max(0, int(sessions[0][0]) - len(good)),
+                  recovery_s=recovery, note=f"{len(letters)} dead letter(s), "
+                  f"{len(codes)} deaths; recovery = 4th start to caught up")
     assert [(r[0], r[1]) for r in letters] == [
         (f"quarantined: killed the worker 2 times at {kafka.raw_topic}[0]@20", "validate")]
     assert orjson.loads(letters[0][2])["event_id"] == needle
-    assert ids == {orjson.loads(v)["event_id"] for v in good}  # every neighbour, once
+    assert ids == want  # every neighbour, once
     assert sessions[0][0] == len(good)
