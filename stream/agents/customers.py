@@ -35,6 +35,7 @@ from stream.engine.outputs import InstanceRow, StepReached
 from stream.eventtime.watermarks import Claim
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
 from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
+from stream.stages.duplicates import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ class CustomerAgent:
         # its handover exists, so the customer's retraction of it always comes after.
         for hook in self.reached_hooks if batch.reached else ():
             await hook(batch.reached)
+        if batch.conflicts:
+            await self._dead_letter_conflicts(batch.conflicts)
         await send_all(ctx, kafka.closed_journeys_topic,
                        ((None, *closed_message(row)) for row in batch.closed))
         await send_all(ctx, kafka.handovers_topic,
@@ -176,6 +179,23 @@ class CustomerAgent:
                 ctx, lambda: ctx.sink.write_customers(open_sessions, open_rows, [], []),
                 len(open_sessions) + len(open_rows))
         self._count(batch)
+
+    async def _dead_letter_conflicts(self, conflicts: list[Conflict]) -> None:
+        """Copies of an event id with other content than the first (stream.stages.
+        duplicates): dead letters (the archiver writes the table), a WARNING, a count."""
+        ctx, topic = self.ctx, self.ctx.settings.kafka.by_customer_topic
+        received = ms_to_iso(now_ms())
+        await send_all(ctx, ctx.settings.kafka.dead_letter_topic, (
+            (None, None, orjson.dumps({
+                "reason": c.reason(), "stage": "customers", "event_id": c.copy[1],
+                "received_at": received, "original": c.original().decode(),
+                "error": f"read at {topic}[{c.partition}]@{c.offset}"}))
+            for c in conflicts))
+        ctx.stats.rejected["conflicting_duplicate"] += len(conflicts)
+        log.warning("customers: %d event(s) arrived again with other content than their "
+                    "first copy and were left out (dead-lettered as conflicting_duplicate; "
+                    "docs/semantics.md \"Ordering and duplicates\"), e.g. %s",
+                    len(conflicts), conflicts[0].reason())
 
     def _count(self, batch: CustomerBatch) -> None:
         st = self.ctx.stats

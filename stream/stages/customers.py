@@ -54,6 +54,7 @@ from stream.engine.sessions import Sessionizer, SessionRow, session_id
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, decode_claims
 from stream.stages.customer_progress import PartitionProgress, everything_committed
 from stream.stages.customer_state import RECORDS, Committed, CustomerValue, wake_of
+from stream.stages.duplicates import Conflict, first_copies
 from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
 from stream.stages.validate import LateEvent
 
@@ -105,6 +106,7 @@ class CustomerBatch:
     # table key -> (changelog partition, value or None to delete)
     states: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
     late: list[LateEvent] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)  # dead-lettered
     events: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -161,6 +163,7 @@ class _Input:
     """A batch's records sorted by kind, in log order."""
 
     groups: dict[tuple[int, str], list[Ev]] = field(default_factory=dict)
+    offsets: dict[tuple[int, str], list[tuple[int, int]]] = field(default_factory=dict)
     handovers: list[tuple[int, list[Any]]] = field(default_factory=list)
     partitions: set[int] = field(default_factory=set)
 
@@ -245,8 +248,12 @@ class CustomerStage:
             w = load(partition, key)
             wm = settle_at(partition, key, w)
             v = w.value
-            sd = self.sessionizer.apply(key, v.sessions, events, watermark=wm)
-            jd = self.engine.apply_tail(key, v.journeys, [tuple(e) for e in events],
+            screened = first_copies(key, v.journeys.tail, v.sessions.seen(), events,
+                                    inp.offsets[(partition, key)])
+            batch.duplicates += screened.duplicates
+            batch.conflicts.extend(screened.conflicts)
+            sd = self.sessionizer.apply(key, v.sessions, screened.kept, watermark=wm)
+            jd = self.engine.apply_tail(key, v.journeys, [tuple(e) for e in screened.kept],
                                         watermark=wm)
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
@@ -332,6 +339,7 @@ class CustomerStage:
                 else:
                     inp.groups.setdefault((partition, key), []).append(
                         Ev(t, eid, typ, channel, ctx))
+                    inp.offsets.setdefault((partition, key), []).append((partition, offset))
             for anon, cust, at in body.get("m", ()):
                 if fresh(partition, anon, offset):
                     load(partition, anon).value.link(cust, at)

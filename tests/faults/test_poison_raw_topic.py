@@ -46,6 +46,10 @@ def test_poison_on_the_raw_topic_is_dead_lettered_and_neighbours_go_on(
     for i, (ok, (_label, raw, _code)) in enumerate(zip(good, bad, strict=True)):
         values.append((f"{prefix}-cust".encode(), ok))
         values.append((f"k{i}".encode() if i % 2 else None, raw))
+    # the same event id again with other content: the first copy wins, this one is a
+    # conflicting duplicate (docs/semantics.md "Ordering and duplicates")
+    conflicting = {**orjson.loads(good[-1]), "type": "add_to_cart"}
+    values.append((f"{prefix}-cust".encode(), orjson.dumps(conflicting)))
     database, app_id = unique_name("pzdb"), unique_name("pzw")
     log = tmp_path / "worker.log"
     proc = start_worker(worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
@@ -64,6 +68,8 @@ def test_poison_on_the_raw_topic_is_dead_lettered_and_neighbours_go_on(
     try:
         letters = wh.query(f"SELECT reason, original, kafka_partition, kafka_offset FROM {database}.dead_letters "
                            "WHERE stage = 'validate'")
+        conflicts = wh.query(f"SELECT reason, event_id FROM {database}.dead_letters "
+                             "WHERE stage = 'customers'")
         ids = {r[0] for r in wh.query(f"SELECT event_id FROM {database}.touchpoints")}
         sessions = wh.query(f"SELECT events FROM {database}.sessions FINAL "
                             "WHERE deleted = 0 AND customer_id = %(c)s",
@@ -75,9 +81,12 @@ def test_poison_on_the_raw_topic_is_dead_lettered_and_neighbours_go_on(
     fault_figures(f"poison corpus on the raw topic ({len(bad)} bad records)",
                   acknowledged=len(good), lost=len(want_ids - ids),
                   doubled=max(0, counted - len(good)),
-                  note=f"{len(letters)} dead letters, worker never stopped")
+                  note=f"{len(letters)} dead letters + {len(conflicts)} conflicting "
+                  "duplicate, worker never stopped")
     got = Counter(r[0].split(":", 1)[0] for r in letters)
     assert got == Counter(code for _l, _r, code in bad), (got, letters[:5])
     assert len({(r[2], r[3]) for r in letters}) == len(bad)  # one per bad record
     assert ids == want_ids  # every valid neighbour, nothing of the corpus
+    assert conflicts == [(f"conflicting_duplicate: event_id {conflicting['event_id']!r} "
+                          "first seen with other type", conflicting["event_id"])]
     assert sum(int(r[0]) for r in sessions) == len(good)

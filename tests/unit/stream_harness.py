@@ -31,6 +31,7 @@ from stream.engine.outputs import InstanceRow
 from stream.engine.sessions import SessionRow
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
 from stream.stages.customers import CustomerBatch, CustomerStage
+from stream.stages.duplicates import Conflict
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
 
@@ -91,6 +92,7 @@ class Pipeline:
         # stored: what they replaced, so a crash before that write can be played
         self.undo_provisional: dict[tuple[str, str], Any] = {}
         self.late = 0
+        self.conflicts: list[Conflict] = []
         self.reached: list[Any] = []  # step observations, as the alert hook gets them
         self.alert_marks: dict[int, int] = {}  # partition -> last claim sent with them
         self.expired = 0
@@ -241,6 +243,7 @@ class Pipeline:
 
     def _apply(self, batch: CustomerBatch) -> None:
         self.late += len(batch.late)
+        self.conflicts.extend(batch.conflicts)
         self.expired += batch.holds_expired
         self.redelivered += batch.redelivered
         for p, (obs, claim) in batch.reached.items():

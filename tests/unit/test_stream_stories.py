@@ -198,3 +198,21 @@ def test_records_read_again_after_their_customers_were_finished_change_nothing()
     assert b"d1" in pipe.states  # finished at its link time, its records uncommitted
     pipe.tick()  # committed now: the device's value goes
     assert b"d1" not in pipe.states and {b"c1", b"c2"} <= set(pipe.states)
+
+
+def test_a_copy_with_other_content_is_left_out_of_sessions_and_journeys_alike() -> None:
+    """docs/semantics.md "Ordering and duplicates": the first copy wins; a copy with
+    other content is dead-lettered as conflicting_duplicate; an identical one is a
+    plain duplicate. Sessions and journeys see the same single copy."""
+    pipe = pipeline(partitions=1)
+    first = ev(1, 0, "view", cust="c9")
+    moved = {**first, "occurred_at": BASE + 40 * M}  # would open a second session
+    retyped = {**first, "type": "cart"}
+    feed(pipe, [first, ev(2, M, "cart", cust="c9"), retyped, dict(first), moved])
+    pipe.finish(BASE + 3 * H)
+    assert pipe.live_sessions() == {("c9", BASE, BASE + M, 2)}
+    [row] = pipe.instances.values()
+    assert (row.path_types, row.path_times) == (["view", "cart"], [BASE, BASE + M])
+    assert [c.reason() for c in pipe.conflicts] == [
+        "conflicting_duplicate: event_id 'e001' first seen with other type, context",
+        "conflicting_duplicate: event_id 'e001' first seen with other occurred_at"]

@@ -1,0 +1,49 @@
+"""The rule for copies of one event id (stream.stages.duplicates), pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.stages.duplicates import first_copies
+
+Ev = tuple[Any, ...]
+
+
+def _ev(i: int, t: int, typ: str = "view", ch: str = "web", ctx: Any = None) -> Ev:
+    return (t, f"e{i}", typ, ch, ctx)
+
+
+def test_first_copy_wins_and_differences_are_named() -> None:
+    events = [_ev(1, 10), _ev(1, 10), _ev(1, 11), _ev(2, 5), _ev(2, 5, ch="app"),
+              _ev(1, 10, ctx={"c": 1})]
+    out = first_copies("c", [], set(), events, [(0, i) for i in range(len(events))])
+    assert out.kept == [_ev(1, 10), _ev(2, 5)]
+    assert out.duplicates == 1
+    assert [(c.offset, c.reason()) for c in out.conflicts] == [
+        (2, "conflicting_duplicate: event_id 'e1' first seen with other occurred_at"),
+        (4, "conflicting_duplicate: event_id 'e2' first seen with other channel"),
+        (5, "conflicting_duplicate: event_id 'e1' first seen with other context")]
+    body = orjson.loads(out.conflicts[0].original())
+    assert body["occurred_at"] == 11 and body["first_copy"]["occurred_at"] == 10
+
+
+def test_what_the_state_holds_counts_as_first() -> None:
+    out = first_copies("c", [_ev(1, 10)], {"e2"}, [_ev(1, 12), _ev(2, 99), _ev(3, 1)],
+                       [(0, 0), (0, 1), (0, 2)])
+    assert out.kept == [_ev(3, 1)]
+    assert out.duplicates == 1  # e2: only its id is known (an open session): no comparison
+    assert [c.copy for c in out.conflicts] == [_ev(1, 12)]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.sampled_from("ab")),
+                max_size=30))
+def test_each_id_is_kept_once_and_every_other_copy_accounted(
+        raw: list[tuple[int, int, str]]) -> None:
+    events = [_ev(i, t, typ) for i, t, typ in raw]
+    out = first_copies("c", [], set(), events, [(0, n) for n in range(len(events))])
+    assert [e[1] for e in out.kept] == list(dict.fromkeys(e[1] for e in events))
+    assert len(out.kept) + out.duplicates + len(out.conflicts) == len(events)
