@@ -1,0 +1,173 @@
+"""Worker memory under open state: RSS per open journey, and one very long journey.
+
+Starts Apache Kafka and a ClickHouse server (127.0.0.1, stopped at the end), then a
+backlog through one real worker (`python -m stream`, default definitions):
+
+- `--customers N` (default 200,000): N customers, each with one `product_view` (the
+  entry of the purchase journey, abandon after 24 h) within one hour, so after the
+  backlog N journey instances and N sessions are open in the worker's state;
+- `--long-events K` (default 0): one more customer with K events in one journey (the
+  entry, then `page_view`s a second apart: off-path detours; all before the others, so
+  none is late), the "one customer with 500k events" case of docs/reliability.md.
+
+Prints the worker's RSS when idle, after the backlog (VmRSS) and the peak (VmHWM), the
+RSS per open journey, the largest changelog record written, and whether every event
+was processed. Figures: docs/reliability.md "Figures". Run it alone on the machine.
+
+    .venv/bin/python bench/bench_state_rss.py --customers 1000000 --long-events 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench_stream import (  # noqa: E402
+    ensure_topics,
+    fillers,
+    produce,
+    stop_workers,
+    wait_done,
+)
+
+from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
+from deploy.local.kafka import LocalKafka  # noqa: E402
+from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
+from warehouse.connect import connect  # noqa: E402
+
+START = 1_772_323_200_000
+APP = "rss-worker"
+
+
+def payloads(customers: int, long_events: int) -> list[bytes]:
+    out = [orjson.dumps({  # before the others, so none of it is late
+        "event_id": f"l{j}", "type": "product_view" if j == 0 else "page_view",
+        "channel": "web", "occurred_at": START - (long_events - j) * 1000,
+        "customer_id": "long-one"}) for j in range(long_events)]
+    out.extend(orjson.dumps({"event_id": f"o{i}", "type": "product_view", "channel": "web",
+                             "occurred_at": START + (i * 3_600_000) // max(customers, 1),
+                             "customer_id": f"c{i}"}) for i in range(customers))
+    return out
+
+
+def status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, in MiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(rest.split()[0]) // 1024
+    return out
+
+
+def largest_records(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """The largest record (bytes) in each topic, read from the start."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             fetch_max_bytes=64 * 1024 * 1024,
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    try:
+        out: dict[str, int] = {}
+        for topic in topics:
+            parts = [TopicPartition(topic, p)
+                     for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            ends = consumer.end_offsets(parts)
+            biggest = 0
+            while any(consumer.position(tp) < ends[tp] for tp in parts):
+                for msgs in consumer.poll(timeout_ms=1000, max_records=5000).values():
+                    biggest = max([biggest, *(len(m.value or b"") for m in msgs)])
+            out[topic] = biggest
+        return out
+    finally:
+        consumer.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--customers", type=int, default=200_000)
+    ap.add_argument("--long-events", type=int, default=0)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=3600.0)
+    args = ap.parse_args()
+    values = payloads(args.customers, args.long_events)
+    end = START + 3_600_000 + 60_000  # every journey still open (abandon after 24 h)
+    work = Path(tempfile.mkdtemp(prefix="bench_rss_"))
+    with LocalKafka() as b, LocalClickHouse() as ch:
+        kafka = KafkaConfig(bootstrap_servers=b.bootstrap_servers, topic_prefix="rss",
+                            partitions=args.partitions)
+        ensure_topics(kafka)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+        env.update({
+            "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": b.bootstrap_servers,
+            "JOURNEYS_KAFKA__TOPIC_PREFIX": "rss",
+            "JOURNEYS_KAFKA__PARTITIONS": str(args.partitions),
+            "JOURNEYS_WAREHOUSE__BACKEND": "server", "JOURNEYS_WAREHOUSE__HOST": ch.host,
+            "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port),
+            "JOURNEYS_WAREHOUSE__DATABASE": "rss", "JOURNEYS_APP_ID": APP,
+            "JOURNEYS_SOURCE_IDLE_MS": str(86_400_000), "JOURNEYS_DATA_DIR": str(work / "w"),
+        })
+        log_path = work / "worker.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "stream", "--loglevel", "warning"],
+                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(15)  # started, assigned, idle
+            idle = status(proc.pid)
+            print(f"worker idle: RSS {idle['VmRSS']:,} MiB", flush=True)
+            secs = asyncio.run(produce(kafka, values, fillers(end, args.partitions)))
+            print(f"produced {len(values):,} events in {secs:.1f} s", flush=True)
+            started = time.perf_counter()
+            wait_done(kafka, APP, [proc], started, args.timeout, log_path)
+            took = time.perf_counter() - started
+            after = status(proc.pid)
+        finally:
+            stop_workers([proc])
+        wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
+                                     database="rss"), create_database=False)
+        try:
+            opened = wh.query("SELECT status, count() FROM rss.journey_instances FINAL "
+                              "WHERE deleted = 0 GROUP BY status")
+            long_row = wh.query("SELECT length(path_types), furthest_step, status "
+                                "FROM rss.journey_instances FINAL WHERE deleted = 0 AND "
+                                "customer_id = 'long-one'")
+            touchpoints = wh.query("SELECT count() FROM rss.touchpoints")[0][0]
+        finally:
+            wh.close()
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap_servers)
+        try:
+            topics = [t for t in admin.list_topics() if "changelog" in t]
+        finally:
+            admin.close()
+        biggest = largest_records(b.bootstrap_servers, topics)
+    opened_n = sum(n for s, n in opened if s == "open")
+    print(f"\n{args.customers:,} customers with one open journey each"
+          + (f", one customer with {args.long_events:,} events" if args.long_events else ""))
+    print(f"  processed in {took:.1f} s; touchpoints {touchpoints:,} of {len(values):,} "
+          f"(+{args.partitions} fillers)")
+    print(f"  journey instances by status: {dict(opened)}")
+    if long_row:
+        print(f"  the long journey: path length {long_row[0][0]:,}, furthest step "
+              f"{long_row[0][1]}, {long_row[0][2]}")
+    grew = after["VmRSS"] - idle["VmRSS"]
+    print(f"  worker RSS: idle {idle['VmRSS']:,} MiB, after {after['VmRSS']:,} MiB "
+          f"(peak {after['VmHWM']:,} MiB); grew {grew:,} MiB = "
+          f"{grew * 1024 * 1024 / max(opened_n, 1):,.0f} bytes per open journey")
+    for topic, size in sorted(biggest.items()):
+        print(f"  largest record in {topic}: {size:,} bytes")
+
+
+if __name__ == "__main__":
+    main()
