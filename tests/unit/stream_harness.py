@@ -29,8 +29,9 @@ from journeys.events import EventValidator
 from stream.engine.identity import MergeRecord
 from stream.engine.outputs import InstanceRow
 from stream.engine.sessions import SessionRow
+from stream.stages.customer_batch import CustomerBatch
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
-from stream.stages.customers import CustomerBatch, CustomerStage
+from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
 
