@@ -259,7 +259,7 @@ class JourneyEngine:
             delta.applied += len(early)
             for d, spec in self._specs:
                 other = (runs or {}).get(d.name)
-                base, merged = merge_plan(state.open.pop(d.name, None),
+                base, merged = merge_plan(d.name, customer, state.open.pop(d.name, None),
                                           decode_run(other, spec) if other else None, early)
                 cur = self._fold(d, spec, customer, base, merged, final, delta)
                 if cur is not None:

@@ -17,27 +17,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from stream.engine.runs import Run, TailEvent, path_events
+from stream.engine.runs import Run, TailEvent, instance_id, path_events
 
 
 def _order(e: TailEvent) -> tuple[int, str]:
     return e[0], e[1]
 
 
-def merge_plan(cur: Run | None, other: Run | None, early: Sequence[TailEvent]
-               ) -> tuple[Run | None, list[TailEvent]]:
+def merge_plan(journey: str, customer: str, cur: Run | None, other: Run | None,
+               early: Sequence[TailEvent]) -> tuple[Run | None, list[TailEvent]]:
     """(run to continue or None, events to feed it in order).
 
     `cur`: the customer's open run; `other`: the device's open run of the same
     definition when it is capped (an uncapped one's events are in `early`); `early`:
-    the device's released events before the customer's checkpoint."""
+    the device's released events before the customer's checkpoint. A device's run
+    continued here becomes the customer's: its id is the customer's (as a replay's)."""
     capped = [r for r in (cur, other) if r is not None and r.truncated]
     if not capped:
         base = path_events(cur) if cur is not None else []
         return None, _merged([base, early])
     run = min(capped, key=lambda r: (r.opened, r.path[0][1])).copy()
+    run.iid = instance_id(journey, customer, run.path[0][1])
     known = {e[1] for e in path_events(run)}
-    rest = [path_events(r) for r in (cur, other) if r is not None and r.iid != run.iid]
+    rest = [path_events(r) for r in (cur, other)
+            if r is not None and r.path[0][1] != run.path[0][1]]
     after = _order(tuple(run.last))
     return run, [e for e in _merged([*rest, early])
                  if e[1] not in known and _order(e) > after]
