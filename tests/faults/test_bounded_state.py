@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from journeys.definitions import load_definitions
@@ -93,6 +94,7 @@ def _changelog_sizes(bootstrap: str, topics: list[str]) -> tuple[int, int, int]:
         consumer.close()
 
 
+@pytest.mark.timeout(900)
 def test_one_customer_with_250k_events_in_one_journey(
         kafka_broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str],
         tmp_path: Path) -> None:
@@ -109,9 +111,9 @@ def test_one_customer_with_250k_events_in_one_journey(
     proc = start_worker(worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
                                    database, app_id), log)
     try:
-        wait_pipeline(kafka, app_id, [proc], log, timeout=900)
+        wait_pipeline(kafka, app_id, [proc], log, timeout=600)
         produce_fillers(kafka, now_ms())  # every deadline passes: the journey abandons
-        wait_pipeline(kafka, app_id, [proc], log, timeout=300)
+        wait_pipeline(kafka, app_id, [proc], log, timeout=120)
         assert proc.poll() is None, log.read_text()[-3000:]
     finally:
         stop_worker(proc)
