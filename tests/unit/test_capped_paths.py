@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from journeys.definitions import JourneyDefinition, parse_definitions
 from stream.engine.journeys import CustomerJourneys, InstanceRow, JourneyEngine
-from stream.engine.runs import Spec, decode_run, encode_run, feed
+from stream.engine.merge import merge_plan
+from stream.engine.runs import Spec, decode_run, encode_run, feed, instance_id, path_events
 from stream.stages.customer_state import (
     RECORD_BOUND,
     CustomerValue,
@@ -250,3 +251,19 @@ def test_a_device_with_a_capped_journey_hands_it_over_with_exact_figures() -> No
     assert figures({row.instance_id: row})[row.instance_id][1:] == (
         ref_figures([inst])[inst.instance_id][1:])
     assert all(len(v) <= 512 for v in pipe.states.values())
+
+
+def test_merging_into_a_capped_run_continues_it_with_what_comes_after_its_last_event() -> None:
+    """docs/semantics.md "Capped paths": the other side's events after the capped run's
+    last event are fed to it (exact); those before it would interleave with dropped
+    events and are left out of that instance."""
+    _spec, run = _walk(10, 3)
+    assert run is not None and run.truncated
+    before = (BASE + 4 * M + 1, "x1", "cart", "app", None)  # inside the dropped part
+    after = (BASE + 30 * M, "x2", "pay", "app", None)
+    base, events = merge_plan("buy", "cust", None, run, [before, after, *path_events(run)])
+    assert base is not None and events == [after]
+    assert base.iid == instance_id("buy", "cust", run.path[0][1]) != run.iid
+    assert (base.n, base.more) == (run.n, run.more)  # the summary, not a replay
+    plain, replay = merge_plan("buy", "cust", None, None, [after, before])
+    assert plain is None and replay == [before, after]  # uncapped: the exact replay
