@@ -134,7 +134,7 @@ CUSTOMER_EXAMPLE = {
         "opened_at": "2024-01-02T10:00:00Z", "closed_at": "2024-01-03T10:05:00Z",
         "last_event_at": "2024-01-02T10:05:00Z", "furthest_step": "cart",
         "furthest_step_index": 2, "dropped_at": "cart", "entry_channel": "web",
-        "channels": ["web", "app"],
+        "channels": ["web", "app"], "events": 3, "path_truncated": False,
         "path": [{"type": "product_view", "channel": "web", "at": "2024-01-02T10:00:00Z"},
                  {"type": "add_to_cart", "channel": "app", "at": "2024-01-02T10:03:00Z"},
                  {"type": "cart", "channel": "app", "at": "2024-01-02T10:05:00Z"}],

@@ -19,6 +19,8 @@ from journeys import envvars
 from journeys.events import DEFAULT_CHANNELS
 from journeys.timeutil import parse_duration_ms
 
+DEFAULT_PATH_CAP = 1000  # WorkerSettings.path_cap (stream.engine.runs)
+
 
 class KafkaConfig(BaseModel):
     """Where the broker is and what the topics are called (names derive from a prefix)."""
@@ -184,6 +186,9 @@ class WorkerSettings(WarehouseRole):
     # a raw partition with nothing to read for this long stops holding the others back
     # and its watermark follows the wall clock (docs/semantics.md "Event time")
     source_idle_ms: int = Field(default=10_000, ge=0)
+    # events of a journey instance kept verbatim (path, per-event detours); beyond them
+    # counts only, so a customer's state stays bounded (docs/semantics.md "Capped paths")
+    path_cap: int = Field(default=DEFAULT_PATH_CAP, ge=1, le=100_000)
     web_port: int = 6066
     web_enabled: bool = False  # /healthz, /readyz, /metrics (stream.agents.web)
     web_bind: str = "127.0.0.1"  # 0.0.0.0 in a container, so probes reach it

@@ -219,6 +219,19 @@ PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (stage, event_id)
 """
 
+_CAPPED_PATHS = (
+    # A journey keeps its first path_cap events verbatim (path and per-event detour
+    # arrays); `events` counts all (0 in older rows: their path is whole), and detours
+    # of the events beyond the cap are counts per (kind, step, channel), which the
+    # detours report adds to the per-event arrays (docs/semantics.md "Capped paths").
+    AddColumn("journey_instances", "events", "UInt32"),
+    AddColumn("journey_instances", "path_truncated", "UInt8"),
+    AddColumn("journey_instances", "capped_detour_kinds", "Array(String)"),
+    AddColumn("journey_instances", "capped_detour_steps", "Array(String)"),
+    AddColumn("journey_instances", "capped_detour_channels", "Array(String)"),
+    AddColumn("journey_instances", "capped_detour_counts", "Array(UInt32)"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
@@ -229,4 +242,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "0006_journey_rollups", (_JOURNEY_ROLLUPS,)),  # warehouse.rollups
     # Late events, left out of journeys: counted, listed and reported (stream.stages).
     Migration(7, "0007_late_events", (_LATE_EVENTS,)),
+    Migration(8, "0008_capped_paths", _CAPPED_PATHS),  # stream.engine.runs (path_cap)
 )

@@ -114,10 +114,19 @@ JOURNEY_INSTANCES = Table(
         ("deleted", "UInt8"),  # 0004: 1 = retracted (see warehouse.writers_journeys)
         ("context_keys", "Array(String)"),  # 0005: the opening event's context, flattened
         ("context_values", "Array(String)"),
+        # 0008: capped paths (docs/semantics.md "Capped paths"): the path and per-event
+        # detour arrays hold the first path_cap events; `events` counts all of them (0 in
+        # rows written before: the path's length), detours of the rest are counted here
+        ("events", "UInt32"),
+        ("path_truncated", "UInt8"),
+        ("capped_detour_kinds", "Array(String)"),
+        ("capped_detour_steps", "Array(String)"),
+        ("capped_detour_channels", "Array(String)"),
+        ("capped_detour_counts", "Array(UInt32)"),
     ),
 )
-"""Journey instance upserts (migrations 0003, 0004, 0005). ReplacingMergeTree(version) by (journey,
-instance_id), partitioned by the immutable opened_at so every version of an instance
+"""Journey instance upserts (migrations 0003, 0004, 0005, 0008). ReplacingMergeTree(version)
+by (journey, instance_id), partitioned by the immutable opened_at so every version of an instance
 lands in one partition; read with FINAL."""
 
 IDENTITY_MERGES = Table(

@@ -3,7 +3,8 @@
 Rows come as plain mappings keyed by JOURNEY_INSTANCES column names (warehouse/ does
 not import stream/). Derived columns (opened_at, dropped_at, entry_channel, channels,
 last_event_at_ms, and context_keys/values from an `entry_context` mapping: the opening
-event's context) are computed here when absent, so every writer derives them alike.
+event's context, and `events`: the path's length) are computed here when absent, so
+every writer derives them alike.
 Replays are harmless: the table is a ReplacingMergeTree(version) keyed by (journey,
 instance_id), so re-sending a version collapses into one row under FINAL.
 """
@@ -28,6 +29,8 @@ _REQUIRED = (
 _VERSION = JOURNEY_INSTANCES.columns.index("version")
 _PATH = ("path_types", "path_channels", "path_times")
 _DETOURS = ("detour_kinds", "detour_steps", "detour_channels", "detour_times")
+_CAPPED = ("capped_detour_kinds", "capped_detour_steps", "capped_detour_channels",
+           "capped_detour_counts")
 
 
 def _same_length(r: Mapping[str, Any], names: Sequence[str]) -> int:
@@ -75,7 +78,9 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
     if not _same_length(r, _PATH):
         raise ValueError(f"instance {r['instance_id']!r} has an empty path")
     _same_length(r, _DETOURS)
-    bad = sorted(set(r.get("detour_kinds") or ()) - set(DETOUR_KINDS))
+    _same_length(r, _CAPPED)
+    bad = sorted({*(r.get("detour_kinds") or ()), *(r.get("capped_detour_kinds") or ())}
+                 - set(DETOUR_KINDS))
     if bad:
         raise ValueError(f"unknown detour kinds {bad}")
     opened = int(r["opened_at_ms"])
@@ -106,6 +111,9 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
         [int(t) for t in r.get("detour_times") or ()],
         int(r["version"]), str(r.get("definitions_version") or ""),
         1 if r.get("deleted") else 0, ckeys, cvalues,
+        int(r.get("events") or len(path_times)), 1 if r.get("path_truncated") else 0,
+        *([str(x) for x in r.get(n) or ()] for n in _CAPPED[:3]),
+        [int(c) for c in r.get("capped_detour_counts") or ()],
     )
 
 

@@ -150,6 +150,10 @@ class CustomerJourneyOut(BaseModel):
     dropped_at: str | None
     entry_channel: str
     channels: list[str]
+    events: int = Field(description="events in the instance (the path may list fewer)")
+    path_truncated: bool = Field(
+        description="the path and detours list the first events only (docs/semantics.md "
+                    "\"Capped paths\"); counts and reports cover all of them")
     path: list[TouchOut]
     detours: list[DetourOut]
 

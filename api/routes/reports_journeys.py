@@ -216,6 +216,7 @@ def _journey_out(r: customer_journeys.CustomerJourneyRow) -> CustomerJourneyOut:
         last_event_at=ms_to_datetime(r.last_event_at_ms),
         furthest_step=r.furthest_step_name, furthest_step_index=r.furthest_step,
         dropped_at=r.dropped_at or None, entry_channel=r.entry_channel, channels=r.channels,
+        events=r.events, path_truncated=r.path_truncated,
         path=[TouchOut(type=t, channel=c, at=ms_to_datetime(ms)) for t, c, ms in
               zip(r.path_types, r.path_channels, r.path_times, strict=True)],
         detours=[DetourOut(kind=k, step=s, channel=c, at=ms_to_datetime(ms)) for k, s, c, ms in

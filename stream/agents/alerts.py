@@ -27,14 +27,13 @@ from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.alerting.delivery import DeadLetter, WebhookDispatcher
 from stream.agents.alerting.service import AlertSink, AlertSinkError
 from stream.agents.alerting.webhooks import summary
-from stream.agents.context import Record, StageContext, isolating, send_all, store
+from stream.agents.context import Record, StageContext, isolating, send_all, store_parted
 from stream.engine.dropoff import AlertRecord
 from stream.stages.alerts import (
     AlertBatch,
     AlertStage,
     Reached,
     StepReachedRouter,
-    store_order,
 )
 
 log = logging.getLogger(__name__)
@@ -123,8 +122,7 @@ class AlertWorker:
             log.warning("alerts: skipped %d undecodable messages", batch.undecodable)
         if batch.records:
             await self.emit(batch.records)
-        for group in store_order(batch.states):  # entry records, heads, tombstones
-            await store(self.ctx, self.table, group)
+        await store_parted(self.ctx, self.table, batch.states)  # parts, heads, tombstones
         self.late += batch.late
         if batch.watermarks:
             wm = max(batch.watermarks.values())

@@ -243,7 +243,8 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         idle_after_ms=settings.source_idle_ms)
     identity = IdentityAgent(ctx, IdentityStage(parts, parts))
     customers = CustomerAgent(ctx, CustomerStage(definitions, partitions=parts,
-                                                 topic=kafka.by_customer_topic),
+                                                 topic=kafka.by_customer_topic,
+                                                 path_cap=settings.path_cap),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset
     app.alert_worker = alerts = AlertWorker(ctx)

@@ -28,6 +28,7 @@ from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.crash_journal import CrashJournal
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats
+from stream.stages.parts import store_order
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,15 @@ async def store(ctx: StageContext, table: Any,
             data[key] = value
         messages.append((partition, key, value))
     await send_all(ctx, topic, messages)
+
+
+async def store_parted(ctx: StageContext, table: Any,
+                       states: Mapping[bytes, tuple[int, bytes | None]]) -> None:
+    """`store` in stream.stages.parts order, each group acknowledged before the next:
+    new part records, heads, tombstones (a crash in between restores the previous
+    value whole)."""
+    for group in store_order(states):
+        await store(ctx, table, group)
 
 
 def byte_chunks(records: list[Record], limit: int = PREPARE_BYTES) -> list[list[Record]]:

@@ -28,13 +28,14 @@ from stream.agents.context import (
     byte_chunks,
     isolating,
     send_all,
-    store,
+    store_parted,
     write_with_retry,
 )
 from stream.engine.outputs import InstanceRow, StepReached
 from stream.eventtime.watermarks import Claim
+from stream.stages.customer_batch import CustomerBatch
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
-from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerBatch, CustomerStage
+from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage
 from stream.stages.duplicates import Conflict
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class CustomerAgent:
                        ((None, *closed_message(row)) for row in batch.closed))
         await send_all(ctx, kafka.handovers_topic,
                        ((p, None, v) for p, v in batch.handovers.messages()))
-        await store(ctx, self.table, batch.states)
+        await store_parted(ctx, self.table, batch.states)  # parts, heads, tombstones
         open_sessions, open_rows = batch.provisional()
         if ctx.sink.enabled and (open_sessions or open_rows):
             await write_with_retry(

@@ -13,14 +13,16 @@ same instances as the batch reference (tests/reference/journeys_ref.py):
   customer's events) are kept sorted and deduplicated by event_id; each batch replays
   them from a copy of the checkpoint to get the current, still revisable instances.
 
-State bound per customer: the tail, plus per definition one open run (its path; steps
-and detours are replayed from it), plus (id, journey, fingerprint, opening time) of
-every non-final instance last emitted. Nothing of closed instances is kept.
+State bound per customer: the tail, plus per definition one open run (its path, capped
+at `path_cap` events with a summary of the rest: stream.engine.runs), plus (id, journey,
+fingerprint, opening time) of every non-final instance last emitted. Nothing of closed
+instances is kept. The state lives in stream.engine.journey_state.
 
 Identity stitching (`release` / `absorb`): an anonymous key that gets linked to a
 customer hands its non-final events (open runs' paths and the tail) over; the customer
 replays its own open runs together with them, so the merged instances are what the
-reference gives over both sides' non-final events (docs/stream.md).
+reference gives over both sides' non-final events (docs/stream.md); a capped run is
+continued from its summary instead (stream.engine.merge, docs/semantics.md).
 
 Outputs (`JourneyDelta`): instance upserts for a ReplacingMergeTree(version) table,
 versions from a per-customer counter, so they only grow for an instance id; retractions
@@ -33,13 +35,12 @@ the step was reached, when they can no longer change (the evaluator cannot retra
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-import orjson
-
 from journeys.definitions import JourneyDefinition
+from stream.engine.journey_state import CustomerJourneys
+from stream.engine.merge import merge_plan
 from stream.engine.outputs import (
     InstanceRow,
     JourneyDelta,
@@ -48,8 +49,9 @@ from stream.engine.outputs import (
     fold_rows,
     retraction,
 )
+from stream.engine.rows import instance_row
 from stream.engine.runs import (
-    DETOUR_KINDS,
+    PATH_CAP,
     Run,
     Spec,
     TailEvent,
@@ -59,8 +61,6 @@ from stream.engine.runs import (
     path_events,
 )
 from stream.eventtime.watermarks import NO_WATERMARK
-
-_STATE_FORMAT = 1
 
 __all__ = ["CustomerJourneys", "InstanceRow", "JourneyDelta", "JourneyEngine", "Retraction",
            "fold_rows"]
@@ -79,92 +79,17 @@ class JourneyEventLike(Protocol):
     def type(self) -> str: ...
 
 
-@dataclass(slots=True)
-class CustomerJourneys:
-    """A customer's journey state (a Faust table value, as orjson bytes).
-
-    `checkpoint`: watermark up to which events are folded into `open`; `tail`: sorted
-    events at or after it; `open`: definition -> open run (encoded as stored until the
-    engine decodes it); `emitted`: instance id -> [journey, fingerprint, opened_at] of
-    the last live row of every non-final instance; `seq`: last version handed out;
-    `merged`: keys whose handover was absorbed -> watermark after which a repeated
-    handover can no longer arrive (see JourneyEngine.absorb); `waiting`: linked keys
-    whose handover has not arrived yet -> [link time, wall ms the hold came]
-    (stream.stages.envelopes "hold": nothing at or after the earliest link time is settled
-    until they have all arrived, or `expire_holds` gave up on them).
-    """
-
-    checkpoint: int = NO_WATERMARK
-    tail: list[TailEvent] = field(default_factory=list)
-    open: dict[str, Any] = field(default_factory=dict)
-    emitted: dict[str, list[Any]] = field(default_factory=dict)
-    seq: int = 0
-    # max event time of the partition when written (watermark recovery after restart)
-    high_ms: int = NO_WATERMARK
-    merged: dict[str, int] = field(default_factory=dict)
-    waiting: dict[str, list[int]] = field(default_factory=dict)
-
-    def is_idle(self) -> bool:
-        """Nothing can change without new events: the table entry may be deleted."""
-        return (not self.tail and not self.open and not self.emitted and not self.merged
-                and not self.waiting)
-
-    def hold(self) -> int | None:
-        """Event time the customer may not settle at or past (a handover is due)."""
-        return min(at for at, _wall in self.waiting.values()) if self.waiting else None
-
-    def wait_for(self, source: str, linked_at: int, wall_ms: int) -> bool:
-        """A hold arrived: wait for `source`'s handover (False if it was absorbed
-        already: the handover overtook its hold, or the hold was re-delivered)."""
-        if source in self.merged:
-            return False
-        old = self.waiting.get(source)
-        self.waiting[source] = [min(linked_at, old[0]) if old else linked_at, wall_ms]
-        return True
-
-    def expire_holds(self, wall_ms: int, max_wait_ms: int) -> int:
-        """Stop waiting for handovers overdue by `max_wait_ms` of wall time (a lost
-        handover must not freeze the customer); returns how many were given up."""
-        late = [k for k, (_at, since) in self.waiting.items() if wall_ms - since > max_wait_ms]
-        for k in late:
-            del self.waiting[k]
-        return len(late)
-
-    def to_obj(self) -> dict[str, Any]:
-        return {
-            "f": _STATE_FORMAT, "c": self.checkpoint, "h": self.high_ms, "q": self.seq,
-            "t": self.tail,
-            "o": {k: encode_run(r) if isinstance(r, Run) else r for k, r in self.open.items()},
-            "x": self.emitted, "m": self.merged,
-            **({"w": self.waiting} if self.waiting else {}),
-        }
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_obj())
-
-    @classmethod
-    def from_obj(cls, o: dict[str, Any]) -> CustomerJourneys:
-        if o.get("f") != _STATE_FORMAT:
-            raise ValueError(f"unknown journey state format {o.get('f')!r}")
-        return cls(checkpoint=o["c"], tail=[tuple(e) for e in o["t"]], open=o["o"],
-                   emitted=o["x"], seq=o["q"], high_ms=o["h"], merged=o.get("m") or {},
-                   waiting=o.get("w") or {})
-
-    @classmethod
-    def from_bytes(cls, data: bytes | None) -> CustomerJourneys:
-        return cls.from_obj(orjson.loads(data)) if data else cls()
-
-
 class JourneyEngine:
     """Applies a customer's events to its `CustomerJourneys`; stateless itself."""
 
     def __init__(
-        self, definitions: Iterable[JourneyDefinition], *, definitions_version: str = ""
+        self, definitions: Iterable[JourneyDefinition], *, definitions_version: str = "",
+        path_cap: int = PATH_CAP,
     ) -> None:
         self.definitions: tuple[JourneyDefinition, ...] = tuple(definitions)
         self.definitions_version = definitions_version
         self._names = frozenset(d.name for d in self.definitions)
-        self._specs = [(d, Spec(d)) for d in self.definitions]
+        self._specs = [(d, Spec(d, path_cap)) for d in self.definitions]
         self._entries = frozenset(d.steps[0] for d in self.definitions)
         # how long a handover source is remembered (duplicate handovers after a crash)
         self.merge_memory_ms = max((d.conversion_window_ms for d in self.definitions),
@@ -287,17 +212,27 @@ class JourneyEngine:
         return [[name, run.path[0][1], len(run.reached) - 1]
                 for name, run in sorted(state.open.items()) if run.reached]
 
+    def capped_runs(self, state: CustomerJourneys) -> dict[str, list[Any]]:
+        """Open runs with a capped path, stored form (call before `release`): their
+        events beyond the cap are gone, so the customer continues them from their
+        summary (stream.engine.merge)."""
+        self._decode(state)
+        return {name: encode_run(run) for name, run in sorted(state.open.items())
+                if run.truncated}
+
     def absorb(
         self, customer: str, state: CustomerJourneys, source: str,
         events: Sequence[TailEvent], *, watermark: int, linked_at: int = NO_WATERMARK,
-        openings: Sequence[Sequence[Any]] = (),
+        openings: Sequence[Sequence[Any]] = (), runs: Mapping[str, list[Any]] | None = None,
     ) -> JourneyDelta:
         """Merge another key's released events into this customer's journeys.
 
         Events at/after the checkpoint join the tail. Earlier ones are replayed with
         each open run's path from the earliest of them, so the open and closed instances
-        are the reference's over both sides' non-final events. A repeated handover from
-        the same source (re-delivery after a crash) is ignored.
+        are the reference's over both sides' non-final events; `runs` are the other
+        key's capped runs (`capped_runs`), continued rather than replayed
+        (stream.engine.merge). A repeated handover from the same source (re-delivery
+        after a crash) is ignored.
         """
         delta = JourneyDelta()
         state.waiting.pop(source, None)
@@ -323,12 +258,10 @@ class JourneyEngine:
         if early:
             delta.applied += len(early)
             for d, spec in self._specs:
-                cur = state.open.pop(d.name, None)
-                base = path_events(cur) if cur is not None else []
-                have = {e[1] for e in base}
-                merged = sorted([*base, *(e for e in early if e[1] not in have)],
-                                key=lambda e: (e[0], e[1]))
-                cur = self._fold(d, spec, customer, None, merged, final, delta)
+                other = (runs or {}).get(d.name)
+                base, merged = merge_plan(d.name, customer, state.open.pop(d.name, None),
+                                          decode_run(other, spec) if other else None, early)
+                cur = self._fold(d, spec, customer, base, merged, final, delta)
                 if cur is not None:
                     state.open[d.name] = cur
         self._settle(customer, state, max(watermark, state.checkpoint), delta, final,
@@ -416,24 +349,8 @@ class JourneyEngine:
         customer is then one entry for the evaluator, not a dropped one plus a new one."""
         opening = run.path[0][1]
         for s in range(before, len(run.reached)):
-            p = run.path[run.reached[s]]
-            delta.reached.append(StepReached(d.name, opening, s, p[0], p[3]))
+            t, channel = run.reached[s]
+            delta.reached.append(StepReached(d.name, opening, s, t, channel))
 
     def _row(self, d: JourneyDefinition, customer: str, r: Run, version: int) -> InstanceRow:
-        times, _ids, types, chans = (list(col) for col in zip(*r.path, strict=True))
-        pos = [x[2] for x in r.detours]
-        names = d.steps
-        return InstanceRow(
-            instance_id=r.iid, journey=d.name, customer_id=customer, status=r.status,
-            opened_at_ms=r.opened, closed_at_ms=r.closed_at or 0, last_event_at_ms=r.last_t,
-            furthest_step=r.furthest, furthest_step_name=names[r.furthest],
-            dropped_at=names[r.furthest] if r.status == "abandoned" else "",
-            entry_channel=chans[0], channels=list(dict.fromkeys(chans)),
-            path_types=types, path_channels=chans, path_times=times,
-            detour_kinds=[DETOUR_KINDS[x[0]] for x in r.detours],
-            detour_steps=[names[x[1]] for x in r.detours],
-            detour_channels=[chans[i] for i in pos], detour_times=[times[i] for i in pos],
-            detour_positions=pos, reached_times=[times[i] for i in r.reached],
-            version=version, definitions_version=self.definitions_version,
-            entry_context=r.ctx,
-        )
+        return instance_row(d, customer, r, version, self.definitions_version)

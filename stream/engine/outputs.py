@@ -37,7 +37,9 @@ def retracted_steps(obs: StepReached) -> int | None:
 class InstanceRow(NamedTuple):
     """One `journey_instances` upsert; field names are the table's column names
     (warehouse.tables.JOURNEY_INSTANCES) plus detour_positions, reached_times and
-    entry_context (flattened into context_keys/values by the writer)."""
+    entry_context (flattened into context_keys/values by the writer). The path and
+    per-event detour arrays hold the first `path_cap` events only; `events` and the
+    capped_detour_* counts cover the rest (stream.engine.runs)."""
 
     instance_id: str
     journey: str
@@ -60,6 +62,14 @@ class InstanceRow(NamedTuple):
     detour_times: list[int]
     detour_positions: list[int]  # index into the path arrays of the causing event
     reached_times: list[int]  # per step index up to furthest_step
+    # capped paths (docs/semantics.md "Capped paths"): all events, whether the path
+    # arrays hold the first ones only, and detours of the events beyond them, counted
+    events: int
+    path_truncated: int
+    capped_detour_kinds: list[str]
+    capped_detour_steps: list[str]
+    capped_detour_channels: list[str]
+    capped_detour_counts: list[int]
     version: int
     definitions_version: str
     entry_context: dict[str, Any] | None = None

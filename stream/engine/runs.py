@@ -8,23 +8,32 @@ step-for-step equal to the reference; the property tests hold it to that.
 A run's path keeps each event's id: identity stitching hands an anonymous visitor's
 open journeys over to a customer, and merging them needs the reference order (time,
 then event id), duplicate detection and the opening event id (instance ids hash it).
-Only the path is stored (`encode_run`, times relative to the opening): furthest step,
-reached steps and detours are a pure function of it and are replayed on decode, which
-keeps a customer's state bytes small.
+
+The path is capped (`Spec.cap`, setting `path_cap`; docs/semantics.md "Capped paths"):
+a run keeps its first `cap` events verbatim and beyond them only what the figures need,
+so one customer's state stays bounded however long a journey runs (measured before:
+~210k events in one journey made an 8 MiB state record and a crash loop). Beyond the
+cap: the event count, the last event (`_step` compares with it: channel switch, loop),
+reached steps as (time, channel), the furthest step, distinct channels, and detours as
+counts per (kind, step, channel). Stored (`encode_run`): an uncapped run as its path
+(steps and detours are replayed on decode, which keeps the bytes small), a capped one
+with that summary as well (no replay of what was dropped).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from journeys.definitions import JourneyDefinition
+from journeys.settings import DEFAULT_PATH_CAP
 
 DETOUR_KINDS: tuple[str, ...] = ("backtrack", "loop", "off_path", "channel_switch")
 BACKTRACK, LOOP, OFF_PATH, CHANNEL_SWITCH = range(4)
+PATH_CAP = DEFAULT_PATH_CAP  # the `path_cap` setting's default
 
 # tail events are (occurred_at, event_id, type, channel, entry context or None):
 # sorted = reference order (event ids are unique in a tail, so the dict is never compared)
@@ -38,26 +47,34 @@ def instance_id(journey: str, customer: str, opening_event_id: str) -> str:
 
 
 class Spec:
-    """A definition compiled for the hot loop (dict lookups instead of tuple.index)."""
+    """A definition compiled for the hot loop (dict lookups instead of tuple.index),
+    with the path cap (events kept verbatim per run)."""
 
-    __slots__ = ("abandon", "goal", "index", "name", "off_path", "window")
+    __slots__ = ("abandon", "cap", "goal", "index", "name", "off_path", "window")
 
-    def __init__(self, d: JourneyDefinition) -> None:
+    def __init__(self, d: JourneyDefinition, cap: int = PATH_CAP) -> None:
         self.name = d.name
         self.index = {s: i for i, s in enumerate(d.steps)}
         self.goal = len(d.steps) - 1
         self.off_path = frozenset(d.off_path) if d.off_path is not None else None
         self.abandon = d.abandon_after_ms
         self.window = d.conversion_window_ms
+        self.cap = max(1, cap)
+
+
+DetourKey = tuple[int, int, str]  # (kind code, step index, channel of the causing event)
 
 
 @dataclass(slots=True)
 class Run:
     """One journey instance. Lists hold small lists so they encode to JSON unchanged.
 
-    path: [t, event_id, type, channel]; reached[s]: path position of the event that
-    first reached step s; detours: [kind code, step index, path position of the causing
-    event]; ctx: the opening event's context (report breakdowns).
+    path: the first `Spec.cap` events, [t, event_id, type, channel]; n: events in all;
+    last: the last event; reached[s]: [time, channel] of the event that first reached
+    step s; detours: [kind code, step index, path position] of detours caused by kept
+    events; more: detours caused by events beyond the cap, counted per (kind, step,
+    channel); seen: channels first seen beyond the cap; ctx: the opening event's
+    context (report breakdowns).
     """
 
     iid: str
@@ -65,11 +82,20 @@ class Run:
     last_t: int
     furthest: int
     path: list[list[Any]]
-    reached: list[int]
+    reached: list[list[Any]]
     detours: list[list[int]]
     status: str = "open"
     closed_at: int | None = None
     ctx: dict[str, Any] | None = None
+    n: int = 1
+    last: list[Any] = field(default_factory=list)
+    more: dict[DetourKey, int] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        """Events were dropped from the path (it holds the first ones only)."""
+        return self.n > len(self.path)
 
     def deadline(self, d: Spec) -> int:
         return min(self.last_t + d.abandon, self.opened + d.window)
@@ -78,36 +104,64 @@ class Run:
         # inner lists are never mutated in place, so a shallow copy of each list is enough
         return Run(self.iid, self.opened, self.last_t, self.furthest, list(self.path),
                    list(self.reached), list(self.detours), self.status, self.closed_at,
-                   self.ctx)
+                   self.ctx, self.n, self.last, dict(self.more), list(self.seen))
+
+    def more_rows(self) -> list[list[Any]]:
+        """`more` as sorted [kind, step, channel, count] rows (stored form, rows)."""
+        return [[k, s, ch, c] for (k, s, ch), c in sorted(self.more.items())]
 
     def digest(self) -> int:
         """Fingerprint of everything a row shows, to emit an upsert only on change."""
-        body = orjson.dumps([self.path, self.detours, self.status, self.closed_at])
+        body = orjson.dumps([self.path, self.detours, self.status, self.closed_at, self.n,
+                             self.last, self.more_rows(), self.seen])
         return int.from_bytes(hashlib.blake2b(body, digest_size=6).digest(), "big")
+
+
+def new_run(d: Spec, customer: str, ev: TailEvent) -> Run:
+    """The run an entry event opens."""
+    t, eid, etype, channel = ev[0], ev[1], ev[2], ev[3]
+    first = [t, eid, etype, channel]
+    ctx = ev[4] if len(ev) > 4 else None
+    return Run(instance_id(d.name, customer, eid), t, t, 0, [first], [[t, channel]], [],
+               ctx=ctx, last=first)
 
 
 def _step(d: Spec, cur: Run, t: int, eid: str, etype: str, channel: str) -> int:
     """Append one event to an open run (detours, reached steps); returns its step index."""
-    prev = cur.path[-1]
+    prev = cur.last
     step = cur.furthest
-    pos = len(cur.path)  # where this event goes
+    pos = cur.n  # this event's position in the instance
+    keep = pos == len(cur.path) and pos < d.cap
     idx = d.index.get(etype, -1)
+    kinds: list[int] = []
     if channel != prev[3]:
-        cur.detours.append([CHANNEL_SWITCH, step, pos])
+        kinds.append(CHANNEL_SWITCH)
     if idx < 0:
         if d.off_path is None or etype in d.off_path:
-            cur.detours.append([OFF_PATH, step, pos])
+            kinds.append(OFF_PATH)
     elif idx < step:
-        cur.detours.append([BACKTRACK, step, pos])
+        kinds.append(BACKTRACK)
     elif idx == step:
         # the furthest step's type is always on the path already (it was reached by an
         # event of that type), so the reference's "seen earlier" test reduces to this
         if prev[2] != etype:
-            cur.detours.append([LOOP, step, pos])
+            kinds.append(LOOP)
     else:
-        cur.reached.extend([pos] * (idx - step))
+        cur.reached.extend([[t, channel]] * (idx - step))
         cur.furthest = idx
-    cur.path.append([t, eid, etype, channel])
+    ev = [t, eid, etype, channel]
+    if keep:
+        cur.detours.extend([k, step, pos] for k in kinds)
+        cur.path.append(ev)
+    else:
+        more = cur.more
+        for k in kinds:
+            key = (k, step, channel)
+            more[key] = more.get(key, 0) + 1
+        if channel not in cur.seen:
+            cur.seen.append(channel)
+    cur.last = ev
+    cur.n = pos + 1
     cur.last_t = t
     return idx
 
@@ -131,9 +185,7 @@ def feed(
     if cur is None:
         if d.index.get(etype, -1) != 0:
             return None, closed, None
-        ctx = ev[4] if len(ev) > 4 else None
-        cur = Run(instance_id(d.name, customer, eid), t, t, 0, [[t, eid, etype, channel]],
-                  [0], [], ctx=ctx)
+        cur = new_run(d, customer, ev)
         return cur, closed, cur
     if _step(d, cur, t, eid, etype, channel) == d.goal:
         cur.status, cur.closed_at = "converted", t
@@ -142,26 +194,51 @@ def feed(
 
 
 def path_events(r: Run) -> list[TailEvent]:
-    """The run's events as tail events (the opening one with its context)."""
+    """The run's known events as tail events (the opening one with its context): the
+    kept path, and the last event when the path is capped."""
     out: list[TailEvent] = [(p[0], p[1], p[2], p[3], None) for p in r.path]
     if out:
         first = r.path[0]
         out[0] = (first[0], first[1], first[2], first[3], r.ctx)
+    if r.truncated:
+        last = r.last
+        out.append((last[0], last[1], last[2], last[3], None))
     return out
 
 
 def encode_run(r: Run) -> list[Any]:
-    """Compact JSON form of an open run: id, opening time, path with relative times."""
+    """Compact JSON form of an open run: id, opening time, path with relative times;
+    a capped run also its summary (module docstring)."""
     o = r.opened
-    return [r.iid, o, [[t - o, eid, ty, ch] for t, eid, ty, ch in r.path], r.ctx]
+    out: list[Any] = [r.iid, o, [[t - o, eid, ty, ch] for t, eid, ty, ch in r.path], r.ctx]
+    if r.truncated:
+        lt, leid, lty, lch = r.last
+        out.append({"n": r.n, "l": [lt - o, leid, lty, lch], "f": r.furthest,
+                    "r": [[t - o, ch] for t, ch in r.reached], "d": r.detours,
+                    "m": r.more_rows(), "c": r.seen})
+    return out
 
 
 def decode_run(obj: list[Any], d: Spec) -> Run:
-    """Rebuild a run from its path. Deadlines and the goal are not applied: the run was
-    open when stored (if the definition changed since, it stays open until settled)."""
-    iid, o, path, ctx = obj
+    """Rebuild a run from its stored form: an uncapped path is replayed (under the
+    current cap), a capped run is restored from its summary. Deadlines and the goal
+    are not applied: the run was open when stored (if the definition changed since, it
+    stays open until settled)."""
+    iid, o, path = obj[0], obj[1], obj[2]
     t0, eid0, ty0, ch0 = path[0]
-    run = Run(iid, o, o + t0, 0, [[o + t0, eid0, ty0, ch0]], [0], [], ctx=ctx)
-    for t, eid, ty, ch in path[1:]:
+    run = new_run(d, "", (o + t0, eid0, ty0, ch0, obj[3]))
+    run.iid = iid
+    summary = obj[4] if len(obj) > 4 else None
+    if summary is not None and summary["f"] <= d.goal:
+        run.path = [[o + t, eid, ty, ch] for t, eid, ty, ch in path]
+        lt, leid, lty, lch = summary["l"]
+        run.last, run.last_t, run.n = [o + lt, leid, lty, lch], o + lt, summary["n"]
+        run.furthest = summary["f"]
+        run.reached = [[o + t, ch] for t, ch in summary["r"]]
+        run.detours = summary["d"]
+        run.more = {(k, s, ch): c for k, s, ch, c in summary["m"]}
+        run.seen = summary["c"]
+        return run
+    for t, eid, ty, ch in path[1:]:  # (a summary of a shorter, older definition: replay)
         _step(d, run, o + t, eid, ty, ch)
     return run

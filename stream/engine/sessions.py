@@ -126,6 +126,12 @@ class OpenSession:
         return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels),
                            list(self.ids))
 
+    def snapshot(self) -> OpenSession:
+        """A copy for its row only (a tombstone later): without the ids, which a long
+        session has many of."""
+        return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels),
+                           [])
+
 
 @dataclass(slots=True)
 class CustomerState:
@@ -247,20 +253,27 @@ class Sessionizer:
     def _insert(self, sessions: list[OpenSession], new: OpenSession, vanished: set[str],
                 last_seen: dict[str, OpenSession]) -> None:
         """Add a session (one event, or a handed-over interval), merging every session
-        closer than the gap to it."""
+        closer than the gap to it. The merge goes into the session with the most ids (an
+        event joining a long session copies nothing: measured, copying a 200k-event
+        session's ids per event made one customer's backlog quadratic)."""
         gap = self.gap_ms
         keep: list[OpenSession] = []
+        near: list[OpenSession] = [new]
         for s in sessions:
             if s.start - gap < new.end and new.start < s.end + gap:
-                new.absorb(s)
+                near.append(s)
                 vanished.add(s.first_id)
             else:
                 keep.append(s)
-        keep.append(new)
+        into = max(near, key=lambda s: len(s.ids))
+        for s in near:
+            if s is not into:
+                into.absorb(s)
+        keep.append(into)
         keep.sort(key=lambda s: s.start)
         sessions[:] = keep
-        vanished.discard(new.first_id)
-        last_seen[new.first_id] = new.copy()
+        vanished.discard(into.first_id)
+        last_seen[into.first_id] = into.snapshot()
 
     def _finish(self, customer_key: str, state: CustomerState, before: dict[str, int],
                 last_seen: dict[str, OpenSession], vanished: set[str], watermark: int,

@@ -54,6 +54,8 @@ from stream.eventtime.watermarks import (
     encode_claims,
 )
 from stream.stages.envelopes import partition_for
+from stream.stages.parts import next_parts, part_key
+from stream.stages.parts import records as part_records
 
 FORMAT = 2
 MAX_OBSERVATIONS = 5000  # per message (~100 bytes each)
@@ -73,12 +75,6 @@ StateKey = tuple[str, int]
 
 def key_bytes(key: StateKey) -> bytes:
     return state_key(*key).encode()
-
-
-def part_key(key: StateKey, gen: int, i: int) -> bytes:
-    """Table key of the i-th entry record of generation `gen` of a state
-    (AlertStage.records)."""
-    return key_bytes(key) + b"\x1e" + f"{gen}.{i}".encode()
 
 
 def entry_parts(head: bytes | None) -> tuple[int, int]:
@@ -226,7 +222,7 @@ class AlertStage:
             if head and parts:  # the entries back into the head, then as before
                 o = orjson.loads(head)
                 for i in range(parts):
-                    o["e"].update(orjson.loads(get(part_key(key, gen, i)) or b"{}"))
+                    o["e"].update(orjson.loads(get(part_key(key_bytes(key), gen, i)) or b"{}"))
                 data = orjson.dumps(o)
             st = StepAlertState.restore(d, key[1], data, watermark)
             self._parts[key] = (gen, parts)
@@ -234,37 +230,30 @@ class AlertStage:
         return st
 
     def records(self, key: StateKey) -> dict[bytes, tuple[int, bytes | None]]:
-        """The table records of a key's state. Up to ENTRIES_PER_RECORD open entries:
-        one record, as always. More: a head (everything but the entries, with the
-        generation and count of its entry records) and the entries in records of a new
-        generation; the previous generation's records become tombstones. The agent
-        stores new entry records before the head and tombstones after it
-        (`store_order`), so a crash in between leaves the previous, whole state."""
+        """The table records of a key's state (stream.stages.parts). Up to
+        ENTRIES_PER_RECORD open entries: one record, as always. More: a head (everything
+        but the entries, with the generation and count of its entry records) and the
+        entries in records of a new generation; the previous generation's records become
+        tombstones, stored after the head (`store_order`), so a crash in between leaves
+        the previous, whole state."""
         st, partition = self._states[key], self.keys.partition[key]
-        old_gen, old_n = self._parts.get(key, (0, 0))
-        out: dict[bytes, tuple[int, bytes | None]] = {}
+        old = self._parts.get(key, (0, 0))
         if len(st.entries) <= ENTRIES_PER_RECORD:
-            out[key_bytes(key)] = (partition, st.dumps())
-            gen, n = 0, 0
+            new, head, parts = next_parts(old, 0), st.dumps(), []
         else:
             items = sorted(st.entries.items())
-            gen = old_gen + 1
-            n = 0
-            for i in range(0, len(items), ENTRIES_PER_RECORD):
-                out[part_key(key, gen, n)] = (partition,
-                                             orjson.dumps(dict(items[i:i + ENTRIES_PER_RECORD])))
-                n += 1
+            parts = [orjson.dumps(dict(items[i:i + ENTRIES_PER_RECORD]))
+                     for i in range(0, len(items), ENTRIES_PER_RECORD)]
+            new = next_parts(old, len(parts))
             entries, st.entries = st.entries, {}
             try:
-                head = orjson.loads(st.dumps())  # everything but the entries
+                o = orjson.loads(st.dumps())  # everything but the entries
             finally:
                 st.entries = entries
-            head["g"], head["n"] = gen, n
-            out[key_bytes(key)] = (partition, orjson.dumps(head))
-        for i in range(old_n):
-            out[part_key(key, old_gen, i)] = (partition, None)
-        self._parts[key] = (gen, n)
-        return out
+            o["g"], o["n"] = new
+            head = orjson.dumps(o)
+        self._parts[key] = new
+        return part_records(key_bytes(key), partition, head, parts, new, old)
 
     def prepare(self, records: Iterable[tuple[int, bytes | None]], get: GetState) -> AlertBatch:
         """Apply a batch of (partition, value): all observations first, then the
@@ -305,14 +294,3 @@ class AlertStage:
             batch.states.update(self.records(key))
         batch.records.sort(key=lambda r: (r.window_start_ms, r.journey, r.step_index))
         return batch
-
-
-def store_order(states: Mapping[bytes, tuple[int, bytes | None]]
-                ) -> list[dict[bytes, tuple[int, bytes | None]]]:
-    """A batch's state records in the order to store them, each group acknowledged
-    before the next: new entry records, then heads, then tombstones (a head only ever
-    points at entry records that are stored; AlertStage.records)."""
-    parts = {k: v for k, v in states.items() if b"\x1e" in k and v[1] is not None}
-    heads = {k: v for k, v in states.items() if b"\x1e" not in k and v[1] is not None}
-    gone = {k: v for k, v in states.items() if v[1] is None}
-    return [g for g in (parts, heads, gone) if g]

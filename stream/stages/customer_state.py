@@ -22,6 +22,13 @@ changes nothing, however long ago it was applied; handovers come on a topic of t
 own and are recognised by their offset there (`HANDOVER_RECORDS`). The check and the
 state change are one table value, so they are atomic without transactions.
 
+A value over RECORD_BOUND bytes is stored as several records (stream.stages.parts):
+a head `wake + b"P" + [generation, count]` (the wake stays readable) and the value's
+bytes after the wake in parts of at most RECORD_BOUND bytes (`value_records`,
+`read_value`). Journeys cap their paths (stream.engine.runs), but a customer's
+unsettled tail and its open sessions' event ids still grow with a backlog (measured:
+500k events of one customer in one batch).
+
 `positions` also keeps the last by-customer and handovers record that touched the
 customer at all (`TOUCHED`): a finished customer's value, which is all that recognises
 a re-delivered input, is deleted only once every record that could bring one of its
@@ -37,11 +44,16 @@ from typing import Any
 
 import orjson
 
-from stream.engine.journeys import CustomerJourneys
+from stream.engine.journey_state import CustomerJourneys
 from stream.engine.sessions import CustomerState
 from stream.eventtime.watermarks import END_OF_TIME
+from stream.stages.parts import Parts, next_parts, part_key, records
 
 _WAKE = struct.Struct(">q")
+RECORD_BOUND = 512 * 1024
+"""Bytes of a customer's value per changelog record: far below the 8 MiB message limit
+(a record also carries its key and headers)."""
+_HEAD = b"P"  # after the wake: a head naming part records (a value starts with '{')
 
 Position = tuple[int, int]
 RECORDS = -1  # `positions` key: the last by-customer record applied (holds, links)
@@ -68,6 +80,34 @@ def replayable(positions: dict[int, Position], partition: int, committed: Commit
         if done is None or offset >= done:
             return True
     return False
+
+
+def read_value(get: Callable[[bytes], bytes | None], key: bytes) -> tuple[bytes | None,
+                                                                        Parts]:
+    """A customer's stored value, its parts joined, and which parts it was stored as."""
+    head = get(key)
+    if not head or head[_WAKE.size:_WAKE.size + 1] != _HEAD:
+        return head, (0, 0)
+    gen, n = orjson.loads(head[_WAKE.size + 1:])
+    chunks = [get(part_key(key, gen, i)) for i in range(n)]
+    if any(c is None for c in chunks):  # a head is stored only after its parts
+        raise ValueError(f"customer state {key!r}: part records of generation {gen} missing")
+    return head[:_WAKE.size] + b"".join(c for c in chunks if c is not None), (gen, n)
+
+
+def value_records(key: bytes, partition: int, data: bytes | None, old: Parts,
+                  bound: int = RECORD_BOUND) -> tuple[dict[bytes, tuple[int, bytes | None]],
+                                                      Parts]:
+    """The table records of a value (None: delete it) and the parts it is stored as:
+    one record up to `bound` bytes, else a head and parts of at most `bound` bytes."""
+    if data is None or len(data) <= bound:
+        new = next_parts(old, 0)
+        return records(key, partition, data, [], new, old), new
+    body = data[_WAKE.size:]
+    chunks = [body[i:i + bound] for i in range(0, len(body), bound)]
+    new = next_parts(old, len(chunks))
+    head = data[:_WAKE.size] + _HEAD + orjson.dumps(list(new))
+    return records(key, partition, head, chunks, new, old), new
 
 
 def wake_of(data: bytes) -> int | None:

@@ -45,17 +45,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from journeys.definitions import Definitions
 from stream.engine.journeys import JourneyEngine
-from stream.engine.outputs import InstanceRow, JourneyDelta, Retraction, StepReached
-from stream.engine.sessions import Sessionizer, SessionRow, session_id
+from stream.engine.outputs import JourneyDelta
+from stream.engine.runs import PATH_CAP
+from stream.engine.sessions import Sessionizer, session_id
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, decode_claims
+from stream.stages.customer_batch import CustomerBatch, Ev
 from stream.stages.customer_progress import PartitionProgress, everything_committed
-from stream.stages.customer_state import RECORDS, Committed, CustomerValue, wake_of
-from stream.stages.duplicates import Conflict, first_copies
-from stream.stages.envelopes import EnvelopeBuilder, decode, partition_for
+from stream.stages.customer_state import (
+    RECORD_BOUND,
+    RECORDS,
+    Committed,
+    CustomerValue,
+    read_value,
+    value_records,
+    wake_of,
+)
+from stream.stages.duplicates import first_copies
+from stream.stages.envelopes import decode, partition_for
+from stream.stages.parts import Parts, is_part
 from stream.stages.validate import LateEvent
 
 SEQ_EPOCH = 1 << 32  # version jump per generation: more than any batch hands out
@@ -82,77 +93,16 @@ GetState = Callable[[bytes], bytes | None]
 Record = tuple[int, int, bytes | None]  # (partition, offset, value)
 
 
-class Ev(NamedTuple):
-    """A by-customer event; its tuple form is the engine's tail event."""
-
-    occurred_at: int
-    event_id: str
-    type: str
-    channel: str
-    context: dict[str, Any] | None
-
-
-@dataclass
-class CustomerBatch:
-    """Everything one batch (or timer tick) produces, written before states are stored."""
-
-    session_rows: list[SessionRow] = field(default_factory=list)
-    instance_rows: list[InstanceRow] = field(default_factory=list)
-    retractions: list[Retraction] = field(default_factory=list)
-    closed: list[InstanceRow] = field(default_factory=list)
-    # partition -> (observations, the partition's claim for the alert stage)
-    reached: dict[int, tuple[list[StepReached], Claim]] = field(default_factory=dict)
-    handovers: EnvelopeBuilder = field(default_factory=EnvelopeBuilder)
-    # table key -> (changelog partition, value or None to delete)
-    states: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
-    late: list[LateEvent] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)  # dead-lettered
-    events: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    undecodable: int = 0
-    absorbed: int = 0
-    released: int = 0
-    advanced: int = 0
-    held: int = 0
-    holds_expired: int = 0
-
-    # ids of sessions still open and of instances not final after the batch: their
-    # rows are provisional, written after the states are stored (module docstring)
-    open_sessions: set[str] = field(default_factory=set)
-    open_instances: set[str] = field(default_factory=set)
-
-    def has_output(self) -> bool:
-        return bool(self.session_rows or self.instance_rows or self.retractions)
-
-    def final(self) -> tuple[list[SessionRow], list[InstanceRow]]:
-        """Rows to write before the states are stored (they cannot vanish again)."""
-        return ([r for r in self.session_rows if not self._provisional_session(r)],
-                [r for r in self.instance_rows if not self._provisional_instance(r)])
-
-    def provisional(self) -> tuple[list[SessionRow], list[InstanceRow]]:
-        """Rows of what is still open: written after the states are stored."""
-        return ([r for r in self.session_rows if self._provisional_session(r)],
-                [r for r in self.instance_rows if self._provisional_instance(r)])
-
-    def _provisional_session(self, r: SessionRow) -> bool:
-        return not r.deleted and r.session_id in self.open_sessions
-
-    def _provisional_instance(self, r: InstanceRow) -> bool:
-        # non-final: still in the state's `emitted`, whatever its status (a run that
-        # closed inside the unsettled tail can still vanish)
-        return r.instance_id in self.open_instances
-
-
 class _Work:
     """A customer's state while a batch is prepared (loaded once, stored once).
-    `expire`: when it was loaded as a bare floor, the time that floor expires."""
+    `expire`: when it was loaded as a bare floor, the time that floor expires; `parts`:
+    the part records it is stored as (stream.stages.parts)."""
 
-    __slots__ = ("expire", "partition", "value")
+    __slots__ = ("expire", "partition", "parts", "value")
 
-    def __init__(self, partition: int, data: bytes | None) -> None:
+    def __init__(self, partition: int, data: bytes | None, parts: Parts = (0, 0)) -> None:
         self.partition = partition
+        self.parts = parts
         self.value = CustomerValue.unpack(data)
         idle = data is not None and self.value.is_idle()
         self.expire = wake_of(data) if idle and data is not None else None
@@ -173,12 +123,14 @@ class CustomerStage:
 
     def __init__(self, definitions: Definitions, *, partitions: int, topic: str = "",
                  floor_retention_ms: int = FLOOR_RETENTION_MS,
-                 committed: Committed = everything_committed) -> None:
+                 committed: Committed = everything_committed, path_cap: int = PATH_CAP,
+                 record_bound: int = RECORD_BOUND) -> None:
         self.floor_retention_ms = floor_retention_ms
+        self.record_bound = record_bound  # bytes of a value per table record
         self.committed = committed  # what a finished customer's deletion waits for
         self.batches = 0  # prepare() calls so far
         self.sessionizer = Sessionizer(definitions.sessions.gap_ms)
-        self.engine = JourneyEngine(definitions.journeys,
+        self.engine = JourneyEngine(definitions.journeys, path_cap=path_cap,
                                     definitions_version=definitions.version)
         self.partitions = partitions
         self.topic = topic  # for late-event records
@@ -202,8 +154,8 @@ class CustomerStage:
         self.generation = max(self.generation + 1, time.time_ns())
         n = 0
         for key, value in items:
-            if not value or key.startswith(b"\x00"):
-                continue  # empty, or a record of an older format (clock snapshots)
+            if not value or key.startswith(b"\x00") or is_part(key):
+                continue  # empty, a part record, or of an older format (clock snapshots)
             p = partition_for(key, self.partitions)
             if p in partitions:
                 self.progress_for(p).wakes.schedule(key.decode(), wake_of(value))
@@ -223,7 +175,7 @@ class CustomerStage:
         def load(partition: int, key: str) -> _Work:
             w = work.get(key)
             if w is None:
-                w = work[key] = _Work(partition, get_state(key.encode()))
+                w = work[key] = _Work(partition, *read_value(get_state, key.encode()))
                 if w.value.gen != self.generation:  # first load since a restart/rebalance
                     self._reemit(batch, key, w.value)
                 batch.holds_expired += w.value.journeys.expire_holds(wall_ms,
@@ -367,10 +319,12 @@ class CustomerStage:
             self._settle(batch, w.partition, key, v, at)
             del v.pending[source]
             v.journeys.waiting.pop(source, None)
-            _anon, _into, jevents, spayload, linked_at, openings = item
+            _anon, _into, jevents, spayload, linked_at, openings = item[:6]
+            runs = item[6] if len(item) > 6 else None  # capped runs (older: none)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at)
             jd = self.engine.absorb(key, v.journeys, source, [tuple(e) for e in jevents],
-                                    watermark=at, linked_at=linked_at, openings=openings)
+                                    watermark=at, linked_at=linked_at, openings=openings,
+                                    runs=runs)
             batch.session_rows.extend(sd.rows())
             self._take(batch, w.partition, jd)
             batch.absorbed += 1
@@ -390,11 +344,12 @@ class CustomerStage:
         v.linked = None
         spayload, sd = self.sessionizer.release(anon, v.sessions)
         openings = self.engine.openings(v.journeys)
+        runs = self.engine.capped_runs(v.journeys)
         jevents, jd = self.engine.release(anon, v.journeys)
         batch.session_rows.extend(sd.rows())
         self._take(batch, partition, jd)
         batch.handovers.handover(partition_for(cust, self.partitions),
-                                 [anon, cust, jevents, spayload, at, openings])
+                                 [anon, cust, jevents, spayload, at, openings, runs])
         batch.released += 1
 
     def _store(self, batch: CustomerBatch, key: str, w: _Work) -> None:
@@ -408,7 +363,7 @@ class CustomerStage:
             prog.set_hold(key, (hold, min(since for _at, since in j.waiting.values())))
             wake = min((item[4] for item in v.pending.values()), default=None)
             prog.wakes.schedule(key, wake)
-            batch.states[key.encode()] = (w.partition, v.pack(hold if wake is None else wake))
+            self._put(batch, key, w, v.pack(hold if wake is None else wake))
             return
         prog.set_hold(key, None)
         if v.is_idle():
@@ -419,20 +374,26 @@ class CustomerStage:
                 expire = max(v.floor, NO_WATERMARK) + self.floor_retention_ms
             if expire > prog.watermark:
                 prog.wakes.schedule(key, expire)
-                batch.states[key.encode()] = (w.partition, v.pack(expire))
+                self._put(batch, key, w, v.pack(expire))
             elif v.replayable(w.partition, self.committed):
                 prog.wakes.schedule(key, None)  # deletable() brings it back
                 prog.defer(key, v.positions, self.batches)
-                batch.states[key.encode()] = (w.partition, v.pack(expire))
+                self._put(batch, key, w, v.pack(expire))
             else:
                 prog.wakes.schedule(key, None)
-                batch.states[key.encode()] = (w.partition, None)
+                self._put(batch, key, w, None)
             return
         wakes = [x for x in (self.engine.wake_at(j), self.sessionizer.wake_at(v.sessions),
                              v.linked[1] if v.linked is not None else None) if x is not None]
         wake = min(wakes) if wakes else None
         prog.wakes.schedule(key, wake)
-        batch.states[key.encode()] = (w.partition, v.pack(wake))
+        self._put(batch, key, w, v.pack(wake))
+
+    def _put(self, batch: CustomerBatch, key: str, w: _Work, data: bytes | None) -> None:
+        """A value's table records: one, or parts when over `record_bound` bytes."""
+        out, w.parts = value_records(key.encode(), w.partition, data, w.parts,
+                                     self.record_bound)
+        batch.states.update(out)
 
     def _reemit(self, batch: CustomerBatch, key: str, v: CustomerValue) -> None:
         """A value loaded for the first time in this generation: versions jump past

@@ -3,6 +3,7 @@ warehouse rows, and pandas versions of every report computed from the reference.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from functools import cache
@@ -59,18 +60,37 @@ def reference() -> tuple[Definitions, list[Instance]]:
     return defs, all_journeys(defs.journeys, evs, watermark=START + DURATION + 12 * H)
 
 
+KEPT_DETOURS = 1
+"""Instances with more detours than this are written as a capped path stores them
+(docs/semantics.md "Capped paths"): the first detours per event, the rest as counts per
+(kind, step, channel); every detour figure must come out the same."""
+
+
+def kept_detours(inst: Instance) -> list[Any]:
+    return inst.detours[:KEPT_DETOURS]
+
+
+def _capped(inst: Instance) -> dict[str, Any]:
+    counts = Counter((x.kind, x.step, x.channel) for x in inst.detours[len(kept_detours(inst)):])
+    keys = sorted(counts)
+    return {"events": len(inst.path), "capped_detour_kinds": [k[0] for k in keys],
+            "capped_detour_steps": [k[1] for k in keys],
+            "capped_detour_channels": [k[2] for k in keys],
+            "capped_detour_counts": [counts[k] for k in keys]}
+
+
 def row(defs: Definitions, inst: Instance, version: int = 2) -> dict[str, Any]:
     d = defs.get(inst.journey)
-    return {
+    kept = kept_detours(inst)
+    return {**_capped(inst),
         "instance_id": inst.instance_id, "journey": inst.journey, "customer_id": inst.customer,
         "status": inst.status, "opened_at_ms": inst.opened_at,
         "closed_at_ms": inst.closed_at or 0, "furthest_step": inst.furthest,
         "furthest_step_name": d.steps[inst.furthest],
         "path_types": [e.type for e in inst.path], "path_channels": [e.channel for e in inst.path],
         "path_times": [e.t for e in inst.path],
-        "detour_kinds": [x.kind for x in inst.detours], "detour_steps": [x.step for x in inst.detours],
-        "detour_channels": [x.channel for x in inst.detours],
-        "detour_times": [x.t for x in inst.detours],
+        "detour_kinds": [x.kind for x in kept], "detour_steps": [x.step for x in kept],
+        "detour_channels": [x.channel for x in kept], "detour_times": [x.t for x in kept],
         "version": version, "definitions_version": defs.version,
         "entry_context": entry_context(inst),
     }
@@ -83,7 +103,8 @@ def stale(defs: Definitions, inst: Instance) -> dict[str, Any]:
              furthest_step_name=defs.get(inst.journey).steps[0],
              path_types=r["path_types"][:1], path_channels=r["path_channels"][:1],
              path_times=r["path_times"][:1], detour_kinds=[], detour_steps=[],
-             detour_channels=[], detour_times=[])
+             detour_channels=[], detour_times=[], capped_detour_kinds=[],
+             capped_detour_steps=[], capped_detour_channels=[], capped_detour_counts=[])
     return r
 
 

@@ -11,7 +11,14 @@ import pytest
 
 from journeys.definitions import Definitions
 from journeys.errors import InvalidQuery
-from tests.integration.journey_report_support import DAY1, DAY3, frame, loaded, open_warehouse
+from tests.integration.journey_report_support import (
+    DAY1,
+    DAY3,
+    frame,
+    kept_detours,
+    loaded,
+    open_warehouse,
+)
 from tests.reference.journeys_ref import Instance
 from tests.reference.journeys_ref import funnel as ref_funnel
 from warehouse import compaction
@@ -192,7 +199,8 @@ def test_customer_journeys(data: Loaded) -> None:
     for r, i in zip(rows, mine, strict=True):
         assert r.path_types == [e.type for e in i.path] and r.status == i.status
         assert r.path_times == [e.t for e in i.path]
-        assert r.detour_kinds == [x.kind for x in i.detours]
+        assert r.detour_kinds == [x.kind for x in kept_detours(i)]
+        assert (r.events, r.path_truncated) == (len(i.path), False)
     assert customer_journeys.run(wh, "nobody-at-all") == ([], 0)
 
 

@@ -28,9 +28,11 @@ from journeys.definitions import Definitions
 from journeys.events import EventValidator
 from stream.engine.identity import MergeRecord
 from stream.engine.outputs import InstanceRow
+from stream.engine.runs import PATH_CAP
 from stream.engine.sessions import SessionRow
-from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
-from stream.stages.customers import CustomerBatch, CustomerStage
+from stream.stages.customer_batch import CustomerBatch
+from stream.stages.customer_state import HANDOVER_RECORDS, RECORD_BOUND, RECORDS
+from stream.stages.customers import CustomerStage
 from stream.stages.duplicates import Conflict
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -60,8 +62,11 @@ class Log:
 class Pipeline:
     def __init__(self, defs: Definitions, *, partitions: int, lateness_ms: int, seed: int,
                  bulk: bool = False, sources: int = 1, readers: int = 1,
-                 idle_after_ms: int = NEVER_IDLE) -> None:
+                 idle_after_ms: int = NEVER_IDLE, path_cap: int = PATH_CAP,
+                 record_bound: int = RECORD_BOUND) -> None:
         self.defs = defs
+        self.path_cap = path_cap
+        self.record_bound = record_bound  # customer values split into records of this
         self.partitions = partitions
         self.lateness_ms = lateness_ms
         self.idle_after_ms = idle_after_ms
@@ -108,7 +113,8 @@ class Pipeline:
         return stage
 
     def _new_customer_stage(self) -> CustomerStage:
-        return CustomerStage(self.defs, partitions=self.partitions, committed=self._committed)
+        return CustomerStage(self.defs, partitions=self.partitions, committed=self._committed,
+                             path_cap=self.path_cap, record_bound=self.record_bound)
 
     def _committed(self, lane: int, partition: int) -> int:
         """The customer stage's `Committed`: the consumers' committed offsets."""

@@ -22,9 +22,9 @@ from stream.stages.alerts import (
     StepReachedRouter,
     decode,
     key_bytes,
-    store_order,
 )
 from stream.stages.envelopes import partition_for
+from stream.stages.parts import is_part, store_order
 from tests.profiles import examples
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Instance
@@ -117,7 +117,7 @@ def _store(table: dict[bytes, bytes], states: dict[bytes, tuple[int, bytes | Non
 
 def _heads(states: dict[bytes, Any]) -> set[bytes]:
     """The head record keys among a batch's state records (not the entry records)."""
-    return {k for k in states if b"\x1e" not in k}
+    return {k for k in states if not is_part(k)}
 
 
 def _claims(*claims: Claim, n: int = 3) -> bytes:
@@ -167,10 +167,10 @@ def test_a_huge_unsettled_window_is_stored_in_bounded_records_and_restored() -> 
         assert restored.state(key, table.get, NO_WATERMARK) == stage.state(
             key, table.get, NO_WATERMARK)
     # the window closes: entries go, their records become tombstones, results equal
-    before = {k for k in table if b"\x1e" in k}
+    before = {k for k in table if is_part(k)}
     out = _stage_input(restored, table, [(0, _claims(c(0, 3 * H), n=1))])
     gone = {k for k, (_q, v) in out.states.items() if v is None}
-    assert gone and gone <= before and not any(b"\x1e" in k for k in table)
+    assert gone and gone <= before and not any(is_part(k) for k in table)
     again = _stage_input(stage, {}, [(0, _claims(c(0, 3 * H), n=1))])
     assert out.records == again.records
 
@@ -184,7 +184,7 @@ def test_a_crash_between_entry_records_and_head_leaves_the_previous_state() -> N
     before = AlertStage([PURCHASE], 1).state(("purchase", 1), table.get, NO_WATERMARK)
     batch = stage.prepare([(0, orjson.dumps({"v": 2, "o": rows[5000:]}))], table.get)
     groups = store_order(batch.states)
-    assert [all(b"\x1e" in k for k in g) for g in groups[:1]] == [True]
+    assert [all(is_part(k) for k in g) for g in groups[:1]] == [True]
     _store(table, groups[0])  # the crash comes before the heads
     after = AlertStage([PURCHASE], 1).state(("purchase", 1), table.get, NO_WATERMARK)
     assert after == before

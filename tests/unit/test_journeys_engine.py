@@ -26,6 +26,7 @@ from stream.engine.journeys import (
     JourneyEngine,
     fold_rows,
 )
+from stream.engine.runs import PATH_CAP
 from stream.eventtime.watermarks import SourceClock
 from tests.profiles import examples
 from tests.reference.journeys_ref import Ev, all_journeys
@@ -62,8 +63,8 @@ class Harness:
     """One partition: clock, table of state bytes, warehouse fold, emitted observations."""
 
     def __init__(self, definitions: list[JourneyDefinition], lateness: int,
-                 roundtrip: float = 1.0, seed: int = 0) -> None:
-        self.engine = JourneyEngine(definitions, definitions_version="v1")
+                 roundtrip: float = 1.0, seed: int = 0, path_cap: int = PATH_CAP) -> None:
+        self.engine = JourneyEngine(definitions, definitions_version="v1", path_cap=path_cap)
         self.clock = SourceClock(lateness)
         self.table: dict[str, bytes] = {}
         self.live: dict[str, CustomerJourneys] = {}

@@ -57,17 +57,21 @@ def test_abandonment_sql() -> None:
 
 def test_detours_sql() -> None:
     assert render(*detours.build("db", D, breakdown=["detour_channel"], **KW)) == (
-        "SELECT aj_kind AS kind, aj_channel AS detour_channel, count() AS detours, "
+        "SELECT aj_kind AS kind, aj_channel AS detour_channel, sum(aj_count) AS detours, "
         "uniqExact(instance_id) AS instances\n"
         "FROM db.journey_instances FINAL\n"
-        "ARRAY JOIN detour_kinds AS aj_kind, detour_steps AS aj_step, "
-        "detour_channels AS aj_channel\n"
+        "ARRAY JOIN arrayConcat(detour_kinds, capped_detour_kinds) AS aj_kind, "
+        "arrayConcat(detour_steps, capped_detour_steps) AS aj_step, "
+        "arrayConcat(detour_channels, capped_detour_channels) AS aj_channel, "
+        "arrayConcat(arrayMap(x -> toUInt32(1), detour_kinds), capped_detour_counts)"
+        " AS aj_count\n"
         f"{COHORT}\n"
         "GROUP BY kind, detour_channel\n"
         "ORDER BY kind, detour_channel"
     )
     shares = render(*detours.build_shares("db", D, **KW))
-    assert "countIf(has(detour_kinds, 'channel_switch')) AS with_3" in shares
+    assert ("countIf(has(detour_kinds, 'channel_switch')"
+            " OR has(capped_detour_kinds, 'channel_switch')) AS with_3") in shares
     assert shares.endswith("AND status IN ('abandoned', 'converted')\nGROUP BY status\n"
                            "ORDER BY status")
 
@@ -193,8 +197,18 @@ def test_writer_derives_columns() -> None:
     assert journey_instance_row(_instance(status="converted"))[10] == ""
     assert len(journey_instance_rows([_instance(), _instance(), _instance(version=4)])) == 2
     ctx = {"country": "DE", "device": {"os": "ios", "v": 17}, "ab": [1, 2], "vip": True}
-    assert journey_instance_row(_instance(entry_context=ctx))[-2:] == (
+    with_ctx = dict(zip(JOURNEY_INSTANCES.columns, journey_instance_row(
+        _instance(entry_context=ctx)), strict=True))
+    assert (with_ctx["context_keys"], with_ctx["context_values"]) == (
         ["ab", "country", "device.os", "device.v", "vip"], ["[1,2]", "DE", "ios", "17", "true"])
+    # capped paths (0008): events default to the path's length, counts go through
+    assert (named["events"], named["path_truncated"], named["capped_detour_counts"]) == (
+        len(_instance()["path_times"]), 0, [])
+    capped = dict(zip(JOURNEY_INSTANCES.columns, journey_instance_row(_instance(
+        events=5000, path_truncated=1, capped_detour_kinds=["loop"], capped_detour_steps=["cart"],
+        capped_detour_channels=["app"], capped_detour_counts=[7])), strict=True))
+    assert (capped["events"], capped["path_truncated"], capped["capped_detour_kinds"],
+            capped["capped_detour_counts"]) == (5000, 1, ["loop"], [7])
 
 
 @pytest.mark.parametrize("bad", [
@@ -234,10 +248,10 @@ def test_settled_months_are_read_without_final() -> None:
                                         **KW))
     assert "context_keys, context_values, detour_kinds, detour_steps, detour_channels" in (
         detours_sql)
-    assert detours_sql.count("FINAL") == 1 and ")\nARRAY JOIN detour_kinds AS aj_kind" in (
-        detours_sql)
+    assert detours_sql.count("FINAL") == 1 and (
+        ")\nARRAY JOIN arrayConcat(detour_kinds, capped_detour_kinds) AS aj_kind") in detours_sql
     plain_detours = render(*detours.build("db", D, split=only, **KW))
-    assert "FROM db.journey_instances\nARRAY JOIN detour_kinds" in plain_detours
+    assert "FROM db.journey_instances\nARRAY JOIN arrayConcat(detour_kinds" in plain_detours
     assert render(*funnel.build("db", D, split=_settled.FINAL_EVERYWHERE, **KW)) == render(
         *funnel.build("db", D, **KW))
 

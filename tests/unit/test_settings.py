@@ -20,6 +20,7 @@ def test_every_documented_env_var_is_read(monkeypatch: pytest.MonkeyPatch) -> No
         envvars.WORKER_FLUSH_MAX_EVENTS: ("77", lambda s: s.flush_max_events),
         envvars.WORKER_ALLOWED_LATENESS: ("2m", lambda s: s.allowed_lateness_ms),
         envvars.DATA_DIR: ("/tmp/x9", lambda s: str(s.data_dir)),
+        envvars.WORKER_PATH_CAP: ("25", lambda s: s.path_cap),
     }
     for name, (value, _) in samples.items():
         monkeypatch.setenv(name, value)
@@ -32,6 +33,7 @@ def test_every_documented_env_var_is_read(monkeypatch: pytest.MonkeyPatch) -> No
     assert got[envvars.WORKER_FLUSH_MAX_EVENTS] == 77
     assert got[envvars.WORKER_ALLOWED_LATENESS] == 120_000
     assert got[envvars.DATA_DIR] == "/tmp/x9"
+    assert got[envvars.WORKER_PATH_CAP] == 25
     assert s.kafka.raw_topic == "t9.touchpoints"
 
 

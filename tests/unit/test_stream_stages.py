@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from journeys.definitions import parse_definitions
 from stream.engine.identity import JUNK_IDS
+from stream.stages.customer_state import RECORD_BOUND
 from tests.profiles import examples
 from tests.reference.stitching_ref import split_reference
 from tests.unit.stream_harness import CHANNELS, Pipeline
@@ -71,11 +72,12 @@ def arrival(draw: Any, events: list[dict[str, Any]],
     return [(t, e) for t, _, e in keyed]
 
 
-def run(case: Any, *, restarts: bool) -> tuple[Pipeline, list[dict[str, Any]], int]:
+def run(case: Any, *, restarts: bool, record_bound: int = RECORD_BOUND
+        ) -> tuple[Pipeline, list[dict[str, Any]], int]:
     defs, lateness, events, order, seed, partitions, sources, readers = case
     rnd = random.Random(seed)
     pipe = Pipeline(defs, partitions=partitions, lateness_ms=lateness, seed=seed,
-                    sources=sources, readers=readers)
+                    sources=sources, readers=readers, record_bound=record_bound)
     i = 0
     while i < len(order):
         n = rnd.randint(1, 8)
@@ -136,8 +138,11 @@ def test_stages_equal_reference_out_of_order_with_duplicates(case: Any) -> None:
 @settings(max_examples=examples(150), deadline=None)
 @given(scenario(links=False))
 def test_restarts_with_redelivery_change_nothing(case: Any) -> None:
-    pipe, events, final = run(case, restarts=True)
+    """Also with customer values split into records of at most 200 bytes
+    (stream.stages.parts): restored whole after every crash."""
+    pipe, events, final = run(case, restarts=True, record_bound=200)
     check(pipe, events, final)
+    assert all(len(v) <= 200 for v in pipe.states.values())
 
 
 @settings(max_examples=examples(200), deadline=None)

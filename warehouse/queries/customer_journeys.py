@@ -1,7 +1,8 @@
 """A customer's journey instances with their paths and detours, newest first, paged.
 
 Reads `journey_instances` FINAL WHERE deleted = 0, so each live instance appears once at
-its latest version (a retracted one not at all).
+its latest version (a retracted one not at all). A capped path (docs/semantics.md
+"Capped paths") lists its first events; `events` counts all of them.
 The customer key is the stitched customer id the stream assigned (customer_id, or the
 anonymous id for visitors never identified).
 """
@@ -21,7 +22,7 @@ _COLUMNS = (
     "instance_id", "journey", "status", "opened_at_ms", "closed_at_ms", "last_event_at_ms",
     "furthest_step", "furthest_step_name", "dropped_at", "entry_channel", "channels",
     "path_types", "path_channels", "path_times", "detour_kinds", "detour_steps",
-    "detour_channels", "detour_times", "definitions_version",
+    "detour_channels", "detour_times", "definitions_version", "events", "path_truncated",
 )
 
 
@@ -45,6 +46,8 @@ class CustomerJourneyRow(NamedTuple):
     detour_channels: list[str]
     detour_times: list[int]
     definitions_version: str
+    events: int  # all events of the instance; the path holds the first path_cap of them
+    path_truncated: bool
 
 
 def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
@@ -89,13 +92,13 @@ def build_count(
 
 def _row(v: tuple[Any, ...]) -> CustomerJourneyRow:
     (iid, journey, status, opened, closed, last, furthest, fname, dropped, entry, channels,
-     ptypes, pchannels, ptimes, dkinds, dsteps, dchannels, dtimes, defs) = v
+     ptypes, pchannels, ptimes, dkinds, dsteps, dchannels, dtimes, defs, events, cut) = v
     return CustomerJourneyRow(
         str(iid), str(journey), str(status), int(opened), int(closed), int(last),
         int(furthest), str(fname), str(dropped), str(entry), [str(c) for c in channels],
         [str(t) for t in ptypes], [str(c) for c in pchannels], [int(t) for t in ptimes],
         [str(k) for k in dkinds], [str(s) for s in dsteps], [str(c) for c in dchannels],
-        [int(t) for t in dtimes], str(defs),
+        [int(t) for t in dtimes], str(defs), int(events) or len(ptimes), bool(cut),
     )
 
 

@@ -2,7 +2,10 @@
 abandoned (and, for contrast, converted) instances.
 
 Counts expand the per-instance detour arrays (ARRAY JOIN), so `detours` counts events
-that caused a detour and `instances` the distinct instances with at least one. `step`
+that caused a detour and `instances` the distinct instances with at least one. A capped
+path (docs/semantics.md "Capped paths") has per-event arrays for its first events and
+counts per (kind, step, channel) for the rest (capped_detour_*, migration 0008): both
+are expanded together, each per-event detour counting 1, so the figures stay exact. `step`
 is the furthest step reached just before the causing event (docs/semantics.md);
 `detour_channel` is that event's channel, `channel` the instance's entry channel.
 """
@@ -20,9 +23,14 @@ from warehouse.queries import _journeys as j
 from warehouse.queries import _settled
 from warehouse.writers_journeys import DETOUR_KINDS
 
-_DETOUR_COLUMNS = ("detour_kinds", "detour_steps", "detour_channels")
-_ARRAY_JOIN = ("ARRAY JOIN detour_kinds AS aj_kind, detour_steps AS aj_step,"
-               " detour_channels AS aj_channel")
+_DETOUR_COLUMNS = ("detour_kinds", "detour_steps", "detour_channels", "capped_detour_kinds",
+                   "capped_detour_steps", "capped_detour_channels", "capped_detour_counts")
+_ARRAY_JOIN = (
+    "ARRAY JOIN arrayConcat(detour_kinds, capped_detour_kinds) AS aj_kind,"
+    " arrayConcat(detour_steps, capped_detour_steps) AS aj_step,"
+    " arrayConcat(detour_channels, capped_detour_channels) AS aj_channel,"
+    " arrayConcat(arrayMap(x -> toUInt32(1), detour_kinds), capped_detour_counts) AS aj_count")
+_KIND_COLUMNS = ("detour_kinds", "capped_detour_kinds")
 ALLOWED = {"step": "aj_step", "detour_channel": "aj_channel", **j.BASE_DIMENSIONS}
 DEFAULT = ("step",)
 
@@ -61,7 +69,7 @@ def build(
     cols = j.columns(dims, *_DETOUR_COLUMNS)
     sql = (
         f"SELECT aj_kind AS kind, {j.select_dims(dims)}"
-        "count() AS detours, uniqExact(instance_id) AS instances\n"
+        "sum(aj_count) AS detours, uniqExact(instance_id) AS instances\n"
         f"{_settled.source(database, where, cols, split, _ARRAY_JOIN)}\n"
         f"GROUP BY {names}\n"
         f"ORDER BY {names}"
@@ -79,10 +87,11 @@ def build_shares(
     has = []
     for i, kind in enumerate(DETOUR_KINDS):
         params[f"kind{i}"] = kind
-        has.append(f"countIf(has(detour_kinds, %(kind{i})s)) AS with_{i}")
+        has.append(f"countIf(has(detour_kinds, %(kind{i})s)"
+                   f" OR has(capped_detour_kinds, %(kind{i})s)) AS with_{i}")
     sql = (
         f"SELECT status, count() AS instances, {', '.join(has)}\n"
-        f"{_settled.source(database, where, (*j.COHORT_COLUMNS, 'detour_kinds'), split)}\n"
+        f"{_settled.source(database, where, (*j.COHORT_COLUMNS, *_KIND_COLUMNS), split)}\n"
         "GROUP BY status\nORDER BY status"
     )
     return sql, {**params, **_settled.params(split)}

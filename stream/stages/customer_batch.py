@@ -1,0 +1,79 @@
+"""What one batch of the customer stage produces (stream.stages.customers), and the
+order it is written in: final rows, observations, closes and handovers, then the
+states (stream.stages.parts order), then provisional rows (docs/stream.md "Exactly once
+in effect")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from stream.engine.outputs import InstanceRow, Retraction, StepReached
+from stream.engine.sessions import SessionRow
+from stream.eventtime.watermarks import Claim
+from stream.stages.duplicates import Conflict
+from stream.stages.envelopes import EnvelopeBuilder
+from stream.stages.validate import LateEvent
+
+
+class Ev(NamedTuple):
+    """A by-customer event; its tuple form is the engine's tail event."""
+
+    occurred_at: int
+    event_id: str
+    type: str
+    channel: str
+    context: dict[str, Any] | None
+
+
+@dataclass
+class CustomerBatch:
+    """Everything one batch (or timer tick) produces, written before states are stored."""
+
+    session_rows: list[SessionRow] = field(default_factory=list)
+    instance_rows: list[InstanceRow] = field(default_factory=list)
+    retractions: list[Retraction] = field(default_factory=list)
+    closed: list[InstanceRow] = field(default_factory=list)
+    # partition -> (observations, the partition's claim for the alert stage)
+    reached: dict[int, tuple[list[StepReached], Claim]] = field(default_factory=dict)
+    handovers: EnvelopeBuilder = field(default_factory=EnvelopeBuilder)
+    # table key -> (changelog partition, value or None to delete)
+    states: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
+    late: list[LateEvent] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)  # dead-lettered
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    undecodable: int = 0
+    absorbed: int = 0
+    released: int = 0
+    advanced: int = 0
+    held: int = 0
+    holds_expired: int = 0
+
+    # ids of sessions still open and of instances not final after the batch: their
+    # rows are provisional, written after the states are stored (module docstring)
+    open_sessions: set[str] = field(default_factory=set)
+    open_instances: set[str] = field(default_factory=set)
+
+    def has_output(self) -> bool:
+        return bool(self.session_rows or self.instance_rows or self.retractions)
+
+    def final(self) -> tuple[list[SessionRow], list[InstanceRow]]:
+        """Rows to write before the states are stored (they cannot vanish again)."""
+        return ([r for r in self.session_rows if not self._provisional_session(r)],
+                [r for r in self.instance_rows if not self._provisional_instance(r)])
+
+    def provisional(self) -> tuple[list[SessionRow], list[InstanceRow]]:
+        """Rows of what is still open: written after the states are stored."""
+        return ([r for r in self.session_rows if self._provisional_session(r)],
+                [r for r in self.instance_rows if self._provisional_instance(r)])
+
+    def _provisional_session(self, r: SessionRow) -> bool:
+        return not r.deleted and r.session_id in self.open_sessions
+
+    def _provisional_instance(self, r: InstanceRow) -> bool:
+        # non-final: still in the state's `emitted`, whatever its status (a run that
+        # closed inside the unsettled tail can still vanish)
+        return r.instance_id in self.open_instances
