@@ -149,10 +149,7 @@ async def _announce(app: Any, kafka: KafkaConfig, spool: Path | None, console: C
     """Once the worker owns every raw partition: replay the spool, open the collector's
     gate, say ready. Before, the collector answers 503 (nothing it acknowledged could be
     processed yet, and new events must follow the replayed ones)."""
-    from stream.agents.web import ready_problems
-
-    raw = set(range(kafka.partitions))
-    while ready_problems(app) or not raw <= app.active_partitions(kafka.raw_topic):
+    while not app.owns_every_partition():
         await asyncio.sleep(0.2)
     console.print("  • worker running, every partition assigned")
     if spool is not None:
