@@ -102,6 +102,11 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         applied = migrate(warehouse)
         console.print(f"  • warehouse (chdb) at {wh_config.path}: "
                       f"{len(applied)} migration(s) applied")
+        if spool is not None:  # the replay archives the spooled dead letters again
+            from stream.agents.dead_letters import WORKER_STAGES
+            from warehouse.writers import forget_archived_dead_letters
+
+            forget_archived_dead_letters(warehouse, kafka.dead_letter_topic, WORKER_STAGES)
 
         from api.app import create_app
 

@@ -51,9 +51,11 @@ from tests.integration.stream_support import journeys_in, sessions_in
 from warehouse.connect import connect
 wh = connect(WarehouseConfig(backend="chdb", path=sys.argv[1]), create_database=False)
 ids = [r[0] for r in wh.query(f"SELECT event_id FROM {wh.database}.touchpoints FINAL")]
+dead = [r[0] for r in wh.query(f"SELECT event_id FROM {wh.database}.dead_letters "
+                               "WHERE stage = 'collector'")]
 sys.stdout.buffer.write(orjson.dumps({"journeys": list(journeys_in(wh).values()),
-                                      "sessions": sorted(sessions_in(wh)), "ids": ids},
-                                     default=str))
+                                      "sessions": sorted(sessions_in(wh)), "ids": ids,
+                                      "dead": dead}, default=str))
 """
 
 
@@ -196,9 +198,13 @@ def test_sigkill_right_after_the_last_202_loses_nothing(tmp_path: Path) -> None:
     events, fillers, end = _traffic()
     wire = events + fillers
     batches = [wire[i:i + BATCH] for i in range(0, len(wire), BATCH)]
+    rejected = [f"bad-{i}" for i in range(0, len(batches), 3)]  # dead letters: spooled too
+    for i, event_id in zip(range(0, len(batches), 3), rejected, strict=True):
+        batches[i].append({"event_id": event_id, "type": "product_view", "channel": "fax",
+                           "occurred_at": end, "anonymous_id": "a"})
     data_dir = tmp_path / "up"
     _first_run(data_dir, tmp_path / "up1.log", batches)
-    _second_run(data_dir, tmp_path / "up2.log", len(wire))
+    _second_run(data_dir, tmp_path / "up2.log", len(wire) + len(rejected))
 
     dump = subprocess.run([sys.executable, "-c", _DUMP, str(data_dir / "warehouse")],
                           cwd=ROOT, capture_output=True, timeout=120)
@@ -216,3 +222,4 @@ def test_sigkill_right_after_the_last_202_loses_nothing(tmp_path: Path) -> None:
     bad = [iid for iid in want if journeys[iid] != want[iid]]
     assert not bad, f"{len(bad)} of {len(want)} instances differ, e.g. {bad[:3]}"
     assert {tuple(s) for s in got["sessions"]} == want_sessions
+    assert sorted(got["dead"]) == sorted(rejected), "each dead letter archived once"
