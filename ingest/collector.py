@@ -1,12 +1,10 @@
 """HTTP collector: `POST /v1/events` for websites, apps and server-side senders.
 
 A 202 means every item is durably in Kafka (acks=all): valid events on the raw topic,
-invalid ones on the dead-letter topic with their reason. Under `journeys up`, whose
-broker keeps nothing over a crash, it also means they are fsync'd in the spool
-(ingest.spool; `spool_dir`), and nothing is accepted until the launcher has replayed
-the spool into the new broker and its worker takes events (the gate). When the broker
-cannot confirm, the whole request gets 503 + Retry-After and the client resends it;
-duplicates are harmless because everything downstream deduplicates on event_id.
+invalid ones on the dead-letter topic with their reason; with a `spool_dir` (`journeys
+up`) also fsync'd there first, and nothing is accepted before the gate opens (ingest.spool).
+When the broker cannot confirm, the whole request gets 503 + Retry-After and the client
+resends it; duplicates are harmless because everything downstream deduplicates on event_id.
 
 `CollectorService` holds the logic without FastAPI so the embedded process can mount
 `create_collector_router` next to the query API; `create_collector_app` is the
@@ -82,8 +80,7 @@ class CollectorService:
         self._gate_open = settings.spool_dir is None
 
     def accepting(self) -> bool:
-        """False while a spooled collector's launcher has not opened the gate (replay
-        of the spool and the worker's start not done): then every POST is a 503."""
+        """False until a spooled collector's gate opens (spool replayed, worker running)."""
         if not self._gate_open and self.settings.spool_dir is not None:
             self._gate_open = gate_is_open(self.settings.spool_dir)  # stays open
         return self._gate_open
