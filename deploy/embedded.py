@@ -3,6 +3,10 @@
 chdb allows one OS process per data directory, so the worker and the API share one
 embedded warehouse here (its calls run in threads, off the event loop). The broker is a
 child process stopped by PID when this process ends, however it ends.
+
+The broker keeps nothing over a stop, so `journeys up` passes the collector's spool
+(ingest.spool): once the worker has its partitions, the whole spool is replayed into the
+new broker, and only then does the collector's gate open (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -64,8 +69,9 @@ def embedded_api_settings(settings: EmbeddedSettings, wh_config: WarehouseConfig
 
 
 def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bool,
-                 console: Console) -> None:
-    """Start everything, feed the sample (if any), serve until Ctrl-C, stop everything."""
+                 console: Console, spool: Path | None = None) -> None:
+    """Start everything, feed the sample (if any) or replay the `spool` (if any), serve
+    until Ctrl-C, stop everything."""
     from deploy.local.broker import LocalBroker
     from stream.agents.app import create_app as create_stream_app
     from stream.agents.run import BackgroundService, build_worker
@@ -96,6 +102,11 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         applied = migrate(warehouse)
         console.print(f"  • warehouse (chdb) at {wh_config.path}: "
                       f"{len(applied)} migration(s) applied")
+        if spool is not None:  # the replay archives the spooled dead letters again
+            from stream.agents.dead_letters import WORKER_STAGES
+            from warehouse.writers import forget_archived_dead_letters
+
+            forget_archived_dead_letters(warehouse, kafka.dead_letter_topic, WORKER_STAGES)
 
         from api.app import create_app
 
@@ -116,7 +127,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
                 "sample", lambda: _feed(sample, kafka, holder, console, url)))
         else:
             services.append(BackgroundService(
-                "announce", lambda: _announce(console, url)))
+                "announce", lambda: _announce(stream_app, kafka, spool, console, url)))
 
         loglevel = os.environ.get("JOURNEYS_LOGLEVEL", "warning")
         if loglevel.lower() == "warning":
@@ -138,10 +149,60 @@ def _quiet_library_chatter() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-async def _announce(console: Console, url: str) -> None:
-    await asyncio.sleep(1.0)
+async def _announce(app: Any, kafka: KafkaConfig, spool: Path | None, console: Console,
+                    url: str) -> None:
+    """Once the worker owns every raw partition: replay the spool, open the collector's
+    gate, say ready. Before, the collector answers 503 (nothing it acknowledged could be
+    processed yet, and new events must follow the replayed ones)."""
+    while not app.owns_every_partition():
+        await asyncio.sleep(0.2)
+    console.print("  • worker running, every partition assigned")
+    if spool is not None:
+        from ingest.spool import open_gate, segments
+
+        if segments(spool):
+            await asyncio.to_thread(replay_spool, spool, kafka, console)
+        open_gate(spool)
     console.print(f"\n[bold green]ready[/]: dashboard {url}  API docs {url}docs  (Ctrl-C stops)")
     await asyncio.Event().wait()
+
+
+def replay_spool(spool: Path, kafka: KafkaConfig, console: Console) -> int:
+    """Produce every spooled record to the (new, empty) broker in spool order, with
+    progress; returns the number of records. A failure stops `up` (LauncherError):
+    serving without the history would answer from half of it."""
+    from ingest.producer import TouchpointProducer
+    from ingest.spool import SpoolRecord, SpoolStats, replay, spool_bytes
+    from ingest.tuning import ProducerTuning
+
+    total = max(1, spool_bytes(spool))
+    console.print(f"  • replaying the spool {spool} ({total / 2**20:,.1f} MiB: every event "
+                  "ever accepted) …")
+    producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(), client_id="journeys-replay")
+    started = last = time.monotonic()
+
+    def send(records: list[SpoolRecord]) -> None:
+        delivery = producer.send_spooled(records)
+        if not delivery.wait(120) or not delivery.ok:
+            first = delivery.first_error() or "timed out after 120 s"
+            raise LauncherError(f"could not replay the spool into the broker: {first}")
+
+    def progress(stats: SpoolStats) -> None:
+        nonlocal last
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            console.print(f"    replayed {stats.records:,} records "
+                          f"({stats.frame_bytes / total:.0%})")
+
+    try:
+        stats = replay(spool, send, on_progress=progress)
+    finally:
+        producer.close()
+    torn = (f"; {stats.ignored_bytes:,} torn bytes ignored (never acknowledged)"
+            if stats.ignored_bytes else "")
+    console.print(f"  • replayed {stats.records:,} records from the spool "
+                  f"({stats.frames:,} requests) in {time.monotonic() - started:.1f} s{torn}")
+    return stats.records
 
 
 async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], console: Console,

@@ -1,9 +1,10 @@
 """HTTP collector: `POST /v1/events` for websites, apps and server-side senders.
 
 A 202 means every item is durably in Kafka (acks=all): valid events on the raw topic,
-invalid ones on the dead-letter topic with their reason. When the broker cannot confirm,
-the whole request gets 503 + Retry-After and the client resends it; duplicates are
-harmless because everything downstream deduplicates on event_id.
+invalid ones on the dead-letter topic with their reason; with a `spool_dir` (`journeys
+up`) also fsync'd there first, and nothing is accepted before the gate opens (ingest.spool).
+When the broker cannot confirm, the whole request gets 503 + Retry-After and the client
+resends it; duplicates are harmless because everything downstream deduplicates on event_id.
 
 `CollectorService` holds the logic without FastAPI so the embedded process can mount
 `create_collector_router` next to the query API; `create_collector_app` is the
@@ -33,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.delivery import Delivery
 from ingest.producer import BrokerUnavailable, TouchpointProducer
+from ingest.spool import SpoolFailed, SpoolWriter, gate_is_open
 from ingest.tuning import ProducerTuning
 from journeys.events import EventValidator, Rejection, Touchpoint
 from journeys.metrics import CONTENT_TYPE, exposition
@@ -75,6 +77,13 @@ class CollectorService:
                       settings.write_keys.items()]
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self._gate_open = settings.spool_dir is None
+
+    def accepting(self) -> bool:
+        """False until a spooled collector's gate opens (spool replayed, worker running)."""
+        if not self._gate_open and self.settings.spool_dir is not None:
+            self._gate_open = gate_is_open(self.settings.spool_dir)  # stays open
+        return self._gate_open
 
     # -- request steps --------------------------------------------------------------
 
@@ -282,6 +291,10 @@ _BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
                                                           "items": _EVENT_SCHEMA}}}]}}}}}
 
 
+_STARTING = ("the pipeline is starting (replaying the spool, waiting for the worker); "
+             "retry after Retry-After")
+
+
 def create_collector_router(service: CollectorService) -> APIRouter:
     """The POST /v1/events route alone, for mounting into another app (embedded mode)."""
     router = APIRouter()
@@ -296,10 +309,13 @@ def create_collector_router(service: CollectorService) -> APIRouter:
                    413: {"description": "body or batch too large"},
                    500: {"description": "a bug of ours (counted in /metrics, logged); "
                          "resend the request"},
-                   503: {"description": "broker unavailable; retry after Retry-After"}},
+                   503: {"description": "broker (or spool) unavailable, or the embedded "
+                         "pipeline still starting; retry after Retry-After"}},
     )
     async def post_events(request: Request) -> Response:
         """Accept one touchpoint, a JSON array of them, or {"batch": [...]} (≤ max_batch)."""
+        if not service.accepting():
+            return _unavailable(service, _STARTING, 1.0)
         try:
             source = service.authorize(_write_key(request))
             body = await _read_body(request, service.settings.max_body_bytes)
@@ -307,7 +323,7 @@ def create_collector_router(service: CollectorService) -> APIRouter:
         except RequestRefused as exc:
             service.count(**{f"status_{exc.status}": 1})
             return _json(exc.status, {"detail": exc.detail}, exc.headers)
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, SpoolFailed) as exc:
             return _unavailable(service, str(exc), exc.retry_after)
         except Exception as exc:  # a bug of ours: counted, logged, answered, never a reset
             log.exception("collector: request failed")
@@ -334,10 +350,12 @@ def collector_tuning(settings: CollectorSettings) -> ProducerTuning:
 def create_collector_app(
     settings: CollectorSettings, producer: TouchpointProducer | None = None
 ) -> FastAPI:
-    """The collector role. A passed-in producer is not closed on shutdown (its owner does)."""
+    """The collector role. A passed-in producer is not closed on shutdown (its owner does)
+    and brings its own spool, if any."""
     owns = producer is None
+    spool = SpoolWriter(settings.spool_dir) if owns and settings.spool_dir else None
     prod = producer or TouchpointProducer(settings.kafka, collector_tuning(settings),
-                                          client_id="journeys-collector")
+                                          client_id="journeys-collector", spool=spool)
     service = CollectorService(settings, prod)
 
     @asynccontextmanager
@@ -353,6 +371,8 @@ def create_collector_app(
         finally:
             if owns:
                 await run_in_threadpool(prod.close, 5.0)
+            if spool is not None:
+                spool.close()
 
     app = FastAPI(title="Journey pipeline collector", lifespan=lifespan,
                   description="Touchpoint intake: POST /v1/events (one event or a batch).")
@@ -371,6 +391,8 @@ def create_collector_app(
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
+        if not service.accepting():
+            return _json(503, {"status": "starting", "error": _STARTING}, {"Retry-After": "1"})
         if await run_in_threadpool(prod.ready):
             return _json(200, {"status": "ready", "pending": prod.pending})
         return _json(503, {"status": "broker unavailable", "error": prod.last_error},

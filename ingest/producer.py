@@ -20,6 +20,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.partitioner.default import murmur2
 
 from ingest.delivery import Delivery, tcp_reachable
+from ingest.spool import Headers, SpoolRecord, SpoolWriter
 from ingest.tuning import ProducerTuning
 from journeys.errors import ServiceUnavailable
 from journeys.events import Rejection, Touchpoint
@@ -27,8 +28,6 @@ from journeys.settings import KafkaConfig
 from journeys.timeutil import now_ms
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
 
 
 class BrokerUnavailable(ServiceUnavailable):
@@ -83,7 +82,9 @@ class TouchpointProducer:
     """Produces touchpoints (keyed by customer, else anonymous id) and dead letters.
 
     Thread-safe. The kafka-python client is created lazily and rebuilt after the
-    broker was unreachable, so a collector can start before its broker.
+    broker was unreachable, so a collector can start before its broker. With a `spool`
+    every group of records is appended to it and fsync'd before it is produced
+    (ingest.spool: the embedded broker keeps nothing over a crash).
     """
 
     def __init__(
@@ -93,8 +94,10 @@ class TouchpointProducer:
         *,
         client_id: str = "journeys-ingest",
         factory: Callable[..., KafkaProducer] = KafkaProducer,
+        spool: SpoolWriter | None = None,
     ) -> None:
         self.kafka = kafka
+        self.spool = spool
         self.tuning = (tuning or ProducerTuning()).with_overrides(kafka.producer)
         self.client_id = client_id
         self._factory = factory
@@ -215,7 +218,7 @@ class TouchpointProducer:
         client = self._connected_client()
         raw, dlq = self.kafka.raw_topic, self.kafka.dead_letter_topic
         received = now_ms()
-        records: list[tuple[str, bytes | None, bytes, Headers | None]] = []
+        records: list[SpoolRecord] = []
         oversized: list[Rejection] = []
         limit = self.tuning.max_request_size - 1024
         for i, tp in enumerate(touchpoints):
@@ -256,12 +259,20 @@ class TouchpointProducer:
         self.ensure_available(len(records))
         return self._send_records(self._connected_client(), records)
 
+    def send_spooled(self, records: Sequence[SpoolRecord]) -> Delivery:
+        """Send records read back from a spool (ingest.spool.replay), in order, to the
+        partitions they went to the first time (same keys, same partitioner)."""
+        self.ensure_available(len(records))
+        return self._send_records(self._connected_client(), records)
+
     def _send_records(
-        self, client: KafkaProducer, records: list[tuple[str, bytes | None, bytes, Headers | None]]
+        self, client: KafkaProducer, records: Sequence[SpoolRecord]
     ) -> Delivery:
         delivery = Delivery(len(records))
         if not records:
             return delivery
+        if self.spool is not None:
+            self.spool.append(records)  # on disk before anything can be acknowledged
         with self._lock:
             if client is not self._client:
                 raise BrokerUnavailable(f"Kafka is unavailable: {self._last_error}",

@@ -267,6 +267,9 @@ class CollectorSettings(_RoleSettings):
     # Unconfirmed records before answering 503 (kafka-python 3.x has no buffer bound).
     max_pending: int = Field(default=100_000, ge=1)
     delivery_timeout_s: float = Field(default=10.0, gt=0)
+    # `journeys up` sets it (DATA_DIR/spool): every record is fsync'd there before it is
+    # produced, and nothing is accepted until the launcher has replayed it (ingest.spool)
+    spool_dir: Path | None = None
     # the workers' allowed lateness (the same variable): `journeys ingest` says how many
     # of its events the stream will call late
     allowed_lateness_ms: int = Field(default=300_000, ge=0)

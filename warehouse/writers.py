@@ -7,7 +7,7 @@ matter).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -111,6 +111,17 @@ def dead_letter_rows(letters: Sequence[DeadLetterLike]) -> list[tuple[Any, ...]]
 def write_dead_letters(wh: Warehouse, letters: Sequence[DeadLetterLike]) -> int:
     """Insert rejected inputs with their reason and original bytes (one insert)."""
     return wh.insert(DEAD_LETTERS.name, DEAD_LETTERS.columns, dead_letter_rows(letters))
+
+
+def forget_archived_dead_letters(wh: Warehouse, topic: str, keep: Iterable[str]) -> None:
+    """Delete the rows archived from `topic` (stages in `keep` are written by the worker
+    itself and stay). `journeys up` does this before it replays its spool into a new
+    broker: the topic's offsets start again at 0 there, so the old rows would make the
+    archiver skip new letters (dead_letter_offsets), and the replay archives the old
+    ones again anyway."""
+    wh.execute(f"ALTER TABLE {wh.database}.{DEAD_LETTERS.name} DELETE WHERE kafka_topic = "
+               "%(topic)s AND stage NOT IN %(keep)s SETTINGS mutations_sync = 1",
+               {"topic": topic, "keep": tuple(keep)})
 
 
 def dead_letter_offsets(wh: Warehouse, topic: str) -> dict[int, int]:

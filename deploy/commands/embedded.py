@@ -56,9 +56,13 @@ def register(app: typer.Typer) -> None:
 
         The collector runs as a child process (`journeys collector`, stopped by PID on
         exit): it needs no warehouse, so chdb's one-process rule does not bind it, and
-        its kafka-python CPU does not compete with the worker's event loop."""
+        its kafka-python CPU does not compete with the worker's event loop. It fsyncs
+        every record into DATA_DIR/spool before producing it (the broker keeps nothing
+        over a stop) and accepts nothing until the spool is replayed and the worker
+        runs (ingest.spool)."""
         from deploy.embedded import run_embedded
         from deploy.local._proc import free_port
+        from ingest.spool import close_gate
         from journeys.settings import EmbeddedSettings
 
         console = Console()
@@ -66,17 +70,20 @@ def register(app: typer.Typer) -> None:
                                           definitions_path=definitions)
         if not settings.broker_port:  # fixed now, so the collector knows where to send
             settings = settings.model_copy(update={"broker_port": free_port()})
-        process = _start_collector(settings, collector_port, console) if collector else None
+        spool = settings.data_dir.resolve() / "spool"
+        close_gate(spool)  # a gate left open by a run that was killed
+        process = (_start_collector(settings, collector_port, console, spool)
+                   if collector else None)
         try:
-            run_embedded(settings, sample=None, fresh=False, console=console)
+            run_embedded(settings, sample=None, fresh=False, console=console, spool=spool)
         finally:
             if process is not None:
                 process.stop()
 
 
-def _start_collector(settings: Any, port: int, console: Console) -> Any:
+def _start_collector(settings: Any, port: int, console: Console, spool: Path) -> Any:
     """`journeys collector` as a child process aimed at the embedded broker's port; it
-    answers 503 + Retry-After until the broker and its topics are up."""
+    answers 503 + Retry-After until the launcher opens the spool's gate."""
     from deploy.local._proc import ManagedProcess, port_is_free, tcp_connects
     from journeys.errors import LauncherError
 
@@ -89,7 +96,7 @@ def _start_collector(settings: Any, port: int, console: Console) -> Any:
     process = ManagedProcess(
         "collector", [sys.executable, "-m", "deploy.cli", "collector", "--host", settings.host,
                       "--port", str(port), "-b", bootstrap,
-                      "--topic-prefix", settings.kafka.topic_prefix],
+                      "--topic-prefix", settings.kafka.topic_prefix, "--spool", str(spool)],
         data_dir / "collector.log")
     process.start()
     process.wait_ready(lambda: tcp_connects(settings.host, port), timeout=30,

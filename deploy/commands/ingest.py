@@ -322,6 +322,9 @@ def register(app: typer.Typer) -> None:
         access_log: bool = typer.Option(False, help="log every request"),
         bootstrap_servers: str = _KAFKA,
         topic_prefix: str = _PREFIX,
+        spool: Path = typer.Option(
+            None, help="fsync every record here before producing it; accept nothing until "
+            "a launcher replayed it (`journeys up` passes DATA_DIR/spool)"),
     ) -> None:
         """HTTP collector: POST /v1/events → raw topic (503 + Retry-After if Kafka is down)."""
         import uvicorn
@@ -330,7 +333,8 @@ def register(app: typer.Typer) -> None:
         from journeys.logs import uvicorn_logging
 
         err = _err()
-        settings = _settings(bootstrap_servers, topic_prefix, host=host, port=port)
+        settings = _settings(bootstrap_servers, topic_prefix, host=host, port=port,
+                             spool_dir=spool)
         _ensure_topics(settings.kafka, required=False)
         keys = "write keys for " + ", ".join(settings.write_keys) if settings.write_keys \
             else "[yellow]no write keys: anyone may post[/]"
@@ -346,6 +350,8 @@ def register(app: typer.Typer) -> None:
         # Worker processes build their settings from the environment: pass overrides on.
         os.environ[envvars.KAFKA_BOOTSTRAP_SERVERS] = settings.kafka.bootstrap_servers
         os.environ[envvars.KAFKA_TOPIC_PREFIX] = settings.kafka.topic_prefix
+        if settings.spool_dir is not None:  # one segment per process, one gate for all
+            os.environ[envvars.COLLECTOR_SPOOL_DIR] = str(settings.spool_dir)
         uvicorn.run("ingest.collector:app_from_env", factory=True, host=settings.host,
                     port=settings.port, workers=workers, access_log=access_log,
                     log_level="info", **uvicorn_logging(settings.log_format))

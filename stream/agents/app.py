@@ -53,7 +53,7 @@ from stream.agents.transport import (
     Transport,
 )
 from stream.agents.validate import RawValidator, validate_group
-from stream.agents.web import install_pages
+from stream.agents.web import install_pages, ready_problems
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -166,6 +166,19 @@ class JourneysApp(faust.App):
 
     def active_partitions(self, topic: str) -> set[int]:
         return {tp.partition for tp in self.assignor.assigned_actives() if tp.topic == topic}
+
+    def owns_every_partition(self) -> bool:
+        """Running (ready_problems empty) with every partition of the raw topic (the
+        validate stage's own consumer) and of the stage topics assigned here: what a
+        lone worker, the embedded stack's, is before it can process anything
+        (`journeys up` keeps its collector closed until then)."""
+        kafka = self.ctx.settings.kafka
+        every = set(range(kafka.partitions))
+        consumer = self.raw_validator.consumer if self.raw_validator is not None else None
+        if consumer is None or ready_problems(self):
+            return False
+        raw = {tp.partition for tp in consumer.assignment() if tp.topic == kafka.raw_topic}
+        return every <= raw and every <= self.active_partitions(kafka.by_identity_topic)
 
     async def log_progress(self) -> None:
         """One INFO line per interval while anything moves: what operators grep for."""

@@ -219,3 +219,25 @@ def test_an_internal_error_is_a_counted_500_and_the_connection_lives(
     assert 'journeys_collector_requests_total{status="500"} 1.0' in text
     assert "500" in client.get("/openapi.json").json()["paths"]["/v1/events"]["post"][
         "responses"]
+
+
+def test_a_spooled_collector_refuses_until_its_gate_opens(
+        producer: RecordingProducer, tmp_path: Any) -> None:
+    from ingest.spool import open_gate
+
+    for client in client_for(producer, spool_dir=tmp_path / "spool"):
+        for _ in range(2):
+            r = client.post("/v1/events", json=EVENT)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert "starting" in r.json()["detail"]
+            assert client.get("/readyz").status_code == 503
+        assert producer.sent == []
+        open_gate(tmp_path / "spool")  # the launcher: spool replayed, worker running
+        assert client.post("/v1/events", json=EVENT).status_code == 202
+        assert client.get("/readyz").status_code == 200
+        assert [t.event_id for t in producer.sent] == ["e1"]
+
+
+def test_spool_dir_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(envvars.COLLECTOR_SPOOL_DIR, "/tmp/spool9")
+    assert str(CollectorSettings.build().spool_dir) == "/tmp/spool9"

@@ -1,0 +1,204 @@
+"""The collector's spool (ingest.spool): frames read back in order, a torn or corrupt
+tail is ignored (never a crash), and a record is fsync'd before it is produced."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest import spool as spool_module
+from ingest.producer import TouchpointProducer
+from ingest.spool import (
+    MAGIC,
+    SpoolFailed,
+    SpoolRecord,
+    SpoolStats,
+    SpoolWriter,
+    close_gate,
+    gate_is_open,
+    open_gate,
+    read_spool,
+    replay,
+    segments,
+)
+from journeys.events import EventValidator, Touchpoint
+from journeys.settings import KafkaConfig
+
+
+def frame(n: int, tag: str = "r") -> list[SpoolRecord]:
+    """n records of every shape: keyed, unkeyed, with and without headers."""
+    return [(f"t.{i % 2}", None if i % 3 == 0 else f"k{i}".encode(),
+             f'{{"{tag}": {i}}}'.encode() + b"\x00\xff" * i,
+             [("h", b"v"), ("\u00e9", b"")] if i % 2 else None) for i in range(n)]
+
+
+def test_frames_read_back_in_order_across_segments(tmp_path: Path) -> None:
+    first = SpoolWriter(tmp_path)
+    written = [frame(3, "a"), frame(1, "b"), frame(7, "c")]
+    for f in written[:2]:
+        first.append(f)
+    first.close()
+    second = SpoolWriter(tmp_path)  # a restarted collector: a segment of its own
+    second.append(written[2])
+    second.append([])  # nothing to write: no frame
+    second.close()
+    assert [p.name for p in segments(tmp_path)] == ["00000001.spool", "00000002.spool"]
+    stats = SpoolStats()
+    assert list(read_spool(tmp_path, stats)) == written
+    assert (stats.frames, stats.records, stats.ignored_bytes) == (3, 11, 0)
+    assert stats.frame_bytes == sum(p.stat().st_size - len(MAGIC) for p in segments(tmp_path))
+
+
+def test_no_segment_before_the_first_record(tmp_path: Path) -> None:
+    SpoolWriter(tmp_path / "spool").close()
+    assert segments(tmp_path / "spool") == [] and list(read_spool(tmp_path / "spool")) == []
+
+
+@pytest.mark.parametrize("cut", [1, 4, 8, 9, 20])
+def test_a_torn_last_frame_is_ignored(tmp_path: Path, cut: int) -> None:
+    writer = SpoolWriter(tmp_path)
+    writer.append(frame(2))
+    writer.append(frame(5))
+    path = writer.path
+    writer.close()
+    assert path is not None
+    size = path.stat().st_size
+    os.truncate(path, size - cut)  # the crash came in the middle of the last write
+    later = SpoolWriter(tmp_path)
+    later.append(frame(1, "after"))
+    later.close()
+    stats = SpoolStats()
+    assert list(read_spool(tmp_path, stats)) == [frame(2), frame(1, "after")]
+    assert stats.torn_segments == 1 and stats.ignored_bytes > 0
+
+
+def test_corrupt_bytes_end_their_segment_without_a_crash(tmp_path: Path) -> None:
+    writer = SpoolWriter(tmp_path)
+    for _ in range(3):
+        writer.append(frame(2))
+    path = writer.path
+    writer.close()
+    assert path is not None
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in the last frame's payload: its CRC fails
+    path.write_bytes(bytes(data) + b"\xff" * 11)
+    assert list(read_spool(tmp_path)) == [frame(2), frame(2)]
+    (tmp_path / "00000009.spool").write_bytes(MAGIC[:3])  # died while creating a segment
+    (tmp_path / "00000010.spool").write_bytes(MAGIC + b"\xff\xff\xff\x7f" + b"\x00" * 4)
+    stats = SpoolStats()
+    assert len(list(read_spool(tmp_path, stats))) == 2 and stats.torn_segments == 3
+
+
+def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
+    writer = SpoolWriter(tmp_path)
+
+    def write(tag: str) -> None:
+        for _ in range(25):
+            writer.append(frame(4, tag))
+
+    threads = [threading.Thread(target=write, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    frames = list(read_spool(tmp_path))
+    assert len(frames) == 100
+    assert all(f in (frame(4, f"w{i}") for i in range(4)) for f in frames)
+
+
+def test_replay_hands_over_everything_in_chunks(tmp_path: Path) -> None:
+    writer = SpoolWriter(tmp_path)
+    for i in range(10):
+        writer.append(frame(3, str(i)))
+    writer.close()
+    sent: list[list[SpoolRecord]] = []
+    progress: list[int] = []
+    stats = replay(tmp_path, sent.append, chunk=7,
+                   on_progress=lambda s: progress.append(s.records))
+    assert [r for chunk in sent for r in chunk] == [r for i in range(10)
+                                                     for r in frame(3, str(i))]
+    assert all(len(c) >= 7 for c in sent[:-1]) and stats.records == 30
+    assert progress == sorted(progress) and progress
+
+
+def test_an_unwritable_spool_refuses(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SpoolFailed):
+        SpoolWriter(blocker / "spool").append(frame(1))
+
+
+def test_the_gate(tmp_path: Path) -> None:
+    d = tmp_path / "spool"
+    assert not gate_is_open(d)
+    open_gate(d)
+    assert gate_is_open(d)
+    close_gate(d)
+    close_gate(d)  # closing a closed gate is fine (a first start)
+    assert not gate_is_open(d)
+
+
+# -- fsync before produce -------------------------------------------------------------
+
+class _Future:
+    def add_both(self, fn: Any, *args: Any) -> None:
+        fn(*args, object())  # acknowledged at once
+
+
+class _Client:
+    """The Kafka client's side of the producer: notes each send, and what the spool
+    held on disk at that moment."""
+
+    def __init__(self, journal: list[str], spool: Path, **_: Any) -> None:
+        self.journal, self.spool = journal, spool
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def send(self, topic: str, **_: Any) -> _Future:
+        on_disk = sum(len(f) for f in read_spool(self.spool))
+        self.journal.append(f"send {topic} with {on_disk} records on disk")
+        return _Future()
+
+
+@pytest.fixture
+def listener() -> Iterator[str]:
+    """Something that accepts TCP on 127.0.0.1 (the producer probes the broker)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_records_are_fsynced_before_they_are_produced(
+        tmp_path: Path, listener: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        journal.append("fsync")
+
+    monkeypatch.setattr(spool_module.os, "fsync", fsync)
+    spool = SpoolWriter(tmp_path)
+    producer = TouchpointProducer(
+        KafkaConfig(bootstrap_servers=listener), spool=spool,
+        factory=lambda **kw: _Client(journal, tmp_path, **kw))
+    validator = EventValidator(("web",))
+    tps = [validator.validate({"event_id": f"e{i}", "type": "view", "channel": "web",
+                               "occurred_at": 1_772_323_200_000, "anonymous_id": "a"})
+           for i in range(3)]
+    assert all(isinstance(t, Touchpoint) for t in tps)
+    delivery, _ = producer.send_batch(tps, stage="test")  # type: ignore[arg-type]
+    assert delivery.ok
+    # the new segment (magic + directory), then the frame, then the three sends
+    assert journal == ["fsync", "fsync", "fsync"] + [
+        "send journeys.touchpoints with 3 records on disk"] * 3
+    assert [r[2] for r in next(read_spool(tmp_path))] == [t.to_json() for t in tps]
