@@ -76,6 +76,10 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
 
+ALERTS_422 = _error("a parameter outside its schema, or `from` after `to` (`from` equal to "
+                    "`to` is an empty range: no alerts)", "InvalidQuery",
+                    "'from' (2024-02-01T00:00:00.000Z) is after 'to' (2024-01-01T00:00:00.000Z)")
+
 NOT_FOUND_ALERT = _error("no alert or recovery notice with this id", "NotFound",
                          "no alert '0123456789abcdef01234567'")
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ApiState, state
-from api.openapi import NOT_FOUND_ALERT
+from api.openapi import ALERTS_422, NOT_FOUND_ALERT
 from api.params import IsoDateTime
 from journeys.errors import NotFound
 from journeys.timeutil import datetime_to_ms, format_duration_ms, ms_to_datetime
@@ -87,7 +87,8 @@ def _ms(value: datetime | None, name: str) -> int | None:
     return max(0, datetime_to_ms(value))  # nothing is older than 1970: the same range
 
 
-@router.get("", response_model=AlertPage, summary="Alert history, newest window first")
+@router.get("", response_model=AlertPage, summary="Alert history, newest window first",
+            responses={422: ALERTS_422})
 async def list_alerts(
     st: Annotated[ApiState, Depends(state)],
     journey: Annotated[str | None, Query(max_length=64)] = None,

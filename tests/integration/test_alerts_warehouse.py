@@ -92,8 +92,9 @@ def test_write_is_idempotent_and_query_filters_and_pages(wh: Warehouse) -> None:
 def test_bad_filters_are_invalid_queries() -> None:
     with pytest.raises(InvalidQuery):
         alerts_query.build("db", kind="maybe")
-    with pytest.raises(InvalidQuery):
-        alerts_query.build("db", from_ms=10, to_ms=10)
+    with pytest.raises(InvalidQuery, match=r"'from' \(1970-01-01T00:00:00\.011.*\) is after 'to'"):
+        alerts_query.build("db", from_ms=11, to_ms=10)
+    alerts_query.build("db", from_ms=10, to_ms=10)  # an empty half-open range: no alerts
     with pytest.raises(InvalidQuery):
         alerts_query.build("db", limit=0)
     with pytest.raises(InvalidQuery):

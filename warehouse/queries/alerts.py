@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from journeys.errors import InvalidQuery
+from journeys.timeutil import ms_to_iso
 from warehouse.backend import Warehouse
 from warehouse.sql import qualified
 from warehouse.writers_alerts import ALERTS
@@ -51,8 +52,10 @@ def _where(
 ) -> tuple[str, dict[str, Any]]:
     if kind is not None and kind not in KINDS:
         raise InvalidQuery(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if from_ms is not None and to_ms is not None and from_ms >= to_ms:
-        raise InvalidQuery("'from' must be before 'to'")
+    if from_ms is not None and to_ms is not None and from_ms > to_ms:
+        # the same words as every report's range check (api/openapi.py documents them);
+        # from == to is an empty half-open range: no alerts, not an error
+        raise InvalidQuery(f"'from' ({ms_to_iso(from_ms)}) is after 'to' ({ms_to_iso(to_ms)})")
     for name, ms in (("from", from_ms), ("to", to_ms)):
         if ms is not None and ms < 0:
             raise InvalidQuery(f"'{name}' must not be before 1970")
