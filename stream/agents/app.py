@@ -31,6 +31,7 @@ import faust
 from journeys.definitions import load_definitions
 from journeys.events import EventValidator
 from journeys.settings import KafkaConfig, WorkerSettings
+from journeys.stages import stages
 from journeys.topics import (
     CHANGELOG_TOPIC_CONFIGS,
     PRODUCER_MAX_REQUEST_BYTES,
@@ -42,7 +43,7 @@ from stream.agents.alerts import ALERT_TABLE, AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.crash_journal import CrashJournal
 from stream.agents.customers import CustomerAgent
-from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
+from stream.agents.dead_letters import DeadLetterArchiver
 from stream.agents.identity import IdentityAgent
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
@@ -52,7 +53,7 @@ from stream.agents.transport import (
     OffsetGuard,
     Transport,
 )
-from stream.agents.validate import RawValidator, validate_group
+from stream.agents.validate import RawValidator
 from stream.agents.web import install_pages, ready_problems
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
@@ -329,15 +330,6 @@ def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
 
 
 def committed_stages(kafka_topics: KafkaConfig, app_id: str) -> tuple[tuple[str, str], ...]:
-    """(topic, consumer group) of each stage in processing order: each stage commits a
-    batch only after its outputs are durable, so a worker has processed everything
-    produced before some moment once, stage by stage, each group has committed the end
-    offsets its topic had after the stage before it got there (stages keep sending
-    watermark claims, so the ends move on; see tests/integration/stream_support.py).
-    The handovers topic is written by the customer stage itself: wait for it twice."""
-    return ((kafka_topics.raw_topic, validate_group(app_id)),
-            (kafka_topics.by_identity_topic, app_id),
-            (kafka_topics.by_customer_topic, app_id),
-            (kafka_topics.handovers_topic, app_id),
-            (kafka_topics.step_reached_topic, app_id),
-            (kafka_topics.dead_letter_topic, dead_letter_group(app_id)))
+    """(topic, consumer group) of each stage in processing order (journeys.stages; a
+    wait checks the handovers topic twice, `Stage.rounds`)."""
+    return tuple((s.topic, s.group) for s in stages(kafka_topics, app_id))
