@@ -11,7 +11,7 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from api.deps import ApiState, state
 from warehouse.queries import status as queries
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/v1", tags=["operations"])
 
 _RANGE = r"^[0-9]{1,5}:[0-9]{1,18}-[0-9]{1,18}$"
 _TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
+_Range = Annotated[str, StringConstraints(pattern=_RANGE)]
 _MAX_MS = 4_294_967_295_000  # the last second a ClickHouse DateTime holds
 
 
@@ -67,8 +68,8 @@ async def warehouse_status(st: Annotated[ApiState, Depends(state)]) -> Warehouse
 async def run_counts(
     st: Annotated[ApiState, Depends(state)],
     topic: Annotated[str, Query(pattern=_TOPIC, description="the raw topic")],
-    ranges: Annotated[list[str], Query(
-        alias="range", max_length=queries.MAX_RANGES, pattern=_RANGE,
+    ranges: Annotated[list[_Range], Query(
+        alias="range", max_length=queries.MAX_RANGES,
         description="PARTITION:START-END (END exclusive), repeated")] = [],  # noqa: B006
     since_ms: Annotated[int, Query(ge=0, le=_MAX_MS, description="epoch ms: count the "
                                    "customer stage's late events detected since")] = 0,
