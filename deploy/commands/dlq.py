@@ -65,12 +65,12 @@ def _select(refs: list[str] | None, reason: str | None, stage: list[str] | None,
 def _load(bootstrap: str | None, prefix: str | None, selection: Any) -> tuple[Any, Any, Any]:
     """(settings, kafka, (matching letters, redrive marks)), the broker found as
     every command finds it (deploy.discovery)."""
-    from deploy.ops.context import ops_target
+    from deploy.ops.context import hinted, ops_target
     from deploy.ops.dlq_io import read_letters, read_marks
 
     err = _err()
     settings, target = ops_target(bootstrap, prefix, err)
-    with err.status(f"reading {target.kafka.dead_letter_topic} …") as status:
+    with hinted(target), err.status(f"reading {target.kafka.dead_letter_topic} …") as status:
         def progress(done: int, total: int) -> None:
             status.update(f"reading {target.kafka.dead_letter_topic}: {done:,}/{total:,}")
 

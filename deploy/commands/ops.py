@@ -97,12 +97,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per stage: committed vs end offsets (lag); event time; late and dead-lettered
         counts; the warehouse's rows and last writes. Reads only: safe any time."""
-        from deploy.ops.context import ops_target, warehouse_source
+        from deploy.ops.context import hinted, ops_target, warehouse_source
         from deploy.ops.status import collect, to_json
 
         err = Console(stderr=True, soft_wrap=True)
         settings, target = ops_target(bootstrap_servers, topic_prefix, err)
-        report = collect(target, warehouse_source(settings, target))
+        with hinted(target):
+            report = collect(target, warehouse_source(settings, target))
         if as_json:
             sys.stdout.buffer.write(orjson.dumps(to_json(report), option=orjson.OPT_INDENT_2)
                                     + b"\n")

@@ -4,11 +4,24 @@ directory is held by the stack's process)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 
 from deploy.discovery import Target, resolve
 from deploy.ops.sources import DirectWarehouse, StackApi, WarehouseSource
+from journeys.errors import ServiceUnavailable
 from journeys.settings import WorkerSettings
+
+
+@contextmanager
+def hinted(target: Target) -> Iterator[None]:
+    """An unreachable broker's error says how a broker is found, when none was given."""
+    try:
+        yield
+    except ServiceUnavailable as exc:
+        raise ServiceUnavailable(f"{exc}{target.unreachable_hint()}") from exc
 
 
 def ops_target(bootstrap: str | None, prefix: str | None, console: Console

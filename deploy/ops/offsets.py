@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+from ingest.delivery import tcp_reachable
 from journeys.errors import ServiceUnavailable
 
 Ends = dict[tuple[str, int], int]
@@ -29,12 +30,15 @@ class Committed:
 
 def _consumer(bootstrap: str, group: str | None = None, timeout_s: float = 10.0
               ) -> KafkaConsumer:
+    if not tcp_reachable(bootstrap):  # fail now, not after the client's bootstrap timeout
+        raise ServiceUnavailable(f"Kafka at {bootstrap} is unreachable: nothing answers there")
     ms = max(2000, int(timeout_s * 1000))
     try:
         return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                              enable_auto_commit=False, fetch_max_wait_ms=20,
                              max_partition_fetch_bytes=1024, request_timeout_ms=ms,
-                             allow_auto_create_topics=False, auto_offset_reset="earliest")
+                             bootstrap_timeout_ms=ms, allow_auto_create_topics=False,
+                             auto_offset_reset="earliest")
     except (KafkaTimeoutError, KafkaConnectionError) as exc:
         raise ServiceUnavailable(f"Kafka at {bootstrap} is unreachable: {exc}") from exc
 
