@@ -24,11 +24,12 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from journeys import envvars
 from journeys.errors import ConfigError
 from journeys.timeutil import ms_to_iso, now_ms
 
 STACK_FILE = "stack.json"
-REGISTRY_ENV = "JOURNEYS_STACK_REGISTRY"  # journeys.envvars.STACK_REGISTRY
+REGISTRY_ENV = envvars.STACK_REGISTRY
 
 
 class Stack(BaseModel):

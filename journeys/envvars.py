@@ -24,6 +24,10 @@ KAFKA_PROCESSING_GUARANTEE = "JOURNEYS_KAFKA__PROCESSING_GUARANTEE"  # at_least_
 # Not a settings field: read by deploy.local.kafka (the local Apache Kafka launcher) for
 # the directory of its Maven Central jars; default ~/.cache/journeys/kafka-<version>.
 KAFKA_JARS_DIR = "JOURNEYS_KAFKA_JARS_DIR"
+# Not a settings field: read by deploy.stack. Where running `journeys up`/`demo` stacks
+# register, so `ingest`, `generate`, `status` and `dlq` find one from any directory;
+# default $XDG_STATE_HOME/journeys/stacks (~/.local/state/journeys/stacks).
+STACK_REGISTRY = "JOURNEYS_STACK_REGISTRY"
 
 WAREHOUSE_BACKEND = "JOURNEYS_WAREHOUSE__BACKEND"
 WAREHOUSE_PATH = "JOURNEYS_WAREHOUSE__PATH"

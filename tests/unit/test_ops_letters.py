@@ -141,7 +141,9 @@ def test_stage_lag_and_caught_up() -> None:
     assert caught_up({0: 10, 1: 0}, {0: 10})
     assert not caught_up({0: 10}, {0: 9})
     assert ranges({0: 5, 1: 3}, {0: 9, 1: 3, 2: 4}) == [(0, 5, 9), (2, 0, 4)]
-    assert [s.name for s in layout][0] == "validate" and layout[3].rounds == 2
+    assert [s.name for s in layout] == ["validate", "identity", "customers", "handovers",
+                                        "alerts", "dead letters"]
+    assert layout[3].rounds == 2
 
 
 def test_source_clock_reads_the_validate_commit_metadata() -> None:
