@@ -62,6 +62,10 @@ ALERTING_QUEUE_SIZE = "JOURNEYS_ALERTING__QUEUE_SIZE"
 HTTP_HOST = "JOURNEYS_HOST"
 HTTP_PORT = "JOURNEYS_PORT"
 
+# `journeys up` / `demo`: the embedded broker's port (0, the default: a free one; the
+# stack file says which, deploy.stack)
+EMBEDDED_BROKER_PORT = "JOURNEYS_BROKER_PORT"
+
 # query API keys, JSON: {"pm": "rk_...", "prom": {"key": "...", "scopes": ["metrics"]}}
 API_KEYS = "JOURNEYS_API_KEYS"
 
