@@ -83,8 +83,8 @@ ALERTS_422 = _error("a parameter outside its schema, or `from` after `to` (`from
 NOT_FOUND_ALERT = _error("no alert or recovery notice with this id", "NotFound",
                          "no alert '0123456789abcdef01234567'")
 
-COHORT_EXAMPLE = {"journey": "purchase", "from": "2024-01-01", "to": "2024-01-31",
-                  "channel": None}
+COHORT_EXAMPLE = {"journey": "purchase", "version": "259f6e2ec60f", "from": "2024-01-01",
+                  "to": "2024-01-31", "channel": None}
 PAGE_EXAMPLE = {"limit": 1000, "offset": 0, "next_offset": None}
 
 FUNNEL_EXAMPLE = {
@@ -139,6 +139,7 @@ CUSTOMER_EXAMPLE = {
         "last_event_at": "2024-01-02T10:05:00Z", "furthest_step": "cart",
         "furthest_step_index": 2, "dropped_at": "cart", "entry_channel": "web",
         "channels": ["web", "app"], "events": 3, "path_truncated": False,
+        "definition_version": "259f6e2ec60f",
         "path": [{"type": "product_view", "channel": "web", "at": "2024-01-02T10:00:00Z"},
                  {"type": "add_to_cart", "channel": "app", "at": "2024-01-02T10:03:00Z"},
                  {"type": "cart", "channel": "app", "at": "2024-01-02T10:05:00Z"}],

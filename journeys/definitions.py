@@ -1,7 +1,10 @@
 """Journey definitions (DESIGN.md): loaded from YAML at start, validated, versioned.
 
-The version is a content hash of the normalised definitions, so every output row can
-say which rules produced it and a changed file is visible in the API.
+Two versions (docs/semantics.md "Definition versions"): each definition has its own
+`version` (an explicit `version:` in the YAML, else a content hash of that one
+definition without its description), stored with every result row it produces, so a
+changed definition's results sit beside the old ones and reports pick one; the file's
+`version` (a hash of the whole file) says which file a worker or the API loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from journeys.errors import ConfigError, DefinitionNotFound
 from journeys.timeutil import parse_duration_ms
+from journeys.versions import UNVERSIONED
 
 DEFAULT_DEFINITIONS_FILE = "default_definitions.yaml"
 
@@ -65,11 +69,22 @@ class JourneyDefinition(BaseModel):
     conversion_window_ms: int = Field(default=7 * 86_400_000, alias="conversion_window")
     off_path: tuple[str, ...] | None = None
     alert: AlertRule = AlertRule()
+    version: str = Field(default="", pattern=r"^$|^[A-Za-z0-9_.\-]{1,40}$")
+    """Explicit (`version:` in the YAML) or, when absent, `definition_fingerprint`."""
 
     @field_validator("abandon_after_ms", "conversion_window_ms", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return _ms(v)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return str(v)  # `version: 2` in YAML
+        if v == UNVERSIONED:
+            raise ValueError(f"{UNVERSIONED!r} names rows written before versions existed")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> JourneyDefinition:
@@ -81,6 +96,8 @@ class JourneyDefinition(BaseModel):
             raise ValueError(f"journey {self.name!r}: abandon_after/conversion_window must be > 0")
         if self.off_path and set(self.off_path) & set(self.steps):
             raise ValueError(f"journey {self.name!r}: off_path types must not be steps")
+        if not self.version:
+            object.__setattr__(self, "version", definition_fingerprint(self))
         return self
 
     @property
@@ -140,6 +157,14 @@ class Definitions(BaseModel):
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(j.name for j in self.journeys)
+
+
+def definition_fingerprint(d: JourneyDefinition) -> str:
+    """Content hash of one definition: everything that shapes its results (steps,
+    timing, off-path types, alert rule), not its description or version."""
+    body = orjson.dumps(d.model_dump(mode="json", exclude={"version", "description"}),
+                        option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()[:12]
 
 
 def _fingerprint(defs: Definitions) -> str:

@@ -65,10 +65,12 @@ def _create(statement: str, database: str, cluster: str) -> list[str]:
 
 def _add_column(change: AddColumn, database: str, cluster: str) -> list[str]:
     """Local table first: the Distributed table must not name a column its shards lack.
-    (No IF NOT EXISTS on 18.16: schema.migrate checks system.columns first.)"""
+    (No IF NOT EXISTS on 18.16: schema.migrate checks system.columns first.) A new
+    sorting key applies to the local tables only (a Distributed table has none)."""
+    local = change.table + LOCAL_SUFFIX
     return [f"ALTER TABLE {database}.{name} ON CLUSTER {cluster} "
-            f"ADD COLUMN {change.column} {change.type}"
-            for name in (change.table + LOCAL_SUFFIX, change.table)]
+            f"ADD COLUMN {change.column} {change.type}{key}"
+            for name, key in ((local, change.order_by()), (change.table, ""))]
 
 
 def render(statement: Statement, database: str, cluster: str) -> list[str]:

@@ -24,9 +24,17 @@ class AddColumn:
     table: str
     column: str
     type: str
+    key: tuple[str, ...] = ()
+    """The new sorting key when the column joins it (`MODIFY ORDER BY` in the same
+    ALTER: allowed only for a column added there, without a DEFAULT expression, so old
+    rows read the type's default)."""
 
     def render(self, database: str) -> str:
-        return f"ALTER TABLE {database}.{self.table} ADD COLUMN {self.column} {self.type}"
+        return (f"ALTER TABLE {database}.{self.table} ADD COLUMN {self.column} {self.type}"
+                f"{self.order_by()}")
+
+    def order_by(self) -> str:
+        return f", MODIFY ORDER BY ({', '.join(self.key)})" if self.key else ""
 
 
 Statement = str | AddColumn
@@ -232,6 +240,20 @@ _CAPPED_PATHS = (
     AddColumn("journey_instances", "capped_detour_counts", "Array(UInt32)"),
 )
 
+_DEFINITION_VERSIONS = (
+    # The version of the journey definition that produced a row (journeys.definitions):
+    # part of the deduplication key, so rows of two versions of one instance or alert
+    # both stay and reports pick one. Rows written before read '' (the API's
+    # `unversioned`, journeys.versions). docs/semantics.md "Definition versions".
+    AddColumn("journey_instances", "definition_version", "String",
+              ("journey", "instance_id", "definition_version")),
+    AddColumn("alerts", "definition_version", "String",
+              ("journey", "window_start_ms", "step", "channel", "definition_version")),
+    AddColumn("journey_rollups", "definition_version", "String",
+              ("journey", "source_part", "day", "entry_channel", "furthest_step", "status",
+               "dropped_at", "definition_version")),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
@@ -243,4 +265,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Late events, left out of journeys: counted, listed and reported (stream.stages).
     Migration(7, "0007_late_events", (_LATE_EVENTS,)),
     Migration(8, "0008_capped_paths", _CAPPED_PATHS),  # stream.engine.runs (path_cap)
+    Migration(9, "0009_definition_versions", _DEFINITION_VERSIONS),  # journeys.definitions
 )

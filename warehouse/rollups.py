@@ -28,7 +28,8 @@ from warehouse.tables import JOURNEY_INSTANCES, JOURNEY_ROLLUPS
 MARKER = ""
 """`journey` of a part's marker row (journey names are never empty)."""
 
-KEYS = ("journey", "day", "entry_channel", "furthest_step", "status", "dropped_at")
+KEYS = ("journey", "day", "entry_channel", "furthest_step", "status", "dropped_at",
+        "definition_version")
 
 
 def _parts(wh: Warehouse) -> list[tuple[int, str]]:
@@ -77,7 +78,7 @@ def roll_up(wh: Warehouse) -> list[int]:
         )
         first = date(month // 100, month % 100, 1)
         wh.insert(JOURNEY_ROLLUPS.name, JOURNEY_ROLLUPS.columns,
-                  [(part, MARKER, first, "", 0, "", "", 0)])
+                  [(part, MARKER, first, "", 0, "", "", 0, "")])
         made.append(month)
     stale = sorted(done - {p for _, p in settled})  # merged away, or no longer settled
     if stale:

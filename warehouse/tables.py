@@ -123,6 +123,9 @@ JOURNEY_INSTANCES = Table(
         ("capped_detour_steps", "Array(String)"),
         ("capped_detour_channels", "Array(String)"),
         ("capped_detour_counts", "Array(UInt32)"),
+        # 0009: the version of the definition that produced the row (part of the key;
+        # '' in older rows: journeys.versions.UNVERSIONED)
+        ("definition_version", "String"),
     ),
 )
 """Journey instance upserts (migrations 0003, 0004, 0005, 0008). ReplacingMergeTree(version)
@@ -157,6 +160,7 @@ JOURNEY_ROLLUPS = Table(
         ("status", "String"),
         ("dropped_at", "String"),
         ("instances", "UInt64"),  # live instances (deleted = 0) with these values
+        ("definition_version", "String"),  # 0009 (part of the key)
     ),
 )
 """Per-part counts of settled journey_instances months (migration 0006, written by

@@ -42,6 +42,7 @@ ALERTS = Table(
         ("resolves", "String"),  # recovered: the alert_id it closes; '' otherwise
         ("created_at_ms", "UInt64"),  # wall clock when it was written
         ("payload", "String"),  # the record as JSON, as emitted
+        ("definition_version", "String"),  # 0009: the definition's version (in the key)
     ),
 )
 """Created by migration 0002_alerts (warehouse.migrations)."""
@@ -56,9 +57,10 @@ _REQUIRED = (
 def alert_rows(
     records: Sequence[Mapping[str, Any]], *, created_at_ms: int | None = None
 ) -> list[tuple[Any, ...]]:
-    """Rows in ALERTS.columns order; a batch's repeated alert_ids are sent once."""
+    """Rows in ALERTS.columns order; a batch's repeated alerts (id and definition
+    version) are sent once."""
     created = now_ms() if created_at_ms is None else created_at_ms
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     rows: list[tuple[Any, ...]] = []
     for r in records:
         missing = [k for k in _REQUIRED if k not in r]
@@ -66,9 +68,10 @@ def alert_rows(
             raise ValueError(f"an alert record lacks {missing}")
         if r["kind"] not in ("fired", "recovered"):
             raise ValueError(f"unknown alert kind {r['kind']!r}")
-        if r["alert_id"] in seen:
+        key = (str(r["alert_id"]), str(r.get("definition_version") or ""))
+        if key in seen:
             continue
-        seen.add(r["alert_id"])
+        seen.add(key)
         rows.append((
             r["alert_id"], r["kind"], r["journey"], r["step"], int(r["step_index"]),
             r["channel"], int(r["window_start_ms"]), int(r["window_end_ms"]),
@@ -76,7 +79,7 @@ def alert_rows(
             int(r["dropped"]), float(r["rate"]), float(r["baseline"]),
             int(r["baseline_windows"]), float(r["threshold"]), float(r["confidence"]),
             float(r["p_value"]), r.get("resolves") or "", created,
-            orjson.dumps(dict(r)).decode(),
+            orjson.dumps(dict(r)).decode(), str(r.get("definition_version") or ""),
         ))
     return rows
 

@@ -6,7 +6,8 @@ last_event_at_ms, and context_keys/values from an `entry_context` mapping: the o
 event's context, and `events`: the path's length) are computed here when absent, so
 every writer derives them alike.
 Replays are harmless: the table is a ReplacingMergeTree(version) keyed by (journey,
-instance_id), so re-sending a version collapses into one row under FINAL.
+instance_id, definition_version), so re-sending a version collapses into one row under
+FINAL; rows of another definition version of the instance stay beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _REQUIRED = (
     "furthest_step_name", "path_types", "path_channels", "path_times", "version",
 )
 _VERSION = JOURNEY_INSTANCES.columns.index("version")
+_DEFINITION_VERSION = JOURNEY_INSTANCES.columns.index("definition_version")
 _PATH = ("path_types", "path_channels", "path_times")
 _DETOURS = ("detour_kinds", "detour_steps", "detour_channels", "detour_times")
 _CAPPED = ("capped_detour_kinds", "capped_detour_steps", "capped_detour_channels",
@@ -114,15 +116,18 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
         int(r.get("events") or len(path_times)), 1 if r.get("path_truncated") else 0,
         *([str(x) for x in r.get(n) or ()] for n in _CAPPED[:3]),
         [int(c) for c in r.get("capped_detour_counts") or ()],
+        str(r.get("definition_version") or ""),
     )
 
 
 def journey_retraction_row(instance_id: str, journey: str, customer_id: str,
-                           opened_at_ms: int, version: int) -> tuple[Any, ...]:
-    """A tombstone for an instance id that no longer exists: same sorting key and
-    partition (opened_at) as its rows, a higher version, deleted = 1. Readers filter
-    `deleted = 0` after FINAL (never in PREWHERE, see docs/warehouse.md)."""
-    return journey_instance_row({
+                           opened_at_ms: int, version: int,
+                           definition_version: str = "") -> tuple[Any, ...]:
+    """A tombstone for an instance id that no longer exists: same sorting key (with its
+    definition version) and partition (opened_at) as its rows, a higher version,
+    deleted = 1. Readers filter `deleted = 0` after FINAL (never in PREWHERE, see
+    docs/warehouse.md)."""
+    return journey_instance_row({"definition_version": definition_version,
         "instance_id": instance_id, "journey": journey, "customer_id": customer_id,
         "status": "open", "opened_at_ms": opened_at_ms, "furthest_step": 0,
         "furthest_step_name": "", "path_types": [""], "path_channels": [""],
@@ -132,12 +137,13 @@ def journey_retraction_row(instance_id: str, journey: str, customer_id: str,
 
 
 def journey_instance_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-    """Rows for a batch; a batch's repeated (instance_id, version) pairs are sent once."""
-    seen: set[tuple[str, int]] = set()
+    """Rows for a batch; a batch's repeated (instance_id, definition version, version)
+    are sent once."""
+    seen: set[tuple[str, str, int]] = set()
     rows: list[tuple[Any, ...]] = []
     for r in records:
         row = journey_instance_row(r)
-        key = (row[0], row[_VERSION])
+        key = (row[0], row[_DEFINITION_VERSION], row[_VERSION])
         if key in seen:
             continue
         seen.add(key)

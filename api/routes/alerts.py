@@ -12,8 +12,10 @@ from pydantic import BaseModel, Field
 from api.deps import ApiState, state
 from api.openapi import ALERTS_422, NOT_FOUND_ALERT
 from api.params import IsoDateTime
-from journeys.errors import NotFound
+from api.versions import VersionQuery, at_version, current
+from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import datetime_to_ms, format_duration_ms, ms_to_datetime
+from journeys.versions import shown_version
 from warehouse.queries import alerts as alerts_query
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -41,6 +43,9 @@ class AlertOut(BaseModel):
     p_value: float = Field(description="P(X >= dropped), X ~ Binomial(population, baseline)")
     resolves: str | None = Field(description="recovered: the alert_id this notice closes")
     created_at: datetime
+    definition_version: str = Field(
+        description="version of the definition whose rule judged it ('unversioned': "
+                    "written before versions)")
 
 
 class AlertPage(BaseModel):
@@ -76,6 +81,7 @@ def _out(r: alerts_query.AlertRow) -> AlertOut:
         rate=r.rate, baseline=r.baseline, baseline_windows=r.baseline_windows,
         threshold=r.threshold, confidence=r.confidence, p_value=r.p_value,
         resolves=r.resolves or None, created_at=ms_to_datetime(r.created_at_ms),
+        definition_version=shown_version(r.definition_version),
     )
 
 
@@ -101,17 +107,28 @@ async def list_alerts(
         alias="to", description="window start before (ISO-8601; no zone = UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=alerts_query.MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    version: VersionQuery = None,
 ) -> AlertPage:
     filters = {
         "journey": journey, "step": step, "channel": channel, "kind": kind,
         "from_ms": _ms(date_from, "from"), "to_ms": _ms(date_to, "to"),
-        "limit": limit, "offset": offset,
+        "limit": limit, "offset": offset, "versions": _versions(st, journey, version),
     }
     alerts_query.build(st.warehouse.database, **filters)  # bad input -> 422 before any I/O
     rows, total = await to_thread.run_sync(lambda: alerts_query.run(st.warehouse, **filters))
     nxt = offset + len(rows)
     return AlertPage(alerts=[_out(r) for r in rows], total=total, limit=limit, offset=offset,
                      next_offset=nxt if nxt < total else None)
+
+
+def _versions(st: ApiState, journey: str | None,
+              version: str | None) -> list[tuple[str, str]]:
+    """Each definition's current version, or `version` of `journey` (required then)."""
+    if version is None:
+        return current(st.definitions)
+    if journey is None:
+        raise InvalidQuery("'version' needs 'journey': versions are per definition")
+    return [(journey, at_version(st.definitions.get(journey), version).version)]
 
 
 @router.get("/rules", response_model=AlertRulesOut, summary="Alert rules from the definitions")

@@ -1,14 +1,18 @@
-"""Journey definitions as loaded (the rules every report and alert is computed with)."""
+"""Journey definitions as loaded (the rules every report and alert is computed with),
+each with its current version and the versions the warehouse holds results of."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import ApiState, state
 from journeys.timeutil import format_duration_ms
+from journeys.versions import shown_version
+from warehouse.queries import definition_versions
 
 router = APIRouter(prefix="/v1", tags=["journeys"])
 
@@ -24,6 +28,10 @@ class AlertRuleOut(BaseModel):
 
 class JourneyOut(BaseModel):
     name: str
+    version: str = Field(description="the current version: reports read it by default")
+    versions_stored: list[str] = Field(
+        description="versions with result rows in the warehouse (`version=` on reports; "
+                    "'unversioned': rows written before versions)")
     description: str
     steps: list[str]
     entry: str
@@ -35,20 +43,25 @@ class JourneyOut(BaseModel):
 
 
 class JourneysOut(BaseModel):
-    version: str
+    version: str = Field(description="version of the whole definitions file")
     session_gap: str
     journeys: list[JourneyOut]
+    other_versions_stored: dict[str, list[str]] = Field(
+        description="journeys no longer defined that still have result rows: their versions")
 
 
 @router.get("/journeys", response_model=JourneysOut, summary="Journey definitions in force")
 async def list_journeys(st: Annotated[ApiState, Depends(state)]) -> JourneysOut:
     defs = st.definitions
+    stored = await to_thread.run_sync(lambda: definition_versions.run(st.warehouse))
+    shown = {name: [shown_version(v) for v in vs] for name, vs in stored.items()}
     return JourneysOut(
         version=defs.version,
         session_gap=format_duration_ms(defs.sessions.gap_ms),
+        other_versions_stored={n: v for n, v in shown.items() if n not in defs.names},
         journeys=[
             JourneyOut(
-                name=j.name,
+                name=j.name, version=j.version, versions_stored=shown.get(j.name, []),
                 description=j.description,
                 steps=list(j.steps),
                 entry=j.entry,

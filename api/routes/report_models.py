@@ -17,6 +17,8 @@ from api import openapi
 
 class Cohort(BaseModel):
     journey: str
+    version: str = Field(description="the definition version reported (the current one "
+                         "unless `version=` named another)")
     date_from: date = Field(serialization_alias="from")
     date_to: date = Field(serialization_alias="to")
     channel: str | None = Field(description="entry-channel filter, if any")
@@ -154,6 +156,7 @@ class CustomerJourneyOut(BaseModel):
     path_truncated: bool = Field(
         description="the path and detours list the first events only (docs/semantics.md "
                     "\"Capped paths\"); counts and reports cover all of them")
+    definition_version: str = Field(description="version of the definition that made it")
     path: list[TouchOut]
     detours: list[DetourOut]
 

@@ -37,9 +37,11 @@ from api.routes.report_models import (
     PathsOut,
     TouchOut,
 )
+from api.versions import VersionQuery, at_version, current
 from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
+from journeys.versions import shown_version
 from warehouse.queries import (
     abandonment,
     customer_journeys,
@@ -77,8 +79,9 @@ class _Request:
 
     def __init__(self, st: ApiState, name: str, date_from: date | None, date_to: date | None,
                  channel: str | None, breakdown: list[str] | None,
-                 last_day: date | None = None) -> None:
-        self.definition: JourneyDefinition = st.definitions.get(name)  # 404 if unknown
+                 last_day: date | None = None, version: str | None = None) -> None:
+        # 404 if unknown; the version the queries select (api.versions)
+        self.definition: JourneyDefinition = at_version(st.definitions.get(name), version)
         self.lo, self.hi = date_range(date_from, date_to, last_day)
         self.channel = channel
         self.breakdown = _breakdown(breakdown)
@@ -91,7 +94,9 @@ class _Request:
         """The report's cohort fields, and how many events of its days arrived late (left
         out of every figure: a report must say so, docs/semantics.md "Event time")."""
         late = await to_thread.run_sync(lambda: late_events.total(self.wh, self.lo, self.hi))
-        return {"journey": self.definition.name, "date_from": self.lo, "date_to": self.hi,
+        return {"journey": self.definition.name,
+                "version": shown_version(self.definition.version),
+                "date_from": self.lo, "date_to": self.hi,
                 "channel": self.channel,
                 "breakdown": list(default if self.breakdown is None else self.breakdown),
                 "late_events": late}
@@ -103,9 +108,10 @@ async def _common(
     date_from: Annotated[IsoDate | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
     date_to: Annotated[IsoDate | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
     channel: Annotated[str | None, Query(max_length=32, description="entry channel")] = None,
+    version: VersionQuery = None,
 ) -> _Request:
     last = await last_data_day(st, JOURNEY_INSTANCES.name) if date_to is None else None
-    return _Request(st, name, date_from, date_to, channel, None, last)
+    return _Request(st, name, date_from, date_to, channel, None, last, version)
 
 
 _DIMS = ("dimensions, repeated or comma-separated: channel, day or hour, context.<key> (a "
@@ -217,6 +223,7 @@ def _journey_out(r: customer_journeys.CustomerJourneyRow) -> CustomerJourneyOut:
         furthest_step=r.furthest_step_name, furthest_step_index=r.furthest_step,
         dropped_at=r.dropped_at or None, entry_channel=r.entry_channel, channels=r.channels,
         events=r.events, path_truncated=r.path_truncated,
+        definition_version=shown_version(r.definition_version),
         path=[TouchOut(type=t, channel=c, at=ms_to_datetime(ms)) for t, c, ms in
               zip(r.path_types, r.path_channels, r.path_times, strict=True)],
         detours=[DetourOut(kind=k, step=s, channel=c, at=ms_to_datetime(ms)) for k, s, c, ms in
@@ -237,21 +244,26 @@ async def customer_journeys_report(
     journey: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=customer_journeys.MAX_LIMIT)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    version: VersionQuery = None,
 ) -> CustomerJourneysOut:
-    if journey is not None:
-        st.definitions.get(journey)  # 404 for an unknown definition
+    versions = current(st.definitions)
+    if journey is not None:  # 404 for an unknown definition
+        versions = [(journey, at_version(st.definitions.get(journey), version).version)]
+    elif version is not None:
+        raise InvalidQuery("'version' needs 'journey': versions are per definition")
     customer_journeys.build(st.warehouse.database, customer_id, journey=journey, limit=limit,
-                            offset=offset)
+                            offset=offset, versions=versions)
 
     def lookup() -> tuple[str, list[customer_journeys.CustomerJourneyRow], int]:
         """The customer's page; for an anonymous id stitched to a customer, that one's."""
         rows, total = customer_journeys.run(st.warehouse, customer_id, journey=journey,
-                                            limit=limit, offset=offset)
+                                            limit=limit, offset=offset, versions=versions)
         if total == 0:
             linked = identity.resolve(st.warehouse, customer_id)
             if linked is not None and linked != customer_id:
                 return linked, *customer_journeys.run(st.warehouse, linked, journey=journey,
-                                                      limit=limit, offset=offset)
+                                                      limit=limit, offset=offset,
+                                                      versions=versions)
         return customer_id, rows, total
 
     key, rows, total = await to_thread.run_sync(lookup)

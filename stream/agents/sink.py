@@ -82,7 +82,8 @@ class WarehouseSink:
             write_sessions(self.warehouse, sessions)
         if instances or retractions:
             tombstones = [journey_retraction_row(r.instance_id, r.journey, r.customer_id,
-                                                 r.opened_at_ms, r.version)
+                                                 r.opened_at_ms, r.version,
+                                                 r.definition_version)
                           for r in retractions]
             write_journey_instances(self.warehouse, [r.as_record() for r in instances],
                                     tombstones)

@@ -71,6 +71,7 @@ class AlertRecord:
     confidence: float
     p_value: float
     resolves: str | None = None  # recovered: the alert_id of the last firing it closes
+    definition_version: str = ""  # of the definition whose rule judged it (in the key)
 
     @property
     def final_at_ms(self) -> int:
@@ -227,7 +228,8 @@ class StepAlertState:
             e[2] = t
         return True
 
-    def advance(self, rule: AlertRule, watermark: int) -> list[AlertRecord]:
+    def advance(self, rule: AlertRule, watermark: int,
+                definition_version: str = "") -> list[AlertRecord]:
         """Finalize every window the watermark has passed; return their records in order."""
         new_final = final_before(watermark, rule)
         if new_final <= self.final_before:
@@ -255,11 +257,13 @@ class StepAlertState:
         for ws in sorted(counts):
             per = counts[ws]
             for key in sorted(per, key=lambda ch: (ch != ALL_CHANNELS, ch)):
-                out.extend(self._close(rule, ws, key, *per[key]))
+                population, dropped = per[key]
+                out.extend(self._close(rule, ws, key, population, dropped, definition_version))
         return out
 
     def _close(
-        self, rule: AlertRule, ws: int, channel: str, population: int, dropped: int
+        self, rule: AlertRule, ws: int, channel: str, population: int, dropped: int,
+        definition_version: str = "",
     ) -> list[AlertRecord]:
         hist = self.history.setdefault(channel, ChannelHistory())
         v = judge(rule, hist.rates, hist.active is not None, population, dropped)
@@ -279,7 +283,7 @@ class StepAlertState:
             population=population, dropped=dropped, rate=dropped / population,
             baseline=v.baseline, baseline_windows=v.baseline_windows,
             threshold=rule.threshold, confidence=rule.confidence, p_value=v.p_value,
-            resolves=resolves,
+            resolves=resolves, definition_version=definition_version,
         )]
 
     def dumps(self) -> bytes:
@@ -353,7 +357,8 @@ class DropoffEvaluator:
         self.watermark = watermark
         out: list[AlertRecord] = []
         for (journey, _), st in sorted(self.states.items()):
-            out.extend(st.advance(self.definitions[journey].alert, watermark))
+            d = self.definitions[journey]
+            out.extend(st.advance(d.alert, watermark, d.version))
         out.sort(key=lambda r: (r.window_start_ms, r.journey, r.step_index))
         return out
 

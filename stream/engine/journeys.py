@@ -89,6 +89,8 @@ class JourneyEngine:
         self.definitions: tuple[JourneyDefinition, ...] = tuple(definitions)
         self.definitions_version = definitions_version
         self._names = frozenset(d.name for d in self.definitions)
+        # the version each journey's rows carry (retractions too: the same key)
+        self._versions = {d.name: d.version for d in self.definitions}
         self._specs = [(d, Spec(d, path_cap)) for d in self.definitions]
         self._entries = frozenset(d.steps[0] for d in self.definitions)
         # how long a handover source is remembered (duplicate handovers after a crash)
@@ -201,7 +203,8 @@ class JourneyEngine:
         delta = JourneyDelta()
         for iid, (journey, _dg, opened) in sorted(state.emitted.items()):
             state.seq += 1
-            delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened))
+            delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened,
+                                                self._versions.get(journey, "")))
         state.tail, state.open, state.emitted = [], {}, {}
         return sorted(events.values(), key=lambda e: (e[0], e[1])), delta
 
@@ -339,7 +342,8 @@ class JourneyEngine:
         for iid, (journey, _dg, opened) in emitted.items():
             if iid not in live and journey in self._names:
                 state.seq += 1
-                delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened))
+                delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened,
+                                                    self._versions[journey]))
         state.emitted = live
 
     @staticmethod

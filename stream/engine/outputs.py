@@ -71,7 +71,8 @@ class InstanceRow(NamedTuple):
     capped_detour_channels: list[str]
     capped_detour_counts: list[int]
     version: int
-    definitions_version: str
+    definitions_version: str  # the definitions file's version
+    definition_version: str = ""  # this journey definition's version (in the key)
     entry_context: dict[str, Any] | None = None
 
     def as_record(self) -> dict[str, Any]:
@@ -90,6 +91,7 @@ class Retraction(NamedTuple):
     customer_id: str
     version: int
     opened_at_ms: int = 0
+    definition_version: str = ""  # the definition version of the rows it retracts
 
 
 @dataclass(slots=True)
@@ -118,6 +120,7 @@ def fold_rows(
     """Apply a delta's upserts and retractions like the warehouse would (max version
     wins per instance id). `versions` keeps the winning version of retracted ids too."""
     seen = versions if versions is not None else {r.instance_id: r.version for r in rows.values()}
+    # (one definition version per engine: the instance id alone is the key here)
     items: Sequence[InstanceRow | Retraction] = [*delta.upserts, *delta.retractions]
     for item in items:
         if item.version <= seen.get(item.instance_id, -1):

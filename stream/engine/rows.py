@@ -36,5 +36,6 @@ def instance_row(d: JourneyDefinition, customer: str, r: Run, version: int,
         capped_detour_channels=[m[2] for m in more],
         capped_detour_counts=[m[3] for m in more],
         version=version, definitions_version=definitions_version,
+        definition_version=d.version,
         entry_context=r.ctx,
     )

@@ -287,7 +287,8 @@ class AlertStage:
             for key in keys.in_partition.get(q, ()):
                 st = self.state(key, get, wm)
                 before = st.final_before
-                batch.records.extend(st.advance(keys.definitions[key[0]].alert, wm))
+                d = keys.definitions[key[0]]
+                batch.records.extend(st.advance(d.alert, wm, d.version))
                 if st.final_before != before:
                     touched.add(key)
         for key in touched:

@@ -92,6 +92,7 @@ def row(defs: Definitions, inst: Instance, version: int = 2) -> dict[str, Any]:
         "detour_kinds": [x.kind for x in kept], "detour_steps": [x.step for x in kept],
         "detour_channels": [x.channel for x in kept], "detour_times": [x.t for x in kept],
         "version": version, "definitions_version": defs.version,
+        "definition_version": d.version,
         "entry_context": entry_context(inst),
     }
 
@@ -154,7 +155,8 @@ def loaded(config: WarehouseConfig) -> Iterator[tuple[Warehouse, Definitions, li
         first = instances[0]
         write_journey_instances(wh, [{**row(defs, first), "instance_id": "ghost"}])
         write_journey_instances(wh, [], retractions=[journey_retraction_row(
-            "ghost", first.journey, first.customer, first.opened_at, version=9)])
+            "ghost", first.journey, first.customer, first.opened_at, version=9,
+            definition_version=defs.get(first.journey).version)])
         yield wh, defs, instances
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {config.database}")

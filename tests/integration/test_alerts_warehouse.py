@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from journeys.definitions import load_definitions
 from journeys.errors import InvalidQuery
 from journeys.settings import WarehouseConfig
 from warehouse.backend import Warehouse
@@ -47,6 +48,8 @@ def record(ws: int, *, kind: str = "fired", journey: str = "purchase", step: str
         "window_end_ms": ws + H, "horizon_ms": 1_800_000, "population": 120, "dropped": 60,
         "rate": 0.5, "baseline": 0.1, "baseline_windows": 24, "threshold": 0.15,
         "confidence": 0.999, "p_value": 1.5e-40, "resolves": None,
+        "definition_version": load_definitions().get(journey).version
+        if journey in load_definitions().names else "",
     }
     base.update(kw)
     return base

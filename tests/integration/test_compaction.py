@@ -38,7 +38,8 @@ def _instance(i: int, opened: int, furthest: int, version: int) -> dict[str, Any
             "furthest_step_name": steps[-1], "path_types": steps,
             "path_channels": ["web"] * len(steps),
             "path_times": [opened + i * 1000 + k for k in range(len(steps))],
-            "version": version, "entry_context": {"country": "DE" if i % 2 else "FR"}}
+            "version": version, "entry_context": {"country": "DE" if i % 2 else "FR"},
+            "definition_version": D.version}
 
 
 @pytest.fixture(params=["server", "chdb"])
@@ -92,7 +93,7 @@ def test_any_mix_of_settled_months_gives_the_same_numbers(wh: Warehouse) -> None
     assert later[0][1] == later[3][1]  # rollup + FINAL month = FINAL/plain reads
     retracted = _instance(9, JAN, 0, 0)  # a tombstone in a rolled-up month
     wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, [journey_retraction_row(
-        retracted["instance_id"], "purchase", "c2", retracted["opened_at_ms"], 9)])
+        retracted["instance_id"], "purchase", "c2", retracted["opened_at_ms"], 9, D.version)])
     assert _months(wh) == ((), (202401, 202402), ())
     gone = _reports(wh)
     assert gone[3][1].opened == later[3][1].opened - 1

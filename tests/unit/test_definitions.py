@@ -29,6 +29,28 @@ def test_version_changes_with_content() -> None:
     assert a.version == parse_definitions({"journeys": [{"name": "j", "steps": ["a", "b"]}]}).version
 
 
+def test_each_definition_has_its_own_version() -> None:
+    def defs(b_steps: list[str], **a: object) -> list[str]:
+        parsed = parse_definitions({"journeys": [{"name": "a", "steps": ["x", "y"], **a},
+                                                 {"name": "b", "steps": b_steps}]})
+        return [j.version for j in parsed.journeys]
+
+    base = defs(["p", "q"])
+    assert len(base[0]) == 12 and base[0] != base[1]
+    assert defs(["p", "r"])[0] == base[0] and defs(["p", "r"])[1] != base[1]
+    assert defs(["p", "q"], description="words only") == base  # not part of the results
+    assert defs(["p", "q"], abandon_after="2h")[0] != base[0]
+    assert defs(["p", "q"], alert={"threshold": 0.3})[0] != base[0]
+    assert defs(["p", "q"], version="2024-06.b")[0] == "2024-06.b"
+    assert defs(["p", "q"], version=3)[0] == "3"  # `version: 3` in YAML
+
+
+@pytest.mark.parametrize("bad", ["unversioned", "a b", "x" * 41, "ü"])
+def test_bad_explicit_versions_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="version"):
+        parse_definitions({"journeys": [{"name": "a", "steps": ["x", "y"], "version": bad}]})
+
+
 def test_defaults_applied() -> None:
     d = parse_definitions({"journeys": [{"name": "j", "steps": ["a", "b"]}]})
     j = d.get("j")

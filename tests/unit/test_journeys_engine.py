@@ -364,3 +364,19 @@ def test_rows_fit_the_warehouse_writer() -> None:
     h.idle(H)
     for row in h.rows.values():
         assert journey_instance_row(row.as_record())[0] == row.instance_id
+
+
+def test_rows_and_retractions_carry_their_definition_version() -> None:
+    """Each journey's rows name its own definition's version; a retraction names the
+    version of the rows it hides (the same warehouse key, migration 0009)."""
+    buy, short = (d.model_copy(update={"version": v}) for d, v in
+                  zip(defs(3_600_000, 86_400_000, False), ("b1", "s7"), strict=True))
+    engine = JourneyEngine([buy, short], definitions_version="file")
+    state = CustomerJourneys()
+    ev = [(BASE + 20 * M, "e5", "view", "app", None), (BASE + 21 * M, "e6", "cart", "app", None)]
+    first = engine.apply_tail("c", state, ev, watermark=BASE)
+    assert {(r.journey, r.definition_version, r.definitions_version) for r in first.upserts} == {
+        ("buy", "b1", "file"), ("short", "s7", "file")}
+    later = engine.apply_tail("c", state, [(BASE + 10 * M, "e1", "view", "web", None)],
+                              watermark=BASE)
+    assert [(r.journey, r.definition_version) for r in later.retractions] == [("buy", "b1")]

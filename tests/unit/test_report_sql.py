@@ -20,8 +20,9 @@ from warehouse.writers_journeys import journey_instance_row, journey_instance_ro
 
 D = load_definitions().get("purchase")
 KW: dict[str, Any] = {"date_from": date(2024, 1, 2), "date_to": date(2024, 1, 3)}
-COHORT = ("WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= '2024-01-02'"
-          " AND toDate(opened_at) <= '2024-01-03'")
+VERSION = f"definition_version = '{D.version}'"
+COHORT = (f"WHERE journey = 'purchase' AND {VERSION} AND deleted = 0 AND toDate(opened_at) >= "
+          "'2024-01-02' AND toDate(opened_at) <= '2024-01-03'")
 
 
 def test_funnel_sql() -> None:
@@ -304,7 +305,7 @@ def test_rolled_up_months_are_read_from_rollups() -> None:
     split = _settled.Split(settled=(202312, 202401), dirty=(202402,), rolled=(202312,),
                            rolled_parts=("202312_1_9_2",))
     kw = {"date_from": date(2023, 12, 1), "date_to": date(2024, 2, 29)}
-    cohort = ("WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= "
+    cohort = (f"WHERE journey = 'purchase' AND {VERSION} AND deleted = 0 AND toDate(opened_at) >= "
               "'2023-12-01' AND toDate(opened_at) <= '2024-02-29' AND entry_channel = 'web'")
     cols = "instance_id, opened_at, entry_channel, status, furthest_step, dropped_at"
     assert render(*funnel.build("db", D, channel="web", breakdown=["day"], split=split,
@@ -324,7 +325,7 @@ def test_rolled_up_months_are_read_from_rollups() -> None:
         "sumIf(instances, status = 'converted') AS m_converted, "
         "sumIf(instances, status = 'abandoned') AS m_abandoned\n"
         "FROM db.journey_rollups FINAL\n"
-        "WHERE journey = 'purchase' AND day >= '2023-12-01' AND day <= '2024-02-29' AND "
+        f"WHERE journey = 'purchase' AND {VERSION} AND day >= '2023-12-01' AND day <= '2024-02-29' AND "
         "source_part IN ('202312_1_9_2') AND entry_channel = 'web'\n"
         "GROUP BY day, furthest_step\n)\n"
         "GROUP BY day, furthest_step\nORDER BY day, furthest_step"
@@ -334,12 +335,12 @@ def test_rolled_up_months_are_read_from_rollups() -> None:
         "SELECT step, status, sum(m_instances) AS instances\nFROM (\n"
         "SELECT dropped_at AS step, status, count() AS m_instances\n"
         "FROM db.journey_instances FINAL\n"
-        "WHERE journey = 'purchase' AND deleted = 0 AND toDate(opened_at) >= '2023-12-01' "
+        f"WHERE journey = 'purchase' AND {VERSION} AND deleted = 0 AND toDate(opened_at) >= '2023-12-01' "
         "AND toDate(opened_at) <= '2024-02-29' AND toYYYYMM(opened_at) IN (202402)\n"
         "GROUP BY step, status\nUNION ALL\n"
         "SELECT dropped_at AS step, status, sum(instances) AS m_instances\n"
         "FROM db.journey_rollups FINAL\n"
-        "WHERE journey = 'purchase' AND day >= '2023-12-01' AND day <= '2024-02-29' AND "
+        f"WHERE journey = 'purchase' AND {VERSION} AND day >= '2023-12-01' AND day <= '2024-02-29' AND "
         "source_part IN ('202312_1_9_2')\nGROUP BY step, status\n)\n"
         "GROUP BY step, status\nORDER BY step, status"
     )

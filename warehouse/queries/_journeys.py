@@ -1,9 +1,11 @@
 """What the journey report queries share: filters, breakdown dimensions, value shaping.
 
 Every report reads `journey_instances` FINAL WHERE deleted = 0 (one row per live
-instance at its latest version). `from`/`to` are UTC calendar days of `opened_at` (both
-inclusive) and the `channel` filter is the instance's entry channel, so all reports count
-the same cohort.
+instance at its latest version) of one definition version: the `version` of the
+definition passed in (the current one, or a copy naming another version: the API's
+`version=`; docs/semantics.md "Definition versions"). `from`/`to` are UTC calendar
+days of `opened_at` (both inclusive) and the `channel` filter is the instance's entry
+channel, so all reports count the same cohort.
 Breakdown dimensions map to fixed SQL expressions; `context.<key>` (a key of the opening
 event's context) is the one open-ended dimension: the key must match CONTEXT_KEY and is
 passed as a parameter, its SQL alias comes from a fixed list. Anything else is InvalidQuery.
@@ -57,9 +59,11 @@ def where(
         raise InvalidQuery(f"'from' ({lo}) is after 'to' ({hi})")
     if (hi - lo).days >= MAX_DAYS:
         raise InvalidQuery(f"the range {lo}..{hi} is longer than {MAX_DAYS} days")
-    params: dict[str, Any] = {"journey": journey.name, "date_from": lo, "date_to": hi}
+    params: dict[str, Any] = {"journey": journey.name, "date_from": lo, "date_to": hi,
+                              "definition_version": journey.version}
     clauses = [
         "journey = %(journey)s",
+        "definition_version = %(definition_version)s",
         LIVE,
         "toDate(opened_at) >= %(date_from)s",
         "toDate(opened_at) <= %(date_to)s",

@@ -38,8 +38,8 @@ def params(split: _settled.Split) -> dict[str, Any]:
 
 
 def _rollup_where(channel: str | None) -> str:
-    clauses = ["journey = %(journey)s", "day >= %(date_from)s", "day <= %(date_to)s",
-               "source_part IN %(rolled_parts)s"]
+    clauses = ["journey = %(journey)s", "definition_version = %(definition_version)s",
+               "day >= %(date_from)s", "day <= %(date_to)s", "source_part IN %(rolled_parts)s"]
     if channel is not None:
         clauses.append("entry_channel = %(channel)s")
     return "WHERE " + " AND ".join(clauses)

@@ -2,11 +2,15 @@
 
 Reads `alerts` FINAL so an alert re-emitted by a replay or restart is listed once.
 Time filters are on the window start in epoch ms (`from` inclusive, `to` exclusive),
-compared as integers, which avoids any time-zone reading on either engine.
+compared as integers, which avoids any time-zone reading on either engine. `versions`
+keeps the alerts of given (journey, definition version) pairs: the API asks for each
+definition's current version unless told another (docs/semantics.md "Definition
+versions").
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from journeys.errors import InvalidQuery
@@ -21,6 +25,7 @@ _COLUMNS = (
     "alert_id", "kind", "journey", "step", "step_index", "channel", "window_start_ms",
     "window_end_ms", "horizon_ms", "population", "dropped", "rate", "baseline",
     "baseline_windows", "threshold", "confidence", "p_value", "resolves", "created_at_ms",
+    "definition_version",
 )
 
 
@@ -44,11 +49,22 @@ class AlertRow(NamedTuple):
     p_value: float
     resolves: str
     created_at_ms: int
+    definition_version: str
+
+
+Versions = Sequence[tuple[str, str]]
+
+
+def version_keys(versions: Versions) -> list[str]:
+    """(journey, definition version) pairs as `journey:version` (journey names have no
+    ':'), matched by `concat(journey, ':', definition_version)` on both engines."""
+    return [f"{journey}:{version}" for journey, version in versions]
 
 
 def _where(
     *, journey: str | None, step: str | None, channel: str | None, kind: str | None,
     from_ms: int | None, to_ms: int | None, alert_id: str | None = None,
+    versions: Versions | None = None,
 ) -> tuple[str, dict[str, Any]]:
     if kind is not None and kind not in KINDS:
         raise InvalidQuery(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -72,6 +88,11 @@ def _where(
     if to_ms is not None:
         clauses.append("window_start_ms < %(to_ms)s")
         params["to_ms"] = to_ms
+    if versions is not None:
+        if not versions:
+            raise InvalidQuery("no definition version to list alerts of")
+        clauses.append("concat(journey, ':', definition_version) IN %(versions)s")
+        params["versions"] = version_keys(versions)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -79,6 +100,7 @@ def build(
     database: str, *, journey: str | None = None, step: str | None = None,
     channel: str | None = None, kind: str | None = None, from_ms: int | None = None,
     to_ms: int | None = None, limit: int = 100, offset: int = 0,
+    versions: Versions | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A page of alerts: newest window first, then journey, step, channel (a stable order)."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -86,7 +108,7 @@ def build(
     if offset < 0:
         raise InvalidQuery("offset must not be negative")
     where, params = _where(journey=journey, step=step, channel=channel, kind=kind,
-                           from_ms=from_ms, to_ms=to_ms)
+                           from_ms=from_ms, to_ms=to_ms, versions=versions)
     params.update(limit=limit, offset=offset)
     sql = (
         f"SELECT {', '.join(_COLUMNS)}\n"
@@ -101,20 +123,20 @@ def build(
 def build_count(
     database: str, *, journey: str | None = None, step: str | None = None,
     channel: str | None = None, kind: str | None = None, from_ms: int | None = None,
-    to_ms: int | None = None,
+    to_ms: int | None = None, versions: Versions | None = None,
 ) -> tuple[str, dict[str, Any]]:
     where, params = _where(journey=journey, step=step, channel=channel, kind=kind,
-                           from_ms=from_ms, to_ms=to_ms)
+                           from_ms=from_ms, to_ms=to_ms, versions=versions)
     return f"SELECT count() FROM {qualified(database, ALERTS.name)} FINAL\n{where}", params
 
 
 def _row(values: tuple[Any, ...]) -> AlertRow:
     (aid, kind, journey, step, idx, channel, ws, we, hz, pop, dropped, rate, base, nb, thr,
-     conf, p, resolves, created) = values
+     conf, p, resolves, created, version) = values
     return AlertRow(str(aid), str(kind), str(journey), str(step), int(idx), str(channel),
                     int(ws), int(we), int(hz), int(pop), int(dropped), float(rate),
                     float(base), int(nb), float(thr), float(conf), float(p), str(resolves),
-                    int(created))
+                    int(created), str(version))
 
 
 def run(wh: Warehouse, **filters: Any) -> tuple[list[AlertRow], int]:
@@ -126,9 +148,12 @@ def run(wh: Warehouse, **filters: Any) -> tuple[list[AlertRow], int]:
     return rows, int(wh.query(csql, cparams)[0][0])
 
 
-def get(wh: Warehouse, alert_id: str) -> AlertRow | None:
+def get(wh: Warehouse, alert_id: str, versions: Versions | None = None) -> AlertRow | None:
+    """The alert of that id (ids name a window: one per definition version there; with
+    `versions`, of those), the newest written first."""
     where, params = _where(journey=None, step=None, channel=None, kind=None, from_ms=None,
-                           to_ms=None, alert_id=alert_id)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM {qualified(wh.database, ALERTS.name)} FINAL {where}"
+                           to_ms=None, alert_id=alert_id, versions=versions)
+    sql = (f"SELECT {', '.join(_COLUMNS)} FROM {qualified(wh.database, ALERTS.name)} FINAL "
+           f"{where} ORDER BY created_at_ms DESC LIMIT 1")
     rows = wh.query(sql, params)
     return _row(tuple(rows[0])) if rows else None

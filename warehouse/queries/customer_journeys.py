@@ -4,11 +4,13 @@ Reads `journey_instances` FINAL WHERE deleted = 0, so each live instance appears
 its latest version (a retracted one not at all). A capped path (docs/semantics.md
 "Capped paths") lists its first events; `events` counts all of them.
 The customer key is the stitched customer id the stream assigned (customer_id, or the
-anonymous id for visitors never identified).
+anonymous id for visitors never identified). `versions` keeps the instances of given
+(journey, definition version) pairs (the API: each definition's current version).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from journeys.errors import InvalidQuery
@@ -23,6 +25,7 @@ _COLUMNS = (
     "furthest_step", "furthest_step_name", "dropped_at", "entry_channel", "channels",
     "path_types", "path_channels", "path_times", "detour_kinds", "detour_steps",
     "detour_channels", "detour_times", "definitions_version", "events", "path_truncated",
+    "definition_version",
 )
 
 
@@ -48,9 +51,14 @@ class CustomerJourneyRow(NamedTuple):
     definitions_version: str
     events: int  # all events of the instance; the path holds the first path_cap of them
     path_truncated: bool
+    definition_version: str
 
 
-def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
+Versions = Sequence[tuple[str, str]] | None
+
+
+def _where(customer_id: str, journey: str | None,
+           versions: Versions = None) -> tuple[str, dict[str, Any]]:
     if not customer_id:
         raise InvalidQuery("customer id must not be empty")
     params: dict[str, Any] = {"customer_id": customer_id}
@@ -58,19 +66,23 @@ def _where(customer_id: str, journey: str | None) -> tuple[str, dict[str, Any]]:
     if journey is not None:
         clauses.append("journey = %(journey)s")
         params["journey"] = journey
+    if versions is not None:  # journey names have no ':' (definitions.py)
+        clauses.append("concat(journey, ':', definition_version) IN %(versions)s")
+        params["versions"] = [f"{name}:{v}" for name, v in versions] or [":"]
     return "WHERE " + " AND ".join(clauses), params
 
 
 def build(
     database: str, customer_id: str, *, journey: str | None = None, limit: int = 50,
     offset: int = 0, split: _settled.Split = _settled.FINAL_EVERYWHERE,
+    versions: Versions = None,
 ) -> tuple[str, dict[str, Any]]:
     """One page, newest opened first (ties by journey, instance id: a stable order)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(f"limit must be within 1..{MAX_LIMIT}")
     if offset < 0:
         raise InvalidQuery("offset must not be negative")
-    where, params = _where(customer_id, journey)
+    where, params = _where(customer_id, journey, versions)
     params.update(limit=limit, offset=offset, **_settled.params(split))
     sql = (
         f"SELECT {', '.join(_COLUMNS)}\n"
@@ -83,35 +95,37 @@ def build(
 
 def build_count(
     database: str, customer_id: str, *, journey: str | None = None,
-    split: _settled.Split = _settled.FINAL_EVERYWHERE,
+    split: _settled.Split = _settled.FINAL_EVERYWHERE, versions: Versions = None,
 ) -> tuple[str, dict[str, Any]]:
-    where, params = _where(customer_id, journey)
+    where, params = _where(customer_id, journey, versions)
     source = _settled.source(database, where, ("instance_id",), split)
     return f"SELECT count() {source}", {**params, **_settled.params(split)}
 
 
 def _row(v: tuple[Any, ...]) -> CustomerJourneyRow:
     (iid, journey, status, opened, closed, last, furthest, fname, dropped, entry, channels,
-     ptypes, pchannels, ptimes, dkinds, dsteps, dchannels, dtimes, defs, events, cut) = v
+     ptypes, pchannels, ptimes, dkinds, dsteps, dchannels, dtimes, defs, events, cut,
+     version) = v
     return CustomerJourneyRow(
         str(iid), str(journey), str(status), int(opened), int(closed), int(last),
         int(furthest), str(fname), str(dropped), str(entry), [str(c) for c in channels],
         [str(t) for t in ptypes], [str(c) for c in pchannels], [int(t) for t in ptimes],
         [str(k) for k in dkinds], [str(s) for s in dsteps], [str(c) for c in dchannels],
         [int(t) for t in dtimes], str(defs), int(events) or len(ptimes), bool(cut),
+        str(version),
     )
 
 
 def run(
     wh: Warehouse, customer_id: str, *, journey: str | None = None, limit: int = 50,
-    offset: int = 0,
+    offset: int = 0, versions: Versions = None,
 ) -> tuple[list[CustomerJourneyRow], int]:
     """(the page, total instances of the customer matching the filter)."""
     def query(split: _settled.Split) -> tuple[list[Any], list[Any]]:
         return (wh.query(*build(wh.database, customer_id, journey=journey, limit=limit,
-                                offset=offset, split=split)),
+                                offset=offset, split=split, versions=versions)),
                 wh.query(*build_count(wh.database, customer_id, journey=journey,
-                                      split=split)))
+                                      split=split, versions=versions)))
 
     page, count = _settled.consistent(wh, j.MIN_DATE, j.MAX_DATE, query)
     return [_row(tuple(r)) for r in page], int(count[0][0])
