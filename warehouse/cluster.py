@@ -35,6 +35,7 @@ SHARDING_KEYS: dict[str, str] = {
     "late_events": "cityHash64(event_id)",
     "journey_rollups": "cityHash64(source_part)",
     "dead_letters": "rand()",  # append-only: no deduplication
+    "forget_audit": "rand()",  # append-only
     "schema_migrations": "version",
 }
 """Table -> sharding expression (fixed list: identifiers never come from input)."""

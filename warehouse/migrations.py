@@ -254,6 +254,21 @@ _DEFINITION_VERSIONS = (
                "dropped_at", "definition_version")),
 )
 
+_FORGET_AUDIT = """
+CREATE TABLE IF NOT EXISTS {db}.forget_audit (
+    forgotten_at DateTime('UTC'),
+    subject String,
+    linked_ids UInt32,
+    tables Array(String),
+    rows Array(UInt64),
+    requested_by String,
+    via String,
+    stream String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(forgotten_at)
+ORDER BY forgotten_at
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
@@ -266,4 +281,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "0007_late_events", (_LATE_EVENTS,)),
     Migration(8, "0008_capped_paths", _CAPPED_PATHS),  # stream.engine.runs (path_cap)
     Migration(9, "0009_definition_versions", _DEFINITION_VERSIONS),  # journeys.definitions
+    Migration(10, "0010_forget_audit", (_FORGET_AUDIT,)),  # warehouse.forget
 )

@@ -186,7 +186,23 @@ LATE_EVENTS = Table(
 docs/semantics.md "Event time"). The events themselves are in `touchpoints`; a replay
 re-applies them. ReplacingMergeTree by (stage, event_id): re-deliveries collapse."""
 
+FORGET_AUDIT = Table(
+    "forget_audit",
+    (
+        ("forgotten_at", "DateTime('UTC')"),
+        ("subject", "String"),  # SHA-256 prefix of the customer id (warehouse.forget)
+        ("linked_ids", "UInt32"),  # anonymous ids forgotten with it
+        ("tables", "Array(String)"),
+        ("rows", "Array(UInt64)"),  # rows deleted per table (parallel to `tables`)
+        ("requested_by", "String"),  # OS user (CLI) or API key name
+        ("via", "String"),  # cli | api
+        ("stream", "String"),  # what became of the stream's state (warehouse.forget)
+    ),
+)
+"""That a customer was forgotten (migration 0010): who, when, how much; never the data.
+Append-only MergeTree."""
+
 ALL_TABLES: tuple[Table, ...] = (
     TOUCHPOINTS, SESSIONS, DEAD_LETTERS, SCHEMA_MIGRATIONS, JOURNEY_INSTANCES,
-    IDENTITY_MERGES, JOURNEY_ROLLUPS, LATE_EVENTS,
+    IDENTITY_MERGES, JOURNEY_ROLLUPS, LATE_EVENTS, FORGET_AUDIT,
 )

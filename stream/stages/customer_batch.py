@@ -51,11 +51,19 @@ class CustomerBatch:
     advanced: int = 0
     held: int = 0
     holds_expired: int = 0
+    forgotten: int = 0  # keys emptied by forget control items (journeys.control)
 
     # ids of sessions still open and of instances not final after the batch: their
     # rows are provisional, written after the states are stored (module docstring)
     open_sessions: set[str] = field(default_factory=set)
     open_instances: set[str] = field(default_factory=set)
+
+    def drop_rows_of(self, key: str) -> None:
+        """Leave out the rows of a key written earlier in this batch (it is forgotten)."""
+        self.session_rows = [r for r in self.session_rows if r.customer_id != key]
+        self.instance_rows = [r for r in self.instance_rows if r.customer_id != key]
+        self.closed = [r for r in self.closed if r.customer_id != key]
+        self.retractions = [r for r in self.retractions if r.customer_id != key]
 
     def has_output(self) -> bool:
         return bool(self.session_rows or self.instance_rows or self.retractions)

@@ -311,12 +311,29 @@ class CustomerStage:
             for anon, cust, at in body.get("m", ()):
                 if fresh(partition, anon, offset):
                     load(partition, anon).value.link(cust, at)
+            for key in body.get("f", ()):  # after the record's events: journeys.control
+                if fresh(partition, key, offset):
+                    self._forget(inp, batch, load(partition, key), partition, key)
             inp.handovers.extend((partition, h) for h in body.get("h", ())
                                  if fresh(partition, h[1], offset))
             if "w" in body:
                 count, claims = decode_claims(body["w"])
                 self.progress_for(partition).frontier.update(count, claims)
         return inp
+
+    def _forget(self, inp: _Input, batch: CustomerBatch, w: _Work, partition: int,
+                key: str) -> None:
+        """Empty a key's state (journeys.control "forget"): what it applied so far and
+        its events read earlier in this batch are gone; only its input positions stay
+        (offsets, which recognise a re-delivered record); later events start afresh."""
+        w.value = CustomerValue(positions=w.value.positions, gen=w.value.gen)
+        w.expire = None
+        inp.groups.pop((partition, key), None)
+        inp.offsets.pop((partition, key), None)
+        inp.handovers = [(p, h) for p, h in inp.handovers if h[1] != key]
+        self.progress_for(partition).set_hold(key, None)
+        batch.drop_rows_of(key)
+        batch.forgotten += 1
 
     def _absorb_ready(self, batch: CustomerBatch, key: str, w: _Work) -> None:
         """Absorb pending handovers, earliest link first, each once the customer's event

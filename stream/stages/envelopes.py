@@ -17,7 +17,11 @@ event per message, DESIGN.md) is unchanged; envelopes are internal.
                  "m": [[anonymous_id, customer_id, linked_at], ...],  # links made
                  "h": [[from_key, into_key, journey_events, sessions_payload, linked_at,
                         [[journey, opening_event_id, furthest_step], ...]], ...],
+                 "f": [key, ...],  # keys to forget, after the events (journeys.control)
                  "w": claims}
+
+by-identity also carries `forget` control envelopes (journeys.control): `{"v": 2,
+"e": [], "f": [[customer_id, [anonymous_id, ...]]]}`.
 
 `claims` (stream.eventtime.watermarks.encode_claims) is the writer's event-time
 progress per input partition it read, valid after everything before it in the same
@@ -47,21 +51,18 @@ a key's state always lives in the changelog partition of its source partition.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
-FORMAT = 2
+from journeys.control import ENVELOPE_FORMAT, partition_for
+
+__all__ = ["FORMAT", "EnvelopeBuilder", "decode", "partition_for"]
+
+FORMAT = ENVELOPE_FORMAT
 MAX_ENVELOPE_EVENTS = 2000  # ~200-300 KB per message with compact events
 MAX_HANDOVER_BYTES = 1 << 20  # handovers per envelope: up to ~1 MiB (the broker's limit is 8)
-
-
-def partition_for(key: str | bytes, partitions: int) -> int:
-    """The internal partition of a key (anonymous id, customer id, table key)."""
-    data = key.encode() if isinstance(key, str) else key
-    return zlib.crc32(data) % partitions
 
 
 class EnvelopeBuilder:
@@ -76,7 +77,7 @@ class EnvelopeBuilder:
     def _part(self, partition: int) -> dict[str, list[Any]]:
         part = self._parts.get(partition)
         if part is None:
-            part = self._parts[partition] = {"e": [], "p": [], "m": [], "h": []}
+            part = self._parts[partition] = {"e": [], "p": [], "m": [], "h": [], "f": []}
         return part
 
     def event(self, partition: int, item: list[Any]) -> None:
@@ -87,6 +88,9 @@ class EnvelopeBuilder:
 
     def hold(self, partition: int, customer_id: str, anonymous_id: str, at: int) -> None:
         self._part(partition)["p"].append([customer_id, anonymous_id, at])
+
+    def forget(self, partition: int, key: str) -> None:
+        self._part(partition)["f"].append(key)
 
     def handover(self, partition: int, item: list[Any]) -> None:
         self._part(partition)["h"].append(item)
@@ -118,6 +122,8 @@ class EnvelopeBuilder:
                 if n == len(chunks) - 1:
                     if part["m"]:
                         body["m"] = part["m"]
+                    if part["f"]:  # after every event of the batch (journeys.control)
+                        body["f"] = part["f"]
                     if self._claims is not None:
                         body["w"] = self._claims
                 yield partition, orjson.dumps(body)

@@ -27,6 +27,10 @@ it) where it went the first time, so the customer stage's position check recogni
 it (if the link time moved back meanwhile, the copies meet at the customer, which
 counts an event id once).
 
+A `forget` control envelope (journeys.control) drops the links of the named devices to
+the named customer and passes a forget item for every named key on to its by-customer
+partition, after what this batch forwarded before it.
+
 After the batch, each by-identity partition's frontier (the minimum over the raw
 partitions' claims it received) goes to every by-customer partition as this stage's
 claim (stream.eventtime.watermarks).
@@ -88,10 +92,11 @@ def applied_key(partition: int) -> bytes:
 class IdentityBatch:
     envelopes: EnvelopeBuilder = field(default_factory=EnvelopeBuilder)
     # table key -> (changelog partition, value): new aliases and applied offsets
-    states: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    states: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
     merges: list[MergeRecord] = field(default_factory=list)
     events: int = 0
     stitched: int = 0  # anonymous-only events attributed to a customer via an alias
+    forgotten: int = 0  # links dropped by forget control envelopes
     redelivered: int = 0  # read before (validate re-delivery): skipped
     undecodable: int = 0
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> frontier
@@ -133,8 +138,11 @@ class IdentityStage:
         here: the batch says what to write (`states`) after its messages are sent."""
         batch = IdentityBatch()
         new: dict[str, Alias] = {}
+        gone: set[str] = set()  # links forgotten in this batch
 
         def alias(anon: str) -> Alias | None:
+            if anon in gone and anon not in new:
+                return None
             return new.get(anon) or Alias.loads(get(anon.encode()))
 
         touched: set[int] = set()
@@ -147,9 +155,13 @@ class IdentityStage:
             applied = self._applied_for(partition, get)
             for idx, item in enumerate(body["e"]):
                 self._route(batch, partition, (offset, idx), item, applied, alias, new)
+            for customer, anons in body.get("f", ()):
+                self._forget(batch, customer, anons, alias, new, gone)
             if "w" in body:
                 count, claims = decode_claims(body["w"])
                 self.frontiers.setdefault(partition, Frontier()).update(count, claims)
+        for anon in gone - set(new):
+            batch.states[anon.encode()] = (partition_for(anon, self.sources), None)
         for anon, a in new.items():
             batch.states[anon.encode()] = (partition_for(anon, self.sources), a.dumps())
         claims = []
@@ -163,6 +175,21 @@ class IdentityStage:
             batch.envelopes.claims(range(self.partitions),
                                    encode_claims(self.sources, claims))
         return batch
+
+    def _forget(self, batch: IdentityBatch, customer: str, anons: list[str],
+                alias: Callable[[str], Alias | None], new: dict[str, Alias],
+                gone: set[str]) -> None:
+        """Drop the devices' links to `customer` (a link to someone else stays) and pass
+        the forget on for every key. A forget read again (a re-delivery) repeats this:
+        a link made after it is then dropped too, as it would be by a forget sent now."""
+        for anon in anons:
+            known = alias(anon)
+            if known is not None and known.customer == customer:
+                new.pop(anon, None)
+                gone.add(anon)
+                batch.forgotten += 1
+        for key in (customer, *anons):
+            batch.envelopes.forget(partition_for(key, self.partitions), key)
 
     def _route(self, batch: IdentityBatch, partition: int, pos: Position, item: list[Any],
                applied: dict[int, int], alias: Callable[[str], Alias | None],
