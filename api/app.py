@@ -22,6 +22,7 @@ from api.deps import ApiState
 from api.openapi import AUTH_RESPONSES, BAD_INPUT, DESCRIPTION, TAGS
 from api.routes import (
     alerts,
+    customers,
     health,
     journeys,
     late_events,
@@ -82,6 +83,8 @@ def create_app(
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router,
                    late_events.router, status.router):
         app.include_router(router, **read)
+    app.include_router(customers.router, dependencies=[Depends(require("admin"))],
+                       responses=AUTH_RESPONSES | BAD_INPUT)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:

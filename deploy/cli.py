@@ -29,6 +29,7 @@ def _register() -> None:
         collector,
         dlq,
         embedded,
+        forget,
         ingest,
         ops,
         roles,
@@ -36,7 +37,7 @@ def _register() -> None:
         warehouse,
     )
 
-    for module in (embedded, roles, topics, ingest, collector, warehouse, ops, dlq):
+    for module in (embedded, roles, topics, ingest, collector, warehouse, ops, dlq, forget):
         module.register(app)
 
 

@@ -61,12 +61,15 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def embedded_api_settings(settings: EmbeddedSettings, wh_config: WarehouseConfig) -> ApiSettings:
+def embedded_api_settings(settings: EmbeddedSettings, wh_config: WarehouseConfig,
+                          kafka: KafkaConfig | None = None) -> ApiSettings:
     """The API role of the embedded stack: its own options (API keys, ...) from the
-    environment and the settings file, the shared ones from the embedded settings."""
+    environment and the settings file, the shared ones from the embedded settings (the
+    broker: where DELETE /v1/customers/{id} sends the stream its forget)."""
     return ApiSettings.build(definitions_path=settings.definitions_path, warehouse=wh_config,
                              host=settings.host, port=settings.port,
-                             data_dir=settings.data_dir, channels=settings.channels)
+                             data_dir=settings.data_dir, channels=settings.channels,
+                             kafka=kafka)
 
 
 def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bool,
@@ -127,7 +130,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
 
         from api.app import create_app
 
-        api_settings = embedded_api_settings(settings, wh_config)
+        api_settings = embedded_api_settings(settings, wh_config, kafka)
         stream_app = create_stream_app(worker_settings, warehouse=warehouse)
         holder: dict[str, Any] = {"app": stream_app}
         api_app = create_app(api_settings, warehouse=warehouse,

@@ -23,6 +23,9 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
+from journeys.errors import ServiceUnavailable
+from journeys.settings import KafkaConfig
+
 ENVELOPE_FORMAT = 2
 """`v` of every internal envelope (stream.stages.envelopes)."""
 
@@ -44,3 +47,33 @@ def forget_envelopes(customer_id: str, anonymous_ids: Sequence[str],
     keys = forget_keys(customer_id, anonymous_ids)
     body = orjson.dumps({"v": ENVELOPE_FORMAT, "e": [], "f": [[keys[0], keys[1:]]]})
     return [(p, body) for p in sorted({partition_for(k, partitions) for k in keys})]
+
+
+def send_forget(kafka: KafkaConfig, customer_id: str, anonymous_ids: Sequence[str], *,
+                timeout_s: float = 30.0) -> dict[int, int]:
+    """Produce the forget envelopes to `<prefix>.by-identity` and wait for the broker's
+    acknowledgement; returns {partition: offset after the envelope}."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all",
+                                 client_id="journeys-forget", allow_auto_create_topics=False)
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"Kafka at {kafka.bootstrap_servers} is unavailable: "
+                                 f"{exc}") from exc
+    try:
+        futures = [producer.send(kafka.by_identity_topic, value=body, partition=p)
+                   for p, body in forget_envelopes(customer_id, anonymous_ids,
+                                                   kafka.partitions)]
+        producer.flush(timeout=timeout_s)
+        out: dict[int, int] = {}
+        for f in futures:
+            meta = f.get(timeout=timeout_s)
+            out[meta.partition] = max(out.get(meta.partition, 0), meta.offset + 1)
+        return out
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"could not send the forget to {kafka.by_identity_topic}: "
+                                 f"{exc}") from exc
+    finally:
+        producer.close(timeout=5)

@@ -231,7 +231,8 @@ class ApiKey(BaseModel):
 
     key: SecretStr
     # read: every /v1 report, journey, customer and alert endpoint; metrics: /metrics
-    scopes: tuple[Literal["read", "metrics"], ...] = ("read",)
+    # admin: DELETE /v1/customers/{id} (forget a customer; docs/operations.md)
+    scopes: tuple[Literal["read", "metrics", "admin"], ...] = ("read",)
 
     @field_validator("key")
     @classmethod
@@ -249,6 +250,9 @@ class ApiSettings(WarehouseRole):
     # key name -> key; empty disables auth (the default, fine on 127.0.0.1; see
     # docs/reports.md). JSON: {"pm": "rk_...", "prom": {"key": "...", "scopes": ["metrics"]}}
     api_keys: dict[str, ApiKey] = {}
+    # where DELETE /v1/customers/{id} sends the stream its forget (journeys.control);
+    # None (no JOURNEYS_KAFKA__* set): the API forgets in the warehouse only
+    kafka: KafkaConfig | None = None
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -127,3 +127,30 @@ def test_forget_leaves_no_trace_and_runs_twice(wh: Warehouse) -> None:
     assert row[0] == forget.subject("c-1") and "c-1" not in str(row)
     assert (row[1], dict(zip(row[2], row[3], strict=True))) == (2, plan.rows)
     assert tuple(row[4:]) == ("ops", "cli", "waited")
+
+
+def test_delete_customer_needs_admin_and_forgets(wh: Warehouse) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from journeys.settings import ApiSettings
+
+    keys = {"pm": "rk_read_only_key_1234", "ops": {"key": "ak_admin_key_123456",
+                                                   "scopes": ["admin"]}}
+    settings = ApiSettings(api_keys=keys)  # type: ignore[arg-type]
+    with TestClient(create_app(settings, warehouse=wh)) as client:
+        url = "/v1/customers/c-1"
+        assert client.delete(url).status_code == 401
+        assert client.delete(url, headers={"X-API-Key": "rk_read_only_key_1234"}
+                             ).status_code == 403
+        got = client.delete(url, headers={"X-API-Key": "ak_admin_key_123456"})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert body["anonymous_ids"] == 2 and body["total"] == 13
+        assert body["stream"].startswith("not reached")  # no broker configured here
+        assert sum(_traces(wh, GONE).values()) == 0
+        twice = client.delete(url, headers={"X-API-Key": "ak_admin_key_123456"}).json()
+        assert twice["total"] == 0
+    [who] = wh.query(f"SELECT DISTINCT requested_by, via FROM "
+                     f"{qualified(wh.database, FORGET_AUDIT.name)}")
+    assert tuple(who) == ("ops", "api")
