@@ -28,7 +28,7 @@ def test_no_keys_means_auth_off() -> None:
 
 
 @pytest.mark.parametrize("keys", [{"pm": "short"}, {"pm": {"key": "rk_0123456789abcdef",
-                                                           "scopes": ["admin"]}}])
+                                                           "scopes": ["root"]}}])
 def test_bad_keys_are_refused(keys: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         ApiSettings(api_keys=keys)  # type: ignore[arg-type]
