@@ -6,18 +6,21 @@ reference instances (tests/reference/journeys_ref.py) computed independently her
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from journeys.definitions import Definitions, load_definitions
-from tests.integration.journey_report_support import DAY1, DAY3, loaded, open_warehouse
-from tests.integration.pm_report_support import DAY, WEEK_END, hand_loaded
+from journeys.errors import InvalidQuery
+from tests.integration.journey_report_support import DAY1, DAY3, frame, loaded, open_warehouse
+from tests.integration.pm_report_support import DAY, PREVIOUS_DAY, WEEK_END, hand_loaded
 from tests.reference.journeys_ref import Instance
 from warehouse import compaction
 from warehouse.backend import Warehouse
-from warehouse.queries import time_to_convert
-from warehouse.queries._stats import exact_quantile
+from warehouse.queries import abandonment, compare, detours, funnel, time_to_convert, trend
+from warehouse.queries._stats import exact_quantile, previous_period, two_proportion_p
 
 Loaded = tuple[Warehouse, Definitions, list[Instance]]
 RANGE = {"date_from": DAY1, "date_to": DAY3}
@@ -116,3 +119,116 @@ def test_time_to_convert_breakdown(data: Loaded) -> None:
     by_country = time_to_convert.run(wh, d, breakdown=["context.country"], **RANGE)
     assert sum(r.instances for r in by_country if r.segment == "end_to_end") == sum(
         i.status == "converted" for i in _purchase(instances))
+
+
+# --- trend ------------------------------------------------------------------------------
+
+def test_trend_by_hand(hand: Warehouse) -> None:
+    weeks = trend.run(hand, PURCHASE, date_from=PREVIOUS_DAY - timedelta(days=1),
+                      date_to=WEEK_END, interval="week")
+    assert [(r.period, r.first_day, r.last_day, r.partial, r.opened, r.converted, r.abandoned,
+             r.open) for r in weeks] == [
+        (date(2024, 2, 26), date(2024, 2, 26), date(2024, 3, 3), False, 2, 1, 1, 0),
+        (DAY, DAY, WEEK_END, False, 7, 3, 3, 1)]
+    assert (weeks[1].conversion_rate, weeks[1].abandonment_rate) == (3 / 7, 3 / 7)
+    cut = trend.run(hand, PURCHASE, date_from=date(2024, 2, 28), date_to=DAY, interval="week")
+    assert [(r.first_day, r.last_day, r.partial, r.opened) for r in cut] == [
+        (date(2024, 2, 28), date(2024, 3, 3), True, 0), (DAY, DAY, True, 7)]
+    assert cut[0].conversion_rate is None
+    days = trend.run(hand, PURCHASE, date_from=DAY - timedelta(days=1),
+                     date_to=DAY + timedelta(days=1), breakdown=["channel"])
+    assert [(r.channel, r.period, r.opened) for r in days if r.opened] == [
+        ("app", DAY, 1), ("email", DAY, 1), ("web", DAY, 5)]
+    assert len(days) == 3 * 3  # every day for every channel, zeros included
+
+
+@pytest.mark.parametrize("breakdown", [None, ["channel"], ["context.country"]])
+def test_trend_equals_the_reference(data: Loaded, breakdown: list[str] | None) -> None:
+    wh, defs, instances = data
+    d = defs.get("purchase")
+    df = _cohort_frame(defs, instances)
+    for interval in ("day", "week"):
+        rows = trend.run(wh, d, breakdown=breakdown, interval=interval, **RANGE)
+        key = (breakdown or [None])[0]
+        got = {(_dim(r, key), r.period): (r.opened, r.converted, r.abandoned, r.open)
+               for r in rows if r.opened}
+        df["period"] = df.day if interval == "day" else df.day.map(
+            lambda x: x - timedelta(days=x.weekday()))
+        expected = {}
+        for (value, period), g in df.groupby([key or "journey", "period"], dropna=False):
+            expected[(None if key is None or pd.isna(value) else value, period)] = (
+                len(g), int((g.status == "converted").sum()),
+                int((g.status == "abandoned").sum()), int((g.status == "open").sum()))
+        assert got == expected
+
+
+def _dim(row: Any, name: str | None) -> Any:
+    if name is None:
+        return None
+    return (row.context or {}).get(name[8:]) if name.startswith("context.") else getattr(
+        row, name)
+
+
+def _cohort_frame(defs: Definitions, instances: list[Instance]) -> pd.DataFrame:
+    df = frame(defs, instances)
+    return df[df.journey == "purchase"].copy()
+
+
+# --- compare with the previous period ---------------------------------------------------
+
+def test_compare_by_hand(hand: Warehouse) -> None:
+    lo, hi = previous_period(DAY, WEEK_END)
+    assert (lo, hi) == (date(2024, 2, 26), date(2024, 3, 3))
+    cur = funnel.run(hand, PURCHASE, **HAND)
+    prev = funnel.run(hand, PURCHASE, date_from=lo, date_to=hi)
+    rows, totals = compare.funnel(PURCHASE, None, cur, prev)
+    assert totals["opened"] == (2, 5, 2.5, None)
+    assert totals["conversion_rate"][:3] == (0.5, pytest.approx(3 / 7 - 0.5),
+                                             pytest.approx((3 / 7 - 0.5) / 0.5))
+    assert totals["conversion_rate"].p_value == pytest.approx(0.8577144806607082)
+    cart = rows[2][1]  # G reached cart before, A, B, C, E now
+    assert (rows[2][0].step, rows[2][0].instances, cart["instances"].previous) == ("cart", 4, 1)
+    assert cart["share_of_opened"].p_value == pytest.approx(two_proportion_p(4, 7, 1, 2))
+    breakdown = ["step", "channel"]
+    ab_rows, ab_totals = compare.abandonment(
+        PURCHASE, breakdown, abandonment.run(hand, PURCHASE, breakdown=breakdown, **HAND),
+        abandonment.run(hand, PURCHASE, breakdown=breakdown, date_from=lo, date_to=hi))
+    assert [(r.step, r.channel, r.abandoned, c["abandoned"].previous) for r, c in ab_rows] == [
+        ("product_view", "email", 1, 0), ("product_view", "web", 0, 1),  # H: before only
+        ("add_to_cart", "web", 1, 0), ("cart", "web", 1, 0)]
+    gone = ab_rows[1]
+    assert gone[0].share_of_abandoned is None and gone[1]["share_of_abandoned"].previous == 1.0
+    assert ab_totals["abandonment_rate"][:2] == (0.5, pytest.approx(3 / 7 - 0.5))
+
+
+def test_compare_detours_by_hand(hand: Warehouse) -> None:
+    lo, hi = previous_period(DAY, WEEK_END)
+    rows, shares = compare.detours(
+        PURCHASE, ["step"], detours.run(hand, PURCHASE, **HAND),
+        detours.run(hand, PURCHASE, date_from=lo, date_to=hi))
+    assert [(r.kind, r.step, r.detours, c["detours"].change) for r, c in rows] == [
+        ("backtrack", "add_to_cart", 1, 1), ("loop", "add_to_cart", 1, 1),
+        ("off_path", "product_view", 1, 1), ("off_path", "shipping_details", 1, 1)]
+    off = {s.kind: c for s, c in shares}["off_path"]
+    # abandoned now C, D, I (C has one), before H (none); converted now A, B, E (A has one)
+    assert off["abandoned_share"][:2] == (0.0, pytest.approx(1 / 3))
+    assert off["abandoned_share"].p_value == pytest.approx(two_proportion_p(1, 3, 0, 1))
+    assert off["converted_with"] == (0, 1, None, None)
+
+
+@pytest.mark.parametrize("breakdown", [None, ["channel"], ["context.country"]])
+def test_compare_reference_previous_day(data: Loaded, breakdown: list[str] | None) -> None:
+    """DAY3's reports against DAY1's: every previous figure is DAY1's own report."""
+    wh, defs, _ = data
+    d = defs.get("purchase")
+    now, before = {"date_from": DAY3, "date_to": DAY3}, {"date_from": DAY1, "date_to": DAY1}
+    cur, prev = (funnel.run(wh, d, breakdown=breakdown, **kw) for kw in (now, before))
+    rows, totals = compare.funnel(d, breakdown, cur, prev)
+    assert totals["converted"].previous == prev[1].converted
+    then = {(r.channel, str(r.context), r.step): r.instances for r in prev[0]}
+    assert len(rows) >= len(cur[0]) and len(rows) >= len(prev[0])
+    for r, c in rows:
+        assert c["instances"].previous == then.get((r.channel, str(r.context), r.step), 0)
+        assert c["instances"].change == r.instances - c["instances"].previous
+    with pytest.raises(InvalidQuery, match="cannot be combined"):
+        compare.check_breakdown(["step", "day"])
