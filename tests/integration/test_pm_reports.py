@@ -5,6 +5,7 @@ reference instances (tests/reference/journeys_ref.py) computed independently her
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -32,6 +33,8 @@ from warehouse.queries import (
     detours,
     dropoff_drivers,
     funnel,
+    non_step_types,
+    sequences,
     time_to_convert,
     trend,
 )
@@ -312,3 +315,84 @@ def test_dropoff_drivers_equal_the_reference(data: Loaded, step: str) -> None:
         assert [r.dropped_with, r.went_on_with] == counts[(r.feature, r.value)]
     ps = [r.p_value for r in rows]
     assert ps == sorted(ps)
+
+
+# --- designed vs actual -----------------------------------------------------------------
+
+def test_sequences_by_hand(hand: Warehouse) -> None:
+    rows, s, by_status = sequences.run(hand, PURCHASE, limit=1000, **HAND)
+    pv, atc, cart = "product_view", "add_to_cart", "cart"
+    assert [(r.sequence, r.designed, r.instances, r.converted, r.abandoned, r.open)
+            for r in rows] == [
+        ((pv,), True, 1, 0, 1, 0),  # D
+        ((pv, atc), True, 1, 0, 0, 1),  # F: pv twice in a row is one
+        ((pv, atc, cart), True, 1, 0, 1, 0),  # C: support_chat is not a step
+        (tuple(PURCHASE.steps), True, 1, 1, 0, 0),  # A
+        ((pv, atc, "payment_details", "purchase"), False, 1, 1, 0, 0),  # B jumped
+        ((pv, atc, pv, atc), False, 1, 0, 1, 0)]  # I went back
+    assert s == (7, 1, 4, 4 / 6, 6, 0, 0)  # E's capped path: truncated, left out
+    assert [tuple(x) for x in by_status] == [("open", 1, 0, 1, 1.0),
+                                             ("converted", 3, 1, 1, 0.5),
+                                             ("abandoned", 3, 0, 2, 2 / 3)]
+    top, s, _ = sequences.run(hand, PURCHASE, limit=2, **HAND)
+    assert (len(top), s.other_instances, s.other_sequences) == (2, 4, 4)
+    assert sequences.to_frame(top, s).instances.sum() == 6
+
+
+def test_non_step_types_by_hand(hand: Warehouse) -> None:
+    rows, s = non_step_types.run(hand, PURCHASE, **HAND)
+    assert s == (7, 3, 3, 3)
+    assert [(r.type, r.in_off_path, r.events, r.instances, r.converted_with,
+             r.abandoned_with, [tuple(p) for p in r.positions]) for r in rows] == [
+        ("error_page", True, 1, 1, 1, 0, [("shipping_details", 1, 1)]),  # A, after ship
+        ("newsletter_open", False, 1, 1, 0, 0, [("add_to_cart", 1, 1)]),  # F: not listed
+        ("support_chat", True, 1, 1, 0, 1, [("product_view", 1, 1)])]  # C
+    assert rows[0].converted_share == 1 / 3 and rows[2].abandoned_share == 1 / 3
+
+
+def _sequence(d: Any, i: Instance) -> tuple[str, ...]:
+    out: list[str] = []
+    for e in i.path:
+        if e.type in d.steps and (not out or out[-1] != e.type):
+            out.append(e.type)
+    return tuple(out)
+
+
+def test_sequences_equal_the_reference(data: Loaded) -> None:
+    wh, defs, instances = data
+    d = defs.get("purchase")
+    mine = _purchase(instances)
+    seqs = Counter(_sequence(d, i) for i in mine)
+    followed = sum(seq == tuple(d.steps[: len(seq)]) for seq in
+                   (_sequence(d, i) for i in mine))
+    rows, s, _ = sequences.run(wh, d, limit=5, **RANGE)
+    ranked = sorted(seqs.items(), key=lambda kv: (-kv[1], " > ".join(kv[0])))[:5]
+    assert [(r.sequence, r.instances) for r in rows] == ranked
+    assert (s.instances, s.truncated, s.followed, s.distinct_sequences) == (
+        len(mine), 0, followed, len(seqs))
+
+
+def test_non_step_types_equal_the_reference(data: Loaded) -> None:
+    """The generated journeys hold step events only, so read them with a definition that
+    leaves two of the steps out: their events are then the non-step types."""
+    wh, defs, instances = data
+    full = defs.get("purchase")
+    d = full.model_copy(update={"steps": tuple(s for s in full.steps
+                                               if s not in ("add_to_cart", "shipping_details"))})
+    events: Counter[tuple[str, str]] = Counter()
+    holders: dict[str, set[str]] = {}
+    for i in _purchase(instances):
+        furthest = 0
+        for e in i.path:
+            k = d.step_index(e.type)
+            if k < 0:
+                events[(e.type, d.steps[furthest])] += 1
+                holders.setdefault(e.type, set()).add(i.instance_id)
+            furthest = max(furthest, k)
+    rows, s = non_step_types.run(wh, d, limit=1000, **RANGE)
+    assert s.types_found == len(holders) == 2
+    for r in rows:
+        assert r.instances == len(holders[r.type])
+        assert {(r.type, p.after_step): p.events for p in r.positions} == {
+            k: n for k, n in events.items() if k[0] == r.type}
+    assert [r.instances for r in rows] == sorted((r.instances for r in rows), reverse=True)
