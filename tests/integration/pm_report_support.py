@@ -26,6 +26,7 @@ from journeys.settings import WarehouseConfig
 from warehouse.backend import Warehouse
 from warehouse.connect import connect
 from warehouse.schema import migrate
+from warehouse.writers_alerts import write_alerts
 from warehouse.writers_journeys import write_journey_instances
 
 M = 60_000
@@ -92,11 +93,30 @@ def hand_instances() -> list[dict[str, Any]]:
     ]
 
 
+def alert(alert_id: str, kind: str, window_start_ms: int, channel: str = "all",
+          journey: str = "purchase") -> dict[str, Any]:
+    return {"alert_id": alert_id, "kind": kind, "journey": journey, "step": CART,
+            "step_index": 2, "channel": channel, "window_start_ms": window_start_ms,
+            "window_end_ms": window_start_ms + 60 * M, "horizon_ms": 30 * M,
+            "population": 40, "dropped": 30, "rate": 0.75, "baseline": 0.3,
+            "baseline_windows": 24, "threshold": 0.15, "confidence": 0.999, "p_value": 1e-6}
+
+
+def hand_alerts() -> list[dict[str, Any]]:
+    """Fired this week: 2 (one overall, one on web), plus a recovery that does not count;
+    fired the week before: 1; and one of onboarding."""
+    return [alert("a1", "fired", T0), alert("a2", "fired", T0 + 60 * M, channel="web"),
+            alert("a3", "recovered", T0 + 120 * M), alert("a0", "fired", PREV_T0),
+            alert("o1", "fired", T0, journey="onboarding")]
+
+
 def hand_loaded(config: WarehouseConfig) -> Iterator[Warehouse]:
     wh = connect(config)
     try:
         migrate(wh)
         write_journey_instances(wh, hand_instances())
+        write_alerts(wh, hand_alerts())
+        write_alerts(wh, hand_alerts()[:1])  # re-emitted: counts once
         yield wh
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {config.database}")

@@ -34,6 +34,7 @@ from warehouse.queries import (
     dropoff_drivers,
     funnel,
     non_step_types,
+    scorecard,
     sequences,
     time_to_convert,
     trend,
@@ -396,3 +397,39 @@ def test_non_step_types_equal_the_reference(data: Loaded) -> None:
         assert {(r.type, p.after_step): p.events for p in r.positions} == {
             k: n for k, n in events.items() if k[0] == r.type}
     assert [r.instances for r in rows] == sorted((r.instances for r in rows), reverse=True)
+
+
+# --- scorecard --------------------------------------------------------------------------
+
+def test_scorecard_by_hand(hand: Warehouse) -> None:
+    defs = load_definitions()
+    rows, before = scorecard.run(hand, list(defs.journeys), **HAND)
+    assert before == (date(2024, 2, 26), date(2024, 3, 3))
+    (p, pc), (o, oc) = rows
+    # worst step: one abandoned each at product_view (D), add_to_cart (I), cart (C): earliest
+    assert p == ("purchase", 7, 3, 3, 1, 3 / 7, 3 / 7, 3600.0, "product_view", 1, 1 / 7, 2)
+    assert pc is not None and pc["opened"] == (2, 5, 2.5, None)
+    assert pc["median_seconds_to_convert"] == (300.0, 3300.0, 11.0, None)  # G: 5 minutes
+    assert pc["alerts_fired"] == (1, 1, 1.0, None)  # a1, a2 now (a3 recovered); a0 before
+    assert pc["conversion_rate"].p_value == pytest.approx(two_proportion_p(3, 7, 1, 2))
+    assert o == ("onboarding", 0, 0, 0, 0, None, None, None, None, 0, None, 1)
+    assert oc is not None and oc["conversion_rate"] == (None, None, None, None)
+    web, _ = scorecard.run(hand, [PURCHASE], channel="web", **HAND)
+    assert (web[0][0].opened, web[0][0].alerts_fired) == (5, 1)  # A, C, E, F, I; a2
+    first, none = scorecard.run(hand, [PURCHASE], date_from=date(1970, 1, 1),
+                                date_to=date(1970, 1, 2))
+    assert none is None and first[0][1] is None
+
+
+def test_scorecard_equals_the_reports(data: Loaded) -> None:
+    wh, defs, _ = data
+    rows, _ = scorecard.run(wh, list(defs.journeys), **RANGE)
+    for (s, _c), d in zip(rows, defs.journeys, strict=True):
+        _, t = funnel.run(wh, d, **RANGE)
+        assert (s.opened, s.converted, s.abandoned, s.open) == (t.opened, t.converted,
+                                                                t.abandoned, t.open)
+        assert s.median_seconds_to_convert == time_to_convert.end_to_end(wh, d, **RANGE).p50_seconds
+        ab, _ = abandonment.run(wh, d, **RANGE)
+        most = max((r.abandoned for r in ab), default=0)
+        assert s.worst_step_abandoned == most
+        assert s.worst_step == next((r.step for r in ab if r.abandoned == most), None)

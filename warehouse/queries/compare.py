@@ -12,7 +12,7 @@ and `hour` breakdowns have no common groups across periods: refused (use the tre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import pandas as pd
@@ -48,7 +48,7 @@ def check_breakdown(breakdown: Sequence[str] | None) -> None:
 
 
 def compared(cur: Any, prev: Any | None, counts: Sequence[str],
-             rates: dict[str, tuple[Fraction, Fraction | None]]) -> Compared:
+             rates: Mapping[str, tuple[Fraction, Fraction | None]]) -> Compared:
     """Per figure: counts as numbers, `rates` by name -> ((x, n) now, (x, n) before)."""
     out: Compared = {}
     for name in counts:

@@ -173,3 +173,18 @@ def to_frame(rows: list[TimeRow], breakdown: list[str] | None) -> pd.DataFrame:
     data = [{**j.dim_columns(r, names), **{m: getattr(r, m) for m in measures},
              **dict(zip(labels, r.histogram, strict=True))} for r in rows]
     return pd.DataFrame(data, columns=[*names, *measures, *labels])
+
+
+def end_to_end(
+    wh: Warehouse, journey: JourneyDefinition, *, date_from: date, date_to: date,
+    channel: str | None = None,
+) -> TimeRow:
+    """Opened -> converted over the whole cohort (no breakdown), as `run` lists it."""
+    def query(split: _settled.Split) -> list[Any]:
+        return wh.query(*build_end_to_end(wh.database, journey, date_from=date_from,
+                                          date_to=date_to, channel=channel, split=split))
+
+    n, measured, _, p50, p90, mean, hist = _measures(
+        tuple(_settled.consistent(wh, date_from, date_to, query)[0]))
+    return TimeRow(None, None, None, None, END_TO_END, journey.steps[0], journey.steps[-1], n,
+                   measured, None, p50, p90, mean, hist)
