@@ -20,7 +20,15 @@ from api import errors
 from api.auth import KeyRing, require
 from api.deps import ApiState
 from api.openapi import AUTH_RESPONSES, BAD_INPUT, DESCRIPTION, TAGS
-from api.routes import alerts, health, journeys, late_events, reports, reports_journeys
+from api.routes import (
+    alerts,
+    health,
+    journeys,
+    late_events,
+    reports,
+    reports_journeys,
+    reports_pm,
+)
 from journeys import __version__, envvars
 from journeys.definitions import Definitions, load_definitions
 from journeys.settings import ApiSettings
@@ -72,7 +80,7 @@ def create_app(
     app.include_router(health.router, responses=BAD_INPUT)
     read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES | BAD_INPUT}
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router,
-                   late_events.router):
+                   reports_pm.router, late_events.router):
         app.include_router(router, **read)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)

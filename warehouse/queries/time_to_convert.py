@@ -77,17 +77,19 @@ def build(
     channel: str | None = None, breakdown: list[str] | None = None,
     split: _settled.Split = _settled.FINAL_EVERYWHERE,
 ) -> tuple[str, dict[str, Any]]:
-    """Per group and transition tr -> tr + 1 (tr from 0): durations between the first
-    events reaching each step, over instances whose furthest step is >= tr + 1."""
+    """Per group and step tr: durations from the first event reaching step tr - 1 to the
+    first reaching step tr, over instances whose furthest step is >= tr. Row tr = 0 (every
+    instance has one) is no transition: it lists every group of the cohort, so a group
+    that never got past the entry step still shows (with zeros)."""
     dims = j.dimensions(breakdown, ALLOWED)
     where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel)
     steps, step_params = _paths.steps_array(journey)
     params.update(step_params, last_step=len(journey.steps) - 1)
-    aj = "ARRAY JOIN range(toUInt32(least(furthest_step, %(last_step)s))) AS tr"
+    aj = "ARRAY JOIN range(toUInt32(least(furthest_step, %(last_step)s) + 1)) AS tr"
     cols = j.columns(dims, "path_types", "path_times")
     inner = (
-        f"SELECT {j.select_dims(dims)}tr, {_paths.reach_position('tr', steps)} AS p0, "
-        f"{_paths.reach_position('tr + 1', steps)} AS p1,\n    p1 > 0 AS ok, p1 = p0 AS same, "
+        f"SELECT {j.select_dims(dims)}tr, {_paths.reach_position('tr - 1', steps)} AS p0, "
+        f"{_paths.reach_position('tr', steps)} AS p1,\n    p1 > 0 AS ok, p1 = p0 AS same, "
         "if(ok, toInt64(path_times[p1]) - toInt64(path_times[p0]), 0) AS ms\n"
         f"{_settled.source(database, where, cols, split, aj)}"
     )
@@ -130,8 +132,8 @@ def run(
     wh: Warehouse, journey: JourneyDefinition, *, date_from: date, date_to: date,
     channel: str | None = None, breakdown: list[str] | None = None,
 ) -> list[TimeRow]:
-    """Per group (breakdown order): every transition in step order, then end to end;
-    a transition or end to end nobody made is listed with zeros."""
+    """Per group of the cohort (breakdown order): every transition in step order, then
+    end to end; a transition or end to end nobody made is listed with zeros."""
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel,
                           "breakdown": breakdown}
 
@@ -144,7 +146,10 @@ def run(
     found: dict[tuple[Any, ...], dict[int, tuple[Any, ...]]] = {}
     for r in transitions:
         key = tuple(j.dim_value(n, v) for n, v in zip(names, r[: len(names)], strict=True))
-        found.setdefault(key, {})[int(r[len(names)])] = _measures(tuple(r[len(names) + 1:]))
+        to_step = int(r[len(names)])  # 0: the group exists; else the transition into it
+        group = found.setdefault(key, {})
+        if to_step > 0:
+            group[to_step - 1] = _measures(tuple(r[len(names) + 1:]))
     for r in ends:
         key = tuple(j.dim_value(n, v) for n, v in zip(names, r[: len(names)], strict=True))
         found.setdefault(key, {})[-1] = _measures(tuple(r[len(names):]))
