@@ -142,4 +142,5 @@ def to_frame(rows: list[SequenceRow], summary: SequencesSummary) -> pd.DataFrame
         complete = summary.instances - summary.truncated
         data.append(("(other)", None, summary.other_instances, None, None, None,
                      j.ratio(summary.other_instances, complete)))
-    return pd.DataFrame(data, columns=cols)
+    return pd.DataFrame(data, columns=cols).astype(
+        {"converted": "Int64", "abandoned": "Int64", "open": "Int64"})  # null on (other)
