@@ -1,5 +1,5 @@
 """A small hand-made set of `purchase` instances for the product-manager reports, whose
-figures the tests state by hand (tests/integration/test_pm_reports.py).
+figures the tests state by hand (tests/integration/test_pm_reports.py, test_pm_designed.py).
 
 All open on Monday 2024-03-04 at 10:00 UTC (the "current" week), except the two of
 PREVIOUS_DAY (Tuesday 2024-02-27), which a compare / trend over 2024-03-04..2024-03-10
@@ -22,7 +22,13 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
+import pytest
+
+from journeys.definitions import Definitions
 from journeys.settings import WarehouseConfig
+from tests.integration.journey_report_support import loaded, open_warehouse
+from tests.reference.journeys_ref import Instance
+from warehouse import compaction
 from warehouse.backend import Warehouse
 from warehouse.connect import connect
 from warehouse.schema import migrate
@@ -121,3 +127,24 @@ def hand_loaded(config: WarehouseConfig) -> Iterator[Warehouse]:
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {config.database}")
         wh.close()
+
+
+Loaded = tuple[Warehouse, Definitions, list[Instance]]
+_COUNT = iter(range(1_000_000))
+
+
+def reference_data(request: pytest.FixtureRequest, run_id: str) -> Iterator[Loaded]:
+    """Body of the test modules' `data` fixture: the replayed reference data on the
+    engine `request.param` names; `-compacted`: one part per month (no-FINAL path)."""
+    backend, _, compacted = request.param.partition("-")
+    config = open_warehouse(request, backend, f"pm_{run_id}_{next(_COUNT)}")
+    for wh, defs, instances in loaded(config):
+        if compacted:
+            compaction.compact(wh)
+        yield wh, defs, instances
+
+
+def hand_data(request: pytest.FixtureRequest, run_id: str) -> Iterator[Warehouse]:
+    """Body of the test modules' `hand` fixture: the hand-made instances and alerts."""
+    yield from hand_loaded(open_warehouse(request, request.param,
+                                          f"pmh_{run_id}_{next(_COUNT)}"))
