@@ -25,9 +25,18 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from deploy.commands import embedded, ingest, roles, topics, warehouse
+    from deploy.commands import (
+        collector,
+        dlq,
+        embedded,
+        ingest,
+        ops,
+        roles,
+        topics,
+        warehouse,
+    )
 
-    for module in (embedded, roles, topics, ingest, warehouse):
+    for module in (embedded, roles, topics, ingest, collector, warehouse, ops, dlq):
         module.register(app)
 
 

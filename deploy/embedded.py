@@ -25,6 +25,7 @@ import orjson
 import uvicorn
 from rich.console import Console
 
+from deploy import stack as stack_file
 from journeys.errors import LauncherError
 from journeys.settings import ApiSettings, EmbeddedSettings, KafkaConfig, WarehouseConfig
 
@@ -69,9 +70,11 @@ def embedded_api_settings(settings: EmbeddedSettings, wh_config: WarehouseConfig
 
 
 def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bool,
-                 console: Console, spool: Path | None = None) -> None:
+                 console: Console, spool: Path | None = None,
+                 collector_url: str | None = None) -> None:
     """Start everything, feed the sample (if any) or replay the `spool` (if any), serve
-    until Ctrl-C, stop everything."""
+    until Ctrl-C, stop everything. The stack file (deploy.stack) says where it all
+    listens while it runs."""
     from deploy.local.broker import LocalBroker
     from stream.agents.app import create_app as create_stream_app
     from stream.agents.run import BackgroundService, build_worker
@@ -83,6 +86,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
             f"port {settings.port} on {settings.host} is in use; pass --port or set JOURNEYS_PORT"
         )
     data_dir = settings.data_dir.resolve()
+    refuse_running(data_dir)
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,19 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
     broker = LocalBroker(port=settings.broker_port, workdir=data_dir / "broker")
     broker.start()
     console.print(f"  • broker (Tansu, in memory) on {broker.bootstrap_servers}")
+    stack = stack_file.new_stack(
+        kind="demo" if sample is not None else "up", data_dir=str(data_dir),
+        broker=broker.bootstrap_servers, topic_prefix=settings.kafka.topic_prefix,
+        partitions=settings.kafka.partitions, app_id=settings.app_id,
+        api_url=f"http://{settings.host}:{settings.port}", collector_url=collector_url,
+        warehouse_path=str(data_dir / "warehouse"))
+    stack_file.publish(stack)
+    console.print(f"  • stack file {data_dir / stack_file.STACK_FILE} (`journeys ingest`, "
+                  "`status`, `dlq` find this stack through it)")
+
+    def running() -> None:
+        stack_file.publish(stack.model_copy(update={"state": "running"}))
+
     try:
         kafka = KafkaConfig(**{**settings.kafka.model_dump(),
                                "bootstrap_servers": broker.bootstrap_servers,
@@ -124,10 +141,11 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         services = [api_service]
         if sample is not None:
             services.append(BackgroundService(
-                "sample", lambda: _feed(sample, kafka, holder, console, url)))
+                "sample", lambda: _feed(sample, kafka, holder, console, url, running)))
         else:
             services.append(BackgroundService(
-                "announce", lambda: _announce(stream_app, kafka, spool, console, url)))
+                "announce", lambda: _announce(stream_app, kafka, spool, console, url,
+                                              running)))
 
         loglevel = os.environ.get("JOURNEYS_LOGLEVEL", "warning")
         if loglevel.lower() == "warning":
@@ -135,7 +153,16 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         worker = build_worker(stream_app, extra_services=services, loglevel=loglevel)
         worker.execute_from_commandline()
     finally:
+        stack_file.withdraw(stack)
         broker.stop()
+
+
+def refuse_running(data_dir: Path) -> None:
+    """One stack per data dir (chdb would refuse the second anyway, less clearly)."""
+    other = stack_file.read_stack(data_dir / stack_file.STACK_FILE)
+    if other is not None and stack_file.is_live(other):
+        raise LauncherError(f"a `journeys {other.kind}` (pid {other.pid}) is already "
+                            f"running on {data_dir}; stop it or pass another --data-dir")
 
 
 def _quiet_library_chatter() -> None:
@@ -150,7 +177,7 @@ def _quiet_library_chatter() -> None:
 
 
 async def _announce(app: Any, kafka: KafkaConfig, spool: Path | None, console: Console,
-                    url: str) -> None:
+                    url: str, running: Callable[[], None]) -> None:
     """Once the worker owns every raw partition: replay the spool, open the collector's
     gate, say ready. Before, the collector answers 503 (nothing it acknowledged could be
     processed yet, and new events must follow the replayed ones)."""
@@ -163,6 +190,7 @@ async def _announce(app: Any, kafka: KafkaConfig, spool: Path | None, console: C
         if segments(spool):
             await asyncio.to_thread(replay_spool, spool, kafka, console)
         open_gate(spool)
+    running()
     console.print(f"\n[bold green]ready[/]: dashboard {url}  API docs {url}docs  (Ctrl-C stops)")
     await asyncio.Event().wait()
 
@@ -206,7 +234,7 @@ def replay_spool(spool: Path, kafka: KafkaConfig, console: Console) -> int:
 
 
 async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], console: Console,
-                url: str) -> None:
+                url: str, running: Callable[[], None]) -> None:
     """Produce the sample to the raw topic, wait until the worker has processed it."""
     from ingest.producer import TouchpointProducer
     from ingest.tuning import ProducerTuning
@@ -257,5 +285,6 @@ async def _feed(sample: Sample, kafka: KafkaConfig, holder: dict[str, Any], cons
             last = seen
         await asyncio.sleep(0.5)
     console.print(f"  • processed {total:,} events in {time.monotonic() - started:.1f} s")
+    running()
     console.print(f"\n[bold green]ready[/]: dashboard {url}  API docs {url}docs  (Ctrl-C stops)")
     await asyncio.Event().wait()

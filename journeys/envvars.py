@@ -24,6 +24,10 @@ KAFKA_PROCESSING_GUARANTEE = "JOURNEYS_KAFKA__PROCESSING_GUARANTEE"  # at_least_
 # Not a settings field: read by deploy.local.kafka (the local Apache Kafka launcher) for
 # the directory of its Maven Central jars; default ~/.cache/journeys/kafka-<version>.
 KAFKA_JARS_DIR = "JOURNEYS_KAFKA_JARS_DIR"
+# Not a settings field: read by deploy.stack. Where running `journeys up`/`demo` stacks
+# register, so `ingest`, `generate`, `status` and `dlq` find one from any directory;
+# default $XDG_STATE_HOME/journeys/stacks (~/.local/state/journeys/stacks).
+STACK_REGISTRY = "JOURNEYS_STACK_REGISTRY"
 
 WAREHOUSE_BACKEND = "JOURNEYS_WAREHOUSE__BACKEND"
 WAREHOUSE_PATH = "JOURNEYS_WAREHOUSE__PATH"
@@ -57,6 +61,10 @@ ALERTING_QUEUE_SIZE = "JOURNEYS_ALERTING__QUEUE_SIZE"
 
 HTTP_HOST = "JOURNEYS_HOST"
 HTTP_PORT = "JOURNEYS_PORT"
+
+# `journeys up` / `demo`: the embedded broker's port (0, the default: a free one; the
+# stack file says which, deploy.stack)
+EMBEDDED_BROKER_PORT = "JOURNEYS_BROKER_PORT"
 
 # query API keys, JSON: {"pm": "rk_...", "prom": {"key": "...", "scopes": ["metrics"]}}
 API_KEYS = "JOURNEYS_API_KEYS"

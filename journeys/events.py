@@ -8,6 +8,7 @@ metrics and users can rely on; the pydantic model is the typed result.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -88,15 +89,16 @@ class Rejection:
         return self.reason.split(":", 1)[0].strip() or "unknown"
 
     def to_dead_letter(self, *, stage: str, received_at_ms: int) -> bytes:
-        return orjson.dumps(
-            {
-                "reason": self.reason,
-                "stage": stage,
-                "event_id": self.event_id,
-                "received_at": ms_to_iso(received_at_ms),
-                "original": self.raw.decode("utf-8", errors="replace"),
-            }
-        )
+        """The dead-letter topic's record. `original` is the input as text; bytes that
+        are not UTF-8 are also kept exactly, as `original_base64` (`journeys dlq show`)."""
+        letter = {"reason": self.reason, "stage": stage, "event_id": self.event_id,
+                  "received_at": ms_to_iso(received_at_ms)}
+        try:
+            letter["original"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            letter["original"] = self.raw.decode("utf-8", errors="replace")
+            letter["original_base64"] = base64.b64encode(self.raw).decode()
+        return orjson.dumps(letter)
 
 
 class EventValidator:

@@ -85,6 +85,12 @@ class KafkaConfig(BaseModel):
         partition watermarks broadcast to every partition (stream.stages.alerts)."""
         return f"{self.topic_prefix}.step-reached"
 
+    @property
+    def redrive_log_topic(self) -> str:
+        """`journeys dlq redrive`'s record of what it re-produced (compacted, keyed by
+        dead-letter coordinates): each dead letter is redriven at most once."""
+        return f"{self.topic_prefix}.dead-letter-redriven"
+
     def all_topics(self) -> tuple[str, ...]:
         return (
             self.raw_topic,

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         every record into DATA_DIR/spool before producing it (the broker keeps nothing
         over a stop) and accepts nothing until the spool is replayed and the worker
         runs (ingest.spool)."""
-        from deploy.embedded import run_embedded
+        from deploy.embedded import refuse_running, run_embedded
         from deploy.local._proc import free_port
         from ingest.spool import close_gate
         from journeys.settings import EmbeddedSettings
@@ -68,14 +68,17 @@ def register(app: typer.Typer) -> None:
         console = Console()
         settings = EmbeddedSettings.build(port=port, data_dir=data_dir,
                                           definitions_path=definitions)
+        refuse_running(settings.data_dir.resolve())
         if not settings.broker_port:  # fixed now, so the collector knows where to send
             settings = settings.model_copy(update={"broker_port": free_port()})
         spool = settings.data_dir.resolve() / "spool"
         close_gate(spool)  # a gate left open by a run that was killed
         process = (_start_collector(settings, collector_port, console, spool)
                    if collector else None)
+        url = f"http://{settings.host}:{collector_port}" if collector else None
         try:
-            run_embedded(settings, sample=None, fresh=False, console=console, spool=spool)
+            run_embedded(settings, sample=None, fresh=False, console=console, spool=spool,
+                         collector_url=url)
         finally:
             if process is not None:
                 process.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from deploy.commands._runwait import finish as _finish
+from deploy.commands._runwait import found_settings as _found_settings
+from deploy.commands._runwait import waiter as _waiter
+
 
 def _out() -> Console:
     return Console(soft_wrap=True)
@@ -30,23 +33,16 @@ def _err() -> Console:
 
 
 _KAFKA = typer.Option(None, "--bootstrap-servers", "-b",
-                      help="Kafka bootstrap servers (default: settings/env)")
+                      help="Kafka bootstrap servers (default: settings/env, else a running "
+                      "`journeys up`)")
 _PREFIX = typer.Option(None, "--topic-prefix", help="topic name prefix (default: settings)")
+_WAIT = typer.Option(False, "--wait", help="return once what was produced is queryable "
+                     "(every stage caught up, the warehouse written), with progress; print "
+                     "the run's late and dead-lettered counts")
+_WAIT_TIMEOUT = typer.Option(600.0, min=1, help="seconds --wait waits at most (exit 1)")
 
 
-def _settings(bootstrap: str | None, prefix: str | None, **fields: Any) -> Any:
-    """CollectorSettings from env/file, with the CLI's Kafka overrides merged in."""
-    from journeys.settings import CollectorSettings
-
-    base = CollectorSettings.build(**fields)
-    update = {k: v for k, v in (("bootstrap_servers", bootstrap), ("topic_prefix", prefix)) if v}
-    if not update:
-        return base
-    kafka = type(base.kafka)(**{**base.kafka.model_dump(), **update})
-    return base.model_copy(update={"kafka": kafka})
-
-
-def _ensure_topics(kafka: Any, *, required: bool = True) -> None:
+def _ensure_topics(kafka: Any, *, required: bool = True, hint: str = "") -> None:
     """Create the product's topics if the raw topic is missing (Tansu would auto-create
     it with 4 partitions); leave existing topics alone whatever their partition count."""
     from journeys.errors import ServiceUnavailable
@@ -57,9 +53,9 @@ def _ensure_topics(kafka: Any, *, required: bool = True) -> None:
                                 [kafka.raw_topic, kafka.dead_letter_topic], timeout_s=10)
         if len(have) < 2:
             ensure_journey_topics(kafka, timeout_s=30)
-    except ServiceUnavailable:
+    except ServiceUnavailable as exc:
         if required:
-            raise
+            raise ServiceUnavailable(f"{exc}{hint}") from exc
         _err().print(f"[yellow]warning:[/] Kafka at {kafka.bootstrap_servers} is not reachable "
                   "yet; answering 503 until it is")
 
@@ -165,6 +161,8 @@ def register(app: typer.Typer) -> None:
                                   "they are (only for files already in time order)"),
         jobs: int = typer.Option(1, min=1, help="files imported in parallel processes "
                                  "(--order file only)"),
+        wait: bool = _WAIT,
+        wait_timeout: float = _WAIT_TIMEOUT,
         bootstrap_servers: str = _KAFKA,
         topic_prefix: str = _PREFIX,
     ) -> None:
@@ -180,7 +178,7 @@ def register(app: typer.Typer) -> None:
         from ingest.parallel import import_files
 
         out, err = _out(), _err()
-        settings = _settings(bootstrap_servers, topic_prefix)
+        settings, target = _found_settings(bootstrap_servers, topic_prefix)
         if time_unit not in ("ms", "s") or extra_columns not in ("properties", "ignore"):
             raise typer.BadParameter("--time-unit is ms or s; --extra-columns is "
                                      "properties or ignore")
@@ -196,7 +194,8 @@ def register(app: typer.Typer) -> None:
             timezone=timezone, time_format=time_format, time_unit=time_unit,  # type: ignore[arg-type]
             extra_columns=extra_columns)  # type: ignore[arg-type]
         if not dry_run:
-            _ensure_topics(settings.kafka)
+            _ensure_topics(settings.kafka, hint=target.unreachable_hint())
+        waiter = _waiter(target, wait and not dry_run, wait_timeout, err)
         started = time.perf_counter()
         with _progress("rows") as progress:
             tasks = {i: progress.add_task(p.name, total=None, rows=0, rate="")
@@ -235,6 +234,8 @@ def register(app: typer.Typer) -> None:
         if accepted == 0:
             err.print("[bold red]error:[/] no row was accepted")
             raise typer.Exit(1)
+        if waiter is not None:
+            _finish(waiter, sum(r.rejected for r in reports), out)
 
     @app.command()
     def generate(
@@ -256,6 +257,8 @@ def register(app: typer.Typer) -> None:
         live: bool = typer.Option(False, help="start now and send each event at its time"),
         rate: float = typer.Option(0.0, help="max events/s to the topic (0: unlimited)"),
         id_prefix: str = typer.Option("", help="prefix for customer/anonymous ids"),
+        wait: bool = _WAIT,
+        wait_timeout: float = _WAIT_TIMEOUT,
         bootstrap_servers: str = _KAFKA,
         topic_prefix: str = _PREFIX,
     ) -> None:
@@ -283,6 +286,11 @@ def register(app: typer.Typer) -> None:
                       f"{datetime.fromtimestamp(begin / 1000).isoformat(timespec='minutes')} → "
                       f"{datetime.fromtimestamp(end / 1000).isoformat(timespec='minutes')}")
         events = g.generate_events(config)
+        waiter = None
+        if out_file is None:
+            settings, target = _found_settings(bootstrap_servers, topic_prefix)
+            _ensure_topics(settings.kafka, hint=target.unreachable_hint())
+            waiter = _waiter(target, wait, wait_timeout, err)
         started = time.perf_counter()
         with _progress("events") as progress:
             task = progress.add_task("generate", total=max_events, rows=0, rate="")
@@ -302,8 +310,6 @@ def register(app: typer.Typer) -> None:
             from ingest.producer import TouchpointProducer
             from ingest.tuning import ProducerTuning
 
-            settings = _settings(bootstrap_servers, topic_prefix)
-            _ensure_topics(settings.kafka)
             producer = TouchpointProducer(settings.kafka, ProducerTuning.for_bulk(),
                                           client_id="journeys-generate")
             try:
@@ -313,48 +319,8 @@ def register(app: typer.Typer) -> None:
                 producer.close()
         err.print(f"sent {report.accepted:,} events to {settings.kafka.raw_topic} "
                   f"({report.rows_per_s:,.0f}/s)")
-
-    @app.command()
-    def collector(
-        host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
-        port: int = typer.Option(None, help="port (default 8001)"),
-        workers: int = typer.Option(1, min=1, help="processes, each with its own producer"),
-        access_log: bool = typer.Option(False, help="log every request"),
-        bootstrap_servers: str = _KAFKA,
-        topic_prefix: str = _PREFIX,
-        spool: Path = typer.Option(
-            None, help="fsync every record here before producing it; accept nothing until "
-            "a launcher replayed it (`journeys up` passes DATA_DIR/spool)"),
-    ) -> None:
-        """HTTP collector: POST /v1/events → raw topic (503 + Retry-After if Kafka is down)."""
-        import uvicorn
-
-        from journeys import envvars
-        from journeys.logs import uvicorn_logging
-
-        err = _err()
-        settings = _settings(bootstrap_servers, topic_prefix, host=host, port=port,
-                             spool_dir=spool)
-        _ensure_topics(settings.kafka, required=False)
-        keys = "write keys for " + ", ".join(settings.write_keys) if settings.write_keys \
-            else "[yellow]no write keys: anyone may post[/]"
-        err.print(f"collector on http://{settings.host}:{settings.port}/v1/events → "
-                  f"{settings.kafka.raw_topic} at {settings.kafka.bootstrap_servers}; {keys}")
-        if workers == 1:
-            from ingest.collector import create_collector_app
-
-            uvicorn.run(create_collector_app(settings), host=settings.host, port=settings.port,
-                        access_log=access_log, log_level="info",
-                        **uvicorn_logging(settings.log_format))
-            return
-        # Worker processes build their settings from the environment: pass overrides on.
-        os.environ[envvars.KAFKA_BOOTSTRAP_SERVERS] = settings.kafka.bootstrap_servers
-        os.environ[envvars.KAFKA_TOPIC_PREFIX] = settings.kafka.topic_prefix
-        if settings.spool_dir is not None:  # one segment per process, one gate for all
-            os.environ[envvars.COLLECTOR_SPOOL_DIR] = str(settings.spool_dir)
-        uvicorn.run("ingest.collector:app_from_env", factory=True, host=settings.host,
-                    port=settings.port, workers=workers, access_log=access_log,
-                    log_level="info", **uvicorn_logging(settings.log_format))
+        if waiter is not None:
+            _finish(waiter, report.rejected, _out())
 
 
 def _pacer(live: bool, rate: float) -> Any:

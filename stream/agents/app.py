@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +33,7 @@ import faust
 from journeys.definitions import load_definitions
 from journeys.events import EventValidator
 from journeys.settings import KafkaConfig, WorkerSettings
+from journeys.stages import stages
 from journeys.topics import (
     CHANGELOG_TOPIC_CONFIGS,
     PRODUCER_MAX_REQUEST_BYTES,
@@ -42,7 +45,7 @@ from stream.agents.alerts import ALERT_TABLE, AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.crash_journal import CrashJournal
 from stream.agents.customers import CustomerAgent
-from stream.agents.dead_letters import DeadLetterArchiver, dead_letter_group
+from stream.agents.dead_letters import DeadLetterArchiver
 from stream.agents.identity import IdentityAgent
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
@@ -52,7 +55,7 @@ from stream.agents.transport import (
     OffsetGuard,
     Transport,
 )
-from stream.agents.validate import RawValidator, validate_group
+from stream.agents.validate import RawValidator
 from stream.agents.web import install_pages, ready_problems
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
@@ -65,6 +68,8 @@ ALIAS_TABLE = "identity-aliases"
 STATE_TABLE = "customer-state"
 STATS_LOG_INTERVAL_S = 10.0
 TICK_INTERVAL_S = 0.5  # overdue holds and stranded partitions are checked this often
+SLOW_TICK_S = 30.0  # a tick this slow is a stall worth a warning (see `periodic`)
+MIN_TICK_PAUSE_S = 0.05  # a pause after each tick, however long it took
 ENVELOPES_PER_BATCH = 64  # Faust messages per take (each up to 2,000 events)
 
 
@@ -324,20 +329,37 @@ def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
     app.agent(topic(kafka.by_customer_topic), name="journeys.customers")(customers_agent)
     app.agent(topic(kafka.handovers_topic), name="journeys.handovers")(handovers_agent)
     app.agent(topic(kafka.step_reached_topic), name="journeys.alerts")(alerts_agent)
-    app.timer(TICK_INTERVAL_S, name="journeys.tick")(tick)
+    app.task(periodic(app, TICK_INTERVAL_S, tick, "journeys.tick"))
     app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
 
 
+def periodic(app: JourneysApp, interval_s: float, work: Callable[[], Awaitable[None]],
+             name: str) -> Callable[[], Awaitable[None]]:
+    """`work` again `interval_s` after each run ends, until the app stops.
+
+    Not a Faust timer: a timer keeps a fixed rate and warns "Timer … is overlapping"
+    whenever one run takes longer than its interval. The tick's work awaits the broker
+    (committed offsets), the warehouse (a due batch) and the busy event loop, so under
+    load a run often took over 0.5 s: that warning fired at the default level while
+    nothing was wrong, and overlapping runs only queue behind each other. Here a run
+    never overlaps the next; one that takes longer than SLOW_TICK_S is a real stall
+    (warehouse or broker not answering, the loop blocked) and is logged as such."""
+
+    async def loop() -> None:
+        while not app.should_stop:
+            started = time.monotonic()
+            await work()
+            took = time.monotonic() - started
+            if took > SLOW_TICK_S:
+                log.warning("%s took %.1f s (the warehouse, the broker or the event loop is "
+                            "stalled; the stage's own logs say which)", name, took)
+            await app.sleep(max(interval_s - took, MIN_TICK_PAUSE_S))
+
+    loop.__name__ = loop.__qualname__ = name
+    return loop
+
+
 def committed_stages(kafka_topics: KafkaConfig, app_id: str) -> tuple[tuple[str, str], ...]:
-    """(topic, consumer group) of each stage in processing order: each stage commits a
-    batch only after its outputs are durable, so a worker has processed everything
-    produced before some moment once, stage by stage, each group has committed the end
-    offsets its topic had after the stage before it got there (stages keep sending
-    watermark claims, so the ends move on; see tests/integration/stream_support.py).
-    The handovers topic is written by the customer stage itself: wait for it twice."""
-    return ((kafka_topics.raw_topic, validate_group(app_id)),
-            (kafka_topics.by_identity_topic, app_id),
-            (kafka_topics.by_customer_topic, app_id),
-            (kafka_topics.handovers_topic, app_id),
-            (kafka_topics.step_reached_topic, app_id),
-            (kafka_topics.dead_letter_topic, dead_letter_group(app_id)))
+    """(topic, consumer group) of each stage in processing order (journeys.stages; a
+    wait checks the handovers topic twice, `Stage.rounds`)."""
+    return tuple((s.topic, s.group) for s in stages(kafka_topics, app_id))

@@ -141,7 +141,7 @@ class CustomerAgent:
         if self.lock.locked():
             # A batch is being prepared: it visits overdue holds and deletable customers
             # of its partitions itself. Waiting for the lock made the timer overrun its
-            # interval (Faust's "Timer journeys.tick is overlapping" at the default level).
+            # interval (it was a Faust timer then: "Timer journeys.tick is overlapping").
             return
         async with self.lock:
             wall = now_ms()

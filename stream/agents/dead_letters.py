@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from journeys.events import Rejection
+from journeys.stages import dead_letter_group
 from journeys.timeutil import datetime_to_ms, now_ms
 from stream.agents.context import StageContext, write_with_retry
 from stream.agents.transport import stage_consumer
@@ -40,10 +41,6 @@ log = logging.getLogger(__name__)
 WORKER_STAGES = frozenset({"validate", "alert_webhook"})  # written by the worker itself
 MAX_RECORDS = 5_000
 POLL_TIMEOUT_MS = 500
-
-
-def dead_letter_group(app_id: str) -> str:
-    return f"{app_id}-dead-letters"
 
 
 def parse_letter(value: bytes | None, topic: str, partition: int, offset: int,

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from journeys.events import Rejection
+from journeys.stages import validate_group
 from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.context import StageContext, send_all, write_with_retry
 from stream.agents.transport import stage_consumer
@@ -46,11 +47,6 @@ STAGE = "validate"
 
 def _journal(records: list[RawRecord]) -> list[tuple[int, int, bytes | None]]:
     return [(r[1], r[2], r[4]) for r in records]
-
-
-def validate_group(app_id: str) -> str:
-    """Consumer group of the validate stage (Faust's own group is the app id)."""
-    return f"{app_id}-validate"
 
 
 class RawValidator(Service):

@@ -26,7 +26,8 @@ KNOWN = {v for k, v in vars(envvars).items() if k.isupper() and isinstance(v, st
          and v.startswith(envvars.PREFIX) and v != envvars.PREFIX}
 ROLE_SETTINGS: dict[str, type[Any]] = {"worker": WorkerSettings, "api": ApiSettings,
                                        "collector": CollectorSettings,
-                                       "migrate": WarehouseRole, "topics": WorkerSettings}
+                                       "migrate": WarehouseRole, "topics": WorkerSettings,
+                                       "retention": WarehouseRole, "compact": WarehouseRole}
 
 
 def _commands() -> set[str]:
@@ -47,7 +48,8 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
 
 
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    containers: list[dict[str, Any]] = doc["spec"]["template"]["spec"]["containers"]
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    containers: list[dict[str, Any]] = spec["template"]["spec"]["containers"]
     return containers
 
 
@@ -83,7 +85,7 @@ def test_kubernetes_roles_run_real_commands_with_settings_that_build(
         monkeypatch: pytest.MonkeyPatch) -> None:
     commands = _commands()
     roles = set()
-    for doc in [*_by_kind("Deployment"), *_by_kind("Job")]:
+    for doc in [*_by_kind("Deployment"), *_by_kind("Job"), *_by_kind("CronJob")]:
         for c in _containers(doc):
             role = c["args"][0]
             assert role in commands, role
@@ -91,7 +93,23 @@ def test_kubernetes_roles_run_real_commands_with_settings_that_build(
             assert set(env) <= KNOWN, set(env) - KNOWN
             _build(role, env, monkeypatch)
             roles.add(role)
-    assert roles == {"worker", "api", "collector", "migrate", "topics"}
+    assert roles == {"worker", "api", "collector", "migrate", "topics", "retention",
+                     "compact"}
+
+
+def test_scheduled_maintenance_parses_its_options_and_never_overlaps() -> None:
+    """The CronJobs' arguments are options the commands take (typer parses them here
+    without running anything), and a slow run is never doubled by the next."""
+    from typer.testing import CliRunner
+
+    _register()
+    for doc in _by_kind("CronJob"):
+        assert doc["spec"]["concurrencyPolicy"] == "Forbid"
+        for c in _containers(doc):
+            result = CliRunner().invoke(cli, [*c["args"], "--help"])
+            assert result.exit_code == 0, result.output
+            for option in (a for a in c["args"][1:] if a.startswith("--")):
+                assert option in result.output, option
 
 
 def test_probes_hit_healthz_and_readyz_on_the_port_the_process_listens_on() -> None:

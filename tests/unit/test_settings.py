@@ -37,6 +37,12 @@ def test_every_documented_env_var_is_read(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.kafka.raw_topic == "t9.touchpoints"
 
 
+def test_embedded_broker_port_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert EmbeddedSettings.build().broker_port == 0  # a free port, in the stack file
+    monkeypatch.setenv(envvars.EMBEDDED_BROKER_PORT, "19092")
+    assert EmbeddedSettings.build().broker_port == 19092
+
+
 def test_settings_are_frozen_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(envvars.HTTP_PORT, "9999")
     s = ApiSettings.build(port=8123)
