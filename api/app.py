@@ -27,6 +27,7 @@ from api.routes import (
     late_events,
     reports,
     reports_journeys,
+    reports_pm,
     status,
 )
 from journeys import __version__, envvars
@@ -80,7 +81,7 @@ def create_app(
     app.include_router(health.router, responses=BAD_INPUT)
     read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES | BAD_INPUT}
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router,
-                   late_events.router, status.router):
+                   reports_pm.router, late_events.router, status.router):
         app.include_router(router, **read)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
