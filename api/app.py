@@ -28,6 +28,7 @@ from api.routes import (
     late_events,
     reports,
     reports_journeys,
+    reports_pm,
     status,
 )
 from journeys import __version__, envvars
@@ -81,7 +82,7 @@ def create_app(
     app.include_router(health.router, responses=BAD_INPUT)
     read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES | BAD_INPUT}
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router,
-                   late_events.router, status.router):
+                   reports_pm.router, late_events.router, status.router):
         app.include_router(router, **read)
     app.include_router(customers.router, dependencies=[Depends(require("admin"))],
                        responses=AUTH_RESPONSES | BAD_INPUT)

@@ -23,6 +23,8 @@ key without the scope → 403. With no keys configured (the local default) the A
 TAGS = [
     {"name": "reports", "description": "Funnel, abandonment, detours and paths of a journey; "
      "JSON or `format=csv`."},
+    {"name": "product manager", "description": "Time to convert, trends, drop-off drivers, "
+     "designed vs actual order, and the scorecard of every journey; JSON or `format=csv`."},
     {"name": "customers", "description": "One customer's journey instances with their paths."},
     {"name": "journeys", "description": "The journey definitions every number is computed with."},
     {"name": "alerts", "description": "Drop-off alert history and rules."},
@@ -72,7 +74,9 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "parameters the schema cannot state: `from` after `to`; a range longer than "
                 "3660 days; a breakdown that repeats a name, has both `day` and `hour`, or "
                 "more than two `context.<key>`; on /paths, a `dropped_at` that is not a step "
-                "of the journey, or any `breakdown`", "InvalidQuery",
+                "of the journey, or any `breakdown`; with `compare=previous`, a `day` or "
+                "`hour` breakdown (\"cannot be combined\") or `from` = 1970-01-01 (\"no "
+                "previous period\")", "InvalidQuery",
                 "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
 

@@ -43,7 +43,37 @@ class Dims(BaseModel):
         "(null: the event had no such key)")
 
 
-class FunnelStep(Dims):
+class ChangeOut(BaseModel):
+    """One figure against the previous period (`compare=previous`)."""
+
+    previous: float | None = Field(description="the figure in the previous period (a count "
+                                   "absent there is 0; a rate without population is null)")
+    change: float | None = Field(description="current - previous (rates: in proportion points)")
+    relative_change: float | None = Field(description="change / previous; null when previous "
+                                          "is 0 or null")
+    p_value: float | None = Field(description="rates only: two-sided p-value of a "
+                                  "two-proportion z-test of current vs previous; null for "
+                                  "counts or an empty population")
+
+
+Changes = dict[str, ChangeOut]
+
+
+class Compared(BaseModel):
+    """The fields a report adds with `compare=previous` (null without it)."""
+
+    compare: Literal["previous"] | None = None
+    previous_from: date | None = Field(None, description="first day of the previous period")
+    previous_to: date | None = Field(None, description="last day of the previous period "
+                                     "(the day before `from`)")
+
+
+class CompareRow(BaseModel):
+    compare: Changes | None = Field(None, description="compare=previous: each figure of the "
+                                    "row -> its previous value and change")
+
+
+class FunnelStep(CompareRow, Dims):
     step: str
     step_index: int
     instances: int = Field(description="instances whose furthest step is at or beyond this")
@@ -52,7 +82,7 @@ class FunnelStep(Dims):
     share_of_opened: float | None
 
 
-class FunnelOut(Page, Cohort):
+class FunnelOut(Compared, Page, Cohort):
     model_config = ConfigDict(json_schema_extra={"examples": [openapi.FUNNEL_EXAMPLE]})
 
     opened: int
@@ -60,16 +90,17 @@ class FunnelOut(Page, Cohort):
     abandoned: int
     open: int
     conversion_rate: float | None = Field(description="converted / opened")
+    totals_compare: Changes | None = Field(None, description="compare=previous: each total")
     steps: list[FunnelStep]
 
 
-class AbandonmentGroup(Dims):
+class AbandonmentGroup(CompareRow, Dims):
     step: str | None = Field(None, description="the step dropped at (furthest reached)")
     abandoned: int
     share_of_abandoned: float | None
 
 
-class AbandonmentOut(Page, Cohort):
+class AbandonmentOut(Compared, Page, Cohort):
     model_config = ConfigDict(json_schema_extra={"examples": [openapi.ABANDONMENT_EXAMPLE]})
 
     opened: int
@@ -77,10 +108,11 @@ class AbandonmentOut(Page, Cohort):
     converted: int
     open: int
     abandonment_rate: float | None = Field(description="abandoned / opened")
+    totals_compare: Changes | None = Field(None, description="compare=previous: each total")
     rows: list[AbandonmentGroup]
 
 
-class DetourGroup(Dims):
+class DetourGroup(CompareRow, Dims):
     kind: str
     step: str | None = Field(None, description="furthest step reached before the detour")
     detour_channel: str | None = Field(None, description="channel of the causing event")
@@ -88,7 +120,7 @@ class DetourGroup(Dims):
     instances: int = Field(description="distinct instances with at least one")
 
 
-class DetourShareOut(BaseModel):
+class DetourShareOut(CompareRow):
     kind: str
     abandoned_with: int
     abandoned: int
@@ -98,7 +130,7 @@ class DetourShareOut(BaseModel):
     converted_share: float | None
 
 
-class DetoursOut(Page, Cohort):
+class DetoursOut(Compared, Page, Cohort):
     model_config = ConfigDict(json_schema_extra={"examples": [openapi.DETOURS_EXAMPLE]})
 
     rows: list[DetourGroup]

@@ -9,21 +9,30 @@ breakdowns). Response models: api/routes/report_models.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal, TypeVar
 
-import pandas as pd
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
 
 from api.deps import ApiState, state
 from api.openapi import BREAKDOWN_EXAMPLES, REPORT_RESPONSES
-from api.params import IsoDate, breakdown_query, date_range, last_data_day
+from api.params import breakdown_query
+from api.routes.report_common import (
+    CohortRequest,
+    Common,
+    FormatQ,
+    LimitQ,
+    OffsetQ,
+    page,
+    split_breakdown,
+)
+from api.routes.report_common import csv_response as _csv
 from api.routes.report_models import (
     AbandonmentGroup,
     AbandonmentOut,
+    ChangeOut,
     CustomerJourneyOut,
     CustomerJourneysOut,
     DetourGroup,
@@ -38,80 +47,53 @@ from api.routes.report_models import (
     TouchOut,
 )
 from api.versions import VersionQuery, at_version, current
-from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
 from journeys.versions import shown_version
 from warehouse.queries import (
     abandonment,
+    compare,
     customer_journeys,
     detours,
     funnel,
     identity,
-    late_events,
     paths,
 )
-from warehouse.tables import JOURNEY_INSTANCES
+from warehouse.queries._stats import previous_period
 
 router = APIRouter(prefix="/v1", tags=["reports"])
-
-Format = Literal["json", "csv"]
-_NAME = Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="journey definition name",
-             examples=["purchase"])
-MAX_ROWS = 10_000
 T = TypeVar("T")
+CompareQ = Annotated[Literal["previous"] | None, Query(
+    alias="compare", description="`previous`: every figure also for the period of the same "
+    "length just before `from`, with its change (and a two-proportion p-value for rates); "
+    "not with a day or hour breakdown")]
 
 
-def _breakdown(values: list[str] | None) -> list[str] | None:
-    """Repeated `breakdown=` and comma-separated lists are both accepted."""
-    if values is None:
+def _previous(req: CohortRequest, how: str | None) -> tuple[date, date] | None:
+    """The previous period when a comparison is asked for, checked before any I/O."""
+    if how is None:
         return None
-    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+    compare.check_breakdown(req.breakdown)
+    return previous_period(req.lo, req.hi)
 
 
-def _csv(df: pd.DataFrame, name: str) -> Response:
-    return Response(df.to_csv(index=False), media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+async def _run_previous(req: CohortRequest, period: tuple[date, date] | None,
+                        run: Callable[..., T]) -> T | None:
+    """`run(date_from=, date_to=, channel=)` over the previous period, when there is one."""
+    if period is None:
+        return None
+    lo, hi = period
+    return await to_thread.run_sync(lambda: run(date_from=lo, date_to=hi, channel=req.channel))
 
 
-class _Request:
-    """The cohort parameters every report takes, resolved and checked."""
-
-    def __init__(self, st: ApiState, name: str, date_from: date | None, date_to: date | None,
-                 channel: str | None, breakdown: list[str] | None,
-                 last_day: date | None = None, version: str | None = None) -> None:
-        # 404 if unknown; the version the queries select (api.versions)
-        self.definition: JourneyDefinition = at_version(st.definitions.get(name), version)
-        self.lo, self.hi = date_range(date_from, date_to, last_day)
-        self.channel = channel
-        self.breakdown = _breakdown(breakdown)
-        self.wh = st.warehouse
-
-    def kw(self) -> dict[str, Any]:
-        return {"date_from": self.lo, "date_to": self.hi, "channel": self.channel}
-
-    async def cohort(self, default: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The report's cohort fields, and how many events of its days arrived late (left
-        out of every figure: a report must say so, docs/semantics.md "Event time")."""
-        late = await to_thread.run_sync(lambda: late_events.total(self.wh, self.lo, self.hi))
-        return {"journey": self.definition.name,
-                "version": shown_version(self.definition.version),
-                "date_from": self.lo, "date_to": self.hi,
-                "channel": self.channel,
-                "breakdown": list(default if self.breakdown is None else self.breakdown),
-                "late_events": late}
+def _compare_fields(period: tuple[date, date] | None) -> dict[str, Any]:
+    if period is None:
+        return {}
+    return {"compare": "previous", "previous_from": period[0], "previous_to": period[1]}
 
 
-async def _common(
-    st: Annotated[ApiState, Depends(state)],
-    name: Annotated[str, _NAME],
-    date_from: Annotated[IsoDate | None, Query(alias="from", description="first UTC day opened (incl.)")] = None,  # noqa: E501
-    date_to: Annotated[IsoDate | None, Query(alias="to", description="last UTC day opened (incl.)")] = None,  # noqa: E501
-    channel: Annotated[str | None, Query(max_length=32, description="entry channel")] = None,
-    version: VersionQuery = None,
-) -> _Request:
-    last = await last_data_day(st, JOURNEY_INSTANCES.name) if date_to is None else None
-    return _Request(st, name, date_from, date_to, channel, None, last, version)
+def _changes(c: compare.Compared | None) -> dict[str, ChangeOut] | None:
+    return None if c is None else {k: ChangeOut(**v._asdict()) for k, v in c.items()}
 
 
 _DIMS = ("dimensions, repeated or comma-separated: channel, day or hour, context.<key> (a "
@@ -123,67 +105,90 @@ DetoursBreakdown = breakdown_query(detours.ALLOWED, _DIMS + ", step, detour_chan
                                    BREAKDOWN_EXAMPLES)
 
 
-Common = Annotated[_Request, Depends(_common)]
-FormatQ = Annotated[Format, Query(description="json (default) or csv (all rows, unpaged)")]
-LimitQ = Annotated[int, Query(ge=1, le=MAX_ROWS, description="rows per page (JSON)")]
-OffsetQ = Annotated[int, Query(ge=0, le=1_000_000, description="first row of the page")]
-
-
-def _page(rows: Sequence[T], limit: int, offset: int) -> tuple[list[T], dict[str, Any]]:
-    """One page of rows and the page fields of the response."""
-    nxt = offset + limit
-    return list(rows[offset:nxt]), {"total_rows": len(rows), "limit": limit, "offset": offset,
-                                    "next_offset": nxt if nxt < len(rows) else None}
-
-
 @router.get("/journeys/{name}/funnel", response_model=FunnelOut, responses=REPORT_RESPONSES,
             summary="Instances reaching each step; conversion = converted / opened")
 async def funnel_report(req: Common, breakdown: FunnelBreakdown = None, format: FormatQ = "json",
-        limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
-    req.breakdown = _breakdown(breakdown)
+        limit: LimitQ = 1000, offset: OffsetQ = 0, compare_with: CompareQ = None) -> Any:
+    req.breakdown = split_breakdown(breakdown)
     d, kw = req.definition, req.kw()
     funnel.build(req.wh.database, d, breakdown=req.breakdown, **kw)
-    rows, t = await to_thread.run_sync(
+    period = _previous(req, compare_with)
+    result = await to_thread.run_sync(
         lambda: funnel.run(req.wh, d, breakdown=req.breakdown, **kw))
+    prev = await _run_previous(req, period, lambda **k: funnel.run(
+        req.wh, d, breakdown=req.breakdown, **k))
+    rows, t = result
+    pairs, totals = (compare.funnel(d, req.breakdown, result, prev) if prev is not None
+                     else ([(r, None) for r in rows], None))
     if format == "csv":
-        return _csv(funnel.to_frame(rows, req.breakdown), f"{d.name}-funnel")
-    page, fields = _page(rows, limit, offset)
-    return FunnelOut(**await req.cohort(), **t._asdict(), **fields,
-                     steps=[FunnelStep(**r._asdict()) for r in page])
+        df = funnel.to_frame([r for r, _ in pairs], req.breakdown)
+        if totals is not None:
+            df = compare.with_columns(df, [c for _, c in pairs if c is not None],
+                                      ("share_of_opened",))
+        return _csv(df, f"{d.name}-funnel")
+    chunk, fields = page(pairs, limit, offset)
+    return FunnelOut(**await req.cohort(), **t._asdict(), **fields, **_compare_fields(period),
+                     totals_compare=_changes(totals),
+                     steps=[FunnelStep(**r._asdict(), compare=_changes(c)) for r, c in chunk])
 
 
 @router.get("/journeys/{name}/abandonment", response_model=AbandonmentOut,
             responses=REPORT_RESPONSES,
             summary="Abandoned instances by the step dropped at, optionally over time")
 async def abandonment_report(req: Common, breakdown: AbandonmentBreakdown = None,
-        format: FormatQ = "json", limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
-    req.breakdown = _breakdown(breakdown)
+        format: FormatQ = "json", limit: LimitQ = 1000, offset: OffsetQ = 0,
+        compare_with: CompareQ = None) -> Any:
+    req.breakdown = split_breakdown(breakdown)
     d, kw = req.definition, req.kw()
     abandonment.build(req.wh.database, d, breakdown=req.breakdown, **kw)
-    rows, t = await to_thread.run_sync(
+    period = _previous(req, compare_with)
+    result = await to_thread.run_sync(
         lambda: abandonment.run(req.wh, d, breakdown=req.breakdown, **kw))
+    prev = await _run_previous(req, period, lambda **k: abandonment.run(
+        req.wh, d, breakdown=req.breakdown, **k))
+    rows, t = result
+    names = list(abandonment.DEFAULT if req.breakdown is None else req.breakdown)
+    pairs, totals = (compare.abandonment(d, names, result, prev) if prev is not None
+                     else ([(r, None) for r in rows], None))
     if format == "csv":
-        return _csv(abandonment.to_frame(rows, req.breakdown), f"{d.name}-abandonment")
-    page, fields = _page(rows, limit, offset)
+        df = abandonment.to_frame([r for r, _ in pairs], req.breakdown)
+        if totals is not None:
+            df = compare.with_columns(df, [c for _, c in pairs if c is not None],
+                                      ("share_of_abandoned",))
+        return _csv(df, f"{d.name}-abandonment")
+    chunk, fields = page(pairs, limit, offset)
     return AbandonmentOut(**await req.cohort(abandonment.DEFAULT), **t._asdict(), **fields,
-                          rows=[AbandonmentGroup(**r._asdict()) for r in page])
+                          **_compare_fields(period), totals_compare=_changes(totals),
+                          rows=[AbandonmentGroup(**r._asdict(), compare=_changes(c))
+                                for r, c in chunk])
 
 
 @router.get("/journeys/{name}/detours", response_model=DetoursOut, responses=REPORT_RESPONSES,
             summary="Detours by kind and step; share of abandoned instances with each kind")
 async def detours_report(req: Common, breakdown: DetoursBreakdown = None, format: FormatQ = "json",
-        limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
-    req.breakdown = _breakdown(breakdown)
+        limit: LimitQ = 1000, offset: OffsetQ = 0, compare_with: CompareQ = None) -> Any:
+    req.breakdown = split_breakdown(breakdown)
     d, kw = req.definition, req.kw()
     detours.build(req.wh.database, d, breakdown=req.breakdown, **kw)
-    rows, shares = await to_thread.run_sync(
+    period = _previous(req, compare_with)
+    result = await to_thread.run_sync(
         lambda: detours.run(req.wh, d, breakdown=req.breakdown, **kw))
+    prev = await _run_previous(req, period, lambda **k: detours.run(
+        req.wh, d, breakdown=req.breakdown, **k))
+    rows, shares = result
+    names = list(detours.DEFAULT if req.breakdown is None else req.breakdown)
+    pairs, share_pairs = (compare.detours(d, names, result, prev) if prev is not None else (
+        [(r, None) for r in rows], [(s, None) for s in shares]))
     if format == "csv":
-        return _csv(detours.to_frame(rows, req.breakdown), f"{d.name}-detours")
-    page, fields = _page(rows, limit, offset)
-    return DetoursOut(**await req.cohort(detours.DEFAULT), **fields,
-                      rows=[DetourGroup(**r._asdict()) for r in page],
-                      shares=[DetourShareOut(**s._asdict()) for s in shares])
+        df = detours.to_frame([r for r, _ in pairs], req.breakdown)
+        if prev is not None:
+            df = compare.with_columns(df, [c for _, c in pairs if c is not None], ())
+        return _csv(df, f"{d.name}-detours")
+    chunk, fields = page(pairs, limit, offset)
+    return DetoursOut(**await req.cohort(detours.DEFAULT), **fields, **_compare_fields(period),
+                      rows=[DetourGroup(**r._asdict(), compare=_changes(c)) for r, c in chunk],
+                      shares=[DetourShareOut(**s._asdict(), compare=_changes(c))
+                              for s, c in share_pairs])
 
 
 @router.get("/journeys/{name}/paths", response_model=PathsOut, responses=REPORT_RESPONSES,
