@@ -21,8 +21,10 @@ PM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 SCORECARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: REPORT_RESPONSES[200],
-    422: _error("a parameter outside its schema, `from` after `to`, or a range longer than "
-                "3660 days", "InvalidQuery", "'from' (2024-02-01) is after 'to' (2024-01-01)"),
+    422: _error("a parameter outside its schema, `from` after `to`, a range longer than "
+                "3660 days, or a `version` (the scorecard reads each definition's current "
+                "version; `version=` is per journey, on its own reports)", "InvalidQuery",
+                "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
 
 _NO_DIMS = {"channel": None, "day": None, "hour": None, "context": None}
@@ -85,7 +87,8 @@ SCORECARD_EXAMPLE = {
     "from": "2024-01-01", "to": "2024-01-31", "channel": None, "previous_from": "2023-12-01",
     "previous_to": "2023-12-31", "late_events": 0,
     "journeys": [{
-        "journey": "purchase", "opened": 1000, "converted": 210, "abandoned": 700, "open": 90,
+        "journey": "purchase", "version": "259f6e2ec60f", "opened": 1000, "converted": 210,
+        "abandoned": 700, "open": 90,
         "conversion_rate": 0.21, "abandonment_rate": 0.7, "median_seconds_to_convert": 2700.0,
         "worst_step": "product_view", "worst_step_abandoned": 310, "worst_step_drop_rate": 0.31,
         "alerts_fired": 2,

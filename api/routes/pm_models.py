@@ -159,6 +159,8 @@ class NonStepTypesOut(Cohort):
 
 class ScoreOut(BaseModel):
     journey: str
+    version: str = Field(description="the definition version the line reads: the current one "
+                         "(a journey's own reports take `version=` for another)")
     opened: int
     converted: int
     abandoned: int

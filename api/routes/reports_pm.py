@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import ApiState, state
 from api.openapi import BREAKDOWN_EXAMPLES
@@ -47,6 +47,8 @@ from api.routes.report_common import (
     split_breakdown,
 )
 from api.routes.report_models import ChangeOut
+from journeys.errors import InvalidQuery
+from journeys.versions import shown_version
 from warehouse.queries import (
     dropoff_drivers,
     late_events,
@@ -167,13 +169,17 @@ async def non_step_types_report(
 @router.get("/scorecard", response_model=ScorecardOut, responses=SCORECARD_RESPONSES,
             summary="Every journey's headline figures against the previous period")
 async def scorecard_report(
-    st: Annotated[ApiState, Depends(state)], date_from: FromQ = None, date_to: ToQ = None,
-    channel: ChannelQ = None, format: FormatQ = "json",
+    request: Request, st: Annotated[ApiState, Depends(state)], date_from: FromQ = None,
+    date_to: ToQ = None, channel: ChannelQ = None, format: FormatQ = "json",
 ) -> Any:
+    if "version" in request.query_params:  # versions are per definition: not silently ignored
+        raise InvalidQuery("the scorecard reads each definition's current version; 'version' "
+                           "is per definition: ask that journey's reports")
     last = await last_data_day(st, JOURNEY_INSTANCES.name) if date_to is None else None
     lo, hi = date_range(date_from, date_to, last)
-    scorecard.build_alerts(st.warehouse.database, date_from=lo, date_to=hi, channel=channel)
     journeys = list(st.definitions.journeys)
+    scorecard.build_alerts(st.warehouse.database, date_from=lo, date_to=hi, channel=channel,
+                           versions=scorecard.versions(journeys))
     rows, before = await to_thread.run_sync(lambda: scorecard.run(
         st.warehouse, journeys, date_from=lo, date_to=hi, channel=channel))
     if format == "csv":
@@ -182,5 +188,6 @@ async def scorecard_report(
     return ScorecardOut(
         date_from=lo, date_to=hi, channel=channel, late_events=late,
         previous_from=before[0] if before else None, previous_to=before[1] if before else None,
-        journeys=[ScoreOut(**s._asdict(), compare=None if c is None else {
+        journeys=[ScoreOut(**{**s._asdict(), "version": shown_version(s.version)},
+                           compare=None if c is None else {
             k: ChangeOut(**v._asdict()) for k, v in c.items()}) for s, c in rows])

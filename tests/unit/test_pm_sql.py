@@ -108,6 +108,12 @@ def test_trend_and_scorecard_sql() -> None:
         "SELECT journey, count() FROM db.alerts FINAL\n"
         "WHERE kind = 'fired' AND window_start_ms >= 1704153600000 AND window_start_ms < "
         "1704326400000 AND channel = 'web'\nGROUP BY journey\nORDER BY journey")
+    versions = scorecard.versions([D, D.model_copy(update={"name": "x", "version": "v1"})])
+    sql, params = scorecard.build_alerts("db", versions=versions, **KW)
+    assert "v1" not in sql and params["versions"] == [f"onboarding:{D.version}", "x:v1"]
+    assert render(sql, params).endswith(
+        "window_start_ms < 1704326400000 AND concat(journey, ':', definition_version) IN "
+        f"('onboarding:{D.version}', 'x:v1')\nGROUP BY journey\nORDER BY journey")
 
 
 def test_settled_months_read_without_final() -> None:

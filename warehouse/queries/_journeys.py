@@ -34,6 +34,22 @@ BASE_DIMENSIONS: Mapping[str, str] = {
 """Dimension -> SQL. `hour` is epoch seconds (turned into a UTC datetime in Python)."""
 
 
+Versions = Sequence[tuple[str, str]]
+"""(journey, definition version) pairs: the rows of several definitions, each at one
+version (the API: each definition's current one unless `version=` names another)."""
+
+VERSIONS_IN = "concat(journey, ':', definition_version) IN %(versions)s"
+"""The rows of `Versions` on any table with both columns (journey_instances, alerts), on
+both engines; its parameter is version_keys(...)."""
+
+
+def version_keys(versions: Versions) -> list[str]:
+    """The `versions` parameter of VERSIONS_IN: `journey:version` per pair (journey names
+    have no ':', journeys/definitions.py). None given: [':'], which no row matches (an
+    empty IN list is not SQL)."""
+    return [f"{journey}:{version}" for journey, version in versions] or [":"]
+
+
 LIVE = "deleted = 0"
 """Retracted instances (migration 0004) are tombstones: filtered after FINAL, in WHERE —
 never PREWHERE, which would run before the collapse (docs/warehouse.md)."""

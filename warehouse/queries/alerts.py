@@ -10,12 +10,12 @@ versions").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from journeys.errors import InvalidQuery
 from journeys.timeutil import ms_to_iso
 from warehouse.backend import Warehouse
+from warehouse.queries import _journeys as j
 from warehouse.sql import qualified
 from warehouse.writers_alerts import ALERTS
 
@@ -52,19 +52,10 @@ class AlertRow(NamedTuple):
     definition_version: str
 
 
-Versions = Sequence[tuple[str, str]]
-
-
-def version_keys(versions: Versions) -> list[str]:
-    """(journey, definition version) pairs as `journey:version` (journey names have no
-    ':'), matched by `concat(journey, ':', definition_version)` on both engines."""
-    return [f"{journey}:{version}" for journey, version in versions]
-
-
 def _where(
     *, journey: str | None, step: str | None, channel: str | None, kind: str | None,
     from_ms: int | None, to_ms: int | None, alert_id: str | None = None,
-    versions: Versions | None = None,
+    versions: j.Versions | None = None,
 ) -> tuple[str, dict[str, Any]]:
     if kind is not None and kind not in KINDS:
         raise InvalidQuery(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -91,8 +82,8 @@ def _where(
     if versions is not None:
         if not versions:
             raise InvalidQuery("no definition version to list alerts of")
-        clauses.append("concat(journey, ':', definition_version) IN %(versions)s")
-        params["versions"] = version_keys(versions)
+        clauses.append(j.VERSIONS_IN)
+        params["versions"] = j.version_keys(versions)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -100,7 +91,7 @@ def build(
     database: str, *, journey: str | None = None, step: str | None = None,
     channel: str | None = None, kind: str | None = None, from_ms: int | None = None,
     to_ms: int | None = None, limit: int = 100, offset: int = 0,
-    versions: Versions | None = None,
+    versions: j.Versions | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A page of alerts: newest window first, then journey, step, channel (a stable order)."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -123,7 +114,7 @@ def build(
 def build_count(
     database: str, *, journey: str | None = None, step: str | None = None,
     channel: str | None = None, kind: str | None = None, from_ms: int | None = None,
-    to_ms: int | None = None, versions: Versions | None = None,
+    to_ms: int | None = None, versions: j.Versions | None = None,
 ) -> tuple[str, dict[str, Any]]:
     where, params = _where(journey=journey, step=step, channel=channel, kind=kind,
                            from_ms=from_ms, to_ms=to_ms, versions=versions)
@@ -148,7 +139,7 @@ def run(wh: Warehouse, **filters: Any) -> tuple[list[AlertRow], int]:
     return rows, int(wh.query(csql, cparams)[0][0])
 
 
-def get(wh: Warehouse, alert_id: str, versions: Versions | None = None) -> AlertRow | None:
+def get(wh: Warehouse, alert_id: str, versions: j.Versions | None = None) -> AlertRow | None:
     """The alert of that id (ids name a window: one per definition version there; with
     `versions`, of those), the newest written first."""
     where, params = _where(journey=None, step=None, channel=None, kind=None, from_ms=None,

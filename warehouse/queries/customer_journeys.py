@@ -10,7 +10,6 @@ anonymous id for visitors never identified). `versions` keeps the instances of g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from journeys.errors import InvalidQuery
@@ -54,7 +53,7 @@ class CustomerJourneyRow(NamedTuple):
     definition_version: str
 
 
-Versions = Sequence[tuple[str, str]] | None
+Versions = j.Versions | None
 
 
 def _where(customer_id: str, journey: str | None,
@@ -66,9 +65,9 @@ def _where(customer_id: str, journey: str | None,
     if journey is not None:
         clauses.append("journey = %(journey)s")
         params["journey"] = journey
-    if versions is not None:  # journey names have no ':' (definitions.py)
-        clauses.append("concat(journey, ':', definition_version) IN %(versions)s")
-        params["versions"] = [f"{name}:{v}" for name, v in versions] or [":"]
+    if versions is not None:
+        clauses.append(j.VERSIONS_IN)
+        params["versions"] = j.version_keys(versions)
     return "WHERE " + " AND ".join(clauses), params
 
 

@@ -1,12 +1,15 @@
 """Journey scorecard: one line per definition with the figures a product manager checks
 first, and their change against the previous period.
 
-Per definition, over the cohort opened from..to (and the entry-channel filter): opened,
+Per definition, at the version given (the API: each one's current version; the rows of
+that version only, docs/semantics.md "Definition versions"), over the cohort opened
+from..to (and the entry-channel filter): opened,
 converted, abandoned, open and the two rates (the funnel report's totals), the median
 time to convert (time_to_convert's end to end), the worst step (the step most abandoned
 instances dropped at; ties: the earlier step) with its drop rate (dropped there / reached
 it), and drop-off alerts fired (alerts table, FINAL: a replayed alert counts once) whose
-window starts inside the range (with a channel filter: that channel's alerts only). Each
+window starts inside the range (with a channel filter: that channel's alerts only), of
+the same definition version. Each
 figure is compared with the period of the same length just before (compare.Change).
 
 Not here: value converted / abandoned. Events may carry `properties.value`, but
@@ -37,6 +40,7 @@ COUNTS = ("opened", "converted", "abandoned", "open", "alerts_fired")
 
 class Scores(NamedTuple):
     journey: str
+    version: str  # the definition version the figures are of
     opened: int
     converted: int
     abandoned: int
@@ -54,12 +58,16 @@ def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-def build_alerts(database: str, *, date_from: date, date_to: date,
-                 channel: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Fired alerts per journey whose window starts on the days from..to."""
+def build_alerts(database: str, *, date_from: date, date_to: date, channel: str | None = None,
+                 versions: j.Versions | None = None) -> tuple[str, dict[str, Any]]:
+    """Fired alerts per journey whose window starts on the days from..to (with
+    `versions`: of those (journey, definition version) pairs only)."""
     lo, hi = j.as_date(date_from, "from"), j.as_date(date_to, "to")
     params: dict[str, Any] = {"from_ms": _ms(lo), "to_ms": _ms(hi + timedelta(days=1))}
     where = ["kind = 'fired'", "window_start_ms >= %(from_ms)s", "window_start_ms < %(to_ms)s"]
+    if versions is not None:
+        where.append(j.VERSIONS_IN)
+        params["versions"] = j.version_keys(versions)
     if channel is not None:
         where.append("channel = %(channel)s")
         params["channel"] = channel
@@ -76,30 +84,37 @@ def _scores(wh: Warehouse, d: JourneyDefinition, date_from: date, date_to: date,
     if worst is not None and not worst.dropped_here:
         worst = None
     end = time_to_convert.end_to_end(wh, d, **kw)
-    return Scores(d.name, t.opened, t.converted, t.abandoned, t.open, t.conversion_rate,
-                  j.ratio(t.abandoned, t.opened), end.p50_seconds,
+    return Scores(d.name, d.version, t.opened, t.converted, t.abandoned, t.open,
+                  t.conversion_rate, j.ratio(t.abandoned, t.opened), end.p50_seconds,
                   worst.step if worst else None, worst.dropped_here if worst else 0,
                   j.ratio(worst.dropped_here, worst.instances) if worst else None,
                   alerts.get(d.name, 0))
 
 
-def _alerts(wh: Warehouse, lo: date, hi: date, channel: str | None) -> dict[str, int]:
-    return {str(k): int(n) for k, n in
-            wh.query(*build_alerts(wh.database, date_from=lo, date_to=hi, channel=channel))}
+def versions(journeys: list[JourneyDefinition]) -> list[tuple[str, str]]:
+    """The (journey, definition version) pairs the scorecard reads."""
+    return [(d.name, d.version) for d in journeys]
+
+
+def _alerts(wh: Warehouse, journeys: list[JourneyDefinition], lo: date, hi: date,
+            channel: str | None) -> dict[str, int]:
+    return {str(k): int(n) for k, n in wh.query(*build_alerts(
+        wh.database, date_from=lo, date_to=hi, channel=channel, versions=versions(journeys)))}
 
 
 def run(
     wh: Warehouse, journeys: list[JourneyDefinition], *, date_from: date, date_to: date,
     channel: str | None = None,
 ) -> tuple[list[tuple[Scores, compare.Compared | None]], tuple[date, date] | None]:
-    """Scores per definition (in the order given) with their comparison, and the previous
-    period (None, and no comparison, when the range starts on the first possible day)."""
+    """Scores per definition (in the order given, each at its `version`) with their
+    comparison (the same version in the previous period), and the previous period (None,
+    and no comparison, when the range starts on the first possible day)."""
     try:
         before: tuple[date, date] | None = previous_period(date_from, date_to)
     except InvalidQuery:
         before = None
-    now_alerts = _alerts(wh, date_from, date_to, channel)
-    then_alerts = _alerts(wh, *before, channel) if before else {}
+    now_alerts = _alerts(wh, journeys, date_from, date_to, channel)
+    then_alerts = _alerts(wh, journeys, *before, channel) if before else {}
     out: list[tuple[Scores, compare.Compared | None]] = []
     for d in journeys:
         now = _scores(wh, d, date_from, date_to, channel, now_alerts)
