@@ -17,14 +17,22 @@ a key with the `read` scope, and `/metrics` one with `metrics`: send
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. No key or an unknown one → 401; a
 key without the scope → 403. With no keys configured (the local default) the API is open.
 
+**Definition versions.** Every report of a journey (tags "reports" and "product
+manager") reads the rows of one version of its definition: the current one, or the one
+`version=` names (`GET /v1/journeys` lists the stored ones; `unversioned`: rows written
+before versions). Each response echoes the `version` it read; `compare=previous` compares
+the same version. The scorecard reads every definition at its current version.
+
 **Errors** are JSON `{"error": kind, "detail": message}`; bad input is a 4xx, never a 500.
 """
 
 TAGS = [
-    {"name": "reports", "description": "Funnel, abandonment, detours and paths of a journey; "
-     "JSON or `format=csv`."},
+    {"name": "reports", "description": "Funnel, abandonment, detours and paths of a journey "
+     "at one definition version (`version=`, default the current one); JSON or "
+     "`format=csv`."},
     {"name": "product manager", "description": "Time to convert, trends, drop-off drivers, "
-     "designed vs actual order, and the scorecard of every journey; JSON or `format=csv`."},
+     "designed vs actual order (each at one definition version: `version=`), and the "
+     "scorecard of every journey (current versions); JSON or `format=csv`."},
     {"name": "customers", "description": "One customer's journey instances with their paths."},
     {"name": "journeys", "description": "The journey definitions every number is computed with."},
     {"name": "alerts", "description": "Drop-off alert history and rules."},
@@ -70,18 +78,21 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _error("unknown journey definition", "DefinitionNotFound",
                 "no journey definition named 'checkout'"),
     422: _error("a parameter outside its schema (dates outside 1970..2105 or not ISO text, a "
-                "breakdown name the report does not take, ...), or one of the rules across "
+                "breakdown name the report does not take, a `version` not matching "
+                "`[A-Za-z0-9_.-]{1,40}`, ...), or one of the rules across "
                 "parameters the schema cannot state: `from` after `to`; a range longer than "
                 "3660 days; a breakdown that repeats a name, has both `day` and `hour`, or "
                 "more than two `context.<key>`; on /paths, a `dropped_at` that is not a step "
                 "of the journey, or any `breakdown`; with `compare=previous`, a `day` or "
                 "`hour` breakdown (\"cannot be combined\") or `from` = 1970-01-01 (\"no "
-                "previous period\")", "InvalidQuery",
+                "previous period\"); on /v1/customers/{customer_id}/journeys, `version` "
+                "without `journey` (\"needs 'journey'\")", "InvalidQuery",
                 "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
 
-ALERTS_422 = _error("a parameter outside its schema, or `from` after `to` (`from` equal to "
-                    "`to` is an empty range: no alerts)", "InvalidQuery",
+ALERTS_422 = _error("a parameter outside its schema, `from` after `to` (`from` equal to "
+                    "`to` is an empty range: no alerts), or `version` without `journey` "
+                    "(\"needs 'journey'\": versions are per definition)", "InvalidQuery",
                     "'from' (2024-02-01T00:00:00.000Z) is after 'to' (2024-01-01T00:00:00.000Z)")
 
 NOT_FOUND_ALERT = _error("no alert or recovery notice with this id", "NotFound",

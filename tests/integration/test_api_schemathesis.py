@@ -27,13 +27,13 @@ _DEEP = os.environ.get("JOURNEYS_FUZZ_EXAMPLES")
 EXAMPLES = int(_DEEP or 40)
 KEY = "fuzz-key-0123456789abcdef"
 # The rules across parameters that a schema cannot state, each documented in the 422 of
-# api/openapi.py REPORT_RESPONSES (and api/openapi_pm.py PM_RESPONSES): the only refusals
-# a schema-valid request may get.
+# api/openapi.py REPORT_RESPONSES and ALERTS_422 (and api/openapi_pm.py PM_RESPONSES): the
+# only refusals a schema-valid request may get.
 DOCUMENTED_422 = re.compile(
     r"is after 'to'|is longer than \d+ days|breakdown repeats a dimension|both 'day' and "
     r"'hour'|at most \d+ context breakdowns|is not a step of journey|takes no breakdown|"
     r"cannot be combined with a '(day|hour)' breakdown|no previous period|is the goal of "
-    r"journey")
+    r"journey|needs 'journey'")
 
 
 def only_documented_refusals(ctx: Any, response: Any, case: Any) -> None:
