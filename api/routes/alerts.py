@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 from api.deps import ApiState, state
 from api.openapi import ALERTS_422, NOT_FOUND_ALERT
 from api.params import IsoDateTime
-from api.versions import VersionQuery, at_version, current
+from api.versions import VersionQuery, current
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import datetime_to_ms, format_duration_ms, ms_to_datetime
-from journeys.versions import shown_version
+from journeys.versions import shown_version, stored_version
 from warehouse.queries import alerts as alerts_query
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -123,12 +123,13 @@ async def list_alerts(
 
 def _versions(st: ApiState, journey: str | None,
               version: str | None) -> list[tuple[str, str]]:
-    """Each definition's current version, or `version` of `journey` (required then)."""
+    """Each definition's current version, or `version` of `journey` (required then; a
+    journey no longer defined included: its stored alerts stay listable, no 404)."""
     if version is None:
         return current(st.definitions)
     if journey is None:
         raise InvalidQuery("'version' needs 'journey': versions are per definition")
-    return [(journey, at_version(st.definitions.get(journey), version).version)]
+    return [(journey, stored_version(version))]
 
 
 @router.get("/rules", response_model=AlertRulesOut, summary="Alert rules from the definitions")

@@ -66,6 +66,10 @@ def test_list_filter_page(client: TestClient) -> None:
     assert [a["window_start"] for a in ranged["alerts"]] == [
         "2024-01-02T02:00:00Z", "2024-01-02T01:00:00Z"]
     assert client.get("/v1/alerts", params={"journey": "nope"}).json()["total"] == 0
+    # a version of a journey no longer defined: its stored alerts (none here), not a 404
+    gone = client.get("/v1/alerts", params={"journey": "nope", "version": "v1"})
+    assert gone.status_code == 200 and gone.json()["total"] == 0
+    assert client.get("/v1/alerts", params={"version": "v1"}).status_code == 422  # no journey
 
 
 def test_one_alert(client: TestClient) -> None:
