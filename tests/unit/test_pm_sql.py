@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from api.versions import at_version
 from journeys.definitions import load_definitions
 from journeys.errors import InvalidQuery
 from warehouse.queries import (
@@ -114,6 +115,28 @@ def test_trend_and_scorecard_sql() -> None:
     assert render(sql, params).endswith(
         "window_start_ms < 1704326400000 AND concat(journey, ':', definition_version) IN "
         f"('onboarding:{D.version}', 'x:v1')\nGROUP BY journey\nORDER BY journey")
+
+
+@pytest.mark.parametrize("build", [
+    lambda d: time_to_convert.build("db", d, **KW),
+    lambda d: time_to_convert.build_end_to_end("db", d, **KW),
+    lambda d: trend.build("db", d, interval="day", **KW),
+    lambda d: dropoff_drivers.build("db", d, step="signup_complete", **KW),
+    lambda d: dropoff_drivers.build_totals("db", d, step="signup_complete", **KW),
+    lambda d: sequences.build("db", d, limit=5, **KW),
+    lambda d: sequences.build_summary("db", d, **KW),
+    lambda d: non_step_types.build("db", d, **KW),
+    lambda d: non_step_types.build_totals("db", d, **KW),
+])
+def test_every_pm_query_reads_one_definition_version(build: Any) -> None:
+    """The version the API names (api.versions.at_version: a copy of the definition) is a
+    parameter of the cohort filter, never SQL text: the same statement for any version."""
+    other = at_version(D, "v-2024.1")
+    sql, params = build(other)
+    assert "definition_version = %(definition_version)s" in sql and "v-2024.1" not in sql
+    assert params["definition_version"] == "v-2024.1"
+    assert build(D)[0] == sql and build(D)[1]["definition_version"] == D.version
+    assert build(at_version(D, "unversioned"))[1]["definition_version"] == ""
 
 
 def test_settled_months_read_without_final() -> None:
