@@ -236,8 +236,9 @@ class CustomerStage:
             for key in [*prog.wakes.due(prog.watermark),
                         *prog.overdue(wall_ms, HOLD_MAX_WAIT_MS),
                         *prog.deletable(partition, self.committed)]:
-                if key in work:
-                    continue  # visited above with this watermark
+                if (partition, key) in inp.groups:
+                    continue  # visited above with this watermark (merely loaded is not:
+                    # a link or a hold loads a key without settling it)
                 w = load(partition, key)
                 wm = settle_at(partition, key, w)
                 sd = self.sessionizer.apply(key, w.value.sessions, (), watermark=wm)
@@ -376,7 +377,11 @@ class CustomerStage:
         if j.waiting:  # a handover brings it back, or its link time (pending handovers)
             hold = j.hold()
             assert hold is not None
-            prog.set_hold(key, (hold, min(since for _at, since in j.waiting.values())))
+            # the alert stage may not pass what this customer has settled: its steps
+            # from the checkpoint on (before the link too) are observed only once the
+            # handover comes and it is visited again
+            prog.set_hold(key, (min(hold, j.checkpoint),
+                                min(since for _at, since in j.waiting.values())))
             wake = min((item[4] for item in v.pending.values()), default=None)
             prog.wakes.schedule(key, wake)
             self._put(batch, key, w, v.pack(hold if wake is None else wake))
