@@ -217,11 +217,11 @@ class StepAlertState:
                 return False
             e = self.entries.get(obs.instance_id)
             if e is not None and e[0] is not None:
+                if as_of is not None and as_of >= self._final_at(e[0]):
+                    return True  # merged after its window's final point: it stays
                 if window_start(e[0], self.window_ms) < self.final_before:
                     self.late += 1  # its window was reported already
                     return False
-                if as_of is not None and as_of >= self._final_at(e[0]):
-                    return True  # merged after its window's final point: it stays
             e = self._entry(obs.instance_id)
             e[0] = e[1] = None
             at = as_of if as_of is not None else NO_WATERMARK
@@ -230,12 +230,12 @@ class StepAlertState:
         if obs.journey != self.journey or k < self.step_index:
             return False
         if k == self.step_index:
-            if window_start(t, self.window_ms) < self.final_before:
-                self.late += 1
-                return False
             final_at = self._final_at(t)
             if as_of is not None and as_of >= final_at:
                 return True  # a merge after this window's final point: not counted in it
+            if window_start(t, self.window_ms) < self.final_before:
+                self.late += 1
+                return False
             e = self._entry(obs.instance_id)
             if e[3] is not None and e[3] < final_at and (as_of is None or as_of < e[3]):
                 return True  # retracted (by a merge before this window was final)
@@ -243,6 +243,8 @@ class StepAlertState:
                 e[0], e[1] = t, obs.channel
             return True
         if t < self.final_before:  # can only concern instances of final windows
+            if as_of is not None and as_of >= self._final_at(t):
+                return True  # a merge after their final points: not counted in them
             self.late += 1
             return False
         e = self._entry(obs.instance_id)

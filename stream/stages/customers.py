@@ -377,12 +377,16 @@ class CustomerStage:
         if j.waiting:  # a handover brings it back, or its link time (pending handovers)
             hold = j.hold()
             assert hold is not None
-            # the alert stage may not pass what this customer has settled: its steps
-            # from the checkpoint on (before the link too) are observed only once the
-            # handover comes and it is visited again
-            prog.set_hold(key, (min(hold, j.checkpoint),
+            # the alert stage may not pass a step this customer has not observed yet:
+            # its unsettled events (the tail) are observed when a visit settles them,
+            # up to the link time; so it is due for those like any customer
+            first = j.tail[0][0] if j.tail else hold
+            prog.set_hold(key, (min(hold, first),
                                 min(since for _at, since in j.waiting.values())))
             wake = min((item[4] for item in v.pending.values()), default=None)
+            settle = self.engine.wake_at(j)
+            if settle is not None and settle <= hold:
+                wake = settle if wake is None else min(wake, settle)
             prog.wakes.schedule(key, wake)
             self._put(batch, key, w, v.pack(hold if wake is None else wake))
             return

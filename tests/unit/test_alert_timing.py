@@ -154,3 +154,4 @@ def test_alert_windows_equal_reference_whatever_the_partition_timing(case: Any) 
         print("events:", *events, "order:", [(t, e["event_id"]) for t, e in order],
               *alerts.log, sep="\n")
     assert alerts.closed == want
+    assert alerts.late == 0  # nothing came after a window it changes was final
