@@ -192,40 +192,73 @@ class StepAlertState:
             == (definition.alert.window_ms, definition.alert.horizon_ms)
         )
 
+    def _final_at(self, reached: int) -> int:
+        """Event time at which the window holding `reached` becomes final."""
+        return window_start(reached, self.window_ms) + self.window_ms + self.horizon_ms
+
+    def _entry(self, iid: str) -> list[Any]:
+        e = self.entries.get(iid)
+        if e is None:
+            e = self.entries[iid] = [None, None, None, None, None]
+        elif len(e) < 5:  # stored before retraction marks and as-of times
+            e.extend([None] * (5 - len(e)))
+        return e
+
     def observe(self, obs: StepReached) -> bool:
-        """Apply one observation (idempotent, any order). False if late or not for this key."""
-        k, t = obs.step_index, obs.reached_at_ms
+        """Apply one observation (idempotent, any order). False if late or not for this key.
+
+        Entry: [reached_at, channel, next_at, retracted_as_of, [[next_at, as_of], ...]]. An
+        observation with `as_of` (a stitching merge's) applies only to a window not
+        final at that event time (`as_of < final_at`), whatever the order it arrives in:
+        a retraction that comes before the observation it retracts is kept as a mark."""
+        k, t, as_of = obs.step_index, obs.reached_at_ms, obs.as_of
         furthest = retracted_steps(obs)
         if furthest is not None:
             if obs.journey != self.journey or furthest < self.step_index:
                 return False
             e = self.entries.get(obs.instance_id)
-            if e is not None and e[0] is not None and (
-                    window_start(e[0], self.window_ms) < self.final_before):
-                self.late += 1  # its window was reported already
-                return False
-            self.entries.pop(obs.instance_id, None)
+            if e is not None and e[0] is not None:
+                if as_of is not None and as_of >= self._final_at(e[0]):
+                    return True  # merged after its window's final point: it stays
+                if window_start(e[0], self.window_ms) < self.final_before:
+                    self.late += 1  # its window was reported already
+                    return False
+            e = self._entry(obs.instance_id)
+            e[0] = e[1] = None
+            at = as_of if as_of is not None else NO_WATERMARK
+            e[3] = at if e[3] is None else min(e[3], at)
             return True
         if obs.journey != self.journey or k < self.step_index:
             return False
         if k == self.step_index:
+            final_at = self._final_at(t)
+            if as_of is not None and as_of >= final_at:
+                return True  # a merge after this window's final point: not counted in it
             if window_start(t, self.window_ms) < self.final_before:
                 self.late += 1
                 return False
-            e = self.entries.get(obs.instance_id)
-            if e is None:
-                self.entries[obs.instance_id] = [t, obs.channel, None]
-            elif e[0] is None or (t, obs.channel) < (e[0], e[1]):
+            e = self._entry(obs.instance_id)
+            if e[3] is not None and e[3] < final_at and (as_of is None or as_of < e[3]):
+                return True  # retracted (by a merge before this window was final)
+            if e[0] is None or (t, obs.channel) < (e[0], e[1]):
                 e[0], e[1] = t, obs.channel
             return True
         if t < self.final_before:  # can only concern instances of final windows
+            if as_of is not None and as_of >= self._final_at(t):
+                return True  # a merge after their final points: not counted in them
             self.late += 1
             return False
-        e = self.entries.get(obs.instance_id)
-        if e is None:
-            self.entries[obs.instance_id] = [None, None, t]
+        e = self._entry(obs.instance_id)
+        if as_of is None:
+            if e[2] is None or t < e[2]:
+                e[2] = t
         elif e[2] is None or t < e[2]:
-            e[2] = t
+            # which window it may continue depends on its as-of time: keep every
+            # (next_at, as_of) no other one beats on both
+            front = [p for p in (e[4] or []) if not (t <= p[0] and as_of <= p[1])]
+            if not any(p[0] <= t and p[1] <= as_of for p in front):
+                front.append([t, as_of])
+            e[4] = sorted(front)
         return True
 
     def advance(self, rule: AlertRule, watermark: int,
@@ -236,15 +269,23 @@ class StepAlertState:
             return []
         counts: dict[int, dict[str, list[int]]] = {}
         for iid in list(self.entries):
-            reached, channel, next_at = self.entries[iid]
+            reached, channel, next_at, retracted, next_as_of = (
+                [*self.entries[iid], None, None][:5])
             if reached is None:
-                if next_at < new_final:
+                # continuation or retraction marks: kept while an observation they
+                # concern could still come in time
+                keep = [x for x in (next_at, retracted) if x is not None]
+                keep += [p[0] for p in next_as_of or ()]
+                if not keep or max(keep) < new_final:
                     del self.entries[iid]
                 continue
             ws = window_start(reached, self.window_ms)
             if ws >= new_final:
                 continue
             del self.entries[iid]
+            final_at = self._final_at(reached)  # merges from then on do not count
+            later = [p[0] for p in next_as_of or () if p[1] < final_at]
+            next_at = min([x for x in (next_at, *later) if x is not None], default=None)
             drop = int(is_dropped(reached, next_at, self.horizon_ms))
             per = counts.setdefault(ws, {})
             # a channel literally named "all" is reserved: it counts in the total only

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from journeys.definitions import JourneyDefinition
@@ -258,6 +259,8 @@ class JourneyEngine:
             else:
                 early.append(ev)
         final: list[tuple[JourneyDefinition, Run]] = []
+        # the replay may merge this customer's own open runs into an earlier one too
+        own = self.openings(state) if early else []
         if early:
             delta.applied += len(early)
             for d, spec in self._specs:
@@ -269,12 +272,15 @@ class JourneyEngine:
                     state.open[d.name] = cur
         self._settle(customer, state, max(watermark, state.checkpoint), delta, final,
                      force=True)
-        if openings:  # runs closed by the replay are in `final`, the rest are current
+        if openings or own:  # runs closed by the replay are in `final`, the rest current
             alive = {*((d.name, run.path[0][1]) for d, run in final),
                      *((d.name, run.path[0][1]) for d, run in self.current(customer, state))}
-            for journey, opening, furthest in openings:
+            for journey, opening, furthest in [*openings, *own]:
                 if (journey, opening) not in alive:  # merged into an earlier run here
                     delta.reached.append(retraction(journey, opening, int(furthest)))
+        # what the merge observes became true at the link time (StepReached.as_of)
+        delta.reached = [replace(o, as_of=max(watermark, o.reached_at_ms))
+                         for o in delta.reached]
         return delta
 
     # --------------------------------------------------------------- internals

@@ -19,14 +19,20 @@ class StepReached:
     step_index: int
     reached_at_ms: int
     channel: str
+    # None: known when the step was reached. Else the event time this observation (or
+    # retraction) became true: a stitching merge's link time. It applies only to
+    # windows not final by then (docs/alerting.md "Stitching and observations"), so a
+    # window counts the instances as known at its final point whatever the timing.
+    as_of: int | None = None
 
 
-def retraction(journey: str, instance_id: str, furthest_step: int) -> StepReached:
+def retraction(journey: str, instance_id: str, furthest_step: int,
+               as_of: int | None = None) -> StepReached:
     """"Forget this instance": its steps 0..furthest_step were observed, but stitching
     merged it into another run (stream.engine.journeys.absorb). Encoded as a negative
     step index so it travels like any observation; applied only while its windows are
     not final (the evaluator cannot revise a reported window)."""
-    return StepReached(journey, instance_id, -1 - furthest_step, 0, "")
+    return StepReached(journey, instance_id, -1 - furthest_step, 0, "", as_of)
 
 
 def retracted_steps(obs: StepReached) -> int | None:

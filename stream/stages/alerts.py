@@ -14,7 +14,7 @@ so a window is final only when every source has passed it (DESIGN.md "Drop-off a
 
 Message (value; key none, partition explicit):
 
-    {"v": 2, "o": [[journey, instance_id, step_index, reached_at_ms, channel], ...],
+    {"v": 2, "o": [[journey, instance_id, step_index, reached_at_ms, channel(, as_of)], ...],
              "w": claims}
 
 Claims are sent when they move a window boundary the alert rules care about
@@ -132,6 +132,8 @@ class StepReachedRouter:
         for p, (observations, claim) in sorted(reached.items()):
             for o in observations:
                 row = [o.journey, o.instance_id, o.step_index, o.reached_at_ms, o.channel]
+                if o.as_of is not None:
+                    row.append(o.as_of)
                 for q in {keys.partition[k] for k in keys.keys_for(o)}:
                     obs_for.setdefault(q, []).append(row)
             quant = keys.quantize(claim.mark)
@@ -270,7 +272,8 @@ class AlertStage:
             parts.add(q)
             wm = self.frontier(q).watermark
             for row in body.get("o", ()):
-                obs = StepReached(row[0], row[1], int(row[2]), int(row[3]), row[4])
+                obs = StepReached(row[0], row[1], int(row[2]), int(row[3]), row[4],
+                                  int(row[5]) if len(row) > 5 else None)
                 for key in keys.keys_for(obs):
                     if keys.partition[key] != q:
                         continue

@@ -20,9 +20,11 @@ def everything_committed(_lane: int, _partition: int) -> int:
 class PartitionProgress:
     """What one by-customer partition keeps in memory: its event time, its timers and
     the customers holding for a stitched device's handover (key -> (link time, wall
-    ms the hold came)). Held customers are not due by watermark (the handover visits
-    them); the alert stage gets `alert_watermark`, which stays below their link times,
-    so their observations are not late when the handover settles them."""
+    ms the hold came); the event time kept is the earlier of the link time and the
+    customer's first unsettled event). Held customers are due by watermark only to
+    settle up to their link time (the handover visits them for the rest); the alert
+    stage gets `alert_watermark`, which stays below those times, so their observations
+    are not late when a visit settles them."""
 
     __slots__ = ("deferred", "frontier", "groups", "holds", "wakes")
 

@@ -236,8 +236,9 @@ class CustomerStage:
             for key in [*prog.wakes.due(prog.watermark),
                         *prog.overdue(wall_ms, HOLD_MAX_WAIT_MS),
                         *prog.deletable(partition, self.committed)]:
-                if key in work:
-                    continue  # visited above with this watermark
+                if (partition, key) in inp.groups:
+                    continue  # visited above with this watermark (merely loaded is not:
+                    # a link or a hold loads a key without settling it)
                 w = load(partition, key)
                 wm = settle_at(partition, key, w)
                 sd = self.sessionizer.apply(key, w.value.sessions, (), watermark=wm)
@@ -393,8 +394,16 @@ class CustomerStage:
         if j.waiting:  # a handover brings it back, or its link time (pending handovers)
             hold = j.hold()
             assert hold is not None
-            prog.set_hold(key, (hold, min(since for _at, since in j.waiting.values())))
+            # the alert stage may not pass a step this customer has not observed yet:
+            # its unsettled events (the tail) are observed when a visit settles them,
+            # up to the link time; so it is due for those like any customer
+            first = j.tail[0][0] if j.tail else hold
+            prog.set_hold(key, (min(hold, first),
+                                min(since for _at, since in j.waiting.values())))
             wake = min((item[4] for item in v.pending.values()), default=None)
+            settle = self.engine.wake_at(j)
+            if settle is not None and settle <= hold:
+                wake = settle if wake is None else min(wake, settle)
             prog.wakes.schedule(key, wake)
             self._put(batch, key, w, v.pack(hold if wake is None else wake))
             return

@@ -44,14 +44,17 @@ class Traffic:
     instances: list[Instance]
     observations: list[StepReached]  # in event-time order
     final_watermark: int
-    expected: list[alerts_ref.RefAlert]
+    expected: list[alerts_ref.RefAlert]  # of the final stitching (observations replayed)
     events: list[Ev] = field(default_factory=list)  # stitched, in event-time order
     raw: list[dict[str, Any]] = field(default_factory=list)  # wire events, as generated
+    # what the stream says: each window as known at its final point (links made before)
+    streamed: list[alerts_ref.RefAlert] = field(default_factory=list)
 
-    def expected_ids(self) -> dict[str, str]:
-        """alert_id -> kind of every alert the reference says must be delivered."""
+    def expected_ids(self, *, streamed: bool = False) -> dict[str, str]:
+        """alert_id -> kind of every alert the reference says must be delivered
+        (`streamed`: by a pipeline that stitches as it goes, `streamed_alerts`)."""
         return {alert_id(a.journey, a.step, a.channel, a.window_start): a.kind
-                for a in self.expected}
+                for a in (self.streamed if streamed else self.expected)}
 
 
 def stitch(events: list[dict[str, Any]]) -> list[Ev]:
@@ -94,7 +97,20 @@ def incident_traffic(*, seed: int = 7, hours: int = 20, incident_at_h: int = 14,
     start = START_MS + incident_at_h * HOUR
     return Traffic(defs, START_MS, (start, start + incident_h * HOUR), channel,
                    story.target_step, instances, observations(instances), final, expected,
-                   sorted(events, key=lambda e: (e.t, e.event_id)), raw)
+                   sorted(events, key=lambda e: (e.t, e.event_id)), raw,
+                   streamed_alerts(defs, raw, final))
+
+
+def streamed_alerts(defs: Definitions, raw: list[dict[str, Any]], watermark: int
+                    ) -> list[alerts_ref.RefAlert]:
+    """Alerts of windows final at `watermark` as the stream evaluates them: each window
+    counts the instances as stitched with the links made before its final point
+    (docs/alerting.md "Stitching and observations")."""
+    def at(events: list[dict[str, Any]], cutoff: int) -> list[Instance]:
+        return split(defs, events, set(JUNK_IDS), watermark, links_before=cutoff)[0]
+
+    return [a for d in defs.journeys for a in alerts_ref.alerts(
+        d, [], watermark, alerts_ref.windows_as_of(d, raw, set(JUNK_IDS), watermark, at))]
 
 
 def replay(ev: DropoffEvaluator, obs: list[StepReached], *, lateness_ms: int = 300_000,

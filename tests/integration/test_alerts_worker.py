@@ -169,7 +169,7 @@ def test_incident_alerts_through_the_worker(traffic: Traffic, env: dict[str, str
                                             tmp_path: Path) -> None:
     kafka, log = _kafka(env), tmp_path / "worker.log"
     ensure_journey_topics(kafka)
-    expected = traffic.expected_ids()
+    expected = traffic.expected_ids(streamed=True)
     fired = {aid for aid, kind in expected.items() if kind == "fired"}
     assert len(fired) == 4 and len(expected) == 6  # 2 windows x (app, all) + 2 recoveries
     lo, hi = traffic.incident
@@ -227,7 +227,7 @@ def test_incident_alerts_through_the_worker(traffic: Traffic, env: dict[str, str
         else:  # state survived the SIGKILL: the notice names the last firing it closes
             assert a["window_start_ms"] == hi
             assert a["resolves"] == alert_id("purchase", traffic.step, a["channel"], hi - HOUR)
-    for r in traffic.expected:
+    for r in traffic.streamed:
         a = by_id[alert_id(r.journey, r.step, r.channel, r.window_start)]
         assert (a["population"], a["dropped"]) == (r.population, r.dropped)
         assert a["baseline"] == pytest.approx(r.baseline)

@@ -137,14 +137,19 @@ def split_reference(defs: Definitions, events: list[dict[str, Any]], junk: set[s
 
 
 def split(defs: Definitions, events: list[dict[str, Any]], junk: set[str],
-          watermark: int | None) -> tuple[list[Instance], set[tuple[str, int, int, int]]]:
+          watermark: int | None, *, links_before: int | None = None
+          ) -> tuple[list[Instance], set[tuple[str, int, int, int]]]:
     """(journey instances, sessions) of the product's stitching semantics; `watermark`
-    None keeps the last instances open. `occurred_at` may be ISO text or epoch ms."""
+    None keeps the last instances open. `occurred_at` may be ISO text or epoch ms.
+    `links_before`: only links made before that event time (what was known then, for
+    drop-off windows: tests/reference/alerts_ref.py `windows_as_of`)."""
     events = [e if isinstance(e["occurred_at"], int) else
               {**e, "occurred_at": parse_occurred_at(e["occurred_at"])} for e in events]
     gap = defs.sessions.gap_ms
     unique = list({e["event_id"]: e for e in events}.values())
     links = links_of(unique, junk)
+    if links_before is not None:
+        links = {d: link for d, link in links.items() if link[1] < links_before}
     owned = _owned(unique, junk, links)
     into: dict[str, list[tuple[int, str]]] = {}
     for dev, (cust, at) in links.items():
