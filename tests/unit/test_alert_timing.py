@@ -87,9 +87,9 @@ class TimedAlerts:
         original = StepAlertState._close
 
         def record(state: StepAlertState, rule: Any, ws: int, channel: str,
-                   population: int, dropped: int) -> Any:
+                   population: int, dropped: int, *rest: Any) -> Any:
             self.closed[(state.journey, state.step_index, channel, ws)] = (population, dropped)
-            return original(state, rule, ws, channel, population, dropped)
+            return original(state, rule, ws, channel, population, dropped, *rest)
 
         StepAlertState._close = record  # type: ignore[method-assign]
         try:
