@@ -8,6 +8,7 @@ fed back, restarts with re-delivery, idle wall-clock ticks (tests/unit/stream_ha
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -72,12 +73,19 @@ def arrival(draw: Any, events: list[dict[str, Any]],
     return [(t, e) for t, _, e in keyed]
 
 
-def run(case: Any, *, restarts: bool, record_bound: int = RECORD_BOUND
+def run(case: Any, *, restarts: bool, record_bound: int = RECORD_BOUND,
+        defs_for: Callable[[Any], Any] | None = None,
+        attach: Callable[[Pipeline], Callable[[], None]] | None = None,
         ) -> tuple[Pipeline, list[dict[str, Any]], int]:
+    """Feed the scenario in random chunks, stepping the stages at random. `defs_for`
+    adapts the definitions; `attach(pipe)` taps the pipeline before the first event and
+    returns what to do after each step (tests/unit/test_alert_timing.py)."""
     defs, lateness, events, order, seed, partitions, sources, readers = case
     rnd = random.Random(seed)
-    pipe = Pipeline(defs, partitions=partitions, lateness_ms=lateness, seed=seed,
-                    sources=sources, readers=readers, record_bound=record_bound)
+    pipe = Pipeline(defs if defs_for is None else defs_for(defs), partitions=partitions,
+                    lateness_ms=lateness, seed=seed, sources=sources, readers=readers,
+                    record_bound=record_bound)
+    after_step = attach(pipe) if attach is not None else None
     i = 0
     while i < len(order):
         n = rnd.randint(1, 8)
@@ -86,6 +94,8 @@ def run(case: Any, *, restarts: bool, record_bound: int = RECORD_BOUND
         i += n
         for _ in range(rnd.randint(0, 3)):
             pipe.step()
+            if after_step is not None:
+                after_step()
         if rnd.random() < 0.15:
             pipe.tick()
         if restarts and rnd.random() < 0.1:
