@@ -28,8 +28,12 @@ const Charts = (() => {
   ).join('') + '</div>';
 
   // rows: [{label, bars: [{value, prev?, color?, text, title?, attrs?}]}]
+  const CH = 6.3;  // ~width of a character at 11px, to fit labels without measuring
+  const clip = (s, w) => (s.length * CH <= w ? s : '…' + s.slice(-Math.max(4, Math.floor(w / CH) - 1)));
   function hbars({rows, xLabel, fmtAxis = String, width = 600, labelW = 150, max}) {
-    const valueW = 170, barH = 16, gap = 10, top = 6;
+    const barH = 16, gap = 10, top = 6;
+    const longest = Math.max(8, ...rows.flatMap((r) => r.bars.map((b) => String(b.text).length)));
+    const valueW = Math.min(width * 0.5, longest * CH + 14);
     const nBars = rows.reduce((s, r) => s + r.bars.length, 0);
     const h = top + nBars * (barH + 2) + rows.length * gap + 44;
     const all = rows.flatMap((r) => r.bars.flatMap((b) => [b.value, b.prev ?? 0]));
@@ -41,7 +45,8 @@ const Charts = (() => {
     out += '</g>';
     for (const r of rows) {
       const rowH = r.bars.length * (barH + 2);
-      out += `<text x="${labelW - 8}" y="${y + rowH / 2 + 4}" text-anchor="end">${esc(r.label)}</text>`;
+      out += `<text x="${labelW - 8}" y="${y + rowH / 2 + 4}" text-anchor="end"><title>${esc(r.label)}</title>` +
+        `${esc(clip(r.label, labelW - 12))}</text>`;
       r.bars.forEach((b, i) => {
         out += `<g class="bar"${attrs(b.attrs)}><title>${esc(b.title || b.text)}</title>` +
           `<rect x="${labelW}" y="${y}" width="${Math.max(0, x(b.value) - labelW)}" height="${barH}" ` +
@@ -120,7 +125,7 @@ const Charts = (() => {
         d += `${pen ? 'L' : 'M'}${px(i).toFixed(1)},${py(v).toFixed(1)}`;
         pen = true;
       });
-      out += `<g class="series"${attrs({'data-series': s.name})}><path d="${d}" fill="none" ` +
+      out += `<g class="series"${attrs({'data-series': s.name, 'data-values': s.values.join(',')})}><path d="${d}" fill="none" ` +
         `stroke="${s.color || color(si)}" stroke-width="2"${s.dash ? ' stroke-dasharray="5 3"' : ''}/>`;
       if (n <= 60) {
         s.values.forEach((v, i) => {
@@ -165,7 +170,7 @@ const Charts = (() => {
         chain[j].out += p.instances; chain[j + 1].in += p.instances;
       }
     }
-    const m = {l: 10, r: 150, t: 10, b: 10}, nodeW = 10, gap = 8;
+    const m = {l: 10, r: 200, t: 10, b: 10}, nodeW = 10, gap = 8;
     const colX = (c) => m.l + ((width - m.l - m.r - nodeW) * c) / depth;
     const byCol = Array.from({length: cols}, () => []);
     for (const nd of nodes.values()) { nd.v = Math.max(nd.in, nd.out); byCol[nd.col].push(nd); }

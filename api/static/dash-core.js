@@ -9,9 +9,9 @@ const Dash = (() => {
   // ---- state <-> URL (query string): a link restores the same view -----------------
   // journey, from, to, channel, ctx: the filters every view obeys; the rest are the
   // choices inside views (interval of the time chart, drivers' step, time-to-convert's
-  // segment, the customer looked up).
+  // segment, the path flow's drop step, the detour kind over time, the customer looked up).
   const KEYS = ['journey', 'from', 'to', 'channel', 'ctx', 'interval', 'step', 'segment',
-                'customer'];
+                'drop', 'kind', 'customer'];
   const state = {};
   function readURL() {
     const q = new URLSearchParams(location.search);
@@ -113,6 +113,7 @@ const Dash = (() => {
       if (s < 86400) return `${+(s / 3600).toFixed(1)}h`;
       return `${+(s / 86400).toFixed(1)}d`;
     },
+    n: (n, one, many = one + 's') => `${Number(n).toLocaleString('en-US')} ${n === 1 ? one : many}`,
     time: (iso) => (iso ? iso.replace('T', ' ').slice(0, 16) : '–'),
   };
   // A change vs the previous period, coloured by whether it is good (`higherIsBetter`).

@@ -21,12 +21,12 @@
 
   function showFilters(journey, range, channels) {
     $('#f-journey').innerHTML = defs.journeys.map((j) =>
-      `<option${j.name === journey ? ' selected' : ''}>${esc(j.name)}</option>`).join('');
+      `<option value="${esc(j.name)}"${j.name === journey ? ' selected' : ''}>${esc(j.name)}</option>`).join('');
     $('#f-from').value = range.from;
     $('#f-to').value = range.to;
     const all = [...new Set(channels.concat(state.channel ? [state.channel] : []))].sort();
     $('#f-channel').innerHTML = '<option value="">all channels</option>' + all.map((ch) =>
-      `<option${ch === state.channel ? ' selected' : ''}>${esc(ch)}</option>`).join('');
+      `<option value="${esc(ch)}"${ch === state.channel ? ' selected' : ''}>${esc(ch)}</option>`).join('');
     $('#f-ctx').value = state.ctx;
   }
 
@@ -41,12 +41,17 @@
       // The scorecard answers with the range it used: the URL's, or the API's default
       // (the 90 days up to the last day with data), which the date inputs then show.
       const cohort0 = {from: state.from || undefined, to: state.to || undefined, channel: state.channel || undefined};
-      const [scorecard, byChannel] = await Promise.all([
+      const name = encodeURIComponent(def.name);
+      const [scorecard, byChannel, days] = await Promise.all([
         api('scorecard', cohort0),
-        api(`journeys/${encodeURIComponent(def.name)}/funnel`,
-          {from: state.from || undefined, to: state.to || undefined, breakdown: 'channel', limit: 10000})
+        api(`journeys/${name}/funnel`, {...cohort0, channel: undefined, breakdown: 'channel', limit: 10000})
           .catch(() => ({steps: []})),
+        api(`journeys/${name}/trend`, {...cohort0, interval: 'day', limit: 10000}),
       ]);
+      // the days of the range holding data: short spans are drawn by the hour
+      const withData = days.rows.filter((r) => r.opened > 0).map((r) => r.period).sort();
+      const span = withData.length ? {first: withData[0], last: withData[withData.length - 1],
+        days: (Date.parse(withData[withData.length - 1]) - Date.parse(withData[0])) / 864e5 + 1} : null;
       const range = {from: scorecard.from, to: scorecard.to};
       apiDefault = state.from || state.to ? apiDefault : range;
       const channels = [...new Set(byChannel.steps.map((r) => r.channel).filter(Boolean))];
@@ -56,13 +61,13 @@
         : `range ${range.from} to ${range.to}: the API's default, the 90 days up to the last day with data`;
       $('#auth').classList.remove('shown');
       await renderAll({
-        journey: def.name, def, defs, scorecard, from: range.from, to: range.to,
+        journey: def.name, def, defs, scorecard, days, span, from: range.from, to: range.to,
         channel: state.channel, ctx: state.ctx, interval: state.interval, step: state.step,
-        segment: state.segment, customer: state.customer, channels,
+        segment: state.segment, drop: state.drop, kind: state.kind, customer: state.customer, channels,
         score: scorecard.journeys.find((j) => j.journey === def.name),
         cohort: {from: range.from, to: range.to, channel: state.channel || undefined},
         set, contextKeys: addContextKeys,
-        pickJourney: (name) => set({journey: name, step: '', segment: ''}),
+        pickJourney: (name) => set({journey: name, step: '', segment: '', drop: ''}),
       });
     } catch (e) {
       if (e.status === 401 || e.status === 403) defs = null;  // ask again with the key
@@ -77,7 +82,7 @@
     set({journey: $('#f-journey').value, from, to,
          channel: $('#f-channel').value, ctx: $('#f-ctx').value.trim().replace(/^context\./, '')});
   });
-  $('#f-journey').addEventListener('change', () => { state.step = ''; state.segment = ''; });
+  $('#f-journey').addEventListener('change', () => { state.step = state.segment = state.drop = ''; });
   for (const id of ['#f-journey', '#f-channel']) {
     $(id).addEventListener('change', () => $('#filters').requestSubmit());
   }

@@ -111,52 +111,78 @@
   const alertLabel = (a) => `${a.kind} ${fmt.time(a.window_start)} UTC: ${a.step} (${a.channel}) ` +
     `${a.dropped}/${a.population} dropped = ${fmt.pct(a.rate)} vs baseline ${fmt.pct(a.baseline)}`;
 
+  // Hourly (by the hour journeys opened): conversion = the share of opened journeys that
+  // reached the goal (funnel?breakdown=hour), and abandoned journeys per step dropped at
+  // (abandonment?breakdown=hour,step); with a context breakdown, one line per value.
+  async function hourly(c, v, lo, hi, alerts) {
+    const name = encodeURIComponent(c.journey);
+    const base = {from: lo, to: hi, channel: c.channel || undefined, limit: 10000};
+    const fParams = {...base, breakdown: breakdown(c, 'hour')};
+    const aParams = {...base, breakdown: c.ctx ? `hour,context.${c.ctx}` : 'hour,step'};
+    const [f, a] = await Promise.all([api(`journeys/${name}/funnel`, fParams),
+      api(`journeys/${name}/abandonment`, aParams)]);
+    const hours = [];
+    for (let t = Date.parse(lo + 'T00:00:00Z'); t < Date.parse(addDays(hi, 1) + 'T00:00:00Z'); t += 36e5) {
+      hours.push(new Date(t).toISOString().slice(0, 13));
+    }
+    const hourOf = (r) => String(r.hour).slice(0, 13);
+    const markers = alerts.map((al) => ({i: hours.indexOf(al.window_start.slice(0, 13)), kind: al.kind, label: alertLabel(al)}))
+      .filter((mk) => mk.i >= 0);
+    const tick = (h) => h.slice(5, 10) + ' ' + h.slice(11, 13) + 'h';
+    const goal = c.def.steps[c.def.steps.length - 1];
+    const convGroups = [...new Set(f.steps.map(groupKey))];
+    const conv = convGroups.map((g, gi) => {
+      const by = {};
+      for (const r of f.steps) if (r.step === goal && groupKey(r) === g) by[hourOf(r)] = r.share_of_opened;
+      return {name: g || 'conversion', color: c.ctx ? C.color(gi) : C.color(0), values: hours.map((h) => by[h] ?? null), fmt: fmt.pct};
+    });
+    const groups = c.ctx ? [...new Set(a.rows.map(groupKey))] : c.def.steps.slice(0, -1);
+    const aband = groups.map((g, gi) => {
+      const by = {};
+      for (const r of a.rows) if ((c.ctx ? groupKey(r) : r.step) === g) by[hourOf(r)] = r.abandoned;
+      return {name: g, color: C.color(gi), values: hours.map((h) => by[h] ?? 0)};
+    });
+    const chart = '<h3>Conversion by hour opened</h3>' +
+      (c.ctx ? C.legend(conv.map((s) => ({name: s.name, color: s.color}))) : '') +
+      C.lines({x: hours, series: conv, markers, xLabel: 'hour opened (UTC)', yLabel: 'share converted',
+        fmtAxis: (x) => fmt.pct(x, 0), tickLabel: tick, height: 230}) +
+      '<h3>Abandoned journeys by hour opened</h3>' +
+      C.legend(aband.map((s) => ({name: c.ctx ? s.name : 'dropped at ' + s.name, color: s.color}))) +
+      C.lines({x: hours, series: aband, markers, xLabel: 'hour opened (UTC)', yLabel: 'abandoned journeys',
+        fmtAxis: fmt.int, tickLabel: tick, height: 230});
+    const csv = v.csv(`journeys/${name}/funnel`, fParams, `${c.journey}-funnel-hourly`) + ' conversion · ' +
+      v.csv(`journeys/${name}/abandonment`, aParams, `${c.journey}-abandonment-hourly`) + ' abandoned';
+    return {chart, csv};
+  }
+
   register({
     id: 'over-time', title: 'Abandonment over time',
-    what: 'Hourly: abandoned journeys per step by the hour they opened (GET …/abandonment?breakdown=hour,step); ' +
-      'daily/weekly: abandonment and conversion rates (GET …/trend). ▼ fired / ● recovered drop-off alerts (GET /v1/alerts).',
+    what: 'Hourly: conversion and abandoned journeys per step by the hour they opened (GET …/funnel and ' +
+      '…/abandonment?breakdown=hour); daily/weekly: abandonment and conversion rates (GET …/trend). ' +
+      '▼ fired / ● recovered drop-off alerts (GET /v1/alerts).',
     async render(c, v) {
       const name = encodeURIComponent(c.journey);
-      const [days, alerts] = await Promise.all([
-        api(`journeys/${name}/trend`, {...c.cohort, interval: 'day', limit: 10000}), alertsIn(c)]);
-      const withData = days.rows.filter((r) => r.opened > 0).map((r) => r.period).sort();
+      const days = c.days, alerts = await alertsIn(c);
       const choice = c.interval || 'auto';
       const select = '<label>granularity <select data-interval>' + ['auto', 'hour', 'day', 'week'].map((o) =>
         `<option${o === choice ? ' selected' : ''}>${o}</option>`).join('') + '</select></label>';
-      if (!withData.length) {
+      if (!c.span) {
         v.tools(select);
         v.empty(`No <b>${esc(c.journey)}</b> journey opened from ${esc(rangeText(c))}.`);
         v.el.querySelector('[data-interval]').addEventListener('change', (ev) => c.set({interval: ev.target.value}));
         return;
       }
-      const first = withData[0], last = withData[withData.length - 1];
-      const spanDays = (Date.parse(last) - Date.parse(first)) / 864e5 + 1;
-      const interval = choice !== 'auto' ? choice : spanDays <= 7 ? 'hour' : spanDays <= 120 ? 'day' : 'week';
+      const {first, last} = c.span;
+      const interval = choice !== 'auto' ? choice : c.span.days <= 7 ? 'hour' : c.span.days <= 120 ? 'day' : 'week';
       let chart, csv, note = '';
       const fired = alerts.alerts.filter((a) => a.kind === 'fired').length;
       const recovered = alerts.alerts.length - fired;
       if (interval === 'hour') {
         const lo = choice === 'auto' ? first : c.from, hi = choice === 'auto' ? last : c.to;
-        const params = {from: lo, to: hi, channel: c.channel || undefined,
-          breakdown: c.ctx ? `hour,context.${c.ctx}` : 'hour,step', limit: 10000};
-        const a = await api(`journeys/${name}/abandonment`, params);
-        csv = v.csv(`journeys/${name}/abandonment`, params, `${c.journey}-abandonment-hourly`);
-        const hours = [];
-        for (let t = Date.parse(lo + 'T00:00:00Z'); t < Date.parse(addDays(hi, 1) + 'T00:00:00Z'); t += 36e5) {
-          hours.push(new Date(t).toISOString().slice(0, 13));
-        }
-        const groups = c.ctx ? [...new Set(a.rows.map(groupKey))] : c.def.steps.slice(0, -1);
-        const series = groups.map((g, gi) => {
-          const byHour = {};
-          for (const r of a.rows) if ((c.ctx ? groupKey(r) : r.step) === g) byHour[String(r.hour).slice(0, 13)] = r.abandoned;
-          return {name: g, color: C.color(gi), values: hours.map((h) => byHour[h] ?? 0)};
-        });
-        const markers = alerts.alerts.map((al) => ({i: hours.indexOf(al.window_start.slice(0, 13)), kind: al.kind, label: alertLabel(al)}))
-          .filter((mk) => mk.i >= 0);
-        chart = C.legend(series.map((s) => ({name: c.ctx ? s.name : 'dropped at ' + s.name, color: s.color}))) +
-          C.lines({x: hours, series, markers, xLabel: 'hour opened (UTC)', yLabel: 'abandoned journeys',
-            tickLabel: (h) => h.slice(5, 10) + ' ' + h.slice(11, 13) + 'h'});
-        if (choice === 'auto' && (lo !== c.from || hi !== c.to)) note = `Hourly over ${lo} to ${hi}, the days of the range with data.`;
+        ({chart, csv} = await hourly(c, v, lo, hi, alerts.alerts));
+        note = (choice === 'auto' && (lo !== c.from || hi !== c.to) ? `Hourly over ${lo} to ${hi}, the days of the range with data. ` : '') +
+          `A journey counts as abandoned only after ${c.def.abandon_after} without activity: until then it is open, so a ` +
+          'recent incident shows first as a dip in conversion, with its alert.';
       } else {
         const params = {...c.cohort, interval, breakdown: breakdown(c), limit: 10000};
         const t = interval === 'day' && !c.ctx ? days : await api(`journeys/${name}/trend`, params);
@@ -199,7 +225,7 @@
         '<div class="scroll"><table id="alerts-table"><thead><tr><th></th><th>window (UTC)</th><th>step</th><th>channel</th>' +
         '<th class="num">dropped</th><th class="num">rate</th><th class="num">baseline</th><th class="num">p</th></tr></thead><tbody>' +
         page.alerts.map((a) => `<tr data-alert="${esc(a.alert_id)}"><td><span class="pill ${esc(a.kind)}">${esc(a.kind)}</span></td>` +
-          `<td>${esc(fmt.time(a.window_start))}–${esc(a.window_end.slice(11, 16))}</td><td>${esc(a.step)}</td><td>${esc(a.channel)}</td>` +
+          `<td class="nowrap">${esc(fmt.time(a.window_start).slice(5))}–${esc(a.window_end.slice(11, 16))}</td><td>${esc(a.step)}</td><td>${esc(a.channel)}</td>` +
           `<td class="num">${fmt.int(a.dropped)}/${fmt.int(a.population)}</td><td class="num">${fmt.pct(a.rate)}</td>` +
           `<td class="num">${fmt.pct(a.baseline)}</td><td class="num">${a.p_value < 1e-4 ? a.p_value.toExponential(1) : a.p_value.toFixed(4)}</td></tr>`).join('') +
         '</tbody></table></div>');

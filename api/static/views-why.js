@@ -8,10 +8,45 @@
   const KINDS = ['loop', 'backtrack', 'off_path', 'channel_switch'];
   const kindColor = (k) => C.color(Math.max(0, KINDS.indexOf(k)) + 1);
 
+  // One kind of detour over time, a line per step (a loop story is a spike at its step):
+  // detours?breakdown=hour,step (a short span of data) or day,step, rows of that kind.
+  async function overTime(c) {
+    const name = encodeURIComponent(c.journey), kind = KINDS.includes(c.kind) ? c.kind : 'loop';
+    const hourly = c.span.days <= 7;
+    const params = {...c.cohort, breakdown: hourly ? 'hour,step' : 'day,step', limit: 10000,
+      ...(hourly ? {from: c.span.first, to: c.span.last} : {})};
+    const d = await api(`journeys/${name}/detours`, params);
+    const xs = [];
+    if (hourly) {
+      for (let t = Date.parse(params.from + 'T00:00:00Z'); t < Date.parse(params.to + 'T00:00:00Z') + 864e5; t += 36e5) {
+        xs.push(new Date(t).toISOString().slice(0, 13));
+      }
+    } else {
+      for (let t = Date.parse(c.from + 'T00:00:00Z'); t <= Date.parse(c.to + 'T00:00:00Z'); t += 864e5) {
+        xs.push(new Date(t).toISOString().slice(0, 10));
+      }
+    }
+    const at = (r) => (hourly ? String(r.hour).slice(0, 13) : String(r.day).slice(0, 10));
+    const steps = c.def.steps.slice(0, -1);
+    const series = steps.map((step, i) => {
+      const by = {};
+      for (const r of d.rows) if (r.kind === kind && r.step === step) by[at(r)] = r.detours;
+      return {name: step, color: C.color(i), values: xs.map((x) => by[x] ?? 0)};
+    }).filter((s) => s.values.some((x) => x));
+    const pick = '<label class="small">kind <select data-kind>' + KINDS.map((k) =>
+      `<option${k === kind ? ' selected' : ''}>${k}</option>`).join('') + '</select></label>';
+    return `<h3>${esc(kind)} detours by ${hourly ? 'hour' : 'day'} opened, per step ${pick}</h3>` +
+      (series.length ? C.legend(series.map((s) => ({name: `${kind} at ${s.name}`, color: s.color}))) +
+        C.lines({x: xs, series, xLabel: `${hourly ? 'hour' : 'day'} opened (UTC)`, yLabel: 'detour events',
+          fmtAxis: fmt.int, height: 220, tickLabel: (x) => (hourly ? x.slice(5, 10) + ' ' + x.slice(11, 13) + 'h' : x.slice(5))})
+        : `<div class="state empty">No ${esc(kind)} detour in the range.</div>`);
+  }
+
   register({
     id: 'detours', title: 'Detours',
-    what: 'Journeys with each kind of detour, by the step reached before it (dashed: previous period), and ' +
-      'how common each kind is among abandoned vs converted journeys (GET …/detours?compare=previous).',
+    what: 'Detour events of each kind, by the step reached before them (dashed: previous period), and ' +
+      'how common each kind is among abandoned vs converted journeys (GET …/detours?compare=previous); ' +
+      'one kind over time, per step (GET …/detours?breakdown=hour,step or day,step).',
     async render(c, v) {
       const name = encodeURIComponent(c.journey);
       const params = {...c.cohort, breakdown: c.ctx ? `step,context.${c.ctx}` : 'step', limit: 10000};
@@ -28,12 +63,13 @@
           'every journey went straight along its steps.');
         return;
       }
-      const top = [...d.rows].sort((a, b) => b.instances - a.instances || b.detours - a.detours).slice(0, 12);
+      // most detour events first: a loop repeats, so a checkout loop tops the chart
+      const top = [...d.rows].sort((a, b) => b.detours - a.detours || b.instances - a.instances).slice(0, 12);
       const rows = top.map((r) => ({
         label: `${r.kind} at ${r.step}${groupKey(r) ? ' · ' + groupKey(r) : ''}`,
-        bars: [{value: r.instances, prev: d.compare ? r.compare?.instances?.previous ?? 0 : null,
-                color: kindColor(r.kind), text: `${fmt.int(r.instances)} journeys · ${fmt.int(r.detours)} events`,
-                attrs: {'data-kind': r.kind, 'data-step': r.step, 'data-instances': r.instances}}],
+        bars: [{value: r.detours, prev: d.compare ? r.compare?.detours?.previous ?? 0 : null,
+                color: kindColor(r.kind), text: `${fmt.n(r.detours, 'event')} in ${fmt.n(r.instances, 'journey')}`,
+                attrs: {'data-kind': r.kind, 'data-step': r.step, 'data-instances': r.instances, 'data-detours': r.detours}}],
       }));
       const shares = d.shares.map((s) => ({
         label: s.kind,
@@ -42,10 +78,12 @@
                {value: s.converted_share || 0, color: C.GOOD, text: `${fmt.pct(s.converted_share)} of converted`,
                 attrs: {'data-kind': s.kind, 'data-share': 'converted'}}],
       }));
-      v.html(C.hbars({rows, xLabel: 'journeys with the detour', fmtAxis: fmt.int, labelW: 210}) +
+      v.html(C.hbars({rows, xLabel: 'detour events (dashed: previous period)', fmtAxis: fmt.int, labelW: 210}) +
         (d.rows.length > top.length ? `<p class="muted small">The ${top.length} most common of ${d.rows.length}; the CSV has all.</p>` : '') +
+        (c.span ? await overTime(c) : '') +
         '<h3>Share of abandoned vs converted journeys with each kind</h3>' +
         C.hbars({rows: shares, xLabel: 'share of the journeys of that outcome', fmtAxis: (t) => fmt.pct(t, 0), max: 1}));
+      v.body.querySelector('[data-kind]')?.addEventListener('change', (ev) => c.set({kind: ev.target.value}));
     },
   });
 
@@ -55,11 +93,17 @@
       '(the most common paths, GET …/paths).',
     async render(c, v) {
       const name = encodeURIComponent(c.journey);
-      const params = {...c.cohort, limit: 20};
+      const steps = c.def.steps.slice(0, -1);
+      const drop = steps.includes(c.drop) ? c.drop : '';
+      const params = {...c.cohort, limit: 20, dropped_at: drop || undefined};
       const p = await api(`journeys/${name}/paths`, params);
-      v.tools(v.csv(`journeys/${name}/paths`, params, `${c.journey}-paths`));
+      v.tools('<label>dropped at <select data-drop><option value="">any step</option>' + steps.map((s) =>
+        `<option${s === drop ? ' selected' : ''}>${esc(s)}</option>`).join('') + '</select></label> ' +
+        v.csv(`journeys/${name}/paths`, params, `${c.journey}-paths`));
+      v.el.querySelector('[data-drop]').addEventListener('change', (ev) => c.set({drop: ev.target.value}));
       if (!p.abandoned) {
-        v.empty(`No <b>${esc(c.journey)}</b> journey opened from ${esc(rangeText(c))} was abandoned.`);
+        v.empty(`No <b>${esc(c.journey)}</b> journey opened from ${esc(rangeText(c))} was abandoned` +
+          (drop ? ` at ${esc(drop)}.` : '.'));
         return;
       }
       const dropColor = (step) => C.color(Math.max(0, c.def.steps.indexOf(step)));
