@@ -222,7 +222,7 @@
       }
       v.html(`<p class="small"><span data-k="total">${fmt.int(page.total)}</span> alerts` +
         (page.total > page.alerts.length ? ` (the newest ${page.alerts.length} listed)` : '') + '</p>' +
-        '<div class="scroll"><table id="alerts-table"><thead><tr><th></th><th>window (UTC)</th><th>step</th><th>channel</th>' +
+        '<div class="scroll"><table id="alerts-table" class="small"><thead><tr><th></th><th>window (UTC)</th><th>step</th><th>channel</th>' +
         '<th class="num">dropped</th><th class="num">rate</th><th class="num">baseline</th><th class="num">p</th></tr></thead><tbody>' +
         page.alerts.map((a) => `<tr data-alert="${esc(a.alert_id)}"><td><span class="pill ${esc(a.kind)}">${esc(a.kind)}</span></td>` +
           `<td class="nowrap">${esc(fmt.time(a.window_start).slice(5))}–${esc(a.window_end.slice(11, 16))}</td><td>${esc(a.step)}</td><td>${esc(a.channel)}</td>` +
