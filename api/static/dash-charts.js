@@ -206,7 +206,23 @@ const Charts = (() => {
   // One journey instance on a time axis, one lane per channel. steps: the definition's.
   function timeline(inst, steps, channelColor, width = 620) {
     const lanes = [...new Set(inst.path.map((t) => t.channel).concat(inst.detours.map((d) => d.channel)))];
-    const m = {l: 92, r: 24, t: 70, b: 34}, laneH = 30, W = width - m.l - m.r;
+    // labels above the lanes, on as many rows as it takes for close events not to overlap
+    const LEVELS = 5, levelH = 14, ends = Array(LEVELS).fill(-Infinity);
+    const m0 = {l: 92, r: 24}, W0 = width - m0.l - m0.r;
+    const ts0 = inst.path.map((t) => Date.parse(t.at));
+    const a0 = Math.min(...ts0), a1 = Math.max(...ts0, a0 + 1000);
+    const atEnd = [];  // labels that would leave the chart end at their point instead
+    const level = inst.path.map((t, i) => {
+      const X = m0.l + (W0 * (Date.parse(t.at) - a0)) / (a1 - a0), w = t.type.length * CH;
+      atEnd[i] = X + w > width - 2;
+      const x0 = atEnd[i] ? X - w : X - 3;
+      let k = ends.findIndex((e) => x0 > e + 4);
+      if (k < 0) k = ends.indexOf(Math.min(...ends));
+      ends[k] = atEnd[i] ? X + 3 : X + w;
+      return k;
+    });
+    const used = Math.max(0, ...level) + 1;
+    const m = {l: 92, r: 24, t: 14 + used * levelH, b: 34}, laneH = 30, W = width - m.l - m.r;
     const height = m.t + lanes.length * laneH + m.b;
     const ts = inst.path.map((t) => Date.parse(t.at)).concat(inst.detours.map((d) => Date.parse(d.at)));
     const t0 = Math.min(...ts), t1 = Math.max(...ts, t0 + 1000);
@@ -222,8 +238,8 @@ const Charts = (() => {
       out += `<g class="touch"${attrs({'data-type': t.type, 'data-channel': t.channel})}>` +
         `<title>${esc(`${t.type} on ${t.channel} at ${t.at}`)}</title>` +
         `<circle cx="${X}" cy="${Y}" r="6" fill="${isStep ? channelColor(t.channel) : '#fff'}" stroke="${channelColor(t.channel)}" stroke-width="2"/>` +
-        `<text transform="translate(${X + 2} ${m.t - 8 - (i % 2) * 12}) rotate(-25)">${esc(t.type)}</text>` +
-        `<line x1="${X}" x2="${X}" y1="${m.t - 6}" y2="${Y - 6}" stroke="#c5ccd6" stroke-dasharray="2 2"/></g>`;
+        `<text x="${atEnd[i] ? X + 3 : X - 3}" y="${m.t - 6 - level[i] * levelH}"${atEnd[i] ? ' text-anchor="end"' : ''}>${esc(t.type)}</text>` +
+        `<line x1="${X}" x2="${X}" y1="${m.t - 3 - level[i] * levelH}" y2="${Y - 6}" stroke="#c5ccd6" stroke-dasharray="2 2"/></g>`;
     });
     for (const d of inst.detours) {
       const X = px(d.at), Y = py(d.channel) + 12;

@@ -49,7 +49,7 @@
           bars: [{value: x.share_of_instances || 0, color: x.in_off_path === false ? C.color(5) : C.color(4),
                   attrs: {'data-type': x.type, 'data-instances': x.instances},
                   title: `${x.type}: ${x.events} events in ${x.instances} journeys; mostly after ${x.positions[0]?.after_step}`,
-                  text: `${fmt.int(x.instances)} journeys · ${fmt.pct(x.abandoned_share)} of abandoned, ${fmt.pct(x.converted_share)} of converted`}],
+                  text: `${fmt.n(x.instances, 'journey')} · ${fmt.pct(x.abandoned_share)} of abandoned, ${fmt.pct(x.converted_share)} of converted`}],
         }));
         right = `<div><h3>Touchpoints outside the steps (${fmt.int(t.types_found)} types)</h3>` +
           C.hbars({rows: typeRows, xLabel: 'share of the journeys with it', fmtAxis: (x) => fmt.pct(x, 0), labelW: 150, width: 620}) +
@@ -88,15 +88,15 @@
           const chColor = (ch) => C.color(chans.indexOf(ch));
           v.html(form + `<p class="small">Customer <b data-k="customer_id">${esc(page.customer_id)}</b>` +
             (page.resolved_from ? ` (linked from ${esc(page.resolved_from)})` : '') +
-            `: <span data-k="total">${fmt.int(page.total)}</span> ${esc(c.journey)} journeys, newest first` +
+            `: <span data-k="total">${fmt.int(page.total)}</span> ${esc(c.journey)} journey${page.total === 1 ? '' : 's'}, newest first` +
             (page.next_offset ? ` (the first ${page.journeys.length})` : '') +
             '. A customer\'s history is shown whatever the date range and channel filters.</p>' +
             page.journeys.map((j) => `<div class="journey" data-instance="${esc(j.instance_id)}">` +
               `<p class="timeline-head small"><span class="pill ${esc(j.status)}">${esc(j.status)}</span> ` +
               `opened ${esc(fmt.time(j.opened_at))} on ${esc(j.entry_channel)} · furthest step <b>${esc(j.furthest_step)}</b>` +
               (j.dropped_at ? ` · dropped at <b>${esc(j.dropped_at)}</b>` : '') +
-              ` · ${fmt.int(j.events)} events${j.path_truncated ? ' (path capped: the first events shown)' : ''}` +
-              `${j.detours.length ? ` · ${j.detours.length} detours` : ''}</p>` +
+              ` · ${fmt.n(j.events, 'event')}${j.path_truncated ? ' (path capped: the first events shown)' : ''}` +
+              `${j.detours.length ? ` · ${fmt.n(j.detours.length, 'detour')}` : ''}</p>` +
               C.timeline(j, c.def.steps, chColor) + '</div>').join(''));
         }
       }

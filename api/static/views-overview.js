@@ -165,11 +165,11 @@
       const days = c.days, alerts = await alertsIn(c);
       const choice = c.interval || 'auto';
       const select = '<label>granularity <select data-interval>' + ['auto', 'hour', 'day', 'week'].map((o) =>
-        `<option${o === choice ? ' selected' : ''}>${o}</option>`).join('') + '</select></label>';
+        `<option value="${o}"${o === choice ? ' selected' : ''}>${o}</option>`).join('') + '</select></label>';
       if (!c.span) {
         v.tools(select);
         v.empty(`No <b>${esc(c.journey)}</b> journey opened from ${esc(rangeText(c))}.`);
-        v.el.querySelector('[data-interval]').addEventListener('change', (ev) => c.set({interval: ev.target.value}));
+        v.el.querySelector('[data-interval]').addEventListener('change', (ev) => c.set({interval: ev.target.value === 'auto' ? '' : ev.target.value}));
         return;
       }
       const {first, last} = c.span;
@@ -205,7 +205,7 @@
       v.html(chart + `<p class="muted small">${esc(note)} Alerts in the range: <span data-k="alerts-fired">${fired}</span> fired, ` +
         `<span data-k="alerts-recovered">${recovered}</span> recovered${c.channel ? ` (channel ${esc(c.channel)})` : ''}; ` +
         'hover a marker for its window, rate and baseline.</p>');
-      v.el.querySelector('[data-interval]').addEventListener('change', (ev) => c.set({interval: ev.target.value}));
+      v.el.querySelector('[data-interval]').addEventListener('change', (ev) => c.set({interval: ev.target.value === 'auto' ? '' : ev.target.value}));
     },
   });
 

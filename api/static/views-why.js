@@ -34,7 +34,7 @@
       return {name: step, color: C.color(i), values: xs.map((x) => by[x] ?? 0)};
     }).filter((s) => s.values.some((x) => x));
     const pick = '<label class="small">kind <select data-kind>' + KINDS.map((k) =>
-      `<option${k === kind ? ' selected' : ''}>${k}</option>`).join('') + '</select></label>';
+      `<option value="${k}"${k === kind ? ' selected' : ''}>${k}</option>`).join('') + '</select></label>';
     return `<h3>${esc(kind)} detours by ${hourly ? 'hour' : 'day'} opened, per step ${pick}</h3>` +
       (series.length ? C.legend(series.map((s) => ({name: `${kind} at ${s.name}`, color: s.color}))) +
         C.lines({x: xs, series, xLabel: `${hourly ? 'hour' : 'day'} opened (UTC)`, yLabel: 'detour events',
@@ -98,7 +98,7 @@
       const params = {...c.cohort, limit: 20, dropped_at: drop || undefined};
       const p = await api(`journeys/${name}/paths`, params);
       v.tools('<label>dropped at <select data-drop><option value="">any step</option>' + steps.map((s) =>
-        `<option${s === drop ? ' selected' : ''}>${esc(s)}</option>`).join('') + '</select></label> ' +
+        `<option value="${esc(s)}"${s === drop ? ' selected' : ''}>${esc(s)}</option>`).join('') + '</select></label> ' +
         v.csv(`journeys/${name}/paths`, params, `${c.journey}-paths`));
       v.el.querySelector('[data-drop]').addEventListener('change', (ev) => c.set({drop: ev.target.value}));
       if (!p.abandoned) {
@@ -169,7 +169,7 @@
       const params = {...c.cohort, step, top: 10};
       const d = await api(`journeys/${name}/dropoff-drivers`, params);
       v.tools('<label>step <select data-step>' + steps.map((s) =>
-        `<option${s === step ? ' selected' : ''}>${esc(s)}</option>`).join('') + '</select></label> ' +
+        `<option value="${esc(s)}"${s === step ? ' selected' : ''}>${esc(s)}</option>`).join('') + '</select></label> ' +
         v.csv(`journeys/${name}/dropoff-drivers`, params, `${c.journey}-dropoff-drivers`));
       v.el.querySelector('[data-step]').addEventListener('change', (ev) => c.set({step: ev.target.value}));
       c.contextKeys(d.drivers.map((x) => x.feature).filter((f) => f.startsWith('context.')).map((f) => f.slice(8)));

@@ -214,6 +214,21 @@ def test_range_and_channel_filters_every_view(site: Site, browser: Any) -> None:
         [a["kind"] for a in alerts] * 2)  # on both hourly charts
     screenshot(browser, site.shots / "03-week.png")
 
+    before = ready(browser)  # daily: the trend's rates, the alerts on their day
+    Select(browser.find_element(By.CSS_SELECTOR, "#v-over-time [data-interval]")).select_by_value("day")
+    settle(browser, before)
+    assert query(browser)["interval"] == "day"
+    trend = site.api(name + "trend", **WEEK, interval="day")["rows"]
+    lines = _series(browser, "#v-over-time g.series")
+    assert lines["abandonment rate"] == [r["abandonment_rate"] for r in trend]
+    assert lines["conversion rate"] == [r["conversion_rate"] for r in trend]
+    assert sorted(texts(browser, "#v-over-time g.marker", "data-x")) == sorted(
+        a["window_start"][:10] for a in alerts)
+    before = ready(browser)
+    Select(browser.find_element(By.CSS_SELECTOR, "#v-over-time [data-interval]")).select_by_value("auto")
+    settle(browser, before)
+    assert "interval" not in query(browser)
+
     before = ready(browser)
     Select(browser.find_element(By.ID, "f-channel")).select_by_value("web")
     settle(browser, before)
