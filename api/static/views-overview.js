@@ -178,9 +178,12 @@
       const fired = alerts.alerts.filter((a) => a.kind === 'fired').length;
       const recovered = alerts.alerts.length - fired;
       if (interval === 'hour') {
-        const lo = choice === 'auto' ? first : c.from, hi = choice === 'auto' ? last : c.to;
+        // at most the last 31 days of data by the hour (a page of rows holds them)
+        const hi = choice === 'auto' ? last : c.to;
+        const lo = [choice === 'auto' ? first : c.from, addDays(hi, -30)].sort()[1];
         ({chart, csv} = await hourly(c, v, lo, hi, alerts.alerts));
-        note = (choice === 'auto' && (lo !== c.from || hi !== c.to) ? `Hourly over ${lo} to ${hi}, the days of the range with data. ` : '') +
+        note = (lo !== c.from || hi !== c.to ? `Hourly over ${lo} to ${hi}, the ${
+          lo === addDays(hi, -30) ? 'last 31 days' : 'days of the range with data'}. ` : '') +
           `A journey counts as abandoned only after ${c.def.abandon_after} without activity: until then it is open, so a ` +
           'recent incident shows first as a dip in conversion, with its alert.';
       } else {

@@ -13,8 +13,11 @@
   async function overTime(c) {
     const name = encodeURIComponent(c.journey), kind = KINDS.includes(c.kind) ? c.kind : 'loop';
     const hourly = c.span.days <= 7;
+    const days = (a, n) => new Date(Date.parse(a + 'T00:00:00Z') + n * 864e5).toISOString().slice(0, 10);
+    // by day: at most the last 366 days of data (a page of rows holds them)
     const params = {...c.cohort, breakdown: hourly ? 'hour,step' : 'day,step', limit: 10000,
-      ...(hourly ? {from: c.span.first, to: c.span.last} : {})};
+      from: hourly ? c.span.first : [c.from, days(c.span.last, -365)].sort()[1],
+      to: hourly ? c.span.last : c.to};
     const d = await api(`journeys/${name}/detours`, params);
     const xs = [];
     if (hourly) {
@@ -22,7 +25,7 @@
         xs.push(new Date(t).toISOString().slice(0, 13));
       }
     } else {
-      for (let t = Date.parse(c.from + 'T00:00:00Z'); t <= Date.parse(c.to + 'T00:00:00Z'); t += 864e5) {
+      for (let t = Date.parse(params.from + 'T00:00:00Z'); t <= Date.parse(params.to + 'T00:00:00Z'); t += 864e5) {
         xs.push(new Date(t).toISOString().slice(0, 10));
       }
     }

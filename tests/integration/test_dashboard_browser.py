@@ -252,7 +252,13 @@ def test_context_breakdown_and_another_journey(site: Site, browser: Any) -> None
     assert groups == {"DE", "FR", "(none)"}
     screenshot(browser, site.shots / "05-by-country.png")
 
-    before = ready(browser)
+    apply_filters(browser, ctx="no such key!")  # refused by the API: said in words
+    assert "The API refused these filters" in text(browser, "#v-funnel .state.error")
+    assert "context" in text(browser, "#v-funnel .state.error")
+    assert text(browser, '#v-paths [data-k="abandoned"]')  # a view without breakdown still answers
+
+    browser.execute_script("document.querySelector('#f-ctx').value = ''")
+    before = ready(browser)  # a journey picked applies the filters at once
     Select(browser.find_element(By.ID, "f-journey")).select_by_value("onboarding")
     settle(browser, before)
     assert query(browser)["journey"] == "onboarding"
