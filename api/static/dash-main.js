@@ -28,6 +28,7 @@
     $('#f-channel').innerHTML = '<option value="">all channels</option>' + all.map((ch) =>
       `<option value="${esc(ch)}"${ch === state.channel ? ' selected' : ''}>${esc(ch)}</option>`).join('');
     $('#f-ctx').value = state.ctx;
+    $('#f-live').checked = Boolean(state.live);
   }
 
   async function run() {
@@ -87,6 +88,9 @@
     $(id).addEventListener('change', () => $('#filters').requestSubmit());
   }
   $('#f-reset').addEventListener('click', () => set({from: '', to: ''}));
+  // live traffic (`journeys up`): every view again every 30 s, unless one is still loading
+  $('#f-live').addEventListener('change', (ev) => set({live: ev.target.checked ? '1' : ''}));
+  setInterval(() => { if (state.live && !document.body.dataset.busy) run(); }, 30000);
   $('#auth').addEventListener('submit', (ev) => {
     ev.preventDefault();
     localStorage.setItem(KEY_STORE, $('#auth-key').value.trim());
