@@ -248,7 +248,7 @@ const Charts = (() => {
     }
     const span = (t1 - t0) / 1000, base = m.t + lanes.length * laneH + 6;
     out += `<g class="axis"><line x1="${m.l}" x2="${m.l + W}" y1="${base}" y2="${base}"/>`;
-    for (let i = 0; i <= 4; i++) {
+    for (let i = 0; i <= (Math.max(...ts) > Math.min(...ts) ? 4 : 0); i++) {  // one instant: one tick
       const X = m.l + (W * i) / 4;
       out += `<line x1="${X}" x2="${X}" y1="${base}" y2="${base + 4}"/>` +
         `<text x="${X}" y="${base + 16}" text-anchor="middle">+${esc(Dash.fmt.dur((span * i) / 4))}</text>`;
