@@ -15,6 +15,7 @@ from typing import Any
 from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.auth import KeyRing, require
@@ -87,9 +88,13 @@ def create_app(
     app.include_router(customers.router, dependencies=[Depends(require("admin"))],
                        responses=AUTH_RESPONSES | BAD_INPUT)
 
+    # The dashboard: a page and its scripts/styles (api/static/, no data in them), open
+    # like /docs; every number on it comes from the /v1 endpoints, with the user's key.
+    static = resources.files("api").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:
-        page = resources.files("api").joinpath("static/dashboard.html").read_text()
-        return HTMLResponse(page)
+        return HTMLResponse(static.joinpath("dashboard.html").read_text())
 
     return app

@@ -4,7 +4,8 @@
 #   bash scripts/test.sh [pytest args...]
 #
 # On Debian/Ubuntu it installs what the integration tests need (clickhouse-server,
-# clickhouse-client, kcat, and a JRE + Maven for Apache Kafka) with apt when missing,
+# clickhouse-client, kcat, a JRE + Maven for Apache Kafka, and chromium + chromium-driver
+# for the dashboard's browser tests) with apt when missing,
 # creates .venv, installs the project with its test extras and fetches the Apache Kafka
 # jars from Maven Central (cached in ~/.cache/journeys or $JOURNEYS_KAFKA_JARS_DIR).
 # Exits non-zero on any failure, including "no tests collected" (pytest exit code 5),
@@ -48,6 +49,15 @@ if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
     apt_install maven default-jre-headless
 else
     say "java and mvn present"
+fi
+
+# The dashboard's browser tests (tests/integration/test_dashboard_browser.py) drive Debian's
+# headless Chromium through chromedriver (selenium); they fail, never skip, without it.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    say "installing chromium, chromium-driver (apt)"
+    apt_install chromium chromium-driver
+else
+    say "chromium and chromedriver present"
 fi
 
 # 2. Python environment.

@@ -81,7 +81,7 @@ def test_metrics_needs_the_metrics_scope(client: TestClient) -> None:
 
 
 def test_open_endpoints(client: TestClient) -> None:
-    for path in ("/healthz", "/readyz", "/", "/openapi.json", "/docs"):
+    for path in ("/healthz", "/readyz", "/", "/static/dash-core.js", "/openapi.json", "/docs"):
         assert client.get(path).status_code == 200, path
     spec = client.get("/openapi.json").json()
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}

@@ -4,6 +4,7 @@ over both engines, through the real app (TestClient) on the reference data set."
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -257,9 +258,14 @@ def test_other_endpoints(api: tuple[TestClient, Any]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     assert client.get("/metrics").status_code == 200
-    page = client.get("/")
-    assert page.status_code == 200 and "/v1/alerts?journey=" in page.text
-    assert all(f"id=\"{p}\"" in page.text for p in ("funnel", "abandonment", "detours", "alerts"))
+    page = client.get("/")  # the dashboard: its views, and the assets it loads (no CDN)
+    assert page.status_code == 200
+    assert all(f'id="v-{v}"' in page.text for v in (
+        "scorecard", "funnel", "over-time", "detours", "paths", "ttc", "drivers", "designed",
+        "alerts", "customer"))
+    assets = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
+    assert len(assets) >= 5 and not re.search(r'(?:src|href)="(?:https?:)?//', page.text)
+    assert all(client.get("/" + a).status_code == 200 for a in assets)
 
 
 def test_an_anonymous_id_stitched_to_a_customer_finds_its_journeys(
