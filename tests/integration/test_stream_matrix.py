@@ -78,7 +78,9 @@ def observations(records: list[Any]) -> dict[tuple[str, str, int], tuple[int, st
     id, step) -> (reached at, channel); a retraction forgets the run's steps."""
     out: dict[tuple[str, str, int], tuple[int, str]] = {}
     for r in records:
-        for journey, opening, step, t, channel in orjson.loads(r.value).get("o", ()):
+        # a merge's observation carries its as-of time (6th element): the final fold
+        # is the final stitching whatever it is (docs/alerting.md)
+        for journey, opening, step, t, channel, *_as_of in orjson.loads(r.value).get("o", ()):
             if step < 0:
                 for s in range(-1 - step + 1):
                     out.pop((journey, opening, s), None)
