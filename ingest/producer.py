@@ -78,6 +78,15 @@ def _close_quietly(client: KafkaProducer) -> None:
         log.debug("closing a dead producer: %s", exc)
 
 
+def _client_factory(name: str) -> Callable[..., KafkaProducer]:
+    """The client class for `ProducerTuning.client` (both take kafka-python's options)."""
+    if name == "confluent-kafka":
+        from ingest.rdkafka import RdKafkaClient
+
+        return RdKafkaClient  # type: ignore[return-value]  # the subset we call
+    return KafkaProducer
+
+
 class TouchpointProducer:
     """Produces touchpoints (keyed by customer, else anonymous id) and dead letters.
 
@@ -93,14 +102,14 @@ class TouchpointProducer:
         tuning: ProducerTuning | None = None,
         *,
         client_id: str = "journeys-ingest",
-        factory: Callable[..., KafkaProducer] = KafkaProducer,
+        factory: Callable[..., KafkaProducer] | None = None,
         spool: SpoolWriter | None = None,
     ) -> None:
         self.kafka = kafka
         self.spool = spool
         self.tuning = (tuning or ProducerTuning()).with_overrides(kafka.producer)
         self.client_id = client_id
-        self._factory = factory
+        self._factory = factory or _client_factory(self.tuning.client)
         self._client: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._pending = 0

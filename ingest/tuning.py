@@ -10,6 +10,9 @@ from typing import Any
 from journeys.errors import ConfigError
 
 
+CLIENTS = ("kafka-python", "confluent-kafka")
+
+
 @dataclass(frozen=True, slots=True)
 class ProducerTuning:
     """Producer options, measured on the local broker (see docs/ingest.md, bench/).
@@ -40,17 +43,21 @@ class ProducerTuning:
     # Ours, not kafka-python's: unconfirmed records allowed before refusing more.
     max_pending: int = 100_000
     retry_after_s: float = 2.0
+    # The client library: "kafka-python", or "confluent-kafka" (librdkafka: ~1–2 µs of
+    # Python per record instead of ~60, docs/performance.md), which the bulk roles use.
+    client: str = "kafka-python"
 
     @classmethod
     def for_bulk(cls) -> ProducerTuning:
         """Importers and the generator: wait longer instead of failing, bigger batches."""
         return cls(linger_ms=20, batch_size=1024 * 1024, delivery_timeout_ms=120_000,
                    request_timeout_ms=30_000, max_block_ms=60_000,
-                   bootstrap_timeout_ms=30_000, max_pending=200_000)
+                   bootstrap_timeout_ms=30_000, max_pending=200_000,
+                   client="confluent-kafka")
 
     def client_options(self) -> dict[str, Any]:
         opts = asdict(self)
-        for ours in ("max_pending", "retry_after_s"):
+        for ours in ("max_pending", "retry_after_s", "client"):
             opts.pop(ours)
         return opts
 
@@ -67,6 +74,8 @@ class ProducerTuning:
             default = getattr(self, name)
             if name == "acks":
                 ok = value in ("all", 0, 1, -1) and not isinstance(value, bool)
+            elif name == "client":
+                ok = value in CLIENTS
             elif name == "compression_type":
                 ok = value is None or isinstance(value, str)
             elif isinstance(value, bool) or isinstance(default, bool):
