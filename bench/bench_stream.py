@@ -17,6 +17,8 @@ product's semantics, docs/semantics.md).
     .venv/bin/python bench/bench_stream.py --events 50000 --workers 1 --partitions 4
 
 Run it alone on the machine (no tests or other benchmarks): CPU figures are per event.
+BENCH_PYSPY=DIR samples each worker with py-spy (bench/profile_report.py reads it);
+BENCH_PROFILE=DIR runs each under cProfile (wall time, asyncio waits included).
 """
 
 from __future__ import annotations
@@ -190,6 +192,19 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def pyspy(procs: list[subprocess.Popen], where: str | None) -> list[subprocess.Popen]:
+    """With BENCH_PYSPY=DIR: sample each worker with py-spy (attached, non-blocking, so
+    the worker's own CPU time stays its own), raw stacks to DIR/worker<i>.txt, for
+    bench/profile_report.py."""
+    if not where:
+        return []
+    spy = Path(sys.executable).with_name("py-spy")
+    return [subprocess.Popen([str(spy), "record", "--pid", str(p.pid), "--nonblocking",
+                              "-r", "100", "-f", "raw", "-o", f"{where}/worker{i}.txt"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, p in enumerate(procs)]
+
+
 Ref = tuple[set[Any], dict[str, str]]
 
 
@@ -302,12 +317,15 @@ def main() -> None:
                                   cwd=ROOT, env={**env, "JOURNEYS_DATA_DIR": str(work / f"w{i}")},
                                   stdout=log, stderr=subprocess.STDOUT)
                  for i in range(args.workers)]
+        spies = pyspy(procs, os.environ.get("BENCH_PYSPY"))
         try:
             first = wait_done(kafka, "bench-worker", procs, started, args.timeout, log_path)
             total = time.perf_counter() - started
             cpu = sum(cpu_seconds(p.pid) for p in procs)
         finally:
             stop_workers(procs)
+            for spy in spies:
+                spy.wait(60)
         got_sessions, got_instances, touchpoints = results(ch, "bench")
     late = late_events(log_path, [p.pid for p in procs])
     steady = total - (first or 0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -77,12 +77,14 @@ def map_chunk(
             bad.append(Rejection(record, raw or b""))
             bad_rows.append(row)
             continue
-        original = raw if raw is not None else row_bytes(record)
         wire = mapper.map(record)
-        result = (Rejection(wire, original, _event_id(record)) if isinstance(wire, str)
-                  else validator.validate(wire, original))
+        # the original row as JSON is built for rejected rows only (it was ~15% of the
+        # CPU of a CSV import when built for every row)
+        result = (Rejection(wire, b"", _event_id(record)) if isinstance(wire, str)
+                  else validator.validate(wire, b""))
         if isinstance(result, Rejection):
-            bad.append(result)
+            original = raw if raw is not None else row_bytes(record)
+            bad.append(replace(result, raw=original))
             bad_rows.append(row)
         else:
             good.append(result)

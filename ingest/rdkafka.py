@@ -15,6 +15,7 @@ same raw partition whichever client produced them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ def librdkafka_config(bootstrap_servers: str, client_id: str,
         "partitioner": "murmur2_random",  # Java's, for null-key fallbacks too
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 512 * 1024,
+        "logger": logging.getLogger("ingest.rdkafka"),  # not librdkafka's own stderr lines
     }
     names = {
         "acks": "acks", "enable_idempotence": "enable.idempotence",
@@ -56,6 +58,10 @@ def librdkafka_config(bootstrap_servers: str, client_id: str,
         if name in options:
             value = options[name]
             conf[prop] = "none" if name == "compression_type" and value is None else value
+    if "batch.size" in conf and "message.max.bytes" in conf:
+        # a batch as large as the request limit hung Tansu without compression (a 1 MiB
+        # uncompressed batch was never acknowledged; 256 KiB works): keep headroom
+        conf["batch.size"] = min(conf["batch.size"], conf["message.max.bytes"] // 2)
     if isinstance(conf.get("acks"), int):
         conf["acks"] = str(conf["acks"])
     return conf

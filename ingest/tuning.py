@@ -9,7 +9,6 @@ from typing import Any
 
 from journeys.errors import ConfigError
 
-
 CLIENTS = ("kafka-python", "confluent-kafka")
 
 

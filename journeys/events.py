@@ -3,7 +3,8 @@
 Validation returns a reason instead of raising, because bad input is data: callers
 dead-letter it with the reason and the original bytes. The fast path is orjson plus a
 hand-written check of each rule, so the reasons are stable, precise strings that tests,
-metrics and users can rely on; the pydantic model is the typed result.
+metrics and users can rely on; the result is a slotted dataclass, not a pydantic model
+(one is built per event on every hot path; see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import base64
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
 from journeys.timeutil import datetime_to_ms, ms_to_iso
 
@@ -44,10 +44,15 @@ KNOWN_FIELDS = frozenset(
 )
 
 
-class Touchpoint(BaseModel):
-    """A validated touchpoint. `occurred_at` is epoch milliseconds, UTC."""
+@dataclass(slots=True)
+class Touchpoint:
+    """A validated touchpoint. `occurred_at` is epoch milliseconds, UTC.
 
-    model_config = ConfigDict(frozen=True)
+    A slotted dataclass, not a pydantic model: one is built per event on every hot path
+    (import, collector, validate stage), and pydantic's `model_construct` alone cost
+    ~3 µs of the ~25 µs an event took there (docs/performance.md). Not frozen for the
+    same reason (a frozen dataclass's __init__ is ~4× slower): treat it as read-only.
+    """
 
     event_id: str
     type: str
@@ -56,8 +61,8 @@ class Touchpoint(BaseModel):
     customer_id: str | None = None
     anonymous_id: str | None = None
     source: str | None = None
-    properties: dict[str, Any] = {}
-    context: dict[str, Any] = {}
+    properties: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def identity_key(self) -> str:
@@ -66,9 +71,11 @@ class Touchpoint(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         """The DESIGN.md JSON shape (ISO-8601 time), for producing to Kafka."""
-        d = self.model_dump()
-        d["occurred_at"] = ms_to_iso(self.occurred_at)
-        return d
+        return {"event_id": self.event_id, "type": self.type, "channel": self.channel,
+                "occurred_at": ms_to_iso(self.occurred_at),
+                "customer_id": self.customer_id, "anonymous_id": self.anonymous_id,
+                "source": self.source, "properties": self.properties,
+                "context": self.context}
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_wire())
@@ -117,24 +124,30 @@ class EventValidator:
         return self.validate(obj, data)
 
     def validate(self, obj: Any, raw: bytes | None = None) -> Touchpoint | Rejection:
-        """Validate an already-decoded JSON object."""
-        if raw is None:
-            try:
-                raw = orjson.dumps(obj, default=str)
-            except TypeError:
-                raw = repr(obj).encode()
+        """Validate an already-decoded JSON object. `raw` is kept for a dead letter;
+        without it, a rejected object is serialised (only then: most events pass)."""
         if not isinstance(obj, Mapping):
-            return Rejection(f"not_an_object: got {type(obj).__name__}", raw)
+            return Rejection(f"not_an_object: got {type(obj).__name__}", _raw(obj, raw))
         event_id = obj.get("event_id")
         eid = event_id if isinstance(event_id, str) else None
         try:
             reason = _check(obj, self.channels)
         except Exception as exc:  # the poison rule (docs/ingest.md): an input never
             # raises; what a rule misses ends as a dead letter naming the exception
-            return Rejection(f"unprocessable: {type(exc).__name__}", raw, eid)
+            return Rejection(f"unprocessable: {type(exc).__name__}", _raw(obj, raw), eid)
         if isinstance(reason, str):
-            return Rejection(reason, raw, eid)
+            return Rejection(reason, _raw(obj, raw), eid)
         return reason
+
+
+def _raw(obj: Any, raw: bytes | None) -> bytes:
+    """The bytes a dead letter keeps of a decoded input."""
+    if raw is not None:
+        return raw
+    try:
+        return orjson.dumps(obj, default=str)
+    except TypeError:
+        return repr(obj).encode()
 
 
 def _str_field(obj: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
@@ -195,9 +208,18 @@ def parse_occurred_at(value: Any) -> int:
     return ms
 
 
+_NESTED = (Mapping, list, tuple)
+
+
 def _depth(value: Any) -> int:
     """How deeply objects and arrays nest in `value` (0 for a scalar); iterative, so a
     hostile depth cannot exhaust the stack."""
+    if type(value) is dict:  # the common case, a flat object: no walk
+        for v in value.values():
+            if isinstance(v, _NESTED):
+                break
+        else:
+            return 1
     deepest, stack = 0, [(value, 0)]
     while stack:
         v, d = stack.pop()
@@ -252,14 +274,5 @@ def _check(obj: Mapping[str, Any], channels: frozenset[str] | None) -> Touchpoin
         return str(exc)
     except TypeError as exc:  # e.g. properties holding values orjson cannot encode
         return f"wrong_type: {exc}"
-    return Touchpoint.model_construct(
-        event_id=event_id,
-        type=etype,
-        channel=channel,
-        occurred_at=occurred_at,
-        customer_id=customer_id,
-        anonymous_id=anonymous_id,
-        source=source,
-        properties=dict(properties),
-        context=dict(context),
-    )
+    return Touchpoint(event_id, etype, channel, occurred_at,  # type: ignore[arg-type]
+                      customer_id, anonymous_id, source, dict(properties), dict(context))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -46,8 +46,23 @@ def date_to_ms(day: date) -> int:
     return datetime_to_ms(datetime.combine(day, time(0), tzinfo=UTC))
 
 
+_DAY_MS = 86_400_000
+_DAYS: dict[int, str] = {}  # day number -> "YYYY-MM-DD": a few thousand at most
+
+
 def ms_to_iso(ms: int) -> str:
-    return ms_to_datetime(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """"2026-03-01T00:00:03.225Z". Integer arithmetic with the date memoised per day:
+    this runs once per produced event, and datetime.isoformat cost ~1.5 µs of it."""
+    day, rest = divmod(ms if type(ms) is int else int(ms), _DAY_MS)
+    date_text = _DAYS.get(day)
+    if date_text is None:
+        date_text = (datetime(1970, 1, 1) + timedelta(days=day)).date().isoformat()
+        if len(_DAYS) < 100_000:
+            _DAYS[day] = date_text
+    secs, milli = divmod(rest, 1000)
+    hours, secs = divmod(secs, 3600)
+    minutes, secs = divmod(secs, 60)
+    return f"{date_text}T{hours:02d}:{minutes:02d}:{secs:02d}.{milli:03d}Z"
 
 
 def now_ms() -> int:
