@@ -126,7 +126,7 @@ class EventValidator:
     def validate(self, obj: Any, raw: bytes | None = None) -> Touchpoint | Rejection:
         """Validate an already-decoded JSON object. `raw` is kept for a dead letter;
         without it, a rejected object is serialised (only then: most events pass)."""
-        if not isinstance(obj, Mapping):
+        if type(obj) is not dict and not isinstance(obj, Mapping):  # dict: no ABC check
             return Rejection(f"not_an_object: got {type(obj).__name__}", _raw(obj, raw))
         event_id = obj.get("event_id")
         eid = event_id if isinstance(event_id, str) else None
@@ -208,7 +208,7 @@ def parse_occurred_at(value: Any) -> int:
     return ms
 
 
-_NESTED = (Mapping, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _depth(value: Any) -> int:
@@ -216,7 +216,7 @@ def _depth(value: Any) -> int:
     hostile depth cannot exhaust the stack."""
     if type(value) is dict:  # the common case, a flat object: no walk
         for v in value.values():
-            if isinstance(v, _NESTED):
+            if type(v) not in _SCALARS:
                 break
         else:
             return 1
@@ -243,7 +243,7 @@ def _json_object(obj: Mapping[str, Any], name: str, limit: int) -> Mapping[str, 
     value = obj.get(name)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise _Reject(f"wrong_type: {name} must be a JSON object")
     if not value:
         return value
