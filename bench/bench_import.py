@@ -1,4 +1,4 @@
-"""File import throughput (rows/s per format), kafka-python's CPU share, and memory.
+"""File import throughput (rows/s per format), CPU per row, and memory.
 
 Starts its own embedded broker (127.0.0.1, stopped at the end), writes generated
 files, and imports each in a fresh child process so CPU and peak RSS are the
@@ -8,6 +8,7 @@ files shows the multi-process rate.
 
     .venv/bin/python bench/bench_import.py              # ~5–6 minutes, bounded
     .venv/bin/python bench/bench_import.py --memory-rows 2000000   # a ~350 MiB CSV
+    .venv/bin/python bench/bench_import.py --client kafka-python --memory-rows 0  # before
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
         print(orjson.dumps({"rows": rows, "rows_per_s": rows / secs,
                             "cpu_pct": 100 * (kids.ru_utime + kids.ru_stime) / secs}).decode())
         return
-    producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(), factory=TimedProducer)
+    tuning = ProducerTuning.for_bulk().with_overrides({"client": args.client})
+    timed = args.client == "kafka-python"  # its CPU share is measured (Python threads)
+    producer = TouchpointProducer(kafka, tuning, factory=TimedProducer if timed else None)
     producer.ensure_available()
-    sender = next(t for t in threading.enumerate() if isinstance(t, Sender))
+    sender = (next(t for t in threading.enumerate() if isinstance(t, Sender)) if timed
+              else threading.current_thread())
     io0 = _cpu(os.getpid(), sender.native_id)
     progress = [0]  # rows imported so far, read by the sampler
     samples: list[tuple[int, float]] = []  # (rows, RSS) every 20 ms: spikes included
@@ -86,14 +90,14 @@ def _child(args: argparse.Namespace, kafka: KafkaConfig, rejects: Path) -> None:
                          on_progress=lambda p: progress.__setitem__(0, p.rows))
     stop.set()
     sampler.join()
-    io_cpu = _cpu(os.getpid(), sender.native_id) - io0
+    io_cpu = _cpu(os.getpid(), sender.native_id) - io0 if timed else 0.0
     producer.close()
     secs = time.perf_counter() - started
     cpu = time.process_time() - cpu0
     print(orjson.dumps({
         "rows": report.rows, "accepted": report.accepted, "rows_per_s": report.rows / secs,
-        "cpu_pct": 100 * cpu / secs,
-        "producer_share_pct": 100 * (io_cpu + TimedProducer.send_cpu) / cpu,
+        "cpu_pct": 100 * cpu / secs, "cpu_us_per_row": cpu * 1e6 / report.rows,
+        "producer_share_pct": 100 * (io_cpu + TimedProducer.send_cpu) / cpu if timed else 0,
         "max_rss_mb": _peak_rss_mb(),
         "rss_peak_by_part": {f"{lo}–{hi}%": max((m for n, m in samples
                                                  if lo <= 100 * n / report.rows <= hi),
@@ -121,9 +125,13 @@ def _peaks(r: dict[str, Any]) -> str:
     return f"peak RSS by part of the file: {parts} MiB (process peak {r['max_rss_mb']:.0f})"
 
 
+CLIENT = ["confluent-kafka"]  # set from --client in main()
+
+
 def run_child(files: list[Path], kafka: KafkaConfig, jobs: int = 1) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", "--bootstrap", kafka.bootstrap_servers,
-           "--prefix", kafka.topic_prefix, "--jobs", str(jobs), *map(str, files)]
+           "--prefix", kafka.topic_prefix, "--jobs", str(jobs), "--client", CLIENT[0],
+           *map(str, files)]
     out = subprocess.run(cmd, capture_output=True, timeout=900, check=True).stdout
     return orjson.loads(out.strip().splitlines()[-1])
 
@@ -136,11 +144,14 @@ def main() -> None:
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=("confluent-kafka", "kafka-python"),
+                        default="confluent-kafka", help="the producer client (before/after)")
     parser.add_argument("--memory-rows", type=int, default=1_000_000,
                         help="rows of the big CSV for the flat-memory run (0: skip it)")
     args = parser.parse_args()
     if args.child:
         return child(args)
+    CLIENT[0] = args.client
     print(f"machine: {os.cpu_count()} CPUs; broker: embedded Tansu; {args.rows:,} rows/file")
     print("load average before: {:.2f} {:.2f} {:.2f} (other load skews the figures)".format(
         *os.getloadavg()))
@@ -162,9 +173,11 @@ def main() -> None:
                 path = make(f"events.{fmt}", args.rows)
                 r = run_child([path], kafka)
                 size = path.stat().st_size / 2**20
-                print(f"{fmt:>7} ({size:5.0f} MiB): {r['rows_per_s']:>8,.0f} rows/s | CPU "
-                      f"{r['cpu_pct']:.0f}% of a core, kafka-python {r['producer_share_pct']:.0f}"
-                      f"% of it | {_peaks(r)}")
+                share = (f", kafka-python {r['producer_share_pct']:.0f}% of it"
+                         if args.client == "kafka-python" else "")
+                print(f"{fmt:>7} ({size:5.0f} MiB): {r['rows_per_s']:>8,.0f} rows/s | "
+                      f"{r['cpu_us_per_row']:.1f} µs CPU per row | CPU {r['cpu_pct']:.0f}% of "
+                      f"a core{share} | {_peaks(r)}")
                 path.unlink()
             if args.memory_rows:
                 path = make("big.csv", args.memory_rows, seed=2)

@@ -34,7 +34,8 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("ingest: import loop", re.compile(r"ingest/importer")),
     ("python startup/imports", re.compile(r"importlib")),
 ]
-IDLE = re.compile(r"\b(select|poll|epoll|wait|sleep|_wait_for_tstate_lock)\b")
+# leaf frames that are waits py-spy cannot flag (`_serve`: librdkafka's poll, GIL released)
+IDLE = re.compile(r"\b(select|poll|epoll|wait|sleep|_wait_for_tstate_lock|_serve)\b")
 
 
 def frames_of(line: str) -> tuple[list[str], int]:
