@@ -23,6 +23,8 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
+from journeys.errors import ConfigError
+
 Headers = list[tuple[str, bytes]] | None
 METADATA_MAX_AGE_S = 60.0  # partition counts are re-read this often (kafka-python: 5 min)
 
@@ -102,10 +104,14 @@ class RdKafkaClient:
     def __init__(self, *, bootstrap_servers: str, client_id: str,
                  allow_auto_create_topics: bool = False, max_block_ms: int = 60_000,
                  bootstrap_timeout_ms: int = 30_000, **options: Any) -> None:
-        from confluent_kafka import Producer
+        from confluent_kafka import KafkaException, Producer
 
         del allow_auto_create_topics  # always off (librdkafka_config)
-        self._producer = Producer(librdkafka_config(bootstrap_servers, client_id, options))
+        try:
+            self._producer = Producer(librdkafka_config(bootstrap_servers, client_id, options))
+        except KafkaException as exc:  # e.g. acks=1 with idempotence on
+            raise ConfigError(f"producer options refused by librdkafka: {exc.args[0].str()}; "
+                              "adjust JOURNEYS_KAFKA__PRODUCER") from None
         self._max_block_s = max_block_ms / 1000
         self._metadata_timeout_s = bootstrap_timeout_ms / 1000
         self._partitions: dict[str, tuple[float, list[int]]] = {}

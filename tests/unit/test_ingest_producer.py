@@ -87,3 +87,53 @@ def test_operator_overrides_apply_over_the_role_defaults() -> None:
 def test_unknown_or_mistyped_producer_options_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="producer option"):
         ProducerTuning().with_overrides(options)
+
+
+def test_client_choice_is_checked() -> None:
+    assert ProducerTuning.for_bulk().client == "confluent-kafka"
+    assert ProducerTuning().client == "kafka-python"  # the collector keeps kafka-python
+    assert ProducerTuning().with_overrides({"client": "confluent-kafka"}).client == (
+        "confluent-kafka")
+    with pytest.raises(ConfigError, match="producer option client"):
+        ProducerTuning().with_overrides({"client": "librdkafka"})
+
+
+@pytest.mark.parametrize("tuning", [ProducerTuning(), ProducerTuning.for_bulk(),
+                                    ProducerTuning.for_bulk().with_overrides(
+                                        {"compression_type": None, "acks": 1,
+                                         "enable_idempotence": False})])
+def test_every_option_translates_to_a_librdkafka_property(tuning: ProducerTuning) -> None:
+    """librdkafka refuses unknown properties and bad values when the client is built
+    (no broker needed): every option we pass must be one it takes."""
+    from confluent_kafka import Producer
+
+    from ingest.rdkafka import librdkafka_config
+
+    options = tuning.client_options()
+    conf = librdkafka_config(f"127.0.0.1:{_closed_port()}", "test", options)
+    for name in ("acks", "linger_ms", "batch_size", "delivery_timeout_ms",
+                 "compression_type", "enable_idempotence", "max_request_size"):
+        assert name in options  # each of these has its librdkafka name in conf
+    assert conf["allow.auto.create.topics"] is False
+    assert conf["partitioner"] == "murmur2_random"  # Java's, like kafka-python's
+    assert conf["batch.size"] <= conf["message.max.bytes"] // 2
+    assert conf["compression.type"] == (options["compression_type"] or "none")
+    Producer(conf).flush(0)  # raises KafkaException on an unknown or invalid property
+
+
+def test_dead_address_trips_the_breaker_with_the_bulk_client_too() -> None:
+    kafka = KafkaConfig(bootstrap_servers=f"127.0.0.1:{_closed_port()}")
+    producer = TouchpointProducer(kafka, ProducerTuning.for_bulk().with_overrides(
+        {"retry_after_s": 5}))
+    with pytest.raises(BrokerUnavailable) as first:
+        producer.ensure_available()
+    assert first.value.retry_after == 5 and not producer.ready()
+    producer.close()
+
+
+def test_options_librdkafka_refuses_are_a_config_error() -> None:
+    from ingest.rdkafka import RdKafkaClient
+
+    options = ProducerTuning.for_bulk().with_overrides({"acks": 1}).client_options()
+    with pytest.raises(ConfigError, match="acks"):
+        RdKafkaClient(bootstrap_servers=f"127.0.0.1:{_closed_port()}", client_id="t", **options)
