@@ -24,8 +24,10 @@ from ingest.generator import GeneratorConfig, Story, generate_events
 from journeys.definitions import Definitions, load_definitions
 from journeys.timeutil import datetime_to_ms
 from stream.agents.alerting import webhooks
-from stream.engine.dropoff import AlertRecord, DropoffEvaluator, StepReached, alert_id
+from stream.engine.alert_verdict import AlertRecord, alert_id
+from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.identity import JUNK_IDS
+from stream.engine.outputs import StepReached
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Ev, Instance
 from tests.reference.stitching_ref import split

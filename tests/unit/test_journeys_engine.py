@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import JourneyDefinition
-from stream.engine.dropoff import StepReached
 from stream.engine.journeys import (
     CustomerJourneys,
     InstanceRow,
@@ -26,6 +25,7 @@ from stream.engine.journeys import (
     JourneyEngine,
     fold_rows,
 )
+from stream.engine.outputs import StepReached
 from stream.engine.runs import PATH_CAP
 from stream.eventtime.watermarks import SourceClock
 from tests.profiles import examples
