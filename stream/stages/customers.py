@@ -355,10 +355,11 @@ class CustomerStage:
             v.journeys.waiting.pop(source, None)
             _anon, _into, jevents, spayload, linked_at, openings = item[:6]
             runs = item[6] if len(item) > 6 else None  # capped runs (older: none)
+            closed = item[7] if len(item) > 7 else None  # per definition (older: none)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at)
             jd = self.engine.absorb(key, v.journeys, source, [tuple(e) for e in jevents],
                                     watermark=at, linked_at=linked_at, openings=openings,
-                                    runs=runs)
+                                    runs=runs, closed=closed)
             batch.session_rows.extend(sd.rows())
             self._take(batch, w.partition, jd)
             batch.absorbed += 1
@@ -379,11 +380,12 @@ class CustomerStage:
         spayload, sd = self.sessionizer.release(anon, v.sessions)
         openings = self.engine.openings(v.journeys)
         runs = self.engine.capped_runs(v.journeys)
+        closed = self.engine.closed_events(v.journeys)
         jevents, jd = self.engine.release(anon, v.journeys)
         batch.session_rows.extend(sd.rows())
         self._take(batch, partition, jd)
         batch.handovers.handover(partition_for(cust, self.partitions),
-                                 [anon, cust, jevents, spayload, at, openings, runs])
+                                 [anon, cust, jevents, spayload, at, openings, runs, closed])
         batch.released += 1
 
     def _store(self, batch: CustomerBatch, key: str, w: _Work) -> None:
