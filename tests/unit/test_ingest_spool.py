@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ingest import spool as spool_module
-from ingest.producer import TouchpointProducer
+from ingest.producer import TouchpointProducer, bulk_producer
 from ingest.spool import (
     MAGIC,
     SpoolFailed,
@@ -167,6 +167,9 @@ class _Client:
         self.journal.append(f"send {topic} with {on_disk} records on disk")
         return _Future()
 
+    def close(self, timeout: float | None = None) -> None:
+        self.journal.append("close")
+
 
 @pytest.fixture
 def listener() -> Iterator[str]:
@@ -202,3 +205,29 @@ def test_records_are_fsynced_before_they_are_produced(
     assert journal == ["fsync", "fsync", "fsync"] + [
         "send journeys.touchpoints with 3 records on disk"] * 3
     assert [r[2] for r in next(read_spool(tmp_path))] == [t.to_json() for t in tps]
+
+
+def test_the_importers_records_are_fsynced_before_they_are_produced(
+        tmp_path: Path, listener: str) -> None:
+    """`journeys ingest` into a `journeys up` (send_keyed, the importer's path): each
+    group of records is on disk before its first send, and the producer's close closes
+    the spool's segment (docs/reliability.md "Events produced straight into")."""
+    journal: list[str] = []
+    spool = SpoolWriter(tmp_path)
+    producer = TouchpointProducer(
+        KafkaConfig(bootstrap_servers=listener), spool=spool,
+        factory=lambda **kw: _Client(journal, tmp_path, **kw))
+    records = [(f"c{i}".encode(), f'{{"event_id":"e{i}"}}'.encode(), None) for i in range(4)]
+    delivery, where = producer.send_keyed(records[:2])
+    assert delivery.ok and len(where) == 2
+    delivery, _ = producer.send_keyed(records[2:])
+    assert delivery.ok
+    assert journal == ["send journeys.touchpoints with 2 records on disk"] * 2 + [
+        "send journeys.touchpoints with 4 records on disk"] * 2
+    producer.close()
+    assert journal[-1] == "close" and spool.path is None
+    assert [r[2] for f in read_spool(tmp_path) for r in f] == [v for _k, v, _h in records]
+    spooled = bulk_producer(KafkaConfig(bootstrap_servers=listener), client_id="t",
+                            spool_dir=tmp_path / "up" / "spool")
+    assert spooled.spool is not None and spooled.spool.directory == tmp_path / "up" / "spool"
+    assert bulk_producer(KafkaConfig(), client_id="t").spool is None
