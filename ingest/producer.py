@@ -331,5 +331,6 @@ def bulk_producer(kafka: KafkaConfig, *, client_id: str,
     target is a `journeys up`, deploy.discovery `Target.spool_dir`) every group of
     records is fsync'd into that spool before it is produced, so an import that
     reports success survives a crash of `up` (its replay brings it back)."""
+    spool = SpoolWriter(spool_dir, require_gate=True) if spool_dir else None
     return TouchpointProducer(kafka, ProducerTuning.for_bulk(), client_id=client_id,
-                              spool=SpoolWriter(spool_dir) if spool_dir else None)
+                              spool=spool)

@@ -1,4 +1,4 @@
-"""The collector's durable spool: what `journeys up` acknowledges survives a crash.
+"""The durable spool of `journeys up`: what it acknowledges survives a crash.
 
 The embedded broker (Tansu) keeps everything in memory, so under `journeys up` a 202 of
 the collector alone would promise nothing: a crash of the process lost every event the
@@ -154,10 +154,17 @@ class SpoolWriter:
     `append` returns only once the frame is written and fsync'd: the caller produces
     and acknowledges after that. The write happens under a lock (frames never
     interleave), the fsync outside it (it covers every write made before it).
+
+    `require_gate` (an import or a generator aimed at a running `journeys up`): refuse
+    to append while the gate is closed, i.e. once that `up` is gone and another one is
+    starting on the data dir. Its replay may already have read past this segment, so
+    records written now would reach the new broker out of order (and a broker port
+    fixed by JOURNEYS_BROKER_PORT would let the old client go on sending into it).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, require_gate: bool = False) -> None:
         self.directory = directory
+        self.require_gate = require_gate
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._last_ns = 0  # write times only grow within a segment
@@ -190,6 +197,10 @@ class SpoolWriter:
         """Write one frame and fsync it; raises SpoolFailed when the disk refuses."""
         if not records:
             return
+        if self.require_gate and not gate_is_open(self.directory):
+            raise SpoolFailed(f"the `journeys up` on {self.directory.parent} stopped or is "
+                              "restarting: nothing more is sent; what was sent before is "
+                              "kept (run the rest again: repeated event ids count once)")
         payload = encode_payload(records)
         try:
             with self._lock:

@@ -270,4 +270,19 @@ def test_the_importers_records_are_fsynced_before_they_are_produced(
     spooled = bulk_producer(KafkaConfig(bootstrap_servers=listener), client_id="t",
                             spool_dir=tmp_path / "up" / "spool")
     assert spooled.spool is not None and spooled.spool.directory == tmp_path / "up" / "spool"
+    assert spooled.spool.require_gate
     assert bulk_producer(KafkaConfig(), client_id="t").spool is None
+
+
+def test_an_importers_writer_stops_when_its_up_is_gone(tmp_path: Path) -> None:
+    """The gate closed (another `journeys up` is starting on the data dir): an import's
+    writer refuses, so nothing it sends can slip in behind a replay that has read past
+    it; the collector's writer (no require_gate) is not asked."""
+    open_gate(tmp_path)
+    writer = SpoolWriter(tmp_path, require_gate=True)
+    writer.append(frame(2))
+    close_gate(tmp_path)
+    with pytest.raises(SpoolFailed, match="restarting"):
+        writer.append(frame(1))
+    SpoolWriter(tmp_path).append(frame(1))
+    assert [len(f) for f in read_spool(tmp_path)] == [2, 1]
