@@ -44,9 +44,11 @@ class E:
     type: str
     channel: str
     occurred_at: int
+    value: float | None = None
 
     def ref(self) -> Ev:
-        return Ev(self.event_id, self.customer, self.type, self.channel, self.occurred_at)
+        return Ev(self.event_id, self.customer, self.type, self.channel, self.occurred_at,
+                  self.value)
 
 
 def defs(abandon: int, window: int, listed: bool) -> list[JourneyDefinition]:
@@ -130,6 +132,7 @@ def ref_view(insts) -> dict[str, tuple]:
             [(d.kind, d.step, d.channel, d.t,
               next(k for k, p in enumerate(i.path) if p.event_id == d.event_id))
              for d in i.detours],
+            i.value,
         )
         for i in insts
     }
@@ -143,6 +146,7 @@ def row_view(rows: dict[str, InstanceRow]) -> dict[str, tuple]:
             list(zip(r.path_times, r.path_types, r.path_channels, strict=True)),
             list(zip(r.detour_kinds, r.detour_steps, r.detour_channels, r.detour_times,
                      r.detour_positions, strict=True)),
+            r.value,
         )
         for r in rows.values()
     }
@@ -181,10 +185,11 @@ def check(h: Harness, definitions: list[JourneyDefinition]) -> None:
 def _events(draw, n_max: int = 45, span: int = 400) -> list[E]:
     raw = draw(st.lists(
         st.tuples(st.integers(0, 2), st.integers(0, span), st.sampled_from(TYPES),
-                  st.sampled_from(CHANNELS)),
+                  st.sampled_from(CHANNELS), st.one_of(st.none(), st.integers(-5, 500))),
         min_size=1, max_size=n_max,
     ))
-    return [E(f"e{i:03d}", f"c{c}", ty, ch, BASE + t) for i, (c, t, ty, ch) in enumerate(raw)]
+    return [E(f"e{i:03d}", f"c{c}", ty, ch, BASE + t, None if v is None else float(v))
+            for i, (c, t, ty, ch, v) in enumerate(raw)]
 
 
 @st.composite
