@@ -6,8 +6,9 @@ only it. A later copy is dropped before either engine sees it, so the two always
 (each engine used to apply its own check over its own memory: a copy could count in a
 session and not in a journey). The first copy's content is known while it is in the
 customer's journey tail (within the allowed lateness of the customer's event time): a
-copy that differs there in time, type, channel, context or journey value is a *conflicting duplicate*,
-dead-lettered by the customer stage with both versions; an identical one is an ordinary
+copy that differs there in time, type, channel, context or journey value is a
+*conflicting duplicate*, dead-lettered by the customer stage with both versions; an
+identical one is an ordinary
 duplicate (a retry). Past the tail, a copy whose first is still in an open session is
 dropped as a duplicate without comparison. Later than that, a copy is not recognised.
 """

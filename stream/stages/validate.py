@@ -168,9 +168,9 @@ class ValidateStage:
             item = [tp.event_id, tp.type, tp.channel, tp.occurred_at, cust, anon, ctx,
                     partition, offset]
             if tp.properties:  # journey value: a trailing element, only when there is one
-                value, ignored = event_value(tp.properties)
-                if value is not None:
-                    item.append(value)
+                amount, ignored = event_value(tp.properties)
+                if amount is not None:
+                    item.append(amount)
                 elif ignored is not None:
                     batch.values_ignored[ignored] = batch.values_ignored.get(ignored, 0) + 1
             batch.envelopes.event(partition_for(route, parts), item)
