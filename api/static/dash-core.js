@@ -113,6 +113,8 @@ const Dash = (() => {
       if (s < 86400) return `${+(s / 3600).toFixed(1)}h`;
       return `${+(s / 86400).toFixed(1)}d`;
     },
+    // journey value: in the unit of the events' properties.value (no currency implied)
+    amount: (n) => (n == null ? '–' : Number(n).toLocaleString('en-US', {maximumFractionDigits: 2})),
     n: (n, one, many = one + 's') => `${Number(n).toLocaleString('en-US')} ${n === 1 ? one : many}`,
     time: (iso) => (iso ? iso.replace('T', ' ').slice(0, 16) : '–'),
   };

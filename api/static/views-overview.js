@@ -16,6 +16,11 @@
       const s = c.scorecard;
       v.tools(v.csv('scorecard', c.cohort, 'scorecard'));
       const prev = s.previous_from ? `previous period ${s.previous_from} to ${s.previous_to}` : 'no previous period';
+      // journey value columns only when some instance carries a properties.value
+      const valued = s.journeys.some((j) => j.value_converted != null || j.value_abandoned != null);
+      const money = (j, cmp, k, n, better) => `<td class="num" data-k="${k}" title="${
+        fmt.int(n)} instances with a value">${fmt.amount(j[k])}</td>` +
+        `<td class="num">${change(cmp[k], {higherIsBetter: better})}</td>`;
       const row = (j) => {
         const cmp = j.compare || {};
         return `<tr data-journey="${esc(j.journey)}" class="${j.journey === c.journey ? 'selected' : ''}">` +
@@ -28,14 +33,22 @@
           `<td class="num">${change(cmp.abandonment_rate, {rate: true, higherIsBetter: false})}</td>` +
           `<td data-k="worst_step">${esc(j.worst_step ?? '–')}${j.worst_step ? ` <span class="muted small">${
             fmt.int(j.worst_step_abandoned)} dropped, ${fmt.pct(j.worst_step_drop_rate)} of those reaching it</span>` : ''}</td>` +
-          `<td class="num" data-k="alerts_fired">${fmt.int(j.alerts_fired)}</td></tr>`;
+          `<td class="num" data-k="alerts_fired">${fmt.int(j.alerts_fired)}</td>` +
+          (valued ? money(j, cmp, 'value_converted', j.converted_with_value, true) +
+            money(j, cmp, 'value_abandoned', j.abandoned_with_value, false) : '') + '</tr>';
       };
       v.html(`<p class="muted small">${esc(rangeText(c))}; ${esc(prev)}. Changes: counts in numbers, ` +
         'rates in percentage points, with the two-proportion p-value.</p>' +
         '<table id="scorecard-table"><thead><tr><th>journey</th><th class="num">opened</th><th class="num">change</th>' +
         '<th class="num">conversion</th><th class="num">change</th><th class="num">median time to convert</th>' +
         '<th class="num">abandonment</th><th class="num">change</th><th>worst step</th><th class="num">alerts fired</th>' +
-        `</tr></thead><tbody>${s.journeys.map(row).join('')}</tbody></table>`);
+        (valued ? '<th class="num">value converted</th><th class="num">change</th>' +
+          '<th class="num">value abandoned</th><th class="num">change</th>' : '') +
+        `</tr></thead><tbody>${s.journeys.map(row).join('')}</tbody></table>` +
+        (valued ? '<p class="muted small">Value: the sum of each journey\'s latest numeric ' +
+          '<code>properties.value</code> (docs/semantics.md "Journey value").</p>'
+          : '<p class="muted small">No journey value: no event in the range carries a numeric ' +
+          '<code>properties.value</code>.</p>'));
       v.body.querySelectorAll('a[data-pick]').forEach((a) => a.addEventListener('click', (ev) => {
         ev.preventDefault();
         c.pickJourney(a.dataset.pick);

@@ -122,6 +122,11 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def amount(x: float | None) -> str:
+    """dash-core.js fmt.amount: en-US grouping, up to 2 decimals."""
+    return "–" if x is None else f"{x:,.2f}".rstrip("0").rstrip(".")
+
+
 def dur(s: float | None) -> str:
     if s is None:
         return "–"
@@ -155,6 +160,10 @@ def test_key_needed_then_the_datas_range(site: Site, browser: Any) -> None:
         assert text(browser, row + ' [data-k="opened"]') == n(j["opened"])
         assert text(browser, row + ' [data-k="conversion_rate"]') == pct(j["conversion_rate"])
         assert text(browser, row + ' [data-k="alerts_fired"]') == n(j["alerts_fired"])
+        # journey value (pm_report_support): purchase has some, onboarding none ("–")
+        for k in ("value_converted", "value_abandoned"):
+            assert text(browser, row + f' [data-k="{k}"]') == amount(j[k]), k
+    assert card["journeys"][0]["value_converted"] == 250.5  # A 120 + B 80.5 + G 50
     screenshot(browser, site.shots / "02-default-range.png")
 
 
