@@ -355,6 +355,18 @@ def test_demo_opens_on_its_stories(demo: tuple[Site, Any], browser: Any) -> None
              if v is not None and h not in windows["payment_incident"]]
     print(f"conversion during the incident {during}, mean otherwise {sum(other) / len(other)}")
     assert max(during) < 0.6 * sum(other) / len(other)
+    # ... and an abandonment spike at payment_details: the demo places the incident a
+    # day (abandon_after) before the sample's end, so its journeys are abandoned in it
+    lines = _series(browser, "#v-over-time g.series")
+    dropped = lines["payment_details"]
+    spike = [v for h, v in zip(hours, dropped, strict=True) if h in windows["payment_incident"]]
+    calm = [v or 0 for h, v in zip(hours, dropped, strict=True)
+            if h not in windows["payment_incident"]]
+    print(f"abandoned at payment_details during the incident {spike}, at most {max(calm)} "
+          "in any other hour")
+    assert min(v or 0 for v in spike) > 2 * max(calm)
+    card = site.api("v1/scorecard")["journeys"][0]  # the sample's baskets and orders
+    assert card["value_converted"] and card["value_abandoned"]
     # the checkout loop: loops at shipping_details peak inside its window
     loops = _series(browser, "#v-detours g.series")["shipping_details"]
     assert hours[loops.index(max(v or 0 for v in loops))] in windows["checkout_loop"]
