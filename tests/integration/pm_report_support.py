@@ -38,6 +38,7 @@ from warehouse.backend import Warehouse
 from warehouse.connect import connect
 from warehouse.schema import migrate
 from warehouse.writers_alerts import write_alerts
+from warehouse.writers_identity import write_identity_merges
 from warehouse.writers_journeys import write_journey_instances
 
 M = 60_000
@@ -134,6 +135,14 @@ def hand_alerts() -> list[dict[str, Any]]:
             alert("o1", "fired", T0, journey="onboarding")]
 
 
+def hand_merges() -> list[dict[str, Any]]:
+    """Anonymous ids stitched to customers: two devices of c-A, one of c-X (a customer
+    with no journey instance); the customer search finds customers through them."""
+    return [{"anonymous_id": a, "customer_id": c, "merged_at_ms": T0 + m * M,
+             "event_id": f"link-{a}", "event_type": "login", "channel": "web"}
+            for a, c, m in (("dev-a1", "c-A", 1), ("dev-a2", "c-A", 3), ("dev-x", "c-X", 5))]
+
+
 def hand_loaded(config: WarehouseConfig) -> Iterator[Warehouse]:
     wh = connect(config)
     try:
@@ -141,6 +150,7 @@ def hand_loaded(config: WarehouseConfig) -> Iterator[Warehouse]:
         write_journey_instances(wh, hand_instances())
         write_alerts(wh, hand_alerts())
         write_alerts(wh, hand_alerts()[:1])  # re-emitted: counts once
+        write_identity_merges(wh, hand_merges())
         yield wh
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {config.database}")
