@@ -295,6 +295,49 @@ def test_customer_timeline(site: Site, browser: Any) -> None:
     print(f"screenshot: {path}")
 
 
+def _search(driver: Any, q: str) -> None:
+    box = driver.find_element(By.CSS_SELECTOR, "#v-customer form[data-search] input")
+    box.clear()
+    box.send_keys(q + "\n")
+    wait_for(lambda: driver.execute_script(
+        "const r = document.querySelector('#v-customer [data-results]');"
+        "return r && r.dataset.done === arguments[0]", q), 60, f"the search for {q!r}")
+
+
+def test_customer_search_then_pick(site: Site, browser: Any) -> None:
+    _search(browser, "c-")  # by customer id: every hand-made customer, counted for purchase
+    want = site.api("v1/customers", q="c-", journey="purchase", limit=20)["customers"]
+    assert texts(browser, "#customer-results tbody tr", "data-customer") == [
+        h["customer_id"] for h in want]
+    assert texts(browser, '#customer-results [data-k="journeys"]') == [
+        n(h["journeys"]) for h in want]
+    _search(browser, "dev-a")  # by a linked anonymous id: the customer it was stitched to
+    [hit] = site.api("v1/customers", q="dev-a", journey="purchase")["customers"]
+    assert texts(browser, "#customer-results tbody tr", "data-customer") == ["c-A"] == [
+        hit["customer_id"]]
+    assert "via dev-a1, dev-a2" in text(browser, "#customer-results tbody tr")
+    _search(browser, "nobody")
+    assert "No customer id" in text(browser, "#v-customer [data-results] .state.empty")
+
+    _search(browser, "c-B")
+    before = ready(browser)
+    browser.find_element(By.CSS_SELECTOR, '#customer-results a[data-pick="c-B"]').click()
+    settle(browser, before)
+    assert query(browser)["customer"] == "c-B"
+    got = site.api("v1/customers/c-B/journeys", journey="purchase", limit=10)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#v-customer .journey")) == len(
+        got["journeys"])
+    wait_for(lambda: browser.execute_script(  # the search stays listed, the pick marked
+        "return document.querySelector('#v-customer [data-results]').dataset.done === 'c-B'"),
+        60, "the search listed again")
+    assert texts(browser, "#customer-results tr.selected", "data-customer") == ["c-B"]
+    section = browser.find_element(By.ID, "v-customer")
+    browser.execute_script("arguments[0].scrollIntoView()", section)
+    path = site.shots / "07-customer-search.png"
+    section.screenshot(str(path))
+    print(f"screenshot: {path}")
+
+
 def test_csv_download_is_the_endpoints(site: Site, browser: Any) -> None:
     downloads: Path = browser.download_dir
     for old in downloads.glob("*"):
