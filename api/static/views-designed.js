@@ -119,7 +119,8 @@
       } else {
         let page;
         try {
-          page = await api(`customers/${encodeURIComponent(c.customer)}/journeys`, {journey: c.journey, limit: 10});
+          page = await api(`customers/${encodeURIComponent(c.customer)}/journeys`,
+            {journey: c.journey, version: c.version || undefined, limit: 10});
         } catch (e) {
           if (e.status !== 404) throw e;
           v.html(form + `<div class="state empty">No <b>${esc(c.journey)}</b> journey recorded for customer ` +

@@ -14,7 +14,7 @@
       '(GET /v1/scorecard). Click a journey to look at it.',
     async render(c, v) {
       const s = c.scorecard;
-      v.tools(v.csv('scorecard', c.cohort, 'scorecard'));
+      v.tools(v.csv('scorecard', {...c.cohort, version: undefined}, 'scorecard'));  // current versions
       const prev = s.previous_from ? `previous period ${s.previous_from} to ${s.previous_to}` : 'no previous period';
       // journey value columns only when some instance carries a properties.value
       const valued = s.journeys.some((j) => j.value_converted != null || j.value_abandoned != null);
@@ -37,7 +37,9 @@
           (valued ? money(j, cmp, 'value_converted', j.converted_with_value, true) +
             money(j, cmp, 'value_abandoned', j.abandoned_with_value, false) : '') + '</tr>';
       };
-      v.html(`<p class="muted small">${esc(rangeText(c))}; ${esc(prev)}. Changes: counts in numbers, ` +
+      v.html(`<p class="muted small">${esc(rangeText(c))}; ${esc(prev)}. ` +
+        (c.version ? 'Each journey at its current definition version (the version filter applies to the views below). ' : '') +
+        'Changes: counts in numbers, ' +
         'rates in percentage points, with the two-proportion p-value.</p>' +
         '<table id="scorecard-table"><thead><tr><th>journey</th><th class="num">opened</th><th class="num">change</th>' +
         '<th class="num">conversion</th><th class="num">change</th><th class="num">median time to convert</th>' +
@@ -118,7 +120,7 @@
   const monday = (iso) => { const d = new Date(iso + 'T00:00:00Z'); return addDays(iso, -((d.getUTCDay() + 6) % 7)); };
 
   async function alertsIn(c) {  // drop-off alerts whose window starts in the range
-    return api('alerts', {journey: c.journey, channel: c.channel || undefined, limit: 1000,
+    return api('alerts', {journey: c.journey, version: c.version || undefined, channel: c.channel || undefined, limit: 1000,
       from: c.from + 'T00:00:00Z', to: addDays(c.to, 1) + 'T00:00:00Z'});
   }
   const alertLabel = (a) => `${a.kind} ${fmt.time(a.window_start)} UTC: ${a.step} (${a.channel}) ` +
@@ -129,7 +131,7 @@
   // (abandonment?breakdown=hour,step); with a context breakdown, one line per value.
   async function hourly(c, v, lo, hi, alerts) {
     const name = encodeURIComponent(c.journey);
-    const base = {from: lo, to: hi, channel: c.channel || undefined, limit: 10000};
+    const base = {from: lo, to: hi, channel: c.channel || undefined, version: c.version || undefined, limit: 10000};
     const fParams = {...base, breakdown: breakdown(c, 'hour')};
     const aParams = {...base, breakdown: c.ctx ? `hour,context.${c.ctx}` : 'hour,step'};
     const [f, a] = await Promise.all([api(`journeys/${name}/funnel`, fParams),

@@ -32,11 +32,18 @@ from tests.integration.dashboard_support import (
     wait_for,
 )
 from tests.integration.journey_report_support import open_warehouse
-from tests.integration.pm_report_support import hand_loaded
+from tests.integration.pm_report_support import ATC, BUY, PV, hand_loaded, instance
+from warehouse.writers_journeys import write_journey_instances
 
 KEY = "dash-test-key-5b2f9c0e8d7a"
 WEEK = {"from": "2024-03-04", "to": "2024-03-10"}
 _COUNT = iter(range(1_000_000))
+# rows of another definition version of purchase (the version picker reads them)
+OLD_VERSION = [
+    instance("V1", "converted", [(PV, 0, "web"), (ATC, 2, "web"), (BUY, 9, "web")],
+             definition_version="old"),
+    instance("V2", "abandoned", [(PV, 0, "app")], definition_version="old"),
+]
 
 
 @dataclass
@@ -57,6 +64,7 @@ def site(request: pytest.FixtureRequest, run_id: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = open_warehouse(request, request.param, f"dash_{run_id}_{next(_COUNT)}")
     for wh in hand_loaded(config):
+        write_journey_instances(wh, OLD_VERSION)
         app = create_app(ApiSettings(warehouse=config, api_keys={"pm": KEY}), warehouse=wh,
                          definitions=load_definitions())
         with serving(app) as base:
@@ -273,6 +281,39 @@ def test_context_breakdown_and_another_journey(site: Site, browser: Any) -> None
     assert query(browser)["journey"] == "onboarding"
     assert "No onboarding journey opened" in text(browser, "#v-funnel .state.empty")
     apply_filters(browser, journey="purchase", ctx="")
+
+
+def test_definition_version_picker(site: Site, browser: Any) -> None:
+    journeys = site.api("v1/journeys")["journeys"]
+    purchase = next(j for j in journeys if j["name"] == "purchase")
+    assert "old" in purchase["versions_stored"]
+    picker = Select(browser.find_element(By.ID, "f-version"))
+    assert [o.get_attribute("value") for o in picker.options][0] == ""  # current first
+    assert picker.options[0].text == f"current ({purchase['version']})"
+    before = ready(browser)
+    picker.select_by_value("old")
+    settle(browser, before)
+    assert query(browser) == {**WEEK, "journey": "purchase", "version": "old"}
+    f = site.api("v1/journeys/purchase/funnel", **WEEK, version="old", compare="previous")
+    assert (f["opened"], f["converted"], f["abandoned"]) == (2, 1, 1)
+    _check_funnel(browser, f)
+    assert "definition version old" in text(browser, "#range-note")
+    link = browser.find_element(By.CSS_SELECTOR, "#v-funnel a.csv").get_attribute("href")
+    assert "version=old" in link
+    assert "version=" not in browser.find_element(
+        By.CSS_SELECTOR, "#v-scorecard a.csv").get_attribute("href")  # current versions
+    screenshot(browser, site.shots / "06-version-old.png")
+
+    browser.refresh()  # the URL restores it
+    settle(browser, "")
+    assert Select(browser.find_element(By.ID, "f-version")).first_selected_option.get_attribute(
+        "value") == "old"
+    _check_funnel(browser, f)
+    before = ready(browser)
+    Select(browser.find_element(By.ID, "f-version")).select_by_value("")
+    settle(browser, before)
+    assert "version" not in query(browser)
+    _check_funnel(browser, site.api("v1/journeys/purchase/funnel", **WEEK, compare="previous"))
 
 
 def test_customer_timeline(site: Site, browser: Any) -> None:
