@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ApiState, state
 from api.openapi import REPORT_RESPONSES
-from api.versions import VersionQuery, at_version, current
-from journeys.errors import InvalidQuery
+from api.versions import VersionQuery, read_versions
 from journeys.timeutil import ms_to_datetime
 from journeys.versions import shown_version
 from warehouse.queries import customer_search
@@ -76,11 +75,7 @@ async def search_customers(
                                          "journey's instances only (default: all)")] = None,
     version: VersionQuery = None,
 ) -> CustomersOut:
-    versions = current(st.definitions)
-    if journey is not None:  # 404 for an unknown definition
-        versions = [(journey, at_version(st.definitions.get(journey), version).version)]
-    elif version is not None:
-        raise InvalidQuery("'version' needs 'journey': versions are per definition")
+    versions = read_versions(st.definitions, journey, version)
     customer_search.build_by_id(st.warehouse.database, q, versions=versions, limit=limit)
     hits, more = await to_thread.run_sync(
         lambda: customer_search.run(st.warehouse, q, versions=versions, limit=limit))

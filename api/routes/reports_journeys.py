@@ -43,7 +43,7 @@ from api.routes.report_models import (
     PathsOut,
     TouchOut,
 )
-from api.versions import VersionQuery, at_version, current
+from api.versions import VersionQuery, read_versions
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
 from journeys.versions import shown_version
@@ -202,11 +202,7 @@ async def customer_journeys_report(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     version: VersionQuery = None,
 ) -> CustomerJourneysOut:
-    versions = current(st.definitions)
-    if journey is not None:  # 404 for an unknown definition
-        versions = [(journey, at_version(st.definitions.get(journey), version).version)]
-    elif version is not None:
-        raise InvalidQuery("'version' needs 'journey': versions are per definition")
+    versions = read_versions(st.definitions, journey, version)
     customer_journeys.build(st.warehouse.database, customer_id, journey=journey, limit=limit,
                             offset=offset, versions=versions)
 
