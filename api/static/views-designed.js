@@ -80,7 +80,7 @@
     }
     if (q !== lastSearch) return;  // a newer search is on its way
     const row = (h) => `<tr data-customer="${esc(h.customer_id)}" class="${h.customer_id === c.customer ? 'selected' : ''}">` +
-      `<td><a href="#" data-pick="${esc(h.customer_id)}">${esc(h.customer_id)}</a>` +
+      `<td class="nowrap"><a href="#" data-pick="${esc(h.customer_id)}">${esc(h.customer_id)}</a>` +
       (h.matched_by === 'anonymous_id' ? ` <span class="muted small">via ${esc(h.matched_anonymous_ids.join(', '))}</span>` : '') +
       `</td><td class="num" data-k="journeys">${fmt.int(h.journeys)}</td><td class="num">${fmt.int(h.converted)}</td>` +
       `<td class="num">${fmt.int(h.abandoned)}</td><td class="num">${fmt.int(h.open)}</td>` +
