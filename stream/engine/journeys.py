@@ -40,6 +40,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from journeys.definitions import JourneyDefinition
+from journeys.events import event_value
 from stream.engine.journey_state import CustomerJourneys
 from stream.engine.merge import merge_plan
 from stream.engine.outputs import (
@@ -99,9 +100,13 @@ class JourneyEngine:
                                    default=0)
 
     def tail_event(self, ev: JourneyEventLike) -> TailEvent:
-        """The stored form of an event; only entry events keep their context."""
+        """The stored form of an event; only entry events keep their context. The
+        journey value: a `value` attribute, else a usable `properties.value`."""
         ctx = getattr(ev, "context", None) if ev.type in self._entries else None
-        return (ev.occurred_at, ev.event_id, ev.type, ev.channel, ctx or None)
+        value = getattr(ev, "value", None)
+        if value is None and (props := getattr(ev, "properties", None)):
+            value = event_value(props)[0]
+        return (ev.occurred_at, ev.event_id, ev.type, ev.channel, ctx or None, value)
 
     def apply(
         self,

@@ -221,8 +221,9 @@ class CustomerStage:
             batch.duplicates += screened.duplicates
             batch.conflicts.extend(screened.conflicts)
             sd = self.sessionizer.apply(key, v.sessions, screened.kept, watermark=wm)
-            jd = self.engine.apply_tail(key, v.journeys, [tuple(e) for e in screened.kept],
-                                        watermark=wm)
+            tail = [tuple(e) if e[5] is not None else e[:5]  # (no trailing null stored)
+                    for e in screened.kept]
+            jd = self.engine.apply_tail(key, v.journeys, tail, watermark=wm)
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
             batch.applied += jd.applied
@@ -296,7 +297,8 @@ class CustomerStage:
                 if fresh(partition, cust, offset) and load(
                         partition, cust).value.journeys.wait_for(anon, at, wall_ms):
                     batch.held += 1
-            for key, eid, typ, channel, t, ctx, source, src_off, idx in body["e"]:
+            for item in body["e"]:
+                key, eid, typ, channel, t, ctx, source, src_off, idx = item[:9]
                 batch.events += 1
                 v = load(partition, key).value
                 v.touch(offset, lane)
@@ -307,7 +309,7 @@ class CustomerStage:
                                                 partition, offset, wall_ms))
                 else:
                     inp.groups.setdefault((partition, key), []).append(
-                        Ev(t, eid, typ, channel, ctx))
+                        Ev(t, eid, typ, channel, ctx, item[9] if len(item) > 9 else None))
                     inp.offsets.setdefault((partition, key), []).append((partition, offset))
             for anon, cust, at in body.get("m", ()):
                 if fresh(partition, anon, offset):

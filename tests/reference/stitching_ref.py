@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from journeys.definitions import Definitions
-from journeys.events import parse_occurred_at
+from journeys.events import event_value, parse_occurred_at
 from tests.reference.journeys_ref import (
     Ev,
     Instance,
@@ -67,7 +67,7 @@ def view_of(instances: Iterable[Instance]) -> dict[str, tuple[Any, ...]]:
         i.instance_id: (
             i.journey, i.customer, i.status, i.opened_at, i.closed_at or 0, i.furthest,
             [e.t for e in i.path], [e.type for e in i.path], [e.channel for e in i.path],
-            [(x.kind, x.step, x.channel, x.t) for x in i.detours])
+            [(x.kind, x.step, x.channel, x.t) for x in i.detours], i.value)
         for i in instances}
 
 
@@ -110,7 +110,9 @@ def _owned(events: list[dict[str, Any]], junk: set[str],
             key = link[0] if link is not None and t >= link[1] else anon
         else:
             continue
-        out.setdefault(key, []).append(Ev(e["event_id"], key, e["type"], e["channel"], t))
+        value = event_value(e.get("properties") or {})[0]
+        out.setdefault(key, []).append(Ev(e["event_id"], key, e["type"], e["channel"], t,
+                                          value))
     return {k: ordered(v) for k, v in out.items()}
 
 

@@ -43,7 +43,9 @@ def event(i: int, t: int, typ: str, channel: str, cust: str | None,
           anon: str | None) -> dict[str, Any]:
     return {"event_id": f"e{i:04d}", "type": typ, "channel": channel, "occurred_at": BASE + t,
             "customer_id": cust, "anonymous_id": anon,
-            "context": {"campaign": f"k{i % 3}"} if typ == "view" else {}}
+            "context": {"campaign": f"k{i % 3}"} if typ == "view" else {},
+            # journey value on some events; every 7th unusable (ignored, event kept)
+            "properties": {"value": "n/a" if i % 7 == 0 else 10 * (i % 5)} if i % 2 else {}}
 
 
 @st.composite
