@@ -26,7 +26,7 @@ from stream.engine.identity import is_junk_id
 from stream.engine.journey_state import CustomerJourneys
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import InstanceRow, JourneyDelta, StepReached, fold_rows
-from stream.engine.sessions import CustomerState, SessionDelta, SessionRow, Sessionizer
+from stream.engine.sessions import CustomerState, SessionDelta, Sessionizer, SessionRow
 
 
 class RawEvent(NamedTuple):

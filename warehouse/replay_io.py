@@ -1,0 +1,116 @@
+"""The warehouse side of `journeys replay` (docs/operations.md "Replay"): reading raw
+touchpoints by customer, the stored rows a replay compares with, and writing its rows.
+
+Rows come back as plain tuples (warehouse/ does not import stream/ or deploy/); the
+replay's logic is stream.engine.recompute and deploy.ops.replay_plan. Values reach SQL
+as parameters; tables and columns come from warehouse.tables and the fixed lists the
+callers pass, checked as identifiers. `IN` lists are never empty (callers batch ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from warehouse.backend import Warehouse
+from warehouse.sql import column_list, qualified
+from warehouse.tables import JOURNEY_INSTANCES, SESSIONS, TOUCHPOINTS
+from warehouse.writers import write_sessions
+
+RAW_COLUMNS = ("event_id", "type", "channel", "occurred_at_ms", "customer_id",
+               "anonymous_id", "context")
+
+
+def _range(since_ms: int | None, until_ms: int | None, column: str
+           ) -> tuple[list[str], dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if since_ms is not None:
+        clauses.append(f"{column} >= %(since)s")
+        params["since"] = since_ms
+    if until_ms is not None:
+        clauses.append(f"{column} < %(until)s")
+        params["until"] = until_ms
+    return clauses, params
+
+
+def newest_event_ms(wh: Warehouse) -> int | None:
+    """The newest raw event's time (None: no touchpoints)."""
+    rows = wh.query(f"SELECT count(), max(occurred_at_ms) FROM "
+                    f"{qualified(wh.database, TOUCHPOINTS.name)}")
+    return int(rows[0][1]) if rows and int(rows[0][0]) else None
+
+
+def link_pairs(wh: Warehouse) -> list[tuple[str, str, int, str]]:
+    """(anonymous id, customer id, time, event id) of every event carrying both ids:
+    what stitching links are derived from (stream.engine.recompute.earliest_links)."""
+    rows = wh.query(
+        f"SELECT anonymous_id, customer_id, occurred_at_ms, event_id FROM "
+        f"{qualified(wh.database, TOUCHPOINTS.name)}\n"
+        "WHERE anonymous_id != '' AND customer_id != ''")
+    return [(str(a), str(c), int(t), str(e)) for a, c, t, e in rows]
+
+
+def id_pairs(wh: Warehouse, since_ms: int | None = None, until_ms: int | None = None
+             ) -> list[tuple[str, str]]:
+    """Distinct (customer id, anonymous id) of the raw events in the range: which
+    groups a replay of that range recomputes."""
+    clauses, params = _range(since_ms, until_ms, "occurred_at_ms")
+    where = f"\nWHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = wh.query(f"SELECT DISTINCT customer_id, anonymous_id FROM "
+                    f"{qualified(wh.database, TOUCHPOINTS.name)}{where}", params or None)
+    return [(str(c), str(a)) for c, a in rows]
+
+
+def raw_events(wh: Warehouse, customer_ids: Sequence[str], anonymous_ids: Sequence[str]
+               ) -> list[tuple[Any, ...]]:
+    """Every stored event with one of the customer ids or anonymous ids (RAW_COLUMNS),
+    ordered by time then event id; a re-delivered event may come twice (deduplicate by
+    event id)."""
+    clauses, params = [], {}
+    if customer_ids:
+        clauses.append("customer_id IN %(customers)s")
+        params["customers"] = list(customer_ids)
+    if anonymous_ids:
+        clauses.append("anonymous_id IN %(devices)s")
+        params["devices"] = list(anonymous_ids)
+    if not clauses:
+        return []
+    return wh.query(
+        f"SELECT {column_list(RAW_COLUMNS)} FROM {qualified(wh.database, TOUCHPOINTS.name)}\n"
+        f"WHERE {' OR '.join(clauses)}\nORDER BY occurred_at_ms, event_id", params)
+
+
+def stored_instances(wh: Warehouse, keys: Sequence[str], journeys: Sequence[str],
+                     versions: Sequence[str], columns: Sequence[str]
+                     ) -> list[tuple[Any, ...]]:
+    """(journey, instance_id, definition_version, deleted, *columns) of the stored
+    journey instances (FINAL: one row per key, tombstones included) of the stream keys,
+    journeys and definition versions given."""
+    if not keys or not journeys:
+        return []
+    return wh.query(
+        f"SELECT journey, instance_id, definition_version, deleted, {column_list(list(columns))}"
+        f"\nFROM {qualified(wh.database, JOURNEY_INSTANCES.name)} FINAL\n"
+        "WHERE customer_id IN %(keys)s AND journey IN %(journeys)s "
+        "AND definition_version IN %(versions)s",
+        {"keys": list(keys), "journeys": list(journeys), "versions": list(versions)})
+
+
+def stored_sessions(wh: Warehouse, keys: Sequence[str], columns: Sequence[str]
+                    ) -> list[tuple[Any, ...]]:
+    """(session_id, deleted, *columns) of the stored sessions (FINAL) of the keys."""
+    if not keys:
+        return []
+    return wh.query(
+        f"SELECT session_id, deleted, {column_list(list(columns))}\n"
+        f"FROM {qualified(wh.database, SESSIONS.name)} FINAL\nWHERE customer_id IN %(keys)s",
+        {"keys": list(keys)})
+
+
+def write(wh: Warehouse, instance_rows: Sequence[Sequence[Any]],
+          session_rows: Sequence[Sequence[Any]]) -> int:
+    """One insert per table: journey_instances rows in JOURNEY_INSTANCES column order
+    (warehouse.writers_journeys built and checked them), sessions in SESSIONS order."""
+    n = wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, instance_rows)
+    return n + (write_sessions(wh, session_rows) if session_rows else 0)
