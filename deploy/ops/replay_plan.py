@@ -29,11 +29,14 @@ from typing import Any
 from journeys.versions import TOMBSTONE_VERSION
 from warehouse.writers_journeys import journey_instance_row, journey_retraction_row
 
-REPLAY_VERSION_BASE = 2**61
-"""Versions of replayed final rows: REPLAY_VERSION_BASE + the run's start (epoch ms).
-Above every version the stream hands out (a per-customer counter; sessions: event
-counts), below TOMBSTONE_VERSION (a session id merged away never comes back), and
-higher for a later run, whose rows replace an earlier run's."""
+FLOOR_SHIFT = 20  # as stream.stages.customers.version_floor: 2^20 versions per ms
+REPLAY_LEAD = 2**60
+"""Versions of replayed final rows: the run's start in ms × 2^20 (the stream's version
+floor of a worker generation started then, stream/stages/customers.py `version_floor`)
+plus REPLAY_LEAD. Above every version the stream hands out (a generation started up to
+2^40 ms, 34 years, after the replay included; sessions: event counts), higher for a
+later run, whose rows replace an earlier run's, and below TOMBSTONE_VERSION (2^62: a
+session id merged away never comes back) until 2074."""
 
 OPEN_JOURNEY_VERSION = 0
 """Version of an open instance the replay adds: any write of the stream wins over it."""
@@ -52,8 +55,8 @@ SESSION_COMPARED = ("customer_id", "started_at_ms", "ended_at_ms", "events", "ch
                     "first_channel")
 
 def replay_version(started_at_ms: int) -> int:
-    """The version of a replay run's final rows (REPLAY_VERSION_BASE)."""
-    version = REPLAY_VERSION_BASE + started_at_ms
+    """The version of a replay run's final rows (REPLAY_LEAD)."""
+    version = (started_at_ms << FLOOR_SHIFT) + REPLAY_LEAD
     if version >= TOMBSTONE_VERSION:
         raise ValueError(f"replay start {started_at_ms} is out of range")
     return version

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from deploy.ops.replay_plan import (
     INSTANCE_COMPARED,
     OPEN_JOURNEY_VERSION,
-    REPLAY_VERSION_BASE,
     SESSIONS_KEY,
     Plan,
     Stored,
@@ -32,6 +31,7 @@ from stream.engine.identity import JUNK_IDS
 from stream.engine.journeys import JourneyEngine
 from stream.engine.recompute import RawEvent, earliest_links, group_key, recompute_group
 from stream.engine.sessions import Sessionizer
+from stream.stages.customers import version_floor
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
 from tests.reference.stitching_ref import split, view_of
 from warehouse.tables import JOURNEY_INSTANCES
@@ -141,7 +141,7 @@ def test_plan_writes_what_differs_and_owns_final_rows_only() -> None:
     recomputed = [same, longer, _rec("live", status="open", path=(10, 20, 40)), new_open,
                   _rec("retracted"), _rec("added", status="abandoned")]
     plan = _plan(recomputed, stored, since=5)
-    high = REPLAY_VERSION_BASE + 7
+    high = replay_version(7)
     assert _written(plan) == {
         "longer": (high, 0, "converted"),  # a final row that differs: replaced
         "gone": (high, 1, "open"),  # a stored final row the replay no longer makes
@@ -191,6 +191,11 @@ def test_plan_sessions() -> None:
     assert (c.added, c.changed, c.removed, c.unchanged, c.left_to_live) == (1, 1, 1, 1, 2)
 
 
-def test_replay_versions_grow_and_stay_below_tombstones() -> None:
-    assert replay_version(1) < replay_version(2) < TOMBSTONE_VERSION
+def test_replay_versions_outbid_the_stream_and_stay_below_tombstones() -> None:
+    now = 1_800_000_000_000  # 2027
+    assert replay_version(now) < replay_version(now + 1)
+    assert replay_version(3_290_000_000_000) < TOMBSTONE_VERSION  # 2074
+    # a worker generation started up to 34 years after the replay writes lower versions
+    # (plus its per-customer counter, far below 2^20 per ms of difference)
+    assert version_floor((now + 2**40 - 1) * 1_000_000) < replay_version(now)
     assert len(INSTANCE_COMPARED) == len(set(INSTANCE_COMPARED))
