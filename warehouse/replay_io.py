@@ -9,13 +9,15 @@ callers pass, checked as identifiers. `IN` lists are never empty (callers batch 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from warehouse.backend import Warehouse
+from warehouse.forget import MUTATION_TIMEOUT_S, wait_for_mutations
 from warehouse.sql import column_list, qualified
 from warehouse.tables import JOURNEY_INSTANCES, SESSIONS, TOUCHPOINTS
 from warehouse.writers import write_sessions
+from warehouse.writers_alerts import ALERTS, write_alerts
 
 RAW_COLUMNS = ("event_id", "type", "channel", "occurred_at_ms", "customer_id",
                "anonymous_id", "context")
@@ -114,3 +116,29 @@ def write(wh: Warehouse, instance_rows: Sequence[Sequence[Any]],
     (warehouse.writers_journeys built and checked them), sessions in SESSIONS order."""
     n = wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, instance_rows)
     return n + (write_sessions(wh, session_rows) if session_rows else 0)
+
+
+def stored_alerts(wh: Warehouse, journeys: Sequence[str], versions: Sequence[str],
+                  columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """(alert_id, journey, definition_version, window_end_ms + horizon_ms, *columns) of
+    the stored alerts (FINAL) of the journeys and definition versions."""
+    if not journeys:
+        return []
+    return wh.query(
+        "SELECT alert_id, journey, definition_version, window_end_ms + horizon_ms, "
+        f"{column_list(list(columns))}\nFROM {qualified(wh.database, ALERTS.name)} FINAL\n"
+        "WHERE journey IN %(journeys)s AND definition_version IN %(versions)s",
+        {"journeys": list(journeys), "versions": list(versions)})
+
+
+def replace_alerts(wh: Warehouse, records: Sequence[Mapping[str, Any]],
+                   delete: Mapping[str, Sequence[str]]) -> int:
+    """Delete the alert ids per definition version (a mutation, waited for: the alerts
+    table has no tombstones), then write the records. Returns rows written + deleted."""
+    for version, ids in delete.items():
+        wh.execute(f"ALTER TABLE {qualified(wh.database, ALERTS.name)} DELETE WHERE "
+                   "alert_id IN %(ids)s AND definition_version = %(v)s",
+                   {"ids": list(ids), "v": version})
+    if delete:
+        wait_for_mutations(wh, [ALERTS.name], MUTATION_TIMEOUT_S)
+    return (write_alerts(wh, records) if records else 0) + sum(map(len, delete.values()))

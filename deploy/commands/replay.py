@@ -17,10 +17,10 @@ def _print(report: Any, dry_run: bool, out: Console) -> None:
     table = Table(title=("would change (dry run)" if dry_run else "changed") +
                   f" — horizon {ms_to_iso(report.horizon_ms)}")
     for col in ("rows of", "added", "changed", "removed", "unchanged",
-                "left to the live stream", "converted before", "converted after"):
+                "left to the live stream", "converted (alerts: fired) before", "after"):
         table.add_column(col, justify="left" if col == "rows of" else "right")
     for name, c in sorted(report.counts.items()):
-        before, after = (("-", "-") if name.startswith("(") else
+        before, after = (("-", "-") if name == "(sessions)" else
                          (f"{c.converted_before:,}", f"{c.converted_after:,}"))
         table.add_row(name, f"{c.added:,}", f"{c.changed:,}", f"{c.removed:,}",
                       f"{c.unchanged:,}", f"{c.left_to_live:,}", before, after)

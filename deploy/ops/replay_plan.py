@@ -227,3 +227,59 @@ def plan_sessions(
             c.removed += 1
         else:
             c.left_to_live += 1
+
+
+ALERTS_KEY = "(alerts)"
+ALERT_COMPARED = ("kind", "population", "dropped", "rate", "baseline", "baseline_windows",
+                  "resolves")
+"""The alerts columns that make an alert's content (its id and version are its key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPlan:
+    """Alert records to write and stored alert ids to delete, per definition version."""
+
+    write: list[Mapping[str, Any]]
+    delete: dict[str, list[str]]  # definition version -> alert ids
+
+
+def alert_content(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(round(float(record[c]), 12) if c in ("rate", "baseline")
+                 else normalized(record[c] or "" if c == "resolves" else record[c])
+                 for c in ALERT_COMPARED)
+
+
+def plan_alerts(plan: Plan, recomputed: Iterable[Mapping[str, Any]],
+                stored: Mapping[tuple[str, str], tuple[tuple[Any, ...], int]], *,
+                horizon: int) -> AlertPlan:
+    """Diff recomputed alert records (AlertRecord.to_dict()) of windows final at
+    `horizon` against the stored ones ((alert id, definition version) -> (content,
+    final_at_ms)). Stored alerts of windows final at the horizon that the replay does
+    not raise are deleted; later windows are the live stream's."""
+    c = plan.count(ALERTS_KEY)
+    out = AlertPlan([], {})
+    seen: set[tuple[str, str]] = set()
+    for rec in recomputed:
+        key = (str(rec["alert_id"]), str(rec.get("definition_version") or ""))
+        seen.add(key)
+        old = stored.get(key)
+        c.converted_after += rec["kind"] == "fired"  # (alerts: fired after)
+        if old is not None and old[0] == alert_content(rec):
+            c.unchanged += 1
+            continue
+        out.write.append(rec)
+        if old is None:
+            c.added += 1
+        else:
+            c.changed += 1
+    for key, (content, final_at) in stored.items():
+        c.converted_before += content[0] == "fired"
+        if key in seen:
+            continue
+        if final_at <= horizon:
+            out.delete.setdefault(key[1], []).append(key[0])
+            c.removed += 1
+        else:
+            c.left_to_live += 1
+            c.converted_after += content[0] == "fired"
+    return out

@@ -24,13 +24,17 @@ from typing import Any
 import orjson
 
 from deploy.ops.replay_plan import (
+    ALERT_COMPARED,
+    ALERTS_KEY,
     INSTANCE_COMPARED,
     SESSION_COMPARED,
     SESSIONS_KEY,
     Counts,
     Plan,
     Stored,
+    alert_content,
     normalized,
+    plan_alerts,
     plan_instances,
     plan_sessions,
     replay_version,
@@ -38,7 +42,9 @@ from deploy.ops.replay_plan import (
 from journeys.definitions import Definitions
 from journeys.errors import ConfigError
 from journeys.timeutil import now_ms
+from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.journeys import JourneyEngine
+from stream.engine.outputs import StepReached
 from stream.engine.recompute import (
     Link,
     RawEvent,
@@ -164,31 +170,87 @@ def replay(wh: Warehouse, defs: Definitions, req: ReplayRequest, *, location: st
     for dev, (cust, _at) in links.items():
         devices.setdefault(cust, []).append(dev)
     limit = len(todo) if req.limit_groups is None else min(req.limit_groups, len(todo))
+    with_alerts = req.since_ms is None and req.until_ms is None
+    observed = ckpt.with_suffix(".observations.jsonl")
+    if with_alerts and not req.dry_run and not state["last"]:
+        observed.unlink(missing_ok=True)  # a new run: observations of an old one go
+    memory: list[StepReached] = []
     progress(report.groups_done, report.groups_total)
     for start in range(0, limit, req.batch):
         batch = todo[start:min(start + req.batch, limit)]
-        plan = _batch(wh, batch, devices, links, engine, sessionizer, versions, req,
-                      int(state["horizon"]), int(state["version"]), not req.journeys,
-                      report)
+        plan, reached = _batch(wh, batch, devices, links, engine, sessionizer, versions,
+                               req, int(state["horizon"]), int(state["version"]),
+                               not req.journeys, report)
         report.add(plan)
-        if not req.dry_run:
+        if req.dry_run:
+            memory.extend(reached)
+        else:
             report.rows_written += replay_io.write(wh, plan.instance_rows, plan.session_rows)
+            if with_alerts:  # before the checkpoint: a batch redone adds duplicates only
+                _append(observed, reached)
             state.update(last=batch[-1], done=int(state["done"]) + len(batch))
             _save(ckpt, state)
         report.groups_done += len(batch)
         progress(report.groups_done, report.groups_total)
     report.finished = limit == len(todo)
+    if report.finished and with_alerts:
+        report.add(_alerts(wh, chosen, versions, report, req,
+                           memory if req.dry_run else _read(observed)))
     if report.finished and not req.dry_run:
         state["finished"] = True
         _save(ckpt, state)
+        observed.unlink(missing_ok=True)
     return report
+
+
+def _append(path: Path, observations: Sequence[StepReached]) -> None:
+    """Observations of a written batch, for the alert history at the end (idempotent:
+    the evaluator applies a repeated observation once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:
+        for o in observations:
+            f.write(orjson.dumps([o.journey, o.instance_id, o.step_index, o.reached_at_ms,
+                                  o.channel, o.as_of]) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read(path: Path) -> list[StepReached]:
+    if not path.exists():
+        return []
+    return [StepReached(*orjson.loads(line)) for line in path.read_bytes().splitlines()
+            if line]
+
+
+def _alerts(wh: Warehouse, chosen: Definitions, versions: dict[str, str],
+            report: ReplayReport, req: ReplayRequest,
+            observations: Iterable[StepReached]) -> Plan:
+    """The drop-off alert history of the selected definitions, from every group's
+    observations (docs/alerting.md): windows final at the horizon, diffed with the
+    stored alerts and, unless dry, written (alerts no longer raised are deleted)."""
+    evaluator = DropoffEvaluator(chosen.journeys)
+    evaluator.observe_many(observations)
+    records = [r.to_dict() for r in evaluator.advance(report.horizon_ms)]
+    stored = {(str(aid), str(dv)): (tuple(alert_content(dict(zip(ALERT_COMPARED, rest,
+                                                                 strict=True)))),
+                                    int(final_at))
+              for aid, journey, dv, final_at, *rest in replay_io.stored_alerts(
+                  wh, list(versions), sorted(set(versions.values())), ALERT_COMPARED)
+              if versions.get(journey) == dv}
+    plan = Plan()
+    plan.count(ALERTS_KEY)
+    todo = plan_alerts(plan, records, stored, horizon=report.horizon_ms)
+    if not req.dry_run:
+        report.rows_written += replay_io.replace_alerts(wh, todo.write, todo.delete)
+    return plan
 
 
 def _batch(wh: Warehouse, batch: Sequence[str], devices: dict[str, list[str]],
            links: dict[str, Link], engine: JourneyEngine, sessionizer: Sessionizer,
            versions: dict[str, str], req: ReplayRequest, horizon: int, version: int,
-           with_sessions: bool, report: ReplayReport) -> Plan:
-    """Recompute, read what is stored, and diff one batch of groups."""
+           with_sessions: bool, report: ReplayReport) -> tuple[Plan, list[StepReached]]:
+    """Recompute, read what is stored, and diff one batch of groups; its drop-off
+    observations."""
     wanted = set(batch)
     keys = sorted({*batch, *(d for g in batch for d in devices.get(g, ()))})
     by_group: dict[str, list[RawEvent]] = {}
@@ -200,12 +262,14 @@ def _batch(wh: Warehouse, batch: Sequence[str], devices: dict[str, list[str]],
                 orjson.loads(ctx) if ctx and ctx not in ("{}", "null") else None))
     records: list[dict[str, Any]] = []
     sessions: list[Any] = []
+    reached: list[StepReached] = []
     for g in batch:
         res = recompute_group(g, by_group.get(g, []), links, engine=engine,
                               sessionizer=sessionizer, horizon=horizon)
         report.events += res.events
         records.extend(r.as_record() for r in res.instances.values())
         sessions.extend(res.sessions.values())
+        reached.extend(res.reached)
 
     def in_scope(t: int) -> bool:
         return ((req.since_ms is None or t >= req.since_ms)
@@ -222,7 +286,7 @@ def _batch(wh: Warehouse, batch: Sequence[str], devices: dict[str, list[str]],
         plan_sessions(plan, sessions, _stored_sessions(wh, keys, sessionizer.gap_ms, horizon),
                       gap_ms=sessionizer.gap_ms, horizon=horizon, version=version,
                       in_scope=in_scope)
-    return plan
+    return plan, reached
 
 
 def _stored_instances(wh: Warehouse, keys: Sequence[str], versions: dict[str, str]

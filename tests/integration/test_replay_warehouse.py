@@ -3,7 +3,8 @@ chdb): a customer-grouped history file's touchpoints (stored in file order, some
 replayed give the reference's journeys and sessions exactly; a replay stopped part-way
 (after N customers, or by an exception in its progress callback) resumes to the same
 result; a second replay changes nothing; a changed definition is replayed under its new
-version beside the old one, equal to a replay of the new definition alone."""
+version beside the old one, equal to the reference of the new definition; the drop-off
+alert history of a day of the demo's traffic is the stream's reference."""
 
 from __future__ import annotations
 
@@ -16,20 +17,26 @@ import pytest
 import yaml
 
 from deploy.ops.replay_run import ReplayReport, ReplayRequest, replay
-from journeys.definitions import Definitions, parse_definitions
+from journeys.definitions import Definitions, load_definitions, parse_definitions
 from journeys.events import EventValidator, Touchpoint
 from journeys.settings import DEFAULT_PATH_CAP, WarehouseConfig
+from stream.engine.dropoff import alert_id
 from stream.engine.identity import JUNK_IDS
+from tests.integration.alerts_support import streamed_alerts
 from tests.integration.journey_report_support import open_warehouse
+from tests.integration.stream_support import demo_day
 from tests.integration.test_ingest_history import grouped_by_customer
+from tests.integration.test_stream_backfill import DAY, START_MS
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
 from tests.reference.stitching_ref import split
 from warehouse.backend import Warehouse
 from warehouse.connect import connect
+from warehouse.queries import alerts as alerts_query
 from warehouse.schema import migrate
 from warehouse.sql import qualified
 from warehouse.tables import JOURNEY_INSTANCES, SESSIONS
 from warehouse.writers import write_touchpoints
+from warehouse.writers_alerts import write_alerts
 
 LATENESS = 300_000
 _COUNT = iter(range(1_000_000))
@@ -188,3 +195,38 @@ def test_changed_definition_replays_beside_the_old_version(wh: Warehouse,
     assert dry.counts["purchase"].converted_after == sum(
         1 for v in _instances(wh, new.get("purchase").version).values()
         if v[0] == "purchase" and v[2] == "converted")
+
+
+@pytest.mark.timeout(600)
+def test_alert_history_replayed_is_the_streams_reference(wh: Warehouse,
+                                                          tmp_path: Path) -> None:
+    """A day of the demo's traffic (its payment incident fires alerts) replayed: the
+    alerts are the reference's as the stream evaluates them (tests/integration/
+    test_stream_backfill.py), a stale stored alert of a final window is deleted, and a
+    second replay changes no alert."""
+    defs = load_definitions()
+    events = demo_day(START_MS)
+    validator = EventValidator()
+    parsed = [validator.validate(e) for e in events]
+    touchpoints = [e for e in parsed if isinstance(e, Touchpoint)]
+    assert len(touchpoints) == len(events)
+    for i in range(0, len(touchpoints), 5000):
+        write_touchpoints(wh, touchpoints[i:i + 5000])
+    horizon = max(e["occurred_at"] for e in events) + 10 * DAY - LATENESS
+    write_alerts(wh, [{"alert_id": "stale", "kind": "fired", "journey": "purchase",
+                       "step": "cart", "step_index": 1, "channel": "web",
+                       "window_start_ms": START_MS, "window_end_ms": START_MS + 3_600_000,
+                       "horizon_ms": 3_600_000, "population": 9, "dropped": 9, "rate": 1.0,
+                       "baseline": 0.1, "baseline_windows": 3, "threshold": 0.2,
+                       "confidence": 0.99, "p_value": 0.0,
+                       "definition_version": defs.get("purchase").version}])
+    first = _run(wh, defs, tmp_path, horizon_ms=horizon)
+    assert first.counts["(alerts)"].removed == 1
+    want = {alert_id(a.journey, a.step, a.channel, a.window_start): a.kind
+            for a in streamed_alerts(defs, events, horizon)}
+    assert sum(k == "fired" for k in want.values()) >= 2  # the incident at least
+    rows, _total = alerts_query.run(wh, limit=1000)
+    assert {r.alert_id: r.kind for r in rows} == want
+    again = _run(wh, defs, tmp_path, horizon_ms=horizon, dry_run=True)
+    assert again.counts["(alerts)"].changes == 0
+    assert again.counts["(alerts)"].unchanged == len(want)
