@@ -17,7 +17,7 @@ def _print(report: Any, dry_run: bool, out: Console) -> None:
     table = Table(title=("would change (dry run)" if dry_run else "changed") +
                   f" — horizon {ms_to_iso(report.horizon_ms)}")
     for col in ("rows of", "added", "changed", "removed", "unchanged",
-                "left to the live stream", "converted (alerts: fired) before", "after"):
+                "left to the live stream", "converted/fired before", "after"):
         table.add_column(col, justify="left" if col == "rows of" else "right")
     for name, c in sorted(report.counts.items()):
         before, after = (("-", "-") if name == "(sessions)" else
@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
             }).decode())
             return
         if report.resumed_from:
-            out.print(f"resumed: {report.resumed_from:,} customer(s) were done before")
+            out.print(f"resumed: {report.resumed_from:,} customer(s) were done before; the "
+                  "counts below are this invocation's")
         _print(report, dry_run, out)
         done = f"{report.groups_done:,} of {report.groups_total:,} customer(s)"
         if dry_run:
