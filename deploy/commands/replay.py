@@ -32,6 +32,25 @@ def _print(report: Any, dry_run: bool, out: Console) -> None:
                   "replay again once they have closed")
 
 
+def _not_held(config: Any, data_dir: Any) -> None:
+    """A running `journeys up` holds its chdb directory (one process per directory):
+    say so plainly instead of failing inside chdb."""
+    from pathlib import Path
+
+    from deploy.stack import find_stack
+    from journeys.errors import ServiceUnavailable
+
+    if config.backend != "chdb":
+        return
+    found = find_stack(data_dir)
+    if found is not None and Path(found.stack.warehouse_path).resolve() == Path(
+            config.path).resolve():
+        raise ServiceUnavailable(
+            f"the `journeys {found.stack.kind}` stack in {found.stack.data_dir} (pid "
+            f"{found.stack.pid}) holds its chdb warehouse {config.path}: stop it, run "
+            "`journeys replay`, start it again (or use a ClickHouse server)")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay_command(
@@ -59,13 +78,14 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         from deploy.commands.dlq import _time
-        from deploy.ops.replay_run import ReplayRequest, replay
+        from deploy.ops.replay_run import ReplayRequest, replay, selected
         from journeys.definitions import load_definitions
         from journeys.settings import WorkerSettings
         from warehouse.connect import connect
 
         settings = WorkerSettings.build()
         cfg = settings.warehouse
+        _not_held(cfg, settings.data_dir)
         location = (f"chdb:{cfg.path}/{cfg.database}" if cfg.backend == "chdb"
                     else f"{cfg.host}:{cfg.port}/{cfg.database}")
         req = ReplayRequest(
@@ -73,6 +93,7 @@ def register(app: typer.Typer) -> None:
             until_ms=_time(until, "--until"), horizon_ms=_time(horizon, "--horizon"),
             dry_run=dry_run, limit_groups=limit_customers, restart=restart)
         defs = load_definitions(settings.definitions_path)
+        selected(defs, req.journeys)  # an unknown name fails here, before any work
         out = Console(stderr=as_json, soft_wrap=True)
         wh = connect(cfg, create_database=False)
         try:

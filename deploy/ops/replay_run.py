@@ -122,7 +122,7 @@ def _save(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _selected(defs: Definitions, names: Sequence[str]) -> Definitions:
+def selected(defs: Definitions, names: Sequence[str]) -> Definitions:
     known = set(defs.names)
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -143,7 +143,7 @@ def replay(wh: Warehouse, defs: Definitions, req: ReplayRequest, *, location: st
            data_dir: Path, allowed_lateness_ms: int, path_cap: int,
            progress: Progress = lambda _done, _total: None) -> ReplayReport:
     """Run (or, with dry_run, plan) a replay; see the module docstring."""
-    chosen = _selected(defs, req.journeys)
+    chosen = selected(defs, req.journeys)
     versions = {d.name: d.version for d in chosen.journeys}
     ckpt = data_dir / "replay" / f"{scope_key(location, versions.items(), req)}.json"
     state = None if req.dry_run else _load(ckpt)
