@@ -57,7 +57,7 @@ from warehouse import replay_io
 from warehouse.backend import Warehouse
 from warehouse.tables import JOURNEY_INSTANCES
 
-BATCH_GROUPS = 200  # customers recomputed, compared and written together
+BATCH_GROUPS = 1000  # customers recomputed, compared and written together (one scan)
 
 
 @dataclass(frozen=True, slots=True)
