@@ -230,3 +230,24 @@ def test_alert_history_replayed_is_the_streams_reference(wh: Warehouse,
     again = _run(wh, defs, tmp_path, horizon_ms=horizon, dry_run=True)
     assert again.counts["(alerts)"].changes == 0
     assert again.counts["(alerts)"].unchanged == len(want)
+
+
+def test_a_time_range_writes_only_rows_opened_in_it(wh: Warehouse, tmp_path: Path) -> None:
+    events, path = _history(tmp_path)
+    _store(wh, path)
+    defs = _defs(DEFINITIONS)
+    times = sorted(e["occurred_at"] for e in events)
+    since, until = times[len(times) // 3], times[2 * len(times) // 3]
+    part = _run(wh, defs, tmp_path, since_ms=since, until_ms=until)
+    assert part.finished and "(alerts)" not in part.counts  # a window needs everyone
+    opened = [int(t) for (t,) in wh.query(
+        f"SELECT opened_at_ms FROM {qualified(wh.database, JOURNEY_INSTANCES.name)}")]
+    assert opened and all(since <= t < until for t in opened)
+    started = [int(t) for (t,) in wh.query(
+        f"SELECT started_at_ms FROM {qualified(wh.database, SESSIONS.name)}")]
+    assert started and all(since <= t < until for t in started)
+    assert _run(wh, defs, tmp_path, since_ms=since, until_ms=until,
+                dry_run=True).counts["purchase"].changes == 0
+    rest = _run(wh, defs, tmp_path)  # everything: the rows outside the range are added
+    assert rest.counts["purchase"].unchanged == part.counts["purchase"].added
+    _check_reference(wh, defs, events, rest.horizon_ms)
