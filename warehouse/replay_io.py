@@ -4,12 +4,14 @@ touchpoints by customer, the stored rows a replay compares with, and writing its
 Rows come back as plain tuples (warehouse/ does not import stream/ or deploy/); the
 replay's logic is stream.engine.recompute and deploy.ops.replay_plan. Values reach SQL
 as parameters; tables and columns come from warehouse.tables and the fixed lists the
-callers pass, checked as identifiers. `IN` lists are never empty (callers batch ids).
+callers pass, checked as identifiers. A batch's customers are selected through the run's
+key table (`KeyRange`), never a long IN list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from warehouse.backend import Warehouse
@@ -64,50 +66,85 @@ def id_pairs(wh: Warehouse, since_ms: int | None = None, until_ms: int | None = 
     return [(str(c), str(a)) for c, a in rows]
 
 
-def raw_events(wh: Warehouse, customer_ids: Sequence[str], anonymous_ids: Sequence[str]
-               ) -> list[tuple[Any, ...]]:
-    """Every stored event with one of the customer ids or anonymous ids (RAW_COLUMNS),
-    ordered by time then event id; a re-delivered event may come twice (deduplicate by
-    event id)."""
-    clauses, params = [], {}
-    if customer_ids:
-        clauses.append("customer_id IN %(customers)s")
-        params["customers"] = list(customer_ids)
-    if anonymous_ids:
-        clauses.append("anonymous_id IN %(devices)s")
-        params["devices"] = list(anonymous_ids)
-    if not clauses:
-        return []
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """The stream keys of a range of groups: rows of the replay's key table (every group
+    key and every device linked to it -> the group), groups `first`..`last` inclusive.
+    Queries select by a sub-query on it, so a batch of any size is one short statement
+    (an IN list of its ids could exceed the server's max_query_size)."""
+
+    table: str
+    first: str
+    last: str
+
+    def sql(self, database: str) -> str:
+        return (f"(SELECT key FROM {qualified(database, self.table)} "
+                "WHERE grp >= %(first)s AND grp <= %(last)s)")
+
+    def params(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last}
+
+
+def create_keys(wh: Warehouse, table: str, rows: Iterable[tuple[str, str]],
+                chunk: int = 100_000) -> None:
+    """(Re)create the replay's key table (stream key, group) from `rows`. A work table
+    of the run, not schema: dropped by `drop_keys` (a crashed run's is replaced)."""
+    name = qualified(wh.database, table)
+    wh.execute(f"DROP TABLE IF EXISTS {name}")
+    wh.execute(f"CREATE TABLE {name} (key String, grp String) ENGINE = MergeTree "
+               "ORDER BY (grp, key)")
+    batch: list[tuple[str, str]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            wh.insert(table, ("key", "grp"), batch)
+            batch = []
+    wh.insert(table, ("key", "grp"), batch)
+
+
+def drop_keys(wh: Warehouse, table: str) -> None:
+    wh.execute(f"DROP TABLE IF EXISTS {qualified(wh.database, table)}")
+
+
+def raw_events(wh: Warehouse, keys: KeyRange) -> list[tuple[Any, ...]]:
+    """Every stored event whose customer id or anonymous id is one of the keys
+    (RAW_COLUMNS), ordered by time then event id; a re-delivered event may come twice
+    (deduplicate by event id)."""
+    sub = keys.sql(wh.database)
     return wh.query(
         f"SELECT {column_list(RAW_COLUMNS)} FROM {qualified(wh.database, TOUCHPOINTS.name)}\n"
-        f"WHERE {' OR '.join(clauses)}\nORDER BY occurred_at_ms, event_id", params)
+        f"WHERE customer_id IN {sub} OR anonymous_id IN {sub}\n"
+        "ORDER BY occurred_at_ms, event_id", keys.params())
 
 
-def stored_instances(wh: Warehouse, keys: Sequence[str], journeys: Sequence[str],
+def stored_instances(wh: Warehouse, keys: KeyRange, journeys: Sequence[str],
                      versions: Sequence[str], columns: Sequence[str]
                      ) -> list[tuple[Any, ...]]:
     """(journey, instance_id, definition_version, deleted, *columns) of the stored
     journey instances (FINAL: one row per key, tombstones included) of the stream keys,
     journeys and definition versions given."""
-    if not keys or not journeys:
+    if not journeys:
         return []
     return wh.query(
         f"SELECT journey, instance_id, definition_version, deleted, {column_list(list(columns))}"
         f"\nFROM {qualified(wh.database, JOURNEY_INSTANCES.name)} FINAL\n"
-        "WHERE customer_id IN %(keys)s AND journey IN %(journeys)s "
+        f"WHERE customer_id IN {keys.sql(wh.database)} AND journey IN %(journeys)s "
         "AND definition_version IN %(versions)s",
-        {"keys": list(keys), "journeys": list(journeys), "versions": list(versions)})
+        {**keys.params(), "journeys": list(journeys), "versions": list(versions)})
 
 
-def stored_sessions(wh: Warehouse, keys: Sequence[str], columns: Sequence[str]
+def stored_sessions(wh: Warehouse, keys: KeyRange, columns: Sequence[str]
                     ) -> list[tuple[Any, ...]]:
     """(session_id, deleted, *columns) of the stored sessions (FINAL) of the keys."""
-    if not keys:
-        return []
     return wh.query(
         f"SELECT session_id, deleted, {column_list(list(columns))}\n"
-        f"FROM {qualified(wh.database, SESSIONS.name)} FINAL\nWHERE customer_id IN %(keys)s",
-        {"keys": list(keys)})
+        f"FROM {qualified(wh.database, SESSIONS.name)} FINAL\n"
+        f"WHERE customer_id IN {keys.sql(wh.database)}", keys.params())
+
+
+def touchpoint_count(wh: Warehouse) -> int:
+    return int(wh.query(f"SELECT count() FROM {qualified(wh.database, TOUCHPOINTS.name)}"
+                        )[0][0])
 
 
 def write(wh: Warehouse, instance_rows: Sequence[Sequence[Any]],

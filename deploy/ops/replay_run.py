@@ -57,7 +57,11 @@ from warehouse import replay_io
 from warehouse.backend import Warehouse
 from warehouse.tables import JOURNEY_INSTANCES
 
-BATCH_GROUPS = 1000  # customers recomputed, compared and written together (one scan)
+EVENTS_PER_BATCH = 300_000
+"""Raw events recomputed, compared and written together (one read of each table per
+batch: `touchpoints` has no index by customer), so a batch is this many events' worth of
+customers (at least MIN_BATCH), as the table's average events per customer says."""
+MIN_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,7 @@ class ReplayRequest:
     dry_run: bool = False
     limit_groups: int | None = None  # stop after this many groups (resume later)
     restart: bool = False  # forget an unfinished run's checkpoint
-    batch: int = BATCH_GROUPS  # groups per read, diff and write (one checkpoint each)
+    batch: int | None = None  # groups per read, diff and write; None: EVENTS_PER_BATCH
 
 
 @dataclass
@@ -166,32 +170,39 @@ def replay(wh: Warehouse, defs: Definitions, req: ReplayRequest, *, location: st
     engine = JourneyEngine(chosen.journeys, path_cap=path_cap,
                            definitions_version=defs.version)
     sessionizer = Sessionizer(defs.sessions.gap_ms)
-    devices: dict[str, list[str]] = {}
-    for dev, (cust, _at) in links.items():
-        devices.setdefault(cust, []).append(dev)
     limit = len(todo) if req.limit_groups is None else min(req.limit_groups, len(todo))
     with_alerts = req.since_ms is None and req.until_ms is None
     observed = ckpt.with_suffix(".observations.jsonl")
     if with_alerts and not req.dry_run and not state["last"]:
         observed.unlink(missing_ok=True)  # a new run: observations of an old one go
     memory: list[StepReached] = []
-    progress(report.groups_done, report.groups_total)
-    for start in range(0, limit, req.batch):
-        batch = todo[start:min(start + req.batch, limit)]
-        plan, reached = _batch(wh, batch, devices, links, engine, sessionizer, versions,
-                               req, int(state["horizon"]), int(state["version"]),
-                               not req.journeys, report)
-        report.add(plan)
-        if req.dry_run:
-            memory.extend(reached)
-        else:
-            report.rows_written += replay_io.write(wh, plan.instance_rows, plan.session_rows)
-            if with_alerts:  # before the checkpoint: a batch redone adds duplicates only
-                _append(observed, reached)
-            state.update(last=batch[-1], done=int(state["done"]) + len(batch))
-            _save(ckpt, state)
-        report.groups_done += len(batch)
+    size = req.batch or batch_size(len(groups), replay_io.touchpoint_count(wh))
+    keys = f"replay_keys_{ckpt.stem}{'_dry' if req.dry_run else ''}"
+    wanted = set(todo)
+    replay_io.create_keys(wh, keys, [*((g, g) for g in todo), *(
+        (dev, cust) for dev, (cust, _at) in links.items() if cust in wanted and dev != cust)])
+    try:
         progress(report.groups_done, report.groups_total)
+        for start in range(0, limit, size):
+            batch = todo[start:min(start + size, limit)]
+            plan, reached = _batch(wh, batch, replay_io.KeyRange(keys, batch[0], batch[-1]),
+                                   links, engine, sessionizer, versions, req,
+                                   int(state["horizon"]), int(state["version"]),
+                                   not req.journeys, report)
+            report.add(plan)
+            if req.dry_run:
+                memory.extend(reached)
+            else:
+                report.rows_written += replay_io.write(wh, plan.instance_rows,
+                                                       plan.session_rows)
+                if with_alerts:  # before the checkpoint: a batch redone adds duplicates only
+                    _append(observed, reached)
+                state.update(last=batch[-1], done=int(state["done"]) + len(batch))
+                _save(ckpt, state)
+            report.groups_done += len(batch)
+            progress(report.groups_done, report.groups_total)
+    finally:
+        replay_io.drop_keys(wh, keys)
     report.finished = limit == len(todo)
     if report.finished and with_alerts:
         report.add(_alerts(wh, chosen, versions, report, req,
@@ -245,16 +256,21 @@ def _alerts(wh: Warehouse, chosen: Definitions, versions: dict[str, str],
     return plan
 
 
-def _batch(wh: Warehouse, batch: Sequence[str], devices: dict[str, list[str]],
+def batch_size(groups: int, events: int) -> int:
+    """Groups per batch: EVENTS_PER_BATCH events' worth on average, at least MIN_BATCH."""
+    per_group = max(1, events // max(1, groups))
+    return max(MIN_BATCH, EVENTS_PER_BATCH // per_group)
+
+
+def _batch(wh: Warehouse, batch: Sequence[str], keys: replay_io.KeyRange,
            links: dict[str, Link], engine: JourneyEngine, sessionizer: Sessionizer,
            versions: dict[str, str], req: ReplayRequest, horizon: int, version: int,
            with_sessions: bool, report: ReplayReport) -> tuple[Plan, list[StepReached]]:
     """Recompute, read what is stored, and diff one batch of groups; its drop-off
     observations."""
     wanted = set(batch)
-    keys = sorted({*batch, *(d for g in batch for d in devices.get(g, ()))})
     by_group: dict[str, list[RawEvent]] = {}
-    for eid, typ, ch, t, cust, anon, ctx in replay_io.raw_events(wh, keys, keys):
+    for eid, typ, ch, t, cust, anon, ctx in replay_io.raw_events(wh, keys):
         g = group_key(cust, anon, links)
         if g in wanted:
             by_group.setdefault(g, []).append(RawEvent(
@@ -289,7 +305,7 @@ def _batch(wh: Warehouse, batch: Sequence[str], devices: dict[str, list[str]],
     return plan, reached
 
 
-def _stored_instances(wh: Warehouse, keys: Sequence[str], versions: dict[str, str]
+def _stored_instances(wh: Warehouse, keys: replay_io.KeyRange, versions: dict[str, str]
                       ) -> dict[tuple[str, str], Stored]:
     out: dict[tuple[str, str], Stored] = {}
     opened = INSTANCE_COMPARED.index("opened_at_ms")
@@ -302,7 +318,7 @@ def _stored_instances(wh: Warehouse, keys: Sequence[str], versions: dict[str, st
     return out
 
 
-def _stored_sessions(wh: Warehouse, keys: Sequence[str], gap_ms: int, horizon: int
+def _stored_sessions(wh: Warehouse, keys: replay_io.KeyRange, gap_ms: int, horizon: int
                      ) -> dict[str, Stored]:
     out: dict[str, Stored] = {}
     for sid, deleted, *content in replay_io.stored_sessions(wh, keys, SESSION_COMPARED):

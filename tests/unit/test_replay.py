@@ -199,3 +199,11 @@ def test_replay_versions_outbid_the_stream_and_stay_below_tombstones() -> None:
     # (plus its per-customer counter, far below 2^20 per ms of difference)
     assert version_floor((now + 2**40 - 1) * 1_000_000) < replay_version(now)
     assert len(INSTANCE_COMPARED) == len(set(INSTANCE_COMPARED))
+
+
+def test_batches_hold_about_the_same_number_of_events() -> None:
+    from deploy.ops.replay_run import EVENTS_PER_BATCH, MIN_BATCH, batch_size
+
+    assert batch_size(1_000_000, 50_000_000) == EVENTS_PER_BATCH // 50
+    assert batch_size(10, 10_000_000) == MIN_BATCH  # huge customers: a floor
+    assert batch_size(0, 0) == EVENTS_PER_BATCH
