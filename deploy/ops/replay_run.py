@@ -137,6 +137,20 @@ def selected(defs: Definitions, names: Sequence[str]) -> Definitions:
     return defs.model_copy(update={"journeys": [d for d in defs.journeys if d.name in names]})
 
 
+def _state(wh: Warehouse, ckpt: Path, req: ReplayRequest, allowed_lateness_ms: int
+           ) -> dict[str, Any]:
+    """The unfinished run of this scope to resume, else a new run: its horizon (given,
+    else the newest raw event minus the allowed lateness) and row version."""
+    state = None if req.dry_run else _load(ckpt)
+    if state is not None and not state.get("finished") and not req.restart:
+        return state
+    newest = replay_io.newest_event_ms(wh)
+    horizon = req.horizon_ms if req.horizon_ms is not None else (
+        (newest or 0) - allowed_lateness_ms)
+    return {"horizon": horizon, "version": replay_version(now_ms()), "last": None,
+            "done": 0, "finished": False}
+
+
 def plan_groups(pairs: Iterable[tuple[str, str]], links: dict[str, Link]) -> list[str]:
     """Sorted group keys of the raw events' (customer id, anonymous id) pairs."""
     keys = {group_key(c, a, links) for c, a in pairs}
@@ -150,15 +164,7 @@ def replay(wh: Warehouse, defs: Definitions, req: ReplayRequest, *, location: st
     chosen = selected(defs, req.journeys)
     versions = {d.name: d.version for d in chosen.journeys}
     ckpt = data_dir / "replay" / f"{scope_key(location, versions.items(), req)}.json"
-    state = None if req.dry_run else _load(ckpt)
-    if state is not None and (state.get("finished") or req.restart):
-        state = None
-    if state is None:
-        newest = replay_io.newest_event_ms(wh)
-        horizon = req.horizon_ms if req.horizon_ms is not None else (
-            (newest or 0) - allowed_lateness_ms)
-        state = {"horizon": horizon, "version": replay_version(now_ms()), "last": None,
-                 "done": 0, "finished": False}
+    state = _state(wh, ckpt, req, allowed_lateness_ms)
     links = earliest_links(replay_io.link_pairs(wh))
     groups = plan_groups(replay_io.id_pairs(wh, req.since_ms, req.until_ms), links)
     last = state["last"]
