@@ -6,9 +6,12 @@ ones the live stream has written to it."""
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +29,7 @@ from deploy.ops.replay_plan import (
 )
 from deploy.ops.replay_run import plan_groups
 from journeys.definitions import parse_definitions
+from journeys.errors import ServiceUnavailable
 from journeys.versions import TOMBSTONE_VERSION
 from stream.engine.identity import JUNK_IDS
 from stream.engine.journeys import JourneyEngine
@@ -207,3 +211,28 @@ def test_batches_hold_about_the_same_number_of_events() -> None:
     assert batch_size(1_000_000, 50_000_000) == EVENTS_PER_BATCH // 50
     assert batch_size(10, 10_000_000) == MIN_BATCH  # huge customers: a floor
     assert batch_size(0, 0) == EVENTS_PER_BATCH
+
+
+def test_a_chdb_warehouse_held_by_a_running_stack_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`journeys replay` names the stack holding the chdb directory instead of failing
+    inside chdb (one process per directory); another directory is not refused."""
+    from typer.testing import CliRunner
+
+    from deploy import stack as st
+    from deploy.cli import _register, app
+
+    data = tmp_path / "up"
+    monkeypatch.setenv(st.REGISTRY_ENV, str(tmp_path / "registry"))
+    st.publish(st.new_stack(data_dir=str(data), broker="127.0.0.1:39999",
+                            topic_prefix="upx", partitions=3, app_id="up-app",
+                            api_url="http://127.0.0.1:18000",
+                            warehouse_path=str(data / "warehouse"), state="running"))
+    monkeypatch.setenv("JOURNEYS_DATA_DIR", str(data))
+    monkeypatch.setenv("JOURNEYS_WAREHOUSE__BACKEND", "chdb")
+    monkeypatch.setenv("JOURNEYS_WAREHOUSE__PATH", str(data / "warehouse"))
+    _register()
+    got = CliRunner().invoke(app, ["replay", "--dry-run"])
+    assert isinstance(got.exception, ServiceUnavailable), got.output
+    assert "holds its chdb warehouse" in str(got.exception)
+    assert f"pid {os.getpid()}" in str(got.exception)
