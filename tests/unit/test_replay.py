@@ -37,6 +37,7 @@ from stream.engine.recompute import RawEvent, earliest_links, group_key, recompu
 from stream.engine.sessions import Sessionizer
 from stream.stages.customers import version_floor
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
+from tests.profiles import examples
 from tests.reference.stitching_ref import split, view_of
 from warehouse.tables import JOURNEY_INSTANCES
 from warehouse.writers_journeys import journey_instance_row
@@ -77,7 +78,8 @@ def _recompute_all(raw: list[RawEvent], horizon: int) -> tuple[dict[str, Any], s
     return view, sessions
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), order=st.integers(0, 10_000),
        back=st.integers(0, 6 * 3_600_000))
 def test_recompute_is_the_reference_in_any_order(seed: int, order: int, back: int) -> None:
