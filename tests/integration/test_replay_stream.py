@@ -1,15 +1,17 @@
 """`journeys replay` with the live pipeline (real Apache Kafka, a ClickHouse server, the
 worker as a subprocess): a definition is changed after its history was processed, part
 of that history having arrived late (left out by the stream, kept in `touchpoints`);
-the workers restart with the new definition and keep running while `journeys replay`
-runs as the CLI. Afterwards the new version's journeys and the sessions equal a fresh
-pipeline run of the new definition over the same events arriving in order, and a
-second `replay --dry-run` reports no change."""
+the workers restart with the new definition and keep processing new traffic (produced
+while it runs) while `journeys replay` runs as the CLI. Afterwards the new version's
+journeys and the sessions equal a fresh pipeline run of the new definition over the same
+events arriving in order, and a second `replay --dry-run` reports no change."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from deploy.local.clickhouse import LocalClickHouse
 from journeys.definitions import Definitions, parse_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
+from stream.engine.identity import JUNK_IDS
 from tests.integration.stream_support import (
     ROOT,
     produce,
@@ -46,6 +49,20 @@ DAY = 86_400_000
 COLUMNS = ("instance_id", "customer_id", "status", "opened_at_ms", "closed_at_ms",
            "furthest_step", "path_types", "path_channels", "path_times", "detour_kinds",
            "detour_steps", "detour_times", "events", "context_keys", "context_values")
+
+
+def _newcomers(after_ms: int) -> list[dict[str, Any]]:
+    """Traffic of other people (ids prefixed), all after `after_ms`, in time order."""
+    extra = traffic(seed=9, people=20)
+    shift = after_ms - min(e["occurred_at"] for e in extra) + 3_600_000
+
+    def renamed(x: str | None) -> str | None:
+        return x if x is None or x in JUNK_IDS else f"x{x}"
+
+    return sorted(({**e, "event_id": f"x{e['event_id']}", "occurred_at": e["occurred_at"]
+                    + shift, "customer_id": renamed(e["customer_id"]),
+                    "anonymous_id": renamed(e["anonymous_id"])} for e in extra),
+                  key=lambda e: e["occurred_at"])
 
 
 def _journeys(wh: Warehouse, defs: Definitions) -> dict[tuple[str, str], tuple[Any, ...]]:
@@ -119,6 +136,7 @@ def test_changed_definition_replayed_live_equals_a_fresh_run(
     held = [e for e in events if e["customer_id"] in late_owners]
     assert len(held) > 10
     new = parse_definitions(yaml.safe_load(CHANGED))
+    later = _newcomers(end)
 
     live = Pipeline(broker, clickhouse_server, unique_name, tmp_path, "live")
     fresh = Pipeline(broker, clickhouse_server, unique_name, tmp_path, "fresh")
@@ -140,6 +158,7 @@ def test_changed_definition_replayed_live_equals_a_fresh_run(
         fresh.start(CHANGED)
         produce(fresh.kafka, events)
         produce_fillers(fresh.kafka, end)
+        produce(fresh.kafka, later)
         fresh.wait()
         fresh.stop()
 
@@ -147,7 +166,17 @@ def test_changed_definition_replayed_live_equals_a_fresh_run(
         dry = orjson.loads(live.replay(CHANGED, "--dry-run", "--json").stdout)
         assert dry["counts"]["purchase"]["added"] > 0 and dry["finished"]
         assert dry["counts"]["(sessions)"]["added"] > 0  # the late events' sessions
-        out = live.replay(CHANGED).stdout
+        def live_traffic() -> None:  # new customers, while the replay runs
+            for i in range(0, len(later), 40):
+                produce(live.kafka, later[i:i + 40])
+                time.sleep(0.2)
+
+        feeder = threading.Thread(target=live_traffic)
+        feeder.start()
+        try:
+            out = live.replay(CHANGED).stdout
+        finally:
+            feeder.join()
         assert "replayed" in out and "row(s) written" in out, out
         live.wait()
         lwh, fwh = live.warehouse(), fresh.warehouse()
