@@ -23,6 +23,7 @@ from api.deps import ApiState
 from api.openapi import AUTH_RESPONSES, BAD_INPUT, DESCRIPTION, TAGS
 from api.routes import (
     alerts,
+    customer_search,
     customers,
     health,
     journeys,
@@ -83,7 +84,8 @@ def create_app(
     app.include_router(health.router, responses=BAD_INPUT)
     read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES | BAD_INPUT}
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router,
-                   reports_pm.router, late_events.router, status.router):
+                   reports_pm.router, late_events.router, status.router,
+                   customer_search.router):
         app.include_router(router, **read)
     app.include_router(customers.router, dependencies=[Depends(require("admin"))],
                        responses=AUTH_RESPONSES | BAD_INPUT)

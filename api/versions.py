@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Query
 
 from journeys.definitions import Definitions, JourneyDefinition
+from journeys.errors import InvalidQuery
 from journeys.versions import UNVERSIONED, stored_version
 
 VERSION_PATTERN = r"^[A-Za-z0-9_.\-]{1,40}$"
@@ -30,3 +31,15 @@ def at_version(definition: JourneyDefinition, version: str | None) -> JourneyDef
 def current(definitions: Definitions) -> list[tuple[str, str]]:
     """(journey, current version) of every definition."""
     return [(d.name, d.version) for d in definitions.journeys]
+
+
+def read_versions(definitions: Definitions, journey: str | None,
+                  version: str | None) -> list[tuple[str, str]]:
+    """The (journey, version) pairs a per-customer read selects: every definition at its
+    current version, or `journey` (404 when unknown) at `version` or its current one;
+    `version` without `journey` is InvalidQuery (versions are per definition)."""
+    if journey is not None:
+        return [(journey, at_version(definitions.get(journey), version).version)]
+    if version is not None:
+        raise InvalidQuery("'version' needs 'journey': versions are per definition")
+    return current(definitions)

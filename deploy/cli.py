@@ -32,12 +32,14 @@ def _register() -> None:
         forget,
         ingest,
         ops,
+        replay,
         roles,
         topics,
         warehouse,
     )
 
-    for module in (embedded, roles, topics, ingest, collector, warehouse, ops, dlq, forget):
+    for module in (embedded, roles, topics, ingest, collector, warehouse, ops, dlq, forget,
+                   replay):
         module.register(app)
 
 

@@ -3,7 +3,10 @@
 Explicit means `-b/--bootstrap-servers`, `JOURNEYS_KAFKA__BOOTSTRAP_SERVERS` or the
 settings file: those always win. Without them, a live `journeys up`/`demo` stack found
 through its stack file (deploy.stack) supplies the broker, the topic prefix and the app
-id (unless those are set explicitly), and the command says which stack it uses.
+id (unless those are set explicitly), and the command says which stack it uses. An
+explicit broker that is a live `journeys up`'s own embedded broker is that stack too:
+`Target.spool_dir` then says where producers must spool (docs/reliability.md "Events
+produced straight into `journeys up`").
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from deploy.stack import Found, describe, find_stack
+from deploy.stack import Found, describe, find_stack, stack_serving
 from journeys.settings import KafkaConfig
+
+SPOOL_DIR = "spool"  # DATA_DIR/spool: the spool of a `journeys up` (ingest.spool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,16 @@ class Target:
     app_id: str
     stack: Found | None
     explicit: bool
+
+    @property
+    def spool_dir(self) -> Path | None:
+        """Where a producer aimed at this target must append what it sends before it
+        counts as sent: the spool of a live `journeys up` (its broker keeps nothing over
+        a crash; ingest.spool), None for any other broker. A `journeys demo` has no
+        spool: what is produced into it lives in its broker's memory only."""
+        if self.stack is None or self.stack.stack.kind != "up":
+            return None
+        return Path(self.stack.stack.data_dir) / SPOOL_DIR
 
     def unreachable_hint(self) -> str:
         """What to add to an 'unreachable' error: how a broker is found."""
@@ -44,10 +59,14 @@ def resolve(kafka: KafkaConfig, app_id: str, data_dir: Path, *, bootstrap: str |
         update["bootstrap_servers"] = bootstrap
     if prefix:
         update["topic_prefix"] = prefix
-    found = None if explicit else find_stack(data_dir)
+    if explicit:  # a live stack's own broker, given explicitly, is still that stack
+        found = stack_serving(data_dir, bootstrap or kafka.bootstrap_servers)
+    else:
+        found = find_stack(data_dir)
     if found is not None:
         s = found.stack
-        update["bootstrap_servers"] = s.broker
+        if not explicit:
+            update["bootstrap_servers"] = s.broker
         update["partitions"] = s.partitions
         if not prefix and "topic_prefix" not in kafka.model_fields_set:
             update["topic_prefix"] = s.topic_prefix

@@ -232,7 +232,7 @@ def replay_spool(spool: Path, kafka: KafkaConfig, console: Console) -> int:
     torn = (f"; {stats.ignored_bytes:,} torn bytes ignored (never acknowledged)"
             if stats.ignored_bytes else "")
     console.print(f"  • replayed {stats.records:,} records from the spool "
-                  f"({stats.frames:,} requests) in {time.monotonic() - started:.1f} s{torn}")
+                  f"({stats.frames:,} writes) in {time.monotonic() - started:.1f} s{torn}")
     return stats.records
 
 

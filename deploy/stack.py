@@ -172,6 +172,21 @@ def find_stack(data_dir: Path) -> Found | None:
     return live[0] if live else None
 
 
+def stack_serving(data_dir: Path, bootstrap_servers: str) -> Found | None:
+    """The live stack whose embedded broker is `bootstrap_servers` (the data dir's own
+    first, then the registry), None when no live stack serves that address."""
+    wanted = {s.strip().replace("localhost:", "127.0.0.1:")
+              for s in bootstrap_servers.split(",") if s.strip()}
+    candidates = [data_dir.resolve() / STACK_FILE]
+    if registry_dir().is_dir():
+        candidates += sorted(registry_dir().glob("*.json"))
+    for path in candidates:
+        stack = read_stack(path)
+        if stack is not None and is_live(stack) and stack.broker in wanted:
+            return Found(stack, path)
+    return None
+
+
 def describe(found: Found) -> str:
     """One line for the commands' output: which stack they talk to."""
     s = found.stack

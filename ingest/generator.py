@@ -90,7 +90,18 @@ class GeneratorConfig:
 DEMO_VISITORS_PER_HOUR = 150.0
 
 
-def demo_stories(duration_ms: int = 3 * _DAY, start_ms: int = 0) -> tuple[Story, ...]:
+def demo_settle_ms() -> int:
+    """How much data `journeys demo` wants after a story so that the journeys it ended
+    are *abandoned* within the sample: the packaged purchase journey's `abandon_after`
+    (24 h: a journey is abandoned only after that long without activity) plus an hour
+    (the journeys' last events after the story, the allowed lateness)."""
+    from journeys.definitions import load_definitions
+
+    return load_definitions().get("purchase").abandon_after_ms + _HOUR
+
+
+def demo_stories(duration_ms: int = 3 * _DAY, start_ms: int = 0,
+                 settle_ms: int | None = None) -> tuple[Story, ...]:
     """One of each story, placed after enough normal history for alert baselines.
 
     Each starts at a fixed UTC hour (09:00, 14:00, 18:00: the daily cycle's busy part,
@@ -98,13 +109,19 @@ def demo_stories(duration_ms: int = 3 * _DAY, start_ms: int = 0) -> tuple[Story,
     starts (`start_ms`; the default 0 is a midnight start): on the last day that leaves
     2 h of data after it (its alerts and their recovery become final in the data), else
     1 h (its alerts do; the recovery follows on the wall clock, ~35 min after the data
-    ends), else at that hour's offset from the start of the last day."""
+    ends), else at that hour's offset from the start of the last day. The payment
+    incident first tries to leave `settle_ms` (default demo_settle_ms()): the journeys
+    it ends are then abandoned within the data, so it shows as an abandonment spike, not
+    only as a conversion dip. (The checkout loop and the call-centre switch keep their
+    day: earlier, with less baseline history, the loop's drop-off fires an alert of its
+    own and muddles the incident's story.)"""
     day = max(duration_ms // _DAY, 1)
     last = (day - 1) * _DAY
+    settle = demo_settle_ms() if settle_ms is None else settle_ms
 
-    def at(hour: int, length_ms: int) -> int:
+    def at(hour: int, length_ms: int, *margins: int) -> int:
         first = (hour * _HOUR - start_ms) % _DAY  # first offset at that UTC hour
-        for margin in (2 * _HOUR, _HOUR):
+        for margin in (*margins, 2 * _HOUR, _HOUR):
             fits = [o for o in range(first, duration_ms, _DAY)
                     if o + length_ms + margin <= duration_ms]
             if fits:
@@ -113,9 +130,18 @@ def demo_stories(duration_ms: int = 3 * _DAY, start_ms: int = 0) -> tuple[Story,
 
     return (
         Story("checkout_loop", at(9, 4 * _HOUR), 4 * _HOUR, share=0.6),
-        Story("payment_incident", at(14, 2 * _HOUR), 2 * _HOUR, share=0.85),
+        Story("payment_incident", at(14, 2 * _HOUR, settle), 2 * _HOUR, share=0.85),
         Story("call_center_switch", at(18, 3 * _HOUR), 3 * _HOUR, share=0.5),
     )
+
+
+def unsettled(stories: tuple[Story, ...], duration_ms: int,
+              settle_ms: int | None = None) -> list[Story]:
+    """The payment incident when the journeys it ends are not abandoned within the
+    sample (too little data after it): `journeys demo` warns that they show as open."""
+    settle = demo_settle_ms() if settle_ms is None else settle_ms
+    return [s for s in stories if s.kind == "payment_incident"
+            and s.at_ms + s.duration_ms + settle > duration_ms]
 
 
 def parse_story(text: str) -> Story:
@@ -171,6 +197,7 @@ class _Visitor:
         self.logged_in = self.known and rng.random() < 0.5
         self.device = rng.choice(("desktop", "mobile", "tablet"))
         self.country = rng.choices(("DE", "FR", "GB", "US", "NL"), (4, 2, 2, 1, 1))[0]
+        self._basket: float | None = None
 
     # -- emitting -------------------------------------------------------------------
 
@@ -260,7 +287,8 @@ class _Visitor:
             if step == "shipping_details":
                 self.identify(channel)
                 self.wait(10)
-            self.emit(step, channel, self.order() if step == "purchase" else {})
+            self.emit(step, channel, self.order() if step == "purchase" else
+                      {"value": self.basket()} if step == "add_to_cart" else {})
             self.wait(35)
 
     def after_step(self, step: str, channel: str) -> bool:
@@ -269,7 +297,7 @@ class _Visitor:
         if step == "add_to_cart" and rng.random() < 0.15:  # back to browsing
             self.emit("product_view", channel, {"sku": self.sku()})
             self.wait(30)
-            self.emit("add_to_cart", channel, {"sku": self.sku()})
+            self.emit("add_to_cart", channel, {"sku": self.sku(), "value": self.basket()})
             self.wait(20)
         loop = self.story("checkout_loop", step, channel)
         if loop is not None:
@@ -323,9 +351,21 @@ class _Visitor:
     def sku(self) -> str:
         return f"SKU-{self.rng.randrange(1, 400):04d}"
 
+    def basket(self) -> float:
+        """The visit's basket value (`properties.value` of add_to_cart, and of the order
+        that buys it: docs/semantics.md "Journey value"). From its own RNG seeded by the
+        visitor, so adding it left the sample's events and times as they were."""
+        if self._basket is None:
+            seed = f"{self.anonymous_id}|{self.new_id}"
+            self._basket = round(random.Random(seed).lognormvariate(3.8, 0.6), 2)
+        return self._basket
+
     def order(self) -> dict[str, Any]:
-        return {"order_id": f"o-{self.rng.getrandbits(40):010x}",
-                "amount": round(self.rng.lognormvariate(3.8, 0.6), 2), "currency": "EUR"}
+        order_id = f"o-{self.rng.getrandbits(40):010x}"
+        amount = round(self.rng.lognormvariate(3.8, 0.6), 2)
+        if self._basket is not None:  # buys the basket it filled
+            amount = self._basket
+        return {"order_id": order_id, "amount": amount, "value": amount, "currency": "EUR"}
 
 
 class _Generator:

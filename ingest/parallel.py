@@ -25,8 +25,7 @@ from ingest.importer import (
     import_in_time_order,
 )
 from ingest.mapping import ColumnMapping
-from ingest.producer import TouchpointProducer
-from ingest.tuning import ProducerTuning
+from ingest.producer import bulk_producer
 from journeys.events import EventValidator
 from journeys.settings import CollectorSettings
 
@@ -41,8 +40,8 @@ def _options(path: Path, mapping: ColumnMapping, rejects_dir: Path | None,
 
 def _one(index: int, path: Path, settings: CollectorSettings, options: ImportOptions,
          dry_run: bool, report_progress: Callable[[int, Progress], None]) -> ImportReport:
-    producer = None if dry_run else TouchpointProducer(
-        settings.kafka, ProducerTuning.for_bulk(), client_id="journeys-import")
+    producer = None if dry_run else bulk_producer(
+        settings.kafka, client_id="journeys-import", spool_dir=settings.spool_dir)
     try:
         return import_file(path, producer, options,
                            validator=EventValidator(settings.channels),
@@ -78,8 +77,8 @@ def import_ordered(
     kw = dict(format=fmt, delimiter=delimiter, chunk_rows=chunk_rows)
     opts = [_options(p, mapping, rejects_dir, **kw) for p in paths]
     newest = newest_event_times(settings.kafka)
-    producer = TouchpointProducer(settings.kafka, ProducerTuning.for_bulk(),
-                                  client_id="journeys-import")
+    producer = bulk_producer(settings.kafka, client_id="journeys-import",
+                             spool_dir=settings.spool_dir)
 
     def read(index: int, p: Progress) -> None:
         if on_read is not None:

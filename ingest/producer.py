@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError
@@ -329,3 +330,16 @@ class TouchpointProducer:
             client, self._client = self._client, None
         if client is not None:
             client.close(timeout=timeout)
+        if self.spool is not None:
+            self.spool.close()
+
+
+def bulk_producer(kafka: KafkaConfig, *, client_id: str,
+                  spool_dir: Path | None = None) -> TouchpointProducer:
+    """A producer for `journeys ingest` / `journeys generate`; with `spool_dir` (the
+    target is a `journeys up`, deploy.discovery `Target.spool_dir`) every group of
+    records is fsync'd into that spool before it is produced, so an import that
+    reports success survives a crash of `up` (its replay brings it back)."""
+    spool = SpoolWriter(spool_dir, require_gate=True) if spool_dir else None
+    return TouchpointProducer(kafka, ProducerTuning.for_bulk(), client_id=client_id,
+                              spool=spool)

@@ -1,4 +1,4 @@
-"""The collector's durable spool: what `journeys up` acknowledges survives a crash.
+"""The durable spool of `journeys up`: what it acknowledges survives a crash.
 
 The embedded broker (Tansu) keeps everything in memory, so under `journeys up` a 202 of
 the collector alone would promise nothing: a crash of the process lost every event the
@@ -10,20 +10,31 @@ the next start, before the collector takes anything new (`gate`); the worker the
 recomputes every state, and the warehouse's keyed upserts make rows already there come
 out unchanged (docs/reliability.md).
 
-Format: a segment `NNNNNNNN.spool` per collector process (never appended to after its
+Writers: the collector of `journeys up`, and `journeys ingest` / `journeys generate`
+aimed at it (deploy.discovery `Target.spool_dir`), each process with its own segment.
+
+Format: a segment `NNNNNNNN.spool` per writing process (never appended to after its
 writer is gone, so only its last frame can be torn), starting with MAGIC, then one frame
-per request: `<u32 length><u32 crc32>` + payload. A frame that is cut short or fails its
-CRC ends its segment (a crash mid-write: that request was never acknowledged); reading
-goes on with the next segment.
+per request: `<u32 length><u32 crc32><u64 written at, ns>` + payload (the CRC covers the
+time and the payload). A frame that is cut short or fails its CRC ends its segment (a
+crash mid-write: that request was never acknowledged); reading goes on with the next
+segment. Reading merges the segments by the frames' write times (a writer's own frames
+stay in its order), so events that two processes produced at once (the collector's
+live traffic and an import) come back interleaved as they were written, not one
+process's after the other's: a replay in segment order could make the import's events
+late that were on time. Segments of the first format (MAGIC_V1, no times) come first,
+in segment order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,10 +47,13 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 SpoolRecord = tuple[str, bytes | None, bytes, Headers | None]  # topic, key, value, headers
 
-MAGIC = b"JSPOOL1\n"
+MAGIC = b"JSPOOL2\n"
+MAGIC_V1 = b"JSPOOL1\n"  # frames without a write time (read, never written)
 SUFFIX = ".spool"
 GATE = "replayed"  # marker file: the spool is in the broker, new records may follow
-_FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
+_FRAME = struct.Struct("<IIQ")  # payload length, crc32 of time + payload, written at (ns)
+_FRAME_V1 = struct.Struct("<II")  # payload length, crc32 of the payload
+_TIME = struct.Struct("<Q")
 _U16, _U32, _I32, _I16 = (struct.Struct(f) for f in ("<H", "<I", "<i", "<h"))
 MAX_FRAME = 1 << 30  # far above any request (the collector's body limit is MiBs)
 
@@ -55,8 +69,15 @@ class SpoolFailed(ServiceUnavailable):
 
 # -- encoding -------------------------------------------------------------------------
 
-def encode_frame(records: Sequence[SpoolRecord]) -> bytes:
-    """One request's records as one frame (length, CRC, payload)."""
+def frame_of(payload: bytes, written_ns: int) -> bytes:
+    """One request's encoded records as one frame (length, CRC, write time, payload)."""
+    when = _TIME.pack(written_ns)
+    return _FRAME.pack(len(payload), zlib.crc32(payload, zlib.crc32(when)),
+                       written_ns) + payload
+
+
+def encode_payload(records: Sequence[SpoolRecord]) -> bytes:
+    """The records of one request, in the frame's payload format."""
     parts: list[bytes] = [_U32.pack(len(records))]
     for topic, key, value, headers in records:
         name = topic.encode()
@@ -70,8 +91,7 @@ def encode_frame(records: Sequence[SpoolRecord]) -> bytes:
         for hname, hvalue in headers:
             hn = hname.encode()
             parts += [_U16.pack(len(hn)), hn, _U32.pack(len(hvalue)), hvalue]
-    payload = b"".join(parts)
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    return b"".join(parts)
 
 
 class _Cursor:
@@ -134,12 +154,20 @@ class SpoolWriter:
     `append` returns only once the frame is written and fsync'd: the caller produces
     and acknowledges after that. The write happens under a lock (frames never
     interleave), the fsync outside it (it covers every write made before it).
+
+    `require_gate` (an import or a generator aimed at a running `journeys up`): refuse
+    to append while the gate is closed, i.e. once that `up` is gone and another one is
+    starting on the data dir. Its replay may already have read past this segment, so
+    records written now would reach the new broker out of order (and a broker port
+    fixed by JOURNEYS_BROKER_PORT would let the old client go on sending into it).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, require_gate: bool = False) -> None:
         self.directory = directory
+        self.require_gate = require_gate
         self._fd: int | None = None
         self._lock = threading.Lock()
+        self._last_ns = 0  # write times only grow within a segment
 
     @property
     def path(self) -> Path | None:
@@ -169,13 +197,18 @@ class SpoolWriter:
         """Write one frame and fsync it; raises SpoolFailed when the disk refuses."""
         if not records:
             return
-        frame = encode_frame(records)
+        if self.require_gate and not gate_is_open(self.directory):
+            raise SpoolFailed(f"the `journeys up` on {self.directory.parent} stopped or is "
+                              "restarting: nothing more is sent; what was sent before is "
+                              "kept (run the rest again: repeated event ids count once)")
+        payload = encode_payload(records)
         try:
             with self._lock:
                 if self._fd is None:
                     self._fd = self._open()
                 fd = self._fd
-                _write_all(fd, frame)
+                self._last_ns = max(time.time_ns(), self._last_ns + 1)
+                _write_all(fd, frame_of(payload, self._last_ns))
             os.fsync(fd)
         except OSError as exc:
             raise SpoolFailed(f"the spool in {self.directory} cannot be written: {exc}") \
@@ -211,17 +244,30 @@ class SpoolStats:
 def read_segment(path: Path, stats: SpoolStats) -> Iterator[list[SpoolRecord]]:
     """The frames of one segment in order (streamed: a segment may be large); stops at
     a torn or corrupt frame."""
+    for _ns, records in _timed_frames(path, stats):
+        yield records
+
+
+def _timed_frames(path: Path, stats: SpoolStats
+                  ) -> Iterator[tuple[int, list[SpoolRecord]]]:
+    """(written at ns, records) per frame of one segment; 0 for the first format."""
     size = path.stat().st_size
     with path.open("rb") as f:
-        pos = len(MAGIC) if f.read(len(MAGIC)) == MAGIC else 0
+        magic = f.read(len(MAGIC))
+        head_format = _FRAME_V1 if magic == MAGIC_V1 else _FRAME
+        pos = len(MAGIC) if magic in (MAGIC, MAGIC_V1) else 0
         while pos < size:
             f.seek(pos)
-            head = f.read(_FRAME.size)
-            length, crc = _FRAME.unpack(head) if len(head) == _FRAME.size else (-1, 0)
+            head = f.read(head_format.size)
+            length, crc, written = -1, 0, 0
+            if len(head) == head_format.size:
+                length, crc, *rest = head_format.unpack(head)
+                written = rest[0] if rest else 0
+            seed = zlib.crc32(_TIME.pack(written)) if head_format is _FRAME else 0
             records = None
-            if 0 <= length <= min(MAX_FRAME, size - pos - _FRAME.size):
+            if 0 <= length <= min(MAX_FRAME, size - pos - head_format.size):
                 payload = f.read(length)
-                if zlib.crc32(payload) == crc:
+                if zlib.crc32(payload, seed) == crc:
                     with contextlib.suppress(ValueError, UnicodeDecodeError, struct.error):
                         records = decode_payload(payload)
             if records is None:
@@ -233,17 +279,21 @@ def read_segment(path: Path, stats: SpoolStats) -> Iterator[list[SpoolRecord]]:
                 return
             stats.frames += 1
             stats.records += len(records)
-            stats.frame_bytes += _FRAME.size + length
-            yield records
-            pos += _FRAME.size + length
+            stats.frame_bytes += head_format.size + length
+            yield written, records
+            pos += head_format.size + length
 
 
 def read_spool(directory: Path, stats: SpoolStats | None = None
                ) -> Iterator[list[SpoolRecord]]:
-    """Every frame of every segment, in the order they were written."""
+    """Every frame of every segment, merged by write time (module docstring): each
+    segment's frames in their order, ties and first-format segments in segment order."""
     stats = stats if stats is not None else SpoolStats()
-    for path in segments(directory):
-        yield from read_segment(path, stats)
+    merged = heapq.merge(*(((ns, i, records) for ns, records in _timed_frames(p, stats))
+                           for i, p in enumerate(segments(directory))),
+                         key=lambda item: (item[0], item[1]))
+    for _ns, _i, records in merged:
+        yield records
 
 
 def spool_bytes(directory: Path) -> int:

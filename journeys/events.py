@@ -34,6 +34,9 @@ MAX_SOURCE = 64
 MAX_PROPERTIES_BYTES = 32 * 1024
 MAX_CONTEXT_BYTES = 8 * 1024  # context travels with the event through every stage
 MAX_NESTING = 16  # objects/arrays inside properties or context (orjson stops at 255)
+# properties.value (docs/semantics.md "Journey value"): a finite JSON number within this
+# bound; beyond it a Float64 sum of many values loses the cents, and it is a mistake.
+MAX_VALUE = 1e15
 # Event times outside this range are almost always unit mistakes (seconds vs ms).
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01
 MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01
@@ -148,6 +151,24 @@ def _raw(obj: Any, raw: bytes | None) -> bytes:
         return orjson.dumps(obj, default=str)
     except TypeError:
         return repr(obj).encode()
+
+
+def event_value(properties: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """An event's `properties.value` for journey value (docs/semantics.md "Journey
+    value"): (the value, None), (None, None) when absent, or (None, why it is ignored).
+    Properties are free-form (DESIGN.md), so an unusable value never rejects the event:
+    the event counts in its journeys as usual and only its value is left out (counted
+    by the validate stage, `journeys_values_ignored_total`)."""
+    v = properties.get("value") if properties else None
+    if v is None:
+        return None, None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None, "not_a_number"
+    if isinstance(v, float) and not math.isfinite(v):
+        return None, "not_finite"
+    if not -MAX_VALUE <= v <= MAX_VALUE:
+        return None, "out_of_range"
+    return float(v), None
 
 
 def _str_field(obj: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:

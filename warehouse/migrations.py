@@ -269,6 +269,14 @@ PARTITION BY toYYYYMM(forgotten_at)
 ORDER BY forgotten_at
 """
 
+_JOURNEY_VALUE = (
+    # An instance's journey value (docs/semantics.md "Journey value"): the latest usable
+    # properties.value of its events. Two columns rather than Nullable: old rows read
+    # has_journey_value = 0, and sums stay plain sumIf on both backends.
+    AddColumn("journey_instances", "journey_value", "Float64"),
+    AddColumn("journey_instances", "has_journey_value", "UInt8"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_foundation", (_TOUCHPOINTS, _SESSIONS, _DEAD_LETTERS)),
     Migration(2, "0002_alerts", (_ALERTS,)),  # stream/alerting; columns: warehouse.writers_alerts
@@ -282,4 +290,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "0008_capped_paths", _CAPPED_PATHS),  # stream.engine.runs (path_cap)
     Migration(9, "0009_definition_versions", _DEFINITION_VERSIONS),  # journeys.definitions
     Migration(10, "0010_forget_audit", (_FORGET_AUDIT,)),  # warehouse.forget
+    Migration(11, "0011_journey_value", _JOURNEY_VALUE),  # scorecard value converted/abandoned
 )

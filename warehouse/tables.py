@@ -126,11 +126,15 @@ JOURNEY_INSTANCES = Table(
         # 0009: the version of the definition that produced the row (part of the key;
         # '' in older rows: journeys.versions.UNVERSIONED)
         ("definition_version", "String"),
+        # 0011: journey value (docs/semantics.md "Journey value"): the latest usable
+        # properties.value of the instance's events; has_journey_value 0 (value 0): none
+        ("journey_value", "Float64"),
+        ("has_journey_value", "UInt8"),
     ),
 )
-"""Journey instance upserts (migrations 0003, 0004, 0005, 0008). ReplacingMergeTree(version)
-by (journey, instance_id), partitioned by the immutable opened_at so every version of an instance
-lands in one partition; read with FINAL."""
+"""Journey instance upserts (migrations 0003, 0004, 0005, 0008, 0009, 0011).
+ReplacingMergeTree(version) by (journey, instance_id), partitioned by the immutable
+opened_at so every version of an instance lands in one partition; read with FINAL."""
 
 IDENTITY_MERGES = Table(
     "identity_merges",

@@ -117,7 +117,14 @@ def journey_instance_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
         *([str(x) for x in r.get(n) or ()] for n in _CAPPED[:3]),
         [int(c) for c in r.get("capped_detour_counts") or ()],
         str(r.get("definition_version") or ""),
+        *_value(r),
     )
+
+
+def _value(r: Mapping[str, Any]) -> tuple[float, int]:
+    """(journey_value, has_journey_value); journeys.events.event_value bounded it."""
+    v = r.get("value")
+    return (0.0, 0) if v is None else (float(v), 1)
 
 
 def journey_retraction_row(instance_id: str, journey: str, customer_id: str,

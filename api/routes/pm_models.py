@@ -173,6 +173,13 @@ class ScoreOut(BaseModel):
     worst_step_drop_rate: float | None = Field(description="abandoned there / reached it")
     alerts_fired: int = Field(description="drop-off alerts fired with a window starting in "
                               "the range")
+    value_converted: float | None = Field(description="sum of the converted instances' "
+                                          "journey value (the latest numeric "
+                                          "properties.value of each); null: none carries one")
+    value_abandoned: float | None = Field(description="the same over the abandoned instances "
+                                          "(the value left on the table)")
+    converted_with_value: int = Field(description="converted instances with a journey value")
+    abandoned_with_value: int = Field(description="abandoned instances with a journey value")
     compare: Changes | None = Field(description="each figure against the previous period")
 
 

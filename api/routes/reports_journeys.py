@@ -9,9 +9,7 @@ breakdowns). Response models: api/routes/report_models.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -20,12 +18,11 @@ from api.deps import ApiState, state
 from api.openapi import BREAKDOWN_EXAMPLES, REPORT_RESPONSES
 from api.params import breakdown_query
 from api.routes.report_common import (
-    CohortRequest,
     Common,
     FormatQ,
     LimitQ,
     OffsetQ,
-    page,
+    run_report,
     split_breakdown,
 )
 from api.routes.report_common import csv_response as _csv
@@ -46,7 +43,7 @@ from api.routes.report_models import (
     PathsOut,
     TouchOut,
 )
-from api.versions import VersionQuery, at_version, current
+from api.versions import VersionQuery, read_versions
 from journeys.errors import InvalidQuery, NotFound
 from journeys.timeutil import ms_to_datetime
 from journeys.versions import shown_version
@@ -59,37 +56,12 @@ from warehouse.queries import (
     identity,
     paths,
 )
-from warehouse.queries._stats import previous_period
 
 router = APIRouter(prefix="/v1", tags=["reports"])
-T = TypeVar("T")
 CompareQ = Annotated[Literal["previous"] | None, Query(
     alias="compare", description="`previous`: every figure also for the period of the same "
     "length just before `from`, with its change (and a two-proportion p-value for rates); "
     "not with a day or hour breakdown")]
-
-
-def _previous(req: CohortRequest, how: str | None) -> tuple[date, date] | None:
-    """The previous period when a comparison is asked for, checked before any I/O."""
-    if how is None:
-        return None
-    compare.check_breakdown(req.breakdown)
-    return previous_period(req.lo, req.hi)
-
-
-async def _run_previous(req: CohortRequest, period: tuple[date, date] | None,
-                        run: Callable[..., T]) -> T | None:
-    """`run(date_from=, date_to=, channel=)` over the previous period, when there is one."""
-    if period is None:
-        return None
-    lo, hi = period
-    return await to_thread.run_sync(lambda: run(date_from=lo, date_to=hi, channel=req.channel))
-
-
-def _compare_fields(period: tuple[date, date] | None) -> dict[str, Any]:
-    if period is None:
-        return {}
-    return {"compare": "previous", "previous_from": period[0], "previous_to": period[1]}
 
 
 def _changes(c: compare.Compared | None) -> dict[str, ChangeOut] | None:
@@ -110,25 +82,18 @@ DetoursBreakdown = breakdown_query(detours.ALLOWED, _DIMS + ", step, detour_chan
 async def funnel_report(req: Common, breakdown: FunnelBreakdown = None, format: FormatQ = "json",
         limit: LimitQ = 1000, offset: OffsetQ = 0, compare_with: CompareQ = None) -> Any:
     req.breakdown = split_breakdown(breakdown)
-    d, kw = req.definition, req.kw()
-    funnel.build(req.wh.database, d, breakdown=req.breakdown, **kw)
-    period = _previous(req, compare_with)
-    result = await to_thread.run_sync(
-        lambda: funnel.run(req.wh, d, breakdown=req.breakdown, **kw))
-    prev = await _run_previous(req, period, lambda **k: funnel.run(
-        req.wh, d, breakdown=req.breakdown, **k))
-    rows, t = result
-    pairs, totals = (compare.funnel(d, req.breakdown, result, prev) if prev is not None
-                     else ([(r, None) for r in rows], None))
+    d, dims = req.definition, req.breakdown
+    funnel.build(req.wh.database, d, breakdown=dims, **req.kw())
+    out = await run_report(req, lambda **k: funnel.run(req.wh, d, breakdown=dims, **k),
+                           how=compare_with,
+                           paired=lambda now, then: compare.funnel(d, dims, now, then),
+                           unpaired=lambda now: ([(r, None) for r in now[0]], None))
     if format == "csv":
-        df = funnel.to_frame([r for r, _ in pairs], req.breakdown)
-        if totals is not None:
-            df = compare.with_columns(df, [c for _, c in pairs if c is not None],
-                                      ("share_of_opened",))
-        return _csv(df, f"{d.name}-funnel")
-    chunk, fields = page(pairs, limit, offset)
-    return FunnelOut(**await req.cohort(), **t._asdict(), **fields, **_compare_fields(period),
-                     totals_compare=_changes(totals),
+        return out.csv(lambda rs: funnel.to_frame(rs, dims), ("share_of_opened",),
+                       f"{d.name}-funnel")
+    chunk, fields = out.page(limit, offset)
+    return FunnelOut(**await req.cohort(), **out.result[1]._asdict(), **fields,
+                     **out.compare_fields(), totals_compare=_changes(out.extra),
                      steps=[FunnelStep(**r._asdict(), compare=_changes(c)) for r, c in chunk])
 
 
@@ -139,26 +104,19 @@ async def abandonment_report(req: Common, breakdown: AbandonmentBreakdown = None
         format: FormatQ = "json", limit: LimitQ = 1000, offset: OffsetQ = 0,
         compare_with: CompareQ = None) -> Any:
     req.breakdown = split_breakdown(breakdown)
-    d, kw = req.definition, req.kw()
-    abandonment.build(req.wh.database, d, breakdown=req.breakdown, **kw)
-    period = _previous(req, compare_with)
-    result = await to_thread.run_sync(
-        lambda: abandonment.run(req.wh, d, breakdown=req.breakdown, **kw))
-    prev = await _run_previous(req, period, lambda **k: abandonment.run(
-        req.wh, d, breakdown=req.breakdown, **k))
-    rows, t = result
-    names = list(abandonment.DEFAULT if req.breakdown is None else req.breakdown)
-    pairs, totals = (compare.abandonment(d, names, result, prev) if prev is not None
-                     else ([(r, None) for r in rows], None))
+    d, dims = req.definition, req.breakdown
+    abandonment.build(req.wh.database, d, breakdown=dims, **req.kw())
+    names = list(abandonment.DEFAULT if dims is None else dims)
+    out = await run_report(req, lambda **k: abandonment.run(req.wh, d, breakdown=dims, **k),
+                           how=compare_with,
+                           paired=lambda now, then: compare.abandonment(d, names, now, then),
+                           unpaired=lambda now: ([(r, None) for r in now[0]], None))
     if format == "csv":
-        df = abandonment.to_frame([r for r, _ in pairs], req.breakdown)
-        if totals is not None:
-            df = compare.with_columns(df, [c for _, c in pairs if c is not None],
-                                      ("share_of_abandoned",))
-        return _csv(df, f"{d.name}-abandonment")
-    chunk, fields = page(pairs, limit, offset)
-    return AbandonmentOut(**await req.cohort(abandonment.DEFAULT), **t._asdict(), **fields,
-                          **_compare_fields(period), totals_compare=_changes(totals),
+        return out.csv(lambda rs: abandonment.to_frame(rs, dims), ("share_of_abandoned",),
+                       f"{d.name}-abandonment")
+    chunk, fields = out.page(limit, offset)
+    return AbandonmentOut(**await req.cohort(abandonment.DEFAULT), **out.result[1]._asdict(),
+                          **fields, **out.compare_fields(), totals_compare=_changes(out.extra),
                           rows=[AbandonmentGroup(**r._asdict(), compare=_changes(c))
                                 for r, c in chunk])
 
@@ -168,27 +126,20 @@ async def abandonment_report(req: Common, breakdown: AbandonmentBreakdown = None
 async def detours_report(req: Common, breakdown: DetoursBreakdown = None, format: FormatQ = "json",
         limit: LimitQ = 1000, offset: OffsetQ = 0, compare_with: CompareQ = None) -> Any:
     req.breakdown = split_breakdown(breakdown)
-    d, kw = req.definition, req.kw()
-    detours.build(req.wh.database, d, breakdown=req.breakdown, **kw)
-    period = _previous(req, compare_with)
-    result = await to_thread.run_sync(
-        lambda: detours.run(req.wh, d, breakdown=req.breakdown, **kw))
-    prev = await _run_previous(req, period, lambda **k: detours.run(
-        req.wh, d, breakdown=req.breakdown, **k))
-    rows, shares = result
-    names = list(detours.DEFAULT if req.breakdown is None else req.breakdown)
-    pairs, share_pairs = (compare.detours(d, names, result, prev) if prev is not None else (
-        [(r, None) for r in rows], [(s, None) for s in shares]))
+    d, dims = req.definition, req.breakdown
+    detours.build(req.wh.database, d, breakdown=dims, **req.kw())
+    names = list(detours.DEFAULT if dims is None else dims)
+    out = await run_report(
+        req, lambda **k: detours.run(req.wh, d, breakdown=dims, **k), how=compare_with,
+        paired=lambda now, then: compare.detours(d, names, now, then),
+        unpaired=lambda now: ([(r, None) for r in now[0]], [(s, None) for s in now[1]]))
     if format == "csv":
-        df = detours.to_frame([r for r, _ in pairs], req.breakdown)
-        if prev is not None:
-            df = compare.with_columns(df, [c for _, c in pairs if c is not None], ())
-        return _csv(df, f"{d.name}-detours")
-    chunk, fields = page(pairs, limit, offset)
-    return DetoursOut(**await req.cohort(detours.DEFAULT), **fields, **_compare_fields(period),
+        return out.csv(lambda rs: detours.to_frame(rs, dims), (), f"{d.name}-detours")
+    chunk, fields = out.page(limit, offset)
+    return DetoursOut(**await req.cohort(detours.DEFAULT), **fields, **out.compare_fields(),
                       rows=[DetourGroup(**r._asdict(), compare=_changes(c)) for r, c in chunk],
                       shares=[DetourShareOut(**s._asdict(), compare=_changes(c))
-                              for s, c in share_pairs])
+                              for s, c in out.extra])
 
 
 @router.get("/journeys/{name}/paths", response_model=PathsOut, responses=REPORT_RESPONSES,
@@ -251,11 +202,7 @@ async def customer_journeys_report(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     version: VersionQuery = None,
 ) -> CustomerJourneysOut:
-    versions = current(st.definitions)
-    if journey is not None:  # 404 for an unknown definition
-        versions = [(journey, at_version(st.definitions.get(journey), version).version)]
-    elif version is not None:
-        raise InvalidQuery("'version' needs 'journey': versions are per definition")
+    versions = read_versions(st.definitions, journey, version)
     customer_journeys.build(st.warehouse.database, customer_id, journey=journey, limit=limit,
                             offset=offset, versions=versions)
 

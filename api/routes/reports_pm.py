@@ -41,9 +41,10 @@ from api.routes.report_common import (
     FromQ,
     LimitQ,
     OffsetQ,
+    Outcome,
     ToQ,
     csv_response,
-    page,
+    run_report,
     split_breakdown,
 )
 from api.routes.report_models import ChangeOut
@@ -78,15 +79,16 @@ BUCKETS = [Bucket(label=label, from_seconds=lo / 1000,
 async def time_to_convert_report(req: Common, breakdown: TimeBreakdown = None,
         format: FormatQ = "json", limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
     req.breakdown = split_breakdown(breakdown)
-    d, kw = req.definition, {**req.kw(), "breakdown": req.breakdown}
-    time_to_convert.build(req.wh.database, d, **kw)
-    rows = await to_thread.run_sync(lambda: time_to_convert.run(req.wh, d, **kw))
+    d, dims = req.definition, req.breakdown
+    time_to_convert.build(req.wh.database, d, breakdown=dims, **req.kw())
+    out: Outcome[Any, None] = await run_report(
+        req, lambda **k: time_to_convert.run(req.wh, d, breakdown=dims, **k))
     if format == "csv":
-        return csv_response(time_to_convert.to_frame(rows, req.breakdown),
-                            f"{d.name}-time-to-convert")
-    chunk, fields = page(rows, limit, offset)
+        return out.csv(lambda rs: time_to_convert.to_frame(rs, dims), (),
+                       f"{d.name}-time-to-convert")
+    chunk, fields = out.page(limit, offset)
     return TimeToConvertOut(**await req.cohort(), **fields, buckets=BUCKETS, rows=[
-        TimeRowOut(**{**r._asdict(), "histogram": list(r.histogram)}) for r in chunk])
+        TimeRowOut(**{**r._asdict(), "histogram": list(r.histogram)}) for r, _ in chunk])
 
 
 @router.get("/journeys/{name}/trend", response_model=TrendOut, responses=PM_RESPONSES,
@@ -96,14 +98,15 @@ async def trend_report(req: Common, breakdown: TrendBreakdown = None,
             description="day, or ISO week (Monday to Sunday)")] = "day",
         format: FormatQ = "json", limit: LimitQ = 1000, offset: OffsetQ = 0) -> Any:
     req.breakdown = split_breakdown(breakdown)
-    d, kw = req.definition, {**req.kw(), "breakdown": req.breakdown, "interval": interval}
-    trend.build(req.wh.database, d, **kw)
-    rows = await to_thread.run_sync(lambda: trend.run(req.wh, d, **kw))
+    d, dims = req.definition, req.breakdown
+    trend.build(req.wh.database, d, breakdown=dims, interval=interval, **req.kw())
+    out: Outcome[Any, None] = await run_report(
+        req, lambda **k: trend.run(req.wh, d, breakdown=dims, interval=interval, **k))
     if format == "csv":
-        return csv_response(trend.to_frame(rows, req.breakdown), f"{d.name}-trend-{interval}")
-    chunk, fields = page(rows, limit, offset)
+        return out.csv(lambda rs: trend.to_frame(rs, dims), (), f"{d.name}-trend-{interval}")
+    chunk, fields = out.page(limit, offset)
     return TrendOut(**await req.cohort(), **fields, interval=interval,
-                    rows=[TrendRowOut(**r._asdict()) for r in chunk])
+                    rows=[TrendRowOut(**r._asdict()) for r, _ in chunk])
 
 
 @router.get("/journeys/{name}/dropoff-drivers", response_model=DriversOut,

@@ -7,10 +7,11 @@ const Dash = (() => {
     (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
 
   // ---- state <-> URL (query string): a link restores the same view -----------------
-  // journey, from, to, channel, ctx: the filters every view obeys; the rest are the
+  // journey, version, from, to, channel, ctx: the filters every view obeys (version: the
+  // journey's definition version, '' = its current one); the rest are the
   // choices inside views (interval of the time chart, drivers' step, time-to-convert's
   // segment, the path flow's drop step, the detour kind over time, the customer looked up) and `live` (refresh every 30 s).
-  const KEYS = ['journey', 'from', 'to', 'channel', 'ctx', 'interval', 'step', 'segment',
+  const KEYS = ['journey', 'version', 'from', 'to', 'channel', 'ctx', 'interval', 'step', 'segment',
                 'drop', 'kind', 'customer', 'live'];
   const state = {};
   function readURL() {
@@ -113,6 +114,8 @@ const Dash = (() => {
       if (s < 86400) return `${+(s / 3600).toFixed(1)}h`;
       return `${+(s / 86400).toFixed(1)}d`;
     },
+    // journey value: in the unit of the events' properties.value (no currency implied)
+    amount: (n) => (n == null ? '–' : Number(n).toLocaleString('en-US', {maximumFractionDigits: 2})),
     n: (n, one, many = one + 's') => `${Number(n).toLocaleString('en-US')} ${n === 1 ? one : many}`,
     time: (iso) => (iso ? iso.replace('T', ' ').slice(0, 16) : '–'),
   };

@@ -62,13 +62,56 @@
     },
   });
 
+  // Customer search (GET /v1/customers?q=): ids or linked anonymous ids starting with what
+  // was typed, counted for the journey (and version) on show; a click looks one up. The
+  // last search stays listed across renders (it is not part of the URL state).
+  let lastSearch = '';
+  async function search(c, box, q) {
+    lastSearch = q;
+    box.dataset.done = '';
+    if (!q) { box.innerHTML = ''; return; }
+    let page;
+    try {
+      page = await api('customers', {q, journey: c.journey, version: c.version || undefined, limit: 20});
+    } catch (e) {
+      box.innerHTML = `<div class="state error">${esc(Dash.explain(e))}</div>`;
+      box.dataset.done = q;
+      return;
+    }
+    if (q !== lastSearch) return;  // a newer search is on its way
+    const row = (h) => `<tr data-customer="${esc(h.customer_id)}" class="${h.customer_id === c.customer ? 'selected' : ''}">` +
+      `<td class="nowrap"><a href="#" data-pick="${esc(h.customer_id)}">${esc(h.customer_id)}</a>` +
+      (h.matched_by === 'anonymous_id' ? ` <span class="muted small">via ${esc(h.matched_anonymous_ids.join(', '))}</span>` : '') +
+      `</td><td class="num" data-k="journeys">${fmt.int(h.journeys)}</td><td class="num">${fmt.int(h.converted)}</td>` +
+      `<td class="num">${fmt.int(h.abandoned)}</td><td class="num">${fmt.int(h.open)}</td>` +
+      `<td class="nowrap">${esc(fmt.time(h.last_seen_at))}</td>` +
+      `<td class="small">${h.anonymous_id_count ? esc(h.anonymous_ids.join(', ')) +
+        (h.anonymous_id_count > h.anonymous_ids.length ? ` … (${fmt.int(h.anonymous_id_count)})` : '') : '–'}</td></tr>`;
+    box.innerHTML = page.customers.length
+      ? `<div class="scroll"><table id="customer-results"><thead><tr><th>customer</th><th class="num" title="${esc(c.journey)} journeys">journeys</th>` +
+        '<th class="num">conv.</th><th class="num">aband.</th><th class="num">open</th><th>last seen (UTC)</th>' +
+        `<th title="anonymous ids stitching linked to the customer">anon. ids</th></tr></thead><tbody>${page.customers.map(row).join('')}</tbody></table></div>` +
+        (page.more ? `<p class="muted small" data-k="more">More customers match: the first ${page.limit} by id are listed; type more of the id.</p>` : '')
+      : `<div class="state empty">No customer id, nor an anonymous id linked to one, starts with <b>${esc(q)}</b>` +
+        ` among the <b>${esc(c.journey)}</b> journeys.</div>`;
+    box.querySelectorAll('a[data-pick]').forEach((a) => a.addEventListener('click', (ev) => {
+      ev.preventDefault();
+      c.set({customer: a.dataset.pick});
+    }));
+    box.dataset.done = q;
+  }
+
   register({
     id: 'customer', title: 'Customer lookup',
-    what: "One customer's journeys as timelines across channels: filled dots are steps, hollow ones " +
+    what: "Find customers by the start of their id (or of a linked anonymous id: GET /v1/customers?q=), then " +
+      "one customer's journeys as timelines across channels: filled dots are steps, hollow ones " +
       'other touchpoints, red diamonds detours (GET /v1/customers/{id}/journeys).',
     async render(c, v) {
       v.tools('');
-      const form = `<form data-customer class="filters" style="margin:0 0 8px"><input name="customer" placeholder="customer or anonymous id" ` +
+      const form = `<form data-search class="filters" style="margin:0 0 8px"><input name="q" type="search" ` +
+        `placeholder="search: the start of an id" value="${esc(lastSearch)}" size="26" autocomplete="off">` +
+        '<button>Search</button></form><div data-results></div>' +
+        `<form data-customer class="filters" style="margin:8px 0"><input name="customer" placeholder="customer or anonymous id" ` +
         `value="${esc(c.customer)}" size="26"><button class="primary">Show journeys</button></form>`;
       if (!c.customer) {
         v.html(form + '<div class="state empty">Enter a customer id (or an anonymous id stitching linked to one) to see their ' +
@@ -76,7 +119,8 @@
       } else {
         let page;
         try {
-          page = await api(`customers/${encodeURIComponent(c.customer)}/journeys`, {journey: c.journey, limit: 10});
+          page = await api(`customers/${encodeURIComponent(c.customer)}/journeys`,
+            {journey: c.journey, version: c.version || undefined, limit: 10});
         } catch (e) {
           if (e.status !== 404) throw e;
           v.html(form + `<div class="state empty">No <b>${esc(c.journey)}</b> journey recorded for customer ` +
@@ -104,6 +148,19 @@
         ev.preventDefault();
         c.set({customer: ev.target.customer.value.trim()});
       });
+      const box = v.body.querySelector('[data-results]');
+      const input = v.body.querySelector('[data-search] input');
+      let timer = null;
+      v.body.querySelector('[data-search]').addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        clearTimeout(timer);
+        search(c, box, input.value.trim());
+      });
+      input.addEventListener('input', () => {  // as one types, once it pauses
+        clearTimeout(timer);
+        timer = setTimeout(() => search(c, box, input.value.trim()), 350);
+      });
+      if (lastSearch) await search(c, box, lastSearch);
     },
   });
 })();

@@ -14,8 +14,13 @@
       '(GET /v1/scorecard). Click a journey to look at it.',
     async render(c, v) {
       const s = c.scorecard;
-      v.tools(v.csv('scorecard', c.cohort, 'scorecard'));
+      v.tools(v.csv('scorecard', {...c.cohort, version: undefined}, 'scorecard'));  // current versions
       const prev = s.previous_from ? `previous period ${s.previous_from} to ${s.previous_to}` : 'no previous period';
+      // journey value columns only when some instance carries a properties.value
+      const valued = s.journeys.some((j) => j.value_converted != null || j.value_abandoned != null);
+      const money = (j, cmp, k, n, better) => `<td class="num" data-k="${k}" title="${
+        fmt.int(n)} instances with a value">${fmt.amount(j[k])}</td>` +
+        `<td class="num">${change(cmp[k], {higherIsBetter: better})}</td>`;
       const row = (j) => {
         const cmp = j.compare || {};
         return `<tr data-journey="${esc(j.journey)}" class="${j.journey === c.journey ? 'selected' : ''}">` +
@@ -28,14 +33,24 @@
           `<td class="num">${change(cmp.abandonment_rate, {rate: true, higherIsBetter: false})}</td>` +
           `<td data-k="worst_step">${esc(j.worst_step ?? '–')}${j.worst_step ? ` <span class="muted small">${
             fmt.int(j.worst_step_abandoned)} dropped, ${fmt.pct(j.worst_step_drop_rate)} of those reaching it</span>` : ''}</td>` +
-          `<td class="num" data-k="alerts_fired">${fmt.int(j.alerts_fired)}</td></tr>`;
+          `<td class="num" data-k="alerts_fired">${fmt.int(j.alerts_fired)}</td>` +
+          (valued ? money(j, cmp, 'value_converted', j.converted_with_value, true) +
+            money(j, cmp, 'value_abandoned', j.abandoned_with_value, false) : '') + '</tr>';
       };
-      v.html(`<p class="muted small">${esc(rangeText(c))}; ${esc(prev)}. Changes: counts in numbers, ` +
+      v.html(`<p class="muted small">${esc(rangeText(c))}; ${esc(prev)}. ` +
+        (c.version ? 'Each journey at its current definition version (the version filter applies to the views below). ' : '') +
+        'Changes: counts in numbers, ' +
         'rates in percentage points, with the two-proportion p-value.</p>' +
         '<table id="scorecard-table"><thead><tr><th>journey</th><th class="num">opened</th><th class="num">change</th>' +
         '<th class="num">conversion</th><th class="num">change</th><th class="num">median time to convert</th>' +
         '<th class="num">abandonment</th><th class="num">change</th><th>worst step</th><th class="num">alerts fired</th>' +
-        `</tr></thead><tbody>${s.journeys.map(row).join('')}</tbody></table>`);
+        (valued ? '<th class="num">value converted</th><th class="num">change</th>' +
+          '<th class="num">value abandoned</th><th class="num">change</th>' : '') +
+        `</tr></thead><tbody>${s.journeys.map(row).join('')}</tbody></table>` +
+        (valued ? '<p class="muted small">Value: the sum of each journey\'s latest numeric ' +
+          '<code>properties.value</code> (docs/semantics.md "Journey value").</p>'
+          : '<p class="muted small">No journey value: no event in the range carries a numeric ' +
+          '<code>properties.value</code>.</p>'));
       v.body.querySelectorAll('a[data-pick]').forEach((a) => a.addEventListener('click', (ev) => {
         ev.preventDefault();
         c.pickJourney(a.dataset.pick);
@@ -105,7 +120,7 @@
   const monday = (iso) => { const d = new Date(iso + 'T00:00:00Z'); return addDays(iso, -((d.getUTCDay() + 6) % 7)); };
 
   async function alertsIn(c) {  // drop-off alerts whose window starts in the range
-    return api('alerts', {journey: c.journey, channel: c.channel || undefined, limit: 1000,
+    return api('alerts', {journey: c.journey, version: c.version || undefined, channel: c.channel || undefined, limit: 1000,
       from: c.from + 'T00:00:00Z', to: addDays(c.to, 1) + 'T00:00:00Z'});
   }
   const alertLabel = (a) => `${a.kind} ${fmt.time(a.window_start)} UTC: ${a.step} (${a.channel}) ` +
@@ -116,7 +131,7 @@
   // (abandonment?breakdown=hour,step); with a context breakdown, one line per value.
   async function hourly(c, v, lo, hi, alerts) {
     const name = encodeURIComponent(c.journey);
-    const base = {from: lo, to: hi, channel: c.channel || undefined, limit: 10000};
+    const base = {from: lo, to: hi, channel: c.channel || undefined, version: c.version || undefined, limit: 10000};
     const fParams = {...base, breakdown: breakdown(c, 'hour')};
     const aParams = {...base, breakdown: c.ctx ? `hour,context.${c.ctx}` : 'hour,step'};
     const [f, a] = await Promise.all([api(`journeys/${name}/funnel`, fParams),

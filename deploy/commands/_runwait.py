@@ -4,6 +4,8 @@ catches up with the run, then what became of it, loudly when data was left out
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -79,10 +81,41 @@ def found_settings(bootstrap: str | None, prefix: str | None) -> tuple[Any, Any]
     from deploy.discovery import resolve
     from journeys.settings import CollectorSettings
 
+    err = Console(stderr=True, soft_wrap=True)
     base = CollectorSettings.build()
     target = resolve(base.kafka, "", base.data_dir, bootstrap=bootstrap, prefix=prefix,
-                     console=Console(stderr=True, soft_wrap=True))
-    return base.model_copy(update={"kafka": target.kafka}), target
+                     console=err)
+    update: dict[str, Any] = {"kafka": target.kafka}
+    if target.spool_dir is not None:
+        update["spool_dir"] = target.spool_dir
+        _await_replay(target.spool_dir, err)
+    elif target.stack is not None:
+        err.print(f"[bold yellow]warning:[/] the `journeys {target.stack.stack.kind}` stack "
+                  "keeps what it is sent in its broker's memory only: a crash of it loses "
+                  "what it has not processed yet (only `journeys up` spools)")
+    return base.model_copy(update=update), target
+
+
+def _await_replay(spool_dir: Path, err: Console, timeout_s: float = 600.0) -> None:
+    """A `journeys up` that is starting replays its spool first; what is produced
+    before that would come ahead of older events (ingest.spool "the gate"). Waits, with
+    a note, until it is done; ServiceUnavailable after `timeout_s`."""
+    from ingest.spool import gate_is_open
+    from journeys.errors import ServiceUnavailable
+
+    if gate_is_open(spool_dir):
+        err.print(f"[dim]appending what is sent to the stack's spool {spool_dir} before "
+                  "producing it (kept over a crash of `journeys up`)[/]")
+        return
+    err.print("the `journeys up` stack is starting (replaying its spool, waiting for its "
+              "worker); waiting until it is ready …")
+    deadline = time.monotonic() + timeout_s
+    while not gate_is_open(spool_dir):
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"the `journeys up` stack did not get ready within "
+                                     f"{timeout_s:.0f} s (its spool {spool_dir} is not "
+                                     "replayed yet); see its output")
+        time.sleep(0.5)
 
 
 def _target(target: Any) -> Any:

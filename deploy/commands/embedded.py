@@ -29,20 +29,28 @@ def register(app: typer.Typer) -> None:
         """Start broker + chdb + worker + API in one process, load a generated
         multi-channel sample with known stories, serve the dashboard, print the URL."""
         from deploy.embedded import Sample, run_embedded
-        from ingest.generator import GeneratorConfig, demo_stories, generate_events
+        from ingest.generator import GeneratorConfig, demo_stories, generate_events, unsettled
         from journeys.settings import EmbeddedSettings
         from journeys.timeutil import now_ms
 
         settings = EmbeddedSettings.build(port=port, data_dir=data_dir)
         span = days * _DAY
         start = (now_ms() - span) // 3_600_000 * 3_600_000  # the last `days`, whole hours
+        # busy UTC hours; the payment incident a day (abandon_after) before the end when
+        # the span allows: the journeys it ends are abandoned within the sample
+        stories = demo_stories(span, start)
         config = GeneratorConfig(seed=seed, start_ms=start, duration_ms=span,
-                                 visitors_per_hour=visitors_per_hour,
-                                 stories=demo_stories(span, start))  # busy UTC hours
+                                 visitors_per_hour=visitors_per_hour, stories=stories)
+        console = Console()
+        for story in unsettled(stories, span):
+            console.print(f"[yellow]warning:[/] with --days {days} the {story.kind} story ends "
+                          "less than a day (abandon_after) before the sample does: its "
+                          "journeys stay open, not abandoned; pass --days 3 to see them "
+                          "abandoned")
         sample = Sample(lambda: generate_events(config),
                         f"{days} days of generated traffic (seed {seed}, with a checkout loop, "
                         "a payment incident and a call-centre switch)")
-        run_embedded(settings, sample=sample, fresh=not keep, console=Console())
+        run_embedded(settings, sample=sample, fresh=not keep, console=console)
 
     @app.command()
     def up(

@@ -307,11 +307,10 @@ def register(app: typer.Typer) -> None:
                 err.print(f"wrote {n:,} events to {out_file}")
                 return
             from ingest.importer import send_events
-            from ingest.producer import TouchpointProducer
-            from ingest.tuning import ProducerTuning
+            from ingest.producer import bulk_producer
 
-            producer = TouchpointProducer(settings.kafka, ProducerTuning.for_bulk(),
-                                          client_id="journeys-generate")
+            producer = bulk_producer(settings.kafka, client_id="journeys-generate",
+                                     spool_dir=settings.spool_dir)
             try:
                 report = send_events(events, producer, on_progress=advance,
                                      pace=_pacer(live, rate))

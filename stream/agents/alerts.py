@@ -28,7 +28,7 @@ from stream.agents.alerting.delivery import DeadLetter, WebhookDispatcher
 from stream.agents.alerting.service import AlertSink, AlertSinkError
 from stream.agents.alerting.webhooks import summary
 from stream.agents.context import Record, StageContext, isolating, send_all, store_parted
-from stream.engine.dropoff import AlertRecord
+from stream.engine.alert_verdict import AlertRecord
 from stream.stages.alerts import (
     AlertBatch,
     AlertStage,

@@ -52,6 +52,8 @@ class StreamStats:
     events_valid: int = 0  # valid touchpoints (late ones too): the raw table
     events_forwarded: int = 0  # valid, on time and attributed: to the by-identity topic
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
+    # properties.value left out of journey value, by reason (the events are kept)
+    values_ignored: Counter[str] = field(default_factory=Counter)
     unattributed: int = 0  # only placeholder ids: raw table only
     events_identity: int = 0  # read by the identity stage
     identity_merges: int = 0  # anonymous ids linked to a customer
@@ -118,6 +120,8 @@ class StreamStats:
             "journeys_events_forwarded_total": self.events_forwarded,
             "journeys_events_rejected_total": {
                 (("reason", r),): n for r, n in self.rejected.items()},
+            "journeys_values_ignored_total": {
+                (("reason", r),): n for r, n in self.values_ignored.items()},
             "journeys_late_events_total": self.late_events,
             "journeys_poison_records_total": self.poison_records,
             "journeys_quarantined_records_total": self.quarantined_records,
@@ -154,6 +158,7 @@ class StreamStats:
             "events_valid": self.events_valid,
             "rejected_total": self.rejected_total,
             "rejected_by_reason": dict(self.rejected),
+            "values_ignored_by_reason": dict(self.values_ignored),
             "unattributed": self.unattributed,
             "events_identity": self.events_identity,
             "identity_merges": self.identity_merges,

@@ -62,6 +62,8 @@ class RawValidator(Service):
         self._late_logged = 0.0
         self.topic = ctx.settings.kafka.raw_topic
         self._late_pending: dict[int, tuple[int, int, int]] = {}
+        self._values_logged = 0.0
+        self._values_pending: dict[str, int] = {}
         self._lock = asyncio.Lock()  # the stage runs in a thread; rebalances wait for it
 
     @property
@@ -225,6 +227,7 @@ class RawValidator(Service):
         st.events_in += received
         st.events_valid += len(tps)
         st.rejected.update(batch.rejected)
+        st.values_ignored.update(batch.values_ignored)
         st.touchpoints_written += len(tps)
         st.dead_letters_written += len(dead)
         st.unattributed += batch.unattributed
@@ -235,6 +238,23 @@ class RawValidator(Service):
             st.source_watermarks[c.partition] = c.mark
         if late:
             self._warn_late(batch)
+        if batch.values_ignored:
+            self._warn_values(batch)
+
+    def _warn_values(self, batch: ValidateBatch) -> None:
+        """Unusable properties.value are left out of journey value (the events count):
+        say so at the default level, at most every LATE_LOG_INTERVAL_S."""
+        for reason, n in batch.values_ignored.items():
+            self._values_pending[reason] = self._values_pending.get(reason, 0) + n
+        now = time.monotonic()
+        if now - self._values_logged < LATE_LOG_INTERVAL_S:
+            return
+        self._values_logged = now
+        log.warning("properties.value left out of journey value (the events are kept; "
+                    "a value must be a finite JSON number within +-1e15: docs/semantics.md "
+                    "\"Journey value\"): %s", ", ".join(
+                        f"{n} {r}" for r, n in sorted(self._values_pending.items())))
+        self._values_pending.clear()
 
     def _warn_late(self, batch: ValidateBatch) -> None:
         """Late events are left out of journeys: say so at the default level, at most

@@ -31,7 +31,10 @@ class CustomerJourneys:
     handover can no longer arrive (see JourneyEngine.absorb); `waiting`: linked keys
     whose handover has not arrived yet -> [link time, wall ms the hold came]
     (stream.stages.envelopes "hold": nothing at or after the earliest link time is settled
-    until they have all arrived, or `expire_holds` gave up on them).
+    until they have all arrived, or `expire_holds` gave up on them); `closed_in`:
+    definition -> ids of events of its closed instances that are still in another
+    definition's open run (a release does not replay them for that definition:
+    docs/semantics.md "Identity stitching"; bounded by the open runs' paths).
     """
 
     checkpoint: int = NO_WATERMARK
@@ -43,6 +46,7 @@ class CustomerJourneys:
     high_ms: int = NO_WATERMARK
     merged: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, list[int]] = field(default_factory=dict)
+    closed_in: dict[str, list[str]] = field(default_factory=dict)
 
     def is_idle(self) -> bool:
         """Nothing can change without new events: the table entry may be deleted."""
@@ -77,6 +81,7 @@ class CustomerJourneys:
             "o": {k: encode_run(r) if isinstance(r, Run) else r for k, r in self.open.items()},
             "x": self.emitted, "m": self.merged,
             **({"w": self.waiting} if self.waiting else {}),
+            **({"k": self.closed_in} if self.closed_in else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -88,7 +93,7 @@ class CustomerJourneys:
             raise ValueError(f"unknown journey state format {o.get('f')!r}")
         return cls(checkpoint=o["c"], tail=[tuple(e) for e in o["t"]], open=o["o"],
                    emitted=o["x"], seq=o["q"], high_ms=o["h"], merged=o.get("m") or {},
-                   waiting=o.get("w") or {})
+                   waiting=o.get("w") or {}, closed_in=o.get("k") or {})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> CustomerJourneys:

@@ -40,6 +40,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from journeys.definitions import JourneyDefinition
+from journeys.events import event_value
 from stream.engine.journey_state import CustomerJourneys
 from stream.engine.merge import merge_plan
 from stream.engine.outputs import (
@@ -99,9 +100,13 @@ class JourneyEngine:
                                    default=0)
 
     def tail_event(self, ev: JourneyEventLike) -> TailEvent:
-        """The stored form of an event; only entry events keep their context."""
+        """The stored form of an event; only entry events keep their context. The
+        journey value: a `value` attribute, else a usable `properties.value`."""
         ctx = getattr(ev, "context", None) if ev.type in self._entries else None
-        return (ev.occurred_at, ev.event_id, ev.type, ev.channel, ctx or None)
+        value = getattr(ev, "value", None)
+        if value is None and (props := getattr(ev, "properties", None)):
+            value = event_value(props)[0]
+        return (ev.occurred_at, ev.event_id, ev.type, ev.channel, ctx or None, value)
 
     def apply(
         self,
@@ -206,7 +211,7 @@ class JourneyEngine:
             state.seq += 1
             delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened,
                                                 self._versions.get(journey, "")))
-        state.tail, state.open, state.emitted = [], {}, {}
+        state.tail, state.open, state.emitted, state.closed_in = [], {}, {}, {}
         return sorted(events.values(), key=lambda e: (e[0], e[1])), delta
 
     def openings(self, state: CustomerJourneys) -> list[list[Any]]:
@@ -215,6 +220,12 @@ class JourneyEngine:
         self._decode(state)
         return [[name, run.path[0][1], len(run.reached) - 1]
                 for name, run in sorted(state.open.items()) if run.reached]
+
+    def closed_events(self, state: CustomerJourneys) -> dict[str, list[str]]:
+        """Definition -> ids of handed-over events that were in one of its closed
+        instances (call before `release`): the customer does not replay them for that
+        definition, so an event is in at most one instance of a definition."""
+        return {name: list(ids) for name, ids in sorted(state.closed_in.items())}
 
     def capped_runs(self, state: CustomerJourneys) -> dict[str, list[Any]]:
         """Open runs with a capped path, stored form (call before `release`): their
@@ -228,6 +239,7 @@ class JourneyEngine:
         self, customer: str, state: CustomerJourneys, source: str,
         events: Sequence[TailEvent], *, watermark: int, linked_at: int = NO_WATERMARK,
         openings: Sequence[Sequence[Any]] = (), runs: Mapping[str, list[Any]] | None = None,
+        closed: Mapping[str, Sequence[str]] | None = None,
     ) -> JourneyDelta:
         """Merge another key's released events into this customer's journeys.
 
@@ -235,8 +247,9 @@ class JourneyEngine:
         each open run's path from the earliest of them, so the open and closed instances
         are the reference's over both sides' non-final events; `runs` are the other
         key's capped runs (`capped_runs`), continued rather than replayed
-        (stream.engine.merge). A repeated handover from the same source (re-delivery
-        after a crash) is ignored.
+        (stream.engine.merge); `closed` (`closed_events`) names, per definition, the
+        events not replayed for it (they were in its closed instances there). A
+        repeated handover from the same source (re-delivery after a crash) is ignored.
         """
         delta = JourneyDelta()
         state.waiting.pop(source, None)
@@ -265,8 +278,10 @@ class JourneyEngine:
             delta.applied += len(early)
             for d, spec in self._specs:
                 other = (runs or {}).get(d.name)
+                left_out = set((closed or {}).get(d.name, ()))
+                mine = [e for e in early if e[1] not in left_out] if left_out else early
                 base, merged = merge_plan(d.name, customer, state.open.pop(d.name, None),
-                                          decode_run(other, spec) if other else None, early)
+                                          decode_run(other, spec) if other else None, mine)
                 cur = self._fold(d, spec, customer, base, merged, final, delta)
                 if cur is not None:
                     state.open[d.name] = cur
@@ -330,6 +345,8 @@ class JourneyEngine:
                     state.open[d.name] = cur
             state.checkpoint = watermark
             state.merged = {k: w for k, w in state.merged.items() if w > watermark}
+        if final or state.closed_in:
+            _remember_closed(state, final)
         emitted = state.emitted
         for d, run in final:
             emitted.pop(run.iid, None)
@@ -364,3 +381,21 @@ class JourneyEngine:
 
     def _row(self, d: JourneyDefinition, customer: str, r: Run, version: int) -> InstanceRow:
         return instance_row(d, customer, r, version, self.definitions_version)
+
+
+def _remember_closed(state: CustomerJourneys,
+                     final: Sequence[tuple[JourneyDefinition, Run]]) -> None:
+    """Keep, per definition, the events of its instances closed here that are still in
+    another definition's open run (a release hands those over: `closed_events`); forget
+    those no open run holds any more. Runs only close on settled events, and settled
+    events are only in the checkpoint's open runs, so those are all to look at."""
+    in_open = {name: {e[1] for e in path_events(run)} for name, run in state.open.items()
+               if isinstance(run, Run)}
+    held = set().union(*in_open.values()) if in_open else set()
+    kept: dict[str, set[str]] = {name: set(ids) & held for name, ids in state.closed_in.items()}
+    for d, run in final:
+        others = held - in_open.get(d.name, set())
+        ids = {e[1] for e in path_events(run)} & others
+        if ids:
+            kept.setdefault(d.name, set()).update(ids)
+    state.closed_in = {name: sorted(ids) for name, ids in sorted(kept.items()) if ids}

@@ -80,6 +80,7 @@ class InstanceRow(NamedTuple):
     definitions_version: str  # the definitions file's version
     definition_version: str = ""  # this journey definition's version (in the key)
     entry_context: dict[str, Any] | None = None
+    value: float | None = None  # journey value (docs/semantics.md "Journey value")
 
     def as_record(self) -> dict[str, Any]:
         """Mapping for warehouse.writers_journeys (extra keys are ignored there)."""

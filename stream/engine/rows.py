@@ -38,4 +38,5 @@ def instance_row(d: JourneyDefinition, customer: str, r: Run, version: int,
         version=version, definitions_version=definitions_version,
         definition_version=d.version,
         entry_context=r.ctx,
+        value=r.value,
     )

@@ -35,8 +35,9 @@ DETOUR_KINDS: tuple[str, ...] = ("backtrack", "loop", "off_path", "channel_switc
 BACKTRACK, LOOP, OFF_PATH, CHANNEL_SWITCH = range(4)
 PATH_CAP = DEFAULT_PATH_CAP  # the `path_cap` setting's default
 
-# tail events are (occurred_at, event_id, type, channel, entry context or None):
-# sorted = reference order (event ids are unique in a tail, so the dict is never compared)
+# tail events are (occurred_at, event_id, type, channel, entry context or None[, value]):
+# sorted = reference order (event ids are unique in a tail, so the dict is never compared);
+# value: the event's journey value or None (docs/semantics.md "Journey value")
 TailEvent = tuple[Any, ...]
 
 
@@ -74,7 +75,9 @@ class Run:
     step s; detours: [kind code, step index, path position] of detours caused by kept
     events; more: detours caused by events beyond the cap, counted per (kind, step,
     channel); seen: channels first seen beyond the cap; ctx: the opening event's
-    context (report breakdowns).
+    context (report breakdowns). value: the journey value, that of the latest event
+    carrying one (docs/semantics.md "Journey value"), value_eid that event's id, values
+    the values of kept path events (a merge replays them: stream.engine.merge).
     """
 
     iid: str
@@ -91,6 +94,9 @@ class Run:
     last: list[Any] = field(default_factory=list)
     more: dict[DetourKey, int] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
+    value: float | None = None
+    value_eid: str = ""
+    values: dict[str, float] = field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:
@@ -104,7 +110,8 @@ class Run:
         # inner lists are never mutated in place, so a shallow copy of each list is enough
         return Run(self.iid, self.opened, self.last_t, self.furthest, list(self.path),
                    list(self.reached), list(self.detours), self.status, self.closed_at,
-                   self.ctx, self.n, self.last, dict(self.more), list(self.seen))
+                   self.ctx, self.n, self.last, dict(self.more), list(self.seen),
+                   self.value, self.value_eid, dict(self.values) if self.values else {})
 
     def more_rows(self) -> list[list[Any]]:
         """`more` as sorted [kind, step, channel, count] rows (stored form, rows)."""
@@ -122,8 +129,19 @@ def new_run(d: Spec, customer: str, ev: TailEvent) -> Run:
     t, eid, etype, channel = ev[0], ev[1], ev[2], ev[3]
     first = [t, eid, etype, channel]
     ctx = ev[4] if len(ev) > 4 else None
-    return Run(instance_id(d.name, customer, eid), t, t, 0, [first], [[t, channel]], [],
-               ctx=ctx, last=first)
+    run = Run(instance_id(d.name, customer, eid), t, t, 0, [first], [[t, channel]], [],
+              ctx=ctx, last=first)
+    if len(ev) > 5 and ev[5] is not None:
+        take_value(run, eid, ev[5])
+    return run
+
+
+def take_value(run: Run, eid: str, value: float) -> None:
+    """The event `eid`, just appended to the run, carries a journey value: it is the
+    run's now (the latest event with one wins); kept with the path event if kept."""
+    run.value, run.value_eid = value, eid
+    if run.path[-1][1] == eid:
+        run.values[eid] = value
 
 
 def _step(d: Spec, cur: Run, t: int, eid: str, etype: str, channel: str) -> int:
@@ -187,7 +205,10 @@ def feed(
             return None, closed, None
         cur = new_run(d, customer, ev)
         return cur, closed, cur
-    if _step(d, cur, t, eid, etype, channel) == d.goal:
+    idx = _step(d, cur, t, eid, etype, channel)
+    if len(ev) > 5 and ev[5] is not None:
+        take_value(cur, eid, ev[5])
+    if idx == d.goal:
         cur.status, cur.closed_at = "converted", t
         return None, cur, None
     return cur, closed, None
@@ -196,13 +217,15 @@ def feed(
 def path_events(r: Run) -> list[TailEvent]:
     """The run's known events as tail events (the opening one with its context): the
     kept path, and the last event when the path is capped."""
-    out: list[TailEvent] = [(p[0], p[1], p[2], p[3], None) for p in r.path]
+    vals = r.values
+    out: list[TailEvent] = [(p[0], p[1], p[2], p[3], None, vals.get(p[1])) for p in r.path]
     if out:
         first = r.path[0]
-        out[0] = (first[0], first[1], first[2], first[3], r.ctx)
+        out[0] = (first[0], first[1], first[2], first[3], r.ctx, vals.get(first[1]))
     if r.truncated:
         last = r.last
-        out.append((last[0], last[1], last[2], last[3], None))
+        out.append((last[0], last[1], last[2], last[3], None,
+                    r.value if r.value_eid == last[1] else None))
     return out
 
 
@@ -216,6 +239,12 @@ def encode_run(r: Run) -> list[Any]:
         out.append({"n": r.n, "l": [lt - o, leid, lty, lch], "f": r.furthest,
                     "r": [[t - o, ch] for t, ch in r.reached], "d": r.detours,
                     "m": r.more_rows(), "c": r.seen})
+    if r.value is not None:  # (an older stored run has no element 5: no value)
+        if len(out) == 4:
+            out.append(None)
+        vals = r.values  # kept path events' values, by path position
+        out.append([r.value, r.value_eid,
+                    [[i, vals[p[1]]] for i, p in enumerate(r.path) if p[1] in vals]])
     return out
 
 
@@ -229,6 +258,9 @@ def decode_run(obj: list[Any], d: Spec) -> Run:
     run = new_run(d, "", (o + t0, eid0, ty0, ch0, obj[3]))
     run.iid = iid
     summary = obj[4] if len(obj) > 4 else None
+    if len(obj) > 5:
+        run.value, run.value_eid = obj[5][0], obj[5][1]
+        run.values = {path[i][1]: v for i, v in obj[5][2]}
     if summary is not None and summary["f"] <= d.goal:
         run.path = [[o + t, eid, ty, ch] for t, eid, ty, ch in path]
         lt, leid, lty, lch = summary["l"]

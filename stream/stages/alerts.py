@@ -37,13 +37,8 @@ from typing import Any
 import orjson
 
 from journeys.definitions import JourneyDefinition
-from stream.engine.dropoff import (
-    AlertRecord,
-    DropoffEvaluator,
-    StepAlertState,
-    final_before,
-    state_key,
-)
+from stream.engine.alert_verdict import AlertRecord, final_before
+from stream.engine.dropoff import DropoffEvaluator, StepAlertState, state_key
 from stream.engine.outputs import StepReached
 from stream.eventtime.watermarks import (
     CLAIM_REFRESH_MS,

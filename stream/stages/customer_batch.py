@@ -24,6 +24,7 @@ class Ev(NamedTuple):
     type: str
     channel: str
     context: dict[str, Any] | None
+    value: float | None = None  # journey value (docs/semantics.md "Journey value")
 
 
 @dataclass

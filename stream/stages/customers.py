@@ -221,8 +221,9 @@ class CustomerStage:
             batch.duplicates += screened.duplicates
             batch.conflicts.extend(screened.conflicts)
             sd = self.sessionizer.apply(key, v.sessions, screened.kept, watermark=wm)
-            jd = self.engine.apply_tail(key, v.journeys, [tuple(e) for e in screened.kept],
-                                        watermark=wm)
+            tail = [tuple(e) if e[5] is not None else e[:5]  # (no trailing null stored)
+                    for e in screened.kept]
+            jd = self.engine.apply_tail(key, v.journeys, tail, watermark=wm)
             batch.session_rows.extend(sd.rows())
             self._take(batch, partition, jd)
             batch.applied += jd.applied
@@ -296,7 +297,8 @@ class CustomerStage:
                 if fresh(partition, cust, offset) and load(
                         partition, cust).value.journeys.wait_for(anon, at, wall_ms):
                     batch.held += 1
-            for key, eid, typ, channel, t, ctx, source, src_off, idx in body["e"]:
+            for item in body["e"]:
+                key, eid, typ, channel, t, ctx, source, src_off, idx = item[:9]
                 batch.events += 1
                 v = load(partition, key).value
                 v.touch(offset, lane)
@@ -307,7 +309,7 @@ class CustomerStage:
                                                 partition, offset, wall_ms))
                 else:
                     inp.groups.setdefault((partition, key), []).append(
-                        Ev(t, eid, typ, channel, ctx))
+                        Ev(t, eid, typ, channel, ctx, item[9] if len(item) > 9 else None))
                     inp.offsets.setdefault((partition, key), []).append((partition, offset))
             for anon, cust, at in body.get("m", ()):
                 if fresh(partition, anon, offset):
@@ -355,10 +357,11 @@ class CustomerStage:
             v.journeys.waiting.pop(source, None)
             _anon, _into, jevents, spayload, linked_at, openings = item[:6]
             runs = item[6] if len(item) > 6 else None  # capped runs (older: none)
+            closed = item[7] if len(item) > 7 else None  # per definition (older: none)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at)
             jd = self.engine.absorb(key, v.journeys, source, [tuple(e) for e in jevents],
                                     watermark=at, linked_at=linked_at, openings=openings,
-                                    runs=runs)
+                                    runs=runs, closed=closed)
             batch.session_rows.extend(sd.rows())
             self._take(batch, w.partition, jd)
             batch.absorbed += 1
@@ -379,11 +382,12 @@ class CustomerStage:
         spayload, sd = self.sessionizer.release(anon, v.sessions)
         openings = self.engine.openings(v.journeys)
         runs = self.engine.capped_runs(v.journeys)
+        closed = self.engine.closed_events(v.journeys)
         jevents, jd = self.engine.release(anon, v.journeys)
         batch.session_rows.extend(sd.rows())
         self._take(batch, partition, jd)
         batch.handovers.handover(partition_for(cust, self.partitions),
-                                 [anon, cust, jevents, spayload, at, openings, runs])
+                                 [anon, cust, jevents, spayload, at, openings, runs, closed])
         batch.released += 1
 
     def _store(self, batch: CustomerBatch, key: str, w: _Work) -> None:

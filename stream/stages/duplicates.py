@@ -6,8 +6,9 @@ only it. A later copy is dropped before either engine sees it, so the two always
 (each engine used to apply its own check over its own memory: a copy could count in a
 session and not in a journey). The first copy's content is known while it is in the
 customer's journey tail (within the allowed lateness of the customer's event time): a
-copy that differs there in time, type, channel or context is a *conflicting duplicate*,
-dead-lettered by the customer stage with both versions; an identical one is an ordinary
+copy that differs there in time, type, channel, context or journey value is a
+*conflicting duplicate*, dead-lettered by the customer stage with both versions; an
+identical one is an ordinary
 duplicate (a retry). Past the tail, a copy whose first is still in an open session is
 dropped as a duplicate without comparison. Later than that, a copy is not recognised.
 """
@@ -20,7 +21,8 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-TailEvent = tuple[Any, ...]  # (occurred_at, event_id, type, channel, context or None)
+# (occurred_at, event_id, type, channel, context or None[, journey value or None])
+TailEvent = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,8 @@ class Conflict:
     def reason(self) -> str:
         f, c = self.first, self.copy
         diff = [name for name, a, b in (("occurred_at", f[0], c[0]), ("type", f[2], c[2]),
-                                        ("channel", f[3], c[3]), ("context", f[4], c[4]))
+                                        ("channel", f[3], c[3]), ("context", f[4], c[4]),
+                                        ("properties.value", _value(f), _value(c)))
                 if a != b]
         return f"conflicting_duplicate: event_id {c[1]!r} first seen with other {', '.join(diff)}"
 
@@ -44,7 +47,8 @@ class Conflict:
         """The copy as a JSON object (the stage only has these fields), and the first."""
         def obj(e: TailEvent) -> dict[str, Any]:
             return {"event_id": e[1], "occurred_at": e[0], "type": e[2], "channel": e[3],
-                    "context": e[4], "customer": self.customer}
+                    "context": e[4], "customer": self.customer,
+                    **({"properties": {"value": _value(e)}} if _value(e) is not None else {})}
         return orjson.dumps({**obj(self.copy), "first_copy": obj(self.first)})
 
 
@@ -79,5 +83,10 @@ def first_copies(customer: str, tail: Iterable[TailEvent], session_ids: set[str]
     return out
 
 
+def _value(e: TailEvent) -> float | None:
+    return e[5] if len(e) > 5 else None
+
+
 def _same(a: TailEvent, b: TailEvent) -> bool:
-    return a[0] == b[0] and a[2] == b[2] and a[3] == b[3] and (a[4] or None) == (b[4] or None)
+    return (a[0] == b[0] and a[2] == b[2] and a[3] == b[3] and (a[4] or None) == (b[4] or None)
+            and _value(a) == _value(b))

@@ -8,11 +8,11 @@ event per message, DESIGN.md) is unchanged; envelopes are internal.
 
     <prefix>.by-identity   partition = partition_for(anonymous_id, else customer_id)
         {"v": 2, "e": [[event_id, type, channel, occurred_at, customer_id, anonymous_id,
-                        context-or-null, raw_partition, raw_offset], ...],
+                        context-or-null, raw_partition, raw_offset(, value)], ...],
                  "w": claims}
     <prefix>.by-customer   partition = partition_for(resolved customer key)
         {"v": 2, "e": [[key, event_id, type, channel, occurred_at, context-or-null,
-                        by_identity_partition, by_identity_offset, index], ...],
+                        by_identity_partition, by_identity_offset, index(, value)], ...],
                  "p": [[customer_id, anonymous_id, linked_at], ...],  # holds
                  "m": [[anonymous_id, customer_id, linked_at], ...],  # links made
                  "h": [[from_key, into_key, journey_events, sessions_payload, linked_at,
@@ -43,6 +43,9 @@ customer settles nothing at or after it until the handover arrives).
 All events of a key land in one partition, in the order they were read upstream.
 Contexts travel only with events whose type is some definition's entry step (report
 breakdowns by the opening event's context); other events do not need them downstream.
+An event's journey value (a usable numeric `properties.value`, journeys.events.
+event_value) travels as an optional trailing element; the rest of the properties stay
+in the raw table.
 
 Partition choice is ours (CRC-32 of the key's UTF-8 bytes), used the same way for the
 envelopes and for the tables' changelog records (written with explicit partitions), so

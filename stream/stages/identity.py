@@ -194,7 +194,7 @@ class IdentityStage:
     def _route(self, batch: IdentityBatch, partition: int, pos: Position, item: list[Any],
                applied: dict[int, int], alias: Callable[[str], Alias | None],
                new: dict[str, Alias]) -> None:
-        eid, typ, channel, t, cust, anon, ctx, source, source_offset = item
+        eid, typ, channel, t, cust, anon, ctx, source, source_offset = item[:9]
         if source_offset <= applied.get(source, -1):
             batch.redelivered += 1
             return
@@ -228,5 +228,7 @@ class IdentityStage:
                 batch.stitched += 1
         else:
             return  # the validate stage never forwards these; be safe
-        batch.envelopes.event(partition_for(key, parts),
-                              [key, eid, typ, channel, t, ctx, partition, *pos])
+        out = [key, eid, typ, channel, t, ctx, partition, *pos]
+        if len(item) > 9:  # the event's journey value (stream.stages.envelopes)
+            out.append(item[9])
+        batch.envelopes.event(partition_for(key, parts), out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from journeys.events import EventValidator, Rejection, Touchpoint
+from journeys.events import EventValidator, Rejection, Touchpoint, event_value
 from stream.engine.identity import is_junk_id
 from stream.eventtime.watermarks import (
     CLAIM_REFRESH_MS,
@@ -72,6 +72,8 @@ class ValidateBatch:
     claims: list[Claim] = field(default_factory=list)
     unattributed: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    # properties.value left out of journey value, by reason (journeys.events.event_value)
+    values_ignored: dict[str, int] = field(default_factory=dict)
 
     @property
     def forwarded(self) -> int:
@@ -163,9 +165,15 @@ class ValidateStage:
                 batch.unattributed += 1
                 continue
             ctx = (tp.context or None) if tp.type in entries else None
-            batch.envelopes.event(partition_for(route, parts), [
-                tp.event_id, tp.type, tp.channel, tp.occurred_at, cust, anon, ctx,
-                partition, offset])
+            item = [tp.event_id, tp.type, tp.channel, tp.occurred_at, cust, anon, ctx,
+                    partition, offset]
+            if tp.properties:  # journey value: a trailing element, only when there is one
+                amount, ignored = event_value(tp.properties)
+                if amount is not None:
+                    item.append(amount)
+                elif ignored is not None:
+                    batch.values_ignored[ignored] = batch.values_ignored.get(ignored, 0) + 1
+            batch.envelopes.event(partition_for(route, parts), item)
         if with_claims:
             batch.claims = source_claims(clocks, wall_ms, caught_up, self.idle_after_ms)
             batch.envelopes.claims(range(parts), encode_claims(self.source_partitions,

@@ -33,6 +33,7 @@ from journeys.definitions import load_definitions
 from journeys.events import parse_occurred_at
 from journeys.settings import KafkaConfig
 from stream.engine.identity import JUNK_IDS
+from tests.faults.report import FaultFigures
 from tests.integration.ingest_support import ROOT, free_port
 from tests.integration.stream_support import row_view, wait_pipeline
 from tests.reference.stitching_ref import split_reference
@@ -52,7 +53,7 @@ from warehouse.connect import connect
 wh = connect(WarehouseConfig(backend="chdb", path=sys.argv[1]), create_database=False)
 ids = [r[0] for r in wh.query(f"SELECT event_id FROM {wh.database}.touchpoints FINAL")]
 dead = [r[0] for r in wh.query(f"SELECT event_id FROM {wh.database}.dead_letters "
-                               "WHERE stage = 'collector'")]
+                               "WHERE stage = %(stage)s", {"stage": sys.argv[2]})]
 sys.stdout.buffer.write(orjson.dumps({"journeys": list(journeys_in(wh).values()),
                                       "sessions": sorted(sessions_in(wh)), "ids": ids,
                                       "dead": dead}, default=str))
@@ -84,10 +85,18 @@ def _traffic() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     return events, fillers, end
 
 
-def _start_up(data_dir: Path, log: Path, api: int, collector: int) -> subprocess.Popen[bytes]:
+def _env(data_dir: Path) -> dict[str, str]:
+    """No JOURNEYS_ settings of the caller; a stack registry of this test's own, so no
+    other stack on the machine is found (deploy.stack)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env.update({"PYTHONUNBUFFERED": "1", envvars.WORKER_SOURCE_IDLE: str(DAY),
-                envvars.WORKER_FLUSH_INTERVAL: "0.3"})
+    env.update({"PYTHONUNBUFFERED": "1", envvars.DATA_DIR: str(data_dir),
+                envvars.STACK_REGISTRY: str(data_dir.parent / "stacks")})
+    return env
+
+
+def _start_up(data_dir: Path, log: Path, api: int, collector: int) -> subprocess.Popen[bytes]:
+    env = _env(data_dir)
+    env.update({envvars.WORKER_SOURCE_IDLE: str(DAY), envvars.WORKER_FLUSH_INTERVAL: "0.3"})
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "deploy.cli", "up", "--port", str(api), "--collector-port",
@@ -174,8 +183,10 @@ def _first_run(data_dir: Path, log: Path, batches: list[list[dict[str, Any]]]) -
         time.sleep(0.1)
 
 
-def _second_run(data_dir: Path, log: Path, acknowledged: int) -> None:
-    """`up` again on the same data dir: replay, process everything, stop cleanly."""
+def _second_run(data_dir: Path, log: Path, acknowledged: int) -> float:
+    """`up` again on the same data dir: replay, process everything, stop cleanly; the
+    seconds from its start until every stage caught up (the recovery)."""
+    started = time.monotonic()
     proc = _start_up(data_dir, log, free_port(), free_port())
     try:
         broker = _wait_for(log, proc, r"broker \(Tansu, in memory\) on (\S+)")
@@ -184,6 +195,7 @@ def _second_run(data_dir: Path, log: Path, acknowledged: int) -> None:
         _wait_for(log, proc, r"ready\S*: dashboard")
         kafka = KafkaConfig(bootstrap_servers=broker.group(1), partitions=PARTITIONS)
         wait_pipeline(kafka, "journeys-worker", [proc], log, timeout=300)
+        return time.monotonic() - started
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -194,7 +206,8 @@ def _second_run(data_dir: Path, log: Path, acknowledged: int) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_sigkill_right_after_the_last_202_loses_nothing(tmp_path: Path) -> None:
+def test_sigkill_right_after_the_last_202_loses_nothing(
+        tmp_path: Path, fault_figures: FaultFigures) -> None:
     events, fillers, end = _traffic()
     wire = events + fillers
     batches = [wire[i:i + BATCH] for i in range(0, len(wire), BATCH)]
@@ -204,22 +217,89 @@ def test_sigkill_right_after_the_last_202_loses_nothing(tmp_path: Path) -> None:
                            "occurred_at": end, "anonymous_id": "a"})
     data_dir = tmp_path / "up"
     _first_run(data_dir, tmp_path / "up1.log", batches)
-    _second_run(data_dir, tmp_path / "up2.log", len(wire) + len(rejected))
+    recovery = _second_run(data_dir, tmp_path / "up2.log", len(wire) + len(rejected))
+    _check(data_dir, events, wire, end, rejected, "collector", fault_figures,
+           "`journeys up` SIGKILLed right after the last 202", recovery)
 
-    dump = subprocess.run([sys.executable, "-c", _DUMP, str(data_dir / "warehouse")],
+
+def _check(data_dir: Path, events: list[dict[str, Any]], wire: list[dict[str, Any]],
+           end: int, rejected: list[str], stage: str, report: FaultFigures, fault: str,
+           recovery_s: float) -> None:
+    """Report what the crash cost (tests/faults/report.py), then hold every acknowledged
+    event stored once, journeys and sessions equal to the reference, each dead letter of
+    `stage` archived once."""
+    dump = subprocess.run([sys.executable, "-c", _DUMP, str(data_dir / "warehouse"), stage],
                           cwd=ROOT, capture_output=True, timeout=120)
     assert dump.returncode == 0, dump.stderr.decode()[-3000:]
     got = orjson.loads(dump.stdout)
     ids = got["ids"]
-    assert len(ids) == len(set(ids)), "a touchpoint stored twice"
-    assert set(ids) == {e["event_id"] for e in wire}, (
-        f"{len({e['event_id'] for e in wire} - set(ids))} acknowledged events missing")
     want, want_sessions = split_reference(load_definitions(), events, set(JUNK_IDS),
                                           end - LATENESS_MS)
     journeys = {r[0]: row_view(tuple(r)) for r in got["journeys"]}
+    sessions = {tuple(s) for s in got["sessions"]}
+    equal = journeys == want and sessions == want_sessions
+    report(fault, acknowledged=len(wire) + len(rejected),
+           lost=len({e["event_id"] for e in wire} - set(ids)),
+           doubled=len(ids) - len(set(ids)) + max(0, sum(s[3] for s in sessions)
+                                                  - sum(s[3] for s in want_sessions)),
+           recovery_s=recovery_s, note="journeys and sessions = reference" if equal
+           else "journeys or sessions differ from the reference")
+    assert len(ids) == len(set(ids)), "a touchpoint stored twice"
+    assert set(ids) == {e["event_id"] for e in wire}, (
+        f"{len({e['event_id'] for e in wire} - set(ids))} acknowledged events missing")
     missing, extra = set(want) - set(journeys), set(journeys) - set(want)
     assert not missing and not extra, f"missing {len(missing)}, extra {len(extra)}"
     bad = [iid for iid in want if journeys[iid] != want[iid]]
     assert not bad, f"{len(bad)} of {len(want)} instances differ, e.g. {bad[:3]}"
-    assert {tuple(s) for s in got["sessions"]} == want_sessions
+    assert sessions == want_sessions
     assert sorted(got["dead"]) == sorted(rejected), "each dead letter archived once"
+
+
+def _ingest(data_dir: Path, path: Path, log: Path) -> str:
+    """`journeys ingest FILE` aimed at the stack through its stack file; its stderr."""
+    done = subprocess.run([sys.executable, "-m", "deploy.cli", "ingest", str(path),
+                           "--rejects", str(path.parent)],
+                          cwd=ROOT, env=_env(data_dir), capture_output=True, timeout=300)
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, f"{err[-3000:]}\n{done.stdout.decode()[-2000:]}\n{_tail(log)}"
+    return err
+
+
+@pytest.mark.timeout(900)
+def test_sigkill_right_after_an_import_returns_loses_nothing(
+        tmp_path: Path, fault_figures: FaultFigures) -> None:
+    """`journeys ingest` into a running `up` (found through its stack file): the
+    importer spools what it produces before it reports success, so a SIGKILL of `up`
+    right after it returns loses nothing; the replay brings it back exactly once."""
+    events, fillers, end = _traffic()
+    half = len(events) // 2
+    rejected = [f"bad-{i}" for i in range(6)]
+    bad = [{"event_id": r, "type": "product_view", "channel": "fax", "occurred_at": end,
+            "anonymous_id": "a"} for r in rejected]
+    files = [tmp_path / "first.jsonl", tmp_path / "second.jsonl"]
+    files[0].write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events[:half] + bad[:3]))
+    files[1].write_bytes(b"".join(orjson.dumps(e) + b"\n"
+                                  for e in events[half:] + fillers + bad[3:]))
+    data_dir, log = tmp_path / "up", tmp_path / "up1.log"
+    api = free_port()
+    proc = _start_up(data_dir, log, api, free_port())
+    try:
+        _wait_for(log, proc, r"ready\S*: dashboard")
+        first = _ingest(data_dir, files[0], log)
+        assert "spool" in first, first  # it says where it keeps what it sends
+        with httpx.Client(timeout=30) as http:
+            deadline = time.monotonic() + 180
+            while _metric(http, api, "journeys_session_rows_written_total") == 0:
+                assert time.monotonic() < deadline, _tail(log)
+                time.sleep(0.3)
+        _ingest(data_dir, files[1], log)
+        proc.send_signal(signal.SIGKILL)  # right after the importer returned
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    wire = events + fillers
+    recovery = _second_run(data_dir, tmp_path / "up2.log", len(wire) + len(rejected))
+    _check(data_dir, events, wire, end, rejected, "import", fault_figures,
+           "`journeys up` SIGKILLed right after an import returned", recovery)

@@ -22,10 +22,13 @@ from aiohttp import web
 
 from ingest.generator import GeneratorConfig, Story, generate_events
 from journeys.definitions import Definitions, load_definitions
+from journeys.events import event_value
 from journeys.timeutil import datetime_to_ms
 from stream.agents.alerting import webhooks
-from stream.engine.dropoff import AlertRecord, DropoffEvaluator, StepReached, alert_id
+from stream.engine.alert_verdict import AlertRecord, alert_id
+from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.identity import JUNK_IDS
+from stream.engine.outputs import StepReached
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Ev, Instance
 from tests.reference.stitching_ref import split
@@ -68,7 +71,8 @@ def stitch(events: list[dict[str, Any]]) -> list[Ev]:
         t = e["occurred_at"]
         if not isinstance(t, int):
             t = datetime_to_ms(datetime.fromisoformat(t.replace("Z", "+00:00")))
-        out.append(Ev(e["event_id"], who, e["type"], e["channel"], t))
+        out.append(Ev(e["event_id"], who, e["type"], e["channel"], t,
+                      event_value(e.get("properties") or {})[0]))
     return out
 
 

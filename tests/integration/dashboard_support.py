@@ -140,7 +140,7 @@ def _row(inst: Instance, steps: tuple[str, ...], version: str,
         "detour_channels": [x.channel for x in inst.detours],
         "detour_times": [x.t for x in inst.detours], "version": 1,
         "entry_context": contexts.get(inst.path[0].event_id, {}), "events": len(inst.path),
-        "path_truncated": 0, "definition_version": version,
+        "path_truncated": 0, "definition_version": version, "value": inst.value,
     }
 
 

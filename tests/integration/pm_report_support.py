@@ -38,6 +38,7 @@ from warehouse.backend import Warehouse
 from warehouse.connect import connect
 from warehouse.schema import migrate
 from warehouse.writers_alerts import write_alerts
+from warehouse.writers_identity import write_identity_merges
 from warehouse.writers_journeys import write_journey_instances
 
 M = 60_000
@@ -63,10 +64,12 @@ def instance(iid: str, status: str, touches: list[Touch], *, t0: int = T0,
              context: dict[str, Any] | None = None, closed_minute: int | None = None,
              detours: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
              truncated_events: int = 0, furthest: int | None = None,
-             definition_version: str | None = None) -> dict[str, Any]:
+             definition_version: str | None = None,
+             value: float | None = None) -> dict[str, Any]:
     """A `journey_instances` record; `detours`: (kind, step, minute); furthest step and
     closing time follow the touches unless given (a capped path does not show them);
-    of the current definition version unless another is given."""
+    of the current definition version unless another is given; `value`: its journey
+    value (docs/semantics.md "Journey value")."""
     reached = [STEPS.index(t) for t, _, _ in touches if t in STEPS]
     top = max(reached) if furthest is None else furthest
     last = touches[-1][1]
@@ -84,6 +87,7 @@ def instance(iid: str, status: str, touches: list[Touch], *, t0: int = T0,
         "entry_context": context or {}, "events": truncated_events or len(touches),
         "path_truncated": 1 if truncated_events else 0,
         "definition_version": definition_version or current_version("purchase"),
+        "value": value,
     }
 
 
@@ -92,23 +96,23 @@ def hand_instances() -> list[dict[str, Any]]:
     return [
         instance("A", "converted", [(PV, 0, w), (ATC, 1, w), (CART, 2, w), (SHIP, 5, w),
                                     ("error_page", 6, w), (PAY, 10, w), (BUY, 20, w)],
-                 context={"country": "DE"}, detours=[("off_path", SHIP, 6)]),
+                 context={"country": "DE"}, detours=[("off_path", SHIP, 6)], value=120.0),
         instance("B", "converted", [(PV, 0, "app"), (ATC, 3, "app"), (PAY, 4, "app"),
-                                    (BUY, 60, "app")], context={"country": "FR"}),
+                                    (BUY, 60, "app")], context={"country": "FR"}, value=80.5),
         instance("C", "abandoned", [(PV, 0, w), ("support_chat", 1, w), (ATC, 2, w),
                                     (CART, 30, w)],
-                 context={"country": "DE"}, detours=[("off_path", PV, 1)]),
+                 context={"country": "DE"}, detours=[("off_path", PV, 1)], value=45.0),
         instance("D", "abandoned", [(PV, 0, "email")],
                  context={"country": "FR", "device": "ios"}),
         instance("E", "converted", [(PV, 0, w), (ATC, 1, w)], closed_minute=120,
                  truncated_events=9, furthest=5),
         instance("F", "open", [(PV, 0, w), (PV, 1, w), (ATC, 7, w), ("newsletter_open", 8, w)],
-                 context={"country": "DE"}),
+                 context={"country": "DE"}, value=99.0),  # open: in neither sum
         instance("I", "abandoned", [(PV, 0, w), (ATC, 1, w), (PV, 2, w), (ATC, 3, w)],
                  context={"country": "DE"},
-                 detours=[("backtrack", ATC, 2), ("loop", ATC, 3)]),
+                 detours=[("backtrack", ATC, 2), ("loop", ATC, 3)], value=30.0),
         instance("G", "converted", [(PV, 0, w), (ATC, 1, w), (CART, 2, w), (SHIP, 3, w),
-                                    (PAY, 4, w), (BUY, 5, w)], t0=PREV_T0),
+                                    (PAY, 4, w), (BUY, 5, w)], t0=PREV_T0, value=50.0),
         instance("H", "abandoned", [(PV, 0, w)], t0=PREV_T0),
     ]
 
@@ -131,6 +135,14 @@ def hand_alerts() -> list[dict[str, Any]]:
             alert("o1", "fired", T0, journey="onboarding")]
 
 
+def hand_merges() -> list[dict[str, Any]]:
+    """Anonymous ids stitched to customers: two devices of c-A, one of c-X (a customer
+    with no journey instance); the customer search finds customers through them."""
+    return [{"anonymous_id": a, "customer_id": c, "merged_at_ms": T0 + m * M,
+             "event_id": f"link-{a}", "event_type": "login", "channel": "web"}
+            for a, c, m in (("dev-a1", "c-A", 1), ("dev-a2", "c-A", 3), ("dev-x", "c-X", 5))]
+
+
 def hand_loaded(config: WarehouseConfig) -> Iterator[Warehouse]:
     wh = connect(config)
     try:
@@ -138,6 +150,7 @@ def hand_loaded(config: WarehouseConfig) -> Iterator[Warehouse]:
         write_journey_instances(wh, hand_instances())
         write_alerts(wh, hand_alerts())
         write_alerts(wh, hand_alerts()[:1])  # re-emitted: counts once
+        write_identity_merges(wh, hand_merges())
         yield wh
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {config.database}")

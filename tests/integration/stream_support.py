@@ -104,7 +104,7 @@ def wait_pipeline(kafka: KafkaConfig, app_id: str, workers: Sequence[subprocess.
 JOURNEY_COLUMNS = ("instance_id", "journey", "customer_id", "status", "opened_at_ms",
                    "closed_at_ms", "furthest_step", "path_types", "path_channels",
                    "path_times", "detour_kinds", "detour_steps", "detour_channels",
-                   "detour_times")
+                   "detour_times", "journey_value", "has_journey_value")
 
 
 def journeys_in(wh: Warehouse) -> dict[str, tuple[Any, ...]]:
@@ -126,11 +126,12 @@ def sessions_in(wh: Warehouse) -> set[tuple[str, int, int, int]]:
 def row_view(r: tuple[Any, ...]) -> tuple[Any, ...]:
     """A warehouse row (stream_support.JOURNEY_COLUMNS) as stitching_ref.reference_view."""
     (_iid, journey, customer, status, opened, closed, furthest, types, chans, times,
-     kinds, steps, dchans, dtimes) = r
+     kinds, steps, dchans, dtimes, value, has_value) = r
     return (journey, customer, status, int(opened), int(closed), int(furthest),
             [int(t) for t in times], list(types), list(chans),
             [(k, s, c, int(t)) for k, s, c, t in zip(kinds, steps, dchans, dtimes,
-                                                     strict=True)])
+                                                     strict=True)],
+            float(value) if int(has_value) else None)
 
 
 def produce_fillers(kafka: KafkaConfig, at_ms: int) -> None:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from journeys.definitions import load_definitions
 from journeys.settings import ApiSettings, WarehouseConfig
-from stream.engine.dropoff import alert_id
+from stream.engine.alert_verdict import alert_id
 from tests.integration.test_alerts_warehouse import T0, H, record
 from warehouse.connect import connect
 from warehouse.schema import migrate

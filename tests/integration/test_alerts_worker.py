@@ -34,7 +34,7 @@ from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
-from stream.engine.dropoff import alert_id
+from stream.engine.alert_verdict import alert_id
 from tests.integration.alerts_support import (
     HOUR,
     ThreadedReceiver,

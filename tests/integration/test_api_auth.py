@@ -30,6 +30,7 @@ ENDPOINTS = [
     "/v1/journeys/purchase/non-step-types",
     "/v1/scorecard",
     "/v1/customers/c1/journeys",
+    "/v1/customers?q=c",
     "/v1/alerts",
     "/v1/alerts/rules",
     "/v1/alerts/0123456789abcdef01234567",

@@ -32,11 +32,18 @@ from tests.integration.dashboard_support import (
     wait_for,
 )
 from tests.integration.journey_report_support import open_warehouse
-from tests.integration.pm_report_support import hand_loaded
+from tests.integration.pm_report_support import ATC, BUY, PV, hand_loaded, instance
+from warehouse.writers_journeys import write_journey_instances
 
 KEY = "dash-test-key-5b2f9c0e8d7a"
 WEEK = {"from": "2024-03-04", "to": "2024-03-10"}
 _COUNT = iter(range(1_000_000))
+# rows of another definition version of purchase (the version picker reads them)
+OLD_VERSION = [
+    instance("V1", "converted", [(PV, 0, "web"), (ATC, 2, "web"), (BUY, 9, "web")],
+             definition_version="old"),
+    instance("V2", "abandoned", [(PV, 0, "app")], definition_version="old"),
+]
 
 
 @dataclass
@@ -57,6 +64,7 @@ def site(request: pytest.FixtureRequest, run_id: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = open_warehouse(request, request.param, f"dash_{run_id}_{next(_COUNT)}")
     for wh in hand_loaded(config):
+        write_journey_instances(wh, OLD_VERSION)
         app = create_app(ApiSettings(warehouse=config, api_keys={"pm": KEY}), warehouse=wh,
                          definitions=load_definitions())
         with serving(app) as base:
@@ -122,6 +130,11 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def amount(x: float | None) -> str:
+    """dash-core.js fmt.amount: en-US grouping, up to 2 decimals."""
+    return "–" if x is None else f"{x:,.2f}".rstrip("0").rstrip(".")
+
+
 def dur(s: float | None) -> str:
     if s is None:
         return "–"
@@ -155,6 +168,10 @@ def test_key_needed_then_the_datas_range(site: Site, browser: Any) -> None:
         assert text(browser, row + ' [data-k="opened"]') == n(j["opened"])
         assert text(browser, row + ' [data-k="conversion_rate"]') == pct(j["conversion_rate"])
         assert text(browser, row + ' [data-k="alerts_fired"]') == n(j["alerts_fired"])
+        # journey value (pm_report_support): purchase has some, onboarding none ("–")
+        for k in ("value_converted", "value_abandoned"):
+            assert text(browser, row + f' [data-k="{k}"]') == amount(j[k]), k
+    assert card["journeys"][0]["value_converted"] == 250.5  # A 120 + B 80.5 + G 50
     screenshot(browser, site.shots / "02-default-range.png")
 
 
@@ -266,6 +283,39 @@ def test_context_breakdown_and_another_journey(site: Site, browser: Any) -> None
     apply_filters(browser, journey="purchase", ctx="")
 
 
+def test_definition_version_picker(site: Site, browser: Any) -> None:
+    journeys = site.api("v1/journeys")["journeys"]
+    purchase = next(j for j in journeys if j["name"] == "purchase")
+    assert "old" in purchase["versions_stored"]
+    picker = Select(browser.find_element(By.ID, "f-version"))
+    assert picker.options[0].get_attribute("value") == ""  # current first
+    assert picker.options[0].text == f"current ({purchase['version']})"
+    before = ready(browser)
+    picker.select_by_value("old")
+    settle(browser, before)
+    assert query(browser) == {**WEEK, "journey": "purchase", "version": "old"}
+    f = site.api("v1/journeys/purchase/funnel", **WEEK, version="old", compare="previous")
+    assert (f["opened"], f["converted"], f["abandoned"]) == (2, 1, 1)
+    _check_funnel(browser, f)
+    assert "definition version old" in text(browser, "#range-note")
+    link = browser.find_element(By.CSS_SELECTOR, "#v-funnel a.csv").get_attribute("href")
+    assert "version=old" in link
+    assert "version=" not in browser.find_element(
+        By.CSS_SELECTOR, "#v-scorecard a.csv").get_attribute("href")  # current versions
+    screenshot(browser, site.shots / "06-version-old.png")
+
+    browser.refresh()  # the URL restores it
+    settle(browser, "")
+    assert Select(browser.find_element(By.ID, "f-version")).first_selected_option.get_attribute(
+        "value") == "old"
+    _check_funnel(browser, f)
+    before = ready(browser)
+    Select(browser.find_element(By.ID, "f-version")).select_by_value("")
+    settle(browser, before)
+    assert "version" not in query(browser)
+    _check_funnel(browser, site.api("v1/journeys/purchase/funnel", **WEEK, compare="previous"))
+
+
 def test_customer_timeline(site: Site, browser: Any) -> None:
     before = ready(browser)
     form = browser.find_element(By.CSS_SELECTOR, "#v-customer form[data-customer] input")
@@ -282,6 +332,49 @@ def test_customer_timeline(site: Site, browser: Any) -> None:
     section = browser.find_element(By.ID, "v-customer")
     browser.execute_script("arguments[0].scrollIntoView()", section)
     path = site.shots / "06-customer.png"
+    section.screenshot(str(path))
+    print(f"screenshot: {path}")
+
+
+def _search(driver: Any, q: str) -> None:
+    box = driver.find_element(By.CSS_SELECTOR, "#v-customer form[data-search] input")
+    box.clear()
+    box.send_keys(q + "\n")
+    wait_for(lambda: driver.execute_script(
+        "const r = document.querySelector('#v-customer [data-results]');"
+        "return r && r.dataset.done === arguments[0]", q), 60, f"the search for {q!r}")
+
+
+def test_customer_search_then_pick(site: Site, browser: Any) -> None:
+    _search(browser, "c-")  # by customer id: every hand-made customer, counted for purchase
+    want = site.api("v1/customers", q="c-", journey="purchase", limit=20)["customers"]
+    assert texts(browser, "#customer-results tbody tr", "data-customer") == [
+        h["customer_id"] for h in want]
+    assert texts(browser, '#customer-results [data-k="journeys"]') == [
+        n(h["journeys"]) for h in want]
+    _search(browser, "dev-a")  # by a linked anonymous id: the customer it was stitched to
+    [hit] = site.api("v1/customers", q="dev-a", journey="purchase")["customers"]
+    assert texts(browser, "#customer-results tbody tr", "data-customer") == ["c-A"] == [
+        hit["customer_id"]]
+    assert "via dev-a1, dev-a2" in text(browser, "#customer-results tbody tr")
+    _search(browser, "nobody")
+    assert "No customer id" in text(browser, "#v-customer [data-results] .state.empty")
+
+    _search(browser, "c-B")
+    before = ready(browser)
+    browser.find_element(By.CSS_SELECTOR, '#customer-results a[data-pick="c-B"]').click()
+    settle(browser, before)
+    assert query(browser)["customer"] == "c-B"
+    got = site.api("v1/customers/c-B/journeys", journey="purchase", limit=10)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#v-customer .journey")) == len(
+        got["journeys"])
+    wait_for(lambda: browser.execute_script(  # the search stays listed, the pick marked
+        "return document.querySelector('#v-customer [data-results]').dataset.done === 'c-B'"),
+        60, "the search listed again")
+    assert texts(browser, "#customer-results tr.selected", "data-customer") == ["c-B"]
+    section = browser.find_element(By.ID, "v-customer")
+    browser.execute_script("arguments[0].scrollIntoView()", section)
+    path = site.shots / "07-customer-search.png"
     section.screenshot(str(path))
     print(f"screenshot: {path}")
 
@@ -346,6 +439,18 @@ def test_demo_opens_on_its_stories(demo: tuple[Site, Any], browser: Any) -> None
              if v is not None and h not in windows["payment_incident"]]
     print(f"conversion during the incident {during}, mean otherwise {sum(other) / len(other)}")
     assert max(during) < 0.6 * sum(other) / len(other)
+    # ... and an abandonment spike at payment_details: the demo places the incident a
+    # day (abandon_after) before the sample's end, so its journeys are abandoned in it
+    lines = _series(browser, "#v-over-time g.series")
+    dropped = lines["payment_details"]
+    spike = [v for h, v in zip(hours, dropped, strict=True) if h in windows["payment_incident"]]
+    calm = [v or 0 for h, v in zip(hours, dropped, strict=True)
+            if h not in windows["payment_incident"]]
+    print(f"abandoned at payment_details during the incident {spike}, at most {max(calm)} "
+          "in any other hour")
+    assert min(v or 0 for v in spike) > 2 * max(calm)
+    card = site.api("v1/scorecard")["journeys"][0]  # the sample's baskets and orders
+    assert card["value_converted"] and card["value_abandoned"]
     # the checkout loop: loops at shipping_details peak inside its window
     loops = _series(browser, "#v-detours g.series")["shipping_details"]
     assert hours[loops.index(max(v or 0 for v in loops))] in windows["checkout_loop"]

@@ -116,8 +116,9 @@ def test_rows_before_0009_read_as_unversioned(config: WarehouseConfig,
     try:
         monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:8])
         schema.migrate(wh)
-        old_columns = JOURNEY_INSTANCES.columns[:-1]  # no definition_version yet
-        rows = [r[:-1] for r in journey_instance_rows([row(defs, i) for i in purchase])]
+        n = JOURNEY_INSTANCES.columns.index("definition_version")  # nor later columns
+        old_columns = JOURNEY_INSTANCES.columns[:n]
+        rows = [r[:n] for r in journey_instance_rows([row(defs, i) for i in purchase])]
         wh.insert(JOURNEY_INSTANCES.name, old_columns, rows)
         monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS)
         applied = schema.migrate(wh)  # 0009 and any later migration

@@ -213,13 +213,20 @@ def test_scorecard_by_hand(hand: Warehouse) -> None:
     assert before == (date(2024, 2, 26), date(2024, 3, 3))
     (p, pc), (o, oc) = rows
     # worst step: one abandoned each at product_view (D), add_to_cart (I), cart (C): earliest
-    assert p == ("purchase", PURCHASE.version, 7, 3, 3, 1, 3 / 7, 3 / 7, 3600.0, "product_view", 1, 1 / 7, 2)
+    assert p[:13] == ("purchase", PURCHASE.version, 7, 3, 3, 1, 3 / 7, 3 / 7, 3600.0,
+                      "product_view", 1, 1 / 7, 2)
+    # journey value: converted A 120 + B 80.5 (E has none), abandoned C 45 + I 30 (D has
+    # none); F is open: in neither. Before: G 50 converted, H abandoned without a value
+    assert (p.value_converted, p.value_abandoned, p.converted_with_value,
+            p.abandoned_with_value) == (200.5, 75.0, 2, 2)
+    assert pc["value_converted"] == (50.0, 150.5, 3.01, None)
+    assert pc["value_abandoned"] == (None, None, None, None)
     assert pc is not None and pc["opened"] == (2, 5, 2.5, None)
     assert pc["median_seconds_to_convert"] == (300.0, 3300.0, 11.0, None)  # G: 5 minutes
     assert pc["alerts_fired"] == (1, 1, 1.0, None)  # a1, a2 now (a3 recovered); a0 before
     assert pc["conversion_rate"].p_value == pytest.approx(two_proportion_p(3, 7, 1, 2))
     assert o == ("onboarding", defs.get("onboarding").version, 0, 0, 0, 0, None, None, None,
-                 None, 0, None, 1)
+                 None, 0, None, 1, None, None, 0, 0)
     assert oc is not None and oc["conversion_rate"] == (None, None, None, None)
     web, _ = scorecard.run(hand, [PURCHASE], channel="web", **HAND)
     assert (web[0][0].opened, web[0][0].alerts_fired) == (5, 1)  # A, C, E, F, I; a2

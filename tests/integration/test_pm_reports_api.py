@@ -142,6 +142,14 @@ def test_scorecard(client: TestClient) -> None:
     assert (purchase["journey"], purchase["opened"], purchase["worst_step"],
             purchase["alerts_fired"]) == ("purchase", 7, "product_view", 2)
     assert purchase["compare"]["opened"]["previous"] == 2
-    df = _csv(client, "/v1/scorecard")
+    # journey value (pm_report_support: A 120 + B 80.5 converted, C 45 + I 30 abandoned)
+    assert (purchase["value_converted"], purchase["value_abandoned"],
+            purchase["converted_with_value"], purchase["abandoned_with_value"]) == (
+        200.5, 75.0, 2, 2)
+    assert purchase["compare"]["value_converted"]["previous"] == 50.0
+    assert body["journeys"][1]["value_converted"] is None  # onboarding: no values
+    df = _csv(client, "/v1/scorecard", **WEEK)
     assert list(df.journey) == ["purchase", "onboarding"]
     assert "conversion_rate_p_value" in df.columns
+    assert (df.value_converted[0], df.value_abandoned[0]) == (200.5, 75.0)
+    assert df.value_converted_previous[0] == 50.0

@@ -30,7 +30,7 @@ from journeys.definitions import load_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.timeutil import datetime_to_ms
 from journeys.topics import ensure_journey_topics
-from stream.engine.dropoff import alert_id
+from stream.engine.alert_verdict import alert_id
 from stream.engine.identity import JUNK_IDS
 from tests.integration.alerts_support import streamed_alerts
 from tests.integration.stream_support import (

@@ -97,11 +97,17 @@ def reference_observations(instances: list[Instance]
 
 
 CELLS = [(p, w, order) for p in (1, 4, 8) for w in (1, 2, 3) for order in ("time", "grouped")]
+# The whole matrix runs on Apache Kafka; on Tansu (the embedded broker of `journeys up`,
+# one worker there) these cells cover every value of each axis. The rest are marked
+# `kafka_only` and left out of scripts/test.sh's Tansu pass to keep CI in its budget.
+TANSU_CELLS = {(1, 1, "time"), (4, 1, "grouped"), (4, 2, "time"), (8, 3, "grouped")}
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize(("partitions", "workers", "order"), CELLS,
-                         ids=[f"p{p}-w{w}-{o}" for p, w, o in CELLS])
+@pytest.mark.parametrize(("partitions", "workers", "order"), [
+    pytest.param(p, w, o, id=f"p{p}-w{w}-{o}",
+                 marks=() if (p, w, o) in TANSU_CELLS else pytest.mark.kafka_only)
+    for p, w, o in CELLS])
 def test_backlog_is_exact_for_any_partitions_workers_and_order(
     broker: Any, clickhouse_server: LocalClickHouse, unique_name: Callable[[str], str],
     tmp_path: Path, partitions: int, workers: int, order: str,

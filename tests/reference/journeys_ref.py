@@ -25,6 +25,7 @@ class Ev:
     type: str
     channel: str
     t: int  # occurred_at, epoch ms
+    value: float | None = None  # journey value (a usable properties.value)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class Instance:
 
     def deadline(self, d: JourneyDefinition) -> int:
         return min(self.last_t + d.abandon_after_ms, self.opened_at + d.conversion_window_ms)
+
+    @property
+    def value(self) -> float | None:
+        """docs/semantics.md "Journey value": the latest event of the path with one."""
+        return next((e.value for e in reversed(self.path) if e.value is not None), None)
 
     def dropped_at(self, d: JourneyDefinition) -> str | None:
         return d.steps[self.furthest] if self.status == "abandoned" else None

@@ -14,9 +14,10 @@ Two references:
   at the link what of the device is closed stays under the device, what is open (its
   open journeys' events, its open sessions) joins the customer, whose own closed
   journeys and sessions stay and whose open ones are replayed together with the
-  device's: a journey from the events of both sides' open journeys, sessions from both
-  sides' open sessions. Events that were in no open journey at the link join no
-  journey of the other side.
+  device's: a journey from the events of both sides' open journeys (less, per
+  definition, the device's events that were in its closed instances of that
+  definition), sessions from both sides' open sessions. Events that were in no open
+  journey at the link join no journey of the other side.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from journeys.definitions import Definitions
-from journeys.events import parse_occurred_at
+from journeys.events import event_value, parse_occurred_at
 from tests.reference.journeys_ref import (
     Ev,
     Instance,
@@ -66,7 +67,7 @@ def view_of(instances: Iterable[Instance]) -> dict[str, tuple[Any, ...]]:
         i.instance_id: (
             i.journey, i.customer, i.status, i.opened_at, i.closed_at or 0, i.furthest,
             [e.t for e in i.path], [e.type for e in i.path], [e.channel for e in i.path],
-            [(x.kind, x.step, x.channel, x.t) for x in i.detours])
+            [(x.kind, x.step, x.channel, x.t) for x in i.detours], i.value)
         for i in instances}
 
 
@@ -109,7 +110,9 @@ def _owned(events: list[dict[str, Any]], junk: set[str],
             key = link[0] if link is not None and t >= link[1] else anon
         else:
             continue
-        out.setdefault(key, []).append(Ev(e["event_id"], key, e["type"], e["channel"], t))
+        value = event_value(e.get("properties") or {})[0]
+        out.setdefault(key, []).append(Ev(e["event_id"], key, e["type"], e["channel"], t,
+                                          value))
     return {k: ordered(v) for k, v in out.items()}
 
 
@@ -156,23 +159,28 @@ def split(defs: Definitions, events: list[dict[str, Any]], junk: set[str],
         into.setdefault(cust, []).append((at, dev))
     instances: list[Instance] = []
     out_sessions: set[tuple[str, int, int, int]] = set()
-    handed: dict[str, tuple[list[Ev], list[list[Ev]]]] = {}  # device -> (journey, sessions)
+    # device -> (per definition: its events handed over for it, sessions handed over)
+    handed: dict[str, tuple[dict[str, list[Ev]], list[list[Ev]]]] = {}
     for dev, (_cust, at) in links.items():
         evs = [e for e in owned.get(dev, []) if e.t < at]
         early: dict[str, Ev] = {}
+        closed: dict[str, set[str]] = {}  # definition -> ids in its closed instances
         for d in defs.journeys:
             for inst in journeys_for_customer(d, evs, at):
                 if inst.status == "open":
                     early.update((e.event_id, e) for e in inst.path)
                 else:
                     instances.append(inst)
+                    closed.setdefault(d.name, set()).update(e.event_id for e in inst.path)
+        per_def = {d.name: [e for e in early.values() if e.event_id not in closed.get(d.name, ())]
+                   for d in defs.journeys}
         moved = []
         for s in _sessions_of(evs, gap):
             if s[-1].t + gap <= at:
                 out_sessions.add((dev, s[0].t, s[-1].t, len(s)))
             else:
                 moved.append(s)
-        handed[dev] = (list(early.values()), moved)
+        handed[dev] = (per_def, moved)
     for key, evs in owned.items():
         if key in links:
             continue  # a linked device: done above
@@ -184,7 +192,7 @@ def split(defs: Definitions, events: list[dict[str, Any]], junk: set[str],
 
 def _customer_journeys(defs: Definitions, key: str, evs: list[Ev],
                        bounds: list[tuple[int, str]],
-                       handed: dict[str, tuple[list[Ev], list[list[Ev]]]],
+                       handed: dict[str, tuple[dict[str, list[Ev]], list[list[Ev]]]],
                        watermark: int | None) -> list[Instance]:
     out: list[Instance] = []
     for d in defs.journeys:
@@ -193,7 +201,7 @@ def _customer_journeys(defs: Definitions, key: str, evs: list[Ev],
         for i, (start, dev) in enumerate(edges):
             stop = edges[i + 1][0] if i + 1 < len(edges) else END
             seg = [e for e in evs if start <= e.t < stop]
-            early = _as(key, handed[dev][0]) if dev is not None else []
+            early = _as(key, handed[dev][0][d.name]) if dev is not None else []
             timeline = ordered([*carry, *early, *seg])
             wm = stop if stop != END else watermark
             insts = journeys_for_customer(d, timeline, wm)
@@ -207,7 +215,7 @@ def _customer_journeys(defs: Definitions, key: str, evs: list[Ev],
 
 
 def _customer_sessions(key: str, evs: list[Ev], bounds: list[tuple[int, str]],
-                       handed: dict[str, tuple[list[Ev], list[list[Ev]]]],
+                       handed: dict[str, tuple[dict[str, list[Ev]], list[list[Ev]]]],
                        gap: int) -> set[tuple[str, int, int, int]]:
     out: set[tuple[str, int, int, int]] = set()
     carry: list[Ev] = []

@@ -342,5 +342,5 @@ class Pipeline:
                                 r.closed_at_ms, r.furthest_step, r.path_times, r.path_types,
                                 r.path_channels, list(zip(r.detour_kinds, r.detour_steps,
                                                           r.detour_channels, r.detour_times,
-                                                          strict=True)))
+                                                          strict=True)), r.value)
                 for r in self.instances.values()}

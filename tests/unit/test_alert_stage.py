@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.engine.dropoff import AlertRecord, final_before
+from stream.engine.alert_verdict import AlertRecord, final_before
 from stream.engine.outputs import StepReached
 from stream.eventtime.watermarks import CLAIM_REFRESH_MS, NO_WATERMARK, Claim
 from stream.stages.alerts import (

@@ -25,7 +25,7 @@ from stream.agents.alerting.delivery import (
     WebhookTarget,
 )
 from stream.agents.alerting.service import AlertSink, AlertSinkError, alert_message
-from stream.engine.dropoff import AlertRecord, alert_id
+from stream.engine.alert_verdict import AlertRecord, alert_id
 
 SECRET = b"s3cret"
 FAST = RetryPolicy(max_attempts=4, initial_s=0.001, max_s=0.005)

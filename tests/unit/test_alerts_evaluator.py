@@ -8,20 +8,18 @@ from typing import Any
 import pytest
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.engine.dropoff import (
+from stream.engine.alert_verdict import (
     ALL_CHANNELS,
-    NO_WATERMARK,
     AlertRecord,
-    DropoffEvaluator,
-    StepAlertState,
-    StepReached,
     alert_id,
     final_before,
     is_dropped,
     judge,
     window_start,
 )
-from stream.engine.outputs import retraction
+from stream.engine.dropoff import DropoffEvaluator, StepAlertState
+from stream.engine.outputs import StepReached, retraction
+from stream.eventtime.watermarks import NO_WATERMARK
 
 W = 3_600_000  # 1h windows
 H = 1_800_000  # 30m horizon

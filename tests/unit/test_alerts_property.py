@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import AlertRule, JourneyDefinition
-from stream.engine.dropoff import DropoffEvaluator, StepReached
+from stream.engine.dropoff import DropoffEvaluator
+from stream.engine.outputs import StepReached
 from tests.profiles import examples
 from tests.reference import alerts_ref
 from tests.reference.journeys_ref import Ev, Instance, all_journeys

@@ -9,9 +9,11 @@ import pytest
 from ingest.generator import (
     DEMO_VISITORS_PER_HOUR,
     GeneratorConfig,
+    demo_settle_ms,
     demo_stories,
     generate_events,
     story_windows,
+    unsettled,
 )
 from journeys.definitions import load_definitions
 from tests.integration.alerts_support import stitch
@@ -22,11 +24,25 @@ H, D = 3_600_000, 86_400_000
 MIDNIGHT = 1_772_323_200_000  # 2026-03-01T00:00Z
 
 
-def test_midnight_start_keeps_the_original_layout() -> None:
+def test_midnight_start_layout() -> None:
+    """The payment incident a day earlier than the other stories: its journeys are
+    abandoned (24 h abandon_after) before the sample ends."""
     assert [(s.kind, s.at_ms) for s in demo_stories(3 * D)] == [
-        ("checkout_loop", 57 * H), ("payment_incident", 62 * H),
+        ("checkout_loop", 57 * H), ("payment_incident", 38 * H),
         ("call_center_switch", 66 * H)]
     assert [s.at_ms for s in demo_stories(D)] == [9 * H, 14 * H, 18 * H]
+
+
+def test_the_incident_is_settled_in_the_data_when_the_span_allows() -> None:
+    settle = demo_settle_ms()
+    assert settle == load_definitions().get("purchase").abandon_after_ms + H
+    for hour in range(24):
+        start = MIDNIGHT + hour * H
+        three = demo_stories(3 * D, start)
+        assert unsettled(three, 3 * D) == []
+        assert three[1].at_ms + three[1].duration_ms + settle <= 3 * D
+        one = demo_stories(D, start)
+        assert unsettled(one, D) == [one[1]]  # `journeys demo --days 1` warns
 
 
 @pytest.mark.parametrize("days", [2, 3])

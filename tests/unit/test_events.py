@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journeys.events import EventValidator, Rejection, Touchpoint
+from journeys.events import EventValidator, Rejection, Touchpoint, event_value
 
 GOOD = {
     "event_id": "e-1",
@@ -167,3 +167,31 @@ def test_a_rule_that_raises_is_a_rejection_not_an_exception(monkeypatch: Any) ->
     assert isinstance(got, Rejection)
     assert (got.code, got.reason, got.raw, got.event_id) == (
         "unprocessable", "unprocessable: RecursionError", raw, "e1")
+
+
+@pytest.mark.parametrize(("props", "want"), [
+    ({}, (None, None)),
+    ({"other": 1}, (None, None)),
+    ({"value": None}, (None, None)),
+    ({"value": 12}, (12.0, None)),
+    ({"value": -3.5}, (-3.5, None)),
+    ({"value": 1e15}, (1e15, None)),
+    ({"value": "12.50"}, (None, "not_a_number")),
+    ({"value": True}, (None, "not_a_number")),
+    ({"value": {"amount": 3}}, (None, "not_a_number")),
+    ({"value": float("nan")}, (None, "not_finite")),
+    ({"value": float("inf")}, (None, "not_finite")),
+    ({"value": 10**16}, (None, "out_of_range")),
+    ({"value": -2e15}, (None, "out_of_range")),
+])
+def test_event_value_rule(props, want) -> None:
+    """docs/semantics.md "Journey value": a finite number within +-1e15, else ignored
+    with a reason (the event itself stays valid)."""
+    assert event_value(props) == want
+
+
+def test_unusable_value_keeps_the_event() -> None:
+    ok = EventValidator().validate({"event_id": "e", "type": "t", "channel": "web",
+                                    "occurred_at": "2026-01-01T00:00:00Z",
+                                    "customer_id": "c", "properties": {"value": "lots"}})
+    assert isinstance(ok, Touchpoint) and ok.properties == {"value": "lots"}

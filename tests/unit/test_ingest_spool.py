@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest import spool as spool_module
-from ingest.producer import TouchpointProducer
+from ingest.producer import TouchpointProducer, bulk_producer
 from ingest.spool import (
     MAGIC,
+    MAGIC_V1,
     SpoolFailed,
     SpoolRecord,
     SpoolStats,
     SpoolWriter,
     close_gate,
+    encode_payload,
     gate_is_open,
     open_gate,
     read_spool,
@@ -145,6 +151,40 @@ def test_the_gate(tmp_path: Path) -> None:
     assert not gate_is_open(d)
 
 
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.lists(st.integers(0, 2), min_size=1, max_size=30))
+def test_writers_at_once_are_read_back_in_write_order(tmp_path_factory: pytest.TempPathFactory,
+                                                      order: list[int]) -> None:
+    """Three processes' writers (the collector, an import, a generator) appending in any
+    interleaving: the read gives the frames in the order they were written, not one
+    segment after another (a replay in segment order could make events late that were
+    on time)."""
+    d = tmp_path_factory.mktemp("spool")
+    writers = [SpoolWriter(d) for _ in range(3)]
+    for n, w in enumerate(order):
+        writers[w].append(frame(1, tag=f"{w}-{n}"))
+    for w in writers:
+        w.close()
+    got = [f[0][2].split(b'"')[1].decode() for f in read_spool(d)]
+    assert got == [f"{w}-{n}" for n, w in enumerate(order)]
+
+
+def test_first_format_segments_are_read_first_in_segment_order(tmp_path: Path) -> None:
+    """A spool written before frames had times (MAGIC_V1) is still replayed, ahead of
+    everything written since."""
+    SpoolWriter(tmp_path).append(frame(1, "new"))  # segment 1, timed
+    payload = encode_payload(frame(2, "old"))
+    v1 = struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    (tmp_path / "00000002.spool").write_bytes(MAGIC_V1 + v1 + v1)
+    stats = SpoolStats()
+    tags = [f[0][2].split(b'"')[1] for f in read_spool(tmp_path, stats)]
+    assert tags == [b"old", b"old", b"new"] and stats.records == 5 and not stats.torn_segments
+    (tmp_path / "00000002.spool").write_bytes(MAGIC_V1 + v1 + v1[:-1])  # torn: its frame is ignored
+    stats = SpoolStats()
+    assert len(list(read_spool(tmp_path, stats))) == 2 and stats.torn_segments == 1
+
+
 # -- fsync before produce -------------------------------------------------------------
 
 class _Future:
@@ -166,6 +206,9 @@ class _Client:
         on_disk = sum(len(f) for f in read_spool(self.spool))
         self.journal.append(f"send {topic} with {on_disk} records on disk")
         return _Future()
+
+    def close(self, timeout: float | None = None) -> None:
+        self.journal.append("close")
 
 
 @pytest.fixture
@@ -202,3 +245,44 @@ def test_records_are_fsynced_before_they_are_produced(
     assert journal == ["fsync", "fsync", "fsync"] + [
         "send journeys.touchpoints with 3 records on disk"] * 3
     assert [r[2] for r in next(read_spool(tmp_path))] == [t.to_json() for t in tps]
+
+
+def test_the_importers_records_are_fsynced_before_they_are_produced(
+        tmp_path: Path, listener: str) -> None:
+    """`journeys ingest` into a `journeys up` (send_keyed, the importer's path): each
+    group of records is on disk before its first send, and the producer's close closes
+    the spool's segment (docs/reliability.md "Events produced straight into")."""
+    journal: list[str] = []
+    spool = SpoolWriter(tmp_path)
+    producer = TouchpointProducer(
+        KafkaConfig(bootstrap_servers=listener), spool=spool,
+        factory=lambda **kw: _Client(journal, tmp_path, **kw))
+    records = [(f"c{i}".encode(), f'{{"event_id":"e{i}"}}'.encode(), None) for i in range(4)]
+    delivery, where = producer.send_keyed(records[:2])
+    assert delivery.ok and len(where) == 2
+    delivery, _ = producer.send_keyed(records[2:])
+    assert delivery.ok
+    assert journal == ["send journeys.touchpoints with 2 records on disk"] * 2 + [
+        "send journeys.touchpoints with 4 records on disk"] * 2
+    producer.close()
+    assert journal[-1] == "close" and spool.path is None
+    assert [r[2] for f in read_spool(tmp_path) for r in f] == [v for _k, v, _h in records]
+    spooled = bulk_producer(KafkaConfig(bootstrap_servers=listener), client_id="t",
+                            spool_dir=tmp_path / "up" / "spool")
+    assert spooled.spool is not None and spooled.spool.directory == tmp_path / "up" / "spool"
+    assert spooled.spool.require_gate
+    assert bulk_producer(KafkaConfig(), client_id="t").spool is None
+
+
+def test_an_importers_writer_stops_when_its_up_is_gone(tmp_path: Path) -> None:
+    """The gate closed (another `journeys up` is starting on the data dir): an import's
+    writer refuses, so nothing it sends can slip in behind a replay that has read past
+    it; the collector's writer (no require_gate) is not asked."""
+    open_gate(tmp_path)
+    writer = SpoolWriter(tmp_path, require_gate=True)
+    writer.append(frame(2))
+    close_gate(tmp_path)
+    with pytest.raises(SpoolFailed, match="restarting"):
+        writer.append(frame(1))
+    SpoolWriter(tmp_path).append(frame(1))
+    assert [len(f) for f in read_spool(tmp_path)] == [2, 1]

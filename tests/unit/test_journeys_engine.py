@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import JourneyDefinition
-from stream.engine.dropoff import StepReached
 from stream.engine.journeys import (
     CustomerJourneys,
     InstanceRow,
@@ -26,6 +25,7 @@ from stream.engine.journeys import (
     JourneyEngine,
     fold_rows,
 )
+from stream.engine.outputs import StepReached
 from stream.engine.runs import PATH_CAP
 from stream.eventtime.watermarks import SourceClock
 from tests.profiles import examples
@@ -44,9 +44,11 @@ class E:
     type: str
     channel: str
     occurred_at: int
+    value: float | None = None
 
     def ref(self) -> Ev:
-        return Ev(self.event_id, self.customer, self.type, self.channel, self.occurred_at)
+        return Ev(self.event_id, self.customer, self.type, self.channel, self.occurred_at,
+                  self.value)
 
 
 def defs(abandon: int, window: int, listed: bool) -> list[JourneyDefinition]:
@@ -130,6 +132,7 @@ def ref_view(insts) -> dict[str, tuple]:
             [(d.kind, d.step, d.channel, d.t,
               next(k for k, p in enumerate(i.path) if p.event_id == d.event_id))
              for d in i.detours],
+            i.value,
         )
         for i in insts
     }
@@ -143,6 +146,7 @@ def row_view(rows: dict[str, InstanceRow]) -> dict[str, tuple]:
             list(zip(r.path_times, r.path_types, r.path_channels, strict=True)),
             list(zip(r.detour_kinds, r.detour_steps, r.detour_channels, r.detour_times,
                      r.detour_positions, strict=True)),
+            r.value,
         )
         for r in rows.values()
     }
@@ -181,10 +185,11 @@ def check(h: Harness, definitions: list[JourneyDefinition]) -> None:
 def _events(draw, n_max: int = 45, span: int = 400) -> list[E]:
     raw = draw(st.lists(
         st.tuples(st.integers(0, 2), st.integers(0, span), st.sampled_from(TYPES),
-                  st.sampled_from(CHANNELS)),
+                  st.sampled_from(CHANNELS), st.one_of(st.none(), st.integers(-5, 500))),
         min_size=1, max_size=n_max,
     ))
-    return [E(f"e{i:03d}", f"c{c}", ty, ch, BASE + t) for i, (c, t, ty, ch) in enumerate(raw)]
+    return [E(f"e{i:03d}", f"c{c}", ty, ch, BASE + t, None if v is None else float(v))
+            for i, (c, t, ty, ch, v) in enumerate(raw)]
 
 
 @st.composite
@@ -380,3 +385,29 @@ def test_rows_and_retractions_carry_their_definition_version() -> None:
     later = engine.apply_tail("c", state, [(BASE + 10 * M, "e1", "view", "web", None)],
                               watermark=BASE)
     assert [(r.journey, r.definition_version) for r in later.retractions] == [("buy", "b1")]
+
+
+def test_story_journey_value_is_the_latest_one() -> None:
+    """docs/semantics.md "Journey value": the latest event carrying a value wins (a
+    basket growing, then the order); events without one change nothing; an event of
+    another type inside the instance counts; a capped path keeps it."""
+    h = Harness([BUY], lateness=5 * M, path_cap=3)
+    v = [E("e1", "c1", "view", "web", BASE), E("e2", "c1", "cart", "web", BASE + M, 20.0),
+         E("e3", "c1", "cart", "web", BASE + 2 * M, 35.5),
+         E("e4", "c1", "help", "chat", BASE + 3 * M, 40.0),  # beyond the cap of 3
+         E("e5", "c1", "pay", "web", BASE + 4 * M)]
+    h.batch(v)
+    [row] = h.rows.values()
+    assert (row.status, row.value, row.path_truncated) == ("open", 40.0, 1)
+    h.batch([E("e6", "c1", "done", "web", BASE + 5 * M, 38.0)])  # the order total
+    [row] = h.rows.values()
+    assert (row.status, row.value) == ("converted", 38.0)
+    h.batch([E("e7", "c2", "view", "app", BASE + 6 * M),
+             E("e8", "c2", "cart", "app", BASE + 7 * M, 12.0),
+             E("e9", "c2", "cart", "app", BASE + 8 * M)])  # no value: 12 stays
+    h.idle(2 * H)
+    gone = next(r for r in h.rows.values() if r.customer_id == "c2")
+    assert (gone.status, gone.value) == ("abandoned", 12.0)
+    nothing = Harness([BUY], lateness=5 * M)
+    nothing.batch([e(1, 0, "view"), e(2, M, "cart")])
+    assert [r.value for r in nothing.rows.values()] == [None]  # no value, not 0

@@ -116,3 +116,25 @@ def test_process_started_reads_proc() -> None:
         pytest.fail("these tests run on Linux")
     assert st.process_started(os.getpid()) is not None
     assert st.process_started(_dead_pid()) is None
+
+
+def test_an_up_stack_names_its_spool_also_when_its_broker_is_given_explicitly(
+        tmp_path: Path) -> None:
+    """Producers aimed at a `journeys up` spool what they send (docs/reliability.md);
+    pointing -b at its embedded broker is aiming at that stack too."""
+    st.publish(_stack(tmp_path / "up"))
+    kafka = CollectorSettings.build().kafka
+    found = resolve(kafka, "w", tmp_path / "up")
+    assert found.spool_dir == tmp_path / "up" / "spool"
+    for given in ("127.0.0.1:39999", "localhost:39999"):
+        explicit = resolve(kafka, "w", tmp_path / "elsewhere", bootstrap=given)
+        assert explicit.stack is not None and explicit.spool_dir == tmp_path / "up" / "spool"
+        assert explicit.kafka.bootstrap_servers == given and explicit.app_id == "up-app"
+    other = resolve(kafka, "w", tmp_path / "up", bootstrap="127.0.0.1:40000")
+    assert other.stack is None and other.spool_dir is None
+
+
+def test_a_demo_stack_has_no_spool(tmp_path: Path) -> None:
+    st.publish(_stack(tmp_path, kind="demo"))
+    target = resolve(CollectorSettings.build().kafka, "w", tmp_path)
+    assert target.stack is not None and target.spool_dir is None

@@ -19,7 +19,7 @@ from journeys.definitions import parse_definitions
 from stream.engine.identity import JUNK_IDS
 from stream.stages.customer_state import RECORD_BOUND
 from tests.profiles import examples
-from tests.reference.stitching_ref import split_reference
+from tests.reference.stitching_ref import split, split_reference
 from tests.unit.stream_harness import CHANNELS, Pipeline
 
 BASE = 1_772_323_200_000
@@ -43,7 +43,9 @@ def event(i: int, t: int, typ: str, channel: str, cust: str | None,
           anon: str | None) -> dict[str, Any]:
     return {"event_id": f"e{i:04d}", "type": typ, "channel": channel, "occurred_at": BASE + t,
             "customer_id": cust, "anonymous_id": anon,
-            "context": {"campaign": f"k{i % 3}"} if typ == "view" else {}}
+            "context": {"campaign": f"k{i % 3}"} if typ == "view" else {},
+            # journey value on some events; every 7th unusable (ignored, event kept)
+            "properties": {"value": "n/a" if i % 7 == 0 else 10 * (i % 5)} if i % 2 else {}}
 
 
 @st.composite
@@ -131,6 +133,11 @@ def check(pipe: Pipeline, events: list[dict[str, Any]], final: int) -> None:
     tests/reference/stitching_ref.py), and each close is published once."""
     view, sessions = split_reference(pipe.defs, events, set(JUNK_IDS), final)
     assert pipe.journey_view() == view
+    # and an event is in at most one instance of a definition, also across a link
+    # (a device's closed instance and the customer's replay: docs/semantics.md)
+    instances, _ = split(pipe.defs, events, set(JUNK_IDS), final)
+    placed = [(i.journey, e.event_id) for i in instances for e in i.path]
+    assert len(placed) == len(set(placed))
     assert pipe.live_sessions() == sessions
     closed = sorted(r.instance_id for r in pipe.closed)
     assert len(closed) == len(set(closed))  # each close published once
@@ -205,3 +212,25 @@ def test_state_table_values_are_small_and_decodable() -> None:
     [value] = [v for k, v in pipe.states.items() if not k.startswith(b"\x00")]
     assert orjson.loads(value[8:])["j"]["o"]["buy"]  # open run stored as its path
     assert len(value) < 1024
+
+
+def test_a_device_event_of_a_closed_instance_is_not_replayed_for_its_definition() -> None:
+    """The device converted `short` (cart, pay) while `buy` (view, cart, pay, ...) was
+    still open; at the link, buy's events move to the customer, but cart and pay must
+    not open `short` there again: they were in the device's closed `short` instance."""
+    defs = definitions(60_000, 600_000, 30_000)
+    events = [event(0, 0, "view", "web", None, "d0"), event(1, 10, "cart", "web", None, "d0"),
+              event(2, 20, "pay", "web", None, "d0"), event(3, 30, "identify", "web", "c0", "d0"),
+              event(4, 40, "done", "web", "c0", None)]
+    for bulk in (False, True):
+        pipe = Pipeline(defs, partitions=2, lateness_ms=5, seed=7, bulk=bulk)
+        pipe.feed_raw(events, BASE + 45)
+        pipe.drain()
+        final = BASE + 10 * 10**6
+        pipe.finish(final)
+        check(pipe, events, final)
+        shorts = [v for v in pipe.journey_view().values() if v[0] == "short"]
+        assert [(v[1], v[2]) for v in shorts] == [("d0", "converted")]
+        buys = [v for v in pipe.journey_view().values() if v[0] == "buy"]
+        assert [(v[1], v[2], v[7]) for v in buys] == [
+            ("c0", "converted", ["view", "cart", "pay", "identify", "done"])]

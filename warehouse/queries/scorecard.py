@@ -12,11 +12,11 @@ window starts inside the range (with a channel filter: that channel's alerts onl
 the same definition version. Each
 figure is compared with the period of the same length just before (compare.Change).
 
-Not here: value converted / abandoned. Events may carry `properties.value`, but
-`journey_instances` keeps no event ids or properties, and matching instances back to the
-raw `touchpoints` by customer, type and time is not exact (stitching re-keys events,
-the raw table can hold a conflicting duplicate's copy, ties in time): left out rather
-than estimated (docs/reports.md "Scorecard").
+Value converted / abandoned: the sum of the journey value (docs/semantics.md "Journey
+value": an instance's latest usable `properties.value`, computed by the stream engine and
+stored with the instance, migration 0011) over the converted / abandoned instances of the
+cohort, with how many of them carry one. Null when none does (the events carry no
+value, or the rows predate 0011): no value is not a value of 0.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from journeys.definitions import JourneyDefinition
 from journeys.errors import InvalidQuery
 from warehouse.backend import Warehouse
 from warehouse.queries import _journeys as j
-from warehouse.queries import compare, funnel, time_to_convert
+from warehouse.queries import _settled, compare, funnel, time_to_convert
 from warehouse.queries._stats import previous_period
 from warehouse.sql import qualified
 from warehouse.writers_alerts import ALERTS
@@ -52,6 +52,20 @@ class Scores(NamedTuple):
     worst_step_abandoned: int
     worst_step_drop_rate: float | None  # abandoned there / reached it
     alerts_fired: int
+    value_converted: float | None  # sum of the converted instances' journey values
+    value_abandoned: float | None
+    converted_with_value: int  # instances the sums are over
+    abandoned_with_value: int
+
+
+class Values(NamedTuple):
+    value_converted: float | None
+    value_abandoned: float | None
+    converted_with_value: int
+    abandoned_with_value: int
+
+
+NO_VALUES = Values(None, None, 0, 0)
 
 
 def _ms(day: date) -> int:
@@ -76,6 +90,34 @@ def build_alerts(database: str, *, date_from: date, date_to: date, channel: str 
     return sql, params
 
 
+def build_values(database: str, journey: JourneyDefinition, *, date_from: date,
+                 date_to: date, channel: str | None = None,
+                 split: _settled.Split = _settled.FINAL_EVERYWHERE,
+                 ) -> tuple[str, dict[str, Any]]:
+    """Per closed status: instances with a journey value, and the sum of their values."""
+    where, params = j.where(journey, date_from=date_from, date_to=date_to, channel=channel,
+                            extra=("status IN ('converted', 'abandoned')",
+                                   "has_journey_value = 1"))
+    cols = j.columns((), "journey_value", "has_journey_value")
+    sql = (f"SELECT status, count(), sum(journey_value)\n"
+           f"{_settled.source(database, where, cols, split)}\nGROUP BY status\nORDER BY status")
+    return sql, {**params, **_settled.params(split)}
+
+
+def values(wh: Warehouse, d: JourneyDefinition, *, date_from: date, date_to: date,
+           channel: str | None = None) -> Values:
+    """Value converted / abandoned of the cohort (module docstring)."""
+    def query(split: _settled.Split) -> list[Any]:
+        return wh.query(*build_values(wh.database, d, date_from=date_from, date_to=date_to,
+                                      channel=channel, split=split))
+
+    got = {str(s): (int(n), float(v)) for s, n, v in
+           _settled.consistent(wh, date_from, date_to, query)}
+    conv, ab = got.get("converted"), got.get("abandoned")
+    return Values(conv[1] if conv else None, ab[1] if ab else None,
+                  conv[0] if conv else 0, ab[0] if ab else 0)
+
+
 def _scores(wh: Warehouse, d: JourneyDefinition, date_from: date, date_to: date,
             channel: str | None, alerts: dict[str, int]) -> Scores:
     kw: dict[str, Any] = {"date_from": date_from, "date_to": date_to, "channel": channel}
@@ -88,7 +130,7 @@ def _scores(wh: Warehouse, d: JourneyDefinition, date_from: date, date_to: date,
                   t.conversion_rate, j.ratio(t.abandoned, t.opened), end.p50_seconds,
                   worst.step if worst else None, worst.dropped_here if worst else 0,
                   j.ratio(worst.dropped_here, worst.instances) if worst else None,
-                  alerts.get(d.name, 0))
+                  alerts.get(d.name, 0), *values(wh, d, **kw))
 
 
 def versions(journeys: list[JourneyDefinition]) -> list[tuple[str, str]]:
@@ -125,7 +167,8 @@ def run(
         rates = {"conversion_rate": ((now.converted, now.opened), (then.converted, then.opened)),
                  "abandonment_rate": ((now.abandoned, now.opened),
                                       (then.abandoned, then.opened))}
-        figures = compare.compared(now, then, (*COUNTS, "median_seconds_to_convert"), rates)
+        figures = compare.compared(now, then, (*COUNTS, "median_seconds_to_convert",
+                                               "value_converted", "value_abandoned"), rates)
         out.append((now, figures))
     return out, before
 

@@ -33,7 +33,7 @@ from journeys.settings import AlertingConfig
 from journeys.timeutil import now_ms
 from stream.agents.alerting import webhooks
 from stream.agents.alerting.webhooks import PayloadKind
-from stream.engine.dropoff import AlertRecord
+from stream.engine.alert_verdict import AlertRecord
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import orjson
 
 from journeys.errors import JourneysError
 from stream.agents.alerting.delivery import WebhookDispatcher
-from stream.engine.dropoff import AlertRecord
+from stream.engine.alert_verdict import AlertRecord
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import orjson
 
 from journeys import __version__
 from journeys.timeutil import format_duration_ms, ms_to_iso
-from stream.engine.dropoff import ALL_CHANNELS, AlertRecord
+from stream.engine.alert_verdict import ALL_CHANNELS, AlertRecord
 
 PayloadKind = Literal["generic", "slack"]
 SIGNATURE_HEADER = "X-Journeys-Signature"
