@@ -66,6 +66,9 @@ class ColumnMapping:
 _EPOCH = re.compile(r"-?[0-9]{1,19}(\.[0-9]{1,9})?")  # epoch numbers in text columns
 
 
+_NUMBERS = (int, float, Decimal)  # a tuple: `int | float | Decimal` is built per call
+
+
 class _RowError(Exception):
     pass
 
@@ -173,11 +176,13 @@ class RowMapper:
         if column is None:
             return None
         value = row.get(column)
+        if type(value) is str:  # the common case first: 5 calls per row
+            return value.strip() if value else None
         if _blank(value):
             return None
         if isinstance(value, float) and value.is_integer():
             return str(int(value))  # ids that pandas/parquet stored as floats
-        if isinstance(value, int | float | Decimal):
+        if isinstance(value, _NUMBERS):
             return str(value)
         return value.strip() if isinstance(value, str) else value
 
@@ -209,7 +214,7 @@ class RowMapper:
             return self._aware_iso(datetime(value.year, value.month, value.day))
         if isinstance(value, bool):
             return value
-        if isinstance(value, int | float | Decimal):
+        if isinstance(value, _NUMBERS):
             if not math.isfinite(value):
                 return str(value)  # the validator says bad_timestamp
             return int(float(value) * 1000) if self.m.time_unit == "s" else int(value)
