@@ -261,7 +261,7 @@ class TouchpointProducer:
         partitions = sorted(client.partitions_for(raw) or ())
         where = [self._key_partitions.pick(k, partitions) for _t, k, _v, _h in items
                  ] if partitions else []
-        return self._send_records(client, items), where
+        return self._send_records(client, items, where or None), where
 
     def send_raw(self, topic: str, values: Iterable[tuple[bytes | None, bytes]]) -> Delivery:
         """Send pre-serialised (key, value) pairs, e.g. generator output, to `topic`."""
@@ -276,8 +276,10 @@ class TouchpointProducer:
         return self._send_records(self._connected_client(), records)
 
     def _send_records(
-        self, client: KafkaProducer, records: Sequence[SpoolRecord]
+        self, client: KafkaProducer, records: Sequence[SpoolRecord],
+        chosen: Sequence[int] | None = None,
     ) -> Delivery:
+        """Send in order; `chosen`: each record's partition, already picked (send_keyed)."""
         delivery = Delivery(len(records))
         if not records:
             return delivery
@@ -294,7 +296,9 @@ class TouchpointProducer:
         for index, (topic, key, value, hdr) in enumerate(records):
             try:
                 partition = None
-                if key is not None:
+                if chosen is not None:
+                    partition = chosen[index]
+                elif key is not None:
                     if topic not in partitions:
                         partitions[topic] = sorted(client.partitions_for(topic))
                     partition = self._key_partitions.pick(key, partitions[topic])
