@@ -22,7 +22,7 @@ from warehouse.writers import write_sessions
 from warehouse.writers_alerts import ALERTS, write_alerts
 
 RAW_COLUMNS = ("event_id", "type", "channel", "occurred_at_ms", "customer_id",
-               "anonymous_id", "context")
+               "anonymous_id", "context", "properties")
 
 
 def _range(since_ms: int | None, until_ms: int | None, column: str

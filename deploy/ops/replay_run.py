@@ -41,6 +41,7 @@ from deploy.ops.replay_plan import (
 )
 from journeys.definitions import Definitions
 from journeys.errors import ConfigError
+from journeys.events import event_value
 from journeys.timeutil import now_ms
 from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.journeys import JourneyEngine
@@ -276,12 +277,13 @@ def _batch(wh: Warehouse, batch: Sequence[str], keys: replay_io.KeyRange,
     observations."""
     wanted = set(batch)
     by_group: dict[str, list[RawEvent]] = {}
-    for eid, typ, ch, t, cust, anon, ctx in replay_io.raw_events(wh, keys):
+    for eid, typ, ch, t, cust, anon, ctx, props in replay_io.raw_events(wh, keys):
         g = group_key(cust, anon, links)
         if g in wanted:
             by_group.setdefault(g, []).append(RawEvent(
                 eid, typ, ch, int(t), cust, anon,
-                orjson.loads(ctx) if ctx and ctx not in ("{}", "null") else None))
+                orjson.loads(ctx) if ctx and ctx not in ("{}", "null") else None,
+                _value(props)))
     records: list[dict[str, Any]] = []
     sessions: list[Any] = []
     reached: list[StepReached] = []
@@ -331,3 +333,15 @@ def _stored_sessions(wh: Warehouse, keys: replay_io.KeyRange, gap_ms: int, horiz
         c = normalized(content)
         out[sid] = Stored(c, bool(deleted), int(c[1]), int(c[2]) + gap_ms <= horizon)
     return out
+
+
+def _value(properties: str | None) -> float | None:
+    """The journey value the stream read from the event (docs/semantics.md "Journey
+    value"): an unusable one is left out, as there."""
+    if not properties or properties in ("{}", "null"):
+        return None
+    try:
+        props = orjson.loads(properties)
+    except orjson.JSONDecodeError:
+        return None
+    return event_value(props)[0] if isinstance(props, dict) else None
