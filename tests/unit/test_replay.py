@@ -31,12 +31,11 @@ from deploy.ops.replay_run import plan_groups
 from journeys.definitions import parse_definitions
 from journeys.errors import ServiceUnavailable
 from journeys.events import event_value
-from journeys.versions import TOMBSTONE_VERSION
+from journeys.versions import TOMBSTONE_VERSION, version_floor
 from stream.engine.identity import JUNK_IDS
 from stream.engine.journeys import JourneyEngine
 from stream.engine.recompute import RawEvent, earliest_links, group_key, recompute_group
 from stream.engine.sessions import Sessionizer
-from stream.stages.customers import version_floor
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
 from tests.profiles import examples
 from tests.reference.stitching_ref import split, view_of
