@@ -116,6 +116,8 @@ class Plan:
     instance_rows: list[tuple[Any, ...]] = field(default_factory=list)  # JOURNEY_INSTANCES
     session_rows: list[tuple[Any, ...]] = field(default_factory=list)  # SESSIONS order
     counts: dict[str, Counts] = field(default_factory=dict)
+    # events listed as late that this batch applies (every definition replayed)
+    late_applied: list[str] = field(default_factory=list)
 
     def count(self, key: str) -> Counts:
         return self.counts.setdefault(key, Counts())
@@ -123,6 +125,7 @@ class Plan:
     def extend(self, other: Plan) -> None:
         self.instance_rows.extend(other.instance_rows)
         self.session_rows.extend(other.session_rows)
+        self.late_applied.extend(other.late_applied)
         for key, c in other.counts.items():
             self.count(key).add(c)
 

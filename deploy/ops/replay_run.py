@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from stream.engine.recompute import (
     RawEvent,
     earliest_links,
     group_key,
+    owner,
     recompute_group,
 )
 from stream.engine.sessions import Sessionizer
@@ -90,11 +91,13 @@ class ReplayReport:
     resumed_from: int = 0  # groups finished before this invocation
     events: int = 0
     rows_written: int = 0
+    late_applied: int = 0  # events listed as late that the run applied (and unlisted)
     finished: bool = False
     counts: dict[str, Counts] = field(default_factory=dict)
     checkpoint: Path | None = None
 
     def add(self, plan: Plan) -> None:
+        self.late_applied += len(plan.late_applied)
         for key, c in plan.counts.items():
             self.counts.setdefault(key, Counts()).add(c)
 
@@ -202,6 +205,7 @@ def replay(wh: Warehouse, defs: Definitions, req: ReplayRequest, *, location: st
             else:
                 report.rows_written += replay_io.write(wh, plan.instance_rows,
                                                        plan.session_rows)
+                replay_io.clear_late(wh, plan.late_applied)  # after the rows it concerns
                 if with_alerts:  # before the checkpoint: a batch redone adds duplicates only
                     _append(observed, reached)
                 state.update(last=batch[-1], done=int(state["done"]) + len(batch))
@@ -300,6 +304,10 @@ def _batch(wh: Warehouse, batch: Sequence[str], keys: replay_io.KeyRange,
                 and (req.until_ms is None or t < req.until_ms))
 
     plan = Plan()
+    if with_sessions:  # every definition and the sessions: late events applied now
+        plan.late_applied = replay_io.late_among(
+            wh, _settled_events(by_group, sessions, links, engine, sessionizer.gap_ms,
+                                horizon, in_scope))
     for name in versions:
         plan.count(name)
     plan_instances(plan, records, _stored_instances(wh, keys, versions),
@@ -345,3 +353,25 @@ def _value(properties: str | None) -> float | None:
     except orjson.JSONDecodeError:
         return None
     return event_value(props)[0] if isinstance(props, dict) else None
+
+
+def _settled_events(by_group: Mapping[str, Sequence[RawEvent]], sessions: Sequence[Any],
+                    links: dict[str, Link], engine: JourneyEngine, gap_ms: int,
+                    horizon: int, in_scope: Callable[[int], bool]) -> list[str]:
+    """Events the replay's written rows surely hold: before the horizon by more than
+    the longest conversion window (no journey still open at the horizon, which the
+    replay leaves to the live stream, can hold them) and inside a session of their key
+    that is final at the horizon. Only those leave the late-events list."""
+    before = horizon - max((d.conversion_window_ms for d in engine.definitions), default=0)
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for s in sessions:
+        if s.ended_at_ms + gap_ms <= horizon:
+            spans.setdefault(s.customer_id, []).append((s.started_at_ms, s.ended_at_ms))
+    out: set[str] = set()
+    for evs in by_group.values():
+        for e in evs:
+            key = owner(e, links)
+            if (key is not None and e.occurred_at < before and in_scope(e.occurred_at)
+                    and any(a <= e.occurred_at <= b for a, b in spans.get(key, ()))):
+                out.add(e.event_id)
+    return sorted(out)
