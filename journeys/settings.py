@@ -195,6 +195,10 @@ class WorkerSettings(WarehouseRole):
     # events of a journey instance kept verbatim (path, per-event detours); beyond them
     # counts only, so a customer's state stays bounded (docs/semantics.md "Capped paths")
     path_cap: int = Field(default=DEFAULT_PATH_CAP, ge=1, le=100_000)
+    # where table values live: "memory" (a dict, rebuilt from the changelogs at start) or
+    # "rocksdb" (local RocksDB files under data_dir via rocksdict: the values leave RSS,
+    # about half of the memory per open journey; docs/reliability.md "Bounded state")
+    state_store: Literal["memory", "rocksdb"] = "memory"
     web_port: int = 6066
     web_enabled: bool = False  # /healthz, /readyz, /metrics (stream.agents.web)
     web_bind: str = "127.0.0.1"  # 0.0.0.0 in a container, so probes reach it

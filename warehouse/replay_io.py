@@ -17,12 +17,12 @@ from typing import Any
 from warehouse.backend import Warehouse
 from warehouse.forget import MUTATION_TIMEOUT_S, wait_for_mutations
 from warehouse.sql import column_list, qualified
-from warehouse.tables import JOURNEY_INSTANCES, SESSIONS, TOUCHPOINTS
+from warehouse.tables import JOURNEY_INSTANCES, LATE_EVENTS, SESSIONS, TOUCHPOINTS
 from warehouse.writers import write_sessions
 from warehouse.writers_alerts import ALERTS, write_alerts
 
 RAW_COLUMNS = ("event_id", "type", "channel", "occurred_at_ms", "customer_id",
-               "anonymous_id", "context")
+               "anonymous_id", "context", "properties")
 
 
 def _range(since_ms: int | None, until_ms: int | None, column: str
@@ -153,6 +153,25 @@ def write(wh: Warehouse, instance_rows: Sequence[Sequence[Any]],
     (warehouse.writers_journeys built and checked them), sessions in SESSIONS order."""
     n = wh.insert(JOURNEY_INSTANCES.name, JOURNEY_INSTANCES.columns, instance_rows)
     return n + (write_sessions(wh, session_rows) if session_rows else 0)
+
+
+def late_among(wh: Warehouse, event_ids: Sequence[str]) -> list[str]:
+    """Which of these events are listed in `late_events` (left out of sessions and
+    journeys when they arrived)."""
+    if not event_ids:
+        return []
+    return sorted({str(r[0]) for r in wh.query(
+        f"SELECT DISTINCT event_id FROM {qualified(wh.database, LATE_EVENTS.name)} "
+        "WHERE event_id IN %(ids)s", {"ids": list(event_ids)})})
+
+
+def clear_late(wh: Warehouse, event_ids: Sequence[str]) -> None:
+    """Unlist events a replay has applied (they are in the sessions and journeys now),
+    and wait until the delete is done, so reports stop counting them as left out."""
+    if event_ids:
+        wh.execute(f"ALTER TABLE {qualified(wh.database, LATE_EVENTS.name)} DELETE WHERE "
+                   "event_id IN %(ids)s", {"ids": list(event_ids)})
+        wait_for_mutations(wh, [LATE_EVENTS.name], MUTATION_TIMEOUT_S)
 
 
 def stored_alerts(wh: Warehouse, journeys: Sequence[str], versions: Sequence[str],

@@ -9,9 +9,10 @@ const Dash = (() => {
   // ---- state <-> URL (query string): a link restores the same view -----------------
   // journey, version, from, to, channel, ctx: the filters every view obeys (version: the
   // journey's definition version, '' = its current one); the rest are the
-  // choices inside views (interval of the time chart, drivers' step, time-to-convert's
+  // choices inside views (interval of the time chart and whether it draws the entry step's
+  // drop-offs (bounces), drivers' step, time-to-convert's
   // segment, the path flow's drop step, the detour kind over time, the customer looked up) and `live` (refresh every 30 s).
-  const KEYS = ['journey', 'version', 'from', 'to', 'channel', 'ctx', 'interval', 'step', 'segment',
+  const KEYS = ['journey', 'version', 'from', 'to', 'channel', 'ctx', 'interval', 'bounces', 'step', 'segment',
                 'drop', 'kind', 'customer', 'live'];
   const state = {};
   function readURL() {

@@ -73,7 +73,8 @@
       $('#auth').classList.remove('shown');
       await renderAll({
         journey: def.name, def, defs, scorecard, days, span, from: range.from, to: range.to,
-        channel: state.channel, ctx: state.ctx, interval: state.interval, step: state.step, version: version || '',
+        channel: state.channel, ctx: state.ctx, interval: state.interval, bounces: state.bounces, step: state.step,
+        version: version || '',
         segment: state.segment, drop: state.drop, kind: state.kind, customer: state.customer, channels,
         score: scorecard.journeys.find((j) => j.journey === def.name),
         cohort: {from: range.from, to: range.to, channel: state.channel || undefined, version},

@@ -151,18 +151,27 @@
       for (const r of f.steps) if (r.step === goal && groupKey(r) === g) by[hourOf(r)] = r.share_of_opened;
       return {name: g || 'conversion', color: c.ctx ? C.color(gi) : C.color(0), values: hours.map((h) => by[h] ?? null), fmt: fmt.pct};
     });
-    const groups = c.ctx ? [...new Set(a.rows.map(groupKey))] : c.def.steps.slice(0, -1);
-    const aband = groups.map((g, gi) => {
+    // dropped at the entry step (one event, then nothing: bounces) is most of a journey's
+    // abandonment and would flatten the other steps' lines: drawn only on request
+    const entry = c.def.steps[0];
+    const bounced = c.ctx ? 0 : a.rows.filter((r) => r.step === entry).reduce((n, r) => n + r.abandoned, 0);
+    const groups = c.ctx ? [...new Set(a.rows.map(groupKey))] : c.def.steps.slice(c.bounces ? 0 : 1, -1);
+    const aband = groups.map((g) => {
       const by = {};
       for (const r of a.rows) if ((c.ctx ? groupKey(r) : r.step) === g) by[hourOf(r)] = r.abandoned;
+      // a step keeps its colour whether the entry step is drawn or not
+      const gi = c.ctx ? groups.indexOf(g) : c.def.steps.indexOf(g);
       return {name: g, color: C.color(gi), values: hours.map((h) => by[h] ?? 0)};
     });
+    const toggle = c.ctx ? '' : `<label class="small"><input type="checkbox" data-bounces${c.bounces ? ' checked' : ''}> ` +
+      `draw dropped at ${esc(entry)} (left after the entry step: <span data-k="bounced">${fmt.int(bounced)}</span> in these hours` +
+      `${c.bounces ? '' : ', not drawn: they would flatten the other steps'})</label>`;
     const chart = '<h3>Conversion by hour opened</h3>' +
       (c.ctx ? C.legend(conv.map((s) => ({name: s.name, color: s.color}))) : '') +
       C.lines({x: hours, series: conv, markers, xLabel: 'hour opened (UTC)', yLabel: 'share converted',
         fmtAxis: (x) => fmt.pct(x, 0), tickLabel: tick, height: 230}) +
       '<h3>Abandoned journeys by hour opened</h3>' +
-      C.legend(aband.map((s) => ({name: c.ctx ? s.name : 'dropped at ' + s.name, color: s.color}))) +
+      C.legend(aband.map((s) => ({name: c.ctx ? s.name : 'dropped at ' + s.name, color: s.color}))) + toggle +
       C.lines({x: hours, series: aband, markers, xLabel: 'hour opened (UTC)', yLabel: 'abandoned journeys',
         fmtAxis: fmt.int, tickLabel: tick, height: 230});
     const csv = v.csv(`journeys/${name}/funnel`, fParams, `${c.journey}-funnel-hourly`) + ' conversion · ' +
@@ -224,6 +233,7 @@
         `<span data-k="alerts-recovered">${recovered}</span> recovered${c.channel ? ` (channel ${esc(c.channel)})` : ''}; ` +
         'hover a marker for its window, rate and baseline.</p>');
       v.el.querySelector('[data-interval]').addEventListener('change', (ev) => c.set({interval: ev.target.value === 'auto' ? '' : ev.target.value}));
+      v.el.querySelector('[data-bounces]')?.addEventListener('change', (ev) => c.set({bounces: ev.target.checked ? '1' : ''}));
     },
   });
 

@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
                 "dry_run": dry_run, "finished": report.finished,
                 "customers": report.groups_done, "customers_total": report.groups_total,
                 "resumed_from": report.resumed_from, "events": report.events,
-                "rows_written": report.rows_written,
+                "rows_written": report.rows_written, "late_applied": report.late_applied,
                 "counts": {k: c.as_dict() for k, c in sorted(report.counts.items())},
             }).decode())
             return
@@ -125,6 +125,9 @@ def register(app: typer.Typer) -> None:
                   "counts below are this invocation's")
         _print(report, dry_run, out)
         done = f"{report.groups_done:,} of {report.groups_total:,} customer(s)"
+        if report.late_applied:
+            out.print(f"late events {'to be ' if dry_run else ''}applied and taken off "
+                      f"the late-events list: {report.late_applied:,}")
         if dry_run:
             out.print(f"dry run: {done} recomputed from {report.events:,} events; "
                       "nothing written")

@@ -26,13 +26,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from journeys.versions import TOMBSTONE_VERSION
+from journeys.versions import FLOOR_SHIFT, TOMBSTONE_VERSION
 from warehouse.writers_journeys import journey_instance_row, journey_retraction_row
 
-FLOOR_SHIFT = 20  # as stream.stages.customers.version_floor: 2^20 versions per ms
 REPLAY_LEAD = 2**60
 """Versions of replayed final rows: the run's start in ms × 2^20 (the stream's version
-floor of a worker generation started then, stream/stages/customers.py `version_floor`)
+floor of a worker generation started then, journeys/versions.py `version_floor`)
 plus REPLAY_LEAD. Above every version the stream hands out (a generation started up to
 2^40 ms, 34 years, after the replay included; sessions: event counts), higher for a
 later run, whose rows replace an earlier run's, and below TOMBSTONE_VERSION (2^62: a
@@ -47,7 +46,7 @@ INSTANCE_COMPARED = (
     "path_types", "path_channels", "path_times", "detour_kinds", "detour_steps",
     "detour_channels", "detour_times", "context_keys", "context_values", "events",
     "path_truncated", "capped_detour_kinds", "capped_detour_steps",
-    "capped_detour_channels", "capped_detour_counts",
+    "capped_detour_channels", "capped_detour_counts", "journey_value", "has_journey_value",
 )
 """The journey_instances columns that make an instance's content (not its version)."""
 
@@ -117,6 +116,8 @@ class Plan:
     instance_rows: list[tuple[Any, ...]] = field(default_factory=list)  # JOURNEY_INSTANCES
     session_rows: list[tuple[Any, ...]] = field(default_factory=list)  # SESSIONS order
     counts: dict[str, Counts] = field(default_factory=dict)
+    # events listed as late that this batch applies (every definition replayed)
+    late_applied: list[str] = field(default_factory=list)
 
     def count(self, key: str) -> Counts:
         return self.counts.setdefault(key, Counts())
@@ -124,6 +125,7 @@ class Plan:
     def extend(self, other: Plan) -> None:
         self.instance_rows.extend(other.instance_rows)
         self.session_rows.extend(other.session_rows)
+        self.late_applied.extend(other.late_applied)
         for key, c in other.counts.items():
             self.count(key).add(c)
 

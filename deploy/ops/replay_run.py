@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from deploy.ops.replay_plan import (
 )
 from journeys.definitions import Definitions
 from journeys.errors import ConfigError
+from journeys.events import event_value
 from journeys.timeutil import now_ms
 from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.journeys import JourneyEngine
@@ -50,6 +51,7 @@ from stream.engine.recompute import (
     RawEvent,
     earliest_links,
     group_key,
+    owner,
     recompute_group,
 )
 from stream.engine.sessions import Sessionizer
@@ -89,11 +91,13 @@ class ReplayReport:
     resumed_from: int = 0  # groups finished before this invocation
     events: int = 0
     rows_written: int = 0
+    late_applied: int = 0  # events listed as late that the run applied (and unlisted)
     finished: bool = False
     counts: dict[str, Counts] = field(default_factory=dict)
     checkpoint: Path | None = None
 
     def add(self, plan: Plan) -> None:
+        self.late_applied += len(plan.late_applied)
         for key, c in plan.counts.items():
             self.counts.setdefault(key, Counts()).add(c)
 
@@ -201,6 +205,7 @@ def replay(wh: Warehouse, defs: Definitions, req: ReplayRequest, *, location: st
             else:
                 report.rows_written += replay_io.write(wh, plan.instance_rows,
                                                        plan.session_rows)
+                replay_io.clear_late(wh, plan.late_applied)  # after the rows it concerns
                 if with_alerts:  # before the checkpoint: a batch redone adds duplicates only
                     _append(observed, reached)
                 state.update(last=batch[-1], done=int(state["done"]) + len(batch))
@@ -276,12 +281,13 @@ def _batch(wh: Warehouse, batch: Sequence[str], keys: replay_io.KeyRange,
     observations."""
     wanted = set(batch)
     by_group: dict[str, list[RawEvent]] = {}
-    for eid, typ, ch, t, cust, anon, ctx in replay_io.raw_events(wh, keys):
+    for eid, typ, ch, t, cust, anon, ctx, props in replay_io.raw_events(wh, keys):
         g = group_key(cust, anon, links)
         if g in wanted:
             by_group.setdefault(g, []).append(RawEvent(
                 eid, typ, ch, int(t), cust, anon,
-                orjson.loads(ctx) if ctx and ctx not in ("{}", "null") else None))
+                orjson.loads(ctx) if ctx and ctx not in ("{}", "null") else None,
+                _value(props)))
     records: list[dict[str, Any]] = []
     sessions: list[Any] = []
     reached: list[StepReached] = []
@@ -298,6 +304,10 @@ def _batch(wh: Warehouse, batch: Sequence[str], keys: replay_io.KeyRange,
                 and (req.until_ms is None or t < req.until_ms))
 
     plan = Plan()
+    if with_sessions:  # every definition and the sessions: late events applied now
+        plan.late_applied = replay_io.late_among(
+            wh, _settled_events(by_group, sessions, links, engine, sessionizer.gap_ms,
+                                horizon, in_scope))
     for name in versions:
         plan.count(name)
     plan_instances(plan, records, _stored_instances(wh, keys, versions),
@@ -331,3 +341,37 @@ def _stored_sessions(wh: Warehouse, keys: replay_io.KeyRange, gap_ms: int, horiz
         c = normalized(content)
         out[sid] = Stored(c, bool(deleted), int(c[1]), int(c[2]) + gap_ms <= horizon)
     return out
+
+
+def _value(properties: str | None) -> float | None:
+    """The journey value the stream read from the event (docs/semantics.md "Journey
+    value"): an unusable one is left out, as there."""
+    if not properties or properties in ("{}", "null"):
+        return None
+    try:
+        props = orjson.loads(properties)
+    except orjson.JSONDecodeError:
+        return None
+    return event_value(props)[0] if isinstance(props, dict) else None
+
+
+def _settled_events(by_group: Mapping[str, Sequence[RawEvent]], sessions: Sequence[Any],
+                    links: dict[str, Link], engine: JourneyEngine, gap_ms: int,
+                    horizon: int, in_scope: Callable[[int], bool]) -> list[str]:
+    """Events the replay's written rows surely hold: before the horizon by more than
+    the longest conversion window (no journey still open at the horizon, which the
+    replay leaves to the live stream, can hold them) and inside a session of their key
+    that is final at the horizon. Only those leave the late-events list."""
+    before = horizon - max((d.conversion_window_ms for d in engine.definitions), default=0)
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for s in sessions:
+        if s.ended_at_ms + gap_ms <= horizon:
+            spans.setdefault(s.customer_id, []).append((s.started_at_ms, s.ended_at_ms))
+    out: set[str] = set()
+    for evs in by_group.values():
+        for e in evs:
+            key = owner(e, links)
+            if (key is not None and e.occurred_at < before and in_scope(e.occurred_at)
+                    and any(a <= e.occurred_at <= b for a, b in spans.get(key, ()))):
+                out.add(e.event_id)
+    return sorted(out)

@@ -28,6 +28,7 @@ from journeys.timeutil import ms_to_iso, now_ms
 from stream.agents.crash_journal import CrashJournal
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats
+from stream.agents.table_store import table_store
 from stream.stages.parts import store_order
 
 log = logging.getLogger(__name__)
@@ -83,15 +84,15 @@ async def store(ctx: StageContext, table: Any,
     state that never reached the changelog (measured: a SIGKILL then restored stale
     sessions). Table recovery reads the changelog topic whoever wrote it; aiokafka
     directly costs ~70 us per record, Faust's send_soon path ~300 us (measured)."""
-    data = table.data
+    data = table_store(table)
     topic = table.changelog_topic.get_topic_name()
     messages: list[tuple[int | None, bytes | None, bytes | None]] = []
     for key, (partition, value) in states.items():
         if value is None:
-            if data.pop(key, None) is None:
+            if not data.delete(key):
                 continue  # never stored here: nothing to delete
         else:
-            data[key] = value
+            data.put(partition, key, value)
         messages.append((partition, key, value))
     await send_all(ctx, topic, messages)
 

@@ -31,6 +31,7 @@ from stream.agents.context import (
     store_parted,
     write_with_retry,
 )
+from stream.agents.table_store import table_store
 from stream.engine.outputs import InstanceRow, StepReached
 from stream.eventtime.watermarks import Claim
 from stream.stages.customer_batch import CustomerBatch
@@ -267,7 +268,7 @@ class CustomerAgent:
             self.stage.forget(revoked | new)  # frontiers restart from fresh claims
             if new:
                 started = time.perf_counter()
-                n = self.stage.rebuild(new, list(self.table.data.items()))
+                n = self.stage.rebuild(new, table_store(self.table).items())
                 log.info("customers: indexed %d customers of partitions %s in %.2fs",
                          n, sorted(new), time.perf_counter() - started)
             self._indexed = active

@@ -39,6 +39,7 @@ class RawEvent(NamedTuple):
     customer_id: str
     anonymous_id: str
     context: dict[str, Any] | None = None
+    value: float | None = None  # usable properties.value (journeys.events.event_value)
 
 
 Link = tuple[str, int]  # (customer id, link time in event ms)
@@ -158,7 +159,7 @@ def recompute_group(
         payload, h = handed[dev]
         fold.sessions(sessionizer.absorb(key, s_state, payload, watermark=w))
         fold.journeys(engine.absorb(key, j_state, dev, h.events, watermark=w, linked_at=at,
-                                    openings=h.openings, runs=h.runs))
+                                    openings=h.openings, runs=h.runs, closed=h.closed))
     _apply(key, mine[i:], horizon, s_state, j_state, engine, sessionizer, fold)
     return fold.done()
 
@@ -169,6 +170,7 @@ class JourneyHandover(NamedTuple):
     events: list[Any]
     openings: list[list[Any]]
     runs: dict[str, list[Any]]
+    closed: dict[str, list[str]]  # per definition: events of its closed instances
 
 
 def _apply(key: str, events: Sequence[RawEvent], watermark: int, s_state: CustomerState,
@@ -184,8 +186,9 @@ def _device(dev: str, events: Sequence[RawEvent], watermark: int, engine: Journe
     s_state, j_state = CustomerState(), CustomerJourneys()
     _apply(dev, events, watermark, s_state, j_state, engine, sessionizer, fold)
     openings, runs = engine.openings(j_state), engine.capped_runs(j_state)
+    closed = engine.closed_events(j_state)
     payload, s_delta = sessionizer.release(dev, s_state)
     fold.sessions(s_delta)
     released, j_delta = engine.release(dev, j_state)
     fold.journeys(j_delta)
-    return payload, JourneyHandover(released, openings, runs)
+    return payload, JourneyHandover(released, openings, runs, closed)

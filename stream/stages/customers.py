@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from journeys.definitions import Definitions
+from journeys.versions import SEQ_EPOCH, version_floor
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import JourneyDelta
 from stream.engine.runs import PATH_CAP
@@ -70,22 +71,6 @@ from stream.stages.envelopes import decode, partition_for
 from stream.stages.parts import Parts, is_part
 from stream.stages.validate import LateEvent
 
-SEQ_EPOCH = 1 << 32  # version jump per generation: more than any batch hands out
-FLOOR_SHIFT = 20  # version units per millisecond of a generation's start (below)
-
-
-def version_floor(generation_ns: int) -> int:
-    """The lowest version a value first loaded in this generation hands out: its start
-    in ms, times 2^20 (2^61 in 2026; TOMBSTONE_VERSION is 2^62, reached in 2109).
-
-    The jump by SEQ_EPOCH only outbids rows of a state that was stored. When the states
-    are gone but the rows are not (`journeys up` replaying its spool into a new, empty
-    broker, over the warehouse of the run that crashed), counting from 0 again gave
-    versions below rows the earlier run wrote (it handed out more versions in smaller
-    batches): measured, 7 of 867 instances stayed at the crashed run's provisional row.
-    With the floor, a later run outbids an earlier one by 2^20 per millisecond
-    between their starts."""
-    return (generation_ns // 1_000_000) << FLOOR_SHIFT
 FLOOR_RETENTION_MS = 24 * 3_600_000
 """How long (event time) a finished customer's floor outlives its state.
 

@@ -449,6 +449,21 @@ def test_demo_opens_on_its_stories(demo: tuple[Site, Any], browser: Any) -> None
     print(f"abandoned at payment_details during the incident {spike}, at most {max(calm)} "
           "in any other hour")
     assert min(v or 0 for v in spike) > 2 * max(calm)
+    # the entry step's drop-offs (bounces) would flatten that line: counted, not drawn,
+    # until asked for (kept in the URL)
+    assert "product_view" not in lines
+    rows = site.api("v1/journeys/purchase/abandonment", breakdown="hour,step",
+                    limit=10000)["rows"]
+    bounced = sum(r["abandoned"] for r in rows if r["step"] == "product_view")
+    assert int(text(browser, '#v-over-time [data-k="bounced"]').replace(",", "")) == bounced > 0
+    before = ready(browser)
+    browser.find_element(By.CSS_SELECTOR, "#v-over-time [data-bounces]").click()
+    settle(browser, before)
+    assert query(browser)["bounces"] == "1"
+    assert sum(v or 0 for v in _series(browser, "#v-over-time g.series")["product_view"]) == bounced
+    before = ready(browser)
+    browser.find_element(By.CSS_SELECTOR, "#v-over-time [data-bounces]").click()
+    settle(browser, before)
     card = site.api("v1/scorecard")["journeys"][0]  # the sample's baskets and orders
     assert card["value_converted"] and card["value_abandoned"]
     # the checkout loop: loops at shipping_details peak inside its window

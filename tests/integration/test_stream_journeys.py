@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
 from journeys.definitions import load_definitions
@@ -135,10 +137,13 @@ def slices(order: list[tuple[int, dict[str, Any]]]) -> list[list[dict[str, Any]]
     return out
 
 
+@pytest.mark.parametrize("store", ["memory", pytest.param("rocksdb", marks=pytest.mark.kafka_only)])
 def test_two_workers_one_killed_journeys_equal_reference(
     broker: LocalBroker, clickhouse_server: LocalClickHouse,
-    unique_name: Callable[[str], str], tmp_path: Path,
+    unique_name: Callable[[str], str], tmp_path: Path, store: str,
 ) -> None:
+    """Both state stores (JOURNEYS_STATE_STORE): with RocksDB the killed worker restarts
+    on its local database (written ahead of the changelog, then caught up from it)."""
     defs_path = tmp_path / "definitions.yaml"
     defs_path.write_text(DEFINITIONS)
     defs = load_definitions(defs_path)
@@ -148,7 +153,7 @@ def test_two_workers_one_killed_journeys_equal_reference(
     ensure_journey_topics(kafka)
     base_env = worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port, db,
                           app_id, DEFINITIONS_PATH=str(defs_path), FLUSH_INTERVAL_S="0.2",
-                          ALLOWED_LATENESS_MS=str(LATENESS_MS))
+                          ALLOWED_LATENESS_MS=str(LATENESS_MS), STATE_STORE=store)
     envs = [{**base_env, "JOURNEYS_DATA_DIR": str(tmp_path / f"w{i}")} for i in range(2)]
     log = tmp_path / "workers.log"
 

@@ -30,12 +30,12 @@ from deploy.ops.replay_plan import (
 from deploy.ops.replay_run import plan_groups
 from journeys.definitions import parse_definitions
 from journeys.errors import ServiceUnavailable
-from journeys.versions import TOMBSTONE_VERSION
+from journeys.events import event_value
+from journeys.versions import TOMBSTONE_VERSION, version_floor
 from stream.engine.identity import JUNK_IDS
 from stream.engine.journeys import JourneyEngine
 from stream.engine.recompute import RawEvent, earliest_links, group_key, recompute_group
 from stream.engine.sessions import Sessionizer
-from stream.stages.customers import version_floor
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
 from tests.profiles import examples
 from tests.reference.stitching_ref import split, view_of
@@ -48,7 +48,8 @@ COLUMNS = JOURNEY_INSTANCES.columns
 
 def _raw(e: dict[str, Any]) -> RawEvent:
     return RawEvent(e["event_id"], e["type"], e["channel"], e["occurred_at"],
-                    e["customer_id"] or "", e["anonymous_id"] or "")
+                    e["customer_id"] or "", e["anonymous_id"] or "", None,
+                    event_value(e.get("properties") or {})[0])
 
 
 def _recompute_all(raw: list[RawEvent], horizon: int) -> tuple[dict[str, Any], set[Any]]:
@@ -72,7 +73,7 @@ def _recompute_all(raw: list[RawEvent], horizon: int) -> tuple[dict[str, Any], s
                 r.journey, r.customer_id, r.status, r.opened_at_ms, r.closed_at_ms,
                 r.furthest_step, r.path_times, r.path_types, r.path_channels,
                 list(zip(r.detour_kinds, r.detour_steps, r.detour_channels, r.detour_times,
-                         strict=True)))
+                         strict=True)), r.value)
         sessions |= {(s.customer_id, s.started_at_ms, s.ended_at_ms, s.events)
                      for s in res.sessions.values()}
     return view, sessions

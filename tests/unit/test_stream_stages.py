@@ -211,7 +211,9 @@ def test_state_table_values_are_small_and_decodable() -> None:
     pipe.drain()
     [value] = [v for k, v in pipe.states.items() if not k.startswith(b"\x00")]
     assert orjson.loads(value[8:])["j"]["o"]["buy"]  # open run stored as its path
-    assert len(value) < 1024
+    # 12 events; ~100 bytes of it are the ids of the converted `short` instances' events
+    # still in buy's open run (CustomerJourneys.closed_in: a link must not replay them)
+    assert len(value) < 1200
 
 
 def test_a_device_event_of_a_closed_instance_is_not_replayed_for_its_definition() -> None:
