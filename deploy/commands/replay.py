@@ -30,6 +30,13 @@ def _print(report: Any, dry_run: bool, out: Console) -> None:
         out.print(f"[bold yellow]warning:[/] {left:,} open row(s) differ from the live "
                   "stream's and were left to it (it has their newest events); run the "
                   "replay again once they have closed")
+    opened = sum(c.open_added for c in report.counts.values())
+    if opened:
+        out.print(f"[bold yellow]warning:[/] {opened:,} open instance(s) "
+                  f"{'would be' if dry_run else 'were'} added that no worker had written "
+                  "(a new definition, or history the workers never saw): the workers do "
+                  "not hold them, so the stream will not close them; run the replay again "
+                  "once their conversion window has passed (docs/operations.md \"Replay\")")
 
 
 def _not_held(config: Any, data_dir: Any) -> None:

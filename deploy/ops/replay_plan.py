@@ -93,6 +93,9 @@ class Counts:
     removed: int = 0
     unchanged: int = 0
     left_to_live: int = 0
+    # open instances added that no stream had written (e.g. a new definition's): the
+    # workers may not hold them in their state, so a later replay closes them
+    open_added: int = 0
     converted_before: int = 0
     converted_after: int = 0
 
@@ -174,6 +177,7 @@ def plan_instances(
             after[key] = str(rec["status"])
             if old is None or old.deleted:
                 c.added += 1
+                c.open_added += not final
             else:
                 c.changed += 1
     for key, old in stored.items():

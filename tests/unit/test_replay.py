@@ -158,6 +158,7 @@ def test_plan_writes_what_differs_and_owns_final_rows_only() -> None:
     }
     c = plan.counts["j"]
     assert (c.added, c.changed, c.removed, c.unchanged, c.left_to_live) == (3, 1, 1, 1, 2)
+    assert c.open_added == 1  # "new-open": the workers do not hold it (the CLI warns)
     # "old" is out of the range (opened before --since): neither counted nor touched
     assert (c.converted_before, c.converted_after) == (2, 3)  # + "retracted", - none
 
