@@ -345,7 +345,7 @@ class JourneyEngine:
                     state.open[d.name] = cur
             state.checkpoint = watermark
             state.merged = {k: w for k, w in state.merged.items() if w > watermark}
-        if final or state.closed_in:
+        if final:  # only a close adds ids, and only a close takes a run's ids away
             _remember_closed(state, final)
         emitted = state.emitted
         for d, run in final:
@@ -389,13 +389,21 @@ def _remember_closed(state: CustomerJourneys,
     another definition's open run (a release hands those over: `closed_events`); forget
     those no open run holds any more. Runs only close on settled events, and settled
     events are only in the checkpoint's open runs, so those are all to look at."""
-    in_open = {name: {e[1] for e in path_events(run)} for name, run in state.open.items()
+    in_open = {name: _event_ids(run) for name, run in state.open.items()
                if isinstance(run, Run)}
     held = set().union(*in_open.values()) if in_open else set()
     kept: dict[str, set[str]] = {name: set(ids) & held for name, ids in state.closed_in.items()}
     for d, run in final:
         others = held - in_open.get(d.name, set())
-        ids = {e[1] for e in path_events(run)} & others
+        ids = _event_ids(run) & others
         if ids:
             kept.setdefault(d.name, set()).update(ids)
     state.closed_in = {name: sorted(ids) for name, ids in sorted(kept.items()) if ids}
+
+
+def _event_ids(run: Run) -> set[str]:
+    """Ids of the run's known events (`path_events`, without building the events)."""
+    ids = {p[1] for p in run.path}
+    if run.truncated:
+        ids.add(run.last[1])
+    return ids
