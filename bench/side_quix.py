@@ -10,9 +10,10 @@ product's allowed lateness) counting the events of each session, emitted when th
 partition's watermark closes it (`closing_strategy="partition"`, as the product closes
 sessions; the bench's far-future fillers close every session only in the repartition
 partitions they land in, Quix partitions by murmur2 of the JSON key, so the count of
-closed sessions printed is not comparable with the product's). It stops once every expected event has reached the session stage and prints one
-JSON line: wall-clock times (epoch seconds), its own CPU seconds (/proc/self/stat, every
-thread: librdkafka's and RocksDB's included), events seen and sessions emitted.
+closed sessions printed is not comparable with the product's). It stops once every
+expected event has reached the session stage and prints one JSON line: wall-clock times
+(epoch seconds), its own CPU seconds (/proc/self/stat, every thread: librdkafka's and
+RocksDB's included), events seen and sessions emitted.
 
     .venv-quix/bin/python bench/side_quix.py BOOTSTRAP TOPIC EXPECTED STATE_DIR
 """
