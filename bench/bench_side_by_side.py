@@ -261,13 +261,19 @@ def plot(results: list[Result], path: Path, partitions: int) -> None:
     names = [r.name for r in results]
     colours = ["#888888" if r.name == "ceiling" else "#4c72b0" if r.name == "quix"
                else "#dd8452" for r in results]
-    bars = left.bar(names, [r.rate for r in results], color=colours)
+    x = list(range(len(results)))
+    for offset, rates, hatch, label in (
+            (-0.2, [r.rate for r in results], "", "from process start"),
+            (0.2, [r.steady_rate for r in results], "//", "from the first record/commit")):
+        bars = left.bar([i + offset for i in x], rates, width=0.4, color=colours,
+                        hatch=hatch, edgecolor="white", label=label)
+        for b, rate in zip(bars, rates, strict=True):
+            left.annotate(f"{rate:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                          ha="center", va="bottom", fontsize=8)
+    left.set_xticks(x, names)
     left.set_yscale("log")
     left.set_ylabel("events/s (log scale)")
-    left.set_title("throughput, from process start")
-    for b, r in zip(bars, results, strict=True):
-        left.annotate(f"{r.rate:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                      ha="center", va="bottom", fontsize=9)
+    left.set_title("throughput (plain: from start; hatched: steady)")
     bars = right.bar(names, [r.us_per_event for r in results], color=colours)
     right.set_yscale("log")
     right.set_ylabel("CPU µs per event (log scale)")
