@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_recovery import live_events, start_workers  # noqa: E402
+from bench_recovery import live_events, produce_live, start_workers  # noqa: E402
 from bench_stream import broker, cpu_seconds, ensure_topics, stop_workers, worker_env  # noqa: E402
 
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
@@ -115,29 +115,14 @@ def wait_ready(kafka: KafkaConfig, ch: Any, timeout: float) -> None:
 
 async def traffic(kafka: KafkaConfig, evs: list[dict[str, Any]], rate: float, t0_ms: int,
                   every: int, poller: Poller) -> float:
-    """Send event i at t0 + i/rate, in slices of 50 ms; note every `every`-th send time.
+    """bench_recovery.produce_live in slices of 50 ms, noting every `every`-th send time.
     Returns the seconds the sending took."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks=1,
-                                linger_ms=5)
-    await producer.start()
+    def note(i: int, e: dict[str, Any]) -> None:
+        if i % every == 0:
+            poller.pending[e["event_id"]] = time.time()
+
     started = time.time()
-    try:
-        i = 0
-        while i < len(evs):
-            due = min(len(evs), int((now_ms() - t0_ms) * rate / 1000) + 1)
-            futures = []
-            while i < due:
-                e = evs[i]
-                key = (e["customer_id"] or e["anonymous_id"] or "x").encode()
-                if i % every == 0:
-                    poller.pending[e["event_id"]] = time.time()
-                futures.append(await producer.send(kafka.raw_topic, orjson.dumps(e), key=key))
-                i += 1
-            if futures:
-                await asyncio.gather(*futures)
-            await asyncio.sleep(0.05)
-    finally:
-        await producer.stop()
+    await produce_live(kafka, evs, rate, t0_ms, slice_s=0.05, on_send=note)
     return time.time() - started
 
 
