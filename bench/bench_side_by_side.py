@@ -47,6 +47,42 @@ from typing import Any
 
 import orjson
 
+# -- the ceiling: a child process of this script, run before the bench's own imports
+# (the product's, the reference's) so that its CPU is the client's alone
+
+
+async def _drain(bootstrap: str, topic: str, partitions: int, expected: int,
+                 timeout: float) -> dict[str, Any]:
+    """Read every partition from the start until `expected` records, parsing each."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        seen, first, loads = 0, 0.0, orjson.loads
+        deadline = time.monotonic() + timeout
+        while seen < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                if records and not first:
+                    first = time.time()
+                for r in records:
+                    loads(r.value)
+                seen += len(records)
+        return {"events": seen, "first": first, "done": time.time(),
+                "cpu_s": sum(os.times()[:2]), "complete": seen >= expected}
+    finally:
+        await consumer.stop()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child-ceiling"]:
+    _bootstrap, _topic, _parts, _want, _limit = sys.argv[2:7]
+    print(json.dumps(asyncio.run(_drain(_bootstrap, _topic, int(_parts), int(_want),
+                                        float(_limit)))), flush=True)
+    sys.exit(0)
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -54,7 +90,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_stream import (  # noqa: E402
     LATENESS_MS,
     broker,
-    cpu_seconds,
     ensure_topics,
     events,
     fillers,
@@ -137,33 +172,7 @@ class Result:
         return self.cpu_s * 1e6 / self.events
 
 
-# -- the ceiling (runs as a child process of this script) ------------------------------
-
-async def _drain(bootstrap: str, topic: str, partitions: int, expected: int,
-                 timeout: float) -> dict[str, Any]:
-    """Read every partition from the start until `expected` records, parsing each."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        seen, first, loads = 0, 0.0, orjson.loads
-        deadline = time.monotonic() + timeout
-        while seen < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                if records and not first:
-                    first = time.time()
-                for r in records:
-                    loads(r.value)
-                seen += sum(len(records) for records in batches.values())
-        return {"events": seen, "first": first, "done": time.time(),
-                "cpu_s": cpu_seconds(os.getpid()), "complete": seen >= expected}
-    finally:
-        await consumer.stop()
-
+# -- contenders as child processes ------------------------------------------------
 
 def _child_result(cmd: list[str], timeout: float, log: Path) -> tuple[float, dict[str, Any]]:
     """Run a contender process; (its start, epoch s) and the JSON line it printed last."""
@@ -359,9 +368,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child-ceiling"]:
-        bootstrap, topic, parts, want, limit = sys.argv[2:7]
-        print(json.dumps(asyncio.run(_drain(bootstrap, topic, int(parts), int(want),
-                                            float(limit)))), flush=True)
-    else:
-        main()
+    main()
