@@ -219,8 +219,12 @@ def run_quix(kafka: KafkaConfig, n: int, expected: int, work: Path, python: Path
             timeout + 60, work / "quix.log")
     finally:
         load.stop()
+    if got.get("late"):
+        print(f"  WARNING: quix dropped {got['late']:,} events as late (their windows had "
+              "closed): it did less work than the product for them", flush=True)
     return _from_child("quix", n, started, got, load,
-                       f"group_by customer + session windows: {got['sessions']:,} sessions closed")
+                       f"group_by customer + session windows: {got['sessions']:,} sessions "
+                       f"closed, {got.get('late', 0):,} late")
 
 
 def run_workers(kafka: KafkaConfig, ch: Any, workers: int, n: int, work: Path,
