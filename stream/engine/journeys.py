@@ -122,7 +122,8 @@ class JourneyEngine:
         `watermark` is the partition clock's value after the batch (stream.engine.sessions.
         EventClock); the caller drops events behind it as late before calling.
         """
-        return self.apply_tail(customer, state, [self.tail_event(e) for e in events],
+        tail_event = self.tail_event
+        return self.apply_tail(customer, state, [tail_event(e) for e in events],
                                watermark=watermark, high_ms=high_ms)
 
     def apply_tail(
@@ -133,18 +134,21 @@ class JourneyEngine:
         delta = JourneyDelta()
         tail = state.tail
         ids = {e[1] for e in tail}
+        checkpoint = state.checkpoint
+        applied = 0
         for ev in events:
-            if ev[0] < state.checkpoint:
+            if ev[0] < checkpoint:
                 delta.late += 1
             elif ev[1] in ids:
                 delta.duplicates += 1
             else:
                 ids.add(ev[1])
                 insort(tail, ev)
-                delta.applied += 1
+                applied += 1
+        delta.applied = applied
         if high_ms is not None:
             state.high_ms = max(state.high_ms, high_ms)
-        if delta.applied or watermark > state.checkpoint:
+        if applied or watermark > checkpoint:
             self._settle(customer, state, watermark, delta, [])
         return delta
 
@@ -358,10 +362,11 @@ class JourneyEngine:
             _remember_closed(state, final)
         emitted = state.emitted
         upserts = delta.upserts
+        version = self.definitions_version
         for d, run in final:
             emitted.pop(run.iid, None)
             state.seq += 1
-            row = self._row(d, customer, run, state.seq)
+            row = instance_row(d, customer, run, state.seq, version)
             upserts.append(row)
             delta.closed.append(row)
         live: dict[str, list[Any]] = {}
@@ -372,7 +377,7 @@ class JourneyEngine:
             old = emitted.get(iid)
             if old is None or old[1] != dg:
                 state.seq += 1
-                upserts.append(self._row(d, customer, run, state.seq))
+                upserts.append(instance_row(d, customer, run, state.seq, version))
         if not live.keys() >= emitted.keys():  # (no set built: a view comparison)
             for iid, (journey, _dg, opened_at) in emitted.items():
                 if iid not in live and journey in self._names:
