@@ -75,14 +75,17 @@ class CustomerJourneys:
         return len(late)
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        obj = {
             "f": _STATE_FORMAT, "c": self.checkpoint, "h": self.high_ms, "q": self.seq,
             "t": self.tail,
-            "o": {k: encode_run(r) if isinstance(r, Run) else r for k, r in self.open.items()},
+            "o": {k: encode_run(r) if r.__class__ is Run else r for k, r in self.open.items()},
             "x": self.emitted, "m": self.merged,
-            **({"w": self.waiting} if self.waiting else {}),
-            **({"k": self.closed_in} if self.closed_in else {}),
         }
+        if self.waiting:
+            obj["w"] = self.waiting
+        if self.closed_in:
+            obj["k"] = self.closed_in
+        return obj
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_obj())
@@ -91,9 +94,10 @@ class CustomerJourneys:
     def from_obj(cls, o: dict[str, Any]) -> CustomerJourneys:
         if o.get("f") != _STATE_FORMAT:
             raise ValueError(f"unknown journey state format {o.get('f')!r}")
-        return cls(checkpoint=o["c"], tail=[tuple(e) for e in o["t"]], open=o["o"],
-                   emitted=o["x"], seq=o["q"], high_ms=o["h"], merged=o.get("m") or {},
-                   waiting=o.get("w") or {}, closed_in=o.get("k") or {})
+        # positional, in field order (checkpoint, tail, open, emitted, seq, high_ms,
+        # merged, waiting, closed_in): this runs for every touched customer per batch
+        return cls(o["c"], list(map(tuple, o["t"])), o["o"], o["x"], o["q"], o["h"],
+                   o.get("m") or {}, o.get("w") or {}, o.get("k") or {})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> CustomerJourneys:

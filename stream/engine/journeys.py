@@ -122,7 +122,8 @@ class JourneyEngine:
         `watermark` is the partition clock's value after the batch (stream.engine.sessions.
         EventClock); the caller drops events behind it as late before calling.
         """
-        return self.apply_tail(customer, state, [self.tail_event(e) for e in events],
+        tail_event = self.tail_event
+        return self.apply_tail(customer, state, [tail_event(e) for e in events],
                                watermark=watermark, high_ms=high_ms)
 
     def apply_tail(
@@ -133,18 +134,21 @@ class JourneyEngine:
         delta = JourneyDelta()
         tail = state.tail
         ids = {e[1] for e in tail}
+        checkpoint = state.checkpoint
+        applied = 0
         for ev in events:
-            if ev[0] < state.checkpoint:
+            if ev[0] < checkpoint:
                 delta.late += 1
             elif ev[1] in ids:
                 delta.duplicates += 1
             else:
                 ids.add(ev[1])
                 insort(tail, ev)
-                delta.applied += 1
+                applied += 1
+        delta.applied = applied
         if high_ms is not None:
             state.high_ms = max(state.high_ms, high_ms)
-        if delta.applied or watermark > state.checkpoint:
+        if applied or watermark > checkpoint:
             self._settle(customer, state, watermark, delta, [])
         return delta
 
@@ -167,19 +171,12 @@ class JourneyEngine:
     def current(
         self, customer: str, state: CustomerJourneys
     ) -> list[tuple[JourneyDefinition, Run]]:
-        """The non-final instances as of the state (checkpoint replayed with the tail)."""
+        """The non-final instances as of the state (checkpoint replayed with the tail;
+        copies: the state is not changed)."""
         self._decode(state)
-        out: list[tuple[JourneyDefinition, Run]] = []
-        for d, spec in self._specs:
-            cur = state.open.get(d.name)
-            cur = cur.copy() if cur is not None else None
-            if cur is not None:
-                out.append((d, cur))
-            for ev in state.tail:
-                cur, _closed, opened = feed(spec, customer, cur, ev)
-                if opened is not None:
-                    out.append((d, opened))
-        return out
+        if not state.tail:
+            return [(d, run.copy()) for d, run in self._current(customer, state)]
+        return self._current(customer, state)
 
     def reemit(self, customer: str, state: CustomerJourneys) -> list[InstanceRow]:
         """Rows of every non-final instance as the state has them, with new versions:
@@ -289,7 +286,7 @@ class JourneyEngine:
                      force=True)
         if openings or own:  # runs closed by the replay are in `final`, the rest current
             alive = {*((d.name, run.path[0][1]) for d, run in final),
-                     *((d.name, run.path[0][1]) for d, run in self.current(customer, state))}
+                     *((d.name, run.path[0][1]) for d, run in self._current(customer, state))}
             for journey, opening, furthest in [*openings, *own]:
                 if (journey, opening) not in alive:  # merged into an earlier run here
                     delta.reached.append(retraction(journey, opening, int(furthest)))
@@ -301,12 +298,15 @@ class JourneyEngine:
     # --------------------------------------------------------------- internals
     def _decode(self, state: CustomerJourneys) -> None:
         opened = state.open
+        if not opened:
+            return
         for d, spec in self._specs:
             r = opened.get(d.name)
-            if r is not None and not isinstance(r, Run):
+            if r is not None and r.__class__ is not Run:
                 opened[d.name] = decode_run(r, spec)
-        for name in [n for n in opened if n not in self._names]:
-            del opened[name]  # definition removed: its state is meaningless
+        if not self._names.issuperset(opened):
+            for name in [n for n in opened if n not in self._names]:
+                del opened[name]  # definition removed: its state is meaningless
 
     def _fold(
         self, d: JourneyDefinition, spec: Spec, customer: str, cur: Run | None,
@@ -315,12 +315,17 @@ class JourneyEngine:
     ) -> Run | None:
         """Feed settled events into `cur`; closes go to `final`, observations to delta."""
         for ev in settled:
-            before = len(cur.reached) if cur is not None else 0
+            if cur is None:
+                cur, closed, opened = feed(spec, customer, None, ev)
+                if opened is not None:
+                    self._observe(d, opened, 0, delta)
+                continue
             prev = cur
-            cur, closed, opened = feed(spec, customer, cur, ev)
+            before = len(prev.reached)
+            cur, closed, opened = feed(spec, customer, prev, ev)
             if closed is not None:
                 final.append((d, closed))
-            if prev is not None:
+            if len(prev.reached) > before:
                 self._observe(d, prev, before, delta)
             if opened is not None:
                 self._observe(d, opened, 0, delta)
@@ -331,43 +336,79 @@ class JourneyEngine:
         final: list[tuple[JourneyDefinition, Run]], *, force: bool = False,
     ) -> None:
         self._decode(state)
+        opened = state.open
         if watermark > state.checkpoint or force:
-            cut = bisect_left(state.tail, (watermark,))
-            settled, state.tail = state.tail[:cut], state.tail[cut:]
+            tail = state.tail
+            cut = bisect_left(tail, (watermark,)) if tail else 0
+            settled = tail[:cut]
+            if cut:
+                state.tail = tail[cut:]
             for d, spec in self._specs:
-                cur = self._fold(d, spec, customer, state.open.pop(d.name, None), settled,
-                                 final, delta)
-                if cur is not None and watermark >= cur.deadline(spec):
-                    cur.status, cur.closed_at = "abandoned", cur.deadline(spec)
-                    final.append((d, cur))
-                    cur = None
+                # popped and put back: the open runs stay in definition order (state bytes)
+                cur = opened.pop(d.name, None)
+                if settled:
+                    cur = self._fold(d, spec, customer, cur, settled, final, delta)
                 if cur is not None:
-                    state.open[d.name] = cur
+                    deadline = cur.deadline(spec)
+                    if watermark >= deadline:
+                        cur.status, cur.closed_at = "abandoned", deadline
+                        final.append((d, cur))
+                    else:
+                        opened[d.name] = cur
             state.checkpoint = watermark
-            state.merged = {k: w for k, w in state.merged.items() if w > watermark}
+            if state.merged:
+                state.merged = {k: w for k, w in state.merged.items() if w > watermark}
         if final:  # only a close adds ids, and only a close takes a run's ids away
             _remember_closed(state, final)
         emitted = state.emitted
+        upserts = delta.upserts
+        version = self.definitions_version
         for d, run in final:
             emitted.pop(run.iid, None)
             state.seq += 1
-            row = self._row(d, customer, run, state.seq)
-            delta.upserts.append(row)
+            row = instance_row(d, customer, run, state.seq, version)
+            upserts.append(row)
             delta.closed.append(row)
         live: dict[str, list[Any]] = {}
-        for d, run in self.current(customer, state):
+        for d, run in self._current(customer, state):
             dg = run.digest()
-            live[run.iid] = [d.name, dg, run.opened]
-            old = emitted.get(run.iid)
+            iid = run.iid
+            live[iid] = [d.name, dg, run.opened]
+            old = emitted.get(iid)
             if old is None or old[1] != dg:
                 state.seq += 1
-                delta.upserts.append(self._row(d, customer, run, state.seq))
-        for iid, (journey, _dg, opened) in emitted.items():
-            if iid not in live and journey in self._names:
-                state.seq += 1
-                delta.retractions.append(Retraction(iid, journey, customer, state.seq, opened,
-                                                    self._versions[journey]))
+                upserts.append(instance_row(d, customer, run, state.seq, version))
+        if not live.keys() >= emitted.keys():  # (no set built: a view comparison)
+            for iid, (journey, _dg, opened_at) in emitted.items():
+                if iid not in live and journey in self._names:
+                    state.seq += 1
+                    delta.retractions.append(Retraction(iid, journey, customer, state.seq,
+                                                        opened_at, self._versions[journey]))
         state.emitted = live
+
+    def _current(self, customer: str, state: CustomerJourneys,
+                 ) -> list[tuple[JourneyDefinition, Run]]:
+        """`current` on a decoded state. With no tail the open runs are returned as
+        they are (not copied: the caller only reads them)."""
+        opened = state.open
+        tail = state.tail
+        out: list[tuple[JourneyDefinition, Run]] = []
+        if not tail:
+            for d, _spec in self._specs:
+                cur = opened.get(d.name)
+                if cur is not None:
+                    out.append((d, cur))
+            return out
+        for d, spec in self._specs:
+            cur = opened.get(d.name)
+            if cur is not None:
+                cur = cur.copy()
+                out.append((d, cur))
+            for ev in tail:
+                cur, _closed, new = feed(spec, customer, cur, ev)
+                if new is not None:
+                    out.append((d, new))
+        return out
 
     @staticmethod
     def _observe(d: JourneyDefinition, run: Run, before: int, delta: JourneyDelta) -> None:

@@ -51,12 +51,13 @@ class Spec:
     """A definition compiled for the hot loop (dict lookups instead of tuple.index),
     with the path cap (events kept verbatim per run)."""
 
-    __slots__ = ("abandon", "cap", "goal", "index", "name", "off_path", "window")
+    __slots__ = ("abandon", "cap", "entry", "goal", "index", "name", "off_path", "window")
 
     def __init__(self, d: JourneyDefinition, cap: int = PATH_CAP) -> None:
         self.name = d.name
         self.index = {s: i for i, s in enumerate(d.steps)}
         self.goal = len(d.steps) - 1
+        self.entry = d.steps[0]
         self.off_path = frozenset(d.off_path) if d.off_path is not None else None
         self.abandon = d.abandon_after_ms
         self.window = d.conversion_window_ms
@@ -104,7 +105,8 @@ class Run:
         return self.n > len(self.path)
 
     def deadline(self, d: Spec) -> int:
-        return min(self.last_t + d.abandon, self.opened + d.window)
+        idle, window = self.last_t + d.abandon, self.opened + d.window
+        return idle if idle < window else window
 
     def copy(self) -> Run:
         # inner lists are never mutated in place, so a shallow copy of each list is enough
@@ -115,7 +117,8 @@ class Run:
 
     def more_rows(self) -> list[list[Any]]:
         """`more` as sorted [kind, step, channel, count] rows (stored form, rows)."""
-        return [[k, s, ch, c] for (k, s, ch), c in sorted(self.more.items())]
+        more = self.more
+        return [[k, s, ch, c] for (k, s, ch), c in sorted(more.items())] if more else []
 
     def digest(self) -> int:
         """Fingerprint of everything a row shows, to emit an upsert only on change."""
@@ -124,13 +127,13 @@ class Run:
         return int.from_bytes(hashlib.blake2b(body, digest_size=6).digest(), "big")
 
 
-def new_run(d: Spec, customer: str, ev: TailEvent) -> Run:
-    """The run an entry event opens."""
-    t, eid, etype, channel = ev[0], ev[1], ev[2], ev[3]
-    first = [t, eid, etype, channel]
-    ctx = ev[4] if len(ev) > 4 else None
-    run = Run(instance_id(d.name, customer, eid), t, t, 0, [first], [[t, channel]], [],
-              ctx=ctx, last=first)
+def new_run(d: Spec, customer: str, ev: TailEvent, iid: str | None = None) -> Run:
+    """The run an entry event opens (`iid`: its id when known, e.g. decoding)."""
+    t, eid, channel = ev[0], ev[1], ev[3]
+    first = [t, eid, ev[2], channel]
+    run = Run(instance_id(d.name, customer, eid) if iid is None else iid, t, t, 0, [first],
+              [[t, channel]], [], "open", None, ev[4] if len(ev) > 4 else None, 1, first,
+              {}, [])
     if len(ev) > 5 and ev[5] is not None:
         take_value(run, eid, ev[5])
     return run
@@ -145,36 +148,46 @@ def take_value(run: Run, eid: str, value: float) -> None:
 
 
 def _step(d: Spec, cur: Run, t: int, eid: str, etype: str, channel: str) -> int:
-    """Append one event to an open run (detours, reached steps); returns its step index."""
+    """Append one event to an open run (detours, reached steps); returns its step index.
+
+    The hot loop of the engine (every event, every definition, and every path event of
+    a run decoded from its stored form): one dict lookup, no allocation beyond the path
+    entry and the detours it causes."""
     prev = cur.last
     step = cur.furthest
-    pos = cur.n  # this event's position in the instance
-    keep = pos == len(cur.path) and pos < d.cap
     idx = d.index.get(etype, -1)
-    kinds: list[int] = []
-    if channel != prev[3]:
-        kinds.append(CHANNEL_SWITCH)
     if idx < 0:
-        if d.off_path is None or etype in d.off_path:
-            kinds.append(OFF_PATH)
+        off = d.off_path
+        kind = OFF_PATH if off is None or etype in off else -1
     elif idx < step:
-        kinds.append(BACKTRACK)
+        kind = BACKTRACK
     elif idx == step:
         # the furthest step's type is always on the path already (it was reached by an
         # event of that type), so the reference's "seen earlier" test reduces to this
-        if prev[2] != etype:
-            kinds.append(LOOP)
+        kind = LOOP if prev[2] != etype else -1
     else:
-        cur.reached.extend([[t, channel]] * (idx - step))
+        kind = -1
+        if idx == step + 1:
+            cur.reached.append([t, channel])
+        else:
+            cur.reached.extend([[t, channel]] * (idx - step))
         cur.furthest = idx
     ev = [t, eid, etype, channel]
-    if keep:
-        cur.detours.extend([k, step, pos] for k in kinds)
-        cur.path.append(ev)
+    pos = cur.n  # this event's position in the instance
+    path = cur.path
+    if pos == len(path) and pos < d.cap:
+        if channel != prev[3]:
+            cur.detours.append([CHANNEL_SWITCH, step, pos])
+        if kind >= 0:
+            cur.detours.append([kind, step, pos])
+        path.append(ev)
     else:
         more = cur.more
-        for k in kinds:
-            key = (k, step, channel)
+        if channel != prev[3]:
+            key = (CHANNEL_SWITCH, step, channel)
+            more[key] = more.get(key, 0) + 1
+        if kind >= 0:
+            key = (kind, step, channel)
             more[key] = more.get(key, 0) + 1
         if channel not in cur.seen:
             cur.seen.append(channel)
@@ -193,7 +206,7 @@ def feed(
     event is the goal); "opened" is the run this event opened, if any. Steps are
     distinct, so one event never both opens and converts a run.
     """
-    t, eid, etype, channel = ev[0], ev[1], ev[2], ev[3]
+    t = ev[0]
     closed: Run | None = None
     if cur is not None:
         deadline = cur.deadline(d)
@@ -201,11 +214,12 @@ def feed(
             cur.status, cur.closed_at = "abandoned", deadline
             closed, cur = cur, None
     if cur is None:
-        if d.index.get(etype, -1) != 0:
+        if ev[2] != d.entry:
             return None, closed, None
         cur = new_run(d, customer, ev)
         return cur, closed, cur
-    idx = _step(d, cur, t, eid, etype, channel)
+    eid = ev[1]
+    idx = _step(d, cur, t, eid, ev[2], ev[3])
     if len(ev) > 5 and ev[5] is not None:
         take_value(cur, eid, ev[5])
     if idx == d.goal:
@@ -255,8 +269,7 @@ def decode_run(obj: list[Any], d: Spec) -> Run:
     stays open until settled)."""
     iid, o, path = obj[0], obj[1], obj[2]
     t0, eid0, ty0, ch0 = path[0]
-    run = new_run(d, "", (o + t0, eid0, ty0, ch0, obj[3]))
-    run.iid = iid
+    run = new_run(d, "", (o + t0, eid0, ty0, ch0, obj[3]), iid)
     summary = obj[4] if len(obj) > 4 else None
     if len(obj) > 5:
         run.value, run.value_eid = obj[5][0], obj[5][1]
