@@ -1,8 +1,9 @@
 """Warehouse adapter for a ClickHouse server over the native protocol (clickhouse-driver).
 
 SQL is rendered client-side by warehouse.sql (the same text chdb gets) and sent without
-driver parameters. Inserts send data blocks (`INSERT ... VALUES` plus columns, `columnar=True`), never
-inline VALUES text and never zero rows: both hang ClickHouse 18.16.
+driver parameters. Inserts send data blocks (`INSERT ... VALUES` plus columns,
+`columnar=True`), never inline VALUES text and never zero rows: both hang ClickHouse
+18.16.
 """
 
 from __future__ import annotations
