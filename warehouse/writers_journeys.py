@@ -55,6 +55,13 @@ def flatten_context(context: Mapping[str, Any] | None) -> tuple[list[str], list[
     """(keys, values) of a context object: nested objects become dotted keys (up to
     CONTEXT_DEPTH levels), scalars text (strings as is, others as JSON), lists JSON.
     Sorted by key and capped at CONTEXT_MAX_KEYS, so one odd event cannot bloat rows."""
+    if not context:
+        return [], []
+    if type(context) is dict and all(type(k) is str and k and type(v) is str
+                                     for k, v in context.items()):
+        # the common flat case (one row per instance version): the walk would copy it
+        keys = sorted(context)[:CONTEXT_MAX_KEYS]
+        return keys, [context[k] for k in keys]
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any, depth: int) -> None:
