@@ -62,6 +62,11 @@ def flatten_context(context: Mapping[str, Any] | None) -> tuple[list[str], list[
         # the common flat case (one row per instance version): the walk would copy it
         keys = sorted(context)[:CONTEXT_MAX_KEYS]
         return keys, [context[k] for k in keys]
+    return _walk_context(context)
+
+
+def _walk_context(context: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """flatten_context's general case (any nesting and value types)."""
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any, depth: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,10 +17,9 @@ from warehouse._columns import row_count, transpose
 from warehouse.tables import JOURNEY_INSTANCES, SESSIONS, TOUCHPOINTS
 from warehouse.writers import session_columns, session_rows, touchpoint_columns, touchpoint_rows
 from warehouse.writers_journeys import (
-    CONTEXT_DEPTH,
-    CONTEXT_MAX_KEYS,
     DETOUR_KINDS,
     STATUSES,
+    _walk_context,
     flatten_context,
     journey_instance_columns,
     journey_instance_row,
@@ -148,24 +146,7 @@ def test_instance_columns_refuse_what_the_rows_refuse(change: dict[str, Any]) ->
                  st.dictionaries(text, st.one_of(text, st.integers(-10**9, 10**9), st.dictionaries(
                      text, st.one_of(text, st.booleans()), max_size=3)), max_size=5)))
 def test_flat_context_fast_path_is_the_walk(ctx: dict[str, Any] | None) -> None:
-    assert flatten_context(ctx) == _walk(ctx)
-
-
-def _walk(context: dict[str, Any] | None) -> tuple[list[str], list[str]]:
-    """The general walk alone (the fast path skips it for flat string objects)."""
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any, depth: int) -> None:
-        if isinstance(value, dict) and depth < CONTEXT_DEPTH:
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
-        elif prefix:
-            flat[prefix] = value if isinstance(value, str) else orjson.dumps(
-                value, option=orjson.OPT_SORT_KEYS).decode()
-
-    walk("", context or {}, 0)
-    keys = sorted(flat)[:CONTEXT_MAX_KEYS]
-    return keys, [flat[k] for k in keys]
+    assert flatten_context(ctx) == _walk_context(ctx or {})
 
 
 @settings(max_examples=200, deadline=None)
