@@ -272,19 +272,8 @@ def journey_instance_columns(instances: Sequence[InstanceLike],
     c_steps = [r.capped_detour_steps for r in instances]
     c_chans = [r.capped_detour_channels for r in instances]
     c_counts = [r.capped_detour_counts for r in instances]
-    for i, iid in enumerate(ids):
-        if (status[i] == "open") != (closed[i] == 0):
-            raise ValueError(f"instance {iid!r}: closed_at_ms must be 0 iff open")
-        if not len(types[i]) == len(chans[i]) == len(times[i]) != 0:
-            raise ValueError(f"instance {iid!r}: {', '.join(_PATH)} differ in length or "
-                             "are empty")
-        if not len(d_kinds[i]) == len(d_steps[i]) == len(d_chans[i]) == len(d_times[i]):
-            raise ValueError(f"instance {iid!r}: {', '.join(_DETOURS)} differ in length")
-        if not len(c_kinds[i]) == len(c_steps[i]) == len(c_chans[i]) == len(c_counts[i]):
-            raise ValueError(f"instance {iid!r}: {', '.join(_CAPPED)} differ in length")
-    bad_kinds = set(chain(chain.from_iterable(d_kinds), chain.from_iterable(c_kinds)))
-    if bad_kinds - _DETOUR_SET:
-        raise ValueError(f"unknown detour kinds {sorted(bad_kinds - _DETOUR_SET)}")
+    _check(ids, status, closed, (types, chans, times), (d_kinds, d_steps, d_chans, d_times),
+           (c_kinds, c_steps, c_chans, c_counts))
     contexts = [flatten_context(r.entry_context) for r in instances]
     values = [r.value for r in instances]
     columns: list[list[Any]] = [
@@ -313,6 +302,28 @@ def journey_instance_columns(instances: Sequence[InstanceLike],
 
 _STATUS_SET = frozenset(STATUSES)
 _DETOUR_SET = frozenset(DETOUR_KINDS)
+
+
+def _check(ids: list[str], status: list[str], closed: list[int],
+           path: tuple[list[Any], ...], detours: tuple[list[Any], ...],
+           capped: tuple[list[Any], ...]) -> None:
+    """journey_instance_row's per-row checks, for columns (statuses checked already)."""
+    types, chans, times = path
+    d_kinds, d_steps, d_chans, d_times = detours
+    c_kinds, c_steps, c_chans, c_counts = capped
+    for i, iid in enumerate(ids):  # chained comparisons: this runs per row
+        if (status[i] == "open") != (closed[i] == 0):
+            raise ValueError(f"instance {iid!r}: closed_at_ms must be 0 iff open")
+        if not len(types[i]) == len(chans[i]) == len(times[i]) != 0:
+            raise ValueError(f"instance {iid!r}: {', '.join(_PATH)} differ in length or "
+                             "are empty")
+        if not len(d_kinds[i]) == len(d_steps[i]) == len(d_chans[i]) == len(d_times[i]):
+            raise ValueError(f"instance {iid!r}: {', '.join(_DETOURS)} differ in length")
+        if not len(c_kinds[i]) == len(c_steps[i]) == len(c_chans[i]) == len(c_counts[i]):
+            raise ValueError(f"instance {iid!r}: {', '.join(_CAPPED)} differ in length")
+    bad_kinds = set(chain(chain.from_iterable(detours[0]), chain.from_iterable(capped[0])))
+    if bad_kinds - _DETOUR_SET:
+        raise ValueError(f"unknown detour kinds {sorted(bad_kinds - _DETOUR_SET)}")
 
 
 def _first_of_each(instances: Sequence[InstanceLike]) -> Sequence[InstanceLike]:
