@@ -151,11 +151,11 @@ def arrow_column(values: Sequence[Any], dtype: pa.DataType | None) -> pa.Array:
 
 
 def arrow_stream(
-    columns: Sequence[str], types: Sequence[pa.DataType | None], rows: Sequence[Sequence[Any]]
+    columns: Sequence[str], types: Sequence[pa.DataType | None], data: Sequence[Sequence[Any]]
 ) -> bytes:
-    """Rows (all of len(columns)) as one Arrow IPC stream, what send_insert("ArrowStream")
-    reads."""
-    arrays = [arrow_column([r[i] for r in rows], t) for i, t in enumerate(types)]
+    """Columns (`data[i]` the values of `columns[i]`, all of one length) as one Arrow
+    IPC stream, what send_insert("ArrowStream") reads."""
+    arrays = [arrow_column(values, t) for values, t in zip(data, types, strict=True)]
     table = pa.table(arrays, names=list(columns))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:

@@ -40,6 +40,14 @@ class Warehouse(Protocol):
         seconds or datetimes, naive = UTC). Returns rows written; empty is a no-op.
         """
 
+    def insert_columns(self, table: str, columns: Sequence[str],
+                       data: Sequence[list[Any]]) -> int:
+        """insert() for data already in columns: `data[i]` holds every row's value of
+        `columns[i]`, all of one length (the writers build these straight from their
+        inputs: no row tuples, no transposing in the driver). The lists may be
+        converted in place by the driver. Returns rows written; empty is a no-op.
+        """
+
     def ping(self) -> bool:
         """True when the backend answers a trivial query."""
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from journeys.errors import ConfigError, WarehouseError
 from warehouse._chdb_types import arrow_stream, arrow_type, parse_rows
+from warehouse._columns import row_count, transpose
 from warehouse._errors import clean_message, statement_error
 from warehouse._pool import Pool
 from warehouse.backend import Params
@@ -169,20 +170,22 @@ class EmbeddedWarehouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
+        return self.insert_columns(table, columns, transpose(table, columns, rows))
+
+    def insert_columns(self, table: str, columns: Sequence[str],
+                       data: Sequence[list[Any]]) -> int:
+        """One Arrow IPC stream (typed from the table's columns) per call."""
+        n = row_count(table, columns, data)
+        if not n:
+            return 0
         columns = tuple(columns)
         head_sql = insert_statement(self.database, table, columns)
-        width = len(columns)
-        bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
-        if bad is not None:
-            raise WarehouseError(
-                f"row {bad} for {table} has {len(rows[bad])} values, expected {width}"
-            )
         types = self._types(table)
         missing = [c for c in columns if c not in types]
         if missing:
             raise WarehouseError(f"{self.database}.{table} has no column(s) {missing}")
         try:
-            payload = arrow_stream(columns, [arrow_type(types[c]) for c in columns], rows)
+            payload = arrow_stream(columns, [arrow_type(types[c]) for c in columns], data)
         except (TypeError, ValueError, OverflowError) as exc:  # pyarrow errors subclass these
             raise WarehouseError(
                 f"cannot encode rows for {self.database}.{table}: {exc}"
@@ -190,7 +193,7 @@ class EmbeddedWarehouse:
         with self._connection(head_sql) as conn, conn.send_insert(head_sql, "ArrowStream") as ins:
             ins.append(payload)
             ins.finish()
-        return len(rows)
+        return n
 
     def ping(self) -> bool:
         try:

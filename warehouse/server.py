@@ -1,8 +1,9 @@
 """Warehouse adapter for a ClickHouse server over the native protocol (clickhouse-driver).
 
 SQL is rendered client-side by warehouse.sql (the same text chdb gets) and sent without
-driver parameters. Inserts send data blocks (`INSERT ... VALUES` plus rows), never
-inline VALUES text and never zero rows: both hang ClickHouse 18.16.
+driver parameters. Inserts send data blocks (`INSERT ... VALUES` plus columns,
+`columnar=True`), never inline VALUES text and never zero rows: both hang ClickHouse
+18.16.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from journeys.errors import ServiceUnavailable, WarehouseError
+from warehouse._columns import row_count, transpose
 from warehouse._errors import clean_message, statement_error
 from warehouse._pool import Pool
 from warehouse.backend import Params
@@ -114,16 +116,17 @@ class ServerWarehouse:
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:  # an INSERT without data blocks hangs 18.16: nothing to do
             return 0
+        return self.insert_columns(table, columns, transpose(table, columns, rows))
+
+    def insert_columns(self, table: str, columns: Sequence[str],
+                       data: Sequence[list[Any]]) -> int:
+        """One `INSERT ... VALUES` with the data as column blocks (`columnar=True`)."""
+        if not row_count(table, columns, data):  # no data blocks hangs 18.16
+            return 0
         head_sql = insert_statement(self.database, table, tuple(columns))
-        width = len(columns)
-        bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
-        if bad is not None:
-            raise WarehouseError(
-                f"row {bad} for {table} has {len(rows[bad])} values, expected {width}"
-            )
         with self._client(head_sql) as client:
             try:
-                return int(client.execute(head_sql + " VALUES", rows) or 0)
+                return int(client.execute(head_sql + " VALUES", data, columnar=True) or 0)
             except (struct.error, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 raise WarehouseError(
                     f"cannot encode rows for {self.database}.{table}: {exc}"

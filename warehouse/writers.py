@@ -29,57 +29,74 @@ def _seconds(ms: int) -> int:
     return ms // 1000
 
 
+def touchpoint_columns(
+    events: Sequence[Touchpoint], *, ingested_at_ms: int | None = None
+) -> list[list[Any]]:
+    """Columns in TOUCHPOINTS.columns order; a batch's repeated event_ids are sent once."""
+    ingested = _seconds(now_ms() if ingested_at_ms is None else ingested_at_ms)
+    ids = [e.event_id for e in events]
+    if len(set(ids)) != len(ids):
+        first = {eid: i for i, eid in reversed(list(enumerate(ids)))}
+        events = [e for i, e in enumerate(events) if first[e.event_id] == i]
+        ids = [e.event_id for e in events]
+    occurred = [e.occurred_at for e in events]
+    return [
+        ids, [e.type for e in events], [e.channel for e in events], occurred,
+        [t // 1000 for t in occurred], [e.customer_id or "" for e in events],
+        [e.anonymous_id or "" for e in events], [e.source or "" for e in events],
+        [_json(e.properties) for e in events], [_json(e.context) for e in events],
+        [ingested] * len(ids),
+    ]
+
+
 def touchpoint_rows(
     events: Sequence[Touchpoint], *, ingested_at_ms: int | None = None
 ) -> list[tuple[Any, ...]]:
-    """Rows in TOUCHPOINTS.columns order; a batch's repeated event_ids are sent once."""
-    ingested = _seconds(now_ms() if ingested_at_ms is None else ingested_at_ms)
-    seen: set[str] = set()
-    rows: list[tuple[Any, ...]] = []
-    for e in events:
-        if e.event_id in seen:
-            continue
-        seen.add(e.event_id)
-        rows.append((
-            e.event_id, e.type, e.channel, e.occurred_at, _seconds(e.occurred_at),
-            e.customer_id or "", e.anonymous_id or "", e.source or "",
-            _json(e.properties), _json(e.context), ingested,
-        ))
-    return rows
+    """touchpoint_columns as rows (tests, tools)."""
+    return list(zip(*touchpoint_columns(events, ingested_at_ms=ingested_at_ms), strict=True))
 
 
 def write_touchpoints(
     wh: Warehouse, events: Sequence[Touchpoint], *, ingested_at_ms: int | None = None
 ) -> int:
     """Insert raw events (one insert). Returns rows sent (after in-batch dedup)."""
-    rows = touchpoint_rows(events, ingested_at_ms=ingested_at_ms)
-    return wh.insert(TOUCHPOINTS.name, TOUCHPOINTS.columns, rows)
+    data = touchpoint_columns(events, ingested_at_ms=ingested_at_ms)
+    return wh.insert_columns(TOUCHPOINTS.name, TOUCHPOINTS.columns, data)
 
 
-def session_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """Normalize rows given in SESSIONS.columns order (stream.engine.sessions.SessionRow fits).
+def session_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Columns from rows given in SESSIONS.columns order (stream.engine.sessions.SessionRow
+    fits).
 
     `started_at` is recomputed from `started_at_ms`: every row of a session id, its
     tombstone included, must land in the same toYYYYMM(started_at) partition, because
     FINAL only collapses rows within one partition.
     """
     width = len(SESSIONS.columns)
-    out: list[tuple[Any, ...]] = []
-    for r in rows:
-        if len(r) != width:
-            raise ValueError(f"a sessions row has {len(r)} values, expected {width}")
-        (sid, customer, start_ms, end_ms, _started, events, channels, first_channel,
-         version, deleted) = r
-        out.append((
-            sid, customer, int(start_ms), int(end_ms), _seconds(int(start_ms)), int(events),
-            list(channels), first_channel, int(version), 1 if deleted else 0,
-        ))
-    return out
+    bad = next((r for r in rows if len(r) != width), None)
+    if bad is not None:
+        raise ValueError(f"a sessions row has {len(bad)} values, expected {width}")
+    if not rows:
+        return [[] for _ in range(width)]
+    (sid, customer, start_ms, end_ms, _started, events, channels, first_channel,
+     version, deleted) = zip(*rows, strict=True)
+    starts = [int(t) for t in start_ms]
+    return [
+        list(sid), list(customer), starts, [int(t) for t in end_ms],
+        [t // 1000 for t in starts], [int(n) for n in events],
+        [list(c) for c in channels], list(first_channel), [int(v) for v in version],
+        [1 if d else 0 for d in deleted],
+    ]
+
+
+def session_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """session_columns as rows (tests, tools)."""
+    return list(zip(*session_columns(rows), strict=True))
 
 
 def write_sessions(wh: Warehouse, rows: Sequence[Sequence[Any]]) -> int:
     """Insert session upserts/tombstones (one insert). Returns rows sent."""
-    return wh.insert(SESSIONS.name, SESSIONS.columns, session_rows(rows))
+    return wh.insert_columns(SESSIONS.name, SESSIONS.columns, session_columns(rows))
 
 
 class DeadLetterLike(Protocol):

@@ -23,7 +23,7 @@ from warehouse.writers import (
     write_touchpoints,
 )
 from warehouse.writers_identity import write_identity_merges
-from warehouse.writers_journeys import journey_retraction_row, write_journey_instances
+from warehouse.writers_journeys import journey_retraction_row, write_journey_instance_columns
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class WarehouseSink:
                         retractions: Sequence[Retraction],
                         late: Sequence[LateEvent] = ()) -> None:
         """The customer stage's batch: session rows, then journey instance upserts and
-        retractions in one insert (ReplacingMergeTree by version: replays collapse)."""
+        retractions in one insert (ReplacingMergeTree by version: replays collapse).
+        Both go as columns built straight from the engine's rows."""
         if sessions:
             write_sessions(self.warehouse, sessions)
         if instances or retractions:
@@ -85,8 +86,7 @@ class WarehouseSink:
                                                  r.opened_at_ms, r.version,
                                                  r.definition_version)
                           for r in retractions]
-            write_journey_instances(self.warehouse, [r.as_record() for r in instances],
-                                    tombstones)
+            write_journey_instance_columns(self.warehouse, instances, tombstones)
         if late:
             write_late_events(self.warehouse, late)
 

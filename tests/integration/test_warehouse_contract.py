@@ -303,3 +303,52 @@ def test_unreachable_server_is_service_unavailable() -> None:
     config = WarehouseConfig(backend="server", host="127.0.0.1", port=port, database="x")
     with pytest.raises(ServiceUnavailable, match=f"127.0.0.1:{port}"):
         connect(config)
+
+
+def _instance_record(iid: str, version: int, **kw: Any) -> dict[str, Any]:
+    return {"instance_id": iid, "journey": "purchase", "customer_id": "c1 ü'😀",
+            "status": "open", "opened_at_ms": JAN2 + 1, "furthest_step": 1,
+            "furthest_step_name": "cart", "path_types": ["product_view", "add_to_cart"],
+            "path_channels": ["web", "app"], "path_times": [JAN2 + 1, 2**63 + 5],
+            "version": version, "entry_context": {"device": "app", "n": {"x": 1}}, **kw}
+
+
+def test_columnar_inserts_write_the_rows_insert_writes(migrated: Warehouse) -> None:
+    """insert_columns (the stream's sink) and insert of the same rows read back alike:
+    arrays (empty too), UInt64 beyond 2**63, DateTime from epoch seconds, Float64."""
+    from warehouse.tables import JOURNEY_INSTANCES
+    from warehouse.writers_journeys import journey_instance_rows, journey_retraction_row
+
+    wh, table = migrated, JOURNEY_INSTANCES
+    rows = journey_instance_rows([
+        _instance_record("a", 1), _instance_record("b", 2, value=12.5, status="converted",
+                                                   closed_at_ms=JAN2 + 9, detour_kinds=["loop"],
+                                                   detour_steps=["cart"],
+                                                   detour_channels=["web"],
+                                                   detour_times=[JAN2 + 2])])
+    rows.append(journey_retraction_row("c", "purchase", "c2", JAN2, TOMBSTONE_VERSION, "d2"))
+    by_rows = [(f"r-{r[0]}", *r[1:]) for r in rows]
+    by_columns = [(f"k-{r[0]}", *r[1:]) for r in rows]
+    assert wh.insert(table.name, table.columns, by_rows) == 3
+    data = [list(c) for c in zip(*by_columns, strict=True)]
+    assert wh.insert_columns(table.name, table.columns, data) == 3
+    got = wh.query(f"SELECT * FROM {wh.database}.{table.name} ORDER BY instance_id")
+    assert [r[1:] for r in got[:3]] == [r[1:] for r in got[3:]]
+    assert [r[0] for r in got] == ["k-a", "k-b", "k-c", "r-a", "r-b", "r-c"]
+    assert got[0][table.columns.index("path_times")] == [JAN2 + 1, 2**63 + 5]
+    assert got[1][table.columns.index("journey_value")] == 12.5
+
+
+@pytest.mark.timeout(60)
+def test_columnar_insert_refuses_bad_columns_and_sends_nothing(migrated: Warehouse) -> None:
+    wh = migrated
+    cols = ("session_id", "events")
+    assert wh.insert_columns(SESSIONS.name, cols, [[], []]) == 0
+    with pytest.raises(WarehouseError, match="column events for sessions has 1 values"):
+        wh.insert_columns(SESSIONS.name, cols, [["s", "t"], [1]])
+    with pytest.raises(WarehouseError, match="1 columns of data"):
+        wh.insert_columns(SESSIONS.name, cols, [["s"]])
+    with pytest.raises(WarehouseError):
+        wh.insert_columns(SESSIONS.name, cols, [["s"], ["not a number"]])
+    assert wh.query(f"SELECT count() FROM {wh.database}.{SESSIONS.name}") == [(0,)]
+    wh.execute(f"DROP TABLE {wh.database}.{SESSIONS.name}")  # would block after a hang
