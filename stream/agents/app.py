@@ -273,7 +273,8 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     identity = IdentityAgent(ctx, IdentityStage(parts, parts))
     customers = CustomerAgent(ctx, CustomerStage(definitions, partitions=parts,
                                                  topic=kafka.by_customer_topic,
-                                                 path_cap=settings.path_cap),
+                                                 path_cap=settings.path_cap,
+                                                 cache_customers=settings.state_cache_customers),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset
     app.alert_worker = alerts = AlertWorker(ctx)
