@@ -100,9 +100,10 @@ class _Work:
     between batches in the stage's cache (stream.stages.customer_cache): what loading
     the stored bytes again would give. `expire`: when it was loaded as a bare floor,
     the time that floor expires; `parts`: the part records it is stored as
-    (stream.stages.parts); `gone`: the batch deleted the value."""
+    (stream.stages.parts); `gone`: the batch deleted the value; `size`: its stored
+    bytes (what the cache weighs it by)."""
 
-    __slots__ = ("expire", "gone", "partition", "parts", "value")
+    __slots__ = ("expire", "gone", "partition", "parts", "size", "value")
 
     def __init__(self, partition: int, data: bytes | None, parts: Parts = (0, 0)) -> None:
         self.partition = partition
@@ -113,8 +114,13 @@ class _Work:
 
     def stored(self, data: bytes | None) -> None:
         """The value is `data` in the table now (as loaded, or as just stored)."""
+        self.size = len(data) if data else 0
         idle = data is not None and self.value.is_idle()
         self.expire = wake_of(data) if idle and data is not None else None
+
+
+def _weight(w: _Work) -> int:
+    return w.size
 
 
 @dataclass
@@ -147,7 +153,7 @@ class CustomerStage:
         self.progress: dict[int, PartitionProgress] = {}
         self.generation = time.time_ns()  # a new one at every rebuild (restart, rebalance)
         # customers' decoded values between batches (stream.stages.customer_cache)
-        self.cache: StateCache[_Work] = StateCache(cache_customers)
+        self.cache: StateCache[_Work] = StateCache(cache_customers, weigh=_weight)
 
     def progress_for(self, partition: int) -> PartitionProgress:
         prog = self.progress.get(partition)

@@ -47,6 +47,24 @@ def test_a_deleted_value_leaves_the_cache_and_zero_capacity_keeps_nothing() -> N
         StateCache(-1)
 
 
+def test_the_stored_bytes_bound_evicts_too() -> None:
+    """A few customers with large values must not take the memory of thousands."""
+    cache: StateCache[str] = StateCache(100, weigh=len, max_bytes=10)
+    cache.keep([("a", "xxxx"), ("b", "yyyy")])
+    assert cache.bytes == 8
+    cache.keep([("c", "zzzz")])  # 12 bytes: a goes
+    assert [k for k, _e in cache.items()] == ["b", "c"] and cache.bytes == 8
+    assert cache.take("b") == "yyyy" and cache.bytes == 4
+    cache.keep([("b", "yy")])
+    assert cache.bytes == 6
+    cache.discard(["c"])
+    assert cache.bytes == 2
+    cache.keep([("huge", "h" * 11)])  # over the bound alone: not kept at all
+    assert cache.items() == [("b", "yy")] and cache.bytes == 2
+    cache.clear()
+    assert cache.bytes == 0 and len(cache) == 0
+
+
 # ------------------------------------------------------------------ in the stage
 
 BASE_DEFS = definitions(60_000, 600_000, 30_000)
