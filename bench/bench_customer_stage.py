@@ -10,7 +10,9 @@ table values kept in dicts. Each stage's `prepare` is timed with process CPU tim
 the figures hold up on a loaded machine better than wall time. `--cache` sets the
 number of customers kept decoded (0: decode every touched customer every batch, as
 before the cache); `--compare` runs both and checks that every row and table value is
-the same. `--profile FILE` writes a cProfile of the customer stage's prepare calls.
+the same. `--worker-gc` sets the cyclic garbage collector as a worker does
+(stream.agents.run.tune_gc); without it Python's defaults apply. `--profile FILE`
+writes a cProfile of the customer stage's prepare calls.
 
     .venv/bin/python bench/bench_customer_stage.py --events 50000 --compare
 """
@@ -142,7 +144,13 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also run without the cache and check the outputs are identical")
     ap.add_argument("--profile", type=Path, help="cProfile of the customer stage's prepare")
+    ap.add_argument("--worker-gc", action="store_true",
+                    help="the worker's garbage-collector settings (stream.agents.run.tune_gc)")
     args = ap.parse_args()
+    if args.worker_gc:
+        from stream.agents.run import tune_gc
+
+        tune_gc()
     evs = generated(args.events, args.seed)
     raw: list[list[bytes]] = [[] for _ in range(args.partitions)]
     for i, e in enumerate(evs):
@@ -150,7 +158,8 @@ def main() -> None:
     end = max(parse_occurred_at(e["occurred_at"]) for e in evs) + 3 * 86_400_000
     for p, e in fillers(end, args.partitions):
         raw[p].append(orjson.dumps(e))
-    print(f"{len(evs):,} events, {args.partitions} partitions, load average "
+    print(f"{len(evs):,} events, {args.partitions} partitions, "
+          f"{'worker' if args.worker_gc else 'default'} GC, load average "
           f"{os.getloadavg()[0]:.2f}")
     results = []
     for cache in ([args.cache, 0] if args.compare else [args.cache]):
