@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,10 @@ class LagProbe:
 
 
 async def produce_live(kafka: KafkaConfig, evs: list[dict[str, Any]], rate: float,
-                       t0_ms: int) -> None:
-    """Send event i at t0 + i/rate (its occurred_at), in slices of 100 ms."""
+                       t0_ms: int, *, slice_s: float = 0.1,
+                       on_send: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+    """Send event i at t0 + i/rate (its occurred_at), in slices of `slice_s`; `on_send`
+    is called just before each send (bench_latency notes send times)."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all",
                                 linger_ms=5)
     await producer.start()
@@ -112,11 +115,13 @@ async def produce_live(kafka: KafkaConfig, evs: list[dict[str, Any]], rate: floa
             while i < min(due, len(evs)):
                 e = evs[i]
                 key = (e["customer_id"] or e["anonymous_id"] or "x").encode()
+                if on_send is not None:
+                    on_send(i, e)
                 futures.append(await producer.send(kafka.raw_topic, orjson.dumps(e), key=key))
                 i += 1
             if futures:
                 await asyncio.gather(*futures)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(slice_s)
     finally:
         await producer.stop()
 

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,97 @@ def late_events(log: Path, pids: list[int]) -> int:
     return sum(last.values())
 
 
+@dataclass
+class ProductRun:
+    """What one run of the workers took and left in the warehouse."""
+
+    total_s: float  # from worker start until every stage committed everything
+    first_s: float | None  # from worker start until the first raw commit
+    cpu_s: float  # all workers, start-up included
+    late: int
+    sessions: set[Any]
+    instances: dict[str, str]
+    touchpoints: int
+
+
+def worker_env(kafka: KafkaConfig, broker_kind: str, ch: Any, *, database: str, app_id: str,
+               guarantee: str, flush_interval: float) -> dict[str, str]:
+    """The workers' environment: this process's minus any JOURNEYS_*, plus the bench's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    env.update({
+        "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        # Tansu refuses aiokafka's idempotent producer (InitProducerId)
+        "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(broker_kind == "kafka").lower(),
+        "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "JOURNEYS_KAFKA__PROCESSING_GUARANTEE": guarantee,
+        "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),
+        "JOURNEYS_WAREHOUSE__BACKEND": "server",
+        "JOURNEYS_WAREHOUSE__HOST": ch.host,
+        "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port),
+        "JOURNEYS_WAREHOUSE__DATABASE": database,
+        "JOURNEYS_APP_ID": app_id,
+        "JOURNEYS_FLUSH_INTERVAL_S": str(flush_interval),
+        "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
+        # the references are taken at the fillers' watermark: an idle source would
+        # move on with the wall clock and settle a few more deadlines than that
+        "JOURNEYS_SOURCE_IDLE_MS": str(86_400_000),
+    })
+    return env
+
+
+def run_product(kafka: KafkaConfig, broker_kind: str, ch: Any, workers: int, work: Path, *,
+                database: str = "bench", app_id: str = "bench-worker",
+                guarantee: str = "at_least_once", flush_interval: float = 0.5,
+                timeout: float = 1800.0) -> ProductRun:
+    """Start `workers` stream workers on the already produced raw topic, wait until every
+    stage committed everything, stop them; their CPU, late events and warehouse rows."""
+    env = worker_env(kafka, broker_kind, ch, database=database, app_id=app_id,
+                     guarantee=guarantee, flush_interval=flush_interval)
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "workers.log"
+    log = log_path.open("wb")
+    started = time.perf_counter()
+    profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each worker
+    cmd = [sys.executable, "-m", "stream", "--loglevel", "info"]  # stats lines: late=
+    procs = [subprocess.Popen(cmd if not profile else [
+                 sys.executable, "-m", "cProfile", "-o", f"{profile}/worker{i}.prof",
+                 "-m", "stream", "--loglevel", "info"],
+                              cwd=ROOT, env={**env, "JOURNEYS_DATA_DIR": str(work / f"w{i}")},
+                              stdout=log, stderr=subprocess.STDOUT)
+             for i in range(workers)]
+    spies = pyspy(procs, os.environ.get("BENCH_PYSPY"))
+    try:
+        first = wait_done(kafka, app_id, procs, started, timeout, log_path)
+        total = time.perf_counter() - started
+        cpu = sum(cpu_seconds(p.pid) for p in procs)
+    finally:
+        stop_workers(procs)
+        for spy in spies:
+            spy.wait(60)
+        log.close()
+    sessions, instances, touchpoints = results(ch, database)
+    return ProductRun(total, first, cpu, late_events(log_path, [p.pid for p in procs]),
+                      sessions, instances, touchpoints)
+
+
+def print_exactness(refs: dict[str, Ref], got_sessions: set[Any],
+                    got_instances: dict[str, str]) -> None:
+    """Sessions and instances against each reference; BENCH_DIFF=DIR writes what differs."""
+    diff_dir = os.environ.get("BENCH_DIFF")  # a directory: what differs, as JSON
+    for name, (want_sessions, want_instances) in refs.items():
+        same = sum(1 for i, s in want_instances.items() if got_instances.get(i) == s)
+        if diff_dir:
+            Path(diff_dir, name.split()[0] + ".json").write_bytes(orjson.dumps({
+                "instances": {i: [want_instances.get(i), got_instances.get(i)]
+                              for i in {*want_instances, *got_instances}
+                              if want_instances.get(i) != got_instances.get(i)},
+                "sessions": {"missing": sorted(want_sessions - got_sessions),
+                             "extra": sorted(got_sessions - want_sessions)}}))
+        print(f"  vs {name}: sessions {len(got_sessions & want_sessions):,} identical of "
+              f"{len(want_sessions):,}; instances {same:,} identical (id, status) of "
+              f"{len(want_instances):,}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
@@ -287,47 +379,11 @@ def main() -> None:
         secs = asyncio.run(produce(kafka, payloads, fillers(end, args.partitions)))
         print(f"produced {len(payloads):,} events to {kafka.raw_topic} in {secs:.1f} s "
               f"({args.partitions} partitions, {args.broker})", flush=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-        env.update({
-            "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": b.bootstrap_servers,
-            # Tansu refuses aiokafka's idempotent producer (InitProducerId)
-            "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER": str(args.broker == "kafka").lower(),
-            "JOURNEYS_KAFKA__TOPIC_PREFIX": "bench",
-            "JOURNEYS_KAFKA__PROCESSING_GUARANTEE": args.guarantee,
-            "JOURNEYS_KAFKA__PARTITIONS": str(args.partitions),
-            "JOURNEYS_WAREHOUSE__BACKEND": "server",
-            "JOURNEYS_WAREHOUSE__HOST": ch.host,
-            "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port),
-            "JOURNEYS_WAREHOUSE__DATABASE": "bench",
-            "JOURNEYS_APP_ID": "bench-worker",
-            "JOURNEYS_FLUSH_INTERVAL_S": str(args.flush_interval),
-            "JOURNEYS_ALLOWED_LATENESS_MS": str(LATENESS_MS),
-            # the references are taken at the fillers' watermark: an idle source would
-            # move on with the wall clock and settle a few more deadlines than that
-            "JOURNEYS_SOURCE_IDLE_MS": str(86_400_000),
-        })
-        log_path = work / "workers.log"
-        log = log_path.open("wb")
-        started = time.perf_counter()
-        profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each worker
-        cmd = [sys.executable, "-m", "stream", "--loglevel", "info"]  # stats lines: late=
-        procs = [subprocess.Popen(cmd if not profile else [
-                     sys.executable, "-m", "cProfile", "-o", f"{profile}/worker{i}.prof",
-                     "-m", "stream", "--loglevel", "info"],
-                                  cwd=ROOT, env={**env, "JOURNEYS_DATA_DIR": str(work / f"w{i}")},
-                                  stdout=log, stderr=subprocess.STDOUT)
-                 for i in range(args.workers)]
-        spies = pyspy(procs, os.environ.get("BENCH_PYSPY"))
-        try:
-            first = wait_done(kafka, "bench-worker", procs, started, args.timeout, log_path)
-            total = time.perf_counter() - started
-            cpu = sum(cpu_seconds(p.pid) for p in procs)
-        finally:
-            stop_workers(procs)
-            for spy in spies:
-                spy.wait(60)
-        got_sessions, got_instances, touchpoints = results(ch, "bench")
-    late = late_events(log_path, [p.pid for p in procs])
+        run = run_product(kafka, args.broker, ch, args.workers, work,
+                          guarantee=args.guarantee, flush_interval=args.flush_interval,
+                          timeout=args.timeout)
+    total, first, cpu, late = run.total_s, run.first_s, run.cpu_s, run.late
+    got_sessions, got_instances, touchpoints = run.sessions, run.instances, run.touchpoints
     steady = total - (first or 0.0)
     print(f"\n{len(payloads):,} events, {args.workers} worker(s), {args.partitions} partitions, "
           f"{args.broker}; {touchpoints:,} touchpoints in ClickHouse")
@@ -337,20 +393,7 @@ def main() -> None:
           f"({len(payloads) / cpu:,.0f} events per CPU-second)")
     print(f"  late events: {late:,}")
     print(f"  sessions: {len(got_sessions):,}; journey instances: {len(got_instances):,}")
-    diff_dir = os.environ.get("BENCH_DIFF")  # a directory: what differs, as JSON
-    for name, (want_sessions, want_instances) in refs.items():
-        same = sum(1 for i, s in want_instances.items() if got_instances.get(i) == s)
-        if diff_dir:
-            Path(diff_dir, name.split()[0] + ".json").write_bytes(orjson.dumps({
-                "instances": {i: [want_instances.get(i), got_instances.get(i)]
-                              for i in {*want_instances, *got_instances}
-                              if want_instances.get(i) != got_instances.get(i)},
-                "sessions": {"missing": sorted(want_sessions - got_sessions),
-                             "extra": sorted(got_sessions - want_sessions)}}))
-        print(f"  vs {name}: sessions {len(got_sessions & want_sessions):,} identical of "
-              f"{len(want_sessions):,}; instances {same:,} identical (id, status) of "
-              f"{len(want_instances):,}")
-
+    print_exactness(refs, got_sessions, got_instances)
 
 if __name__ == "__main__":
     main()

@@ -94,7 +94,9 @@ say "mypy (journeys/, stream/, warehouse/: [tool.mypy] in pyproject.toml)"
 # 4. Tests: everything (the broker tests on Apache Kafka), then the tests that use the
 # `broker` fixture again on Tansu, the embedded broker of `journeys demo`/`up`
 # (JOURNEYS_TEST_BROKER=tansu), except those marked `kafka_only` (most cells of the
-# partitions x workers matrix: a subset covering each axis runs on Tansu). The Tansu pass runs when no pytest arguments are given
+# partitions x workers matrix: a subset covering each axis runs on Tansu; the kill,
+# quarantine, alert-worker and replay tests, whose logic is the worker's, not the
+# broker's). The Tansu pass runs when no pytest arguments are given
 # (CI), or with JOURNEYS_TEST_TANSU=1 (over the same arguments); JOURNEYS_TEST_TANSU=0
 # skips it.
 run_pytest() {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +62,35 @@ def _ensure_topics(kafka: Any, *, required: bool = True, hint: str = "") -> None
             raise ServiceUnavailable(f"{exc}{hint}") from exc
         _err().print(f"[yellow]warning:[/] Kafka at {kafka.bootstrap_servers} is not reachable "
                   "yet; answering 503 until it is")
+
+
+def _readable_files(files: list[Path], fmt: str | None, spool: contextlib.ExitStack,
+                    err: Console) -> list[Path]:
+    """The files to import: '-' (standard input) and pipes or devices (/dev/stdin, a
+    process substitution) are copied to a temporary file first, because the default
+    event-time order reads every file twice (a read pass, then the produce pass)."""
+    out: list[Path] = []
+    for path in files:
+        if str(path) != "-" and not path.exists():
+            raise typer.BadParameter(f"{path}: no such file")
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a directory")
+        if str(path) != "-" and path.is_file():
+            out.append(path)
+            continue
+        name = "stdin" if str(path) == "-" else path.name
+        suffix = f".{fmt}" if fmt else "".join(path.suffixes)
+        if not suffix:
+            raise typer.BadParameter(f"{path}: pass --format (csv, jsonl or parquet) to "
+                                     "read standard input or a pipe")
+        tmp = Path(spool.enter_context(tempfile.TemporaryDirectory(prefix="journeys-in-")))
+        copy = tmp / f"{name}{suffix}"
+        err.print(f"reading {'standard input' if name == 'stdin' else path} into {copy}")
+        with (contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-"
+              else path.open("rb")) as src, copy.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        out.append(copy)
+    return out
 
 
 def _import_ordered(progress: Progress, files: list[Path], settings: Any, mapping: Any,
@@ -131,8 +164,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ingest(
         files: Annotated[list[Path], typer.Argument(
-            help="CSV, JSONL or Parquet files (CSV/JSONL may be .gz, .bz2, .xz)",
-            exists=True, dir_okay=False, readable=True)],
+            help="CSV, JSONL or Parquet files (CSV/JSONL may be .gz, .bz2, .xz); '-' "
+            "reads standard input (with --format)")],
         fmt: str = typer.Option(None, "--format", help="csv, jsonl or parquet (default: "
                                 "from the file name)"),
         event_id_column: str = typer.Option("event_id", help="column with a unique event "
@@ -178,6 +211,8 @@ def register(app: typer.Typer) -> None:
         from ingest.parallel import import_files
 
         out, err = _out(), _err()
+        spool = contextlib.ExitStack()
+        files = _readable_files(files, fmt, spool, err)
         settings, target = _found_settings(bootstrap_servers, topic_prefix)
         if time_unit not in ("ms", "s") or extra_columns not in ("properties", "ignore"):
             raise typer.BadParameter("--time-unit is ms or s; --extra-columns is "
@@ -234,6 +269,7 @@ def register(app: typer.Typer) -> None:
         if accepted == 0:
             err.print("[bold red]error:[/] no row was accepted")
             raise typer.Exit(1)
+        spool.close()
         if waiter is not None:
             _finish(waiter, sum(r.rejected for r in reports), out)
 

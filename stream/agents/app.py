@@ -56,7 +56,9 @@ from stream.agents.transport import (
     Transport,
 )
 from stream.agents.validate import RawValidator
+from stream.agents.wake_store import RocksWakeIndex
 from stream.agents.web import install_pages, ready_problems
+from stream.eventtime.timers import Timers
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -250,6 +252,15 @@ def _store_options(settings: WorkerSettings) -> dict[str, Any]:
                         "max_write_buffer_number": 2, "block_cache_size": 4 << 20}}
 
 
+def _timers(settings: WorkerSettings) -> Callable[[int], Timers] | None:
+    """The customer stage's timer index per partition: on disk beside the RocksDB
+    tables (so RSS does not grow with open journeys), else in memory."""
+    if settings.state_store != "rocksdb":
+        return None
+    where = faust_data_dir(settings) / "timers"
+    return lambda partition: RocksWakeIndex(where / f"customers-{partition}")
+
+
 def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) -> JourneysApp:
     """Build the stream app. `warehouse` is used as given (not closed); without it the
     app connects from `settings.warehouse` at start and runs the idempotent migration."""
@@ -274,7 +285,8 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     customers = CustomerAgent(ctx, CustomerStage(definitions, partitions=parts,
                                                  topic=kafka.by_customer_topic,
                                                  path_cap=settings.path_cap,
-                                                 cache_customers=settings.state_cache_customers),
+                                                 cache_customers=settings.state_cache_customers,
+                                                 timers=_timers(settings)),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset
     app.alert_worker = alerts = AlertWorker(ctx)

@@ -3,14 +3,39 @@
 Faust has no event-time timers. A stage that must act when event time passes a
 per-key time (a journey deadline, an unsettled event, a session's end) schedules the
 key here; whenever the partition's watermark moves, `due(watermark)` yields the keys to
-visit, so a watermark advance touches only keys that are due. In memory only: after
-recovery the index is rebuilt from the table (the customer stage stores each key's wake
-time in the first bytes of its value for that).
+visit, so a watermark advance touches only keys that are due. Never the source of
+truth: after recovery the index is rebuilt from the table (the customer stage stores
+each key's wake time in the first bytes of its value for that).
+
+`Timers` is the port; `WakeIndex` keeps it in memory (~200 bytes a key), the RocksDB
+adapter (stream/agents/wake_store.py, with `JOURNEYS_STATE_STORE=rocksdb`) keeps it on
+disk so a worker's memory does not grow with its open journeys (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import heapq
+from typing import Protocol
+
+
+class Timers(Protocol):
+    """key -> the watermark at which it is next due."""
+
+    def schedule(self, key: str, wake: int | None) -> None:
+        """Set (or clear, with None) when `key` is next due."""
+        ...
+
+    def due(self, watermark: int) -> list[str]:
+        """Keys due at `watermark`, earliest first (removed from the index)."""
+        ...
+
+    def next_wake(self) -> int | None: ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None:
+        """Release what the index holds (its partition was revoked)."""
+        ...
 
 
 class WakeIndex:
@@ -50,3 +75,7 @@ class WakeIndex:
 
     def __len__(self) -> int:
         return len(self.wakes)
+
+    def close(self) -> None:
+        self.wakes.clear()
+        self._heap.clear()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from stream.eventtime.timers import WakeIndex
+from stream.eventtime.timers import Timers, WakeIndex
 from stream.eventtime.watermarks import Frontier
 from stream.stages.customer_state import Committed, Position, replayable
 
@@ -28,9 +28,9 @@ class PartitionProgress:
 
     __slots__ = ("deferred", "frontier", "groups", "holds", "wakes")
 
-    def __init__(self) -> None:
+    def __init__(self, wakes: Timers | None = None) -> None:
         self.frontier = Frontier()
-        self.wakes = WakeIndex()
+        self.wakes: Timers = WakeIndex() if wakes is None else wakes
         self.holds: dict[str, tuple[int, int]] = {}
         # Finished customers whose value goes once their input records are committed
         # (CustomerValue.replayable): key -> its group, and the groups in order, one per

@@ -54,6 +54,7 @@ from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import JourneyDelta
 from stream.engine.runs import PATH_CAP
 from stream.engine.sessions import Sessionizer, session_id
+from stream.eventtime.timers import Timers
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, decode_claims
 from stream.stages.customer_batch import CustomerBatch, Ev
 from stream.stages.customer_cache import DEFAULT_CUSTOMERS, StateCache
@@ -140,7 +141,9 @@ class CustomerStage:
                  floor_retention_ms: int = FLOOR_RETENTION_MS,
                  committed: Committed = everything_committed, path_cap: int = PATH_CAP,
                  record_bound: int = RECORD_BOUND,
-                 cache_customers: int = DEFAULT_CUSTOMERS) -> None:
+                 cache_customers: int = DEFAULT_CUSTOMERS,
+                 timers: Callable[[int], Timers] | None = None) -> None:
+        self.timers = timers  # partition -> its timer index; None: in memory
         self.floor_retention_ms = floor_retention_ms
         self.record_bound = record_bound  # bytes of a value per table record
         self.committed = committed  # what a finished customer's deletion waits for
@@ -158,7 +161,8 @@ class CustomerStage:
     def progress_for(self, partition: int) -> PartitionProgress:
         prog = self.progress.get(partition)
         if prog is None:
-            prog = self.progress[partition] = PartitionProgress()
+            wakes = None if self.timers is None else self.timers(partition)
+            prog = self.progress[partition] = PartitionProgress(wakes)
         return prog
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -166,7 +170,9 @@ class CustomerStage:
         new owner now."""
         gone = set(partitions)
         for p in gone:
-            self.progress.pop(p, None)
+            prog = self.progress.pop(p, None)
+            if prog is not None:
+                prog.wakes.close()
         self.cache.discard(k for k, w in self.cache.items() if w.partition in gone)
 
     def rebuild(self, partitions: set[int], items: Iterable[tuple[bytes, bytes]]) -> int:

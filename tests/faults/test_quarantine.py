@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
 from journeys.settings import KafkaConfig, WarehouseConfig
@@ -23,6 +24,10 @@ from tests.faults.corpus import valid
 from tests.faults.report import FaultFigures
 from tests.integration.stream_support import start_worker, stop_worker, wait_pipeline, worker_env
 from warehouse.connect import connect
+
+# Kafka only in scripts/test.sh (CI budget): the crash journal and the quarantine are
+# the worker's, not the broker's; the poison tests run on both brokers.
+pytestmark = pytest.mark.kafka_only
 
 
 def _produce(kafka: KafkaConfig, values: list[bytes]) -> None:

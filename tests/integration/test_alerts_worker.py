@@ -48,6 +48,11 @@ from tests.integration.stream_support import start_worker, stop_worker, wait_pip
 from warehouse.connect import connect
 from warehouse.queries import alerts as alerts_query
 
+# Kafka only in scripts/test.sh (CI budget): the alert path on Tansu (the demo's) runs
+# in test_alerts_e2e.py.
+pytestmark = pytest.mark.kafka_only
+
+
 SECRET = "worker-integration-secret"
 PARTITIONS = 3
 LATENESS_MS = HOUR  # and slices of at most this much event time

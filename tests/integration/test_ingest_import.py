@@ -162,3 +162,16 @@ def test_generate_to_file(tmp_path: Path) -> None:
     result = run("generate", "--out", out, "--max-events", "500", "--seed", "3")
     assert result.exit_code == 0, result.output
     assert len(pd.read_parquet(out)) == 500
+
+
+def test_standard_input_is_imported_with_format(tmp_path: Path, kafka: KafkaConfig) -> None:
+    source = tmp_path / "piped.jsonl"
+    write_events(_good(300, seed=21), source)
+    data = source.read_bytes()
+    args = ["ingest", "-", "--rejects", str(tmp_path), *_kafka_args(kafka)]
+    refused = CliRunner().invoke(cli(), args, input=data)
+    assert refused.exit_code != 0 and "--format" in refused.output
+    result = CliRunner().invoke(cli(), [*args, "--format", "jsonl"], input=data)
+    assert result.exit_code == 0, result.output
+    assert "stdin.jsonl: 300 rows" in result.output and "300 accepted" in result.output
+    assert len(read_topic(kafka.bootstrap_servers, kafka.raw_topic, expected=300)) == 300

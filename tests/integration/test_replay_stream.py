@@ -43,6 +43,11 @@ from warehouse.connect import connect
 from warehouse.sql import qualified
 from warehouse.tables import JOURNEY_INSTANCES, LATE_EVENTS
 
+# Kafka only in scripts/test.sh (CI budget): the replay reads and writes the warehouse;
+# the live stream beside it runs on Tansu in the other stream tests.
+pytestmark = pytest.mark.kafka_only
+
+
 PARTITIONS = 2
 LATENESS_MS = 300_000
 DAY = 86_400_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.eventtime.timers import WakeIndex
 from stream.eventtime.watermarks import (
     NO_WATERMARK,
     Claim,
@@ -94,15 +93,3 @@ def test_frontier_never_goes_back_and_is_at_most_each_busy_claim(
             busy = [m for m, i in latest.values() if not i]
             if busy:
                 assert f.watermark <= max(busy) or f.watermark == last
-
-
-def test_wake_index() -> None:
-    w = WakeIndex()
-    w.schedule("a", BASE + 5000)
-    w.schedule("b", BASE)
-    w.schedule("a", BASE + 500)  # rescheduled: the old entry is stale
-    assert w.next_wake() == BASE and len(w) == 2
-    assert w.due(BASE + 1000) == ["b", "a"] and w.due(BASE + 10_000) == []
-    w.schedule("c", BASE)
-    w.schedule("c", None)
-    assert w.next_wake() is None
