@@ -20,6 +20,7 @@ from journeys.events import DEFAULT_CHANNELS
 from journeys.timeutil import parse_duration_ms
 
 DEFAULT_PATH_CAP = 1000  # WorkerSettings.path_cap (stream.engine.runs)
+DEFAULT_STATE_CACHE_CUSTOMERS = 20_000  # WorkerSettings.state_cache_customers
 
 
 class KafkaConfig(BaseModel):
@@ -199,6 +200,9 @@ class WorkerSettings(WarehouseRole):
     # "rocksdb" (local RocksDB files under data_dir via rocksdict: the values leave RSS,
     # about half of the memory per open journey; docs/reliability.md "Bounded state")
     state_store: Literal["memory", "rocksdb"] = "memory"
+    # customers kept decoded between batches of the customer stage, least recently
+    # used out first (0: decode every touched customer per batch; docs/performance.md)
+    state_cache_customers: int = Field(default=DEFAULT_STATE_CACHE_CUSTOMERS, ge=0)
     web_port: int = 6066
     web_enabled: bool = False  # /healthz, /readyz, /metrics (stream.agents.web)
     web_bind: str = "127.0.0.1"  # 0.0.0.0 in a container, so probes reach it

@@ -285,6 +285,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     customers = CustomerAgent(ctx, CustomerStage(definitions, partitions=parts,
                                                  topic=kafka.by_customer_topic,
                                                  path_cap=settings.path_cap,
+                                                 cache_customers=settings.state_cache_customers,
                                                  timers=_timers(settings)),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset

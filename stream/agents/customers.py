@@ -266,6 +266,9 @@ class CustomerAgent:
         revoked, new = self._indexed - active, active - self._indexed
         async with self.lock:
             self.stage.forget(revoked | new)  # frontiers restart from fresh claims
+            # decoded values are reloaded from the recovered table: a partition that
+            # moved away and back meanwhile holds what its other owner wrote
+            self.stage.cache.clear()
             if new:
                 started = time.perf_counter()
                 n = self.stage.rebuild(new, table_store(self.table).items())

@@ -57,6 +57,7 @@ from stream.engine.sessions import Sessionizer, session_id
 from stream.eventtime.timers import Timers
 from stream.eventtime.watermarks import NO_WATERMARK, Claim, decode_claims
 from stream.stages.customer_batch import CustomerBatch, Ev
+from stream.stages.customer_cache import DEFAULT_CUSTOMERS, StateCache
 from stream.stages.customer_progress import PartitionProgress, everything_committed
 from stream.stages.customer_state import (
     RECORD_BOUND,
@@ -96,18 +97,31 @@ Record = tuple[int, int, bytes | None]  # (partition, offset, value)
 
 
 class _Work:
-    """A customer's state while a batch is prepared (loaded once, stored once).
-    `expire`: when it was loaded as a bare floor, the time that floor expires; `parts`:
-    the part records it is stored as (stream.stages.parts)."""
+    """A customer's state while a batch is prepared (loaded once, stored once), and
+    between batches in the stage's cache (stream.stages.customer_cache): what loading
+    the stored bytes again would give. `expire`: when it was loaded as a bare floor,
+    the time that floor expires; `parts`: the part records it is stored as
+    (stream.stages.parts); `gone`: the batch deleted the value; `size`: its stored
+    bytes (what the cache weighs it by)."""
 
-    __slots__ = ("expire", "partition", "parts", "value")
+    __slots__ = ("expire", "gone", "partition", "parts", "size", "value")
 
     def __init__(self, partition: int, data: bytes | None, parts: Parts = (0, 0)) -> None:
         self.partition = partition
         self.parts = parts
         self.value = CustomerValue.unpack(data)
+        self.gone = False
+        self.stored(data)
+
+    def stored(self, data: bytes | None) -> None:
+        """The value is `data` in the table now (as loaded, or as just stored)."""
+        self.size = len(data) if data else 0
         idle = data is not None and self.value.is_idle()
         self.expire = wake_of(data) if idle and data is not None else None
+
+
+def _weight(w: _Work) -> int:
+    return w.size
 
 
 @dataclass
@@ -127,6 +141,7 @@ class CustomerStage:
                  floor_retention_ms: int = FLOOR_RETENTION_MS,
                  committed: Committed = everything_committed, path_cap: int = PATH_CAP,
                  record_bound: int = RECORD_BOUND,
+                 cache_customers: int = DEFAULT_CUSTOMERS,
                  timers: Callable[[int], Timers] | None = None) -> None:
         self.timers = timers  # partition -> its timer index; None: in memory
         self.floor_retention_ms = floor_retention_ms
@@ -140,6 +155,8 @@ class CustomerStage:
         self.topic = topic  # for late-event records
         self.progress: dict[int, PartitionProgress] = {}
         self.generation = time.time_ns()  # a new one at every rebuild (restart, rebalance)
+        # customers' decoded values between batches (stream.stages.customer_cache)
+        self.cache: StateCache[_Work] = StateCache(cache_customers, weigh=_weight)
 
     def progress_for(self, partition: int) -> PartitionProgress:
         prog = self.progress.get(partition)
@@ -149,11 +166,14 @@ class CustomerStage:
         return prog
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions revoked: their frontiers and timers belong to the new owner now."""
-        for p in partitions:
+        """Partitions revoked: their frontiers, timers and cached values belong to the
+        new owner now."""
+        gone = set(partitions)
+        for p in gone:
             prog = self.progress.pop(p, None)
             if prog is not None:
                 prog.wakes.close()
+        self.cache.discard(k for k, w in self.cache.items() if w.partition in gone)
 
     def rebuild(self, partitions: set[int], items: Iterable[tuple[bytes, bytes]]) -> int:
         """Timer index of newly assigned partitions from the recovered table. Returns
@@ -174,15 +194,20 @@ class CustomerStage:
                 tick: Sequence[int] = (), lane: int = RECORDS) -> CustomerBatch:
         """Apply a batch of envelopes of one topic (`lane`: RECORDS for by-customer,
         HANDOVER_RECORDS for handovers); `tick` names partitions to visit for overdue
-        holds even without records. Nothing is stored here."""
+        holds even without records. Nothing is stored here; the values it computed are
+        kept decoded for the next batch (`cache`) only when it returns."""
         batch = CustomerBatch()
         self.batches += 1
         work: dict[str, _Work] = {}
+        cache = self.cache
 
         def load(partition: int, key: str) -> _Work:
             w = work.get(key)
             if w is None:
-                w = work[key] = _Work(partition, *read_value(get_state, key.encode()))
+                w = cache.take(key)
+                if w is None:
+                    w = _Work(partition, *read_value(get_state, key.encode()))
+                work[key] = w
                 if w.value.gen != self.generation:  # first load since a restart/rebalance
                     self._reemit(batch, key, w.value)
                 batch.holds_expired += w.value.journeys.expire_holds(wall_ms,
@@ -253,6 +278,7 @@ class CustomerStage:
             batch.open_sessions.update(session_id(key, s.first_id)
                                        for s in w.value.sessions.sessions)
             batch.open_instances.update(w.value.journeys.emitted)
+        cache.keep((key, None if w.gone else w) for key, w in work.items())
         for partition in inp.partitions:
             prog = self.progress_for(partition)
             obs = batch.reached.get(partition, ([], Claim(partition, NO_WATERMARK)))[0]
@@ -430,6 +456,8 @@ class CustomerStage:
         """A value's table records: one, or parts when over `record_bound` bytes."""
         out, w.parts = value_records(key.encode(), w.partition, data, w.parts,
                                      self.record_bound)
+        w.gone = data is None
+        w.stored(data)
         batch.states.update(out)
 
     def _reemit(self, batch: CustomerBatch, key: str, v: CustomerValue) -> None:

@@ -31,8 +31,9 @@ from stream.engine.outputs import InstanceRow
 from stream.engine.runs import PATH_CAP
 from stream.engine.sessions import SessionRow
 from stream.stages.customer_batch import CustomerBatch
+from stream.stages.customer_cache import DEFAULT_CUSTOMERS
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORD_BOUND, RECORDS
-from stream.stages.customers import CustomerStage
+from stream.stages.customers import FLOOR_RETENTION_MS, CustomerStage
 from stream.stages.duplicates import Conflict
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -63,8 +64,12 @@ class Pipeline:
     def __init__(self, defs: Definitions, *, partitions: int, lateness_ms: int, seed: int,
                  bulk: bool = False, sources: int = 1, readers: int = 1,
                  idle_after_ms: int = NEVER_IDLE, path_cap: int = PATH_CAP,
-                 record_bound: int = RECORD_BOUND) -> None:
+                 record_bound: int = RECORD_BOUND,
+                 cache_customers: int = DEFAULT_CUSTOMERS,
+                 floor_retention_ms: int = FLOOR_RETENTION_MS) -> None:
         self.defs = defs
+        self.floor_retention_ms = floor_retention_ms  # finished customers' floors kept
+        self.cache_customers = cache_customers  # decoded values kept between batches
         self.path_cap = path_cap
         self.record_bound = record_bound  # customer values split into records of this
         self.partitions = partitions
@@ -114,7 +119,9 @@ class Pipeline:
 
     def _new_customer_stage(self) -> CustomerStage:
         return CustomerStage(self.defs, partitions=self.partitions, committed=self._committed,
-                             path_cap=self.path_cap, record_bound=self.record_bound)
+                             path_cap=self.path_cap, record_bound=self.record_bound,
+                             cache_customers=self.cache_customers,
+                             floor_retention_ms=self.floor_retention_ms)
 
     def _committed(self, lane: int, partition: int) -> int:
         """The customer stage's `Committed`: the consumers' committed offsets."""
