@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
@@ -25,6 +24,7 @@ from mode import Service, ServiceT
 from journeys.logs import logging_config
 from journeys.settings import WorkerSettings
 from stream.agents.app import JourneysApp, create_app
+from stream.gc_tuning import tune_gc
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
@@ -92,16 +92,6 @@ def build_worker(app: JourneysApp, *, extra_services: Sequence[ServiceT] = (),
     return worker
 
 
-GC_THRESHOLDS = (50_000, 50, 100)
-"""The cyclic garbage collector's thresholds in a worker (CPython's default: 700, 10, 10).
-A worker allocates millions of short-lived lists and tuples (decoded envelopes, events,
-rows) next to a large long-lived heap (customer state, caches), so with the defaults the
-collector ran all the time and walked that heap: bench/bench_stream.py with these
-thresholds took 275-305 instead of 450-566 µs of worker CPU per event, output identical
-(docs/performance.md "Binary envelopes"). Reference counting frees almost everything;
-only cycles wait longer for a collection."""
-
-
 def run_worker(settings: WorkerSettings, *, loglevel: str = "info",
                warehouse: Warehouse | None = None,
                extra_services: Sequence[ServiceT] = ()) -> NoReturn:
@@ -110,7 +100,7 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "info",
     Topics are created and a stale local data dir is wiped by the app at start (see
     JourneysApp.on_first_start).
     """
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc()  # already done by `python -m stream`; here for `journeys worker`, `up`
     app = create_app(settings, warehouse=warehouse)
     worker = build_worker(app, extra_services=extra_services, loglevel=loglevel,
                           logging_config=logging_config(settings.log_format, loglevel))
