@@ -27,7 +27,9 @@ from journeys.errors import ServiceUnavailable
 from journeys.settings import KafkaConfig
 
 ENVELOPE_FORMAT = 2
-"""`v` of every internal envelope (stream.stages.envelopes)."""
+"""`v` of the JSON internal envelopes: the forget control envelope is sent as JSON (no
+encoder needed by its senders); the stages write MessagePack (format 3) and read both
+(stream.stages.envelopes, docs/stream.md "Wire formats")."""
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:

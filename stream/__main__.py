@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from journeys.settings import WorkerSettings
-from stream.agents.run import run_worker
+from stream.gc_tuning import tune_gc
+
+tune_gc()  # before the heavy imports below: their garbage is collected the same way
+
+from journeys.settings import WorkerSettings  # noqa: E402
+from stream.agents.run import run_worker  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

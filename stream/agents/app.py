@@ -275,6 +275,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         settings=settings, definitions=definitions, stats=app.stats,
         sink=WarehouseSink(settings.warehouse, warehouse),
         send=lambda *args: app.producer.send(*args), crash=lambda exc: app.crash(exc),
+        batches=lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
         journal=CrashJournal(faust_data_dir(settings) / "crash-journal",
                              settings.fault_exit_on))
     app.validate = ValidateStage(

@@ -14,6 +14,7 @@ the same way): sending and crashing are two callables, bound by stream.agents.ap
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -29,6 +30,7 @@ from stream.agents.crash_journal import CrashJournal
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats
 from stream.agents.table_store import table_store
+from stream.stages.envelopes import readable
 from stream.stages.parts import store_order
 
 log = logging.getLogger(__name__)
@@ -64,16 +66,40 @@ class StageContext:
     send: Send
     crash: Crash
     journal: CrashJournal = field(default_factory=lambda: CrashJournal(None))
+    batches: Callable[[], Any] | None = None  # the aiokafka producer, for `send_all`
 
 
 async def send_all(ctx: StageContext, topic: str,
                    messages: Iterable[tuple[int | None, bytes | None, bytes | None]]) -> int:
-    """Send (partition, key, value) messages; return once the broker acked all."""
-    pending = [await ctx.send(topic, key, value, partition, None, None)
-               for partition, key, value in messages]
+    """Send (partition, key, value) messages; return once the broker acked all.
+
+    With `ctx.batches` (the worker's aiokafka producer), the messages of each explicit
+    partition go as record batches (`create_batch`/`send_batch`, in order): one future
+    per batch instead of one per record, which was most of the client's Python cost per
+    record (docs/performance.md). Messages without a partition go one by one."""
+    producer: Any = ctx.batches() if ctx.batches is not None else None
+    pending = []
+    parted: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+    count = 0
+    for partition, key, value in messages:
+        count += 1
+        if producer is None or partition is None:
+            pending.append(await ctx.send(topic, key, value, partition, None, None))
+        else:
+            parted.setdefault(partition, []).append((key, value))
+    for partition, records in parted.items():
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value or b'')} bytes does not fit "
+                                     f"in a batch for {topic}[{partition}]")
+        pending.append(await producer.send_batch(batch, topic, partition=partition))
     if pending:
         await asyncio.gather(*pending)
-    return len(pending)
+    return count
 
 
 async def store(ctx: StageContext, table: Any,
@@ -214,7 +240,9 @@ async def dead_letter_record(ctx: StageContext, stage: str, topic: str, record: 
     """Send one record that made a stage raise (`exc`), or killed the worker `deaths`
     times (exc None), to the dead-letter topic (the archiver copies it to the
     `dead_letters` table): reason `stage_error: <class> at topic[partition]@offset` or
-    `quarantined: killed the worker N times at ...`, the stage, the original bytes."""
+    `quarantined: killed the worker N times at ...`, the stage, the original: the
+    record's text, or for a binary envelope its JSON rendering plus the exact bytes as
+    `original_base64` (stream.stages.envelopes.readable)."""
     partition, offset, value = record
     where = f"{topic}[{partition}]@{offset}"
     if exc is None:
@@ -230,8 +258,10 @@ async def dead_letter_record(ctx: StageContext, stage: str, topic: str, record: 
             "stage_error", repr(exc)[:1000]
         ctx.stats.poison_records += 1
     ctx.stats.rejected[code] += 1
-    body = orjson.dumps({
-        "reason": reason, "stage": stage, "event_id": None,
-        "received_at": ms_to_iso(now_ms()),
-        "original": (value or b"").decode("utf-8", errors="replace"), "error": error})
-    await send_all(ctx, ctx.settings.kafka.dead_letter_topic, [(None, None, body)])
+    original, exact = readable(value or b"")
+    letter = {"reason": reason, "stage": stage, "event_id": None,
+              "received_at": ms_to_iso(now_ms()), "original": original, "error": error}
+    if not exact:  # a binary envelope (stream.stages.envelopes): its bytes, exactly
+        letter["original_base64"] = base64.b64encode(value or b"").decode()
+    await send_all(ctx, ctx.settings.kafka.dead_letter_topic,
+                   [(None, None, orjson.dumps(letter))])

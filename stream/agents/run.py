@@ -25,6 +25,7 @@ from mode import Service, ServiceT
 from journeys.logs import logging_config
 from journeys.settings import WorkerSettings
 from stream.agents.app import JourneysApp, create_app
+from stream.gc_tuning import tune_gc
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "info",
     Topics are created and a stale local data dir is wiped by the app at start (see
     JourneysApp.on_first_start).
     """
+    tune_gc()  # already done by `python -m stream`; here for `journeys worker`, `up`
     app = create_app(settings, warehouse=warehouse)
     worker = build_worker(app, extra_services=extra_services, loglevel=loglevel,
                           logging_config=logging_config(settings.log_format, loglevel))

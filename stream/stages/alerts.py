@@ -12,9 +12,10 @@ step-reached partition, after that partition's observations and in the same mess
 Each alert partition's event time is its `Frontier` over the P by-customer partitions,
 so a window is final only when every source has passed it (DESIGN.md "Drop-off alert").
 
-Message (value; key none, partition explicit):
+Message (value; key none, partition explicit), MessagePack like the envelopes (stream.
+stages.envelopes: `encode`; JSON of format 2, `{"v": 2, ...}`, is still read):
 
-    {"v": 2, "o": [[journey, instance_id, step_index, reached_at_ms, channel(, as_of)], ...],
+    {"v": 3, "o": [[journey, instance_id, step_index, reached_at_ms, channel(, as_of)], ...],
              "w": claims}
 
 Claims are sent when they move a window boundary the alert rules care about
@@ -48,11 +49,10 @@ from stream.eventtime.watermarks import (
     decode_claims,
     encode_claims,
 )
-from stream.stages.envelopes import partition_for
+from stream.stages.envelopes import FORMAT, decode_body, encode, partition_for
 from stream.stages.parts import next_parts, part_key
 from stream.stages.parts import records as part_records
 
-FORMAT = 2
 MAX_OBSERVATIONS = 5000  # per message (~100 bytes each)
 # A step's open entries (one per instance in windows not final yet) are stored in
 # records of this many, next to a head record with the rest of the state: ~110 bytes an
@@ -148,7 +148,7 @@ class StepReachedRouter:
                 body: dict[str, Any] = {"v": FORMAT, "o": chunk}
                 if n == len(chunks) - 1 and encoded is not None:
                     body["w"] = encoded  # after this source's observations, never before
-                messages.append((q, orjson.dumps(body)))
+                messages.append((q, encode(body)))
         return messages, confirm
 
     def confirm(self, sent: Mapping[int, Any]) -> None:
@@ -156,15 +156,8 @@ class StepReachedRouter:
 
 
 def decode(value: bytes | None) -> dict[str, Any] | None:
-    if not value:
-        return None
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(body, dict) or body.get("v") != FORMAT:
-        return None
-    return body
+    """A step-reached message of either wire format, or None (counted by the caller)."""
+    return decode_body(value)
 
 
 @dataclass

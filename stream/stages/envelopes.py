@@ -6,12 +6,20 @@ agent iterates), far more than the per-event work. So the internal topics carry
 per-message cost is paid once per envelope. The wire format of the raw topic (one
 event per message, DESIGN.md) is unchanged; envelopes are internal.
 
+Wire format (docs/stream.md "Wire formats"): a MessagePack map, `{"v": 3, ...}`,
+encoded with msgspec; the bodies below show its keys and values. Readers also accept the
+JSON of format 2 (the same map as JSON text, `{"v": 2, ...}`): what workers before
+format 3 left on the topics, and the forget control envelopes (journeys.control). The
+first byte tells them apart: `{` (or JSON whitespace) is JSON, anything else is
+MessagePack (a map starts with 0x80-0x8f or 0xde). Both decode to the same dict of
+lists, strings and numbers.
+
     <prefix>.by-identity   partition = partition_for(anonymous_id, else customer_id)
-        {"v": 2, "e": [[event_id, type, channel, occurred_at, customer_id, anonymous_id,
+        {"v": 3, "e": [[event_id, type, channel, occurred_at, customer_id, anonymous_id,
                         context-or-null, raw_partition, raw_offset(, value)], ...],
                  "w": claims}
     <prefix>.by-customer   partition = partition_for(resolved customer key)
-        {"v": 2, "e": [[key, event_id, type, channel, occurred_at, context-or-null,
+        {"v": 3, "e": [[key, event_id, type, channel, occurred_at, context-or-null,
                         by_identity_partition, by_identity_offset, index(, value)], ...],
                  "p": [[customer_id, anonymous_id, linked_at], ...],  # holds
                  "m": [[anonymous_id, customer_id, linked_at], ...],  # links made
@@ -20,7 +28,7 @@ event per message, DESIGN.md) is unchanged; envelopes are internal.
                  "f": [key, ...],  # keys to forget, after the events (journeys.control)
                  "w": claims}
 
-by-identity also carries `forget` control envelopes (journeys.control): `{"v": 2,
+by-identity also carries `forget` control envelopes (journeys.control, JSON): `{"v": 2,
 "e": [], "f": [[customer_id, [anonymous_id, ...]]]}`.
 
 `claims` (stream.eventtime.watermarks.encode_claims) is the writer's event-time
@@ -57,13 +65,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import msgspec
 import orjson
 
 from journeys.control import ENVELOPE_FORMAT, partition_for
 
-__all__ = ["FORMAT", "EnvelopeBuilder", "decode", "partition_for"]
+__all__ = ["FORMAT", "JSON_FORMAT", "EnvelopeBuilder", "decode", "decode_body", "encode",
+           "partition_for"]
 
-FORMAT = ENVELOPE_FORMAT
+FORMAT = 3  # MessagePack, written by this code
+JSON_FORMAT = ENVELOPE_FORMAT  # 2: JSON, read only (older workers, journeys.control)
+_JSON_FIRST = frozenset(b"{ \t\r\n")  # JSON text; a MessagePack map never starts so
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder()  # untyped: maps -> dict, arrays -> list, as orjson
 MAX_ENVELOPE_EVENTS = 2000  # ~200-300 KB per message with compact events
 MAX_HANDOVER_BYTES = 1 << 20  # handovers per envelope: up to ~1 MiB (the broker's limit is 8)
 
@@ -129,36 +143,71 @@ class EnvelopeBuilder:
                         body["f"] = part["f"]
                     if self._claims is not None:
                         body["w"] = self._claims
-                yield partition, orjson.dumps(body)
+                yield partition, encode(body)
             for group in _by_size(part["h"], MAX_HANDOVER_BYTES):
-                yield partition, orjson.dumps({"v": FORMAT, "e": [], "h": group})
+                yield partition, encode({"v": FORMAT, "e": [], "h": group})
 
 
-def _by_size(items: list[Any], limit: int) -> Iterator[list[Any]]:
-    """Items in order, grouped so each group's JSON stays around `limit` bytes (one item
-    larger than that is a group of its own)."""
-    group: list[Any] = []
+def _by_size(items: list[Any], limit: int) -> Iterator[list[msgspec.Raw]]:
+    """Items in order, each encoded once, grouped so each group stays around `limit`
+    bytes (one item larger than that is a group of its own)."""
+    group: list[msgspec.Raw] = []
     size = 0
     for item in items:
-        n = len(orjson.dumps(item))
+        raw = msgspec.Raw(_ENCODER.encode(item))
+        n = len(raw)
         if group and size + n > limit:
             yield group
             group, size = [], 0
-        group.append(item)
+        group.append(raw)
         size += n
     if group:
         yield group
 
 
-def decode(value: bytes | None) -> dict[str, Any] | None:
-    """An envelope, or None when the bytes are not one (counted by the caller)."""
+def encode(body: dict[str, Any]) -> bytes:
+    """A message body (with `"v": FORMAT`) in the current wire format, MessagePack."""
+    return _ENCODER.encode(body)
+
+
+def decode_body(value: bytes | None) -> dict[str, Any] | None:
+    """A message body of either wire format (MessagePack `"v": 3`, or JSON `"v": 2`, told
+    apart by the first byte), or None when the bytes are neither."""
     if not value:
         return None
     try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError:
+        if value[0] in _JSON_FIRST:
+            body, version = orjson.loads(value), JSON_FORMAT
+        else:
+            body, version = _DECODER.decode(value), FORMAT
+    except (orjson.JSONDecodeError, msgspec.DecodeError):
         return None
-    if not isinstance(body, dict) or body.get("v") != FORMAT or not isinstance(
-            body.get("e", []), list):
+    if not isinstance(body, dict) or body.get("v") != version:
+        return None
+    return body
+
+
+def readable(value: bytes) -> tuple[str, bool]:
+    """(text, exact) of a record for a dead letter's `original`: UTF-8 text as it is
+    (exact); a MessagePack body as its JSON rendering, other bytes with U+FFFD for what
+    is not UTF-8 (not exact: the letter then also keeps the bytes in base64)."""
+    try:
+        return value.decode("utf-8"), True
+    except UnicodeDecodeError:
+        pass
+    body = decode_body(value)
+    if body is not None:
+        try:
+            return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS, default=repr).decode(), \
+                False
+        except TypeError:
+            pass
+    return value.decode("utf-8", errors="replace"), False
+
+
+def decode(value: bytes | None) -> dict[str, Any] | None:
+    """An envelope, or None when the bytes are not one (counted by the caller)."""
+    body = decode_body(value)
+    if body is None or not isinstance(body.get("e", []), list):
         return None
     return body

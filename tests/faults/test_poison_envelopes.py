@@ -2,6 +2,8 @@
 earlier stage wrote, so such a record is a bug or a corruption): each is dead-lettered
 as `stage_error` with its stage and coordinates, its neighbours are processed, and the
 worker does not stop (stream.agents.context.isolating, docs/stream.md "Poison records").
+Partition 0 gets them in the current wire format (MessagePack), partition 1 as JSON (the
+format 2 of older workers, still read: stream.stages.envelopes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from kafka import KafkaProducer
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.timeutil import now_ms
 from journeys.topics import ensure_journey_topics
-from stream.stages.envelopes import FORMAT
+from stream.stages.envelopes import FORMAT, JSON_FORMAT, encode
 from tests.faults.corpus import valid
 from tests.integration.stream_support import start_worker, stop_worker, wait_pipeline, worker_env
 from warehouse.connect import connect
@@ -46,7 +48,9 @@ def test_a_record_that_makes_a_stage_raise_is_dead_lettered(
             if i == len(good) // 2:  # in the middle of the traffic, on both partitions
                 for topic, body in poison.items():
                     for p in range(kafka.partitions):
-                        producer.send(topic, value=orjson.dumps(body), partition=p)
+                        value = (encode(body) if p == 0 else
+                                 orjson.dumps({**body, "v": JSON_FORMAT}))
+                        producer.send(topic, value=value, partition=p)
         producer.flush(30)
         wait_pipeline(kafka, app_id, [proc], log)
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -60,7 +64,7 @@ def test_a_record_that_makes_a_stage_raise_is_dead_lettered(
                                  port=clickhouse_server.tcp_port, database=database),
                  create_database=False)
     try:
-        letters = wh.query(f"SELECT stage, reason FROM {database}.dead_letters "
+        letters = wh.query(f"SELECT stage, reason, original FROM {database}.dead_letters "
                            "WHERE stage != 'validate'")
         sessions = wh.query(f"SELECT events FROM {database}.sessions FINAL "
                             "WHERE deleted = 0 AND customer_id = %(c)s",
@@ -68,10 +72,13 @@ def test_a_record_that_makes_a_stage_raise_is_dead_lettered(
     finally:
         wh.close()
     where = sorted((stage, reason.split(" at ", 1)[1].rsplit("[", 1)[0])
-                   for stage, reason in letters)
+                   for stage, reason, _o in letters)
     assert where == sorted([("identity", kafka.by_identity_topic)] * 2
                            + [("customers", kafka.by_customer_topic)] * 2
                            + [("customers", kafka.handovers_topic)] * 2
                            + [("alerts", kafka.step_reached_topic)] * 2), letters
-    assert all(r.startswith("stage_error: ") for _s, r in letters)
+    assert all(r.startswith("stage_error: ") for _s, r, _o in letters)
+    # the original of either format reads as its JSON (a binary one: rendered)
+    assert sorted(orjson.loads(o)["v"] for _s, _r, o in letters) == sorted(
+        [FORMAT, JSON_FORMAT] * 4), letters
     assert sum(int(r[0]) for r in sessions) == len(good)  # every neighbour processed

@@ -6,7 +6,9 @@ logs (log order kept per partition, partitions interleaved at random) and append
 it writes to the next logs, like produced messages: ValidateStage -> by-identity logs ->
 IdentityStage -> by-customer logs -> CustomerStage (handovers into handover logs, which
 the customer stage reads as a second input, at its own pace, like the second agent).
-Watermark claims travel in the envelopes, exactly as in the worker.
+Watermark claims travel in the envelopes, exactly as in the worker. `legacy` is the
+share of internal records written in the older JSON wire format (format 2), as workers
+of an earlier version left them on the topics (stream.stages.envelopes).
 
 Warehouse rows are folded like ReplacingMergeTree(version) with tombstones; tables are
 dicts of bytes. Stages commit their input offsets after some batches (at random) and
@@ -35,6 +37,7 @@ from stream.stages.customer_cache import DEFAULT_CUSTOMERS
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORD_BOUND, RECORDS
 from stream.stages.customers import FLOOR_RETENTION_MS, CustomerStage
 from stream.stages.duplicates import Conflict
+from stream.stages.envelopes import JSON_FORMAT, decode
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
 
@@ -107,6 +110,15 @@ class Pipeline:
         self.alert_marks: dict[int, int] = {}  # partition -> last claim sent with them
         self.expired = 0
         self.redelivered = 0
+        self.legacy = 0.0  # share of internal records written as JSON (format 2)
+
+    def _written(self, value: bytes) -> bytes:
+        """An internal record as this version writes it, or (`legacy`) as JSON."""
+        if self.legacy and self.rnd.random() < self.legacy:
+            body = decode(value)
+            assert body is not None
+            return orjson.dumps({**body, "v": JSON_FORMAT})
+        return value
 
     def _new_reader(self, reader: int, committed: dict[int, list[int]] | None) -> ValidateStage:
         stage = ValidateStage(EventValidator(CHANNELS), {d.steps[0] for d in self.defs.journeys},
@@ -171,7 +183,7 @@ class Pipeline:
             assert not batch.dead
             self.late += len(batch.late)
             for p, value in batch.envelopes.messages():
-                self.by_identity[p].values.append(value)
+                self.by_identity[p].values.append(self._written(value))
             for p, state in reader.states().items():  # commit after the batch
                 self.committed.setdefault(p, []).append((self.raw[p].pos, state))
 
@@ -186,7 +198,7 @@ class Pipeline:
         batch = self.identity.prepare(records, self.aliases.get)
         self.redelivered += batch.redelivered
         for p, value in batch.envelopes.messages():
-            self.by_customer[p].values.append(value)
+            self.by_customer[p].values.append(self._written(value))
         self.undo_identity = {key: self.aliases.get(key) for key in batch.states}
         for key, (_p, value) in batch.states.items():
             self.aliases[key] = value
@@ -267,7 +279,7 @@ class Pipeline:
         self.closed.extend(r for r in batch.closed
                            if r.instance_id not in {c.instance_id for c in self.closed})
         for p, value in batch.handovers.messages():
-            self.handovers[p].values.append(value)
+            self.handovers[p].values.append(self._written(value))
         self.undo_customers = {key: self.states.get(key) for key in batch.states}
         for key, (_p, value) in batch.states.items():
             if value is None:

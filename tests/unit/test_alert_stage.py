@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +22,7 @@ from stream.stages.alerts import (
     decode,
     key_bytes,
 )
-from stream.stages.envelopes import partition_for
+from stream.stages.envelopes import FORMAT, encode, partition_for
 from stream.stages.parts import is_part, store_order
 from tests.profiles import examples
 from tests.reference import alerts_ref
@@ -121,7 +120,7 @@ def _heads(states: dict[bytes, Any]) -> set[bytes]:
 
 
 def _claims(*claims: Claim, n: int = 3) -> bytes:
-    return orjson.dumps({"v": 2, "o": [], "w": [n, [[x.partition, x.mark, int(x.idle)]
+    return encode({"v": FORMAT, "o": [], "w": [n, [[x.partition, x.mark, int(x.idle)]
                                                    for x in claims]]})
 
 
@@ -140,14 +139,14 @@ def test_min_watermark_over_all_sources_idle_ones_excluded() -> None:
 def test_states_written_once_per_touched_key_and_restored() -> None:
     stage, table = AlertStage([PURCHASE], 1), {}
     rows = [["purchase", f"i{i}", 1, 1000 + i, "web"] for i in range(5)]
-    b = _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows}))] * 3)
+    b = _stage_input(stage, table, [(0, encode({"v": FORMAT, "o": rows}))] * 3)
     assert _heads(b.states) == {key_bytes(("purchase", 0)), key_bytes(("purchase", 1))}
     assert b.observations == 30 and b.late == 0  # 5 rows x 2 keys x 3 (re-delivered)
     b = _stage_input(stage, table, [(0, _claims(c(0, 2 * H), n=1))])
     assert b.records == [] and _heads(b.states) == {
         key_bytes(("purchase", s)) for s in range(3)}  # windows closed: all advanced
     late = _stage_input(AlertStage([PURCHASE], 1), table,
-                        [(0, orjson.dumps({"v": 2, "o": rows[:1]}))])
+                        [(0, encode({"v": FORMAT, "o": rows[:1]}))])
     assert late.late == 2  # its window is final now (the state says so after a restart)
 
 
@@ -159,7 +158,7 @@ def test_a_huge_unsettled_window_is_stored_in_bounded_records_and_restored() -> 
     n = 30_000
     rows = [["purchase", f"{i:024x}", 1, 1000 + i, "call_center"] for i in range(n)]
     for i in range(0, n, MAX_OBSERVATIONS):
-        _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows[i:i + 5000]}))])
+        _stage_input(stage, table, [(0, encode({"v": FORMAT, "o": rows[i:i + 5000]}))])
     assert max(len(v) for v in table.values()) <= 512 * 1024
     assert len(table) >= 2 * (n // ENTRIES_PER_RECORD)  # split, for both keys it touched
     restored = AlertStage([PURCHASE], 1)
@@ -180,9 +179,9 @@ def test_a_crash_between_entry_records_and_head_leaves_the_previous_state() -> N
     tombstones after: a crash in between restores the previous state whole."""
     stage, table = AlertStage([PURCHASE], 1), {}
     rows = [["purchase", f"{i:024x}", 1, 1000 + i, "web"] for i in range(2 * ENTRIES_PER_RECORD)]
-    _stage_input(stage, table, [(0, orjson.dumps({"v": 2, "o": rows[:5000]}))])
+    _stage_input(stage, table, [(0, encode({"v": FORMAT, "o": rows[:5000]}))])
     before = AlertStage([PURCHASE], 1).state(("purchase", 1), table.get, NO_WATERMARK)
-    batch = stage.prepare([(0, orjson.dumps({"v": 2, "o": rows[5000:]}))], table.get)
+    batch = stage.prepare([(0, encode({"v": FORMAT, "o": rows[5000:]}))], table.get)
     groups = store_order(batch.states)
     assert [all(is_part(k) for k in g) for g in groups[:1]] == [True]
     _store(table, groups[0])  # the crash comes before the heads

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.engine.identity import JUNK_IDS, MergeRecord, is_junk_id, link_of
+from stream.stages.envelopes import FORMAT, decode, encode
 from stream.stages.identity import Alias, IdentityStage, applied_key
 
 BASE = 1_700_000_000_000
@@ -42,7 +43,7 @@ class Identity:
             items.append([e.event_id, e.type, e.channel, e.occurred_at, e.customer_id,
                           e.anonymous_id, None, 0, self.raw])
             self.raw += 1
-        return orjson.dumps({"v": 2, "e": items})
+        return encode({"v": FORMAT, "e": items})
 
     def feed(self, *events: Ev, value: bytes | None = None, offset: int | None = None,
              store: bool = True) -> Any:
@@ -52,7 +53,7 @@ class Identity:
                                    self.table.get)
         if store:
             self.table.update({k: v for k, (_p, v) in batch.states.items()})
-        self.sent.extend(orjson.loads(v) for _p, v in batch.envelopes.messages())
+        self.sent.extend(decode(v) for _p, v in batch.envelopes.messages())
         self.merges.extend(batch.merges)
         return batch
 
@@ -141,7 +142,7 @@ def test_a_record_read_again_goes_where_it_went_the_first_time() -> None:
 def test_events_read_again_from_the_raw_topic_are_skipped() -> None:
     ids = Identity()
     ids.feed(Ev(1, None, "dev1"), Ev(2, None, "dev1"))
-    again = orjson.dumps({"v": 2, "e": [["e2", "page", "web", BASE + 2, None, "dev1", None, 0, 1],
+    again = encode({"v": FORMAT, "e": [["e2", "page", "web", BASE + 2, None, "dev1", None, 0, 1],
                                         ["e9", "page", "web", BASE + 9, None, "dev1", None, 0, 2]]})
     batch = ids.feed(value=again)
     assert batch.redelivered == 1 and ids.routed()[-1] == ("dev1", "e9")

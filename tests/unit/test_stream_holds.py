@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from journeys.definitions import parse_definitions
 from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.outputs import StepReached, retraction
 from stream.stages.customer_state import CustomerValue
 from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage
-from stream.stages.envelopes import EnvelopeBuilder, partition_for
+from stream.stages.envelopes import FORMAT, EnvelopeBuilder, decode, encode, partition_for
 from tests.unit.stream_harness import Pipeline
 
 BASE = 1_772_323_200_000
@@ -64,10 +62,10 @@ def envelope(watermark: int | None = None, **items: list[Any]) -> bytes:
     """A by-customer envelope: events get positions, `watermark` becomes the identity
     stage's claim (one upstream partition)."""
     events = [[*e, 0, next(_pos), 0] for e in items.pop("e", [])]
-    body: dict[str, Any] = {"v": 2, "e": events, **items}
+    body: dict[str, Any] = {"v": FORMAT, "e": events, **items}
     if watermark is not None:
         body["w"] = [1, [[0, watermark, 0]]]
-    return orjson.dumps(body)
+    return encode(body)
 
 
 def journeys_of(states: dict[bytes, bytes], key: str) -> Any:
@@ -161,7 +159,7 @@ def test_holds_ride_with_the_first_envelope_links_with_the_last() -> None:
         b.event(0, [CUST, f"e{i}", "view", "web", BASE + i, None])
     b.hold(0, CUST, DEV, BASE)
     b.link(0, DEV, CUST, BASE)
-    first, last = (orjson.loads(v) for _p, v in b.messages())
+    first, last = (decode(v) or {} for _p, v in b.messages())
     assert first["p"] == [[CUST, DEV, BASE]] and "m" not in first
     assert last["m"] == [[DEV, CUST, BASE]] and "p" not in last
 
