@@ -11,7 +11,7 @@ the figures hold up on a loaded machine better than wall time. `--cache` sets th
 number of customers kept decoded (0: decode every touched customer every batch, as
 before the cache); `--compare` runs both and checks that every row and table value is
 the same. `--worker-gc` sets the cyclic garbage collector as a worker does
-(stream.agents.run.tune_gc); without it Python's defaults apply. `--profile FILE`
+(stream.gc_tuning); without it Python's defaults apply. `--profile FILE`
 writes a cProfile of the customer stage's prepare calls.
 
     .venv/bin/python bench/bench_customer_stage.py --events 50000 --compare
@@ -145,12 +145,13 @@ def main() -> None:
                     help="also run without the cache and check the outputs are identical")
     ap.add_argument("--profile", type=Path, help="cProfile of the customer stage's prepare")
     ap.add_argument("--worker-gc", action="store_true",
-                    help="the worker's garbage-collector settings (stream.agents.run.tune_gc)")
+                    help="the worker's garbage-collector settings (stream.gc_tuning)")
     args = ap.parse_args()
     if args.worker_gc:
-        from stream.agents.run import tune_gc
+        from stream.gc_tuning import freeze_startup, tune_gc
 
         tune_gc()
+        freeze_startup()
     evs = generated(args.events, args.seed)
     raw: list[list[bytes]] = [[] for _ in range(args.partitions)]
     for i, e in enumerate(evs):

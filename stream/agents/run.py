@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
@@ -25,31 +24,10 @@ from mode import Service, ServiceT
 from journeys.logs import logging_config
 from journeys.settings import WorkerSettings
 from stream.agents.app import JourneysApp, create_app
-from stream.gc_tuning import tune_gc
+from stream.gc_tuning import freeze_startup, tune_gc
 from warehouse.backend import Warehouse
 
 log = logging.getLogger(__name__)
-
-GC_THRESHOLDS = (100_000, 50, 20)
-"""The cyclic garbage collector's thresholds in a worker (Python's are 700, 10, 10).
-
-A batch allocates millions of short-lived objects that live as long as the batch, so
-with the defaults they were promoted to the oldest generation and set off full
-collections, each traversing every object in the process (the customer stage's
-decoded values among them): measured 11.6 of 26.8 CPU-s of a worker, 35 full
-collections for 50,000 events (docs/performance.md "Customer state kept decoded").
-Nearly all of the garbage is freed by reference counting; the collector only has to
-find cycles (futures and exceptions with their tracebacks), and finds them later."""
-
-
-def tune_gc() -> None:
-    """Collect once, move everything alive after start-up (modules, the app, its
-    definitions) out of the collector's sight (`gc.freeze`: never garbage, never
-    traversed again), and collect less often (GC_THRESHOLDS)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
 
 class BackgroundService(Service):
     """Runs `run()` as a task next to the worker; stopping calls `stop()` (if given) and
@@ -110,7 +88,7 @@ def build_worker(app: JourneysApp, *, extra_services: Sequence[ServiceT] = (),
     # whenever the level is WARNING or above: every aiokafka/Faust debug call then
     # builds a LogRecord (measured: ~12% of a worker's CPU). No spinner, no DEBUG.
     worker.spinner = None
-    tune_gc()
+    freeze_startup()
     return worker
 
 
