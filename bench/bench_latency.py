@@ -8,8 +8,10 @@ queryable (group formed, schema made), then produces bench_stream's generated ev
 retimed to live traffic (event time = wall clock, bench_recovery.live_events) at
 `--rate` events/s for `--seconds`. Every `--sample`-th event's send time is noted; a
 poller asks `touchpoints` every `--poll` seconds which of the pending ones are there
-now. The touchpoint row is written by the sink after the customer stage (validate ->
-identity -> customer -> sink), so it is the last hop of the event itself. Prints the
+now. The touchpoint row is written by the validate stage's sink write (raw -> validate
+-> ClickHouse, stream/agents/validate.py), the first hop: this times when an event is
+queryable as a touchpoint, not when its session or journey rows include it (the
+identity and customer stages come after). Prints the
 p50/p95/p99/max latency, the produce rate reached, the workers' CPU per event, the
 machine's load average, and loudly how many samples never showed up.
 
