@@ -1,6 +1,7 @@
 """Latency under steady traffic (issue #14: p95 produced -> queryable <= 2 s at 5,000
 events/s): per sampled event, the wall time from its produce call to its touchpoint row
-being queryable in ClickHouse.
+being queryable in ClickHouse, and (for events with a customer id) to its customer's
+session row reaching it.
 
 Starts its own Apache Kafka (deploy/local/kafka.py) and ClickHouse server and W stream
 workers (`python -m stream`, bench_stream's environment), waits until a probe event is
@@ -61,9 +62,17 @@ class Poller:
                                           database=DATABASE), create_database=False)
         self.pending: dict[str, float] = {}  # event id -> send time (epoch s)
         self.latencies: list[float] = []
+        # sampled events that carry a customer id: customer -> [(event time, send time)];
+        # in a session row once one of the customer's sessions ends at or after it
+        self.in_sessions: dict[str, list[tuple[int, float]]] = {}
+        self.session_latencies: list[float] = []
+
+    @property
+    def waiting(self) -> int:
+        return len(self.pending) + sum(len(v) for v in self.in_sessions.values())
 
     def poll(self) -> None:
-        if not self.pending:
+        if not self.waiting:
             return
         rows = self.wh.query(f"SELECT DISTINCT event_id FROM {DATABASE}.touchpoints "
                              "WHERE event_id IN %(ids)s", {"ids": tuple(self.pending)})
@@ -72,6 +81,23 @@ class Poller:
             sent = self.pending.pop(eid, None)
             if sent is not None:
                 self.latencies.append(seen - sent)
+        if not self.in_sessions:
+            return
+        rows = self.wh.query(f"SELECT customer_id, max(ended_at_ms) FROM {DATABASE}.sessions "
+                             "WHERE customer_id IN %(ids)s GROUP BY customer_id",
+                             {"ids": tuple(self.in_sessions)})
+        seen = time.time()
+        for customer, ended in rows:
+            left = []
+            for at, sent in self.in_sessions.get(customer, []):
+                if ended >= at:
+                    self.session_latencies.append(seen - sent)
+                else:
+                    left.append((at, sent))
+            if left:
+                self.in_sessions[customer] = left
+            else:
+                self.in_sessions.pop(customer, None)
 
     def close(self) -> None:
         self.wh.close()
@@ -122,6 +148,9 @@ async def traffic(kafka: KafkaConfig, evs: list[dict[str, Any]], rate: float, t0
     def note(i: int, e: dict[str, Any]) -> None:
         if i % every == 0:
             poller.pending[e["event_id"]] = time.time()
+            if e.get("customer_id"):
+                poller.in_sessions.setdefault(e["customer_id"], []).append(
+                    (int(e["occurred_at"]), time.time()))
 
     started = time.time()
     await produce_live(kafka, evs, rate, t0_ms, slice_s=0.05, on_send=note)
@@ -141,7 +170,7 @@ async def measure(kafka: KafkaConfig, evs: list[dict[str, Any]], args: argparse.
         loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
         if sending.done() and drain_until is None:
             drain_until = time.monotonic() + args.drain
-        if drain_until is not None and (not poller.pending or time.monotonic() > drain_until):
+        if drain_until is not None and (not poller.waiting or time.monotonic() > drain_until):
             break
         if time.monotonic() - last_print > 5:
             last_print = time.monotonic()
@@ -210,6 +239,15 @@ def main() -> None:
         print(f"  produced -> touchpoint queryable ({len(lat):,} samples): "
               f"p50 {quantile(lat, 0.5):.2f} s, p95 {quantile(lat, 0.95):.2f} s, "
               f"p99 {quantile(lat, 0.99):.2f} s, max {lat[-1]:.2f} s")
+    slat = sorted(poller.session_latencies)
+    if slat:
+        print(f"  produced -> in its customer's session row ({len(slat):,} samples with a "
+              f"customer id): p50 {quantile(slat, 0.5):.2f} s, p95 {quantile(slat, 0.95):.2f} s"
+              f", p99 {quantile(slat, 0.99):.2f} s, max {slat[-1]:.2f} s")
+    stuck = sum(len(v) for v in poller.in_sessions.values())
+    if stuck:
+        print(f"  WARNING: {stuck:,} sampled events were in no session row {args.drain:.0f} s "
+              "after the traffic ended: left out of the session percentiles above")
     if poller.pending:
         print(f"  WARNING: {len(poller.pending):,} sampled events were NOT queryable "
               f"{args.drain:.0f} s after the traffic ended: the percentiles above leave "
