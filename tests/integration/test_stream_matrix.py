@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import yaml
 
@@ -33,6 +32,7 @@ from journeys.definitions import parse_definitions
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
 from stream.engine.identity import JUNK_IDS
+from stream.stages.alerts import decode as decode_step_reached
 from tests.integration.ingest_support import read_topic
 from tests.integration.stream_support import (
     journeys_in,
@@ -80,7 +80,8 @@ def observations(records: list[Any]) -> dict[tuple[str, str, int], tuple[int, st
     for r in records:
         # a merge's observation carries its as-of time (6th element): the final fold
         # is the final stitching whatever it is (docs/alerting.md)
-        for journey, opening, step, t, channel, *_as_of in orjson.loads(r.value).get("o", ()):
+        body = decode_step_reached(r.value) or {}  # either wire format (docs/stream.md)
+        for journey, opening, step, t, channel, *_as_of in body.get("o", ()):
             if step < 0:
                 for s in range(-1 - step + 1):
                     out.pop((journey, opening, s), None)
