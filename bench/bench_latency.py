@@ -75,7 +75,8 @@ class Poller:
         if not self.waiting:
             return
         rows = self.wh.query(f"SELECT DISTINCT event_id FROM {DATABASE}.touchpoints "
-                             "WHERE event_id IN %(ids)s", {"ids": tuple(self.pending)})
+                             "WHERE event_id IN %(ids)s",
+                             {"ids": tuple(self.pending)}) if self.pending else []
         seen = time.time()
         for (eid,) in rows:
             sent = self.pending.pop(eid, None)
