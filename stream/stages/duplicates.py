@@ -11,6 +11,10 @@ copy that differs there in time, type, channel, context or journey value is a
 identical one is an ordinary
 duplicate (a retry). Past the tail, a copy whose first is still in an open session is
 dropped as a duplicate without comparison. Later than that, a copy is not recognised.
+
+Not a function of the input yet (docs/reliability.md "Not guaranteed yet"): copies sent
+with different identity fields reach the customer in either order, and a copy handed
+over by a linked device never passes here (the engines' `absorb` match it by id only).
 """
 
 from __future__ import annotations
