@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from journeys.definitions import load_definitions  # noqa: E402
+from stream.agents.alert_entry_store import RocksEntryStore  # noqa: E402
 from stream.engine.dropoff import StepAlertState  # noqa: E402
 from stream.engine.outputs import StepReached  # noqa: E402
 from stream.eventtime.timers import WakeIndex  # noqa: E402
@@ -58,10 +60,26 @@ def main() -> None:
             st.observe(StepReached(journey.name, f"o{i}", 0, START + i * 36, "web"))
         return st
 
+    tmp = tempfile.TemporaryDirectory(prefix="bench-alert-entries-")
+    store = RocksEntryStore(Path(tmp.name) / "alert-entries")
+
+    def alert_entries_on_disk() -> StepAlertState:
+        """The same with JOURNEYS_STATE_STORE=rocksdb (the Python heap only: RocksDB's
+        own buffers are bounded by its options, stream/agents/wake_store.py)."""
+        st = StepAlertState.new(journey, 0)
+        st.entries = store.open("purchase\x1f0")
+        for i in range(n):
+            st.observe(StepReached(journey.name, f"o{i}", 0, START + i * 36, "web"))
+        return st
+
     print(f"{n:,} entries each (tracemalloc; bytes per entry)")
     print(f"  timer index (per customer with a timer): {per_item(n, wakes):,.0f}")
     print(f"  table value in a dict (memory store only): {per_item(n, table):,.0f}")
     print(f"  alert entry (per instance in an unsettled window): {per_item(n, alert_entries):,.0f}")
+    print("  alert entry, RocksDB index (JOURNEYS_STATE_STORE=rocksdb): "
+          f"{per_item(n, alert_entries_on_disk):,.2f}")
+    store.close()
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
