@@ -54,15 +54,13 @@ class RocksEntries:
 
     def ordered(self) -> Iterator[tuple[str, Entry]]:
         # a RocksDB iterator reads a snapshot taken when it is made: deletes are safe
-        prefix, n = self._prefix, len(self._prefix)
-        it = self._store.db.iter()
-        it.seek(prefix)
-        while it.valid():
-            k = it.key()
+        prefix, n, loads = self._prefix, len(self._prefix), orjson.loads
+        k: bytes  # raw mode: keys and values are bytes
+        v: bytes
+        for k, v in self._store.db.items(from_key=prefix):  # type: ignore[assignment]
             if not k.startswith(prefix):
                 break
-            yield k[n:].decode(), orjson.loads(it.value())
-            it.next()
+            yield k[n:].decode(), loads(v)
 
     def clear(self) -> None:
         batch = WriteBatch(raw_mode=True)
@@ -74,11 +72,11 @@ class RocksEntries:
 
     def _keys(self) -> Iterator[bytes]:
         prefix = self._prefix
-        it = self._store.db.iter()
-        it.seek(prefix)
-        while it.valid() and it.key().startswith(prefix):
-            yield it.key()
-            it.next()
+        k: bytes
+        for k in self._store.db.keys(from_key=prefix):  # type: ignore[assignment]
+            if not k.startswith(prefix):
+                break
+            yield k
 
     def __eq__(self, other: object) -> bool:
         items = getattr(other, "ordered", None)
