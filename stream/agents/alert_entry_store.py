@@ -91,9 +91,11 @@ class RocksEntryStore:
     """The alert stage's entry indexes, in one local RocksDB database."""
 
     def __init__(self, path: Path) -> None:
+        """Opened on first use: the app wipes its data dir at start when its topics are
+        new (stream.agents.app `prepare_data_dir`), and a database whose directory was
+        removed fails its next flush."""
         self.path = path
         self._db: Rdict | None = None
-        self._open()
 
     def _open(self) -> None:
         if self.path.exists():  # a previous owner's index: the table is the truth
@@ -108,16 +110,16 @@ class RocksEntryStore:
         return self._db
 
     def open(self, key: str) -> AlertEntries:
-        if self._db is None:  # closed by a stopped agent: a new start begins empty
+        if self._db is None:  # first use, or closed by a stopped agent: begins empty
             self._open()
         entries = RocksEntries(self, key)
         entries.clear()
         return entries
 
     def reset(self) -> None:
-        """Start over empty (the files of dropped keys go with it)."""
+        """Start over empty (the files of dropped keys go with it); reopened when next
+        used."""
         self.close()
-        self._open()
 
     def close(self) -> None:
         if self._db is not None:

@@ -70,6 +70,18 @@ def test_rocksdb_store_starts_empty_reset_and_close_remove_it(tmp_path: Path) ->
     second.close()
 
 
+def test_rocksdb_store_opens_on_first_use(tmp_path: Path) -> None:
+    """The app wipes its data dir at start (new topics) after building the stages: a
+    database opened before that would fail its first flush."""
+    where = tmp_path / "faust" / "alert-entries"
+    store = RocksEntryStore(where)
+    assert not where.exists()
+    entries = store.open("k")
+    entries.put("a", [1, None, None, None, None])
+    assert where.exists() and len(entries) == 1
+    store.close()
+
+
 iids = st.sampled_from(["a", "b", "c", "é", "a1", "\x1f", "b2"])
 entries = st.lists(st.one_of(st.none(), st.integers(-2**62, 2**62), st.sampled_from(["web", ""])),
                    min_size=5, max_size=5)
