@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,9 @@ def main() -> None:
     ap.add_argument("--long-events", type=int, default=0)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--trace", type=int, default=0, metavar="N",
+                    help="run the worker under tracemalloc (slower) and print the N "
+                         "allocation sites that grew most from idle to after the backlog")
     args = ap.parse_args()
     values = payloads(args.customers, args.long_events)
     end = START + 3_600_000 + 60_000  # every journey still open (abandon after 24 h)
@@ -121,18 +125,25 @@ def main() -> None:
         })
         log_path = work / "worker.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "stream", "--loglevel", "warning"],
-                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cmd = [sys.executable, "-m", "stream", "--loglevel", "warning"]
+            if args.trace:
+                cmd[1:3] = [str(ROOT / "bench" / "trace_worker.py"), str(work)]
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
         try:
             time.sleep(15)  # started, assigned, idle
             idle = status(proc.pid)
             print(f"worker idle: RSS {idle['VmRSS']:,} MiB", flush=True)
+            if args.trace:
+                snap(proc, work, 1)
             secs = asyncio.run(produce(kafka, values, fillers(end, args.partitions)))
             print(f"produced {len(values):,} events in {secs:.1f} s", flush=True)
             started = time.perf_counter()
             wait_done(kafka, APP, [proc], started, args.timeout, log_path)
             took = time.perf_counter() - started
             after = status(proc.pid)
+            if args.trace:
+                snap(proc, work, 2)
         finally:
             stop_workers([proc])
         wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
@@ -167,6 +178,41 @@ def main() -> None:
           f"{grew * 1024 * 1024 / max(opened_n, 1):,.0f} bytes per open journey")
     for topic, size in sorted(biggest.items()):
         print(f"  largest record in {topic}: {size:,} bytes")
+    if args.trace:
+        grown(work, args.trace, max(opened_n, 1))
+
+
+def snap(proc: subprocess.Popen, work: Path, n: int) -> None:
+    """Have the traced worker write snapshot n (bench/trace_worker.py) and wait for it."""
+    os.kill(proc.pid, signal.SIGUSR2)
+    path = work / f"snap-{n}.pickle"
+    for _ in range(600):
+        if path.exists():
+            size = -1
+            while size != path.stat().st_size:  # written whole
+                size = path.stat().st_size
+                time.sleep(1)
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"no tracemalloc snapshot {path}")
+
+
+def grown(work: Path, top: int, per: int) -> None:
+    """The allocation sites that grew most between the two snapshots."""
+    import tracemalloc
+
+    a = tracemalloc.Snapshot.load(str(work / "snap-1.pickle"))
+    b = tracemalloc.Snapshot.load(str(work / "snap-2.pickle"))
+    diff = b.compare_to(a, "traceback")
+    print(f"\n  Python heap: idle {sum(s.size for s in a.statistics('filename')) >> 20} MiB, "
+          f"after {sum(s.size for s in b.statistics('filename')) >> 20} MiB; grew most:")
+    for stat in diff[:top]:
+        inner = stat.traceback[-1]  # oldest first: the allocating frame, then ours
+        ours = [f for f in list(stat.traceback)[:-1] if str(ROOT) in f.filename]
+        where = " < ".join(f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}"
+                           for f in [inner, *ours[-2:][::-1]])
+        print(f"    {stat.size_diff / per:+8,.0f} B/journey {stat.size_diff >> 20:+5,} MiB "
+              f"{stat.count_diff:+9,} blocks  {where}")
 
 
 if __name__ == "__main__":

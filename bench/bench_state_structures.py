@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from journeys.definitions import load_definitions  # noqa: E402
+from stream.agents.alert_entry_store import RocksEntryStore  # noqa: E402
 from stream.engine.dropoff import StepAlertState  # noqa: E402
 from stream.engine.outputs import StepReached  # noqa: E402
 from stream.eventtime.timers import WakeIndex  # noqa: E402
+from stream.stages.alerts import AlertStage  # noqa: E402
+from stream.stages.envelopes import FORMAT, encode  # noqa: E402
 
 START = 1_772_323_200_000
 
@@ -58,10 +63,56 @@ def main() -> None:
             st.observe(StepReached(journey.name, f"o{i}", 0, START + i * 36, "web"))
         return st
 
+    tmp = tempfile.TemporaryDirectory(prefix="bench-alert-entries-")
+    store = RocksEntryStore(Path(tmp.name) / "alert-entries")
+
+    def alert_entries_on_disk() -> StepAlertState:
+        """The same with JOURNEYS_STATE_STORE=rocksdb (the Python heap only: RocksDB's
+        own buffers are bounded by its options, stream/agents/wake_store.py)."""
+        st = StepAlertState.new(journey, 0)
+        st.entries = store.open("purchase\x1f0")
+        for i in range(n):
+            st.observe(StepReached(journey.name, f"o{i}", 0, START + i * 36, "web"))
+        return st
+
     print(f"{n:,} entries each (tracemalloc; bytes per entry)")
     print(f"  timer index (per customer with a timer): {per_item(n, wakes):,.0f}")
     print(f"  table value in a dict (memory store only): {per_item(n, table):,.0f}")
     print(f"  alert entry (per instance in an unsettled window): {per_item(n, alert_entries):,.0f}")
+    print("  alert entry, RocksDB index (JOURNEYS_STATE_STORE=rocksdb): "
+          f"{per_item(n, alert_entries_on_disk):,.2f}")
+    store.close()
+    print(f"alert stage CPU at {n:,} open entries of one step (seconds of process time)")
+    for kind in ("dict", "rocksdb"):
+        fill, one, reread = alert_batches(n, journey, None if kind == "dict"
+                                          else RocksEntryStore(Path(tmp.name) / kind))
+        print(f"  {kind}: {n // 5000} batches of 5,000 observations {fill:.2f}, then a "
+              f"1-observation batch {one:.3f}, the same after a rebalance (re-read) {reread:.3f}")
+    tmp.cleanup()
+
+
+def alert_batches(n: int, journey: Any, store: RocksEntryStore | None) -> tuple[float, ...]:
+    """AlertStage.prepare filling one step with n open entries, then one more batch, then
+    one after `forget` (entries refilled from the table)."""
+    stage, table = AlertStage([journey], 1, store), {}
+
+    def run(rows: list[list[Any]]) -> float:
+        started = time.process_time()
+        batch = stage.prepare([(0, encode({"v": FORMAT, "o": rows}))], table.get)
+        for k, (_q, v) in batch.states.items():
+            if v is None:
+                table.pop(k, None)
+            else:
+                table[k] = v
+        return time.process_time() - started
+
+    rows = [[journey.name, f"o{i}", 0, START + i * 36, "web"] for i in range(n)]
+    fill = sum(run(rows[i:i + 5000]) for i in range(0, n, 5000))
+    one = run([[journey.name, "x", 0, START, "web"]])
+    stage.forget()
+    reread = run([[journey.name, "y", 0, START, "web"]])
+    stage.entries.close()
+    return fill, one, reread
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from stream.agents.alerting.delivery import DeadLetter, WebhookDispatcher
 from stream.agents.alerting.service import AlertSink, AlertSinkError
 from stream.agents.alerting.webhooks import summary
 from stream.agents.context import Record, StageContext, isolating, send_all, store_parted
+from stream.engine.alert_entries import EntryStore
 from stream.engine.alert_verdict import AlertRecord
 from stream.stages.alerts import (
     AlertBatch,
@@ -51,13 +52,13 @@ def spool_dir(data_dir: Path, app_id: str) -> Path:
 class AlertWorker:
     """The alert stage of one worker: router (producer side), stage, sinks, stats."""
 
-    def __init__(self, ctx: StageContext) -> None:
+    def __init__(self, ctx: StageContext, entries: EntryStore | None = None) -> None:
         self.ctx = ctx
         settings = ctx.settings
         definitions = ctx.definitions.journeys
         parts = settings.kafka.partitions
         self.router = StepReachedRouter(definitions, parts)
-        self.stage = AlertStage(definitions, parts)
+        self.stage = AlertStage(definitions, parts, entries)  # None: entries in memory
         self.table: Any = None  # the Faust table, set by create_app
         self.lock = asyncio.Lock()
         self.dispatcher: WebhookDispatcher | None = None
@@ -186,3 +187,5 @@ class AlertWorker:
     async def stop(self) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.stop()  # drains briefly; the rest stays spooled
+        async with self.lock:
+            self.stage.entries.close()

@@ -41,6 +41,7 @@ from journeys.topics import (
     ensure_topics,
     list_topics,
 )
+from stream.agents.alert_entry_store import RocksEntryStore
 from stream.agents.alerts import ALERT_TABLE, AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.crash_journal import CrashJournal
@@ -58,6 +59,7 @@ from stream.agents.transport import (
 from stream.agents.validate import RawValidator
 from stream.agents.wake_store import RocksWakeIndex
 from stream.agents.web import install_pages, ready_problems
+from stream.engine.alert_entries import EntryStore
 from stream.eventtime.timers import Timers
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
@@ -261,6 +263,14 @@ def _timers(settings: WorkerSettings) -> Callable[[int], Timers] | None:
     return lambda partition: RocksWakeIndex(where / f"customers-{partition}")
 
 
+def _alert_entries(settings: WorkerSettings) -> EntryStore | None:
+    """The alert stage's open entries: on disk beside the RocksDB tables (so RSS does not
+    grow with a backlog's unsettled windows), else in memory."""
+    if settings.state_store != "rocksdb":
+        return None
+    return RocksEntryStore(faust_data_dir(settings) / "alert-entries")
+
+
 def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) -> JourneysApp:
     """Build the stream app. `warehouse` is used as given (not closed); without it the
     app connects from `settings.warehouse` at start and runs the idempotent migration."""
@@ -290,7 +300,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                                                  timers=_timers(settings)),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset
-    app.alert_worker = alerts = AlertWorker(ctx)
+    app.alert_worker = alerts = AlertWorker(ctx, _alert_entries(settings))
     customers.add_reached_hook(alerts.publish_reached)
 
     def table(name: str, help_: str) -> Any:

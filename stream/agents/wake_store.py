@@ -30,7 +30,8 @@ _WRITE_BUFFER = 1 << 20
 _BLOCK_CACHE = 1 << 20
 
 
-def _options() -> Options:
+def local_index_options() -> Options:
+    """Options of a local index that must stay off RSS (also the alert entries)."""
     from rocksdict import BlockBasedOptions, Cache
 
     opts = Options(raw_mode=True)
@@ -55,7 +56,7 @@ class RocksWakeIndex:
         if path.exists():  # a previous owner's index: the table is the truth, rebuild
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db: Rdict | None = Rdict(str(path), _options())
+        self._db: Rdict | None = Rdict(str(path), local_index_options())
         self._count = 0
 
     @property

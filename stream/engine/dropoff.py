@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from journeys.definitions import AlertRule, JourneyDefinition
+from stream.engine.alert_entries import AlertEntries, Entry, MemoryEntries
 from stream.engine.alert_verdict import (
     ALL_CHANNELS,
     AlertRecord,
@@ -64,9 +65,10 @@ class ChannelHistory:
 class StepAlertState:
     """Everything the evaluator keeps for one (journey, step): the Faust table value.
 
-    `entries`: instance_id -> [reached_at | None, channel | None, next_at | None] for
-    instances in windows not yet final (reached_at None: only the continuation is known
-    so far, observations arrive in any order).
+    `entries`: instance_id -> [reached_at | None, channel | None, next_at | None, ...]
+    for instances in windows not yet final (reached_at None: only the continuation is
+    known so far, observations arrive in any order); a dict, or on disk in the worker
+    with the RocksDB store (stream.engine.alert_entries). The rest is O(windows).
     """
 
     journey: str
@@ -75,7 +77,7 @@ class StepAlertState:
     window_ms: int
     horizon_ms: int
     final_before: int = NO_WATERMARK
-    entries: dict[str, list[Any]] = field(default_factory=dict)
+    entries: AlertEntries = field(default_factory=MemoryEntries)
     history: dict[str, ChannelHistory] = field(default_factory=dict)
     late: int = 0
 
@@ -89,14 +91,24 @@ class StepAlertState:
 
     @classmethod
     def restore(cls, definition: JourneyDefinition, step_index: int, data: bytes | None,
-                watermark: int) -> StepAlertState:
+                watermark: int, entries: AlertEntries | None = None,
+                parts: Iterable[bytes] = ()) -> StepAlertState:
         """A table value back as state; a missing one, or one of a changed definition,
-        starts fresh with every window already final at `watermark` closed."""
+        starts fresh with every window already final at `watermark` closed. `entries`:
+        the (empty) index to fill; `parts`: encoded entry records beyond the head's,
+        read only when the head is this definition's."""
         if data:
-            st = cls.loads(data)
+            st = cls.loads(data, entries)
             if st.matches(definition) and st.step_index == step_index:
+                for part in parts:
+                    for iid, e in orjson.loads(part).items():
+                        st.entries.put(iid, e)
                 return st
+            for iid, _e in list(st.entries.ordered()):
+                st.entries.delete(iid)
         st = cls.new(definition, step_index)
+        if entries is not None:
+            st.entries = entries
         st.final_before = final_before(watermark, definition.alert)
         return st
 
@@ -115,10 +127,11 @@ class StepAlertState:
         """Event time at which the window holding `reached` becomes final."""
         return window_start(reached, self.window_ms) + self.window_ms + self.horizon_ms
 
-    def _entry(self, iid: str) -> list[Any]:
+    def _entry(self, iid: str) -> Entry:
+        """The entry to change and `put` back (a new one if there is none)."""
         e = self.entries.get(iid)
         if e is None:
-            e = self.entries[iid] = [None, None, None, None, None]
+            e = [None, None, None, None, None]
         elif len(e) < 5:  # stored before retraction marks and as-of times
             e.extend([None] * (5 - len(e)))
         return e
@@ -146,6 +159,7 @@ class StepAlertState:
             e[0] = e[1] = None
             at = as_of if as_of is not None else NO_WATERMARK
             e[3] = at if e[3] is None else min(e[3], at)
+            self.entries.put(obs.instance_id, e)
             return True
         if obs.journey != self.journey or k < self.step_index:
             return False
@@ -157,10 +171,11 @@ class StepAlertState:
                 self.late += 1
                 return False
             e = self._entry(obs.instance_id)
-            if e[3] is not None and e[3] < final_at and (as_of is None or as_of < e[3]):
-                return True  # retracted (by a merge before this window was final)
-            if e[0] is None or (t, obs.channel) < (e[0], e[1]):
+            retracted = e[3] is not None and e[3] < final_at and (as_of is None or as_of < e[3])
+            # retracted: by a merge before this window was final (the entry is kept as is)
+            if not retracted and (e[0] is None or (t, obs.channel) < (e[0], e[1])):
                 e[0], e[1] = t, obs.channel
+            self.entries.put(obs.instance_id, e)
             return True
         if t < self.final_before:  # can only concern instances of final windows
             if as_of is not None and as_of >= self._final_at(t):
@@ -178,6 +193,7 @@ class StepAlertState:
             if not any(p[0] <= t and p[1] <= as_of for p in front):
                 front.append([t, as_of])
             e[4] = sorted(front)
+        self.entries.put(obs.instance_id, e)
         return True
 
     def advance(self, rule: AlertRule, watermark: int,
@@ -187,21 +203,21 @@ class StepAlertState:
         if new_final <= self.final_before:
             return []
         counts: dict[int, dict[str, list[int]]] = {}
-        for iid in list(self.entries):
-            reached, channel, next_at, retracted, next_as_of = (
-                [*self.entries[iid], None, None][:5])
+        entries = self.entries
+        for iid, entry in entries.ordered():
+            reached, channel, next_at, retracted, next_as_of = [*entry, None, None][:5]
             if reached is None:
                 # continuation or retraction marks: kept while an observation they
                 # concern could still come in time
                 keep = [x for x in (next_at, retracted) if x is not None]
                 keep += [p[0] for p in next_as_of or ()]
                 if not keep or max(keep) < new_final:
-                    del self.entries[iid]
+                    entries.delete(iid)
                 continue
             ws = window_start(reached, self.window_ms)
             if ws >= new_final:
                 continue
-            del self.entries[iid]
+            entries.delete(iid)
             final_at = self._final_at(reached)  # merges from then on do not count
             later = [p[0] for p in next_as_of or () if p[1] < final_at]
             next_at = min([x for x in (next_at, *later) if x is not None], default=None)
@@ -246,22 +262,31 @@ class StepAlertState:
             resolves=resolves, definition_version=definition_version,
         )]
 
-    def dumps(self) -> bytes:
-        return orjson.dumps({
+    def dumps(self, entries: dict[str, Entry] | None = None) -> bytes:
+        """The state as one value; `entries` stands in for the index's (by id)."""
+        return orjson.dumps(self.head(dict(self.entries.ordered()) if entries is None
+                                      else entries))
+
+    def head(self, entries: dict[str, Entry]) -> dict[str, Any]:
+        return {
             "f": _STATE_FORMAT, "j": self.journey, "i": self.step_index, "s": self.step,
             "w": self.window_ms, "h": self.horizon_ms, "F": self.final_before,
-            "e": self.entries, "l": self.late,
+            "e": entries, "l": self.late,
             "H": {ch: [h.rates, h.active] for ch, h in self.history.items()},
-        })
+        }
 
     @classmethod
-    def loads(cls, data: bytes) -> StepAlertState:
+    def loads(cls, data: bytes, entries: AlertEntries | None = None) -> StepAlertState:
+        """A value back as state, its entries put in `entries` (default: a dict)."""
         o = orjson.loads(data)
         if o.get("f") != _STATE_FORMAT:
             raise ValueError(f"unknown alert state format {o.get('f')!r}")
+        index: AlertEntries = MemoryEntries() if entries is None else entries
+        for iid, e in o["e"].items():
+            index.put(iid, e)
         return cls(
             journey=o["j"], step_index=o["i"], step=o["s"], window_ms=o["w"],
-            horizon_ms=o["h"], final_before=o["F"], entries=o["e"], late=o["l"],
+            horizon_ms=o["h"], final_before=o["F"], entries=index, late=o["l"],
             history={ch: ChannelHistory(r, a) for ch, (r, a) in o["H"].items()},
         )
 

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from journeys.definitions import JourneyDefinition
+from stream.engine.alert_entries import Entry, EntryStore, MemoryEntryStore
 from stream.engine.alert_verdict import AlertRecord, final_before
 from stream.engine.dropoff import DropoffEvaluator, StepAlertState, state_key
 from stream.engine.outputs import StepReached
@@ -175,11 +176,15 @@ class AlertBatch:
 
 class AlertStage:
     """Alert-partition side: per-partition frontiers and per-key evaluator states,
-    parsed once and cached; the table (changelog) holds the states' bytes."""
+    parsed once and cached; the table (changelog) holds the states' bytes. The states'
+    open entries are in `entries` (a dict each, or a local RocksDB index: stream.engine.
+    alert_entries), filled from the table whenever a key is (re)read."""
 
-    def __init__(self, definitions: Sequence[JourneyDefinition], partitions: int) -> None:
+    def __init__(self, definitions: Sequence[JourneyDefinition], partitions: int,
+                 entries: EntryStore | None = None) -> None:
         self.keys = _Keys(definitions, partitions)
         self.sources = partitions  # by-customer partitions (same count as ours)
+        self.entries: EntryStore = MemoryEntryStore() if entries is None else entries
         self._states: dict[StateKey, StepAlertState] = {}
         self._parts: dict[StateKey, tuple[int, int]] = {}  # (generation, count) stored
         self.frontiers: dict[int, Frontier] = {}
@@ -187,8 +192,7 @@ class AlertStage:
     def forget(self) -> None:
         """After a rebalance/recovery: re-read states from the table when next needed;
         frontiers start again from the claims that keep coming."""
-        self._states.clear()
-        self._parts.clear()
+        self.drop_cached_states()
         self.frontiers.clear()
 
     def drop_cached_states(self) -> None:
@@ -196,6 +200,7 @@ class AlertStage:
         changes, which were never stored; they are re-read from the table."""
         self._states.clear()
         self._parts.clear()
+        self.entries.reset()
 
     def frontier(self, partition: int) -> Frontier:
         f = self.frontiers.get(partition)
@@ -207,14 +212,12 @@ class AlertStage:
         st = self._states.get(key)
         if st is None:
             d = self.keys.definitions[key[0]]
-            data = head = get(key_bytes(key))
+            head = get(key_bytes(key))
             gen, parts = entry_parts(head)
-            if head and parts:  # the entries back into the head, then as before
-                o = orjson.loads(head)
-                for i in range(parts):
-                    o["e"].update(orjson.loads(get(part_key(key_bytes(key), gen, i)) or b"{}"))
-                data = orjson.dumps(o)
-            st = StepAlertState.restore(d, key[1], data, watermark)
+            # one entry record at a time into the index (never all decoded at once)
+            records = (get(part_key(key_bytes(key), gen, i)) or b"{}" for i in range(parts))
+            st = StepAlertState.restore(d, key[1], head, watermark,
+                                        self.entries.open(state_key(*key)), records)
             self._parts[key] = (gen, parts)
             self._states[key] = st
         return st
@@ -228,18 +231,20 @@ class AlertStage:
         the previous, whole state."""
         st, partition = self._states[key], self.keys.partition[key]
         old = self._parts.get(key, (0, 0))
-        if len(st.entries) <= ENTRIES_PER_RECORD:
-            new, head, parts = next_parts(old, 0), st.dumps(), []
+        first: dict[str, Entry] = {}
+        parts: list[bytes] = []  # encoded as they fill: not all entries decoded at once
+        chunk = first
+        for iid, e in st.entries.ordered():  # by id: the same bytes from either index
+            if len(chunk) == ENTRIES_PER_RECORD:
+                parts.append(orjson.dumps(chunk))
+                chunk = {}
+            chunk[iid] = e
+        if not parts:
+            new, head = next_parts(old, 0), st.dumps(first)
         else:
-            items = sorted(st.entries.items())
-            parts = [orjson.dumps(dict(items[i:i + ENTRIES_PER_RECORD]))
-                     for i in range(0, len(items), ENTRIES_PER_RECORD)]
+            parts.append(orjson.dumps(chunk))
             new = next_parts(old, len(parts))
-            entries, st.entries = st.entries, {}
-            try:
-                o = orjson.loads(st.dumps())  # everything but the entries
-            finally:
-                st.entries = entries
+            o = st.head({})  # everything but the entries
             o["g"], o["n"] = new
             head = orjson.dumps(o)
         self._parts[key] = new

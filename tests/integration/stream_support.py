@@ -24,6 +24,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from journeys import envvars
 from journeys.settings import KafkaConfig
 from stream.agents.app import committed_stages
 from stream.agents.stats import late_in_stats_line
@@ -31,6 +32,14 @@ from tests.integration.ingest_support import broker_worker_settings, end_offsets
 from warehouse.backend import Warehouse
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def state_store_setting() -> dict[str, str]:
+    """`JOURNEYS_STATE_STORE` of this process, passed on to the workers (the one
+    JOURNEYS_ variable that does: run the suite with either store); a test's own
+    STATE_STORE setting wins."""
+    store = os.environ.get(envvars.WORKER_STATE_STORE)
+    return {envvars.WORKER_STATE_STORE: store} if store else {}
 
 
 def worker_env(kafka: KafkaConfig, clickhouse_host: str, clickhouse_port: int, database: str,
@@ -41,6 +50,7 @@ def worker_env(kafka: KafkaConfig, clickhouse_host: str, clickhouse_port: int, d
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env.update({
         **broker_worker_settings(),
+        **state_store_setting(),
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "JOURNEYS_KAFKA__PARTITIONS": str(kafka.partitions),

@@ -44,7 +44,12 @@ from tests.integration.alerts_support import (
     produce_events,
 )
 from tests.integration.ingest_support import broker_worker_settings, read_topic
-from tests.integration.stream_support import start_worker, stop_worker, wait_pipeline
+from tests.integration.stream_support import (
+    start_worker,
+    state_store_setting,
+    stop_worker,
+    wait_pipeline,
+)
 from warehouse.connect import connect
 from warehouse.queries import alerts as alerts_query
 
@@ -78,6 +83,7 @@ def env(broker: LocalBroker, clickhouse_server: LocalClickHouse,
     port = _free_port()  # nobody listens here until the test starts the receiver
     env.update({
         **broker_worker_settings(),
+        **state_store_setting(),
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "JOURNEYS_KAFKA__TOPIC_PREFIX": unique_name("alertw"),
         "JOURNEYS_KAFKA__PARTITIONS": str(PARTITIONS),

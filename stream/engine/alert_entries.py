@@ -1,0 +1,81 @@
+"""Where a drop-off step keeps the entries of its still-unsettled windows: the port and
+its memory adapter (pure).
+
+`StepAlertState` needs its instances' entries (instance_id -> [reached_at, channel,
+next_at, retracted_as_of, [[next_at, as_of], ...]]) only until their windows are final;
+everything else it keeps (final_before, per-channel baselines, the late count) is
+O(windows x steps). With the memory store the entries are a dict (~230 bytes an
+instance that reached a step); with `JOURNEYS_STATE_STORE=rocksdb` the worker keeps them
+in a local RocksDB index instead (stream/agents/alert_entry_store.py), so its RSS does not
+grow with a backlog's open journeys (docs/reliability.md "Bounded state"). Either way
+the index is never the source of truth: the alert table (head + entry part records,
+stream.stages.alerts) is, and a key's entries are loaded from it into a fresh index
+whenever the stage (re)reads the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+Entry = list[Any]
+
+
+class AlertEntries(Protocol):
+    """One (journey, step)'s open entries, by instance id."""
+
+    def get(self, iid: str) -> Entry | None:
+        """A copy-or-alias of the stored entry: callers `put` what they change."""
+        ...
+
+    def put(self, iid: str, entry: Entry) -> None: ...
+
+    def delete(self, iid: str) -> None:
+        """Remove `iid` (a no-op when it is not there)."""
+        ...
+
+    def ordered(self) -> Iterator[tuple[str, Entry]]:
+        """Every entry by instance id (bytes order of the UTF-8 id); the caller may
+        `delete` while it iterates."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class EntryStore(Protocol):
+    """Opens the entry index of each state key of one alert stage."""
+
+    def open(self, key: str) -> AlertEntries:
+        """An empty index for `key` (whatever an earlier open of it held is gone)."""
+        ...
+
+    def reset(self) -> None:
+        """Drop every index (partitions moved, or a batch failed half-applied)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryEntries(dict[str, Entry]):
+    """The entries as a dict (what tests and the in-process evaluator use)."""
+
+    def put(self, iid: str, entry: Entry) -> None:
+        self[iid] = entry
+
+    def delete(self, iid: str) -> None:
+        self.pop(iid, None)
+
+    def ordered(self) -> Iterator[tuple[str, Entry]]:
+        # a sorted copy: deleting while iterating is safe, and the order is the disk's
+        return iter(sorted(self.items()))  # code point order = UTF-8 bytes order
+
+
+class MemoryEntryStore:
+    def open(self, key: str) -> AlertEntries:
+        return MemoryEntries()
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
