@@ -216,13 +216,15 @@ class TouchpointProducer:
         stage: str,
         headers: Sequence[Headers | None] | None = None,
         reject_headers: Sequence[Headers | None] | None = None,
+        values: Sequence[bytes] | None = None,
     ) -> tuple[Delivery, list[Rejection]]:
         """Send touchpoints to the raw topic and rejections to the dead-letter topic.
 
         Returns one Delivery for all records, and the touchpoints refused by the
         client itself (record too large), which were dead-lettered in the same
         delivery. Raises BrokerUnavailable before sending anything when the breaker
-        is open or too much is unconfirmed.
+        is open or too much is unconfirmed. `values`: each touchpoint's `to_json()`,
+        when the caller already has it (ingest.batchmap builds it with the event).
         """
         self.ensure_available(len(touchpoints) + len(rejections))
         client = self._connected_client()
@@ -232,7 +234,7 @@ class TouchpointProducer:
         oversized: list[Rejection] = []
         limit = self.tuning.max_request_size - 1024
         for i, tp in enumerate(touchpoints):
-            value = tp.to_json()
+            value = values[i] if values is not None else tp.to_json()
             hdr = headers[i] if headers else None
             if len(value) > limit:
                 rej = Rejection(f"too_large: event is {len(value)} bytes, broker limit "
