@@ -295,15 +295,17 @@ class TouchpointProducer:
             generation = self._generation
         delivery.add_done_callback(lambda d: self._settled(d, generation))
         partitions: dict[str, list[int]] = {}
+        own = getattr(client, "partitions_keys", False)  # the client hashes keys itself
         for index, (topic, key, value, hdr) in enumerate(records):
             try:
                 partition = None
                 if chosen is not None:
                     partition = chosen[index]
                 elif key is not None:
-                    if topic not in partitions:
+                    if topic not in partitions:  # also fails fast on an unknown topic
                         partitions[topic] = sorted(client.partitions_for(topic))
-                    partition = self._key_partitions.pick(key, partitions[topic])
+                    if not own:
+                        partition = self._key_partitions.pick(key, partitions[topic])
                 future = client.send(topic, value=value, key=key, headers=hdr,
                                      partition=partition)
             except MessageSizeTooLargeError as exc:  # checked above; belt and braces
