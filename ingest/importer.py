@@ -285,7 +285,8 @@ def import_in_time_order(
 
         def send() -> None:
             delivery, where = producer.send_keyed(
-                (it.key, it.value, _headers(names[it.file], it.row)) for it in batch)
+                ((it.key, it.value, _headers(names[it.file], it.row)) for it in batch),
+                where=bool(out.newest_before))  # partitions matter to the late count only
             for it, p in zip(batch, where, strict=False):
                 head = out.newest_before.get(p)
                 if head is not None and it.occurred_at < head - allowed_lateness_ms:

@@ -252,14 +252,18 @@ class TouchpointProducer:
                             hdr))
         return self._send_records(client, records), oversized
 
-    def send_keyed(self, records: Iterable[tuple[bytes, bytes, Headers | None]]
-                   ) -> tuple[Delivery, list[int]]:
+    def send_keyed(self, records: Iterable[tuple[bytes, bytes, Headers | None]], *,
+                   where: bool = True) -> tuple[Delivery, list[int]]:
         """Send pre-serialised touchpoints (key, value, headers) to the raw topic, in
-        order; also returns the partition each went to (ingest.importer's late check)."""
+        order; also returns the partition each went to (ingest.importer's late check),
+        or [] with `where=False` (then a client that hashes keys itself picks them: the
+        same partitions, without murmur2 in Python)."""
         client = self._connected_client()
         raw = self.kafka.raw_topic
         items = [(raw, k, v, h) for k, v, h in records]
         self.ensure_available(len(items))
+        if not where and getattr(client, "partitions_keys", False):
+            return self._send_records(client, items), []
         partitions = sorted(client.partitions_for(raw) or ())
         where = [self._key_partitions.pick(k, partitions) for _t, k, _v, _h in items
                  ] if partitions else []

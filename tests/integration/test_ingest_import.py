@@ -10,6 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 import typer
+from kafka.partitioner.default import murmur2
 from typer.testing import CliRunner
 
 from deploy.commands import ingest as ingest_commands
@@ -78,6 +79,8 @@ def test_mixed_file_good_rows_to_raw_bad_rows_to_dead_letters_and_file(
     assert all(isinstance(t, Touchpoint) for t in parsed)
     assert sorted(t.event_id for t in parsed) == sorted(e["event_id"] for e in good)  # type: ignore[union-attr]
     assert all(r.key == t.identity_key.encode() for r, t in zip(raw, parsed, strict=True))  # type: ignore[union-attr]
+    # the partition of Java's / kafka-python's murmur2, whoever hashed the key
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % kafka.partitions for r in raw)
 
     dead = read_topic(kafka.bootstrap_servers, kafka.dead_letter_topic, expected=4)
     letters = {orjson.loads(r.value)["event_id"]: (orjson.loads(r.value), dict(r.headers))
@@ -184,8 +187,6 @@ def test_file_order_import_keys_land_on_java_murmur2_partitions(
     `partitions_keys`): each must land where kafka-python's / Java's murmur2 puts its key,
     as every other producer of the raw topic does, and carry the same bytes and headers
     as the event's `to_json()`."""
-    from kafka.partitioner.default import murmur2
-
     from ingest.importer import ImportOptions, import_file
     from ingest.producer import bulk_producer
 
