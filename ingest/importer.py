@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from ingest.mapping import ColumnMapping, RowMapper, row_bytes
+from ingest.batchmap import ChunkMapper
+from ingest.mapping import ColumnMapping, RowMapper
 from ingest.producer import Delivery, Headers, TouchpointProducer
-from ingest.readers import READERS, Chunk, Format, columns, detect_format
+from ingest.readers import READERS, Format, columns, detect_format
 from journeys.errors import ConfigError, ServiceUnavailable
 from journeys.events import EventValidator, Rejection, Touchpoint
 
@@ -64,39 +65,6 @@ class Progress:
 
 # -- the import ---------------------------------------------------------------------------
 
-def map_chunk(
-    chunk: Chunk, mapper: RowMapper, validator: EventValidator
-) -> tuple[list[Touchpoint], list[int], list[Rejection], list[int]]:
-    """Map and validate one chunk: (touchpoints, their rows, rejections, their rows)."""
-    good: list[Touchpoint] = []
-    good_rows: list[int] = []
-    bad: list[Rejection] = []
-    bad_rows: list[int] = []
-    for record, raw, row in zip(chunk.records, chunk.raws, chunk.rows, strict=True):
-        if isinstance(record, str):  # unparseable line
-            bad.append(Rejection(record, raw or b""))
-            bad_rows.append(row)
-            continue
-        wire = mapper.map(record)
-        # the original row as JSON is built for rejected rows only (it was ~15% of the
-        # CPU of a CSV import when built for every row)
-        result = (Rejection(wire, b"", _event_id(record)) if isinstance(wire, str)
-                  else validator.validate(wire, b""))
-        if isinstance(result, Rejection):
-            original = raw if raw is not None else row_bytes(record)
-            bad.append(replace(result, raw=original))
-            bad_rows.append(row)
-        else:
-            good.append(result)
-            good_rows.append(row)
-    return good, good_rows, bad, bad_rows
-
-
-def _event_id(record: dict[str, Any]) -> str | None:
-    value = record.get("event_id")
-    return value if isinstance(value, str) else None
-
-
 class _Rejects:
     """The local rejects file (JSONL), opened on the first rejection only."""
 
@@ -137,8 +105,8 @@ def import_file(
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
     fmt = detect_format(path, opts.format)
-    mapper = RowMapper(opts.mapping, columns(path, fmt, opts))
     validator = validator or EventValidator()
+    mapper = ChunkMapper(RowMapper(opts.mapping, columns(path, fmt, opts)), validator)
     report = ImportReport(path=path)
     rejects = _Rejects(opts.rejects_path or Path.cwd() / f"{path.name}.rejected.jsonl")
     name = path.name.encode()
@@ -146,7 +114,9 @@ def import_file(
     started = time.perf_counter()
     try:
         for chunk in READERS[fmt](path, opts):
-            good, good_rows, bad, bad_rows = map_chunk(chunk, mapper, validator)
+            mapped = mapper.map(chunk)
+            good, good_rows, bad, bad_rows = (mapped.good, mapped.good_rows, mapped.bad,
+                                              mapped.bad_rows)
             for row, rej in zip(bad_rows, bad, strict=True):
                 rejects.write(row, rej)
                 report.reasons[rej.reason.partition(":")[0]] += 1
@@ -157,7 +127,7 @@ def import_file(
             report.accepted += len(good)
             if producer is not None:
                 delivery, oversized = producer.send_batch(
-                    good, bad, stage=STAGE,
+                    good, bad, stage=STAGE, values=mapped.values,
                     headers=[_headers(name, r) for r in good_rows],
                     reject_headers=[_headers(name, r) for r in bad_rows])
                 _count_oversized(report, oversized, good, good_rows, rejects, opts)
@@ -315,7 +285,8 @@ def import_in_time_order(
 
         def send() -> None:
             delivery, where = producer.send_keyed(
-                (it.key, it.value, _headers(names[it.file], it.row)) for it in batch)
+                ((it.key, it.value, _headers(names[it.file], it.row)) for it in batch),
+                where=bool(out.newest_before))  # partitions matter to the late count only
             for it, p in zip(batch, where, strict=False):
                 head = out.newest_before.get(p)
                 if head is not None and it.occurred_at < head - allowed_lateness_ms:
@@ -351,16 +322,17 @@ def _read_into(order: Any, index: int, path: Path, opts: ImportOptions,
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
     fmt = detect_format(path, opts.format)
-    mapper = RowMapper(opts.mapping, columns(path, fmt, opts))
+    mapper = ChunkMapper(RowMapper(opts.mapping, columns(path, fmt, opts)), validator)
     report = ImportReport(path=path)
     rejects = _Rejects(opts.rejects_path or Path.cwd() / f"{path.name}.rejected.jsonl")
     name = path.name.encode()
     started = time.perf_counter()
     try:
         for chunk in READERS[fmt](path, opts):
-            good, good_rows, bad, bad_rows = map_chunk(chunk, mapper, validator)
-            for tp, row in zip(good, good_rows, strict=True):
-                value = tp.to_json()
+            mapped = mapper.map(chunk)
+            bad, bad_rows = mapped.bad, mapped.bad_rows
+            for tp, value, row in zip(mapped.good, mapped.values, mapped.good_rows,
+                                      strict=True):
                 if len(value) > limit:
                     bad.append(Rejection(f"too_large: event is {len(value)} bytes, broker "
                                          f"limit {limit}", value[:65_536], tp.event_id))

@@ -216,13 +216,15 @@ class TouchpointProducer:
         stage: str,
         headers: Sequence[Headers | None] | None = None,
         reject_headers: Sequence[Headers | None] | None = None,
+        values: Sequence[bytes] | None = None,
     ) -> tuple[Delivery, list[Rejection]]:
         """Send touchpoints to the raw topic and rejections to the dead-letter topic.
 
         Returns one Delivery for all records, and the touchpoints refused by the
         client itself (record too large), which were dead-lettered in the same
         delivery. Raises BrokerUnavailable before sending anything when the breaker
-        is open or too much is unconfirmed.
+        is open or too much is unconfirmed. `values`: each touchpoint's `to_json()`,
+        when the caller already has it (ingest.batchmap builds it with the event).
         """
         self.ensure_available(len(touchpoints) + len(rejections))
         client = self._connected_client()
@@ -232,7 +234,7 @@ class TouchpointProducer:
         oversized: list[Rejection] = []
         limit = self.tuning.max_request_size - 1024
         for i, tp in enumerate(touchpoints):
-            value = tp.to_json()
+            value = values[i] if values is not None else tp.to_json()
             hdr = headers[i] if headers else None
             if len(value) > limit:
                 rej = Rejection(f"too_large: event is {len(value)} bytes, broker limit "
@@ -250,14 +252,18 @@ class TouchpointProducer:
                             hdr))
         return self._send_records(client, records), oversized
 
-    def send_keyed(self, records: Iterable[tuple[bytes, bytes, Headers | None]]
-                   ) -> tuple[Delivery, list[int]]:
+    def send_keyed(self, records: Iterable[tuple[bytes, bytes, Headers | None]], *,
+                   where: bool = True) -> tuple[Delivery, list[int]]:
         """Send pre-serialised touchpoints (key, value, headers) to the raw topic, in
-        order; also returns the partition each went to (ingest.importer's late check)."""
+        order; also returns the partition each went to (ingest.importer's late check),
+        or [] with `where=False` (then a client that hashes keys itself picks them: the
+        same partitions, without murmur2 in Python)."""
         client = self._connected_client()
         raw = self.kafka.raw_topic
         items = [(raw, k, v, h) for k, v, h in records]
         self.ensure_available(len(items))
+        if not where and getattr(client, "partitions_keys", False):
+            return self._send_records(client, items), []
         partitions = sorted(client.partitions_for(raw) or ())
         where = [self._key_partitions.pick(k, partitions) for _t, k, _v, _h in items
                  ] if partitions else []
@@ -293,15 +299,17 @@ class TouchpointProducer:
             generation = self._generation
         delivery.add_done_callback(lambda d: self._settled(d, generation))
         partitions: dict[str, list[int]] = {}
+        own = getattr(client, "partitions_keys", False)  # the client hashes keys itself
         for index, (topic, key, value, hdr) in enumerate(records):
             try:
                 partition = None
                 if chosen is not None:
                     partition = chosen[index]
                 elif key is not None:
-                    if topic not in partitions:
+                    if topic not in partitions:  # also fails fast on an unknown topic
                         partitions[topic] = sorted(client.partitions_for(topic))
-                    partition = self._key_partitions.pick(key, partitions[topic])
+                    if not own:
+                        partition = self._key_partitions.pick(key, partitions[topic])
                 future = client.send(topic, value=value, key=key, headers=hdr,
                                      partition=partition)
             except MessageSizeTooLargeError as exc:  # checked above; belt and braces

@@ -168,7 +168,10 @@ def _parquet_chunks(path: Path, opts: ReadOptions) -> Iterator[Chunk]:
     total = pf.metadata.num_rows
     first, done = 1, 0
     for batch in pf.iter_batches(batch_size=opts.chunk_rows):
-        records = batch.to_pylist()
+        # zipped column lists: `to_pylist()` builds each row's dict in a Python loop
+        names = batch.schema.names
+        records = [dict(zip(names, values, strict=True))
+                   for values in zip(*(c.to_pylist() for c in batch.columns), strict=True)]
         done += len(records)
         yield Chunk(records, [None] * len(records), list(range(first, done + 1)), done, total)
         first = done + 1

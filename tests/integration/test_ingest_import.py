@@ -10,6 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 import typer
+from kafka.partitioner.default import murmur2
 from typer.testing import CliRunner
 
 from deploy.commands import ingest as ingest_commands
@@ -78,6 +79,8 @@ def test_mixed_file_good_rows_to_raw_bad_rows_to_dead_letters_and_file(
     assert all(isinstance(t, Touchpoint) for t in parsed)
     assert sorted(t.event_id for t in parsed) == sorted(e["event_id"] for e in good)  # type: ignore[union-attr]
     assert all(r.key == t.identity_key.encode() for r, t in zip(raw, parsed, strict=True))  # type: ignore[union-attr]
+    # the partition of Java's / kafka-python's murmur2, whoever hashed the key
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % kafka.partitions for r in raw)
 
     dead = read_topic(kafka.bootstrap_servers, kafka.dead_letter_topic, expected=4)
     letters = {orjson.loads(r.value)["event_id"]: (orjson.loads(r.value), dict(r.headers))
@@ -175,3 +178,36 @@ def test_standard_input_is_imported_with_format(tmp_path: Path, kafka: KafkaConf
     assert result.exit_code == 0, result.output
     assert "stdin.jsonl: 300 rows" in result.output and "300 accepted" in result.output
     assert len(read_topic(kafka.bootstrap_servers, kafka.raw_topic, expected=300)) == 300
+
+
+def test_file_order_import_keys_land_on_java_murmur2_partitions(
+    tmp_path: Path, kafka: KafkaConfig
+) -> None:
+    """`--order file` lets librdkafka partition keyed records (ingest.rdkafka
+    `partitions_keys`): each must land where kafka-python's / Java's murmur2 puts its key,
+    as every other producer of the raw topic does, and carry the same bytes and headers
+    as the event's `to_json()`."""
+    from ingest.importer import ImportOptions, import_file
+    from ingest.producer import bulk_producer
+
+    events = _good(1500, seed=4)
+    path = tmp_path / "ev.jsonl"
+    write_events(events, path)
+    producer = bulk_producer(kafka, client_id="imp-test")
+    try:
+        report = import_file(path, producer, ImportOptions(chunk_rows=400,
+                                                           rejects_path=tmp_path / "r"))
+    finally:
+        producer.close()
+    assert report.accepted == 1500
+    raw = read_topic(kafka.bootstrap_servers, kafka.raw_topic, expected=1500)
+    assert len(raw) == 1500
+    validator = EventValidator()
+    by_id = {e["event_id"]: validator.validate(e) for e in events}
+    for r in raw:
+        assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % kafka.partitions
+        tp = by_id[orjson.loads(r.value)["event_id"]]
+        assert isinstance(tp, Touchpoint) and r.value == tp.to_json()
+        assert r.key == tp.identity_key.encode()
+        headers = dict(r.headers)
+        assert headers["journeys-file"] == b"ev.jsonl" and int(headers["journeys-row"]) >= 1
