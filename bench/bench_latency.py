@@ -46,7 +46,7 @@ from bench_recovery import live_events, produce_live, start_workers  # noqa: E40
 from bench_stream import broker, cpu_seconds, ensure_topics, stop_workers, worker_env  # noqa: E402
 
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
-from journeys.settings import KafkaConfig, WarehouseConfig  # noqa: E402
+from journeys.settings import KafkaConfig, WarehouseConfig, WorkerSettings  # noqa: E402
 from journeys.timeutil import now_ms  # noqa: E402
 from warehouse.connect import connect  # noqa: E402
 
@@ -198,8 +198,10 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=0.1, help="seconds between polls")
     ap.add_argument("--drain", type=float, default=60.0,
                     help="seconds to wait after the traffic for the last samples")
-    ap.add_argument("--flush-interval", type=float, default=0.5,
-                    help="JOURNEYS_FLUSH_INTERVAL_S of the workers")
+    ap.add_argument("--flush-interval", type=float,
+                    default=WorkerSettings.model_fields["flush_interval_s"].default,
+                    help="JOURNEYS_FLUSH_INTERVAL_S of the workers (default: the workers' "
+                         "default, %(default)s; 0.5 before 2026-12-03)")
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
 

@@ -187,7 +187,11 @@ class WorkerSettings(WarehouseRole):
 
     kafka: KafkaConfig = KafkaConfig()
     app_id: str = "journeys-worker"
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    # how long each Faust stage (identity, customers, handovers, alerts) waits to fill a
+    # batch: a wait per hop, so the sum is in every session/journey row's latency
+    # (docs/performance.md "Where a session row's latency goes"); backlogs fill batches
+    # at once whatever it is
+    flush_interval_s: float = Field(default=0.2, gt=0)
     flush_max_events: int = Field(default=5000, ge=1)
     allowed_lateness_ms: int = Field(default=300_000, ge=0)
     # a raw partition with nothing to read for this long stops holding the others back

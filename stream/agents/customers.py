@@ -7,7 +7,10 @@ timer (every TICK_INTERVAL_S) gives up holds whose handover is overdue and re-re
 partitions whose fetched records were stranded by a rebalance. Both share one lock: a
 tick never interleaves with a batch touching the same states. Per batch: warehouse
 rows, then the step-reached observations (reached hooks: drop-off alerting), then
-journeys-closed and handovers, then the table values; then the batch is committed.
+journeys-closed and handovers, then the table values, then the rows still provisional;
+then the batch is committed. A batch prepared in several chunks writes a chunk's
+provisional rows with the next chunk's first insert (stream.stages.customer_batch.
+ProvisionalCarry): one insert per table per chunk.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from stream.agents.context import (
 )
 from stream.agents.table_store import table_store
 from stream.engine.outputs import InstanceRow, StepReached
+from stream.engine.sessions import SessionRow
 from stream.eventtime.watermarks import Claim
-from stream.stages.customer_batch import CustomerBatch
+from stream.stages.customer_batch import CustomerBatch, ProvisionalCarry
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
 from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage
 from stream.stages.duplicates import Conflict
@@ -128,9 +132,15 @@ class CustomerAgent:
             return await asyncio.to_thread(self.stage.prepare, chunk, self._get, now_ms(),
                                            lane=lane)
 
+        carry = ProvisionalCarry()  # a chunk's provisional rows, for the next chunk
+
+        async def emit(batch: CustomerBatch) -> None:
+            await self.emit(batch, carry)
+
         for chunk in byte_chunks(records):
             async with self.lock:
-                await isolating(self.ctx, "customers", topic, chunk, prepare, self.emit)
+                await isolating(self.ctx, "customers", topic, chunk, prepare, emit)
+        await self._write_provisional(*carry.take())  # the last chunk's: before the commit
 
     async def tick(self, in_rebalance: bool) -> None:
         """Timer: give up overdue holds, delete finished customers whose inputs are
@@ -153,12 +163,17 @@ class CustomerAgent:
                 await self.emit(await asyncio.to_thread(self.stage.prepare, (), self._get,
                                                         wall, tick=due))
 
-    async def emit(self, batch: CustomerBatch) -> None:
-        """Write a batch; returns once all of it is durable."""
+    async def emit(self, batch: CustomerBatch, carry: ProvisionalCarry | None = None) -> None:
+        """Write a batch; returns once all of it is durable, but for its provisional
+        rows when `carry` is given: they are left there, to go with the next chunk's
+        first insert or after the last chunk (`_handle`), always after this store."""
         ctx, _st, kafka = self.ctx, self.ctx.stats, self.ctx.settings.kafka
         if batch.undecodable:
             log.warning("customers: skipped %d undecodable envelopes", batch.undecodable)
         sessions, rows = batch.final()  # what is still open is written after the store
+        if carry:  # an earlier chunk's provisional rows: its states are stored
+            carried_sessions, carried_rows = carry.take()
+            sessions, rows = carried_sessions + sessions, carried_rows + rows
         retr, late = batch.retractions, batch.late
         if ctx.sink.enabled and (sessions or rows or retr or late):
             await write_with_retry(ctx, lambda: ctx.sink.write_customers(sessions, rows, retr,
@@ -176,11 +191,19 @@ class CustomerAgent:
                        ((p, None, v) for p, v in batch.handovers.messages()))
         await store_parted(ctx, self.table, batch.states)  # parts, heads, tombstones
         open_sessions, open_rows = batch.provisional()
-        if ctx.sink.enabled and (open_sessions or open_rows):
-            await write_with_retry(
-                ctx, lambda: ctx.sink.write_customers(open_sessions, open_rows, [], []),
-                len(open_sessions) + len(open_rows))
+        if carry is not None:
+            carry.add(open_sessions, open_rows)
+        else:
+            await self._write_provisional(open_sessions, open_rows)
         self._count(batch)
+
+    async def _write_provisional(self, sessions: list[SessionRow],
+                                 rows: list[InstanceRow]) -> None:
+        """Rows of what is still open, once the states that show them are stored."""
+        ctx = self.ctx
+        if ctx.sink.enabled and (sessions or rows):
+            await write_with_retry(ctx, lambda: ctx.sink.write_customers(sessions, rows, [], []),
+                                   len(sessions) + len(rows))
 
     async def _dead_letter_conflicts(self, conflicts: list[Conflict]) -> None:
         """Copies of an event id with other content than the first (stream.stages.
