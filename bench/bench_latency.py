@@ -69,7 +69,8 @@ class Poller:
 
     @property
     def waiting(self) -> int:
-        return len(self.pending) + sum(len(v) for v in self.in_sessions.values())
+        # a copy: the producer thread adds customers while the progress line counts them
+        return len(self.pending) + sum(len(v) for v in list(self.in_sessions.values()))
 
     def poll(self) -> None:
         if not self.waiting:
