@@ -44,7 +44,7 @@ from stream.stages.customers import CustomerStage  # noqa: E402
 from stream.stages.identity import IdentityStage  # noqa: E402
 from stream.stages.validate import ValidateStage  # noqa: E402
 
-POLL = 10_000  # raw records per validate poll (stream.agents.validate.MAX_RECORDS)
+POLL = 10_000  # raw records per validate poll (JOURNEYS_FLUSH_MAX_EVENTS, default 10,000)
 TAKE = 64  # envelopes per take (stream.agents.app.ENVELOPES_PER_BATCH)
 LATENESS_MS = 300_000
 GENERATION = 1_800_000_000 * 10**9

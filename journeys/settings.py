@@ -192,7 +192,9 @@ class WorkerSettings(WarehouseRole):
     # (docs/performance.md "Where a session row's latency goes"); backlogs fill batches
     # at once whatever it is
     flush_interval_s: float = Field(default=0.2, gt=0)
-    flush_max_events: int = Field(default=5000, ge=1)
+    # raw records the validate stage takes per fetch (its batch; the Faust stages take
+    # 64 envelopes of up to 2,000 events each, stream/agents/app.py ENVELOPES_PER_BATCH)
+    flush_max_events: int = Field(default=10_000, ge=1)
     allowed_lateness_ms: int = Field(default=300_000, ge=0)
     # a raw partition with nothing to read for this long stops holding the others back
     # and its watermark follows the wall clock (docs/semantics.md "Event time")

@@ -38,7 +38,6 @@ from stream.stages.validate import RawRecord, ValidateBatch, ValidateStage, late
 
 log = logging.getLogger(__name__)
 
-MAX_RECORDS = 10_000  # per getmany
 POLL_TIMEOUT_MS = 200
 FETCH_BYTES = 1024 * 1024  # per partition and fetch
 LATE_LOG_INTERVAL_S = 10.0
@@ -151,7 +150,7 @@ class RawValidator(Service):
         try:
             while not self.should_stop:
                 fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS,
-                                                 max_records=MAX_RECORDS)
+                                                 max_records=self.ctx.settings.flush_max_events)
                 records = [(m.topic, m.partition, m.offset, m.key, m.value)
                            for msgs in fetched.values() for m in msgs]
                 wall = now_ms()
