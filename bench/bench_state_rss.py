@@ -106,6 +106,9 @@ def main() -> None:
                     help="run the worker under tracemalloc (slower) and print the N "
                          "allocation sites that grew most from idle to after the backlog")
     args = ap.parse_args()
+    # `timeout` and CI send SIGTERM: exit through the `finally`s, so the worker, the broker
+    # and ClickHouse are stopped (a killed run used to leave the worker running)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     values = payloads(args.customers, args.long_events)
     end = START + 3_600_000 + 60_000  # every journey still open (abandon after 24 h)
     work = Path(tempfile.mkdtemp(prefix="bench_rss_"))
