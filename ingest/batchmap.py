@@ -21,9 +21,11 @@ from datetime import date
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
+from ingest import columnar
 from ingest.mapping import RowMapper, row_bytes
-from ingest.readers import Chunk
+from ingest.readers import Chunk, table_records
 from journeys.events import (
     MAX_CHANNEL,
     MAX_CONTEXT_BYTES,
@@ -77,11 +79,42 @@ class ChunkMapper:
                       and _constant_ok(m.constant_source, MAX_SOURCE, required=False)
                       and (m.constant_channel is None or validator.channels is None
                            or m.constant_channel in validator.channels))
+        # whole Arrow chunks (CSV, Parquet) when the file has its event id column
+        self.columnar = self.fused and not mapper.derive_ids
 
     def map(self, chunk: Chunk) -> Mapped:
+        table = chunk.table
+        if table is not None and self.columnar and columnar.usable(table, self._mapped):
+            return self._map_table(chunk, table)
+        return self._map_rows(chunk.records, chunk.raws, chunk.rows)
+
+    def _map_table(self, chunk: Chunk, table: Any) -> Mapped:
+        """Columnar first (ingest.columnar); the rows it leaves take `_map_rows`, then
+        both are merged back into file order."""
+        if not isinstance(table, pa.Table):
+            table = pa.Table.from_batches([table])
+        done = columnar.map_table(table, self.mapper.m, self.validator.channels)
+        rows = chunk.rows
+        if len(done.positions) == len(rows):
+            return Mapped(done.good, done.values, rows, [], [])
+        taken = set(done.positions)
+        rest = [i for i in range(len(rows)) if i not in taken]
+        out = self._map_rows(table_records(table.take(rest)), [chunk.raws[i] for i in rest],
+                             [rows[i] for i in rest])
+        out.good += done.good
+        out.values += done.values
+        out.good_rows += [rows[i] for i in done.positions]
+        order = sorted(range(len(out.good_rows)), key=out.good_rows.__getitem__)
+        out.good = [out.good[i] for i in order]
+        out.values = [out.values[i] for i in order]
+        out.good_rows = [out.good_rows[i] for i in order]
+        return out
+
+    def _map_rows(self, records: list[Any], raws: list[bytes | None],
+                  rows: list[int]) -> Mapped:
         out = Mapped()
         fused = self._fused if self.fused else None
-        for record, raw, row in zip(chunk.records, chunk.raws, chunk.rows, strict=True):
+        for record, raw, row in zip(records, raws, rows, strict=True):
             if fused is not None and type(record) is dict:
                 try:
                     done = fused(record)

@@ -122,7 +122,7 @@ def import_file(
                 report.reasons[rej.reason.partition(":")[0]] += 1
                 if len(report.first_rejections) < opts.max_reasons:
                     report.first_rejections.append((row, rej.reason))
-            report.rows += len(chunk.records)
+            report.rows += len(chunk)
             report.rejected += len(bad)
             report.accepted += len(good)
             if producer is not None:
@@ -346,7 +346,7 @@ def _read_into(order: Any, index: int, path: Path, opts: ImportOptions,
                 report.reasons[rej.reason.partition(":")[0]] += 1
                 if len(report.first_rejections) < opts.max_reasons:
                     report.first_rejections.append((row, rej.reason))
-            report.rows += len(chunk.records)
+            report.rows += len(chunk)
             report.rejected += len(bad)
             if bad:
                 delivery, _ = producer.send_batch(

@@ -15,7 +15,6 @@ import gzip
 import lzma
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
@@ -43,13 +42,31 @@ class ReadOptions(Protocol):
     def encoding(self) -> str: ...
 
 
-@dataclass
 class Chunk:
-    records: list[Any]  # dicts, or a str reason for a line that is not even a record
-    raws: list[bytes | None]
-    rows: list[int]  # 1-based data row number of each record
-    done: int
-    total: int | None
+    """Up to `chunk_rows` rows: `records` (dicts, or a str reason for a line that is not
+    even a record), their original bytes (`raws`, JSONL) and 1-based data row numbers.
+    CSV and Parquet chunks also carry their rows as an Arrow `table`, which
+    ingest.columnar maps without building the dicts (then built on first use only)."""
+
+    __slots__ = ("_records", "done", "raws", "rows", "table", "total")
+
+    def __init__(self, records: list[Any] | None, raws: list[bytes | None], rows: list[int],
+                 done: int, total: int | None, table: Any = None) -> None:
+        self._records = records
+        self.raws = raws
+        self.rows = rows
+        self.done = done
+        self.total = total
+        self.table = table
+
+    @property
+    def records(self) -> list[Any]:
+        if self._records is None:
+            self._records = table_records(self.table)
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def detect_format(path: Path, explicit: str | None = None) -> Format:
@@ -109,6 +126,11 @@ def _csv_chunks(path: Path, opts: ReadOptions) -> Iterator[Chunk]:
                            if issubclass(w.category, ParserWarning)]
                 if frame is None and not skipped:
                     break
+                if frame is not None and not skipped:  # the common case: whole frames
+                    rows, first = _number(len(frame), first, [])
+                    yield Chunk(None, [None] * len(frame), rows, _tell(raw), total,
+                                table=_table(frame))
+                    continue
                 records: list[Any] = _records(frame) if frame is not None else []
                 raws: list[bytes | None] = [None] * len(records)
                 bad_rows = []
@@ -126,6 +148,23 @@ def _csv_chunks(path: Path, opts: ReadOptions) -> Iterator[Chunk]:
                 yield Chunk(records, raws, rows + bad_rows, _tell(raw), total)
                 if frame is None:
                     break
+
+
+def _table(frame: Any) -> Any:
+    """The frame as an Arrow table of its text columns (converted in C)."""
+    import pyarrow as pa
+
+    return pa.Table.from_arrays(
+        [pa.array(frame[c].to_numpy(), pa.string()) for c in frame.columns],
+        names=[str(c) for c in frame.columns])
+
+
+def table_records(table: Any) -> list[dict[str, Any]]:
+    """An Arrow table's rows as dicts, from zipped column lists (`to_pylist()` builds
+    each row's dict in a Python loop)."""
+    names = table.schema.names
+    return [dict(zip(names, values, strict=True))
+            for values in zip(*(c.to_pylist() for c in table.columns), strict=True)]
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -168,12 +207,9 @@ def _parquet_chunks(path: Path, opts: ReadOptions) -> Iterator[Chunk]:
     total = pf.metadata.num_rows
     first, done = 1, 0
     for batch in pf.iter_batches(batch_size=opts.chunk_rows):
-        # zipped column lists: `to_pylist()` builds each row's dict in a Python loop
-        names = batch.schema.names
-        records = [dict(zip(names, values, strict=True))
-                   for values in zip(*(c.to_pylist() for c in batch.columns), strict=True)]
-        done += len(records)
-        yield Chunk(records, [None] * len(records), list(range(first, done + 1)), done, total)
+        done += batch.num_rows
+        yield Chunk(None, [None] * batch.num_rows, list(range(first, done + 1)), done, total,
+                    table=batch)
         first = done + 1
 
 
