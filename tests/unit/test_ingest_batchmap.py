@@ -249,3 +249,115 @@ def test_files_in_every_format(tmp_path: Path, fmt: str) -> None:
         rejected += len(out.bad)
         accepted += len(out.good)
     assert accepted > 300 and rejected >= 40
+
+
+# -- Arrow chunks (CSV, Parquet): the columnar path ------------------------------------
+
+_COLUMNS = ["event_id", "type", "channel", "occurred_at", "customer_id", "anonymous_id",
+            "source", "properties", "context"]
+
+
+def _texts(limit: int, good: list[str]) -> st.SearchStrategy[str | None]:
+    """Text cells as a CSV/Parquet file holds them, at every edge."""
+    return st.one_of(
+        st.sampled_from(good), st.sampled_from(["", " ", " a", "a ", "a\tb", 'q"t', "b\\s",
+                                                "é", "\x7f", "a b", "\u00a0x", None]),
+        st.integers(limit - 1, limit + 1).map(lambda n: "c" * n),
+        st.integers(limit - 1, limit + 1).map(lambda n: " " + "c" * n), st.text(max_size=6))
+
+
+def _json_texts() -> st.SearchStrategy[str | None]:
+    import orjson
+
+    flat = _OBJECT.filter(lambda d: all(not isinstance(v, float) or math.isfinite(v)
+                                        for v in d.values()))
+    return st.one_of(
+        flat.map(lambda d: orjson.dumps(d).decode()),
+        flat.map(lambda d: orjson.dumps(d).decode().replace(":", ": ")),  # not canonical
+        _NESTED.map(lambda d: orjson.dumps(d, default=str).decode()),
+        st.sampled_from(["", None, "{}", "{", "[1]", "null", '{"a":1,"a":2}', '{"f":1e2}',
+                         '{"f":1.5}', '{"a":"x"}', " {} ", '{"b":' + '"z"' * 0 + '"' +
+                         "y" * 9000 + '"}', '{"n":18446744073709551616}']))
+
+
+def _time_texts() -> st.SearchStrategy[str | None]:
+    return st.one_of(_times().map(lambda t: t if t is None or isinstance(t, str) else str(t)),
+                     st.integers(946_684_800_000, 4_102_444_799_999).map(ms_to_iso))
+
+
+def _table_rows(columns: list[str]) -> st.SearchStrategy[list[dict[str, Any]]]:
+    cells = {
+        "event_id": _texts(128, ["e1", "e-2", "e" * 128]),
+        "type": _texts(64, ["view", "t" * 64]),
+        "channel": _texts(32, [*DEFAULT_CHANNELS, "fax"]),
+        "occurred_at": _time_texts(), "customer_id": _texts(128, ["c1", "c" * 128]),
+        "anonymous_id": _texts(128, ["a1", "a" * 128]), "source": _texts(64, ["s", "pos"]),
+        "properties": _json_texts(), "context": _json_texts(), "extra": _texts(8, ["x"]),
+    }
+    fine = {
+        "event_id": st.sampled_from(["e1", "e-2", "e" * 128]),
+        "type": st.sampled_from(["view", "t" * 64]), "channel": st.sampled_from(DEFAULT_CHANNELS),
+        "occurred_at": st.integers(946_684_800_000, 4_102_444_799_999).map(ms_to_iso),
+        "customer_id": st.sampled_from(["c1", "c" * 128, "", None]),
+        "anonymous_id": st.sampled_from(["a1", "a" * 128]),
+        "source": st.sampled_from(["s", "s" * 64, "", None]),
+        "properties": st.sampled_from(['{"a":1}', "{}", "", None, '{"f":1.5,"s":"x y"}']),
+        "context": st.sampled_from(['{"d":"m"}', "", None]), "extra": st.sampled_from([""]),
+    }
+    # valid rows with at most two cells replaced by anything: most random rows fail
+    # several checks, these reach each check's edge alone
+    spoiled = st.builds(lambda row, bad: {**row, **bad},
+                        st.fixed_dictionaries({c: fine[c] for c in columns}),
+                        st.dictionaries(st.sampled_from(columns),
+                                        st.just(None), max_size=2).flatmap(
+                            lambda keys: st.fixed_dictionaries({k: cells[k] for k in keys})))
+    return st.lists(st.one_of(spoiled, spoiled, st.fixed_dictionaries(
+        {c: cells[c] for c in columns})), min_size=1, max_size=8)
+
+
+@st.composite
+def _tables(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[str], ColumnMapping]:
+    mapping = draw(st.sampled_from(MAPPINGS[:6]))
+    needed = {"occurred_at", "event_id"} | ({"type"} if mapping.constant_type is None
+                                            else set()) | (
+        {"channel"} if mapping.constant_channel is None else set())
+    optional = draw(st.sets(st.sampled_from(["customer_id", "anonymous_id", "source",
+                                             "properties", "context", "extra"])))
+    optional.add(draw(st.sampled_from(["customer_id", "anonymous_id"])))  # the file needs one
+    columns = [c for c in [*_COLUMNS, "extra"] if c in needed | optional]
+    if mapping.customer_id == "card":  # the renamed columns' mapping: rename them
+        mapping = ColumnMapping()
+    return draw(_table_rows(columns)), columns, mapping
+
+
+def _arrow_chunk(rows: list[dict[str, Any]], columns: list[str]) -> Chunk:
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in columns]))
+    return Chunk(None, [None] * len(rows), list(range(1, len(rows) + 1)), 0, None, table=table)
+
+
+@settings(max_examples=200 * MULTIPLIER)
+@given(_tables())
+def test_columnar_path_matches_the_row_path(case: tuple[list[dict[str, Any]], list[str],
+                                                        ColumnMapping]) -> None:
+    """Arrow chunks of text columns, bad cells included: the same events, bytes,
+    rejections and row numbers as the row path over the same rows as dicts."""
+    rows, columns, mapping = case
+    assert_same(_arrow_chunk(rows, columns), mapping, columns)
+
+
+def test_valid_arrow_rows_take_the_columnar_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain rows never reach the per-row paths (else the property above tests little)."""
+    rows = [{"event_id": f"e{i}", "type": "view", "channel": "web",
+             "occurred_at": ms_to_iso(1_772_359_200_250 + i), "customer_id": "c1" if i else "",
+             "anonymous_id": "a1" if i % 2 else (None if i else "a0"), "source": None if i else "pos",
+             "properties": '{"a":1.5,"b":null}' if i else "", "context": "{}"}
+            for i in range(5)]
+    chunk = _arrow_chunk(rows, _COLUMNS)
+    mapper = ChunkMapper(RowMapper(ColumnMapping(), _COLUMNS), V)
+    monkeypatch.setattr(mapper, "_map_rows", lambda *a: pytest.fail(f"row path for {a}"))
+    out = mapper.map(chunk)
+    assert [tp.event_id for tp in out.good] == [f"e{i}" for i in range(5)]
+    monkeypatch.undo()
+    assert_same(chunk, ColumnMapping(), _COLUMNS)
