@@ -128,7 +128,7 @@ def import_file(
             if producer is not None:
                 delivery, oversized = producer.send_batch(
                     good, bad, stage=STAGE, values=mapped.values,
-                    headers=[_headers(name, r) for r in good_rows],
+                    headers=_all_headers(name, good_rows),
                     reject_headers=[_headers(name, r) for r in bad_rows])
                 _count_oversized(report, oversized, good, good_rows, rejects, opts)
                 unconfirmed.append(delivery)
@@ -147,6 +147,12 @@ def import_file(
 
 def _headers(name: bytes, row: int) -> Headers:
     return [("journeys-file", name), ("journeys-row", str(row).encode())]
+
+
+def _all_headers(name: bytes, rows: list[int]) -> list[Headers]:
+    """`_headers` of each row, the file's header shared: one comprehension per chunk."""
+    file = ("journeys-file", name)
+    return [[file, ("journeys-row", b"%d" % row)] for row in rows]
 
 
 def _count_oversized(report: ImportReport, oversized: list[Rejection],

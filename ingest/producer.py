@@ -300,7 +300,18 @@ class TouchpointProducer:
         delivery.add_done_callback(lambda d: self._settled(d, generation))
         partitions: dict[str, list[int]] = {}
         own = getattr(client, "partitions_keys", False)  # the client hashes keys itself
-        for index, (topic, key, value, hdr) in enumerate(records):
+        start = 0
+        if own and chosen is None:  # librdkafka: the whole group in one loop
+            try:
+                for topic in {t for t, k, _v, _h in records if k is not None}:
+                    partitions[topic] = sorted(client.partitions_for(topic))
+            except (KafkaError, AssertionError) as exc:
+                for rest in range(len(records)):
+                    delivery._record(rest, exc)
+                return delivery
+            start = client.send_many(records, delivery)  # type: ignore[attr-defined]
+        for index in range(start, len(records)):
+            topic, key, value, hdr = records[index]
             try:
                 partition = None
                 if chosen is not None:
