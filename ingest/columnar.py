@@ -143,21 +143,28 @@ def map_table(table: pa.Table, m: Any, channels: frozenset[str] | None) -> Colum
         ',"anonymous_id":', _quoted(anon_t),
         ',"source":', _quoted(source_t) if source_t is not None else _literal(m.constant_source),
         ',"properties":', pjson_t, ',"context":', cjson_t, "}"]
-    joined = pc.binary_join_element_wise(*parts, "")
-    values = pc.cast(joined, pa.binary()).to_pylist()
+    count = len(positions)
+    # literals as arrays: the kernel broadcasts scalar arguments ~2x slower
+    joined = pc.binary_join_element_wise(
+        *(pa.repeat(p, count) if isinstance(p, str) else p for p in parts), "")
+    values = _pylist(pc.cast(joined, pa.binary()))
     good = list(map(
-        Touchpoint, eid_t.to_pylist(),  # type: ignore[union-attr]
-        type_t.to_pylist() if type_t is not None else _repeat(m.constant_type, len(values)),
-        (channel_t.to_pylist() if channel_t is not None
-         else _repeat(m.constant_channel, len(values))),
-        ms_t.to_pylist(),  # type: ignore[union-attr]
-        cust_t.to_pylist(), anon_t.to_pylist(),  # type: ignore[union-attr]
-        source_t.to_pylist() if source_t is not None else _repeat(m.constant_source,
-                                                                  len(values)),
+        Touchpoint, _pylist(eid_t),
+        _pylist(type_t) if type_t is not None else _repeat(m.constant_type, count),
+        _pylist(channel_t) if channel_t is not None else _repeat(m.constant_channel, count),
+        _pylist(ms_t), _pylist(cust_t), _pylist(anon_t),
+        _pylist(source_t) if source_t is not None else _repeat(m.constant_source, count),
         props_t.to_pylist(), ctx_t.to_pylist()))  # type: ignore[union-attr]
     # each object within its own limit (checked above), so the event's size is fine
     # whatever it is: what the fused path concludes after weighing them alone
-    return Columnar(positions.to_pylist(), good, values)
+    return Columnar(_pylist(positions), good, values)
+
+
+def _pylist(a: pa.Array | None) -> list[Any]:
+    """The values as Python objects (no nulls in number arrays here): through NumPy,
+    ~3x faster than `Array.to_pylist()`, which boxes every value as a scalar first."""
+    assert a is not None
+    return a.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
 
 
 def _repeat(value: Any, count: int) -> list[Any]:
@@ -236,7 +243,7 @@ class _Shared:
 
     def to_pylist(self) -> list[Any]:
         objects = self.objects
-        return [objects[i] for i in self.where.to_pylist()]
+        return [objects[i] for i in _pylist(self.where)]
 
 
 def _flat(text: str) -> dict[str, Any] | None:
