@@ -233,6 +233,11 @@ class TouchpointProducer:
         records: list[SpoolRecord] = []
         oversized: list[Rejection] = []
         limit = self.tuning.max_request_size - 1024
+        if values is not None and touchpoints and max(map(len, values)) <= limit:
+            # the common case (ingest.batchmap made the bytes, none too large): one pass
+            records = [(raw, tp.identity_key.encode(), value, hdr) for tp, value, hdr in zip(
+                touchpoints, values, headers or [None] * len(touchpoints), strict=True)]
+            touchpoints = ()
         for i, tp in enumerate(touchpoints):
             value = values[i] if values is not None else tp.to_json()
             hdr = headers[i] if headers else None
