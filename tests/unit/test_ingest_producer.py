@@ -137,3 +137,72 @@ def test_options_librdkafka_refuses_are_a_config_error() -> None:
     options = ProducerTuning.for_bulk().with_overrides({"acks": 1}).client_options()
     with pytest.raises(ConfigError, match="acks"):
         RdKafkaClient(bootstrap_servers=f"127.0.0.1:{_closed_port()}", client_id="t", **options)
+
+
+class _GroupClient:
+    """A client that partitions keys itself (as RdKafkaClient): records sent through
+    `send_many` until `stop_at`, then one by one through `send`; acks at once."""
+
+    partitions_keys = True
+
+    def __init__(self, stop_at: int | None = None, **_: Any) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, Any]] = []
+        self.stop_at = stop_at
+        self.grouped = 0
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def send_many(self, records: list[Any], delivery: Delivery) -> int:
+        stop = len(records) if self.stop_at is None else min(self.stop_at, len(records))
+        for record in records[:stop]:
+            self.sent.append(record)
+            delivery._record(-1, object())
+        self.grouped += stop
+        return stop
+
+    def send(self, topic: str, *, value: bytes, key: bytes | None = None, headers: Any = None,
+             partition: int | None = None) -> Any:
+        self.sent.append((topic, key, value, headers))
+
+        class _Done:
+            @staticmethod
+            def add_both(fn: Any, arg: Any) -> None:
+                fn(arg, object())
+        return _Done()
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stop_at", [None, 0, 2])
+def test_grouped_sends_produce_what_the_record_loop_did(stop_at: int | None) -> None:
+    """The bytes given (`values=`) or built (`to_json`), grouped or one by one: the same
+    records, keys, headers and order, and one settled Delivery."""
+    from journeys.events import Rejection, Touchpoint
+
+    tps = [Touchpoint(f"e{i}", "view", "web", 1_772_359_200_000 + i,
+                      customer_id=f"c{i}" if i % 2 else None, anonymous_id=f"a{i}")
+           for i in range(5)]
+    rej = [Rejection("unknown_channel: 'fax'", b'{"x":1}', "bad")]
+    hdrs = [[("journeys-row", str(i).encode())] for i in range(5)]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        kafka = KafkaConfig(bootstrap_servers=f"127.0.0.1:{listener.getsockname()[1]}")
+        got = []
+        for values in (None, [tp.to_json() for tp in tps]):
+            client = _GroupClient(stop_at)
+            producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(),
+                                          factory=lambda **kw: client)  # noqa: B023
+            delivery, oversized = producer.send_batch(tps, rej, stage="import", headers=hdrs,
+                                                      values=values)
+            assert delivery.wait(1) and delivery.ok and not oversized
+            assert producer.pending == 0
+            assert client.grouped == (6 if stop_at is None else stop_at)
+            got.append([(t, k, v if t.endswith("touchpoints") else None, h)
+                        for t, k, v, h in client.sent])
+    assert got[0] == got[1]
+    raw = [r for r in got[0] if r[0].endswith("touchpoints")]
+    assert [r[1] for r in raw] == [b"a0", b"c1", b"a2", b"c3", b"a4"]
+    assert [r[3] for r in raw] == hdrs and len(got[0]) == 6
