@@ -194,7 +194,7 @@ def test_grouped_sends_produce_what_the_record_loop_did(stop_at: int | None) -> 
         for values in (None, [tp.to_json() for tp in tps]):
             client = _GroupClient(stop_at)
             producer = TouchpointProducer(kafka, ProducerTuning.for_bulk(),
-                                          factory=lambda **kw: client)  # noqa: B023
+                                          factory=lambda **kw: client)
             delivery, oversized = producer.send_batch(tps, rej, stage="import", headers=hdrs,
                                                       values=values)
             assert delivery.wait(1) and delivery.ok and not oversized
