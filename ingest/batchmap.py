@@ -21,9 +21,7 @@ from datetime import date
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
-from ingest import columnar
 from ingest.mapping import RowMapper, row_bytes
 from ingest.readers import Chunk, table_records
 from journeys.events import (
@@ -84,13 +82,20 @@ class ChunkMapper:
 
     def map(self, chunk: Chunk) -> Mapped:
         table = chunk.table
-        if table is not None and self.columnar and columnar.usable(table, self._mapped):
-            return self._map_table(chunk, table)
+        if table is not None and self.columnar:
+            from ingest import columnar  # pyarrow: CSV/Parquet only (~90 MiB for JSONL)
+
+            if columnar.usable(table, self._mapped):
+                return self._map_table(chunk, table)
         return self._map_rows(chunk.records, chunk.raws, chunk.rows)
 
     def _map_table(self, chunk: Chunk, table: Any) -> Mapped:
         """Columnar first (ingest.columnar); the rows it leaves take `_map_rows`, then
         both are merged back into file order."""
+        import pyarrow as pa
+
+        from ingest import columnar
+
         if not isinstance(table, pa.Table):
             table = pa.Table.from_batches([table])
         done = columnar.map_table(table, self.mapper.m, self.validator.channels)
