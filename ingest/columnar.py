@@ -73,6 +73,8 @@ def map_table(table: pa.Table, m: Any, channels: frozenset[str] | None) -> Colum
     Only called when `ChunkMapper.fused` holds (constants valid, no time format) and the
     file has its event id column (no derived ids)."""
     n = table.num_rows
+    if n == 0:  # (a header-only CSV) Arrow infers no type for empty literals
+        return Columnar([], [], [])
 
     def column(name: str | None) -> pa.Array | None:
         if name is None or name not in table.column_names:
@@ -186,7 +188,7 @@ def _quoted(col: pa.Array | None) -> pa.Array:
 def _times(col: pa.Array | None, n: int) -> tuple[pa.Array, pa.Array, pa.Array]:
     """(text, epoch ms, ok) for times in `ms_to_iso`'s own form within the range."""
     if col is None:
-        return pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()), pa.array([False] * n)
+        return pa.nulls(n, pa.string()), pa.nulls(n, pa.int64()), pa.array([False] * n, pa.bool_())
     canonical = pc.fill_null(pc.match_substring_regex(col, _CANONICAL), False)
     text = pc.if_else(canonical, col, "2000-01-01T00:00:00.000Z")
     day = pc.utf8_slice_codeunits(text, 0, 10)
@@ -217,7 +219,7 @@ def _objects(col: pa.Array | None, n: int, limit: int
     orjson's bytes for it, checked once per distinct text (exports repeat them)."""
     if col is None:
         return (_Shared([{}], pa.array([0] * n, pa.int32())),
-                pa.array(["{}"] * n, pa.string()), pa.array([True] * n))
+                pa.array(["{}"] * n, pa.string()), pa.array([True] * n, pa.bool_()))
     blank = pc.fill_null(pc.equal(col, ""), True)
     texts = pc.if_else(blank, "{}", col)
     uniques = pc.unique(texts)
