@@ -365,6 +365,6 @@ def test_valid_arrow_rows_take_the_columnar_path(monkeypatch: pytest.MonkeyPatch
 
 def test_an_empty_arrow_chunk_maps_to_nothing() -> None:
     """A header-only CSV gives a chunk of no rows (Arrow infers no type for [])."""
-    for columns in (_COLUMNS, _COLUMNS[:5]):  # with and without the object columns
-        out = assert_same(_arrow_chunk([], columns), ColumnMapping(), columns)
+    for cols in (_COLUMNS, _COLUMNS[:5]):  # with and without the object columns
+        out = assert_same(_arrow_chunk([], cols), ColumnMapping(), cols)
         assert not out.good and not out.bad
