@@ -33,7 +33,6 @@ def _run(story: list[dict[str, Any]], seed: int, *, bulk: bool, partitions: int 
             sorted((c.customer, c.first, c.copy) for c in pipe.conflicts))
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 def test_a_conflicting_copy_that_crossed_a_handover_counts_as_one_copy_everywhere() -> None:
     """One raw partition, so one order: the device's copy (anonymous id only, read
     before the link) reaches the customer in the device's handover, after the
