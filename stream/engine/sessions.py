@@ -219,10 +219,12 @@ class CustomerState:
 
 def encode_sessions(sessions: Iterable[OpenSession]) -> list[Any]:
     """Stored state and handover payload: [start, first id, end, count, channels, ids,
-    times, channel indexes] (the last two absent when unknown: format 1 had none)."""
+    times, channels of the ids] (the last two absent when unknown: format 1 had none).
+    Compact: times relative to the start, channel indexes as one string (chr(48 + i))."""
     return [[s.start, s.first_id, s.end, s.count,
              [[ch, t, eid] for ch, (t, eid) in s.channels.items()], s.ids,
-             *(() if s.times is None or s.cix is None else (s.times, s.cix))]
+             *(() if s.times is None or s.cix is None else
+               ([t - s.start for t in s.times], "".join([chr(48 + i) for i in s.cix])))]
             for s in sessions]
 
 
@@ -230,7 +232,8 @@ def decode_sessions(items: list[Any]) -> list[OpenSession]:
     """Both forms of `encode_sessions` (with or without times)."""
     return [
         OpenSession(it[0], it[1], it[2], it[3], {ch: (t, eid) for ch, t, eid in it[4]},
-                    list(it[5]), *((list(it[6]), list(it[7])) if len(it) > 7 else ()))
+                    list(it[5]), *(([it[0] + t for t in it[6]], [ord(c) - 48 for c in it[7]])
+                                   if len(it) > 7 else ()))
         for it in items
     ]
 
