@@ -3,9 +3,11 @@
 A session is a maximal run of a customer's events, ordered by occurred_at, with no gap
 >= `gap_ms` between consecutive events. Events arrive out of order and duplicated, so
 the sessionizer works on intervals: an event joins every open session whose interval
-widened by the gap (exclusive) contains it, merging them. Only counts, bounds, the
-earliest event and the first occurrence of each channel are kept, never the events,
-so a customer's state stays small and is serialized as orjson bytes.
+widened by the gap (exclusive) contains it, merging them. Kept per open session:
+counts, bounds, the earliest event, the first occurrence of each channel, and per event
+only its id, time and channel (what lets a handed-over copy be taken out again at a
+link: `Sessionizer.absorb`), so a customer's state stays small and is serialized as
+orjson bytes.
 
 Event-time progress comes from a per-partition `EventClock` owned by the caller:
 events older than its watermark are late and must not be applied (the caller counts
@@ -41,6 +43,8 @@ import orjson
 from journeys.versions import TOMBSTONE_VERSION
 from stream.eventtime.watermarks import NO_WATERMARK
 
+CH0 = 48  # byte of channel index 0 ("0"): stored as text (latin-1), one char per event
+MAX_CHANNELS = 255 - CH0
 _STATE_FORMAT = 2
 """2: sessions carry their events' times and channels (see `OpenSession`); 1 (read too):
 without them."""
@@ -97,11 +101,11 @@ class OpenSession:
     # channel -> (time, event_id) of its earliest event in the session
     channels: dict[str, tuple[int, str]]
     ids: list[str]  # its events' ids (duplicates are recognised by them)
-    # per id (same order): its time, and its channel as an index into `channels` (in
-    # the dict's order); None when unknown (a session stored or handed over in format
-    # 1). What lets a handed-over copy be taken out again (`without`).
+    # per id (same order): its time, and its channel as a byte CH0 + its index in
+    # `channels` (the dict's order); None when unknown (a session stored or handed
+    # over in format 1). What lets a handed-over copy be taken out again (`without`).
     times: list[int] | None = None
-    cix: list[int] | None = None
+    cix: bytearray | None = None
 
     def absorb(self, other: OpenSession) -> None:
         if (other.start, other.first_id) < (self.start, self.first_id):
@@ -122,8 +126,13 @@ class OpenSession:
             self.cix.extend(other.cix)
         else:
             pos = {ch: i for i, ch in enumerate(self.channels)}
-            remap = [pos[ch] for ch in theirs]
-            self.cix.extend(remap[i] for i in other.cix)
+            if len(pos) > MAX_CHANNELS:  # (channels are a configured set: never so)
+                self.times = self.cix = None
+                return
+            table = bytearray(range(256))
+            for i, ch in enumerate(theirs):
+                table[CH0 + i] = CH0 + pos[ch]
+            self.cix.extend(other.cix.translate(table))
 
     def without(self, drop: set[str], gap_ms: int) -> list[OpenSession]:
         """The session with the events `drop` names taken out: the sessions its other
@@ -138,11 +147,13 @@ class OpenSession:
         names = list(self.channels)
         out: list[OpenSession] = []
         for t, eid, ch in sorted((t, eid, names[c]) for eid, t, c
-                                 in zip(self.ids, self.times, self.cix, strict=True)
+                                 in zip(self.ids, self.times,
+                                        (c - CH0 for c in self.cix), strict=True)
                                  if eid not in drop):
             cur = out[-1] if out else None
             if cur is None or t - cur.end >= gap_ms:
-                out.append(OpenSession(t, eid, t, 1, {ch: (t, eid)}, [eid], [t], [0]))
+                out.append(OpenSession(t, eid, t, 1, {ch: (t, eid)}, [eid], [t],
+                                       bytearray(b"0")))
                 continue
             assert cur.times is not None and cur.cix is not None
             cur.end, cur.count = t, cur.count + 1
@@ -150,7 +161,7 @@ class OpenSession:
             cur.times.append(t)
             if ch not in cur.channels:
                 cur.channels[ch] = (t, eid)
-            cur.cix.append(list(cur.channels).index(ch))
+            cur.cix.append(CH0 + list(cur.channels).index(ch))
         return out
 
     def row(self, customer_key: str, *, deleted: bool = False) -> SessionRow:
@@ -171,7 +182,7 @@ class OpenSession:
     def copy(self) -> OpenSession:
         return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels),
                            list(self.ids), None if self.times is None else list(self.times),
-                           None if self.cix is None else list(self.cix))
+                           None if self.cix is None else bytearray(self.cix))
 
     def snapshot(self) -> OpenSession:
         """A copy for its row only (a tombstone later): without the ids, which a long
@@ -224,7 +235,7 @@ def encode_sessions(sessions: Iterable[OpenSession]) -> list[Any]:
     return [[s.start, s.first_id, s.end, s.count,
              [[ch, t, eid] for ch, (t, eid) in s.channels.items()], s.ids,
              *(() if s.times is None or s.cix is None else
-               ([t - s.start for t in s.times], "".join([chr(48 + i) for i in s.cix])))]
+               ([t - s.start for t in s.times], s.cix.decode("latin-1")))]
             for s in sessions]
 
 
@@ -232,7 +243,7 @@ def decode_sessions(items: list[Any]) -> list[OpenSession]:
     """Both forms of `encode_sessions` (with or without times)."""
     return [
         OpenSession(it[0], it[1], it[2], it[3], {ch: (t, eid) for ch, t, eid in it[4]},
-                    list(it[5]), *(([it[0] + t for t in it[6]], [ord(c) - 48 for c in it[7]])
+                    list(it[5]), *(([it[0] + t for t in it[6]], bytearray(it[7], "latin-1"))
                                    if len(it) > 7 else ()))
         for it in items
     ]
@@ -300,7 +311,7 @@ class Sessionizer:
             seen.add(eid)
             delta.applied += 1
             self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}, [eid],
-                                               [t], [0]), vanished, last_seen)
+                                               [t], bytearray(b"0")), vanished, last_seen)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
         return delta
 

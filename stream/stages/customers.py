@@ -378,14 +378,15 @@ class CustomerStage:
             # the customer's copy of an id reached it first: the device's is left out of
             # sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
             # "Ordering and duplicates"); a repeated handover is ignored whole below
-            screened = handed_over(key, anon, w.partition, v.journeys.tail,
-                                   self.engine.path_events(v.journeys), v.sessions.seen(),
-                                   [tuple(e) for e in jevents])
+            paths = self.engine.path_events(v.journeys)
+            screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
+                                   v.sessions.seen(), [tuple(e) for e in jevents])
             if source not in v.journeys.merged:
                 batch.duplicates += screened.duplicates
                 batch.conflicts.extend(screened.conflicts)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at,
-                                         left_out=screened.left_out)
+                                         left_out={*screened.left_out,
+                                                   *(e[1] for e in paths)})
             jd = self.engine.absorb(key, v.journeys, source, screened.kept,
                                     watermark=at, linked_at=linked_at, openings=openings,
                                     runs=runs, closed=closed)
