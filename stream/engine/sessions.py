@@ -235,7 +235,7 @@ def encode_sessions(sessions: Iterable[OpenSession]) -> list[Any]:
     return [[s.start, s.first_id, s.end, s.count,
              [[ch, t, eid] for ch, (t, eid) in s.channels.items()], s.ids,
              *(() if s.times is None or s.cix is None else
-               ([t - s.start for t in s.times], s.cix.decode("latin-1")))]
+               (list(map((-s.start).__add__, s.times)), s.cix.decode("latin-1")))]
             for s in sessions]
 
 
@@ -243,7 +243,7 @@ def decode_sessions(items: list[Any]) -> list[OpenSession]:
     """Both forms of `encode_sessions` (with or without times)."""
     return [
         OpenSession(it[0], it[1], it[2], it[3], {ch: (t, eid) for ch, t, eid in it[4]},
-                    list(it[5]), *(([it[0] + t for t in it[6]], bytearray(it[7], "latin-1"))
+                    list(it[5]), *((list(map(it[0].__add__, it[6])), bytearray(it[7], "latin-1"))
                                    if len(it) > 7 else ()))
         for it in items
     ]
