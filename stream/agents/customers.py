@@ -214,7 +214,7 @@ class CustomerAgent:
             (None, None, orjson.dumps({
                 "reason": c.reason(), "stage": "customers", "event_id": c.copy[1],
                 "received_at": received, "original": c.original().decode(),
-                "error": f"read at {topic}[{c.partition}]@{c.offset}"}))
+                "error": c.where(topic)}))
             for c in conflicts))
         ctx.stats.rejected["conflicting_duplicate"] += len(conflicts)
         log.warning("customers: %d event(s) arrived again with other content than their "

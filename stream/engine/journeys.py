@@ -218,6 +218,13 @@ class JourneyEngine:
         return [[name, run.path[0][1], len(run.reached) - 1]
                 for name, run in sorted(state.open.items()) if run.reached]
 
+    def path_events(self, state: CustomerJourneys) -> list[TailEvent]:
+        """The settled events the open runs know (their paths: context only for the
+        opening event): with the tail, what a handed-over copy is compared with
+        (stream.stages.duplicates.handed_over)."""
+        self._decode(state)
+        return [e for _name, run in sorted(state.open.items()) for e in path_events(run)]
+
     def closed_events(self, state: CustomerJourneys) -> dict[str, list[str]]:
         """Definition -> ids of handed-over events that were in one of its closed
         instances (call before `release`): the customer does not replay them for that

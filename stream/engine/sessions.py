@@ -3,9 +3,11 @@
 A session is a maximal run of a customer's events, ordered by occurred_at, with no gap
 >= `gap_ms` between consecutive events. Events arrive out of order and duplicated, so
 the sessionizer works on intervals: an event joins every open session whose interval
-widened by the gap (exclusive) contains it, merging them. Only counts, bounds, the
-earliest event and the first occurrence of each channel are kept, never the events,
-so a customer's state stays small and is serialized as orjson bytes.
+widened by the gap (exclusive) contains it, merging them. Kept per open session:
+counts, bounds, the earliest event, the first occurrence of each channel, and per event
+only its id, time and channel (what lets a handed-over copy be taken out again at a
+link: `Sessionizer.absorb`), so a customer's state stays small and is serialized as
+orjson bytes.
 
 Event-time progress comes from a per-partition `EventClock` owned by the caller:
 events older than its watermark are late and must not be applied (the caller counts
@@ -31,7 +33,7 @@ comes back: it gets a tombstone row with version TOMBSTONE_VERSION.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -41,7 +43,11 @@ import orjson
 from journeys.versions import TOMBSTONE_VERSION
 from stream.eventtime.watermarks import NO_WATERMARK
 
-_STATE_FORMAT = 1
+CH0 = 48  # byte of channel index 0 ("0"): stored as text (latin-1), one char per event
+MAX_CHANNELS = 255 - CH0
+_STATE_FORMAT = 2
+"""2: sessions carry their events' times and channels (see `OpenSession`); 1 (read too):
+without them."""
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "session_id", "customer_id", "started_at_ms", "ended_at_ms", "started_at",
@@ -95,6 +101,11 @@ class OpenSession:
     # channel -> (time, event_id) of its earliest event in the session
     channels: dict[str, tuple[int, str]]
     ids: list[str]  # its events' ids (duplicates are recognised by them)
+    # per id (same order): its time, and its channel as a byte CH0 + its index in
+    # `channels` (the dict's order); None when unknown (a session stored or handed
+    # over in format 1). What lets a handed-over copy be taken out again (`without`).
+    times: list[int] | None = None
+    cix: bytearray | None = None
 
     def absorb(self, other: OpenSession) -> None:
         if (other.start, other.first_id) < (self.start, self.first_id):
@@ -106,6 +117,52 @@ class OpenSession:
             mine = self.channels.get(ch)
             if mine is None or first < mine:
                 self.channels[ch] = first
+        if self.times is None or self.cix is None or other.times is None or other.cix is None:
+            self.times = self.cix = None  # one side of an older format: unknown
+            return
+        self.times.extend(other.times)
+        theirs = list(other.channels)
+        if list(self.channels)[:len(theirs)] == theirs:  # the usual case: same order
+            self.cix.extend(other.cix)
+        else:
+            pos = {ch: i for i, ch in enumerate(self.channels)}
+            if len(pos) > MAX_CHANNELS:  # (channels are a configured set: never so)
+                self.times = self.cix = None
+                return
+            table = bytearray(range(256))
+            for i, ch in enumerate(theirs):
+                table[CH0 + i] = CH0 + pos[ch]
+            self.cix.extend(other.cix.translate(table))
+
+    def without(self, drop: set[str], gap_ms: int) -> list[OpenSession]:
+        """The session with the events `drop` names taken out: the sessions its other
+        events make (none, one, or several when a removed event bridged a gap). With
+        times unknown (format 1) only the ids and count can change, its bounds stay."""
+        if self.times is None or self.cix is None:
+            ids = [eid for eid in self.ids if eid not in drop]
+            if not ids:
+                return []
+            return [OpenSession(self.start, self.first_id, self.end, len(ids),
+                                self.channels, ids)]
+        names = list(self.channels)
+        out: list[OpenSession] = []
+        for t, eid, ch in sorted((t, eid, names[c]) for eid, t, c
+                                 in zip(self.ids, self.times,
+                                        (c - CH0 for c in self.cix), strict=True)
+                                 if eid not in drop):
+            cur = out[-1] if out else None
+            if cur is None or t - cur.end >= gap_ms:
+                out.append(OpenSession(t, eid, t, 1, {ch: (t, eid)}, [eid], [t],
+                                       bytearray(b"0")))
+                continue
+            assert cur.times is not None and cur.cix is not None
+            cur.end, cur.count = t, cur.count + 1
+            cur.ids.append(eid)
+            cur.times.append(t)
+            if ch not in cur.channels:
+                cur.channels[ch] = (t, eid)
+            cur.cix.append(CH0 + list(cur.channels).index(ch))
+        return out
 
     def row(self, customer_key: str, *, deleted: bool = False) -> SessionRow:
         ordered = sorted(self.channels, key=self.channels.__getitem__)
@@ -124,7 +181,8 @@ class OpenSession:
 
     def copy(self) -> OpenSession:
         return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels),
-                           list(self.ids))
+                           list(self.ids), None if self.times is None else list(self.times),
+                           None if self.cix is None else bytearray(self.cix))
 
     def snapshot(self) -> OpenSession:
         """A copy for its row only (a tombstone later): without the ids, which a long
@@ -161,7 +219,7 @@ class CustomerState:
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> CustomerState:
-        if obj.get("f") != _STATE_FORMAT:
+        if obj.get("f") not in (1, _STATE_FORMAT):
             raise ValueError(f"unknown session state format {obj.get('f')!r}")
         return cls(sessions=decode_sessions(obj["s"]), watermark=obj["w"])
 
@@ -171,16 +229,23 @@ class CustomerState:
 
 
 def encode_sessions(sessions: Iterable[OpenSession]) -> list[Any]:
+    """Stored state and handover payload: [start, first id, end, count, channels, ids,
+    times, channels of the ids] (the last two absent when unknown: format 1 had none).
+    Compact: times relative to the start, channel indexes as one string (chr(48 + i))."""
     return [[s.start, s.first_id, s.end, s.count,
-             [[ch, t, eid] for ch, (t, eid) in s.channels.items()], s.ids]
+             [[ch, t, eid] for ch, (t, eid) in s.channels.items()], s.ids,
+             *(() if s.times is None or s.cix is None else
+               (list(map((-s.start).__add__, s.times)), s.cix.decode("latin-1")))]
             for s in sessions]
 
 
 def decode_sessions(items: list[Any]) -> list[OpenSession]:
+    """Both forms of `encode_sessions` (with or without times)."""
     return [
-        OpenSession(start, first_id, end, count, {ch: (t, eid) for ch, t, eid in chans},
-                    list(ids))
-        for start, first_id, end, count, chans, ids in items
+        OpenSession(it[0], it[1], it[2], it[3], {ch: (t, eid) for ch, t, eid in it[4]},
+                    list(it[5]), *((list(map(it[0].__add__, it[6])), bytearray(it[7], "latin-1"))
+                                   if len(it) > 7 else ()))
+        for it in items
     ]
 
 
@@ -245,8 +310,8 @@ class Sessionizer:
                 continue
             seen.add(eid)
             delta.applied += 1
-            self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}, [eid]),
-                         vanished, last_seen)
+            self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}, [eid],
+                                               [t], bytearray(b"0")), vanished, last_seen)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
         return delta
 
@@ -309,9 +374,13 @@ class Sessionizer:
         return payload, delta
 
     def absorb(self, customer_key: str, state: CustomerState, payload: list[Any], *,
-               watermark: int) -> SessionDelta:
+               watermark: int, left_out: Collection[str] = ()) -> SessionDelta:
         """Merge released sessions into this customer's: intervals closer than the gap
-        join; an event id both sides counted (a re-delivered copy) counts once."""
+        join. An event id this customer counts already, or one `left_out` names (the
+        customer stage's choice: stream.stages.duplicates.handed_over), is taken out of
+        the released session first, with its time: the copy that reached the customer
+        first is the one its sessions keep (docs/semantics.md "Ordering and
+        duplicates")."""
         theirs = decode_sessions(payload)
         watermark = max(watermark, state.watermark)
         before = {s.first_id: s.count for s in state.sessions}
@@ -319,15 +388,18 @@ class Sessionizer:
         vanished: set[str] = set()
         delta = SessionDelta()
         seen = state.seen()
+        seen.update(left_out)
         sessions = state.sessions = [s.copy() for s in state.sessions]
+        kept: list[OpenSession] = []
         for s in theirs:
-            dups = [eid for eid in s.ids if eid in seen]
-            if dups:  # counted here already: count it once
+            dups = {eid for eid in s.ids if eid in seen}
+            if dups:  # counted here already: count it once, as the customer has it
                 delta.duplicates += len(dups)
-                s.ids = [eid for eid in s.ids if eid not in seen]
-                s.count = len(s.ids)
+                kept.extend(s.without(dups, self.gap_ms))
+            else:
+                kept.append(s)
             seen.update(s.ids)
-        for s in theirs:
+        for s in kept:
             if s.count > 0:
                 delta.applied += s.count
                 self._insert(sessions, s, vanished, last_seen)

@@ -68,7 +68,7 @@ from stream.stages.customer_state import (
     value_records,
     wake_of,
 )
-from stream.stages.duplicates import first_copies
+from stream.stages.duplicates import first_copies, handed_over
 from stream.stages.envelopes import decode, partition_for
 from stream.stages.parts import Parts, is_part
 from stream.stages.validate import LateEvent
@@ -372,11 +372,22 @@ class CustomerStage:
             self._settle(batch, w.partition, key, v, at)
             del v.pending[source]
             v.journeys.waiting.pop(source, None)
-            _anon, _into, jevents, spayload, linked_at, openings = item[:6]
+            anon, _into, jevents, spayload, linked_at, openings = item[:6]
             runs = item[6] if len(item) > 6 else None  # capped runs (older: none)
             closed = item[7] if len(item) > 7 else None  # per definition (older: none)
-            sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at)
-            jd = self.engine.absorb(key, v.journeys, source, [tuple(e) for e in jevents],
+            # the customer's copy of an id reached it first: the device's is left out of
+            # sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
+            # "Ordering and duplicates"); a repeated handover is ignored whole below
+            paths = self.engine.path_events(v.journeys)
+            screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
+                                   v.sessions.seen(), [tuple(e) for e in jevents])
+            if source not in v.journeys.merged:
+                batch.duplicates += screened.duplicates
+                batch.conflicts.extend(screened.conflicts)
+            sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at,
+                                         left_out={*screened.left_out,
+                                                   *(e[1] for e in paths)})
+            jd = self.engine.absorb(key, v.journeys, source, screened.kept,
                                     watermark=at, linked_at=linked_at, openings=openings,
                                     runs=runs, closed=closed)
             batch.session_rows.extend(sd.rows())

@@ -12,9 +12,15 @@ identical one is an ordinary
 duplicate (a retry). Past the tail, a copy whose first is still in an open session is
 dropped as a duplicate without comparison. Later than that, a copy is not recognised.
 
+The handover route (`handed_over`): a linked device hands its events (journeys, with
+content) and open sessions (ids with times) to the customer; at that moment (the
+customer settled exactly to the link time) a handed-over copy of an id the customer
+holds already reached it second, so the customer's copy wins and the handed-over one is
+taken out of both the journey events and the released sessions; compared as on the
+direct route when both contents are known.
+
 Not a function of the input yet (docs/reliability.md "Not guaranteed yet"): copies sent
-with different identity fields reach the customer in either order, and a copy handed
-over by a linked device never passes here (the engines' `absorb` match it by id only).
+with different identity fields reach the customer in either order.
 """
 
 from __future__ import annotations
@@ -37,7 +43,15 @@ class Conflict:
     first: TailEvent
     copy: TailEvent
     partition: int  # where the copy was read (the by-customer topic)
-    offset: int
+    offset: int  # -1: it came in the handover of `device`
+    device: str | None = None
+
+    def where(self, topic: str) -> str:
+        """Where the copy came from, for the dead letter's `error`."""
+        if self.device is not None:
+            return (f"handed over by linked device {self.device!r} to customer partition "
+                    f"{self.partition}")
+        return f"read at {topic}[{self.partition}]@{self.offset}"
 
     def reason(self) -> str:
         f, c = self.first, self.copy
@@ -84,6 +98,49 @@ def first_copies(customer: str, tail: Iterable[TailEvent], session_ids: set[str]
             out.duplicates += 1
         else:
             out.conflicts.append(Conflict(customer, first, ev, partition, offset))
+    return out
+
+
+@dataclass(slots=True)
+class HandedOver:
+    """`handed_over`'s answer: the journey events to absorb, what was left out."""
+
+    kept: list[TailEvent]
+    left_out: set[str]  # ids the released sessions must drop too
+    duplicates: int
+    conflicts: list[Conflict]
+
+
+def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailEvent],
+                settled: Iterable[TailEvent], session_ids: set[str],
+                events: Sequence[TailEvent]) -> HandedOver:
+    """Screen a device's handed-over journey events against what the customer holds:
+    its tail, its open runs' settled path events (`settled`) and its open sessions' ids
+    (content unknown: dropped without comparison, as on the direct route). The
+    customer's copy reached it first and wins. A run's path keeps the context only of
+    the event that opened it, and either side's copy may come from one, so the context
+    is compared only where both copies carry one."""
+    known: dict[str, TailEvent | None] = dict.fromkeys(session_ids)
+    known.update((e[1], e) for e in settled)
+    known.update((e[1], e) for e in tail)
+    out = HandedOver([], set(), 0, [])
+    for ev in events:
+        eid = ev[1]
+        if eid not in known:
+            out.kept.append(ev)
+            continue
+        out.left_out.add(eid)
+        first = known[eid]
+        if first is None:
+            out.duplicates += 1
+            continue
+        if first[4] is None or ev[4] is None:  # one context not kept: not compared
+            ctx = first[4] or ev[4]
+            first, ev = (*first[:4], ctx, *first[5:]), (*ev[:4], ctx, *ev[5:])
+        if _same(first, ev):
+            out.duplicates += 1
+        else:
+            out.conflicts.append(Conflict(customer, first, ev, partition, -1, device))
     return out
 
 
