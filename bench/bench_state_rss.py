@@ -106,6 +106,11 @@ def main() -> None:
     ap.add_argument("--trace", type=int, default=0, metavar="N",
                     help="run the worker under tracemalloc (slower) and print the N "
                          "allocation sites that grew most from idle to after the backlog")
+    ap.add_argument("--store", choices=("memory", "rocksdb"),
+                    default=os.environ.get("JOURNEYS_STATE_STORE", "memory"),
+                    help="the worker's JOURNEYS_STATE_STORE (default: this process's, else "
+                         "memory). Before, the worker got no JOURNEYS_ variable of this "
+                         "process: every run measured the memory store")
     ap.add_argument("--probe", action="store_true",
                     help="run the worker with bench/probe_worker.py and take its RSS apart "
                          "(glibc malloc, pymalloc, RocksDB, the decoded cache) idle and after")
@@ -129,6 +134,7 @@ def main() -> None:
             "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port),
             "JOURNEYS_WAREHOUSE__DATABASE": "rss", "JOURNEYS_APP_ID": APP,
             "JOURNEYS_SOURCE_IDLE_MS": str(86_400_000), "JOURNEYS_DATA_DIR": str(work / "w"),
+            "JOURNEYS_STATE_STORE": args.store,
         })
         log_path = work / "worker.log"
         with log_path.open("wb") as log:
@@ -173,7 +179,7 @@ def main() -> None:
             admin.close()
         biggest = largest_records(b.bootstrap_servers, topics)
     opened_n = sum(n for s, n in opened if s == "open")
-    print(f"\n{args.customers:,} customers with one open journey each"
+    print(f"\n{args.customers:,} customers with one open journey each, {args.store} store"
           + (f", one customer with {args.long_events:,} events" if args.long_events else ""))
     print(f"  processed in {took:.1f} s; touchpoints {touchpoints:,} of {len(values):,} "
           f"(+{args.partitions} fillers)")
