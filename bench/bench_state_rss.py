@@ -146,7 +146,7 @@ def main() -> None:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT)
         try:
-            time.sleep(15)  # started, assigned, idle
+            time.sleep(60 if args.trace else 15)  # started, assigned, idle
             idle = status(proc.pid)
             print(f"worker idle: RSS {idle['VmRSS']:,} MiB", flush=True)
             if args.trace or args.probe:
@@ -260,6 +260,17 @@ def grown(work: Path, top: int, per: int) -> None:
                            for f in [inner, *ours[-2:][::-1]])
         print(f"    {stat.size_diff / per:+8,.0f} B/journey {stat.size_diff >> 20:+5,} MiB "
               f"{stat.count_diff:+9,} blocks  {where}")
+    peak = work / "snap-peak.pickle"
+    if peak.exists():
+        c = tracemalloc.Snapshot.load(str(peak))
+        print(f"\n  Python heap at its peak ({(work / 'snap-peak.txt').read_text()} bytes "
+              "traced, bench/trace_worker.py), above idle:")
+        for stat in c.compare_to(a, "traceback")[:top]:
+            inner = stat.traceback[-1]
+            ours = [f for f in list(stat.traceback)[:-1] if str(ROOT) in f.filename]
+            where = " < ".join(f"{Path(f.filename).parent.name}/{Path(f.filename).name}:"
+                               f"{f.lineno}" for f in [inner, *ours[-3:][::-1]])
+            print(f"    {stat.size_diff >> 20:+5,} MiB {stat.count_diff:+9,} blocks  {where}")
 
 
 if __name__ == "__main__":

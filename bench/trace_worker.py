@@ -10,13 +10,33 @@ from __future__ import annotations
 import runpy
 import signal
 import sys
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-FRAMES = 12
+FRAMES = 8
 SNAP_SIGNAL = signal.SIGRTMIN + 3
 """A real-time signal no library in the worker handles (mode takes SIGUSR1/SIGUSR2)."""
+
+
+PEAK_STEP = 16 << 20
+
+
+def _peaks(where: Path) -> None:
+    """The heap at its highest: a snapshot (DIR/snap-peak.pickle) each time the traced
+    memory is PEAK_STEP above the last one taken. What RSS keeps after a backlog is
+    the allocator's high-water mark, so the transient peak is what to take apart."""
+    best = tracemalloc.get_traced_memory()[0] + PEAK_STEP
+    while True:
+        time.sleep(0.5)
+        current = tracemalloc.get_traced_memory()[0]
+        if current >= best:
+            tracemalloc.take_snapshot().dump(str(where / "snap-peak.tmp"))
+            (where / "snap-peak.tmp").replace(where / "snap-peak.pickle")
+            (where / "snap-peak.txt").write_text(str(current))
+            best = current + PEAK_STEP
 
 
 def main() -> None:
@@ -27,6 +47,8 @@ def main() -> None:
     def snapshot(_sig: int, _frame: FrameType | None) -> None:
         taken[0] += 1
         tracemalloc.take_snapshot().dump(str(where / f"snap-{taken[0]}.pickle"))
+        if taken[0] == 1:  # idle: from now on, the peaks
+            threading.Thread(target=_peaks, args=(where,), daemon=True).start()
 
     signal.signal(SNAP_SIGNAL, snapshot)
     sys.argv = ["stream", *sys.argv[2:]]
