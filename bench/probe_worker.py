@@ -137,6 +137,7 @@ def _record(cls: type, kind: str) -> None:
 
 def main() -> None:
     where = Path(sys.argv[1])
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from faust.stores.rocksdb import Store
 
     from stream.agents.alert_entry_store import RocksEntryStore
@@ -154,6 +155,9 @@ def main() -> None:
 
     signal.signal(SNAP_SIGNAL, on_signal)
     sys.argv = ["stream", *sys.argv[2:]]
+    # this checkout's code, as `python -m stream` run from it gets: sys.path[0] is
+    # bench/ here, and the shared venv's editable install may point at another checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     runpy.run_module("stream", run_name="__main__", alter_sys=True)
 
 

@@ -52,6 +52,9 @@ def main() -> None:
 
     signal.signal(SNAP_SIGNAL, snapshot)
     sys.argv = ["stream", *sys.argv[2:]]
+    # this checkout's code, as `python -m stream` run from it gets: sys.path[0] is
+    # bench/ here, and the shared venv's editable install may point at another checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     runpy.run_module("stream", run_name="__main__", alter_sys=True)
 
 
