@@ -62,6 +62,7 @@ from stream.agents.wake_store import RocksWakeIndex
 from stream.agents.web import install_pages, ready_problems
 from stream.engine.alert_entries import EntryStore
 from stream.eventtime.timers import Timers
+from stream.gc_tuning import TRIM_INTERVAL_S, release_free_memory
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
 from stream.stages.validate import ValidateStage
@@ -377,6 +378,11 @@ def _agents(app: JourneysApp, ctx: StageContext, identity: IdentityAgent,
     app.agent(topic(kafka.handovers_topic), name="journeys.handovers")(handovers_agent)
     app.agent(topic(kafka.step_reached_topic), name="journeys.alerts")(alerts_agent)
     app.task(periodic(app, TICK_INTERVAL_S, tick, "journeys.tick"))
+
+    async def trim() -> None:  # off the event loop: it walks every arena
+        await asyncio.to_thread(release_free_memory)
+
+    app.task(periodic(app, TRIM_INTERVAL_S, trim, "journeys.trim"))
     app.timer(STATS_LOG_INTERVAL_S, name="journeys.stats")(app.log_progress)
 
 
