@@ -46,7 +46,8 @@ class _Mallinfo2(ctypes.Structure):
 
 _libc = ctypes.CDLL("libc.so.6")
 _libc.mallinfo2.restype = _Mallinfo2
-_seen: dict[str, list[Any]] = {"stores": [], "indexes": [], "entries": [], "stages": []}
+_seen: dict[str, list[Any]] = {"stores": [], "indexes": [], "entries": [], "stages": [],
+                               "budgets": []}
 
 
 def _status() -> dict[str, int]:
@@ -118,9 +119,13 @@ def probe(where: Path, n: int) -> None:
         "rocksdb_total": {k: sum(d.get(k, 0) for d in dbs.values())
                           for k in ("cur-size-all-mem-tables", "block-cache-usage",
                                     "estimate-table-readers-mem")},
+        "rocksdb_budget": [m.budget_bytes for m in _seen["budgets"]],
         "cache": caches,
     }
     _libc.malloc_trim(0)
+    if _seen["budgets"] and dbs:  # one cache shared by every database: count it once
+        out["rocksdb_total"]["block-cache-usage"] = max(
+            d.get("block-cache-usage", 0) for d in dbs.values())
     out["after_trim"] = _status()
     (where / f"probe-{n}.json").write_text(json.dumps(out, indent=1))
 
@@ -141,11 +146,13 @@ def main() -> None:
     from faust.stores.rocksdb import Store
 
     from stream.agents.alert_entry_store import RocksEntryStore
+    from stream.agents.rocks_memory import RocksMemory
     from stream.agents.wake_store import RocksWakeIndex
     from stream.stages.customers import CustomerStage
 
     for cls, kind in ((Store, "stores"), (RocksWakeIndex, "indexes"),
-                      (RocksEntryStore, "entries"), (CustomerStage, "stages")):
+                      (RocksEntryStore, "entries"), (CustomerStage, "stages"),
+                      (RocksMemory, "budgets")):
         _record(cls, kind)
     taken = [0]
 
