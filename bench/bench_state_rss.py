@@ -42,6 +42,7 @@ from bench_stream import (  # noqa: E402
     stop_workers,
     wait_done,
 )
+from trace_worker import SNAP_SIGNAL  # noqa: E402
 
 from deploy.local.clickhouse import LocalClickHouse  # noqa: E402
 from deploy.local.kafka import LocalKafka  # noqa: E402
@@ -105,6 +106,14 @@ def main() -> None:
     ap.add_argument("--trace", type=int, default=0, metavar="N",
                     help="run the worker under tracemalloc (slower) and print the N "
                          "allocation sites that grew most from idle to after the backlog")
+    ap.add_argument("--store", choices=("memory", "rocksdb"),
+                    default=os.environ.get("JOURNEYS_STATE_STORE", "memory"),
+                    help="the worker's JOURNEYS_STATE_STORE (default: this process's, else "
+                         "memory). Before, the worker got no JOURNEYS_ variable of this "
+                         "process: every run measured the memory store")
+    ap.add_argument("--probe", action="store_true",
+                    help="run the worker with bench/probe_worker.py and take its RSS apart "
+                         "(glibc malloc, pymalloc, RocksDB, the decoded cache) idle and after")
     args = ap.parse_args()
     # `timeout` and CI send SIGTERM: exit through the `finally`s, so the worker, the broker
     # and ClickHouse are stopped (a killed run used to leave the worker running)
@@ -125,28 +134,31 @@ def main() -> None:
             "JOURNEYS_WAREHOUSE__PORT": str(ch.tcp_port),
             "JOURNEYS_WAREHOUSE__DATABASE": "rss", "JOURNEYS_APP_ID": APP,
             "JOURNEYS_SOURCE_IDLE_MS": str(86_400_000), "JOURNEYS_DATA_DIR": str(work / "w"),
+            "JOURNEYS_STATE_STORE": args.store,
         })
         log_path = work / "worker.log"
         with log_path.open("wb") as log:
             cmd = [sys.executable, "-m", "stream", "--loglevel", "warning"]
             if args.trace:
                 cmd[1:3] = [str(ROOT / "bench" / "trace_worker.py"), str(work)]
+            elif args.probe:
+                cmd[1:3] = [str(ROOT / "bench" / "probe_worker.py"), str(work)]
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT)
         try:
-            time.sleep(15)  # started, assigned, idle
+            time.sleep(60 if args.trace else 15)  # started, assigned, idle
             idle = status(proc.pid)
             print(f"worker idle: RSS {idle['VmRSS']:,} MiB", flush=True)
-            if args.trace:
-                snap(proc, work, 1)
+            if args.trace or args.probe:
+                snap(proc, work, 1, "probe" if args.probe else "snap")
             secs = asyncio.run(produce(kafka, values, fillers(end, args.partitions)))
             print(f"produced {len(values):,} events in {secs:.1f} s", flush=True)
             started = time.perf_counter()
             wait_done(kafka, APP, [proc], started, args.timeout, log_path)
             took = time.perf_counter() - started
             after = status(proc.pid)
-            if args.trace:
-                snap(proc, work, 2)
+            if args.trace or args.probe:
+                snap(proc, work, 2, "probe" if args.probe else "snap")
         finally:
             stop_workers([proc])
         wh = connect(WarehouseConfig(backend="server", host=ch.host, port=ch.tcp_port,
@@ -167,7 +179,7 @@ def main() -> None:
             admin.close()
         biggest = largest_records(b.bootstrap_servers, topics)
     opened_n = sum(n for s, n in opened if s == "open")
-    print(f"\n{args.customers:,} customers with one open journey each"
+    print(f"\n{args.customers:,} customers with one open journey each, {args.store} store"
           + (f", one customer with {args.long_events:,} events" if args.long_events else ""))
     print(f"  processed in {took:.1f} s; touchpoints {touchpoints:,} of {len(values):,} "
           f"(+{args.partitions} fillers)")
@@ -183,12 +195,15 @@ def main() -> None:
         print(f"  largest record in {topic}: {size:,} bytes")
     if args.trace:
         grown(work, args.trace, max(opened_n, 1))
+    if args.probe:
+        probed(work, max(opened_n, 1))
 
 
-def snap(proc: subprocess.Popen, work: Path, n: int) -> None:
-    """Have the traced worker write snapshot n (bench/trace_worker.py) and wait for it."""
-    os.kill(proc.pid, signal.SIGUSR2)
-    path = work / f"snap-{n}.pickle"
+def snap(proc: subprocess.Popen, work: Path, n: int, kind: str = "snap") -> None:
+    """Have the traced or probed worker write snapshot n (bench/trace_worker.py,
+    bench/probe_worker.py) and wait for it."""
+    os.kill(proc.pid, SNAP_SIGNAL)
+    path = work / (f"snap-{n}.pickle" if kind == "snap" else f"probe-{n}.json")
     for _ in range(600):
         if path.exists():
             size = -1
@@ -198,6 +213,35 @@ def snap(proc: subprocess.Popen, work: Path, n: int) -> None:
             return
         time.sleep(0.5)
     raise RuntimeError(f"no tracemalloc snapshot {path}")
+
+
+def probed(work: Path, per: int) -> None:
+    """The probe's components idle and after the backlog, and what each grew per open
+    journey (bench/probe_worker.py)."""
+    import json
+
+    a, b = (json.loads((work / f"probe-{n}.json").read_text()) for n in (1, 2))
+    rows = [("VmRSS", "status", "VmRSS"), ("RssAnon", "status", "RssAnon"),
+            ("RssFile", "status", "RssFile"),
+            ("glibc malloc in use", "malloc", "in_use"),
+            ("glibc malloc free, kept", "malloc", "free_kept"),
+            ("glibc malloc mmapped", "malloc", "mmapped"),
+            ("pymalloc arenas", "pymalloc", "arena_bytes"),
+            ("pymalloc blocks in use", "pymalloc", "allocated_blocks_bytes"),
+            ("RocksDB memtables", "rocksdb_total", "cur-size-all-mem-tables"),
+            ("RocksDB block caches", "rocksdb_total", "block-cache-usage"),
+            ("RocksDB table readers", "rocksdb_total", "estimate-table-readers-mem"),
+            ("VmRSS after malloc_trim", "after_trim", "VmRSS")]
+    print("\n  RSS taken apart (bench/probe_worker.py): idle -> after, per open journey")
+    for label, group, key in rows:
+        x, y = a[group].get(key, 0), b[group].get(key, 0)
+        print(f"    {label:26} {x / 2**20:8,.1f} MiB -> {y / 2**20:8,.1f} MiB "
+              f"{(y - x) / per:+8,.0f} B/journey")
+    print(f"    Python objects (gc)        {a['objects']:,} -> {b['objects']:,}")
+    print(f"    decoded cache              {a['cache']} -> {b['cache']}")
+    print(f"    RocksDB databases: {len(b['rocksdb'])}")
+    (work / "probe.json").write_text(json.dumps({"idle": a, "after": b}))
+    print(f"    (both probes: {work / 'probe.json'})")
 
 
 def grown(work: Path, top: int, per: int) -> None:
@@ -216,6 +260,17 @@ def grown(work: Path, top: int, per: int) -> None:
                            for f in [inner, *ours[-2:][::-1]])
         print(f"    {stat.size_diff / per:+8,.0f} B/journey {stat.size_diff >> 20:+5,} MiB "
               f"{stat.count_diff:+9,} blocks  {where}")
+    peak = work / "snap-peak.pickle"
+    if peak.exists():
+        c = tracemalloc.Snapshot.load(str(peak))
+        print(f"\n  Python heap at its peak ({(work / 'snap-peak.txt').read_text()} bytes "
+              "traced, bench/trace_worker.py), above idle:")
+        for stat in c.compare_to(a, "traceback")[:top]:
+            inner = stat.traceback[-1]
+            ours = [f for f in list(stat.traceback)[:-1] if str(ROOT) in f.filename]
+            where = " < ".join(f"{Path(f.filename).parent.name}/{Path(f.filename).name}:"
+                               f"{f.lineno}" for f in [inner, *ours[-3:][::-1]])
+            print(f"    {stat.size_diff >> 20:+5,} MiB {stat.count_diff:+9,} blocks  {where}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ WORKER_SOURCE_IDLE = "JOURNEYS_SOURCE_IDLE_MS"  # also accepts 10s
 WORKER_FAULT_EXIT_ON = "JOURNEYS_FAULT_EXIT_ON"
 WORKER_PATH_CAP = "JOURNEYS_PATH_CAP"  # events kept verbatim per journey instance
 WORKER_STATE_STORE = "JOURNEYS_STATE_STORE"  # memory | rocksdb: where table values live
+# bytes of memory all the worker's RocksDB databases share (cache + memtables)
+WORKER_STATE_MEMORY_BYTES = "JOURNEYS_STATE_MEMORY_BYTES"
 # customers kept decoded between batches (stream.stages.customer_cache); 0: none
 WORKER_STATE_CACHE_CUSTOMERS = "JOURNEYS_STATE_CACHE_CUSTOMERS"
 WORKER_WEB_PORT = "JOURNEYS_WEB_PORT"

@@ -21,6 +21,7 @@ from journeys.timeutil import parse_duration_ms
 
 DEFAULT_PATH_CAP = 1000  # WorkerSettings.path_cap (stream.engine.runs)
 DEFAULT_STATE_CACHE_CUSTOMERS = 20_000  # WorkerSettings.state_cache_customers
+DEFAULT_STATE_MEMORY_BYTES = 64 << 20  # WorkerSettings.state_memory_bytes
 
 
 class KafkaConfig(BaseModel):
@@ -206,6 +207,10 @@ class WorkerSettings(WarehouseRole):
     # "rocksdb" (local RocksDB files under data_dir via rocksdict: the values leave RSS,
     # about half of the memory per open journey; docs/reliability.md "Bounded state")
     state_store: Literal["memory", "rocksdb"] = "memory"
+    # with state_store="rocksdb": the one memory budget of all the worker's RocksDB
+    # databases (a shared block cache and write buffer manager, half each;
+    # stream/agents/rocks_memory.py)
+    state_memory_bytes: int = Field(default=DEFAULT_STATE_MEMORY_BYTES, ge=2 << 20)
     # customers kept decoded between batches of the customer stage, least recently
     # used out first (0: decode every touched customer per batch; docs/performance.md)
     state_cache_customers: int = Field(default=DEFAULT_STATE_CACHE_CUSTOMERS, ge=0)

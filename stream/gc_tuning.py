@@ -14,6 +14,8 @@ to find cycles (futures, exceptions with their tracebacks), and finds them later
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 
 GC_THRESHOLDS = (50_000, 50, 100)
@@ -31,3 +33,25 @@ def freeze_startup() -> None:
     never traversed again)."""
     gc.collect()
     gc.freeze()
+
+
+TRIM_INTERVAL_S = 30.0
+"""How often a worker hands glibc's free memory back to the OS (`release_free_memory`)."""
+
+_libc: ctypes.CDLL | None = None
+
+
+def release_free_memory() -> bool:
+    """`malloc_trim(0)`: give the pages glibc holds free (in every arena, not only at
+    the top of the heap) back to the OS. After a backlog glibc kept 92 MiB free at 120k
+    open journeys, growing with the backlog (docs/reliability.md "What grows per open
+    journey"); RSS then looked like state. False where the C library has no
+    malloc_trim (not glibc)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True

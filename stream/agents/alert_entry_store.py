@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 from rocksdict import Rdict, WriteBatch
 
+from stream.agents.rocks_memory import RocksMemory
 from stream.agents.wake_store import local_index_options
 from stream.engine.alert_entries import AlertEntries, Entry
 
@@ -90,18 +91,19 @@ class RocksEntries:
 class RocksEntryStore:
     """The alert stage's entry indexes, in one local RocksDB database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
         """Opened on first use: the app wipes its data dir at start when its topics are
         new (stream.agents.app `prepare_data_dir`), and a database whose directory was
         removed fails its next flush."""
         self.path = path
+        self._memory = memory  # the worker's RocksDB budget (stream/agents/rocks_memory.py)
         self._db: Rdict | None = None
 
     def _open(self) -> None:
         if self.path.exists():  # a previous owner's index: the table is the truth
             shutil.rmtree(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(self.path), local_index_options())
+        self._db = Rdict(str(self.path), local_index_options(self._memory))
 
     @property
     def db(self) -> Rdict:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
+from stream.agents.rocks_memory import RocksMemory
+
 _WAKE = struct.Struct(">Q")
 _OFFSET = 1 << 63
 # small buffers: one database per partition, and its whole point is to stay off RSS
@@ -30,14 +32,17 @@ _WRITE_BUFFER = 1 << 20
 _BLOCK_CACHE = 1 << 20
 
 
-def local_index_options() -> Options:
-    """Options of a local index that must stay off RSS (also the alert entries)."""
+def local_index_options(memory: RocksMemory | None = None) -> Options:
+    """Options of a local index that must stay off RSS (also the alert entries); with
+    `memory`, within the worker's one RocksDB budget (stream/agents/rocks_memory.py)."""
     from rocksdict import BlockBasedOptions, Cache
 
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.set_write_buffer_size(_WRITE_BUFFER)
     opts.set_max_write_buffer_number(2)
+    if memory is not None:
+        return memory.apply(opts)
     table = BlockBasedOptions()
     table.set_block_cache(Cache(_BLOCK_CACHE))
     opts.set_block_based_table_factory(table)
@@ -51,12 +56,12 @@ def _wake_bytes(wake: int) -> bytes:
 class RocksWakeIndex:
     """key -> the watermark at which it is due, in a local RocksDB database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: RocksMemory | None = None) -> None:
         self.path = path
         if path.exists():  # a previous owner's index: the table is the truth, rebuild
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db: Rdict | None = Rdict(str(path), local_index_options())
+        self._db: Rdict | None = Rdict(str(path), local_index_options(memory))
         self._count = 0
 
     @property

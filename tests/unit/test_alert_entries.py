@@ -14,17 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.agents.alert_entry_store import RocksEntryStore
+from stream.agents.rocks_memory import RocksMemory
 from stream.engine.alert_entries import EntryStore, MemoryEntryStore
 from stream.eventtime.watermarks import CLAIM_REFRESH_MS, Claim
 from stream.stages.alerts import AlertStage, StepReachedRouter
 from tests.profiles import examples
 from tests.unit.test_alerts_property import definitions, instances, observations
 
-ADAPTERS = ("memory", "rocksdb")
+ADAPTERS = ("memory", "rocksdb", "rocksdb-budgeted")
 
 
 def make(kind: str, where: Path) -> EntryStore:
-    return MemoryEntryStore() if kind == "memory" else RocksEntryStore(where / "alert-entries")
+    if kind == "memory":
+        return MemoryEntryStore()
+    # budgeted: within a tiny shared RocksDB budget (stream/agents/rocks_memory.py)
+    memory = RocksMemory(2 << 20) if kind == "rocksdb-budgeted" else None
+    return RocksEntryStore(where / "alert-entries", memory)
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -9,15 +9,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream.agents.rocks_memory import RocksMemory
 from stream.agents.wake_store import RocksWakeIndex
 from stream.eventtime.timers import Timers, WakeIndex
 
 BASE = 1_772_323_200_000
-ADAPTERS = ("memory", "rocksdb")
+ADAPTERS = ("memory", "rocksdb", "rocksdb-budgeted")
 
 
 def make(kind: str, where: Path) -> Timers:
-    return WakeIndex() if kind == "memory" else RocksWakeIndex(where / "timers" / "p0")
+    if kind == "memory":
+        return WakeIndex()
+    # budgeted: within a tiny shared RocksDB budget (stream/agents/rocks_memory.py)
+    memory = RocksMemory(2 << 20) if kind == "rocksdb-budgeted" else None
+    return RocksWakeIndex(where / "timers" / "p0", memory)
 
 
 @pytest.fixture(params=ADAPTERS)
