@@ -97,20 +97,30 @@ class StepAlertState:
         starts fresh with every window already final at `watermark` closed. `entries`:
         the (empty) index to fill; `parts`: encoded entry records beyond the head's,
         read only when the head is this definition's."""
+        st, kept = cls.restore_head(definition, step_index, data, watermark, entries)
+        if kept:
+            for part in parts:
+                for iid, e in orjson.loads(part).items():
+                    st.entries.put(iid, e)
+        return st
+
+    @classmethod
+    def restore_head(cls, definition: JourneyDefinition, step_index: int,
+                     data: bytes | None, watermark: int,
+                     entries: AlertEntries | None = None) -> tuple[StepAlertState, bool]:
+        """`restore` without entry records: (state, whether the stored head was kept —
+        only then do entry records stored beside it belong to the state)."""
         if data:
             st = cls.loads(data, entries)
             if st.matches(definition) and st.step_index == step_index:
-                for part in parts:
-                    for iid, e in orjson.loads(part).items():
-                        st.entries.put(iid, e)
-                return st
+                return st, True
             for iid, _e in list(st.entries.ordered()):
                 st.entries.delete(iid)
         st = cls.new(definition, step_index)
         if entries is not None:
             st.entries = entries
         st.final_before = final_before(watermark, definition.alert)
-        return st
+        return st, False
 
     def matches(self, definition: JourneyDefinition) -> bool:
         """False when the definition changed under this state (it must then start over)."""

@@ -5,17 +5,19 @@ interleaving, re-delivery, lost acknowledgements, crashes and restarts."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journeys.definitions import AlertRule, JourneyDefinition
+from stream.agents.alert_entry_store import RocksEntryStore
 from stream.engine.alert_verdict import AlertRecord, final_before
 from stream.engine.outputs import StepReached
 from stream.eventtime.watermarks import CLAIM_REFRESH_MS, NO_WATERMARK, Claim
+from stream.stages.alert_chunks import ENTRIES_PER_RECORD
 from stream.stages.alerts import (
-    ENTRIES_PER_RECORD,
     MAX_OBSERVATIONS,
     AlertStage,
     StepReachedRouter,
@@ -281,23 +283,29 @@ def test_repartitioned_stage_equals_batch_reference(
     assert late == 0
 
 
-def test_entry_records_take_no_more_memory_than_their_bytes() -> None:
-    """A batch holds every entry record of the keys it touched until they are stored:
-    orjson's own output took ~8x its length (2.0 MB for a 254 KB record), ~460 bytes of
-    transient memory per open entry (docs/reliability.md "What grows per open
-    journey"). The records' allocations are now their size."""
+def test_entry_records_take_no_more_memory_than_their_bytes(tmp_path: Path) -> None:
+    """A batch holds every entry record it rewrote until they are stored: orjson's own
+    output took ~8x its length (2.0 MB for a 254 KB record), ~460 bytes of transient
+    memory per entry (docs/reliability.md "What grows per open journey"). The records'
+    allocations are now their size (entries on disk, so only the records are held)."""
     import tracemalloc
 
-    stage, table = AlertStage([PURCHASE], 1), {}
+    stage = AlertStage([PURCHASE], 1, RocksEntryStore(tmp_path / "entries"))
+    table: dict[bytes, bytes] = {}
     n = 4 * ENTRIES_PER_RECORD
-    rows = [["purchase", f"{i:024x}", 1, 1000 + i, "web"] for i in range(n)]
-    for i in range(0, n, MAX_OBSERVATIONS):
-        _stage_input(stage, table, [(0, encode({"v": FORMAT, "o": rows[i:i + 5000]}))])
-    tracemalloc.start()
+    rows = [["purchase", f"{i:024x}", 0, 1000 + i, "web"] for i in range(n)]
     try:
-        states = stage.records(("purchase", 0))
-        held = tracemalloc.get_traced_memory()[0]
+        for i in range(0, n - MAX_OBSERVATIONS, MAX_OBSERVATIONS):
+            _stage_input(stage, table, [(0, encode({"v": FORMAT, "o": rows[i:i + 5000]}))])
+        last = encode({"v": FORMAT, "o": rows[n - MAX_OBSERVATIONS:]})
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            states = stage.prepare([(0, last)], table.get).states
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
     finally:
-        tracemalloc.stop()
+        stage.entries.close()
     stored = sum(len(v or b"") for _q, v in states.values())
     assert stored > 150_000 and held < 2 * stored
