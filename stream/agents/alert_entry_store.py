@@ -51,19 +51,18 @@ class RocksEntries:
         entry: Entry = orjson.loads(raw[4:])
         return int.from_bytes(raw[:4]), entry
 
-    def put(self, iid: str, chunk: int, entry: Entry) -> None:
-        c, i = chunk.to_bytes(4), iid.encode()
-        batch = WriteBatch(raw_mode=True)
-        batch.put(self._by_id + i, c + orjson.dumps(entry))
-        batch.put(self._chunks + c + i, b"")
-        self._store.db.write(batch)
+    def put(self, iid: str, chunk: int, entry: Entry, *, known: bool = False) -> None:
+        # two writes, not a WriteBatch (~1 µs less): a failure half-way is no matter
+        # in an index that is refilled from the table after any failure
+        c, i, db = chunk.to_bytes(4), iid.encode(), self._store.db
+        db.put(self._by_id + i, c + orjson.dumps(entry))
+        if not known:
+            db.put(self._chunks + c + i, b"")
 
     def delete(self, iid: str, chunk: int) -> None:
-        c, i = chunk.to_bytes(4), iid.encode()
-        batch = WriteBatch(raw_mode=True)
-        batch.delete(self._by_id + i)
-        batch.delete(self._chunks + c + i)
-        self._store.db.write(batch)
+        c, i, db = chunk.to_bytes(4), iid.encode(), self._store.db
+        db.delete(self._by_id + i)
+        db.delete(self._chunks + c + i)
 
     def ordered(self) -> Iterator[tuple[str, int, Entry]]:
         # a RocksDB iterator reads a snapshot taken when it is made: deletes are safe

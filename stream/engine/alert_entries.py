@@ -56,9 +56,10 @@ class EntryIndex(Protocol):
         """(chunk, a copy-or-alias of the entry): callers `put` what they change."""
         ...
 
-    def put(self, iid: str, chunk: int, entry: Entry) -> None:
+    def put(self, iid: str, chunk: int, entry: Entry, *, known: bool = False) -> None:
         """Store `entry` in `chunk`; an entry already stored stays in its chunk: pass the
-        chunk `get` gave (moving an entry is not supported)."""
+        chunk `get` gave (moving an entry is not supported), and `known=True` (then
+        only the entry changes: one write less on disk)."""
         ...
 
     def delete(self, iid: str, chunk: int) -> None:
@@ -116,7 +117,7 @@ class MemoryEntryIndex:
         c = self._where.get(iid)
         return None if c is None else (c, self._chunks[c][iid])
 
-    def put(self, iid: str, chunk: int, entry: Entry) -> None:
+    def put(self, iid: str, chunk: int, entry: Entry, *, known: bool = False) -> None:
         self._where[iid] = chunk
         self._chunks.setdefault(chunk, {})[iid] = entry
 

@@ -82,12 +82,13 @@ class ChunkedEntries:
 
     def put(self, iid: str, entry: Entry) -> None:
         c = self._chunk_of(iid)
+        known = c is not None
         if c is None:
             c = self.top if self.counts.get(self.top, ENTRIES_PER_RECORD) < \
                 ENTRIES_PER_RECORD else self.top + 1
             self.counts[c] = self.counts.get(c, 0) + 1
             self.top = max(self.top, c)
-        self.index.put(iid, c, entry)
+        self.index.put(iid, c, entry, known=known)
         self.dirty.add(c)
         self._last = (iid, c)
 

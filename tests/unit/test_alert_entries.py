@@ -129,7 +129,7 @@ def test_both_adapters_behave_like_the_model(
             for s, v in zip(stores, views, strict=True):
                 if op == "put":
                     assert chunk is not None
-                    v[key].put(iid, chunk, list(entry))
+                    v[key].put(iid, chunk, list(entry), known=held is not None)
                 elif op == "del":
                     v[key].delete(iid, held[0] if held is not None else 0)
                 elif op == "open":
