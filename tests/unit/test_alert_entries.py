@@ -17,6 +17,7 @@ from stream.agents.alert_entry_store import RocksEntryStore
 from stream.agents.rocks_memory import RocksMemory
 from stream.engine.alert_entries import EntryStore, MemoryEntryStore
 from stream.eventtime.watermarks import CLAIM_REFRESH_MS, Claim
+from stream.stages import alert_chunks
 from stream.stages.alerts import AlertStage, StepReachedRouter
 from tests.profiles import examples
 from tests.unit.test_alerts_property import definitions, instances, observations
@@ -190,14 +191,18 @@ def _run(d: Any, insts: Any, seed: int, store: EntryStore) -> tuple[list[Any], l
     return records, writes
 
 
-@given(d=definitions(), insts=instances(), seed=st.integers(0, 2**32))
+@given(d=definitions(), insts=instances(), seed=st.integers(0, 2**32),
+       per_record=st.sampled_from([2, 5, alert_chunks.ENTRIES_PER_RECORD]))
 @settings(max_examples=examples(60), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_the_stage_is_byte_identical_with_either_index(tmp_path: Path, d: Any, insts: Any,
-                                                      seed: int) -> None:
+                                                      seed: int, per_record: int) -> None:
+    """Small chunks (2 or 5 entries a record) so that keys are stored in many."""
     rocks = RocksEntryStore(tmp_path / f"stage-{seed}")
-    try:
-        on_disk = _run(d, insts, seed, rocks)
-    finally:
-        rocks.close()
-    assert on_disk == _run(d, insts, seed, MemoryEntryStore())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alert_chunks, "ENTRIES_PER_RECORD", per_record)
+        try:
+            on_disk = _run(d, insts, seed, rocks)
+        finally:
+            rocks.close()
+        assert on_disk == _run(d, insts, seed, MemoryEntryStore())
