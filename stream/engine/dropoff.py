@@ -91,25 +91,19 @@ class StepAlertState:
 
     @classmethod
     def restore(cls, definition: JourneyDefinition, step_index: int, data: bytes | None,
-                watermark: int, entries: AlertEntries | None = None,
-                parts: Iterable[bytes] = ()) -> StepAlertState:
+                watermark: int, entries: AlertEntries | None = None) -> StepAlertState:
         """A table value back as state; a missing one, or one of a changed definition,
         starts fresh with every window already final at `watermark` closed. `entries`:
-        the (empty) index to fill; `parts`: encoded entry records beyond the head's,
-        read only when the head is this definition's."""
-        st, kept = cls.restore_head(definition, step_index, data, watermark, entries)
-        if kept:
-            for part in parts:
-                for iid, e in orjson.loads(part).items():
-                    st.entries.put(iid, e)
-        return st
+        the (empty) index to fill. (Entry records stored beside a head: the alert
+        stage's, stream/stages/alert_chunks.py, read after `restore_head`.)"""
+        return cls.restore_head(definition, step_index, data, watermark, entries)[0]
 
     @classmethod
     def restore_head(cls, definition: JourneyDefinition, step_index: int,
                      data: bytes | None, watermark: int,
                      entries: AlertEntries | None = None) -> tuple[StepAlertState, bool]:
-        """`restore` without entry records: (state, whether the stored head was kept —
-        only then do entry records stored beside it belong to the state)."""
+        """`restore`, and whether the stored head was kept: only then do entry records
+        stored beside it belong to the state."""
         if data:
             st = cls.loads(data, entries)
             if st.matches(definition) and st.step_index == step_index:
