@@ -31,18 +31,23 @@ from stream.agents.wake_store import local_index_options
 from stream.engine.alert_entries import Entry, EntryIndex
 
 _SEP = b"\xff"
+_PENDING = 4096
 
 
 class RocksEntries:
     """One state key's entries: a key range of the store's database."""
 
-    __slots__ = ("_by_id", "_chunks", "_prefix", "_store")
+    __slots__ = ("_by_id", "_chunks", "_pending", "_prefix", "_store")
 
     def __init__(self, store: RocksEntryStore, key: str) -> None:
         self._store = store
         self._prefix = key.encode() + _SEP
         self._by_id = self._prefix + b"e"
         self._chunks = self._prefix + b"c"
+        # (chunk, id) keys to put (True) or delete, written in one WriteBatch when a
+        # chunk is listed or _PENDING are waiting: ~0.7 µs a key instead of ~3.3 µs
+        # alone (measured, rocksdict 0.3.29); O(entries changed), never O(open entries)
+        self._pending: list[tuple[bytes, bool]] = []
 
     def get(self, iid: str) -> tuple[int, Entry] | None:
         raw = self._store.db.get(self._by_id + iid.encode())
@@ -52,17 +57,31 @@ class RocksEntries:
         return int.from_bytes(raw[:4]), entry
 
     def put(self, iid: str, chunk: int, entry: Entry, *, known: bool = False) -> None:
-        # two writes, not a WriteBatch (~1 µs less): a failure half-way is no matter
-        # in an index that is refilled from the table after any failure
-        c, i, db = chunk.to_bytes(4), iid.encode(), self._store.db
-        db.put(self._by_id + i, c + orjson.dumps(entry))
+        c, i = chunk.to_bytes(4), iid.encode()
+        self._store.db.put(self._by_id + i, c + orjson.dumps(entry))
         if not known:
-            db.put(self._chunks + c + i, b"")
+            self._member(self._chunks + c + i, True)
 
     def delete(self, iid: str, chunk: int) -> None:
-        c, i, db = chunk.to_bytes(4), iid.encode(), self._store.db
-        db.delete(self._by_id + i)
-        db.delete(self._chunks + c + i)
+        c, i = chunk.to_bytes(4), iid.encode()
+        self._store.db.delete(self._by_id + i)
+        self._member(self._chunks + c + i, False)
+
+    def _member(self, key: bytes, present: bool) -> None:
+        self._pending.append((key, present))
+        if len(self._pending) >= _PENDING:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch = WriteBatch(raw_mode=True)
+            for key, present in self._pending:
+                if present:
+                    batch.put(key, b"")
+                else:
+                    batch.delete(key)
+            self._store.db.write(batch)
+            self._pending.clear()
 
     def ordered(self) -> Iterator[tuple[str, int, Entry]]:
         # a RocksDB iterator reads a snapshot taken when it is made: deletes are safe
@@ -75,6 +94,7 @@ class RocksEntries:
             yield k[n:].decode(), int.from_bytes(v[:4]), loads(v[4:])
 
     def chunk(self, chunk: int) -> Iterator[tuple[str, Entry]]:
+        self._flush()
         prefix = self._chunks + chunk.to_bytes(4)
         n, db = len(prefix), self._store.db
         ids: list[bytes] = []
@@ -89,6 +109,7 @@ class RocksEntries:
             yield i.decode(), loads(v[4:])
 
     def clear(self) -> None:
+        self._pending.clear()
         batch = WriteBatch(raw_mode=True)
         batch.delete_range(self._prefix, self._prefix + _SEP)
         self._store.db.write(batch)
