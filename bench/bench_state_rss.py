@@ -74,24 +74,27 @@ def status(pid: int) -> dict[str, int]:
     return out
 
 
-def largest_records(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """The largest record (bytes) in each topic, read from the start."""
+def largest_records(bootstrap: str, topics: list[str]) -> dict[str, tuple[int, int]]:
+    """(the largest record, all records' value bytes) of each topic, read from the
+    start (the alert-state changelog's total is what docs/reliability.md "What grows
+    per open journey" compares)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              fetch_max_bytes=64 * 1024 * 1024,
                              max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
-        out: dict[str, int] = {}
+        out: dict[str, tuple[int, int]] = {}
         for topic in topics:
             parts = [TopicPartition(topic, p)
                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
             consumer.assign(parts)
             consumer.seek_to_beginning(*parts)
             ends = consumer.end_offsets(parts)
-            biggest = 0
+            biggest = total = 0
             while any(consumer.position(tp) < ends[tp] for tp in parts):
                 for msgs in consumer.poll(timeout_ms=1000, max_records=5000).values():
-                    biggest = max([biggest, *(len(m.value or b"") for m in msgs)])
-            out[topic] = biggest
+                    sizes = [len(m.value or b"") for m in msgs]
+                    biggest, total = max([biggest, *sizes]), total + sum(sizes)
+            out[topic] = (biggest, total)
         return out
     finally:
         consumer.close()
@@ -191,8 +194,9 @@ def main() -> None:
     print(f"  worker RSS: idle {idle['VmRSS']:,} MiB, after {after['VmRSS']:,} MiB "
           f"(peak {after['VmHWM']:,} MiB); grew {grew:,} MiB = "
           f"{grew * 1024 * 1024 / max(opened_n, 1):,.0f} bytes per open journey")
-    for topic, size in sorted(biggest.items()):
-        print(f"  largest record in {topic}: {size:,} bytes")
+    for topic, (size, total) in sorted(biggest.items()):
+        print(f"  largest record in {topic}: {size:,} bytes (all its records: "
+              f"{total / 2**20:,.1f} MiB)")
     if args.trace:
         grown(work, args.trace, max(opened_n, 1))
     if args.probe:

@@ -25,6 +25,7 @@ from stream.agents.alert_entry_store import RocksEntryStore  # noqa: E402
 from stream.engine.dropoff import StepAlertState  # noqa: E402
 from stream.engine.outputs import StepReached  # noqa: E402
 from stream.eventtime.timers import WakeIndex  # noqa: E402
+from stream.stages.alert_chunks import ChunkedEntries  # noqa: E402
 from stream.stages.alerts import AlertStage  # noqa: E402
 from stream.stages.envelopes import FORMAT, encode  # noqa: E402
 
@@ -70,7 +71,7 @@ def main() -> None:
         """The same with JOURNEYS_STATE_STORE=rocksdb (the Python heap only: RocksDB's
         own buffers are bounded by its options, stream/agents/wake_store.py)."""
         st = StepAlertState.new(journey, 0)
-        st.entries = store.open("purchase\x1f0")
+        st.entries = ChunkedEntries(store.open("purchase\x1f0"))
         for i in range(n):
             st.observe(StepReached(journey.name, f"o{i}", 0, START + i * 36, "web"))
         return st

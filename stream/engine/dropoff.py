@@ -91,26 +91,30 @@ class StepAlertState:
 
     @classmethod
     def restore(cls, definition: JourneyDefinition, step_index: int, data: bytes | None,
-                watermark: int, entries: AlertEntries | None = None,
-                parts: Iterable[bytes] = ()) -> StepAlertState:
+                watermark: int, entries: AlertEntries | None = None) -> StepAlertState:
         """A table value back as state; a missing one, or one of a changed definition,
         starts fresh with every window already final at `watermark` closed. `entries`:
-        the (empty) index to fill; `parts`: encoded entry records beyond the head's,
-        read only when the head is this definition's."""
+        the (empty) index to fill. (Entry records stored beside a head: the alert
+        stage's, stream/stages/alert_chunks.py, read after `restore_head`.)"""
+        return cls.restore_head(definition, step_index, data, watermark, entries)[0]
+
+    @classmethod
+    def restore_head(cls, definition: JourneyDefinition, step_index: int,
+                     data: bytes | None, watermark: int,
+                     entries: AlertEntries | None = None) -> tuple[StepAlertState, bool]:
+        """`restore`, and whether the stored head was kept: only then do entry records
+        stored beside it belong to the state."""
         if data:
             st = cls.loads(data, entries)
             if st.matches(definition) and st.step_index == step_index:
-                for part in parts:
-                    for iid, e in orjson.loads(part).items():
-                        st.entries.put(iid, e)
-                return st
+                return st, True
             for iid, _e in list(st.entries.ordered()):
                 st.entries.delete(iid)
         st = cls.new(definition, step_index)
         if entries is not None:
             st.entries = entries
         st.final_before = final_before(watermark, definition.alert)
-        return st
+        return st, False
 
     def matches(self, definition: JourneyDefinition) -> bool:
         """False when the definition changed under this state (it must then start over)."""

@@ -35,10 +35,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from journeys.definitions import JourneyDefinition
-from stream.engine.alert_entries import Entry, EntryStore, MemoryEntryStore
+from stream.engine.alert_entries import EntryStore, MemoryEntryStore
 from stream.engine.alert_verdict import AlertRecord, final_before
 from stream.engine.dropoff import DropoffEvaluator, StepAlertState, state_key
 from stream.engine.outputs import StepReached
@@ -50,17 +48,10 @@ from stream.eventtime.watermarks import (
     decode_claims,
     encode_claims,
 )
+from stream.stages.alert_chunks import ChunkedEntries
 from stream.stages.envelopes import FORMAT, decode_body, encode, partition_for
-from stream.stages.parts import next_parts, part_key
-from stream.stages.parts import records as part_records
 
 MAX_OBSERVATIONS = 5000  # per message (~100 bytes each)
-# A step's open entries (one per instance in windows not final yet) are stored in
-# records of this many, next to a head record with the rest of the state: ~110 bytes an
-# entry (24-hex id, times, a channel of <= 32 characters), so <= ~0.5 MiB a record
-# however large a backlog's unsettled window gets (measured before: 155k entries made
-# one 12.57 MB record, over the 8 MiB message limit, and the worker crash-looped).
-ENTRIES_PER_RECORD = 4096
 
 GetState = Callable[[bytes], bytes | None]
 Reached = Mapping[int, tuple[Sequence[StepReached], Claim]]
@@ -69,23 +60,8 @@ Reached = Mapping[int, tuple[Sequence[StepReached], Claim]]
 StateKey = tuple[str, int]
 
 
-def _dumps_exact(obj: Any) -> bytes:
-    """orjson's output copied to its size: orjson 3.13 returns bytes whose allocation is
-    ~8x their length (2.0 MB for a 254 KB part), and a batch holds every part of the
-    keys it touched until stored (docs/reliability.md "What grows per open journey")."""
-    return bytes(memoryview(orjson.dumps(obj)))
-
-
 def key_bytes(key: StateKey) -> bytes:
     return state_key(*key).encode()
-
-
-def entry_parts(head: bytes | None) -> tuple[int, int]:
-    """(generation, count) of a stored head's entry records; (0, 0): entries inline."""
-    if not head:
-        return 0, 0
-    o = orjson.loads(head)
-    return int(o.get("g", 0)), int(o.get("n", 0))
 
 
 class _Keys:
@@ -193,7 +169,7 @@ class AlertStage:
         self.sources = partitions  # by-customer partitions (same count as ours)
         self.entries: EntryStore = MemoryEntryStore() if entries is None else entries
         self._states: dict[StateKey, StepAlertState] = {}
-        self._parts: dict[StateKey, tuple[int, int]] = {}  # (generation, count) stored
+        self._entries: dict[StateKey, ChunkedEntries] = {}  # the states' entries, chunked
         self.frontiers: dict[int, Frontier] = {}
 
     def forget(self) -> None:
@@ -206,7 +182,7 @@ class AlertStage:
         """After a `prepare` that raised: the cached states may hold its partial
         changes, which were never stored; they are re-read from the table."""
         self._states.clear()
-        self._parts.clear()
+        self._entries.clear()
         self.entries.reset()
 
     def frontier(self, partition: int) -> Frontier:
@@ -218,44 +194,20 @@ class AlertStage:
     def state(self, key: StateKey, get: GetState, watermark: int) -> StepAlertState:
         st = self._states.get(key)
         if st is None:
-            d = self.keys.definitions[key[0]]
-            head = get(key_bytes(key))
-            gen, parts = entry_parts(head)
-            # one entry record at a time into the index (never all decoded at once)
-            records = (get(part_key(key_bytes(key), gen, i)) or b"{}" for i in range(parts))
-            st = StepAlertState.restore(d, key[1], head, watermark,
-                                        self.entries.open(state_key(*key)), records)
-            self._parts[key] = (gen, parts)
+            d, kb = self.keys.definitions[key[0]], key_bytes(key)
+            head = get(kb)
+            entries = ChunkedEntries(self.entries.open(state_key(*key)))
+            st, kept = StepAlertState.restore_head(d, key[1], head, watermark, entries)
+            entries.load(head, kept, get, kb)  # one entry record at a time into the index
+            self._entries[key] = entries
             self._states[key] = st
         return st
 
     def records(self, key: StateKey) -> dict[bytes, tuple[int, bytes | None]]:
-        """The table records of a key's state (stream.stages.parts). Up to
-        ENTRIES_PER_RECORD open entries: one record, as always. More: a head (everything
-        but the entries, with the generation and count of its entry records) and the
-        entries in records of a new generation; the previous generation's records become
-        tombstones, stored after the head (`store_order`), so a crash in between leaves
-        the previous, whole state."""
-        st, partition = self._states[key], self.keys.partition[key]
-        old = self._parts.get(key, (0, 0))
-        first: dict[str, Entry] = {}
-        parts: list[bytes] = []  # encoded as they fill: not all entries decoded at once
-        chunk = first
-        for iid, e in st.entries.ordered():  # by id: the same bytes from either index
-            if len(chunk) == ENTRIES_PER_RECORD:
-                parts.append(_dumps_exact(chunk))
-                chunk = {}
-            chunk[iid] = e
-        if not parts:
-            new, head = next_parts(old, 0), st.dumps(first)
-        else:
-            parts.append(_dumps_exact(chunk))
-            new = next_parts(old, len(parts))
-            o = st.head({})  # everything but the entries
-            o["g"], o["n"] = new
-            head = orjson.dumps(o)
-        self._parts[key] = new
-        return part_records(key_bytes(key), partition, head, parts, new, old)
+        """The table records of a key's state: its head, the entry chunks it changed
+        since stored, tombstones of what they replace (stream.stages.alert_chunks)."""
+        return self._entries[key].records(self._states[key], key_bytes(key),
+                                          self.keys.partition[key])
 
     def prepare(self, records: Iterable[tuple[int, bytes | None]], get: GetState) -> AlertBatch:
         """Apply a batch of (partition, value): all observations first, then the

@@ -12,6 +12,11 @@ between leaves the previous head, which names the previous parts, still stored: 
 previous state is restored whole, never a mix. Small values stay one record (atomic,
 as before). Parts of a generation a crash left behind without a head are orphans that
 the next write of that generation overwrites (alerts: docs/alerting.md).
+
+The alert stage gives each part a generation of its own (arrival chunks: the head
+names [chunk, generation] per part, stream/stages/alert_chunks.py), so a batch rewrites
+only the parts it changed, in the same order; the customer stage rewrites all of its
+value's parts.
 """
 
 from __future__ import annotations
