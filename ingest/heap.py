@@ -6,7 +6,8 @@ is long-lived, pandas' and pyarrow's module objects included: ~450 ms of collect
 per 100,000 imported rows, ~4.5 µs a row (docs/performance.md "Importer at 50,000
 rows/s?"). While an import runs, what was alive before it is frozen (never walked,
 `gc.freeze`) and young collections run less often; cycles made during the import are
-still collected. Both are undone at the end.
+still collected. Both are undone at the end (a library call must not change the
+process for good; the stream worker sets its own for life, stream/gc_tuning.py).
 """
 
 from __future__ import annotations
