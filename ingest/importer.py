@@ -17,6 +17,7 @@ from typing import IO, Any
 import orjson
 
 from ingest.batchmap import ChunkMapper
+from ingest.heap import quiet_gc
 from ingest.mapping import ColumnMapping, RowMapper
 from ingest.producer import Delivery, Headers, TouchpointProducer
 from ingest.readers import READERS, Format, columns, detect_format
@@ -112,36 +113,37 @@ def import_file(
     name = path.name.encode()
     unconfirmed: deque[Delivery] = deque()
     started = time.perf_counter()
-    try:
-        for chunk in READERS[fmt](path, opts):
-            mapped = mapper.map(chunk)
-            good, good_rows, bad, bad_rows = (mapped.good, mapped.good_rows, mapped.bad,
-                                              mapped.bad_rows)
-            for row, rej in zip(bad_rows, bad, strict=True):
-                rejects.write(row, rej)
-                report.reasons[rej.reason.partition(":")[0]] += 1
-                if len(report.first_rejections) < opts.max_reasons:
-                    report.first_rejections.append((row, rej.reason))
-            report.rows += len(chunk)
-            report.rejected += len(bad)
-            report.accepted += len(good)
-            if producer is not None:
-                delivery, oversized = producer.send_batch(
-                    good, bad, stage=STAGE, values=mapped.values,
-                    headers=_all_headers(name, good_rows),
-                    reject_headers=[_headers(name, r) for r in bad_rows])
-                _count_oversized(report, oversized, good, good_rows, rejects, opts)
-                unconfirmed.append(delivery)
-                while len(unconfirmed) > opts.max_unconfirmed_chunks:
-                    _confirm(unconfirmed.popleft(), producer)
-            if on_progress is not None:
-                on_progress(Progress(report.rows, chunk.done, chunk.total))
-        while unconfirmed:
-            _confirm(unconfirmed.popleft(), producer)  # type: ignore[arg-type]
-    finally:
-        report.seconds = time.perf_counter() - started
-        if rejects.close():
-            report.rejects_path = rejects.path
+    with quiet_gc():  # ingest.heap: no re-walking the heap per chunk
+        try:
+            for chunk in READERS[fmt](path, opts):
+                mapped = mapper.map(chunk)
+                good, good_rows, bad, bad_rows = (mapped.good, mapped.good_rows, mapped.bad,
+                                                  mapped.bad_rows)
+                for row, rej in zip(bad_rows, bad, strict=True):
+                    rejects.write(row, rej)
+                    report.reasons[rej.reason.partition(":")[0]] += 1
+                    if len(report.first_rejections) < opts.max_reasons:
+                        report.first_rejections.append((row, rej.reason))
+                report.rows += len(chunk)
+                report.rejected += len(bad)
+                report.accepted += len(good)
+                if producer is not None:
+                    delivery, oversized = producer.send_batch(
+                        good, bad, stage=STAGE, values=mapped.values,
+                        headers=_all_headers(name, good_rows),
+                        reject_headers=[_headers(name, r) for r in bad_rows])
+                    _count_oversized(report, oversized, good, good_rows, rejects, opts)
+                    unconfirmed.append(delivery)
+                    while len(unconfirmed) > opts.max_unconfirmed_chunks:
+                        _confirm(unconfirmed.popleft(), producer)
+                if on_progress is not None:
+                    on_progress(Progress(report.rows, chunk.done, chunk.total))
+            while unconfirmed:
+                _confirm(unconfirmed.popleft(), producer)  # type: ignore[arg-type]
+        finally:
+            report.seconds = time.perf_counter() - started
+            if rejects.close():
+                report.rejects_path = rejects.path
     return report
 
 
@@ -278,7 +280,7 @@ def import_in_time_order(
     validator = validator or EventValidator()
     limit = producer.tuning.max_request_size - 1024
     started = time.perf_counter()
-    with TimeOrder(run_rows) as order:
+    with quiet_gc(), TimeOrder(run_rows) as order:  # ingest.heap
         reports = []
         for index, (path, opts) in enumerate(zip(paths, options, strict=True)):
             reports.append(_read_into(order, index, path, opts, producer, validator, limit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import orjson
@@ -87,11 +88,17 @@ def test_generated_files_round_trip_in_chunks(tmp_path: Path, suffix: str) -> No
     path = tmp_path / f"gen{suffix}"
     assert write_events(events, path, chunk_rows=97) == len(events)
     seen: list[int] = []
+    inside: list[int] = []
+    threshold = gc.get_threshold()
     report = import_file(path, None, ImportOptions(chunk_rows=101),
-                         on_progress=lambda p: seen.append(p.rows))
+                         on_progress=lambda p: (seen.append(p.rows),
+                                                inside.append(gc.get_freeze_count())))
     assert (report.rows, report.accepted, report.rejected) == (len(events), len(events), 0)
     assert seen == sorted(seen) and seen[-1] == len(events) and len(seen) > 1
     assert report.rejects_path is None
+    # the collector is held back during the import only (ingest.heap)
+    assert min(inside) > 0
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("suffix", [".csv.gz", ".jsonl.bz2", ".csv.xz"])
