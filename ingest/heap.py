@@ -23,18 +23,23 @@ IMPORT_THRESHOLD = 7_000
 _lock = threading.Lock()
 _depth = 0
 _saved: tuple[int, int, int] = (700, 10, 10)
+_froze = False  # whether the outermost block froze (and so may unfreeze) the heap
 
 
 @contextmanager
 def quiet_gc() -> Iterator[None]:
     """Freeze the heap as it is and collect young objects less often, for the block.
     Re-entrant and thread-safe: the first block in saves the settings, the last out
-    restores them."""
-    global _depth, _saved
+    restores them. A process that froze its heap itself (a stream worker,
+    stream/gc_tuning.py `freeze_startup`) keeps it frozen: `gc.unfreeze` has no nesting,
+    so the block then only raises the threshold."""
+    global _depth, _saved, _froze
     with _lock:
         if _depth == 0:
             _saved = gc.get_threshold()  # type: ignore[assignment]
-            gc.freeze()
+            _froze = gc.get_freeze_count() == 0
+            if _froze:
+                gc.freeze()
             gc.set_threshold(max(_saved[0], IMPORT_THRESHOLD), *_saved[1:])
         _depth += 1
     try:
@@ -44,4 +49,5 @@ def quiet_gc() -> Iterator[None]:
             _depth -= 1
             if _depth == 0:
                 gc.set_threshold(*_saved)
-                gc.unfreeze()
+                if _froze:
+                    gc.unfreeze()

@@ -57,3 +57,15 @@ def test_cycles_made_inside_are_collected() -> None:
             if gone() is None:
                 break
         assert gone() is None
+
+
+def test_a_heap_frozen_before_stays_frozen() -> None:
+    """A worker's heap frozen for life (stream/gc_tuning.py) is not unfrozen by an
+    import run in the same process."""
+    gc.freeze()
+    try:
+        with quiet_gc():
+            assert gc.get_threshold()[0] >= IMPORT_THRESHOLD
+        assert gc.get_freeze_count() > 0  # (a frozen object that died leaves it)
+    finally:
+        gc.unfreeze()
