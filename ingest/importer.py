@@ -119,13 +119,8 @@ def import_file(
                 mapped = mapper.map(chunk)
                 good, good_rows, bad, bad_rows = (mapped.good, mapped.good_rows, mapped.bad,
                                                   mapped.bad_rows)
-                for row, rej in zip(bad_rows, bad, strict=True):
-                    rejects.write(row, rej)
-                    report.reasons[rej.reason.partition(":")[0]] += 1
-                    if len(report.first_rejections) < opts.max_reasons:
-                        report.first_rejections.append((row, rej.reason))
+                _reject(report, rejects, bad_rows, bad, opts)
                 report.rows += len(chunk)
-                report.rejected += len(bad)
                 report.accepted += len(good)
                 if producer is not None:
                     delivery, oversized = producer.send_batch(
@@ -155,6 +150,17 @@ def _all_headers(name: bytes, rows: list[int]) -> list[Headers]:
     """`_headers` of each row, the file's header shared: one comprehension per chunk."""
     file = ("journeys-file", name)
     return [[file, ("journeys-row", b"%d" % row)] for row in rows]
+
+
+def _reject(report: ImportReport, rejects: _Rejects, rows: list[int], bad: list[Rejection],
+            opts: ImportOptions) -> None:
+    """A chunk's rejected rows: into the rejects file and the report's counts."""
+    for row, rej in zip(rows, bad, strict=True):
+        rejects.write(row, rej)
+        report.reasons[rej.reason.partition(":")[0]] += 1
+        if len(report.first_rejections) < opts.max_reasons:
+            report.first_rejections.append((row, rej.reason))
+    report.rejected += len(bad)
 
 
 def _count_oversized(report: ImportReport, oversized: list[Rejection],
@@ -349,13 +355,8 @@ def _read_into(order: Any, index: int, path: Path, opts: ImportOptions,
                 order.add(Ordered(tp.occurred_at, tp.event_id, tp.identity_key.encode(),
                                   value, index, row))
                 report.accepted += 1
-            for row, rej in zip(bad_rows, bad, strict=True):
-                rejects.write(row, rej)
-                report.reasons[rej.reason.partition(":")[0]] += 1
-                if len(report.first_rejections) < opts.max_reasons:
-                    report.first_rejections.append((row, rej.reason))
+            _reject(report, rejects, bad_rows, bad, opts)
             report.rows += len(chunk)
-            report.rejected += len(bad)
             if bad:
                 delivery, _ = producer.send_batch(
                     (), bad, stage=STAGE,
