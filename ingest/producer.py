@@ -297,8 +297,10 @@ class TouchpointProducer:
         if self.spool is not None:
             self.spool.append(records)  # on disk before anything can be acknowledged
         with self._lock:
-            replaced = client is not self._client  # as a bool: mypy then keeps `client`
-            if replaced:                            # as it is, not Optional like _client
+            # a bool first: inside `if client is not self._client: raise`, mypy would
+            # narrow `client` to the Optional type of `_client` for the rest
+            replaced = client is not self._client
+            if replaced:
                 raise BrokerUnavailable(f"Kafka is unavailable: {self._last_error}",
                                         self.tuning.retry_after_s)
             self._pending += len(records)
