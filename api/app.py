@@ -82,11 +82,11 @@ def create_app(
     app.state.keyring = keyring
     errors.install(app)
     app.include_router(health.router, responses=BAD_INPUT)
-    read = {"dependencies": [Depends(require("read"))], "responses": AUTH_RESPONSES | BAD_INPUT}
+    read, read_responses = [Depends(require("read"))], AUTH_RESPONSES | BAD_INPUT
     for router in (journeys.router, reports.router, alerts.router, reports_journeys.router,
                    reports_pm.router, late_events.router, status.router,
                    customer_search.router):
-        app.include_router(router, **read)
+        app.include_router(router, dependencies=read, responses=read_responses)
     app.include_router(customers.router, dependencies=[Depends(require("admin"))],
                        responses=AUTH_RESPONSES | BAD_INPUT)
 

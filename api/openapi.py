@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 DESCRIPTION = """\
 Funnels, abandonment, detours, paths and drop-off alerts computed from customer
@@ -98,11 +99,11 @@ ALERTS_422 = _error("a parameter outside its schema, `from` after `to` (`from` e
 NOT_FOUND_ALERT = _error("no alert or recovery notice with this id", "NotFound",
                          "no alert '0123456789abcdef01234567'")
 
-COHORT_EXAMPLE = {"journey": "purchase", "version": "259f6e2ec60f", "from": "2024-01-01",
+COHORT_EXAMPLE: JsonDict = {"journey": "purchase", "version": "259f6e2ec60f", "from": "2024-01-01",
                   "to": "2024-01-31", "channel": None}
-PAGE_EXAMPLE = {"limit": 1000, "offset": 0, "next_offset": None}
+PAGE_EXAMPLE: JsonDict = {"limit": 1000, "offset": 0, "next_offset": None}
 
-FUNNEL_EXAMPLE = {
+FUNNEL_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": ["channel"], "opened": 1000, "converted": 210,
     "abandoned": 700, "open": 90, "conversion_rate": 0.21, "total_rows": 2, **PAGE_EXAMPLE,
     "steps": [
@@ -115,7 +116,7 @@ FUNNEL_EXAMPLE = {
     ],
 }
 
-ABANDONMENT_EXAMPLE = {
+ABANDONMENT_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": ["step", "context.country"], "opened": 1000,
     "abandoned": 700, "converted": 210, "open": 90, "abandonment_rate": 0.7, "total_rows": 2,
     **PAGE_EXAMPLE,
@@ -127,7 +128,7 @@ ABANDONMENT_EXAMPLE = {
     ],
 }
 
-DETOURS_EXAMPLE = {
+DETOURS_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": ["step"], "total_rows": 1, **PAGE_EXAMPLE,
     "rows": [{"kind": "channel_switch", "step": "payment_details", "detour_channel": None,
               "channel": None, "day": None, "hour": None, "context": None, "detours": 95,
@@ -137,7 +138,7 @@ DETOURS_EXAMPLE = {
                 "converted_share": 0.095}],
 }
 
-PATHS_EXAMPLE = {
+PATHS_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": [], "steps_only": True, "abandoned": 700,
     "distinct_paths": 41,
     "paths": [{"path": ["product_view", "add_to_cart", "cart"], "dropped_at": "cart",
@@ -145,7 +146,7 @@ PATHS_EXAMPLE = {
     "other": {"instances": 580, "distinct_paths": 40},
 }
 
-CUSTOMER_EXAMPLE = {
+CUSTOMER_EXAMPLE: JsonDict = {
     "customer_id": "c-1842", "resolved_from": None, "total": 3, "limit": 1, "offset": 0,
     "next_offset": 1,
     "journeys": [{

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.config import JsonDict
+
 from api.openapi import COHORT_EXAMPLE, PAGE_EXAMPLE, REPORT_RESPONSES, _error
 
 PM_422 = ("; on /dropoff-drivers, a `step` that is not a step of the journey, or its goal "
@@ -27,8 +29,8 @@ SCORECARD_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "'from' (2024-02-01) is after 'to' (2024-01-01)"),
 }
 
-_NO_DIMS = {"channel": None, "day": None, "hour": None, "context": None}
-TIME_EXAMPLE = {
+_NO_DIMS: JsonDict = {"channel": None, "day": None, "hour": None, "context": None}
+TIME_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": [], "total_rows": 6, **PAGE_EXAMPLE,
     "buckets": [{"label": "0-1m", "from_seconds": 0, "to_seconds": 60},
                 {"label": "1m-5m", "from_seconds": 60, "to_seconds": 300}],
@@ -44,7 +46,7 @@ TIME_EXAMPLE = {
     ],
 }
 
-TREND_EXAMPLE = {
+TREND_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": [], "interval": "week", "total_rows": 5, **PAGE_EXAMPLE,
     "rows": [{"period": "2024-01-01", "first_day": "2024-01-01", "last_day": "2024-01-07",
               "partial": False, "channel": None, "context": None, "opened": 240,
@@ -52,7 +54,7 @@ TREND_EXAMPLE = {
               "abandonment_rate": 0.708}],
 }
 
-DRIVERS_EXAMPLE = {
+DRIVERS_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": [], "step": "payment_details", "step_index": 4,
     "dropped": 180, "went_on": 210, "drop_rate": 0.46, "features_tested": 23,
     "over_represented": 9,
@@ -61,7 +63,7 @@ DRIVERS_EXAMPLE = {
                  "drop_rate": 0.75, "lift": 1.63, "p_value": 1.2e-9}],
 }
 
-SEQUENCES_EXAMPLE = {
+SEQUENCES_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": [],
     "designed": ["product_view", "add_to_cart", "cart", "shipping_details", "payment_details",
                  "purchase"],
@@ -74,7 +76,7 @@ SEQUENCES_EXAMPLE = {
     "other": {"instances": 420, "distinct_sequences": 36},
 }
 
-TYPES_EXAMPLE = {
+TYPES_EXAMPLE: JsonDict = {
     **COHORT_EXAMPLE, "breakdown": [], "instances": 1000, "converted": 210, "abandoned": 700,
     "types_found": 4,
     "types": [{"type": "size_guide_view", "in_off_path": False, "events": 260, "instances": 190,
@@ -83,7 +85,7 @@ TYPES_EXAMPLE = {
                "positions": [{"after_step": "product_view", "events": 230, "instances": 170}]}],
 }
 
-SCORECARD_EXAMPLE = {
+SCORECARD_EXAMPLE: JsonDict = {
     "from": "2024-01-01", "to": "2024-01-31", "channel": None, "previous_from": "2023-12-01",
     "previous_to": "2023-12-31", "late_events": 0,
     "journeys": [{

@@ -12,6 +12,7 @@ new broker, and only then does the collector's gate open (docs/reliability.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import threading
@@ -44,10 +45,9 @@ class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # uvicorn < 0.29
         return None
 
-    def capture_signals(self):  # type: ignore[no-untyped-def]  # uvicorn >= 0.29
-        import contextlib
-
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # uvicorn >= 0.29: installs none
+        yield
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -156,8 +156,9 @@ class CollectorService:
         return prepared, delivery, oversized
 
     def response(self, prepared: Prepared, oversized: list[Rejection]) -> dict[str, Any]:
-        errors = [{"index": i, "event_id": r.event_id, "reason": r.reason}
-                  for i, r in zip(prepared.rejected_index, prepared.rejections, strict=True)]
+        errors: list[dict[str, Any]] = [
+            {"index": i, "event_id": r.event_id, "reason": r.reason}
+            for i, r in zip(prepared.rejected_index, prepared.rejections, strict=True)]
         if oversized:
             by_id = {r.event_id: r for r in oversized}
             for i, tp in zip(prepared.accepted_index, prepared.touchpoints, strict=True):

@@ -166,7 +166,7 @@ def _pylist(a: pa.Array | None) -> list[Any]:
     """The values as Python objects (no nulls in number arrays here): through NumPy,
     ~3x faster than `Array.to_pylist()`, which boxes every value as a scalar first."""
     assert a is not None
-    return a.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+    return a.to_numpy(zero_copy_only=False).tolist()
 
 
 def _repeat(value: Any, count: int) -> list[Any]:

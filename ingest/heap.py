@@ -36,7 +36,7 @@ def quiet_gc() -> Iterator[None]:
     global _depth, _saved, _froze
     with _lock:
         if _depth == 0:
-            _saved = gc.get_threshold()  # type: ignore[assignment]
+            _saved = gc.get_threshold()
             _froze = gc.get_freeze_count() == 0
             if _froze:
                 gc.freeze()

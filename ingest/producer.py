@@ -84,7 +84,7 @@ def _client_factory(name: str) -> Callable[..., KafkaProducer]:
     if name == "confluent-kafka":
         from ingest.rdkafka import RdKafkaClient
 
-        return RdKafkaClient  # type: ignore[return-value]  # the subset we call
+        return RdKafkaClient  # the subset we call
     return KafkaProducer
 
 
@@ -270,9 +270,9 @@ class TouchpointProducer:
         if not where and getattr(client, "partitions_keys", False):
             return self._send_records(client, items), []
         partitions = sorted(client.partitions_for(raw) or ())
-        where = [self._key_partitions.pick(k, partitions) for _t, k, _v, _h in items
-                 ] if partitions else []
-        return self._send_records(client, items, where or None), where
+        picked = [self._key_partitions.pick(k, partitions) for _t, k, _v, _h in items
+                  ] if partitions else []
+        return self._send_records(client, items, picked or None), picked
 
     def send_raw(self, topic: str, values: Iterable[tuple[bytes | None, bytes]]) -> Delivery:
         """Send pre-serialised (key, value) pairs, e.g. generator output, to `topic`."""
@@ -297,7 +297,10 @@ class TouchpointProducer:
         if self.spool is not None:
             self.spool.append(records)  # on disk before anything can be acknowledged
         with self._lock:
-            if client is not self._client:
+            # a bool first: inside `if client is not self._client: raise`, mypy would
+            # narrow `client` to the Optional type of `_client` for the rest
+            replaced = client is not self._client
+            if replaced:
                 raise BrokerUnavailable(f"Kafka is unavailable: {self._last_error}",
                                         self.tuning.retry_after_s)
             self._pending += len(records)
@@ -314,7 +317,7 @@ class TouchpointProducer:
                 for rest in range(len(records)):
                     delivery._record(rest, exc)
                 return delivery
-            start = client.send_many(records, delivery)  # type: ignore[attr-defined]
+            start = client.send_many(records, delivery)  # RdKafkaClient only (partitions_keys)
         for index in range(start, len(records)):
             topic, key, value, hdr = records[index]
             try:

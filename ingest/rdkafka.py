@@ -25,7 +25,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from journeys.errors import ConfigError
 
-Headers = list[tuple[str, bytes]] | None
+Headers = list[tuple[str, str | bytes | None]] | None  # what librdkafka takes
 METADATA_MAX_AGE_S = 60.0  # partition counts are re-read this often (kafka-python: 5 min)
 
 

@@ -16,7 +16,7 @@ import lzma
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol, cast
 
 import orjson
 
@@ -27,7 +27,8 @@ _SUFFIXES: dict[str, Format] = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".j
                                 ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
                                 ".pq": "parquet"}
 _COMPRESSED: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {  # closed by _open
-    ".gz": lambda f: gzip.GzipFile(fileobj=f), ".bz2": lambda f: bz2.BZ2File(f),
+    # typeshed's GzipFile is a BufferedIOBase, not an IO[bytes]; it is a binary file
+    ".gz": lambda f: cast(IO[bytes], gzip.GzipFile(fileobj=f)), ".bz2": lambda f: bz2.BZ2File(f),
     ".xz": lambda f: lzma.LZMAFile(f)}  # noqa: SIM115
 
 

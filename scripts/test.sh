@@ -88,7 +88,7 @@ say "Apache Kafka jars"
 # 3. Lint and types.
 say "ruff check ."
 .venv/bin/ruff check .
-say "mypy (journeys/, stream/, warehouse/: [tool.mypy] in pyproject.toml)"
+say "mypy (journeys/, stream/, warehouse/, ingest/, api/, deploy/: [tool.mypy] in pyproject.toml)"
 .venv/bin/mypy
 
 # 4. Tests: everything (the broker tests on Apache Kafka), then the tests that use the

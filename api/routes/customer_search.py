@@ -12,6 +12,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from api.deps import ApiState, state
 from api.openapi import REPORT_RESPONSES
@@ -22,7 +23,7 @@ from warehouse.queries import customer_search
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
-EXAMPLE = {
+EXAMPLE: JsonDict = {
     "q": "c-18", "journey": None, "versions": {"purchase": "259f6e2ec60f"}, "limit": 20,
     "more": False,
     "customers": [{

@@ -31,7 +31,7 @@ NAME = Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="journey definition n
 MAX_ROWS = 10_000
 T = TypeVar("T")
 X = TypeVar("X")
-Pairs = list[tuple[Any, compare.Compared | None]]
+Pairs = Sequence[tuple[Any, compare.Compared | None]]
 """A report's rows, each with its comparison (None without compare=previous)."""
 
 

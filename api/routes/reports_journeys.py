@@ -9,7 +9,7 @@ breakdowns). Response models: api/routes/report_models.py.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -22,6 +22,8 @@ from api.routes.report_common import (
     FormatQ,
     LimitQ,
     OffsetQ,
+    Outcome,
+    Pairs,
     run_report,
     split_breakdown,
 )
@@ -70,11 +72,16 @@ def _changes(c: compare.Compared | None) -> dict[str, ChangeOut] | None:
 
 _DIMS = ("dimensions, repeated or comma-separated: channel, day or hour, context.<key> (a "
          "context field of the opening event, up to 2)")
-FunnelBreakdown = breakdown_query(funnel.ALLOWED, _DIMS, BREAKDOWN_EXAMPLES)
-AbandonmentBreakdown = breakdown_query(abandonment.ALLOWED, _DIMS + ", step",
+if TYPE_CHECKING:  # what FastAPI passes; at run time, Annotated with the schema and docs
+    FunnelBreakdown: TypeAlias = list[str] | None
+    AbandonmentBreakdown: TypeAlias = list[str] | None
+    DetoursBreakdown: TypeAlias = list[str] | None
+else:
+    FunnelBreakdown = breakdown_query(funnel.ALLOWED, _DIMS, BREAKDOWN_EXAMPLES)
+    AbandonmentBreakdown = breakdown_query(abandonment.ALLOWED, _DIMS + ", step",
+                                           BREAKDOWN_EXAMPLES)
+    DetoursBreakdown = breakdown_query(detours.ALLOWED, _DIMS + ", step, detour_channel",
                                        BREAKDOWN_EXAMPLES)
-DetoursBreakdown = breakdown_query(detours.ALLOWED, _DIMS + ", step, detour_channel",
-                                   BREAKDOWN_EXAMPLES)
 
 
 @router.get("/journeys/{name}/funnel", response_model=FunnelOut, responses=REPORT_RESPONSES,
@@ -84,10 +91,11 @@ async def funnel_report(req: Common, breakdown: FunnelBreakdown = None, format: 
     req.breakdown = split_breakdown(breakdown)
     d, dims = req.definition, req.breakdown
     funnel.build(req.wh.database, d, breakdown=dims, **req.kw())
-    out = await run_report(req, lambda **k: funnel.run(req.wh, d, breakdown=dims, **k),
-                           how=compare_with,
-                           paired=lambda now, then: compare.funnel(d, dims, now, then),
-                           unpaired=lambda now: ([(r, None) for r in now[0]], None))
+    out: Outcome[Any, compare.Compared | None] = await run_report(
+        req, lambda **k: funnel.run(req.wh, d, breakdown=dims, **k),
+        how=compare_with,
+        paired=lambda now, then: compare.funnel(d, dims, now, then),
+        unpaired=lambda now: ([(r, None) for r in now[0]], None))
     if format == "csv":
         return out.csv(lambda rs: funnel.to_frame(rs, dims), ("share_of_opened",),
                        f"{d.name}-funnel")
@@ -107,10 +115,11 @@ async def abandonment_report(req: Common, breakdown: AbandonmentBreakdown = None
     d, dims = req.definition, req.breakdown
     abandonment.build(req.wh.database, d, breakdown=dims, **req.kw())
     names = list(abandonment.DEFAULT if dims is None else dims)
-    out = await run_report(req, lambda **k: abandonment.run(req.wh, d, breakdown=dims, **k),
-                           how=compare_with,
-                           paired=lambda now, then: compare.abandonment(d, names, now, then),
-                           unpaired=lambda now: ([(r, None) for r in now[0]], None))
+    out: Outcome[Any, compare.Compared | None] = await run_report(
+        req, lambda **k: abandonment.run(req.wh, d, breakdown=dims, **k),
+        how=compare_with,
+        paired=lambda now, then: compare.abandonment(d, names, now, then),
+        unpaired=lambda now: ([(r, None) for r in now[0]], None))
     if format == "csv":
         return out.csv(lambda rs: abandonment.to_frame(rs, dims), ("share_of_abandoned",),
                        f"{d.name}-abandonment")
@@ -129,7 +138,7 @@ async def detours_report(req: Common, breakdown: DetoursBreakdown = None, format
     d, dims = req.definition, req.breakdown
     detours.build(req.wh.database, d, breakdown=dims, **req.kw())
     names = list(detours.DEFAULT if dims is None else dims)
-    out = await run_report(
+    out: Outcome[Any, Pairs] = await run_report(
         req, lambda **k: detours.run(req.wh, d, breakdown=dims, **k), how=compare_with,
         paired=lambda now, then: compare.detours(d, names, now, then),
         unpaired=lambda now: ([(r, None) for r in now[0]], [(s, None) for s in now[1]]))

@@ -7,7 +7,7 @@ the cohort (from/to used) echoed. Models: api/routes/pm_models.py; docs/reports.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
@@ -64,10 +64,14 @@ from warehouse.tables import JOURNEY_INSTANCES
 router = APIRouter(prefix="/v1", tags=["product manager"])
 
 _DIMS = "dimensions, repeated or comma-separated: channel, {}context.<key> (up to 2)"
-TimeBreakdown = breakdown_query(time_to_convert.ALLOWED, _DIMS.format("day or hour, "),
-                                BREAKDOWN_EXAMPLES)
-TrendBreakdown = breakdown_query(trend.ALLOWED, _DIMS.format(""), {
-    k: v for k, v in BREAKDOWN_EXAMPLES.items() if k != "per_day"})
+if TYPE_CHECKING:  # what FastAPI passes; at run time, Annotated with the schema and docs
+    TimeBreakdown: TypeAlias = list[str] | None
+    TrendBreakdown: TypeAlias = list[str] | None
+else:
+    TimeBreakdown = breakdown_query(time_to_convert.ALLOWED, _DIMS.format("day or hour, "),
+                                    BREAKDOWN_EXAMPLES)
+    TrendBreakdown = breakdown_query(trend.ALLOWED, _DIMS.format(""), {
+        k: v for k, v in BREAKDOWN_EXAMPLES.items() if k != "per_day"})
 BUCKETS = [Bucket(label=label, from_seconds=lo / 1000,
                   to_seconds=None if hi is None else hi / 1000)
            for label, lo, hi in time_to_convert.BUCKETS]

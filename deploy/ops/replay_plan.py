@@ -164,18 +164,18 @@ def plan_instances(
         seen.add(key)
         final = rec["status"] != "open"
         c = plan.count(key[0])
-        old = stored.get(key)
+        prior = stored.get(key)
         row = journey_instance_row({**rec, "version": version if final
                                     else OPEN_JOURNEY_VERSION, "deleted": 0})
-        if old is not None and not old.deleted and old.content == instance_content(
+        if prior is not None and not prior.deleted and prior.content == instance_content(
                 row, columns):
             c.unchanged += 1
-        elif not final and old is not None:
+        elif not final and prior is not None:
             c.left_to_live += 1  # the stream has written it: its newest events are there
         else:
             plan.instance_rows.append(row)
             after[key] = str(rec["status"])
-            if old is None or old.deleted:
+            if prior is None or prior.deleted:
                 c.added += 1
                 c.open_added += not final
             else:
