@@ -300,12 +300,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthetic multi-channel traffic with identity links and known stories."""
         from ingest import generator as g
+        from ingest import stories as st
         from journeys.timeutil import now_ms, parse_duration_ms
 
         err = _err()
         try:
             span = parse_duration_ms(duration)
-            stories = tuple(g.parse_story(s) for s in story or [])
+            stories = tuple(st.parse_story(s) for s in story or [])
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         config = g.GeneratorConfig(
@@ -315,7 +316,7 @@ def register(app: typer.Typer) -> None:
         if demo_stories:  # at fixed UTC hours of the resolved start (busy afternoon)
             begin = config.resolved_start()
             config = dataclasses.replace(config, start_ms=begin,
-                                         stories=stories + g.demo_stories(span, begin))
+                                         stories=stories + st.demo_stories(span, begin))
         for s, begin, end in g.story_windows(config):
             err.print(f"story {s.kind} at {s.target_step}"
                       f"{' on ' + s.channel if s.channel else ''}: "
