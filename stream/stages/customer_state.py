@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 
 from stream.engine.journey_state import CustomerJourneys
-from stream.engine.sessions import CustomerState
+from stream.engine.session_state import CustomerState
 from stream.eventtime.watermarks import END_OF_TIME
 from stream.stages.parts import Parts, next_parts, part_key, records
 

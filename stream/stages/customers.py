@@ -51,7 +51,8 @@ from journeys.versions import SEQ_EPOCH, version_floor
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import JourneyDelta
 from stream.engine.runs import PATH_CAP
-from stream.engine.sessions import Sessionizer, session_id
+from stream.engine.session_state import session_id
+from stream.engine.sessions import Sessionizer
 from stream.eventtime.timers import Timers
 from stream.eventtime.watermarks import NO_WATERMARK, Claim
 from stream.stages.customer_batch import CustomerBatch
