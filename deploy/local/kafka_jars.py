@@ -188,59 +188,79 @@ def fetch_jars(
         if jars_ready(root, version):  # another process finished it meanwhile
             return root
         (root / MARKER).unlink(missing_ok=True)
-        pom = root / "pom.xml"
-        pom.write_text(
-            _POM.format(
-                version=escape(version),
-                scala=SCALA_VERSION,
-                log4j=LOG4J_VERSION,
-                plugin_version=DEPENDENCY_PLUGIN.rsplit(":", 1)[1],
-            ),
-            encoding="utf-8",
-        )
+        pom = _write_pom(root, version)
         staging = root / "jars.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        log = root / "fetch.log"
-        argv = [
-            mvn_path,
-            "-B",
-            "-Dstyle.color=never",
-            *(["-q"] if quiet else []),
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging}",
-        ]
-        try:
-            with open(log, "wb") as out:
-                rc = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=root,
-                    timeout=timeout,
-                    check=False,
-                ).returncode
-        except subprocess.TimeoutExpired as exc:
-            raise LauncherError(
-                f"fetching Kafka {version} jars took more than {timeout:.0f}s "
-                f"({' '.join(argv)}); log: {log}"
-            ) from exc
-        except OSError as exc:
-            raise LauncherError(f"cannot run {mvn_path}: {exc}") from exc
-        main_jar = staging / f"kafka_{SCALA_VERSION}-{version}.jar"
-        if rc != 0 or not main_jar.is_file():
-            raise LauncherError(
-                f"fetching Kafka {version} jars from Maven Central failed (mvn exit code "
-                f"{rc}): {' '.join(argv)}\n{log_tail(log, 30)}"
-            )
-        jars = jar_subdir(root)
-        shutil.rmtree(jars, ignore_errors=True)
-        staging.rename(jars)
-        names = sorted(p.name for p in jars.glob("*.jar"))
-        tmp = root / (MARKER + ".tmp")
-        tmp.write_text(f"{version}\n" + "\n".join(names) + "\n", encoding="utf-8")
-        os.replace(tmp, root / MARKER)
+        _copy_dependencies(mvn_path, pom, staging, version=version, timeout=timeout,
+                           quiet=quiet)
+        _install(root, staging, version)
     return root
+
+
+def _write_pom(root: Path, version: str) -> Path:
+    """The generated pom naming the broker's classpath (the version lives here only)."""
+    pom = root / "pom.xml"
+    pom.write_text(
+        _POM.format(
+            version=escape(version),
+            scala=SCALA_VERSION,
+            log4j=LOG4J_VERSION,
+            plugin_version=DEPENDENCY_PLUGIN.rsplit(":", 1)[1],
+        ),
+        encoding="utf-8",
+    )
+    return pom
+
+
+def _copy_dependencies(mvn_path: str, pom: Path, staging: Path, *, version: str,
+                       timeout: float, quiet: bool) -> None:
+    """Run mvn into `staging` (its output in fetch.log beside the pom); LauncherError
+    with the log's end unless the main jar arrived."""
+    root = pom.parent
+    log = root / "fetch.log"
+    argv = [
+        mvn_path,
+        "-B",
+        "-Dstyle.color=never",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    try:
+        with open(log, "wb") as out:
+            rc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                timeout=timeout,
+                check=False,
+            ).returncode
+    except subprocess.TimeoutExpired as exc:
+        raise LauncherError(
+            f"fetching Kafka {version} jars took more than {timeout:.0f}s "
+            f"({' '.join(argv)}); log: {log}"
+        ) from exc
+    except OSError as exc:
+        raise LauncherError(f"cannot run {mvn_path}: {exc}") from exc
+    main_jar = staging / f"kafka_{SCALA_VERSION}-{version}.jar"
+    if rc != 0 or not main_jar.is_file():
+        raise LauncherError(
+            f"fetching Kafka {version} jars from Maven Central failed (mvn exit code "
+            f"{rc}): {' '.join(argv)}\n{log_tail(log, 30)}"
+        )
+
+
+def _install(root: Path, staging: Path, version: str) -> None:
+    """Move the staged jars into place, then write the marker (last: it says complete)."""
+    jars = jar_subdir(root)
+    shutil.rmtree(jars, ignore_errors=True)
+    staging.rename(jars)
+    names = sorted(p.name for p in jars.glob("*.jar"))
+    tmp = root / (MARKER + ".tmp")
+    tmp.write_text(f"{version}\n" + "\n".join(names) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MARKER)
