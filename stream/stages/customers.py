@@ -57,7 +57,7 @@ from stream.eventtime.timers import Timers
 from stream.eventtime.watermarks import NO_WATERMARK, Claim
 from stream.stages.customer_batch import CustomerBatch
 from stream.stages.customer_cache import DEFAULT_CUSTOMERS, StateCache
-from stream.stages.customer_input import Record, read_records
+from stream.stages.customer_input import BatchInput, Load, Record, read_records
 from stream.stages.customer_progress import PartitionProgress, everything_committed
 from stream.stages.customer_state import (
     RECORD_BOUND,
@@ -182,21 +182,38 @@ class CustomerStage:
         inp = read_records(records, load, batch, wall_ms, lane, topic=self.topic,
                            progress_for=self.progress_for)
         inp.partitions.update(tick)
+        self._apply_events(batch, inp, load)
+        for partition, item in inp.handovers:  # absorbed at their link time (below)
+            load(partition, item[1]).value.pending.setdefault(item[0], item)
+        self._visit_due(batch, inp, load, wall_ms)
+        for key, w in list(work.items()):  # handovers whose link time has come
+            if w.value.pending:
+                self._absorb_ready(batch, key, w)
+        for key, w in list(work.items()):  # linked devices whose time has come
+            linked = w.value.linked
+            if linked is not None and self.progress_for(w.partition).watermark >= linked[1]:
+                self._settle(batch, w.partition, key, w.value, linked[1])
+                self._release(batch, w.partition, w.value, key, *linked)
+        self._finish(batch, inp, work)
+        return batch
 
-        def settle_at(partition: int, key: str, w: CustomerWork) -> int:
-            """The partition watermark, capped at a link this key is part of (a
-            customer holding for a handover, a device waiting to hand over)."""
-            wm = self.progress_for(partition).watermark
-            hold = w.value.journeys.hold()
-            if hold is not None:
-                wm = min(wm, hold)
-            if w.value.linked is not None:
-                wm = min(wm, w.value.linked[1])
-            return wm
+    def _settle_at(self, partition: int, w: CustomerWork) -> int:
+        """The partition watermark, capped at a link this key is part of (a customer
+        holding for a handover, a device waiting to hand over)."""
+        wm = self.progress_for(partition).watermark
+        hold = w.value.journeys.hold()
+        if hold is not None:
+            wm = min(wm, hold)
+        if w.value.linked is not None:
+            wm = min(wm, w.value.linked[1])
+        return wm
 
+    def _apply_events(self, batch: CustomerBatch, inp: BatchInput, load: Load) -> None:
+        """Each customer's new events of the batch, first copies only, applied to its
+        sessions and journeys at its settle point."""
         for (partition, key), events in inp.groups.items():
             w = load(partition, key)
-            wm = settle_at(partition, key, w)
+            wm = self._settle_at(partition, w)
             v = w.value
             screened = first_copies(key, v.journeys.tail, v.sessions.seen(), events,
                                     inp.offsets[(partition, key)])
@@ -211,9 +228,10 @@ class CustomerStage:
             batch.applied += jd.applied
             batch.duplicates += jd.duplicates
 
-        for partition, item in inp.handovers:  # absorbed at their link time (below)
-            load(partition, item[1]).value.pending.setdefault(item[0], item)
-
+    def _visit_due(self, batch: CustomerBatch, inp: BatchInput, load: Load,
+                   wall_ms: int) -> None:
+        """Advance the customers of the batch's partitions that are due: timers at the
+        watermark, overdue holds, finished values that may be deleted."""
         for partition in sorted(inp.partitions):
             prog = self.progress_for(partition)
             for key in [*prog.wakes.due(prog.watermark),
@@ -223,34 +241,28 @@ class CustomerStage:
                     continue  # visited above with this watermark (merely loaded is not:
                     # a link or a hold loads a key without settling it)
                 w = load(partition, key)
-                wm = settle_at(partition, key, w)
+                wm = self._settle_at(partition, w)
                 sd = self.sessionizer.apply(key, w.value.sessions, (), watermark=wm)
                 batch.session_rows.extend(sd.rows())
                 self._take(batch, partition,
                            self.engine.advance(key, w.value.journeys, watermark=wm))
                 batch.advanced += 1
 
-        for key, w in list(work.items()):  # handovers whose link time has come
-            if w.value.pending:
-                self._absorb_ready(batch, key, w)
-        for key, w in list(work.items()):  # linked devices whose time has come
-            linked = w.value.linked
-            if linked is not None and self.progress_for(w.partition).watermark >= linked[1]:
-                self._settle(batch, w.partition, key, w.value, linked[1])
-                self._release(batch, w.partition, w.value, key, *linked)
-
+    def _finish(self, batch: CustomerBatch, inp: BatchInput,
+                work: dict[str, CustomerWork]) -> None:
+        """Every touched value stored (and kept decoded in the cache), what is open
+        named, and each partition's alert claim."""
         for key, w in work.items():
             self._store(batch, key, w)
             batch.open_sessions.update(session_id(key, s.first_id)
                                        for s in w.value.sessions.sessions)
             batch.open_instances.update(w.value.journeys.emitted)
-        cache.keep((key, None if w.gone else w) for key, w in work.items())
+        self.cache.keep((key, None if w.gone else w) for key, w in work.items())
         for partition in inp.partitions:
             prog = self.progress_for(partition)
             obs = batch.reached.get(partition, ([], Claim(partition, NO_WATERMARK)))[0]
             batch.reached[partition] = (obs, Claim(partition, prog.alert_watermark,
                                                    prog.frontier.idle and not prog.holds))
-        return batch
 
     def _absorb_ready(self, batch: CustomerBatch, key: str, w: CustomerWork) -> None:
         """Absorb pending handovers, earliest link first, each once the customer's event
