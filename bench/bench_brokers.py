@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deploy.local.broker import LocalBroker  # noqa: E402
-from deploy.local.kafka import KAFKA_VERSION, LocalKafka  # noqa: E402
+from deploy.local.kafka import LocalKafka  # noqa: E402
+from deploy.local.kafka_jars import KAFKA_VERSION  # noqa: E402
 from journeys.topics import ensure_topics  # noqa: E402
 
 

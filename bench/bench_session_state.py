@@ -31,7 +31,12 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
     args = ap.parse_args()
     sys.path.insert(0, str(args.root))
-    from stream.engine.sessions import CustomerState, Sessionizer
+    from stream.engine.sessions import Sessionizer
+
+    try:
+        from stream.engine.session_state import CustomerState
+    except ImportError:  # a --root from before stream/engine/session_state.py
+        from stream.engine.sessions import CustomerState
 
     n = args.events
     evs = [_Ev(i) for i in range(n)]

@@ -46,7 +46,12 @@ def outputs(n_events: int, batch: int, seed: int) -> list[tuple[list[Any], ...]]
     from journeys.definitions import load_definitions
     from journeys.events import EventValidator, Touchpoint
     from stream.engine.journeys import CustomerJourneys, JourneyEngine
-    from stream.engine.sessions import CustomerState, Sessionizer
+    from stream.engine.sessions import Sessionizer
+
+    try:
+        from stream.engine.session_state import CustomerState
+    except ImportError:  # a --root from before stream/engine/session_state.py
+        from stream.engine.sessions import CustomerState
 
     config = GeneratorConfig(seed=seed, start_ms=1_772_323_200_000,
                              duration_ms=30 * 86_400_000, visitors_per_hour=20_000.0,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
@@ -29,6 +29,10 @@ from rich.console import Console
 from deploy import stack as stack_file
 from journeys.errors import LauncherError
 from journeys.settings import ApiSettings, EmbeddedSettings, KafkaConfig, WarehouseConfig
+
+if TYPE_CHECKING:  # annotations only: run_embedded and its helpers import these lazily
+    from stream.agents.run import BackgroundService
+    from warehouse.backend import Warehouse
 
 
 @dataclass(frozen=True)
@@ -81,19 +85,8 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
     from deploy.local.broker import LocalBroker
     from stream.agents.app import create_app as create_stream_app
     from stream.agents.run import BackgroundService, build_worker
-    from warehouse.connect import connect
-    from warehouse.schema import migrate
 
-    if not _port_free(settings.host, settings.port):
-        raise LauncherError(
-            f"port {settings.port} on {settings.host} is in use; pass --port or set JOURNEYS_PORT"
-        )
-    data_dir = settings.data_dir.resolve()
-    refuse_running(data_dir)
-    if fresh and data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-
+    data_dir = _claim_data_dir(settings, fresh)
     console.print(f"[bold]journeys[/] embedded stack, data in {data_dir}")
     broker = LocalBroker(port=settings.broker_port, workdir=data_dir / "broker")
     broker.start()
@@ -118,15 +111,7 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         wh_config = WarehouseConfig(**{**settings.warehouse.model_dump(), "backend": "chdb",
                                        "path": data_dir / "warehouse"})
         worker_settings = settings.model_copy(update={"kafka": kafka, "warehouse": wh_config})
-        warehouse = connect(wh_config)
-        applied = migrate(warehouse)
-        console.print(f"  • warehouse (chdb) at {wh_config.path}: "
-                      f"{len(applied)} migration(s) applied")
-        if spool is not None:  # the replay archives the spooled dead letters again
-            from stream.agents.dead_letters import WORKER_STAGES
-            from warehouse.writers import forget_archived_dead_letters
-
-            forget_archived_dead_letters(warehouse, kafka.dead_letter_topic, WORKER_STAGES)
+        warehouse = _open_warehouse(wh_config, kafka, spool, console)
 
         from api.app import create_app
 
@@ -135,13 +120,8 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
         holder: dict[str, Any] = {"app": stream_app}
         api_app = create_app(api_settings, warehouse=warehouse,
                              metrics=stream_app.metric_sources())
-        server = _Server(uvicorn.Config(api_app, host=settings.host, port=settings.port,
-                                        log_level="warning", lifespan="on"))
         url = f"http://{settings.host}:{settings.port}/"
-        api_service = BackgroundService(
-            "api", server.serve, stop=lambda: setattr(server, "should_exit", True)
-        )
-        services = [api_service]
+        services = [_api_service(api_app, settings.host, settings.port)]
         if sample is not None:
             services.append(BackgroundService(
                 "sample", lambda: _feed(sample, kafka, holder, console, url, running)))
@@ -158,6 +138,51 @@ def run_embedded(settings: EmbeddedSettings, *, sample: Sample | None, fresh: bo
     finally:
         stack_file.withdraw(stack)
         broker.stop()
+
+
+def _claim_data_dir(settings: EmbeddedSettings, fresh: bool) -> Path:
+    """The stack's data dir, made (emptied first when `fresh`), once its API port is free
+    and no other stack runs on it."""
+    if not _port_free(settings.host, settings.port):
+        raise LauncherError(
+            f"port {settings.port} on {settings.host} is in use; pass --port or set JOURNEYS_PORT"
+        )
+    data_dir = settings.data_dir.resolve()
+    refuse_running(data_dir)
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir
+
+
+def _open_warehouse(wh_config: WarehouseConfig, kafka: KafkaConfig, spool: Path | None,
+                    console: Console) -> Warehouse:
+    """The stack's chdb warehouse, migrated; with a spool to replay, the spooled dead
+    letters forgotten (the replay archives them again)."""
+    from warehouse.connect import connect
+    from warehouse.schema import migrate
+
+    warehouse = connect(wh_config)
+    applied = migrate(warehouse)
+    console.print(f"  • warehouse (chdb) at {wh_config.path}: "
+                  f"{len(applied)} migration(s) applied")
+    if spool is not None:  # the replay archives the spooled dead letters again
+        from stream.agents.dead_letters import WORKER_STAGES
+        from warehouse.writers import forget_archived_dead_letters
+
+        forget_archived_dead_letters(warehouse, kafka.dead_letter_topic, WORKER_STAGES)
+    return warehouse
+
+
+def _api_service(api_app: Any, host: str, port: int) -> BackgroundService:
+    """The API server as a service of the worker (stopped by its should_exit flag)."""
+    from stream.agents.run import BackgroundService
+
+    server = _Server(uvicorn.Config(api_app, host=host, port=port,
+                                    log_level="warning", lifespan="on"))
+    return BackgroundService(
+        "api", server.serve, stop=lambda: setattr(server, "should_exit", True)
+    )
 
 
 def refuse_running(data_dir: Path) -> None:

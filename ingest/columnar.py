@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -72,9 +72,37 @@ def map_table(table: pa.Table, m: Any, channels: frozenset[str] | None) -> Colum
 
     Only called when `ChunkMapper.fused` holds (constants valid, no time format) and the
     file has its event id column (no derived ids)."""
-    n = table.num_rows
-    if n == 0:  # (a header-only CSV) Arrow infers no type for empty literals
+    if table.num_rows == 0:  # (a header-only CSV) Arrow infers no type for empty literals
         return Columnar([], [], [])
+    checked = _check(table, m, channels)
+    positions = pc.indices_nonzero(checked.ok)
+    if len(positions) == 0:
+        return Columnar([], [], [])
+    return _build(checked, m, positions)
+
+
+class _Checked(NamedTuple):
+    """A chunk's columns as the wire needs them (None: a constant of the mapping), and
+    `ok`: the rows that pass every check."""
+
+    ok: pa.Array
+    event_id: pa.Array
+    etype: pa.Array | None
+    channel: pa.Array | None
+    customer: pa.Array
+    anonymous: pa.Array
+    source: pa.Array | None
+    when: pa.Array
+    ms: pa.Array
+    props: pa.Array
+    props_json: pa.Array
+    context: pa.Array
+    context_json: pa.Array
+
+
+def _check(table: pa.Table, m: Any, channels: frozenset[str] | None) -> _Checked:
+    """Every rule of the row path, as vectorised checks over the chunk's columns."""
+    n = table.num_rows
 
     def column(name: str | None) -> pa.Array | None:
         if name is None or name not in table.column_names:
@@ -123,19 +151,21 @@ def map_table(table: pa.Table, m: Any, channels: frozenset[str] | None) -> Colum
     props, props_json, ok_props = _objects(column(m.properties), n, MAX_PROPERTIES_BYTES)
     context, context_json, ok_context = _objects(column(m.context), n, MAX_CONTEXT_BYTES)
     ok = pc.and_(ok, pc.and_(ok_props, ok_context))
+    return _Checked(ok, event_id, etype, channel, customer, anonymous, source, when, ms,
+                    props, props_json, context, context_json)
 
-    positions = pc.indices_nonzero(ok)
-    if len(positions) == 0:
-        return Columnar([], [], [])
+
+def _build(c: _Checked, m: Any, positions: pa.Array) -> Columnar:
+    """The rows at `positions`: their wire JSON joined column-wise, and Touchpoints."""
 
     def take(a: pa.Array | None) -> pa.Array | None:
         return None if a is None else a.take(positions)
 
-    eid_t, type_t, channel_t = take(event_id), take(etype), take(channel)
-    cust_t, anon_t, source_t = take(customer), take(anonymous), take(source)
-    when_t, ms_t = take(when), take(ms)
-    props_t, pjson_t, ctx_t, cjson_t = take(props), take(props_json), take(context), \
-        take(context_json)
+    eid_t, type_t, channel_t = take(c.event_id), take(c.etype), take(c.channel)
+    cust_t, anon_t, source_t = take(c.customer), take(c.anonymous), take(c.source)
+    when_t, ms_t = take(c.when), take(c.ms)
+    props_t, pjson_t, ctx_t, cjson_t = take(c.props), take(c.props_json), take(c.context), \
+        take(c.context_json)
     parts: list[Any] = [
         '{"event_id":', _quoted(eid_t),
         ',"type":', _quoted(type_t) if type_t is not None else _literal(m.constant_type),

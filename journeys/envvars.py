@@ -21,7 +21,7 @@ KAFKA_REPLICATION_FACTOR = "JOURNEYS_KAFKA__REPLICATION_FACTOR"
 KAFKA_PRODUCER = "JOURNEYS_KAFKA__PRODUCER"
 KAFKA_IDEMPOTENT_PRODUCER = "JOURNEYS_KAFKA__IDEMPOTENT_PRODUCER"  # false for Tansu
 KAFKA_PROCESSING_GUARANTEE = "JOURNEYS_KAFKA__PROCESSING_GUARANTEE"  # at_least_once
-# Not a settings field: read by deploy.local.kafka (the local Apache Kafka launcher) for
+# Not a settings field: read by deploy.local.kafka_jars (the local Apache Kafka jars) for
 # the directory of its Maven Central jars; default ~/.cache/journeys/kafka-<version>.
 KAFKA_JARS_DIR = "JOURNEYS_KAFKA_JARS_DIR"
 # Not a settings field: read by deploy.stack. Where running `journeys up`/`demo` stacks

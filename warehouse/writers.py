@@ -65,7 +65,7 @@ def write_touchpoints(
 
 
 def session_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """Columns from rows given in SESSIONS.columns order (stream.engine.sessions.SessionRow
+    """Columns from rows given in SESSIONS.columns order (stream.engine.session_state.SessionRow
     fits).
 
     `started_at` is recomputed from `started_at_ms`: every row of a session id, its

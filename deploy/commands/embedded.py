@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         """Start broker + chdb + worker + API in one process, load a generated
         multi-channel sample with known stories, serve the dashboard, print the URL."""
         from deploy.embedded import Sample, run_embedded
-        from ingest.generator import GeneratorConfig, demo_stories, generate_events, unsettled
+        from ingest.generator import GeneratorConfig, generate_events
+        from ingest.stories import demo_stories, unsettled
         from journeys.settings import EmbeddedSettings
         from journeys.timeutil import now_ms
 

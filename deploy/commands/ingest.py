@@ -133,6 +133,24 @@ def _report_ordered(out: Console, err: Console, report: Any, settings: Any) -> N
                   f"{ms_to_iso(newest) if newest else '?'} - {lateness}")
 
 
+def _report_files(out: Console, reports: list[Any], dry_run: bool,
+                  dead_letter_topic: str) -> None:
+    """Each file's rows, accepted and rejected (with the first reasons and where all
+    rejected rows went)."""
+    for r in reports:
+        line = (f"{r.path.name}: {r.rows:,} rows, [green]{r.accepted:,} accepted[/], "
+                f"[red]{r.rejected:,} rejected[/] in {r.seconds:.1f}s "
+                f"({r.rows_per_s:,.0f} rows/s)")
+        out.print(line + (" — dry run, nothing sent" if dry_run else ""))
+        if r.rejected:
+            codes = ", ".join(f"{code} ×{n}" for code, n in r.reasons.most_common())
+            out.print(f"  rejected: {codes}")
+            for row, reason in r.first_rejections:
+                out.print(f"    row {row}: {reason}")
+            where = "" if dry_run else f" and to topic {dead_letter_topic}"
+            out.print(f"  all rejected rows: {r.rejects_path}{where}")
+
+
 def _progress(unit: str) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                     TextColumn("{task.fields[rows]:>10,} " + unit + " [cyan]{task.fields[rate]}"),
@@ -252,18 +270,7 @@ def register(app: typer.Typer) -> None:
                                        rejects_dir=rejects, dry_run=dry_run, jobs=jobs,
                                        on_progress=update)
         accepted = sum(r.accepted for r in reports)
-        for r in reports:
-            line = (f"{r.path.name}: {r.rows:,} rows, [green]{r.accepted:,} accepted[/], "
-                    f"[red]{r.rejected:,} rejected[/] in {r.seconds:.1f}s "
-                    f"({r.rows_per_s:,.0f} rows/s)")
-            out.print(line + (" — dry run, nothing sent" if dry_run else ""))
-            if r.rejected:
-                codes = ", ".join(f"{code} ×{n}" for code, n in r.reasons.most_common())
-                out.print(f"  rejected: {codes}")
-                for row, reason in r.first_rejections:
-                    out.print(f"    row {row}: {reason}")
-                where = "" if dry_run else f" and to topic {settings.kafka.dead_letter_topic}"
-                out.print(f"  all rejected rows: {r.rejects_path}{where}")
+        _report_files(out, reports, dry_run, settings.kafka.dead_letter_topic)
         if ordered is not None:
             _report_ordered(out, err, ordered, settings)
         if accepted == 0:
@@ -300,12 +307,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthetic multi-channel traffic with identity links and known stories."""
         from ingest import generator as g
+        from ingest import stories as st
         from journeys.timeutil import now_ms, parse_duration_ms
 
         err = _err()
         try:
             span = parse_duration_ms(duration)
-            stories = tuple(g.parse_story(s) for s in story or [])
+            stories = tuple(st.parse_story(s) for s in story or [])
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         config = g.GeneratorConfig(
@@ -315,7 +323,7 @@ def register(app: typer.Typer) -> None:
         if demo_stories:  # at fixed UTC hours of the resolved start (busy afternoon)
             begin = config.resolved_start()
             config = dataclasses.replace(config, start_ms=begin,
-                                         stories=stories + g.demo_stories(span, begin))
+                                         stories=stories + st.demo_stories(span, begin))
         for s, begin, end in g.story_windows(config):
             err.print(f"story {s.kind} at {s.target_step}"
                       f"{' on ' + s.channel if s.channel else ''}: "

@@ -39,6 +39,39 @@ def _print(report: Any, dry_run: bool, out: Console) -> None:
                   "once their conversion window has passed (docs/operations.md \"Replay\")")
 
 
+def _report(report: Any, dry_run: bool, as_json: bool, out: Console) -> None:
+    """The run's outcome: one JSON object (--json), else the table and what is left."""
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps({
+            "horizon_ms": report.horizon_ms, "version": report.version,
+            "dry_run": dry_run, "finished": report.finished,
+            "customers": report.groups_done, "customers_total": report.groups_total,
+            "resumed_from": report.resumed_from, "events": report.events,
+            "rows_written": report.rows_written, "late_applied": report.late_applied,
+            "counts": {k: c.as_dict() for k, c in sorted(report.counts.items())},
+        }).decode())
+        return
+    if report.resumed_from:
+        out.print(f"resumed: {report.resumed_from:,} customer(s) were done before; the "
+                  "counts below are this invocation's")
+    _print(report, dry_run, out)
+    done = f"{report.groups_done:,} of {report.groups_total:,} customer(s)"
+    if report.late_applied:
+        out.print(f"late events {'to be ' if dry_run else ''}applied and taken off "
+                  f"the late-events list: {report.late_applied:,}")
+    if dry_run:
+        out.print(f"dry run: {done} recomputed from {report.events:,} events; "
+                  "nothing written")
+    elif report.finished:
+        out.print(f"replayed {done} from {report.events:,} events; "
+                  f"{report.rows_written:,} row(s) written")
+    else:
+        out.print(f"stopped after {done} ({report.rows_written:,} row(s) written); run "
+                  f"the same command again to resume (checkpoint {report.checkpoint})")
+
+
 def _not_held(config: Any, data_dir: Any) -> None:
     """A running `journeys up` holds its chdb directory (one process per directory):
     say so plainly instead of failing inside chdb."""
@@ -81,7 +114,6 @@ def register(app: typer.Typer) -> None:
         """Recompute sessions and journeys from the raw touchpoints (late events
         included) and write what differs; resumable, safe to run twice, live
         processing may go on (docs/operations.md "Replay")."""
-        import orjson
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         from deploy.commands.dlq import _time
@@ -117,30 +149,4 @@ def register(app: typer.Typer) -> None:
                                 path_cap=settings.path_cap, progress=progress)
         finally:
             wh.close()
-        if as_json:
-            typer.echo(orjson.dumps({
-                "horizon_ms": report.horizon_ms, "version": report.version,
-                "dry_run": dry_run, "finished": report.finished,
-                "customers": report.groups_done, "customers_total": report.groups_total,
-                "resumed_from": report.resumed_from, "events": report.events,
-                "rows_written": report.rows_written, "late_applied": report.late_applied,
-                "counts": {k: c.as_dict() for k, c in sorted(report.counts.items())},
-            }).decode())
-            return
-        if report.resumed_from:
-            out.print(f"resumed: {report.resumed_from:,} customer(s) were done before; the "
-                  "counts below are this invocation's")
-        _print(report, dry_run, out)
-        done = f"{report.groups_done:,} of {report.groups_total:,} customer(s)"
-        if report.late_applied:
-            out.print(f"late events {'to be ' if dry_run else ''}applied and taken off "
-                      f"the late-events list: {report.late_applied:,}")
-        if dry_run:
-            out.print(f"dry run: {done} recomputed from {report.events:,} events; "
-                      "nothing written")
-        elif report.finished:
-            out.print(f"replayed {done} from {report.events:,} events; "
-                      f"{report.rows_written:,} row(s) written")
-        else:
-            out.print(f"stopped after {done} ({report.rows_written:,} row(s) written); run "
-                      f"the same command again to resume (checkpoint {report.checkpoint})")
+        _report(report, dry_run, as_json, out)

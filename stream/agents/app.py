@@ -25,7 +25,6 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -41,14 +40,20 @@ from journeys.topics import (
     ensure_topics,
     list_topics,
 )
-from stream.agents.alert_entry_store import RocksEntryStore
 from stream.agents.alerts import ALERT_TABLE, AlertWorker
 from stream.agents.context import StageContext, run_batches
 from stream.agents.crash_journal import CrashJournal
 from stream.agents.customers import CustomerAgent
 from stream.agents.dead_letters import DeadLetterArchiver
 from stream.agents.identity import IdentityAgent
-from stream.agents.rocks_memory import RocksMemory, register_store
+from stream.agents.local_state import (
+    entry_store,
+    faust_data_dir,
+    memory_budget,
+    store_options,
+    timer_indexes,
+)
+from stream.agents.rocks_memory import register_store
 from stream.agents.sink import WarehouseSink
 from stream.agents.stats import StreamStats, stats_line
 from stream.agents.transport import (
@@ -58,10 +63,7 @@ from stream.agents.transport import (
     Transport,
 )
 from stream.agents.validate import RawValidator
-from stream.agents.wake_store import RocksWakeIndex
 from stream.agents.web import install_pages, ready_problems
-from stream.engine.alert_entries import EntryStore
-from stream.eventtime.timers import Timers
 from stream.gc_tuning import TRIM_INTERVAL_S, release_free_memory
 from stream.stages.customers import CustomerStage
 from stream.stages.identity import IdentityStage
@@ -77,11 +79,6 @@ TICK_INTERVAL_S = 0.5  # overdue holds and stranded partitions are checked this 
 SLOW_TICK_S = 30.0  # a tick this slow is a stall worth a warning (see `periodic`)
 MIN_TICK_PAUSE_S = 0.05  # a pause after each tick, however long it took
 ENVELOPES_PER_BATCH = 64  # Faust messages per take (each up to 2,000 events)
-
-
-def faust_data_dir(settings: WorkerSettings) -> Path:
-    """Faust's local directory for this app id (tables, offsets)."""
-    return Path(settings.data_dir) / "faust" / settings.app_id
 
 
 class JourneysApp(faust.App):
@@ -245,44 +242,6 @@ def _faust_app(settings: WorkerSettings) -> JourneysApp:
     )
 
 
-def _rocks_memory(settings: WorkerSettings) -> RocksMemory | None:
-    """The one memory budget of every RocksDB database of this worker (tables, timer
-    indexes, alert entries): `JOURNEYS_STATE_MEMORY_BYTES`."""
-    if settings.state_store != "rocksdb":
-        return None
-    return RocksMemory(settings.state_memory_bytes)
-
-
-def _store_options(memory: RocksMemory | None) -> dict[str, Any]:
-    """Table options of the state store: RocksDB through rocksdict (a wheel on PyPI;
-    python-rocksdb is unmaintained)."""
-    if memory is None:
-        return {}
-    # one database per table and partition; their memtables and blocks are charged to
-    # the worker's shared budget (stream/agents/rocks_memory.py): before, each had its
-    # own (2 x 4 MiB memtables and a 4 MiB cache), up to ~170 MiB with 4 partitions
-    return {"options": {"driver": "rocksdict", "write_buffer_size": 4 << 20,
-                        "max_write_buffer_number": 2, "memory": memory}}
-
-
-def _timers(settings: WorkerSettings,
-            memory: RocksMemory | None) -> Callable[[int], Timers] | None:
-    """The customer stage's timer index per partition: on disk beside the RocksDB
-    tables (so RSS does not grow with open journeys), else in memory."""
-    if memory is None:
-        return None
-    where = faust_data_dir(settings) / "timers"
-    return lambda partition: RocksWakeIndex(where / f"customers-{partition}", memory)
-
-
-def _alert_entries(settings: WorkerSettings, memory: RocksMemory | None) -> EntryStore | None:
-    """The alert stage's open entries: on disk beside the RocksDB tables (so RSS does not
-    grow with a backlog's unsettled windows), else in memory."""
-    if memory is None:
-        return None
-    return RocksEntryStore(faust_data_dir(settings) / "alert-entries", memory)
-
-
 def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) -> JourneysApp:
     """Build the stream app. `warehouse` is used as given (not closed); without it the
     app connects from `settings.warehouse` at start and runs the idempotent migration."""
@@ -290,7 +249,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
     parts = kafka.partitions
     definitions = load_definitions(settings.definitions_path)
     app = _faust_app(settings)
-    memory = _rocks_memory(settings)
+    memory = memory_budget(settings)
     app.idempotent_producer = kafka.idempotent_producer
     app.stats = StreamStats()
     app.offset_guard = OffsetGuard(lambda: app.consumer)
@@ -310,10 +269,10 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
                                                  topic=kafka.by_customer_topic,
                                                  path_cap=settings.path_cap,
                                                  cache_customers=settings.state_cache_customers,
-                                                 timers=_timers(settings, memory)),
+                                                 timers=timer_indexes(settings, memory)),
                               lambda: app.consumer)
     customers.stage.committed = customers.committed_offset
-    app.alert_worker = alerts = AlertWorker(ctx, _alert_entries(settings, memory))
+    app.alert_worker = alerts = AlertWorker(ctx, entry_store(settings, memory))
     customers.add_reached_hook(alerts.publish_reached)
 
     def table(name: str, help_: str) -> Any:
@@ -321,7 +280,7 @@ def create_app(settings: WorkerSettings, *, warehouse: Warehouse | None = None) 
         # partition_for), so a key's changelog partition is its source partition.
         return app.Table(name, default=None, partitions=parts, key_type=bytes,
                          extra_topic_configs=CHANGELOG_TOPIC_CONFIGS,
-                         value_type=bytes, help=help_, **_store_options(memory))
+                         value_type=bytes, help=help_, **store_options(memory))
 
     identity.table = table(ALIAS_TABLE, "anonymous_id -> customer (stream.stages.identity)")
     identity.table.on_recover(identity.on_recovered)

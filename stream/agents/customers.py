@@ -36,7 +36,7 @@ from stream.agents.context import (
 )
 from stream.agents.table_store import table_store
 from stream.engine.outputs import InstanceRow, StepReached
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from stream.eventtime.watermarks import Claim
 from stream.stages.customer_batch import CustomerBatch, ProvisionalCarry
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS

@@ -15,7 +15,7 @@ from journeys.events import Touchpoint
 from journeys.settings import WarehouseConfig
 from stream.engine.identity import MergeRecord
 from stream.engine.journeys import InstanceRow, Retraction
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from stream.stages.validate import DeadLetter, LateEvent
 from warehouse.backend import Warehouse
 from warehouse.writers import (

@@ -26,7 +26,8 @@ from stream.engine.identity import is_junk_id
 from stream.engine.journey_state import CustomerJourneys
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import InstanceRow, JourneyDelta, StepReached, fold_rows
-from stream.engine.sessions import CustomerState, SessionDelta, Sessionizer, SessionRow
+from stream.engine.session_state import CustomerState, SessionRow
+from stream.engine.sessions import SessionDelta, Sessionizer
 
 
 class RawEvent(NamedTuple):

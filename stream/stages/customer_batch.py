@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from stream.engine.outputs import InstanceRow, Retraction, StepReached
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from stream.eventtime.watermarks import Claim
 from stream.stages.duplicates import Conflict
 from stream.stages.envelopes import EnvelopeBuilder

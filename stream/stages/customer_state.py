@@ -33,6 +33,9 @@ unsettled tail and its open sessions' event ids still grow with a backlog (measu
 customer at all (`TOUCHED`): a finished customer's value, which is all that recognises
 a re-delivered input, is deleted only once every record that could bring one of its
 inputs again is committed (`replayable`); see stream.stages.customers.FLOOR_RETENTION_MS.
+
+`CustomerWork` is a value as the stage holds it while a batch is prepared and between
+batches in its cache: decoded, with what its stored bytes imply (size, parts, expiry).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from typing import Any
 import orjson
 
 from stream.engine.journey_state import CustomerJourneys
-from stream.engine.sessions import CustomerState
+from stream.engine.session_state import CustomerState
 from stream.eventtime.watermarks import END_OF_TIME
 from stream.stages.parts import Parts, next_parts, part_key, records
 
@@ -197,3 +200,27 @@ class CustomerValue:
         return cls(CustomerState.from_obj(obj["s"]), CustomerJourneys.from_obj(obj["j"]),
                    positions, (linked[0], int(linked[1])) if linked else None,
                    obj.get("h") or {}, int(obj.get("g") or 0))
+
+
+class CustomerWork:
+    """A customer's state while a batch is prepared (loaded once, stored once), and
+    between batches in the stage's cache (stream.stages.customer_cache): what loading
+    the stored bytes again would give. `expire`: when it was loaded as a bare floor,
+    the time that floor expires; `parts`: the part records it is stored as
+    (stream.stages.parts); `gone`: the batch deleted the value; `size`: its stored
+    bytes (what the cache weighs it by)."""
+
+    __slots__ = ("expire", "gone", "partition", "parts", "size", "value")
+
+    def __init__(self, partition: int, data: bytes | None, parts: Parts = (0, 0)) -> None:
+        self.partition = partition
+        self.parts = parts
+        self.value = CustomerValue.unpack(data)
+        self.gone = False
+        self.stored(data)
+
+    def stored(self, data: bytes | None) -> None:
+        """The value is `data` in the table now (as loaded, or as just stored)."""
+        self.size = len(data) if data else 0
+        idle = data is not None and self.value.is_idle()
+        self.expire = wake_of(data) if idle and data is not None else None

@@ -45,33 +45,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from journeys.definitions import Definitions
 from journeys.versions import SEQ_EPOCH, version_floor
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import JourneyDelta
 from stream.engine.runs import PATH_CAP
-from stream.engine.sessions import Sessionizer, session_id
+from stream.engine.session_state import session_id
+from stream.engine.sessions import Sessionizer
 from stream.eventtime.timers import Timers
-from stream.eventtime.watermarks import NO_WATERMARK, Claim, decode_claims
-from stream.stages.customer_batch import CustomerBatch, Ev
+from stream.eventtime.watermarks import NO_WATERMARK, Claim
+from stream.stages.customer_batch import CustomerBatch
 from stream.stages.customer_cache import DEFAULT_CUSTOMERS, StateCache
+from stream.stages.customer_input import BatchInput, Load, Record, read_records
 from stream.stages.customer_progress import PartitionProgress, everything_committed
 from stream.stages.customer_state import (
     RECORD_BOUND,
     RECORDS,
     Committed,
     CustomerValue,
+    CustomerWork,
     read_value,
     value_records,
     wake_of,
 )
 from stream.stages.duplicates import first_copies, handed_over
-from stream.stages.envelopes import decode, partition_for
-from stream.stages.parts import Parts, is_part
-from stream.stages.validate import LateEvent
+from stream.stages.envelopes import partition_for
+from stream.stages.parts import is_part
 
 FLOOR_RETENTION_MS = 24 * 3_600_000
 """How long (event time) a finished customer's floor outlives its state.
@@ -93,45 +93,10 @@ it (a handover is produced within a batch or two of its hold; this only bounds t
 damage of one that never comes, e.g. from a worker of an older version)."""
 
 GetState = Callable[[bytes], bytes | None]
-Record = tuple[int, int, bytes | None]  # (partition, offset, value)
 
 
-class _Work:
-    """A customer's state while a batch is prepared (loaded once, stored once), and
-    between batches in the stage's cache (stream.stages.customer_cache): what loading
-    the stored bytes again would give. `expire`: when it was loaded as a bare floor,
-    the time that floor expires; `parts`: the part records it is stored as
-    (stream.stages.parts); `gone`: the batch deleted the value; `size`: its stored
-    bytes (what the cache weighs it by)."""
-
-    __slots__ = ("expire", "gone", "partition", "parts", "size", "value")
-
-    def __init__(self, partition: int, data: bytes | None, parts: Parts = (0, 0)) -> None:
-        self.partition = partition
-        self.parts = parts
-        self.value = CustomerValue.unpack(data)
-        self.gone = False
-        self.stored(data)
-
-    def stored(self, data: bytes | None) -> None:
-        """The value is `data` in the table now (as loaded, or as just stored)."""
-        self.size = len(data) if data else 0
-        idle = data is not None and self.value.is_idle()
-        self.expire = wake_of(data) if idle and data is not None else None
-
-
-def _weight(w: _Work) -> int:
+def _weight(w: CustomerWork) -> int:
     return w.size
-
-
-@dataclass
-class _Input:
-    """A batch's records sorted by kind, in log order."""
-
-    groups: dict[tuple[int, str], list[Ev]] = field(default_factory=dict)
-    offsets: dict[tuple[int, str], list[tuple[int, int]]] = field(default_factory=dict)
-    handovers: list[tuple[int, list[Any]]] = field(default_factory=list)
-    partitions: set[int] = field(default_factory=set)
 
 
 class CustomerStage:
@@ -156,7 +121,7 @@ class CustomerStage:
         self.progress: dict[int, PartitionProgress] = {}
         self.generation = time.time_ns()  # a new one at every rebuild (restart, rebalance)
         # customers' decoded values between batches (stream.stages.customer_cache)
-        self.cache: StateCache[_Work] = StateCache(cache_customers, weigh=_weight)
+        self.cache: StateCache[CustomerWork] = StateCache(cache_customers, weigh=_weight)
 
     def progress_for(self, partition: int) -> PartitionProgress:
         prog = self.progress.get(partition)
@@ -198,15 +163,15 @@ class CustomerStage:
         kept decoded for the next batch (`cache`) only when it returns."""
         batch = CustomerBatch()
         self.batches += 1
-        work: dict[str, _Work] = {}
+        work: dict[str, CustomerWork] = {}
         cache = self.cache
 
-        def load(partition: int, key: str) -> _Work:
+        def load(partition: int, key: str) -> CustomerWork:
             w = work.get(key)
             if w is None:
                 w = cache.take(key)
                 if w is None:
-                    w = _Work(partition, *read_value(get_state, key.encode()))
+                    w = CustomerWork(partition, *read_value(get_state, key.encode()))
                 work[key] = w
                 if w.value.gen != self.generation:  # first load since a restart/rebalance
                     self._reemit(batch, key, w.value)
@@ -214,23 +179,41 @@ class CustomerStage:
                                                                      HOLD_MAX_WAIT_MS)
             return w
 
-        inp = self._read(records, load, batch, wall_ms, lane)
+        inp = read_records(records, load, batch, wall_ms, lane, topic=self.topic,
+                           progress_for=self.progress_for)
         inp.partitions.update(tick)
+        self._apply_events(batch, inp, load)
+        for partition, item in inp.handovers:  # absorbed at their link time (below)
+            load(partition, item[1]).value.pending.setdefault(item[0], item)
+        self._visit_due(batch, inp, load, wall_ms)
+        for key, w in list(work.items()):  # handovers whose link time has come
+            if w.value.pending:
+                self._absorb_ready(batch, key, w)
+        for key, w in list(work.items()):  # linked devices whose time has come
+            linked = w.value.linked
+            if linked is not None and self.progress_for(w.partition).watermark >= linked[1]:
+                self._settle(batch, w.partition, key, w.value, linked[1])
+                self._release(batch, w.partition, w.value, key, *linked)
+        self._finish(batch, inp, work)
+        return batch
 
-        def settle_at(partition: int, key: str, w: _Work) -> int:
-            """The partition watermark, capped at a link this key is part of (a
-            customer holding for a handover, a device waiting to hand over)."""
-            wm = self.progress_for(partition).watermark
-            hold = w.value.journeys.hold()
-            if hold is not None:
-                wm = min(wm, hold)
-            if w.value.linked is not None:
-                wm = min(wm, w.value.linked[1])
-            return wm
+    def _settle_at(self, partition: int, w: CustomerWork) -> int:
+        """The partition watermark, capped at a link this key is part of (a customer
+        holding for a handover, a device waiting to hand over)."""
+        wm = self.progress_for(partition).watermark
+        hold = w.value.journeys.hold()
+        if hold is not None:
+            wm = min(wm, hold)
+        if w.value.linked is not None:
+            wm = min(wm, w.value.linked[1])
+        return wm
 
+    def _apply_events(self, batch: CustomerBatch, inp: BatchInput, load: Load) -> None:
+        """Each customer's new events of the batch, first copies only, applied to its
+        sessions and journeys at its settle point."""
         for (partition, key), events in inp.groups.items():
             w = load(partition, key)
-            wm = settle_at(partition, key, w)
+            wm = self._settle_at(partition, w)
             v = w.value
             screened = first_copies(key, v.journeys.tail, v.sessions.seen(), events,
                                     inp.offsets[(partition, key)])
@@ -245,9 +228,10 @@ class CustomerStage:
             batch.applied += jd.applied
             batch.duplicates += jd.duplicates
 
-        for partition, item in inp.handovers:  # absorbed at their link time (below)
-            load(partition, item[1]).value.pending.setdefault(item[0], item)
-
+    def _visit_due(self, batch: CustomerBatch, inp: BatchInput, load: Load,
+                   wall_ms: int) -> None:
+        """Advance the customers of the batch's partitions that are due: timers at the
+        watermark, overdue holds, finished values that may be deleted."""
         for partition in sorted(inp.partitions):
             prog = self.progress_for(partition)
             for key in [*prog.wakes.due(prog.watermark),
@@ -257,105 +241,30 @@ class CustomerStage:
                     continue  # visited above with this watermark (merely loaded is not:
                     # a link or a hold loads a key without settling it)
                 w = load(partition, key)
-                wm = settle_at(partition, key, w)
+                wm = self._settle_at(partition, w)
                 sd = self.sessionizer.apply(key, w.value.sessions, (), watermark=wm)
                 batch.session_rows.extend(sd.rows())
                 self._take(batch, partition,
                            self.engine.advance(key, w.value.journeys, watermark=wm))
                 batch.advanced += 1
 
-        for key, w in list(work.items()):  # handovers whose link time has come
-            if w.value.pending:
-                self._absorb_ready(batch, key, w)
-        for key, w in list(work.items()):  # linked devices whose time has come
-            linked = w.value.linked
-            if linked is not None and self.progress_for(w.partition).watermark >= linked[1]:
-                self._settle(batch, w.partition, key, w.value, linked[1])
-                self._release(batch, w.partition, w.value, key, *linked)
-
+    def _finish(self, batch: CustomerBatch, inp: BatchInput,
+                work: dict[str, CustomerWork]) -> None:
+        """Every touched value stored (and kept decoded in the cache), what is open
+        named, and each partition's alert claim."""
         for key, w in work.items():
             self._store(batch, key, w)
             batch.open_sessions.update(session_id(key, s.first_id)
                                        for s in w.value.sessions.sessions)
             batch.open_instances.update(w.value.journeys.emitted)
-        cache.keep((key, None if w.gone else w) for key, w in work.items())
+        self.cache.keep((key, None if w.gone else w) for key, w in work.items())
         for partition in inp.partitions:
             prog = self.progress_for(partition)
             obs = batch.reached.get(partition, ([], Claim(partition, NO_WATERMARK)))[0]
             batch.reached[partition] = (obs, Claim(partition, prog.alert_watermark,
                                                    prog.frontier.idle and not prog.holds))
-        return batch
 
-    def _read(self, records: Iterable[Record], load: Callable[[int, str], _Work],
-              batch: CustomerBatch, wall_ms: int, lane: int) -> _Input:
-        """Decode the records: holds, new events (re-delivered and late ones sorted out),
-        links, handovers, claims."""
-        inp = _Input()
-        fresh_records: dict[tuple[str, int], bool] = {}
-
-        def fresh(partition: int, key: str, offset: int) -> bool:
-            """Whether this record's items for `key` are new (not a re-read record)."""
-            k = (key, offset)
-            if k not in fresh_records:
-                v = load(partition, key).value
-                v.touch(offset, lane)
-                fresh_records[k] = v.is_new_record(offset, lane)
-                if not fresh_records[k]:
-                    batch.redelivered += 1
-            return fresh_records[k]
-
-        for partition, offset, value in records:
-            body = decode(value)
-            if body is None:
-                batch.undecodable += 1
-                continue
-            inp.partitions.add(partition)
-            for cust, anon, at in body.get("p", ()):  # before the customer's events
-                if fresh(partition, cust, offset) and load(
-                        partition, cust).value.journeys.wait_for(anon, at, wall_ms):
-                    batch.held += 1
-            for item in body["e"]:
-                key, eid, typ, channel, t, ctx, source, src_off, idx = item[:9]
-                batch.events += 1
-                v = load(partition, key).value
-                v.touch(offset, lane)
-                if not v.is_new(source, (src_off, idx)):
-                    batch.redelivered += 1
-                elif t < v.floor:
-                    batch.late.append(LateEvent(eid, t, v.floor, "customers", self.topic,
-                                                partition, offset, wall_ms))
-                else:
-                    inp.groups.setdefault((partition, key), []).append(
-                        Ev(t, eid, typ, channel, ctx, item[9] if len(item) > 9 else None))
-                    inp.offsets.setdefault((partition, key), []).append((partition, offset))
-            for anon, cust, at in body.get("m", ()):
-                if fresh(partition, anon, offset):
-                    load(partition, anon).value.link(cust, at)
-            for key in body.get("f", ()):  # after the record's events: journeys.control
-                if fresh(partition, key, offset):
-                    self._forget(inp, batch, load(partition, key), partition, key)
-            inp.handovers.extend((partition, h) for h in body.get("h", ())
-                                 if fresh(partition, h[1], offset))
-            if "w" in body:
-                count, claims = decode_claims(body["w"])
-                self.progress_for(partition).frontier.update(count, claims)
-        return inp
-
-    def _forget(self, inp: _Input, batch: CustomerBatch, w: _Work, partition: int,
-                key: str) -> None:
-        """Empty a key's state (journeys.control "forget"): what it applied so far and
-        its events read earlier in this batch are gone; only its input positions stay
-        (offsets, which recognise a re-delivered record); later events start afresh."""
-        w.value = CustomerValue(positions=w.value.positions, gen=w.value.gen)
-        w.expire = None
-        inp.groups.pop((partition, key), None)
-        inp.offsets.pop((partition, key), None)
-        inp.handovers = [(p, h) for p, h in inp.handovers if h[1] != key]
-        self.progress_for(partition).set_hold(key, None)
-        batch.drop_rows_of(key)
-        batch.forgotten += 1
-
-    def _absorb_ready(self, batch: CustomerBatch, key: str, w: _Work) -> None:
+    def _absorb_ready(self, batch: CustomerBatch, key: str, w: CustomerWork) -> None:
         """Absorb pending handovers, earliest link first, each once the customer's event
         time has reached its link time and nothing earlier is still awaited: the
         customer is settled exactly up to the link time first, so the split at the
@@ -418,7 +327,7 @@ class CustomerStage:
                                  [anon, cust, jevents, spayload, at, openings, runs, closed])
         batch.released += 1
 
-    def _store(self, batch: CustomerBatch, key: str, w: _Work) -> None:
+    def _store(self, batch: CustomerBatch, key: str, w: CustomerWork) -> None:
         """The customer's new table value and its timer."""
         v, j = w.value, w.value.journeys
         prog = self.progress_for(w.partition)
@@ -463,7 +372,8 @@ class CustomerStage:
         prog.wakes.schedule(key, wake)
         self._put(batch, key, w, v.pack(wake))
 
-    def _put(self, batch: CustomerBatch, key: str, w: _Work, data: bytes | None) -> None:
+    def _put(self, batch: CustomerBatch, key: str, w: CustomerWork,
+             data: bytes | None) -> None:
         """A value's table records: one, or parts when over `record_bound` bytes."""
         out, w.parts = value_records(key.encode(), w.partition, data, w.parts,
                                      self.record_bound)

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from ingest.generator import GeneratorConfig, Story, generate_events
+from ingest.generator import GeneratorConfig, generate_events
+from ingest.stories import Story
 from journeys.definitions import Definitions, load_definitions
 from journeys.events import event_value
 from journeys.timeutil import datetime_to_ms

@@ -23,7 +23,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from ingest.generator import DEMO_VISITORS_PER_HOUR, GeneratorConfig, demo_stories, generate_events
+from ingest.generator import DEMO_VISITORS_PER_HOUR, GeneratorConfig, generate_events
+from ingest.stories import demo_stories
 from journeys.definitions import load_definitions
 from journeys.settings import WarehouseConfig
 from tests.integration.alerts_support import stitch

@@ -184,12 +184,8 @@ def late_events(log: Path) -> int:
 def demo_day(start_ms: int, seed: int = 7) -> list[dict[str, Any]]:
     """A day of the demo's generated multi-channel traffic (its checkout loop, payment
     incident and call-centre switch), occurred_at as epoch ms."""
-    from ingest.generator import (
-        DEMO_VISITORS_PER_HOUR,
-        GeneratorConfig,
-        demo_stories,
-        generate_events,
-    )
+    from ingest.generator import DEMO_VISITORS_PER_HOUR, GeneratorConfig, generate_events
+    from ingest.stories import demo_stories
     from journeys.events import parse_occurred_at
 
     day = 86_400_000

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from deploy.commands import ingest as ingest_commands
 from deploy.local.broker import LocalBroker
-from ingest.generator import GeneratorConfig, demo_stories, generate_events
+from ingest.generator import GeneratorConfig, generate_events
+from ingest.stories import demo_stories
 from ingest.writers import write_events
 from journeys.events import EventValidator, Touchpoint
 from journeys.settings import KafkaConfig

@@ -23,13 +23,8 @@ from deploy.local import kafka as kafka_module
 from deploy.local._proc import port_is_free, tcp_connects
 from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
-from deploy.local.kafka import (
-    KAFKA_VERSION,
-    LocalKafka,
-    broker_registered,
-    fetch_jars,
-    jars_ready,
-)
+from deploy.local.kafka import LocalKafka, broker_registered
+from deploy.local.kafka_jars import KAFKA_VERSION, fetch_jars, jars_ready
 from journeys.errors import ConfigError, LauncherError
 from journeys.topics import ensure_topics, list_topics, topic_partitions
 

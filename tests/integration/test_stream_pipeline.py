@@ -27,7 +27,7 @@ from deploy.local.broker import LocalBroker
 from deploy.local.clickhouse import LocalClickHouse
 from journeys.settings import KafkaConfig, WarehouseConfig
 from journeys.topics import ensure_journey_topics
-from stream.engine.sessions import session_id
+from stream.engine.session_state import session_id
 from tests.integration.ingest_support import broker_worker_settings, read_topic
 from tests.integration.stream_support import wait_pipeline
 from warehouse.backend import Warehouse

@@ -31,7 +31,7 @@ from journeys.events import EventValidator
 from stream.engine.identity import MergeRecord
 from stream.engine.outputs import InstanceRow
 from stream.engine.runs import PATH_CAP
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from stream.stages.customer_batch import CustomerBatch
 from stream.stages.customer_cache import DEFAULT_CUSTOMERS
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORD_BOUND, RECORDS

@@ -19,7 +19,7 @@ from stream.agents import customers as agent_module
 from stream.agents.context import StageContext
 from stream.agents.customers import CustomerAgent
 from stream.agents.stats import StreamStats
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from stream.stages.customer_batch import CustomerBatch, ProvisionalCarry
 
 

@@ -9,12 +9,10 @@ import pytest
 from ingest.generator import (
     DEMO_VISITORS_PER_HOUR,
     GeneratorConfig,
-    demo_settle_ms,
-    demo_stories,
     generate_events,
     story_windows,
-    unsettled,
 )
+from ingest.stories import demo_settle_ms, demo_stories, unsettled
 from journeys.definitions import load_definitions
 from tests.integration.alerts_support import stitch
 from tests.reference.alerts_ref import alerts

@@ -13,12 +13,10 @@ from ingest.generator import (
     ONBOARDING_STEPS,
     PURCHASE_STEPS,
     GeneratorConfig,
-    Story,
-    demo_stories,
     generate_events,
-    parse_story,
     story_windows,
 )
+from ingest.stories import Story, demo_stories, parse_story
 from journeys.definitions import load_definitions
 from journeys.events import EventValidator, Touchpoint, parse_occurred_at
 from tests.reference.alerts_ref import alerts

@@ -13,7 +13,7 @@ from rocksdict import Rdict
 
 from journeys.settings import DEFAULT_STATE_MEMORY_BYTES, WorkerSettings
 from stream.agents.alert_entry_store import RocksEntryStore
-from stream.agents.app import _rocks_memory, _store_options
+from stream.agents.local_state import memory_budget, store_options
 from stream.agents.rocks_memory import BudgetedStore, RocksMemory, _BudgetedOptions, register_store
 from stream.agents.wake_store import RocksWakeIndex, local_index_options
 
@@ -88,10 +88,10 @@ def test_every_database_reads_through_the_one_cache(tmp_path: Path) -> None:
 def test_faust_tables_get_the_budgeted_store() -> None:
     assert by_url(register_store()) is BudgetedStore
     settings = WorkerSettings(state_store="rocksdb", state_memory_bytes=16 * MIB)
-    memory = _rocks_memory(settings)
+    memory = memory_budget(settings)
     assert memory is not None and memory.budget_bytes == 16 * MIB
-    assert _store_options(memory)["options"]["memory"] is memory
-    assert _rocks_memory(WorkerSettings()) is None  # the memory store has no RocksDB
+    assert store_options(memory)["options"]["memory"] is memory
+    assert memory_budget(WorkerSettings()) is None  # the memory store has no RocksDB
 
 
 def test_the_budget_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

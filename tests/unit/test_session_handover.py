@@ -10,13 +10,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.engine.sessions import (
+from stream.engine.session_state import (
     CustomerState,
     OpenSession,
-    Sessionizer,
     decode_sessions,
     encode_sessions,
 )
+from stream.engine.sessions import Sessionizer
 from tests.profiles import examples
 from tests.unit.test_sessions import BASE, CHANNELS, Ev
 

@@ -18,13 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.engine.sessions import (
-    TOMBSTONE_VERSION,
-    CustomerState,
-    Sessionizer,
-    SessionRow,
-    session_id,
-)
+from journeys.versions import TOMBSTONE_VERSION
+from stream.engine.session_state import CustomerState, SessionRow, session_id
+from stream.engine.sessions import Sessionizer
 from stream.eventtime.watermarks import SourceClock
 from tests.profiles import examples
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from journeys.errors import WarehouseError
 from journeys.events import Touchpoint
 from stream.engine.outputs import InstanceRow
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from warehouse._columns import row_count, transpose
 from warehouse.tables import JOURNEY_INSTANCES, SESSIONS, TOUCHPOINTS
 from warehouse.writers import session_columns, session_rows, touchpoint_columns, touchpoint_rows

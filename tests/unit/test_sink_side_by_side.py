@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from journeys.settings import WarehouseConfig
 from stream.agents.sink import WarehouseSink
 from stream.engine.outputs import Retraction
-from stream.engine.sessions import SessionRow
+from stream.engine.session_state import SessionRow
 from stream.stages.validate import LateEvent
 from tests.profiles import examples
 
