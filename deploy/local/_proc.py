@@ -107,6 +107,16 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(tail) if tail else "(log is empty)"
 
 
+def run_logged(argv: Sequence[str], log: Path, *, cwd: Path, timeout: float,
+               env: Mapping[str, str] | None = None) -> int:
+    """Run a set-up command to its end with its output in `log`; its exit code.
+    `subprocess.TimeoutExpired` and `OSError` reach the caller, which says what it was."""
+    with open(log, "wb") as out:
+        return subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                              timeout=timeout, check=False).returncode
+
+
 class WorkDir:
     """A directory a launcher owns: a given path (kept) or a fresh temp dir (removed)."""
 

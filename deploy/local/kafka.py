@@ -38,6 +38,7 @@ from deploy.local._proc import (
     free_port,
     log_tail,
     port_is_free,
+    run_logged,
     tcp_connects,
     track,
     untrack,
@@ -269,17 +270,8 @@ class LocalKafka:
         ]
         log = root / "format.log"
         try:
-            with open(log, "wb") as out:
-                rc = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=root,
-                    env=child_env(drop=JVM_ENV),
-                    timeout=self.start_timeout,
-                    check=False,
-                ).returncode
+            rc = run_logged(argv, log, cwd=root, env=child_env(drop=JVM_ENV),
+                            timeout=self.start_timeout)
         except subprocess.TimeoutExpired as exc:
             raise LauncherError(
                 f"formatting Kafka storage took over {self.start_timeout:.0f}s"

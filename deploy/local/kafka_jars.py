@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from deploy.local._proc import log_tail
+from deploy.local._proc import log_tail, run_logged
 from journeys import envvars
 from journeys.errors import LauncherError
 
@@ -230,16 +230,7 @@ def _copy_dependencies(mvn_path: str, pom: Path, staging: Path, *, version: str,
         f"-DoutputDirectory={staging}",
     ]
     try:
-        with open(log, "wb") as out:
-            rc = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=root,
-                timeout=timeout,
-                check=False,
-            ).returncode
+        rc = run_logged(argv, log, cwd=root, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise LauncherError(
             f"fetching Kafka {version} jars took more than {timeout:.0f}s "
