@@ -117,6 +117,10 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true",
                     help="run the worker with bench/probe_worker.py and take its RSS apart "
                          "(glibc malloc, pymalloc, RocksDB, the decoded cache) idle and after")
+    ap.add_argument("--memray", action="store_true",
+                    help="run the worker under memray (pip install memray; aggregated "
+                         "capture, Python allocators traced) and write its peak-memory "
+                         "flamegraph: which stacks held the most at the RSS high-water")
     args = ap.parse_args()
     # `timeout` and CI send SIGTERM: exit through the `finally`s, so the worker, the broker
     # and ClickHouse are stopped (a killed run used to leave the worker running)
@@ -146,6 +150,9 @@ def main() -> None:
                 cmd[1:3] = [str(ROOT / "bench" / "trace_worker.py"), str(work)]
             elif args.probe:
                 cmd[1:3] = [str(ROOT / "bench" / "probe_worker.py"), str(work)]
+            elif args.memray:
+                cmd[1:1] = ["-m", "memray", "run", "--aggregate", "--trace-python-allocators",
+                            "-q", "-o", str(work / "worker.memray")]
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT)
         try:
@@ -201,6 +208,11 @@ def main() -> None:
         grown(work, args.trace, max(opened_n, 1))
     if args.probe:
         probed(work, max(opened_n, 1))
+    if args.memray:
+        html = work / "worker-peak.html"
+        subprocess.run([sys.executable, "-m", "memray", "flamegraph", "-f", "-o", str(html),
+                        str(work / "worker.memray")], check=False)
+        print(f"  memray capture {work / 'worker.memray'}, peak flamegraph {html}")
 
 
 def snap(proc: subprocess.Popen, work: Path, n: int, kind: str = "snap") -> None:

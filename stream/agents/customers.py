@@ -144,24 +144,29 @@ class CustomerAgent:
 
     async def tick(self, in_rebalance: bool) -> None:
         """Timer: give up overdue holds, delete finished customers whose inputs are
-        committed now, re-read stranded partitions."""
+        committed now, visit customers a bounded visit left due (again and again, a
+        batch each, until none is left), re-read stranded partitions."""
         if not self._indexed or in_rebalance:
             return
         await self._redeliver_stranded()
         await self._refresh_upstream()
-        if self.lock.locked():
-            # A batch is being prepared: it visits overdue holds and deletable customers
-            # of its partitions itself. Waiting for the lock made the timer overrun its
-            # interval (it was a Faust timer then: "Timer journeys.tick is overlapping").
-            return
-        async with self.lock:
-            wall = now_ms()
-            due = [p for p in sorted(self._indexed)
-                   if self.stage.progress_for(p).overdue(wall, HOLD_MAX_WAIT_MS)
-                   or self.stage.progress_for(p).has_deletable(p, self.committed_offset)]
-            if due:
+        while not self.lock.locked():
+            # A batch being prepared visits its partitions' due customers itself.
+            # Waiting for the lock made the timer overrun its interval (it was a Faust
+            # timer then: "Timer journeys.tick is overlapping").
+            async with self.lock:
+                wall = now_ms()
+                due = [p for p in sorted(self._indexed) if self._due(p, wall)]
+                if not due:
+                    return
                 await self.emit(await asyncio.to_thread(self.stage.prepare, (), self._get,
                                                         wall, tick=due))
+
+    def _due(self, partition: int, wall: int) -> bool:
+        """Whether a tick has customers of `partition` to visit."""
+        prog = self.stage.progress_for(partition)
+        return (prog.unvisited is not None or bool(prog.overdue(wall, HOLD_MAX_WAIT_MS))
+                or prog.has_deletable(partition, self.committed_offset))
 
     async def emit(self, batch: CustomerBatch, carry: ProvisionalCarry | None = None) -> None:
         """Write a batch; returns once all of it is durable, but for its provisional

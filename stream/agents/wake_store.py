@@ -89,16 +89,17 @@ class RocksWakeIndex:
                 self._count += 1
         db.write(batch)
 
-    def due(self, watermark: int) -> list[str]:
+    def due(self, watermark: int, limit: int | None = None) -> list[str]:
         db = self.db
-        limit = _wake_bytes(watermark)
+        upto = _wake_bytes(watermark)
         out: list[str] = []
         batch = WriteBatch(raw_mode=True)
         it = db.iter()
         it.seek(b"w")
-        while it.valid():
+        room = -1 if limit is None else limit
+        while it.valid() and len(out) != room:
             k = it.key()
-            if not k.startswith(b"w") or k[1:9] > limit:
+            if not k.startswith(b"w") or k[1:9] > upto:
                 break
             kb = k[9:]
             out.append(kb.decode())

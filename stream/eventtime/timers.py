@@ -25,8 +25,9 @@ class Timers(Protocol):
         """Set (or clear, with None) when `key` is next due."""
         ...
 
-    def due(self, watermark: int) -> list[str]:
-        """Keys due at `watermark`, earliest first (removed from the index)."""
+    def due(self, watermark: int, limit: int | None = None) -> list[str]:
+        """Keys due at `watermark`, earliest first (removed from the index); at most
+        `limit` of them, the rest left due for the next call."""
         ...
 
     def next_wake(self) -> int | None: ...
@@ -56,11 +57,13 @@ class WakeIndex:
             self.wakes[key] = wake
             heapq.heappush(self._heap, (wake, key))
 
-    def due(self, watermark: int) -> list[str]:
-        """Keys due at `watermark` (removed from the index; re-schedule after a visit)."""
+    def due(self, watermark: int, limit: int | None = None) -> list[str]:
+        """Keys due at `watermark` (removed from the index; re-schedule after a visit),
+        at most `limit`."""
         out: list[str] = []
         heap, wakes = self._heap, self.wakes
-        while heap and heap[0][0] <= watermark:
+        room = -1 if limit is None else limit
+        while heap and heap[0][0] <= watermark and len(out) != room:
             wake, key = heapq.heappop(heap)
             if wakes.get(key) == wake:  # else a stale entry: rescheduled or cleared
                 del wakes[key]

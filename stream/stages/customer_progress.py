@@ -26,12 +26,15 @@ class PartitionProgress:
     stage gets `alert_watermark`, which stays below those times, so their observations
     are not late when a visit settles them."""
 
-    __slots__ = ("deferred", "frontier", "groups", "holds", "wakes")
+    __slots__ = ("deferred", "frontier", "groups", "holds", "unvisited", "wakes")
 
     def __init__(self, wakes: Timers | None = None) -> None:
         self.frontier = Frontier()
         self.wakes: Timers = WakeIndex() if wakes is None else wakes
         self.holds: dict[str, tuple[int, int]] = {}
+        # the earliest wake left due by a bounded visit (CustomerStage.due_per_batch):
+        # those customers are not settled to the watermark yet; None: none left
+        self.unvisited: int | None = None
         # Finished customers whose value goes once their input records are committed
         # (CustomerValue.replayable): key -> its group, and the groups in order, one per
         # batch, each with the highest positions of its keys. Only the oldest group is
@@ -45,11 +48,21 @@ class PartitionProgress:
 
     @property
     def alert_watermark(self) -> int:
-        """The watermark as far as settled observations go: below every held link."""
+        """The watermark as far as settled observations go: below every held link, and
+        below the customers left due by a bounded visit (a customer due at wake w can
+        still report a step reached at w - 1: a tail event at t wakes it at t + 1)."""
         wm = self.frontier.watermark
         if self.holds:
             wm = min(wm, min(at for at, _since in self.holds.values()))
+        if self.unvisited is not None:
+            wm = min(wm, self.unvisited - 1)
         return wm
+
+    @property
+    def settled(self) -> bool:
+        """Nothing of this partition waits for a visit at its watermark: no hold, no
+        customer left due (an idle partition claims only then)."""
+        return not self.holds and self.unvisited is None
 
     def defer(self, key: str, positions: dict[int, Position], group: int) -> None:
         """Keep a finished customer until its input records are committed."""

@@ -35,7 +35,7 @@ from stream.engine.session_state import SessionRow
 from stream.stages.customer_batch import CustomerBatch
 from stream.stages.customer_cache import DEFAULT_CUSTOMERS
 from stream.stages.customer_state import HANDOVER_RECORDS, RECORD_BOUND, RECORDS
-from stream.stages.customers import FLOOR_RETENTION_MS, CustomerStage
+from stream.stages.customers import DUE_PER_BATCH, FLOOR_RETENTION_MS, CustomerStage
 from stream.stages.duplicates import Conflict
 from stream.stages.envelopes import JSON_FORMAT, decode
 from stream.stages.identity import IdentityStage
@@ -69,8 +69,14 @@ class Pipeline:
                  idle_after_ms: int = NEVER_IDLE, path_cap: int = PATH_CAP,
                  record_bound: int = RECORD_BOUND,
                  cache_customers: int = DEFAULT_CUSTOMERS,
-                 floor_retention_ms: int = FLOOR_RETENTION_MS) -> None:
+                 floor_retention_ms: int = FLOOR_RETENTION_MS,
+                 due_per_batch: int | None = None) -> None:
         self.defs = defs
+        # timer visits per partition and batch: by default a few (1-3) in three runs of
+        # four, from the seed (its own generator: the steps' choices stay as they were),
+        # so every property test also runs visits cut short (CustomerStage.due_per_batch)
+        self.due_per_batch = (due_per_batch if due_per_batch is not None else
+                              random.Random(seed * 7919 + 1).choice([1, 2, 3, DUE_PER_BATCH]))
         self.floor_retention_ms = floor_retention_ms  # finished customers' floors kept
         self.cache_customers = cache_customers  # decoded values kept between batches
         self.path_cap = path_cap
@@ -133,7 +139,8 @@ class Pipeline:
         return CustomerStage(self.defs, partitions=self.partitions, committed=self._committed,
                              path_cap=self.path_cap, record_bound=self.record_bound,
                              cache_customers=self.cache_customers,
-                             floor_retention_ms=self.floor_retention_ms)
+                             floor_retention_ms=self.floor_retention_ms,
+                             due_per_batch=self.due_per_batch)
 
     def _committed(self, lane: int, partition: int) -> int:
         """The customer stage's `Committed`: the consumers' committed offsets."""
@@ -219,6 +226,18 @@ class Pipeline:
         self.step_validate()
         self.step_identity()
         self.step_customers()
+        if self._left_due() and (not self._queued() or self.rnd.random() < 0.5):
+            self.visit_left_due()
+
+    def _left_due(self) -> list[int]:
+        return [p for p, prog in sorted(self.customers.progress.items())
+                if prog.unvisited is not None]
+
+    def visit_left_due(self) -> None:
+        """The timer tick's part for customers a bounded visit left due (stream.agents.
+        customers.CustomerAgent.tick)."""
+        self._apply(self.customers.prepare((), self.states.get, self.wall,
+                                           tick=self._left_due()))
 
     def tick(self, wall_ms: int = 0) -> None:
         """Wall time passes: validate readers send claims (idle partitions follow the
@@ -228,7 +247,7 @@ class Pipeline:
         self.step_validate()
         self.commit_all()
         overdue = [p for p, prog in self.customers.progress.items()
-                   if prog.overdue(self.wall, 15 * 60_000)
+                   if prog.overdue(self.wall, 15 * 60_000) or prog.unvisited is not None
                    or prog.has_deletable(p, self._committed)]
         if overdue:
             self._apply(self.customers.prepare((), self.states.get, self.wall, tick=overdue))
@@ -260,6 +279,7 @@ class Pipeline:
                 self._undo_rows(self.undo_provisional)  # the crash came before that write
             undo.clear()
         self.undo_provisional.clear()
+        self.alert_marks.clear()  # what is read again re-sends its observations (repeats)
         for log in [*self.by_identity, *self.by_customer, *self.handovers]:
             log.pos = log.committed
         self.identity = IdentityStage(self.partitions, self.partitions)
@@ -272,8 +292,12 @@ class Pipeline:
         self.expired += batch.holds_expired
         self.redelivered += batch.redelivered
         for p, (obs, claim) in batch.reached.items():
+            mark = self.alert_marks.get(p)
+            for o in obs:  # an observation below its partition's claim is late for alerts
+                at = o.reached_at_ms if o.as_of is None else o.as_of
+                assert mark is None or at >= mark, (p, o, mark)
             self.reached.extend(obs)
-            self.alert_marks[p] = claim.mark
+            self.alert_marks[p] = max(claim.mark, mark if mark is not None else claim.mark)
         sessions, rows = batch.final()  # written before the states are stored
         self._write_rows(sessions, [*rows, *batch.retractions])
         self.closed.extend(r for r in batch.closed
@@ -328,9 +352,12 @@ class Pipeline:
             else:
                 self.instances[key] = row
 
-    def pending(self) -> bool:
+    def _queued(self) -> bool:
         return (any(self.raw) or any(self.by_identity) or any(self.by_customer)
                 or any(self.handovers))
+
+    def pending(self) -> bool:
+        return self._queued() or bool(self._left_due())
 
     def drain(self) -> None:
         while self.pending():

@@ -72,7 +72,9 @@ def test_rocksdb_index_starts_empty_and_close_removes_it(tmp_path: Path) -> None
 keys = st.sampled_from(["a", "b", "c", "d", "é", "a1", "b2"])
 wakes = st.one_of(st.none(), st.integers(BASE - 10, BASE + 10))
 ops = st.lists(st.one_of(st.tuples(st.just("s"), keys, wakes),
-                         st.tuples(st.just("d"), st.just(""), st.integers(BASE - 12, BASE + 12))),
+                         st.tuples(st.just("d"), st.just(""), st.integers(BASE - 12, BASE + 12)),
+                         st.tuples(st.sampled_from(["d0", "d1", "d2", "d3"]), st.just(""),
+                                   st.integers(BASE - 12, BASE + 12))),
                max_size=60)
 
 
@@ -91,13 +93,14 @@ def test_both_adapters_behave_like_the_model(tmp_path: Path,
                     model.pop(key, None)
                 else:
                     model[key] = value
-            else:
+            else:  # "d": every key due; "dN": at most N of them, the rest stay due
                 assert value is not None
-                want = sorted((w, k) for k, w in model.items() if w <= value)
+                limit = int(op[1:]) if len(op) > 1 else None
+                want = sorted((w, k) for k, w in model.items() if w <= value)[:limit]
                 for k in [k for _w, k in want]:
                     del model[k]
                 for t in indexes:
-                    assert t.due(value) == [k for _w, k in want]
+                    assert t.due(value, limit) == [k for _w, k in want]
             for t in indexes:
                 assert len(t) == len(model)
                 assert t.next_wake() == (min(model.values()) if model else None)
