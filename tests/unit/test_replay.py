@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from deploy.ops.replay_plan import (
     INSTANCE_COMPARED,
     OPEN_JOURNEY_VERSION,
+    OPEN_SESSION_VERSION,
     SESSIONS_KEY,
     Plan,
     Stored,
@@ -193,10 +194,13 @@ def test_plan_sessions() -> None:
                   gap_ms=gap, horizon=horizon, version=replay_version(7),
                   in_scope=lambda t: True)
     got = {r[0]: (r[8], r[9]) for r in plan.session_rows}
-    assert got == {"grew": (replay_version(7), 0), "open": (1, 0),
-                   "gone": (TOMBSTONE_VERSION, 1)}
+    # final rows and deletions at the replay's version (above the stream's counters, so
+    # a session the stream deleted comes back); an open one at 0, below any stream row
+    assert got == {"grew": (replay_version(7), 0), "open": (OPEN_SESSION_VERSION, 0),
+                   "merged": (replay_version(7), 0), "gone": (replay_version(7), 1)}
+    assert OPEN_SESSION_VERSION == 0
     c = plan.counts[SESSIONS_KEY]
-    assert (c.added, c.changed, c.removed, c.unchanged, c.left_to_live) == (1, 1, 1, 1, 2)
+    assert (c.added, c.changed, c.removed, c.unchanged, c.left_to_live) == (2, 1, 1, 1, 1)
 
 
 def test_replay_versions_outbid_the_stream_and_stay_below_tombstones() -> None:
