@@ -23,6 +23,7 @@ uncommitted batch can lose them).
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -267,7 +268,11 @@ class Pipeline:
         for log in [*self.by_identity, *self.by_customer, *self.handovers]:
             log.pos = log.committed
         self.identity = IdentityStage(self.partitions, self.partitions)
+        crashed = self.customers.generation
         self.customers = self._new_customer_stage()
+        # a worker restarts a millisecond or more after the one that crashed started:
+        # its version floor (ms resolution, journeys/versions.py) is above that one's
+        self.customers.generation = max(self.customers.generation, crashed + 1_000_000)
         self.customers.rebuild(set(range(self.partitions)), list(self.states.items()))
 
     def _apply(self, batch: CustomerBatch) -> None:
@@ -361,7 +366,7 @@ class Pipeline:
     def unordered_session_writes(self) -> dict[str, list[tuple[int, int]]]:
         """Session ids whose rows were not written in strictly increasing versions."""
         return {sid: rows for sid, rows in self.session_writes.items()
-                if any(b[0] <= a[0] for a, b in zip(rows, rows[1:], strict=False))}
+                if any(b[0] <= a[0] for a, b in pairwise(rows))}
 
     def live_sessions(self) -> set[tuple[str, int, int, int]]:
         return {(r.customer_id, r.started_at_ms, r.ended_at_ms, r.events)
