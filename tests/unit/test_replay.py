@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from stream.engine.sessions import Sessionizer
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
 from tests.profiles import examples
 from tests.reference.stitching_ref import split, view_of
+from tests.unit.test_stream_stages import run, scenario
 from warehouse.tables import JOURNEY_INSTANCES
 from warehouse.writers_journeys import journey_instance_row
 
@@ -211,6 +213,22 @@ def test_replay_versions_outbid_the_stream_and_stay_below_tombstones() -> None:
     # (plus its per-customer counter, far below 2^20 per ms of difference)
     assert version_floor((now + 2**40 - 1) * 1_000_000) < replay_version(now)
     assert len(INSTANCE_COMPARED) == len(set(INSTANCE_COMPARED))
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(scenario(links=True))
+def test_replayed_rows_outbid_every_row_the_stream_wrote(case: Any) -> None:
+    """Session rows (deletions included) and instance rows of the stage pipeline, over
+    random batchings and restarts (one counter per key, jumping at every generation):
+    below the version of a replay started even 2^39 ms (17 years) before the workers,
+    and above the version of the open rows a replay adds."""
+    started = time.time_ns() // 1_000_000
+    pipe, _events, _final = run(case, restarts=True)
+    sessions = [v for rows in pipe.session_writes.values() for v, _deleted in rows]
+    instances = list(pipe.versions.values())  # the highest per instance id
+    assert max([*sessions, *instances], default=0) < replay_version(started - 2**39)
+    assert min(sessions, default=1) > OPEN_SESSION_VERSION
+    assert min(instances, default=1) > OPEN_JOURNEY_VERSION
 
 
 def test_batches_hold_about_the_same_number_of_events() -> None:
