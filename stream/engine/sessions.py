@@ -66,17 +66,17 @@ class SessionDelta:
     """Rows to write after applying events: changed sessions and vanished ids."""
 
     upserts: list[SessionRow] = field(default_factory=list)
-    tombstones: list[SessionRow] = field(default_factory=list)
+    deletions: list[SessionRow] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     late: int = 0  # behind this customer's own watermark floor
 
     def rows(self) -> list[SessionRow]:
-        return [*self.upserts, *self.tombstones]
+        return [*self.upserts, *self.deletions]
 
     def extend(self, other: SessionDelta) -> None:
         self.upserts.extend(other.upserts)
-        self.tombstones.extend(other.tombstones)
+        self.deletions.extend(other.deletions)
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.late += other.late
@@ -167,7 +167,7 @@ class Sessionizer:
                 delta.upserts.append(s.row(customer_key, versions.seq))
         for fid in sorted(vanished - current):
             versions.seq += 1
-            delta.tombstones.append(last_seen[fid].row(customer_key, versions.seq,
+            delta.deletions.append(last_seen[fid].row(customer_key, versions.seq,
                                                        deleted=True))
         # final sessions, and the ids of their events, can never change again
         sessions[:] = [s for s in sessions if s.end + gap > watermark]
@@ -187,7 +187,7 @@ class Sessionizer:
         delta = SessionDelta()
         for s in state.sessions:
             versions.seq += 1
-            delta.tombstones.append(s.row(customer_key, versions.seq, deleted=True))
+            delta.deletions.append(s.row(customer_key, versions.seq, deleted=True))
         payload = encode_sessions(state.sessions)
         state.sessions = []
         return payload, delta

@@ -250,7 +250,7 @@ def test_state_is_dropped_once_the_watermark_passes() -> None:
     assert len(h.sessions()) == 2
 
 
-def test_bridge_merges_and_tombstones_the_later_session() -> None:
+def test_bridge_merges_and_deletes_the_later_session() -> None:
     h = Harness(gap=10, lateness=100)
     h.batch([Ev("a", BASE, "web", "c"), Ev("b", BASE + 15, "app", "c")])
     assert len(h.sessions()) == 2
