@@ -178,6 +178,17 @@ class Sessionizer:
         sessions need no output when they become final)."""
         return min((s.end + self.gap_ms for s in state.sessions), default=None)
 
+    @staticmethod
+    def reemit(customer_key: str, state: CustomerState, *, versions: VersionCounter,
+               ) -> list[SessionRow]:
+        """Rows of the open sessions again, at new versions (a value loaded in a new
+        generation: their last write may have been lost, stream.stages.customers)."""
+        rows = []
+        for s in state.sessions:
+            versions.seq += 1
+            rows.append(s.row(customer_key, versions.seq))
+        return rows
+
     # ------------------------------------------------------------- stitching
     def release(self, customer_key: str, state: CustomerState, *, versions: VersionCounter,
                 ) -> tuple[list[Any], SessionDelta]:

@@ -38,9 +38,8 @@ state never knew, so nothing retracted it (found by the thorough property profil
 And versions jump by SEQ_EPOCH when a value is first loaded in a new generation (after
 a restart or rebalance), and at least to the generation's `version_floor`, so rows
 written again after a crash always supersede those of the attempt that crashed, even
-when its state is gone (a replay into a new broker). One counter per key
-(`CustomerJourneys.seq`) versions its journey instance rows and its session rows
-alike, deletions included (docs/stream.md "Exactly once in effect").
+when its state is gone (a replay into a new broker). `CustomerJourneys.seq` versions a
+key's session rows too (docs/stream.md "Exactly once in effect").
 """
 
 from __future__ import annotations
@@ -298,8 +297,8 @@ class CustomerStage:
                 batch.duplicates += screened.duplicates
                 batch.conflicts.extend(screened.conflicts)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at,
-                                         versions=v.journeys, left_out={*screened.left_out,
-                                                   *(e[1] for e in paths)})
+                                         versions=v.journeys,
+                                         left_out={*screened.left_out, *(e[1] for e in paths)})
             jd = self.engine.absorb(key, v.journeys, source, screened.kept,
                                     watermark=at, linked_at=linked_at, openings=openings,
                                     runs=runs, closed=closed)
@@ -311,8 +310,7 @@ class CustomerStage:
 
     def _settle(self, batch: CustomerBatch, partition: int, key: str, v: CustomerValue,
                 watermark: int) -> None:
-        sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark,
-                                    versions=v.journeys)
+        sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark, versions=v.journeys)
         batch.session_rows.extend(sd.rows())
         self._take(batch, partition, self.engine.advance(key, v.journeys, watermark=watermark))
 
@@ -392,12 +390,10 @@ class CustomerStage:
         instances are written again (their last write may have been lost between the
         store and the provisional write: module docstring)."""
         v.gen = self.generation
-        j = v.journeys  # the one counter of this key: its session and instance rows
-        j.seq = max(j.seq + SEQ_EPOCH, version_floor(self.generation))
-        for s in v.sessions.sessions:
-            j.seq += 1
-            batch.session_rows.append(s.row(key, j.seq))
-        batch.instance_rows.extend(self.engine.reemit(key, j))
+        v.journeys.seq = max(v.journeys.seq + SEQ_EPOCH, version_floor(self.generation))
+        batch.session_rows.extend(self.sessionizer.reemit(key, v.sessions,
+                                                          versions=v.journeys))
+        batch.instance_rows.extend(self.engine.reemit(key, v.journeys))
 
     @staticmethod
     def _take(batch: CustomerBatch, partition: int, delta: JourneyDelta) -> None:
