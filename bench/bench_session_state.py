@@ -10,6 +10,7 @@ bytes per event. `--root DIR` runs another checkout's sessionizer (a before/afte
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -23,6 +24,13 @@ class _Ev:
         self.event_id = f"{i:08d}-aaaa-bbbb-cccc-{i:012d}"
         self.occurred_at = 1_700_000_000_000 + i * 1000
         self.channel = ("web", "app")[i % 2]
+
+
+class _Seq:
+    __slots__ = ("seq",)
+
+    def __init__(self) -> None:
+        self.seq = 0
 
 
 def main() -> None:
@@ -41,9 +49,12 @@ def main() -> None:
     n = args.events
     evs = [_Ev(i) for i in range(n)]
     sz, state = Sessionizer(30 * 60_000), CustomerState()
+    # the row version counter (CustomerJourneys.seq in the stream), for a --root whose
+    # sessionizer takes one (since 2026-12-04)
+    kw = {"versions": _Seq()} if "versions" in inspect.signature(sz.apply).parameters else {}
     c0 = time.process_time()
     for k in range(0, n, 500):
-        sz.apply("c1", state, evs[k:k + 500], watermark=-(2**62))
+        sz.apply("c1", state, evs[k:k + 500], watermark=-(2**62), **kw)
     build = time.process_time() - c0
     data = state.dumps()
     reps = 20

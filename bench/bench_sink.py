@@ -40,6 +40,15 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def versions_of(sessionizer: Any, counter: Any) -> dict[str, Any]:
+    """The row version counter argument, for a --root whose sessionizer takes one (since
+    2026-12-04 session rows are versioned by the customer's counter, CustomerJourneys.seq)."""
+    import inspect
+
+    return ({"versions": counter} if "versions" in inspect.signature(sessionizer.apply).parameters
+            else {})
+
+
 def outputs(n_events: int, batch: int, seed: int) -> list[tuple[list[Any], ...]]:
     """Per batch: (touchpoints, session rows, instance upserts, retractions)."""
     from ingest.generator import GeneratorConfig, generate_events
@@ -76,7 +85,8 @@ def outputs(n_events: int, batch: int, seed: int) -> list[tuple[list[Any], ...]]
         upserts: list[Any] = []
         retractions: list[Any] = []
         for key, evs in groups.items():
-            sd = sessionizer.apply(key, sessions[key], evs, watermark=wm)
+            sd = sessionizer.apply(key, sessions[key], evs, watermark=wm,
+                                   **versions_of(sessionizer, journeys[key]))
             srows.extend(sd.rows())
             jd = engine.apply(key, journeys[key], evs, watermark=wm)
             upserts.extend(jd.upserts)

@@ -5,8 +5,11 @@ are named (docs/semantics.md "Definition versions"). The stream's version scheme
 outbid it."""
 
 TOMBSTONE_VERSION = 2**62
-"""The version of a row that says "this id no longer exists": above any real version,
-so it wins in FINAL (sessions merged away, journey instances retracted)."""
+"""The top of the row version range: above every version the stream or a replay hands
+out (`journeys replay` checks its own against it), so a row written at it wins in FINAL
+for good. Nothing writes it any more: since 2026-12-04 session deletions, like journey
+retractions, carry the customer's counter (docs/stream.md "Exactly once in effect"), so
+an id can come back with a higher version."""
 
 UNVERSIONED = "unversioned"
 """How the API names the definition version of result rows written before definitions

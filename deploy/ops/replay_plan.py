@@ -13,9 +13,10 @@ is decided by whether it is *final* at the replay's horizon (a watermark):
   (`replay_version`), and retracts stored final rows it no longer produces;
 - open rows belong to the live stream, which has (or will have) their newest events:
   the replay only adds those the warehouse has never seen (a new definition, history
-  that was late), at a version the stream's next write of them beats (journeys: 0;
-  sessions: their event count, as the stream writes them); a stored open row it
-  disagrees with is counted as *left to the live stream*, not touched.
+  that was late), at version 0, which the stream's next write of them beats (its
+  versions come from per-customer counters that start at a generation's
+  `version_floor`: journeys/versions.py); a stored open row it disagrees with is
+  counted as *left to the live stream*, not touched.
 
 Rows that are equal are not written, so a second replay writes nothing.
 """
@@ -33,12 +34,16 @@ REPLAY_LEAD = 2**60
 """Versions of replayed final rows: the run's start in ms × 2^20 (the stream's version
 floor of a worker generation started then, journeys/versions.py `version_floor`)
 plus REPLAY_LEAD. Above every version the stream hands out (a generation started up to
-2^40 ms, 34 years, after the replay included; sessions: event counts), higher for a
-later run, whose rows replace an earlier run's, and below TOMBSTONE_VERSION (2^62: a
-session id merged away never comes back) until 2074."""
+2^40 ms, 34 years, after the replay included; journey instance and session rows alike,
+both from the per-customer counter), higher for a later run, whose rows replace an
+earlier run's, and below TOMBSTONE_VERSION (2^62, the top of the version range) until
+2074."""
 
 OPEN_JOURNEY_VERSION = 0
 """Version of an open instance the replay adds: any write of the stream wins over it."""
+
+OPEN_SESSION_VERSION = 0
+"""Version of an open session the replay adds: any write of the stream wins over it."""
 
 INSTANCE_COMPARED = (
     "customer_id", "status", "opened_at_ms", "closed_at_ms", "last_event_at_ms",
@@ -213,13 +218,13 @@ def plan_sessions(
         old = stored.get(sid)
         if old is not None and not old.deleted and old.content == content:
             c.unchanged += 1
-        elif old is not None and (old.deleted or not final):
-            c.left_to_live += 1  # merged away in the stream (tombstones are final) / open
-        else:
+        elif old is not None and not final:
+            c.left_to_live += 1  # the stream has written it: its newest events are there
+        else:  # (a final one the stream deleted comes back: the replay version outbids it)
             plan.session_rows.append((sid, customer, start, end, started, events,
                                       list(channels), first,
-                                      version if final else int(events), 0))
-            if old is None:
+                                      version if final else OPEN_SESSION_VERSION, 0))
+            if old is None or old.deleted:
                 c.added += 1
             else:
                 c.changed += 1
@@ -229,7 +234,7 @@ def plan_sessions(
         if old.final:
             customer, start, end, events, channels, first = old.content
             plan.session_rows.append((sid, customer, start, end, None, events,
-                                      list(channels), first, TOMBSTONE_VERSION, 1))
+                                      list(channels), first, version, 1))
             c.removed += 1
         else:
             c.left_to_live += 1

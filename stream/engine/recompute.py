@@ -100,7 +100,8 @@ class GroupResult:
 
 
 class _Fold:
-    """Folds deltas like the warehouse would: highest version per id wins."""
+    """Folds deltas like the warehouse would: highest version per id wins (sessions and
+    instances of a key share its counter, `CustomerJourneys.seq`, as in the stream)."""
 
     def __init__(self) -> None:
         self.result = GroupResult()
@@ -158,7 +159,8 @@ def recompute_group(
         _apply(key, mine[i:j], w, s_state, j_state, engine, sessionizer, fold)
         i = j
         payload, h = handed[dev]
-        fold.sessions(sessionizer.absorb(key, s_state, payload, watermark=w))
+        fold.sessions(sessionizer.absorb(key, s_state, payload, watermark=w,
+                                         versions=j_state))
         fold.journeys(engine.absorb(key, j_state, dev, h.events, watermark=w, linked_at=at,
                                     openings=h.openings, runs=h.runs, closed=h.closed))
     _apply(key, mine[i:], horizon, s_state, j_state, engine, sessionizer, fold)
@@ -177,7 +179,8 @@ class JourneyHandover(NamedTuple):
 def _apply(key: str, events: Sequence[RawEvent], watermark: int, s_state: CustomerState,
            j_state: CustomerJourneys, engine: JourneyEngine, sessionizer: Sessionizer,
            fold: _Fold) -> None:
-    fold.sessions(sessionizer.apply(key, s_state, events, watermark=watermark))
+    fold.sessions(sessionizer.apply(key, s_state, events, watermark=watermark,
+                                    versions=j_state))
     fold.journeys(engine.apply(key, j_state, events, watermark=watermark))
 
 
@@ -188,7 +191,7 @@ def _device(dev: str, events: Sequence[RawEvent], watermark: int, engine: Journe
     _apply(dev, events, watermark, s_state, j_state, engine, sessionizer, fold)
     openings, runs = engine.openings(j_state), engine.capped_runs(j_state)
     closed = engine.closed_events(j_state)
-    payload, s_delta = sessionizer.release(dev, s_state)
+    payload, s_delta = sessionizer.release(dev, s_state, versions=j_state)
     fold.sessions(s_delta)
     released, j_delta = engine.release(dev, j_state)
     fold.journeys(j_delta)

@@ -13,11 +13,10 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from journeys.versions import TOMBSTONE_VERSION
 from stream.eventtime.watermarks import NO_WATERMARK
 
 CH0 = 48  # byte of channel index 0 ("0"): stored as text (latin-1), one char per event
@@ -30,6 +29,17 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "session_id", "customer_id", "started_at_ms", "ended_at_ms", "started_at",
     "events", "channels", "first_channel", "version", "deleted",
 )
+
+
+class VersionCounter(Protocol):
+    """Where a customer's session row versions come from: a counter that only grows,
+    bumped once per row. The stream shares the customer's journey counter
+    (`CustomerJourneys.seq`, which jumps on reload: journeys/versions.py), so a session
+    id's rows outbid each other in write order whatever their content: a session that
+    loses an event, is split, or comes back after a deletion is expressible
+    (docs/semantics.md "Ordering and duplicates")."""
+
+    seq: int
 
 
 class SessionRow(NamedTuple):
@@ -130,7 +140,9 @@ class OpenSession:
             cur.cix.append(CH0 + list(cur.channels).index(ch))
         return out
 
-    def row(self, customer_key: str, *, deleted: bool = False) -> SessionRow:
+    def row(self, customer_key: str, version: int, *, deleted: bool = False) -> SessionRow:
+        """Its row at `version` (from the customer's `VersionCounter`); `deleted`: the
+        id no longer exists (merged away, handed over), until a higher version says so."""
         ordered = sorted(self.channels, key=self.channels.__getitem__)
         return SessionRow(
             session_id=session_id(customer_key, self.first_id),
@@ -141,7 +153,7 @@ class OpenSession:
             events=self.count,
             channels=ordered,
             first_channel=ordered[0],
-            version=TOMBSTONE_VERSION if deleted else self.count,
+            version=version,
             deleted=1 if deleted else 0,
         )
 
@@ -151,7 +163,7 @@ class OpenSession:
                            None if self.cix is None else bytearray(self.cix))
 
     def snapshot(self) -> OpenSession:
-        """A copy for its row only (a tombstone later): without the ids, which a long
+        """A copy for its row only (a deletion later): without the ids, which a long
         session has many of."""
         return OpenSession(self.start, self.first_id, self.end, self.count, dict(self.channels),
                            [])

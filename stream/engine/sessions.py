@@ -24,11 +24,14 @@ worker never applied arrived after the floor was set, so they are judged no more
 strictly than before.
 
 The state, its rows and its bytes live in stream.engine.session_state. Output rows
-are idempotent upserts for a ReplacingMergeTree(version) table: the session id is a
-hash of (customer key, event id of the session's earliest event), the version is the
-event count. Sessions only ever grow, so an id's content is fixed by
-its count and an id that stops being the earliest (merge, earlier late event) never
-comes back: it gets a tombstone row with version TOMBSTONE_VERSION.
+are upserts for a ReplacingMergeTree(version) table: the session id is a hash of
+(customer key, event id of the session's earliest event); the version comes from the
+customer's counter (`versions`, session_state.VersionCounter: the stream passes the
+journeys' `seq`), one step per row, so an id's later row always wins, whatever its
+content. An id that stops being the earliest (merge, earlier late event, handover)
+gets a deletion row (`deleted = 1`) at a counter version too, not a version above all
+others: a later row can bring the id back (docs/semantics.md "Ordering and
+duplicates").
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from stream.engine.session_state import (
     CustomerState,
     OpenSession,
     SessionRow,
+    VersionCounter,
     decode_sessions,
     encode_sessions,
 )
@@ -62,17 +66,17 @@ class SessionDelta:
     """Rows to write after applying events: changed sessions and vanished ids."""
 
     upserts: list[SessionRow] = field(default_factory=list)
-    tombstones: list[SessionRow] = field(default_factory=list)
+    deletions: list[SessionRow] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     late: int = 0  # behind this customer's own watermark floor
 
     def rows(self) -> list[SessionRow]:
-        return [*self.upserts, *self.tombstones]
+        return [*self.upserts, *self.deletions]
 
     def extend(self, other: SessionDelta) -> None:
         self.upserts.extend(other.upserts)
-        self.tombstones.extend(other.tombstones)
+        self.deletions.extend(other.deletions)
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.late += other.late
@@ -93,8 +97,10 @@ class Sessionizer:
         events: Iterable[EventLike],
         *,
         watermark: int,
+        versions: VersionCounter,
     ) -> SessionDelta:
-        """Apply events in any order (mutating `state`), then drop what is final.
+        """Apply events in any order (mutating `state`), then drop what is final; rows
+        take their versions from `versions` (bumped once per row).
 
         `watermark` must be the clock's value after the batch: events are checked for
         lateness against the clock by the caller as they arrive, finality only after
@@ -120,7 +126,8 @@ class Sessionizer:
             delta.applied += 1
             self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}, [eid],
                                                [t], bytearray(b"0")), vanished, last_seen)
-        self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
+        self._finish(customer_key, state, before, last_seen, vanished, watermark, delta,
+                     versions)
         return delta
 
     def _insert(self, sessions: list[OpenSession], new: OpenSession, vanished: set[str],
@@ -150,15 +157,18 @@ class Sessionizer:
 
     def _finish(self, customer_key: str, state: CustomerState, before: dict[str, int],
                 last_seen: dict[str, OpenSession], vanished: set[str], watermark: int,
-                delta: SessionDelta) -> None:
+                delta: SessionDelta, versions: VersionCounter) -> None:
         gap = self.gap_ms
         sessions = state.sessions
         current = {s.first_id for s in sessions}
         for s in sessions:
             if before.get(s.first_id) != s.count:
-                delta.upserts.append(s.row(customer_key))
+                versions.seq += 1
+                delta.upserts.append(s.row(customer_key, versions.seq))
         for fid in sorted(vanished - current):
-            delta.tombstones.append(last_seen[fid].row(customer_key, deleted=True))
+            versions.seq += 1
+            delta.deletions.append(last_seen[fid].row(customer_key, versions.seq,
+                                                       deleted=True))
         # final sessions, and the ids of their events, can never change again
         sessions[:] = [s for s in sessions if s.end + gap > watermark]
         state.watermark = watermark
@@ -168,21 +178,34 @@ class Sessionizer:
         sessions need no output when they become final)."""
         return min((s.end + self.gap_ms for s in state.sessions), default=None)
 
+    @staticmethod
+    def reemit(customer_key: str, state: CustomerState, *, versions: VersionCounter,
+               ) -> list[SessionRow]:
+        """Rows of the open sessions again, at new versions (a value loaded in a new
+        generation: their last write may have been lost, stream.stages.customers)."""
+        rows = []
+        for s in state.sessions:
+            versions.seq += 1
+            rows.append(s.row(customer_key, versions.seq))
+        return rows
+
     # ------------------------------------------------------------- stitching
-    def release(self, customer_key: str, state: CustomerState) -> tuple[list[Any],
-                                                                        SessionDelta]:
+    def release(self, customer_key: str, state: CustomerState, *, versions: VersionCounter,
+                ) -> tuple[list[Any], SessionDelta]:
         """Hand the open sessions (with their events' ids) over (the key was linked to a
-        customer); tombstones for the sessions, which reappear under the customer. The
-        state is emptied."""
+        customer); deletions for the sessions, at this key's versions: they reappear
+        under the customer (other ids, its own counter). The state is emptied."""
         delta = SessionDelta()
         for s in state.sessions:
-            delta.tombstones.append(s.row(customer_key, deleted=True))
+            versions.seq += 1
+            delta.deletions.append(s.row(customer_key, versions.seq, deleted=True))
         payload = encode_sessions(state.sessions)
         state.sessions = []
         return payload, delta
 
     def absorb(self, customer_key: str, state: CustomerState, payload: list[Any], *,
-               watermark: int, left_out: Collection[str] = ()) -> SessionDelta:
+               watermark: int, versions: VersionCounter,
+               left_out: Collection[str] = ()) -> SessionDelta:
         """Merge released sessions into this customer's: intervals closer than the gap
         join. An event id this customer counts already, or one `left_out` names (the
         customer stage's choice: stream.stages.duplicates.handed_over), is taken out of
@@ -211,5 +234,6 @@ class Sessionizer:
             if s.count > 0:
                 delta.applied += s.count
                 self._insert(sessions, s, vanished, last_seen)
-        self._finish(customer_key, state, before, last_seen, vanished, watermark, delta)
+        self._finish(customer_key, state, before, last_seen, vanished, watermark, delta,
+                     versions)
         return delta

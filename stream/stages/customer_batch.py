@@ -80,7 +80,10 @@ class CustomerBatch:
                 [r for r in self.instance_rows if self._provisional_instance(r)])
 
     def _provisional_session(self, r: SessionRow) -> bool:
-        return not r.deleted and r.session_id in self.open_sessions
+        # by id, deletions too: an id open after the batch has all its rows of the
+        # batch written in the order (and so the versions) they were made, even one
+        # deleted and back in the same batch
+        return r.session_id in self.open_sessions
 
     def _provisional_instance(self, r: InstanceRow) -> bool:
         # non-final: still in the state's `emitted`, whatever its status (a run that

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.engine.journey_state import CustomerJourneys
 from stream.eventtime.watermarks import decode_claims
 from stream.stages.customer_batch import CustomerBatch, Ev
 from stream.stages.customer_progress import PartitionProgress
@@ -96,8 +97,11 @@ def forget_key(inp: BatchInput, batch: CustomerBatch, w: CustomerWork, partition
                key: str, progress_for: Callable[[int], PartitionProgress]) -> None:
     """Empty a key's state (journeys.control "forget"): what it applied so far and
     its events read earlier in this batch are gone; only its input positions stay
-    (offsets, which recognise a re-delivered record); later events start afresh."""
-    w.value = CustomerValue(positions=w.value.positions, gen=w.value.gen)
+    (offsets, which recognise a re-delivered record) and its row version counter (rows
+    of its ids written later must still outbid any written before); later events start
+    afresh."""
+    w.value = CustomerValue(positions=w.value.positions, gen=w.value.gen,
+                            journeys=CustomerJourneys(seq=w.value.journeys.seq))
     w.expire = None
     inp.groups.pop((partition, key), None)
     inp.offsets.pop((partition, key), None)

@@ -38,7 +38,8 @@ state never knew, so nothing retracted it (found by the thorough property profil
 And versions jump by SEQ_EPOCH when a value is first loaded in a new generation (after
 a restart or rebalance), and at least to the generation's `version_floor`, so rows
 written again after a crash always supersede those of the attempt that crashed, even
-when its state is gone (a replay into a new broker).
+when its state is gone (a replay into a new broker). `CustomerJourneys.seq` versions a
+key's session rows too (docs/stream.md "Exactly once in effect").
 """
 
 from __future__ import annotations
@@ -233,7 +234,8 @@ class CustomerStage:
                                     inp.offsets[(partition, key)])
             batch.duplicates += screened.duplicates
             batch.conflicts.extend(screened.conflicts)
-            sd = self.sessionizer.apply(key, v.sessions, screened.kept, watermark=wm)
+            sd = self.sessionizer.apply(key, v.sessions, screened.kept, watermark=wm,
+                                        versions=v.journeys)
             tail = [tuple(e) if e[5] is not None else e[:5]  # (no trailing null stored)
                     for e in screened.kept]
             jd = self.engine.apply_tail(key, v.journeys, tail, watermark=wm)
@@ -262,7 +264,8 @@ class CustomerStage:
                     # a link or a hold loads a key without settling it)
                 w = load(partition, key)
                 wm = self._settle_at(partition, w)
-                sd = self.sessionizer.apply(key, w.value.sessions, (), watermark=wm)
+                sd = self.sessionizer.apply(key, w.value.sessions, (), watermark=wm,
+                                            versions=w.value.journeys)
                 batch.session_rows.extend(sd.rows())
                 self._take(batch, partition,
                            self.engine.advance(key, w.value.journeys, watermark=wm))
@@ -314,8 +317,8 @@ class CustomerStage:
                 batch.duplicates += screened.duplicates
                 batch.conflicts.extend(screened.conflicts)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at,
-                                         left_out={*screened.left_out,
-                                                   *(e[1] for e in paths)})
+                                         versions=v.journeys,
+                                         left_out={*screened.left_out, *(e[1] for e in paths)})
             jd = self.engine.absorb(key, v.journeys, source, screened.kept,
                                     watermark=at, linked_at=linked_at, openings=openings,
                                     runs=runs, closed=closed)
@@ -327,7 +330,7 @@ class CustomerStage:
 
     def _settle(self, batch: CustomerBatch, partition: int, key: str, v: CustomerValue,
                 watermark: int) -> None:
-        sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark)
+        sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark, versions=v.journeys)
         batch.session_rows.extend(sd.rows())
         self._take(batch, partition, self.engine.advance(key, v.journeys, watermark=watermark))
 
@@ -336,7 +339,7 @@ class CustomerStage:
         """A linked device, settled up to the link's time, hands what is not final then
         over to the customer (sent even when empty: the customer is holding for it)."""
         v.linked = None
-        spayload, sd = self.sessionizer.release(anon, v.sessions)
+        spayload, sd = self.sessionizer.release(anon, v.sessions, versions=v.journeys)
         openings = self.engine.openings(v.journeys)
         runs = self.engine.capped_runs(v.journeys)
         closed = self.engine.closed_events(v.journeys)
@@ -408,7 +411,8 @@ class CustomerStage:
         store and the provisional write: module docstring)."""
         v.gen = self.generation
         v.journeys.seq = max(v.journeys.seq + SEQ_EPOCH, version_floor(self.generation))
-        batch.session_rows.extend(s.row(key) for s in v.sessions.sessions)
+        batch.session_rows.extend(self.sessionizer.reemit(key, v.sessions,
+                                                          versions=v.journeys))
         batch.instance_rows.extend(self.engine.reemit(key, v.journeys))
 
     @staticmethod

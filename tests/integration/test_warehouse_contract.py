@@ -128,17 +128,26 @@ def test_touchpoints_roundtrip_and_duplicates_count_once(migrated: Warehouse) ->
     ]
 
 
-def test_sessions_final_and_tombstones(migrated: Warehouse) -> None:
+def test_sessions_final_and_deletions(migrated: Warehouse) -> None:
+    """Versions as the stream hands them out (the customer's counter, deletions
+    included: docs/stream.md "Exactly once in effect"): the highest wins, so a deleted
+    id comes back with a higher version, and a pre-2026-12-04 deletion at
+    TOMBSTONE_VERSION stays."""
     wh = migrated
-    writers.write_sessions(wh, [_session("s1", JAN2, "web", 1), _session("s2", JAN2, "app", 1)])
-    writers.write_sessions(wh, [_session("s1", JAN2, "web", 3, events=3),
-                                _session("s1", JAN2, "web", 2, events=2)])  # late, lower
-    writers.write_sessions(wh, [_session("s2", JAN2, "app", TOMBSTONE_VERSION, deleted=1)])
+    writers.write_sessions(wh, [_session("s1", JAN2, "web", 1), _session("s2", JAN2, "app", 2),
+                                _session("s3", JAN2, "web", 3), _session("s4", JAN2, "app", 4)])
+    writers.write_sessions(wh, [_session("s1", JAN2, "web", 7, events=3),
+                                _session("s1", JAN2, "web", 6, events=2)])  # late, lower
+    writers.write_sessions(wh, [_session("s2", JAN2, "app", 8, deleted=1),
+                                _session("s3", JAN2, "web", 9, deleted=1),
+                                _session("s4", JAN2, "app", TOMBSTONE_VERSION, deleted=1)])
+    writers.write_sessions(wh, [_session("s3", JAN2, "web", 10, events=2),  # back
+                                _session("s4", JAN2, "app", 11, events=2)])  # not: 2^62
     live = (f"SELECT session_id, events FROM {wh.database}.{SESSIONS.name} FINAL "
             "WHERE deleted = 0 ORDER BY session_id")
-    assert wh.query(live) == [("s1", 3)]
+    assert wh.query(live) == [("s1", 3), ("s3", 2)]
     wh.execute(f"OPTIMIZE TABLE {wh.database}.{SESSIONS.name} FINAL")
-    assert wh.query(live) == [("s1", 3)]
+    assert wh.query(live) == [("s1", 3), ("s3", 2)]
 
 
 def test_sessions_per_day_is_exact(migrated: Warehouse) -> None:
@@ -150,7 +159,7 @@ def test_sessions_per_day_is_exact(migrated: Warehouse) -> None:
         _session("c", last_second, "web", 1),
         _session("d", JAN2 + DAY_MS, "web", 2),  # 2024-01-03 00:00:00
         _session("e", JAN2 + DAY_MS, "email", 1),
-        _session("e", JAN2 + DAY_MS, "email", TOMBSTONE_VERSION, deleted=1),  # merged away
+        _session("e", JAN2 + DAY_MS, "email", 2, deleted=1),  # merged away
         _session("f", JAN2 + 40 * DAY_MS, "web", 1),  # 2024-02-11, other partition
         _session("g", JAN2 - 1000, "web", 1),  # 2024-01-01 23:59:59, out of range
     ]

@@ -10,7 +10,8 @@ Watermark claims travel in the envelopes, exactly as in the worker. `legacy` is 
 share of internal records written in the older JSON wire format (format 2), as workers
 of an earlier version left them on the topics (stream.stages.envelopes).
 
-Warehouse rows are folded like ReplacingMergeTree(version) with tombstones; tables are
+Warehouse rows are folded like ReplacingMergeTree(version) with deletions, and every
+session row written is logged (`session_writes`: each id's versions must grow); tables are
 dicts of bytes. Stages commit their input offsets after some batches (at random) and
 after every tick (a commit interval passed). Restarts model crashes: a validate reader
 restarts from one of its last commits, the identity and customer stages are rebuilt
@@ -22,6 +23,7 @@ uncommitted batch can lose them).
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -102,6 +104,9 @@ class Pipeline:
         self.instances: dict[str, InstanceRow] = {}
         self.versions: dict[str, int] = {}
         self.sessions: dict[str, tuple[int, SessionRow]] = {}
+        # session id -> (version, deleted) of every row written for it, in write order
+        # (writes a crash prevented included: a later row must outbid those too)
+        self.session_writes: dict[str, list[tuple[int, int]]] = {}
         self.closed: list[InstanceRow] = []
         self.merge_rows: dict[str, MergeRecord] = {}  # identity_merges: last write wins
         # the table values the last batch overwrote (None: absent), while uncommitted
@@ -283,7 +288,11 @@ class Pipeline:
         for log in [*self.by_identity, *self.by_customer, *self.handovers]:
             log.pos = log.committed
         self.identity = IdentityStage(self.partitions, self.partitions)
+        crashed = self.customers.generation
         self.customers = self._new_customer_stage()
+        # a worker restarts a millisecond or more after the one that crashed started:
+        # its version floor (ms resolution, journeys/versions.py) is above that one's
+        self.customers.generation = max(self.customers.generation, crashed + 1_000_000)
         self.customers.rebuild(set(range(self.partitions)), list(self.states.items()))
 
     def _apply(self, batch: CustomerBatch) -> None:
@@ -318,6 +327,8 @@ class Pipeline:
         """ReplacingMergeTree(version) semantics; returns what was replaced."""
         undo: dict[tuple[str, str], Any] = {}
         for row in sessions:
+            self.session_writes.setdefault(row.session_id, []).append((row.version,
+                                                                       row.deleted))
             old = self.sessions.get(row.session_id)
             if old is None or row.version > old[0]:
                 undo.setdefault(("s", row.session_id), old)
@@ -378,6 +389,11 @@ class Pipeline:
     @property
     def merges(self) -> list[MergeRecord]:
         return list(self.merge_rows.values())
+
+    def unordered_session_writes(self) -> dict[str, list[tuple[int, int]]]:
+        """Session ids whose rows were not written in strictly increasing versions."""
+        return {sid: rows for sid, rows in self.session_writes.items()
+                if any(b[0] <= a[0] for a, b in pairwise(rows))}
 
     def live_sessions(self) -> set[tuple[str, int, int, int]]:
         return {(r.customer_id, r.started_at_ms, r.ended_at_ms, r.events)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from deploy.ops.replay_plan import (
     INSTANCE_COMPARED,
     OPEN_JOURNEY_VERSION,
+    OPEN_SESSION_VERSION,
     SESSIONS_KEY,
     Plan,
     Stored,
@@ -39,6 +41,7 @@ from stream.engine.sessions import Sessionizer
 from tests.integration.test_stream_journeys import DEFINITIONS, traffic
 from tests.profiles import examples
 from tests.reference.stitching_ref import split, view_of
+from tests.unit.test_stream_stages import run, scenario
 from warehouse.tables import JOURNEY_INSTANCES
 from warehouse.writers_journeys import journey_instance_row
 
@@ -193,10 +196,13 @@ def test_plan_sessions() -> None:
                   gap_ms=gap, horizon=horizon, version=replay_version(7),
                   in_scope=lambda t: True)
     got = {r[0]: (r[8], r[9]) for r in plan.session_rows}
-    assert got == {"grew": (replay_version(7), 0), "open": (1, 0),
-                   "gone": (TOMBSTONE_VERSION, 1)}
+    # final rows and deletions at the replay's version (above the stream's counters, so
+    # a session the stream deleted comes back); an open one at 0, below any stream row
+    assert got == {"grew": (replay_version(7), 0), "open": (OPEN_SESSION_VERSION, 0),
+                   "merged": (replay_version(7), 0), "gone": (replay_version(7), 1)}
+    assert OPEN_SESSION_VERSION == 0
     c = plan.counts[SESSIONS_KEY]
-    assert (c.added, c.changed, c.removed, c.unchanged, c.left_to_live) == (1, 1, 1, 1, 2)
+    assert (c.added, c.changed, c.removed, c.unchanged, c.left_to_live) == (2, 1, 1, 1, 1)
 
 
 def test_replay_versions_outbid_the_stream_and_stay_below_tombstones() -> None:
@@ -207,6 +213,22 @@ def test_replay_versions_outbid_the_stream_and_stay_below_tombstones() -> None:
     # (plus its per-customer counter, far below 2^20 per ms of difference)
     assert version_floor((now + 2**40 - 1) * 1_000_000) < replay_version(now)
     assert len(INSTANCE_COMPARED) == len(set(INSTANCE_COMPARED))
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(scenario(links=True))
+def test_replayed_rows_outbid_every_row_the_stream_wrote(case: Any) -> None:
+    """Session rows (deletions included) and instance rows of the stage pipeline, over
+    random batchings and restarts (one counter per key, jumping at every generation):
+    below the version of a replay started even 2^39 ms (17 years) before the workers,
+    and above the version of the open rows a replay adds."""
+    started = time.time_ns() // 1_000_000
+    pipe, _events, _final = run(case, restarts=True)
+    sessions = [v for rows in pipe.session_writes.values() for v, _deleted in rows]
+    instances = list(pipe.versions.values())  # the highest per instance id
+    assert max([*sessions, *instances], default=0) < replay_version(started - 2**39)
+    assert min(sessions, default=1) > OPEN_SESSION_VERSION
+    assert min(instances, default=1) > OPEN_JOURNEY_VERSION
 
 
 def test_batches_hold_about_the_same_number_of_events() -> None:

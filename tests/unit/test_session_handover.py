@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.engine.journey_state import CustomerJourneys
 from stream.engine.session_state import (
     CustomerState,
     OpenSession,
@@ -34,13 +35,13 @@ def _events(draw: st.DrawFn) -> list[Ev]:
 
 def _shape(sessions: list[OpenSession]) -> list[tuple[object, ...]]:
     """What a row shows, plus the ids (their order aside)."""
-    return sorted((s.start, s.first_id, s.end, s.count, s.row("c").channels,
-                   s.row("c").first_channel, sorted(s.ids)) for s in sessions)
+    return sorted((s.start, s.first_id, s.end, s.count, s.row("c", 1).channels,
+                   s.row("c", 1).first_channel, sorted(s.ids)) for s in sessions)
 
 
 def _sessions_of(events: list[Ev]) -> list[OpenSession]:
     state = CustomerState()
-    Sessionizer(GAP).apply("d1", state, events, watermark=NO_WM)
+    Sessionizer(GAP).apply("d1", state, events, watermark=NO_WM, versions=CustomerJourneys())
     return state.sessions
 
 
@@ -51,10 +52,10 @@ def test_a_session_without_some_events_is_the_sessions_of_the_others(
     events = data.draw(st.composite(_events)())
     order = data.draw(st.permutations(events))
     batches = data.draw(st.integers(1, 4))
-    state = CustomerState()
+    state, seq = CustomerState(), CustomerJourneys()
     sz = Sessionizer(GAP)
     for k in range(batches):  # built in any order and batching, round-tripped as stored
-        sz.apply("d1", state, order[k::batches], watermark=NO_WM)
+        sz.apply("d1", state, order[k::batches], watermark=NO_WM, versions=seq)
         state = CustomerState.loads(state.dumps())
     drop = set(data.draw(st.lists(st.sampled_from([e.event_id for e in events]))))
     got = [piece for s in decode_sessions(orjson.loads(orjson.dumps(
@@ -70,15 +71,18 @@ def test_a_left_out_bridge_splits_the_handed_over_session_before_it_joins() -> N
     assert len(device) == 1
     customer = CustomerState()
     sz = Sessionizer(GAP)
-    sz.apply("c1", customer, [Ev("x", BASE + 3 * 3_600_000, "web", "c1")], watermark=NO_WM)
-    delta = sz.absorb("c1", customer, encode_sessions(device), watermark=NO_WM)
+    seq = CustomerJourneys()  # the customer's version counter
+    sz.apply("c1", customer, [Ev("x", BASE + 3 * 3_600_000, "web", "c1")], watermark=NO_WM,
+             versions=seq)
+    delta = sz.absorb("c1", customer, encode_sessions(device), watermark=NO_WM, versions=seq)
     assert delta.duplicates == 1
-    assert [(s.start, s.end, s.count, s.row("c1").channels) for s in customer.sessions] == [
+    assert [(s.start, s.end, s.count, s.row("c1", 1).channels) for s in customer.sessions] == [
         (BASE, BASE, 1, ["web"]), (BASE + 40 * 60_000, BASE + 40 * 60_000, 1, ["app"]),
         (BASE + 3 * 3_600_000, BASE + 3 * 3_600_000, 1, ["web"])]
     # named by the stage (the customer has the id in a journey only): taken out alike
     other = CustomerState()
-    sz.absorb("c2", other, encode_sessions(device), watermark=NO_WM, left_out={"x"})
+    sz.absorb("c2", other, encode_sessions(device), watermark=NO_WM, versions=CustomerJourneys(),
+              left_out={"x"})
     assert [(s.start, s.count) for s in other.sessions] == [(BASE, 1), (BASE + 40 * 60_000, 1)]
 
 

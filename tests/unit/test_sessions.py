@@ -4,7 +4,11 @@ The reference is the DESIGN.md definition done the obvious way: sort a customer'
 distinct events, split where the gap to the previous event is >= gap. The incremental
 side is driven the way the stream drives it: per-partition clock, random batches, state
 round-tripped through bytes after every batch, output rows folded like a
-ReplacingMergeTree(version) with tombstones applied.
+ReplacingMergeTree(version) with deletions applied. Row versions come from a counter per
+customer stored with its state, which jumps by SEQ_EPOCH, and at least to the worker
+generation's version_floor, when a worker first loads the customer (as
+stream.stages.customers does); every row written for a session id must
+outbid the ones written for it before, deletions included.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journeys.versions import TOMBSTONE_VERSION
+from journeys.versions import SEQ_EPOCH, version_floor
 from stream.engine.session_state import CustomerState, SessionRow, session_id
 from stream.engine.sessions import Sessionizer
 from stream.eventtime.watermarks import SourceClock
@@ -61,20 +65,44 @@ def reference(events: list[Ev], gap: int) -> dict[str, tuple]:
     return out
 
 
+@dataclass
+class Seq:
+    """A customer's version counter (the stream's is CustomerJourneys.seq)."""
+
+    seq: int = 0
+
+
+@dataclass
+class Store:
+    """What outlives a worker: state bytes and counters, and the warehouse with every
+    version written per session id (in write order)."""
+
+    table: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    warehouse: dict[str, SessionRow] = field(default_factory=dict)
+    written: dict[str, list[int]] = field(default_factory=dict)
+    workers: int = 0  # workers started so far: one generation each, 1 s apart
+
+
 class Harness:
     """One partition of the stream: clock, table of state bytes, warehouse fold.
 
-    A restarted worker is a new Harness sharing `table` and `warehouse` with the old one.
+    A restarted worker is a new Harness sharing `store` with the old one.
     """
 
-    def __init__(self, gap: int, lateness: int, *, table: dict[str, bytes] | None = None,
-                 warehouse: dict[str, SessionRow] | None = None) -> None:
+    def __init__(self, gap: int, lateness: int, *, store: Store | None = None) -> None:
         self.sessionizer = Sessionizer(gap)
         self.clock = SourceClock(lateness)
-        self.table: dict[str, bytes] = {} if table is None else table
-        self.warehouse: dict[str, SessionRow] = {} if warehouse is None else warehouse
+        self.store = Store() if store is None else store
+        self.warehouse = self.store.warehouse
+        self.loaded: set[str] = set()  # customers this worker loaded (its generation)
+        self.store.workers += 1
+        self.floor = version_floor((BASE + self.store.workers * 1000) * 1_000_000)
         self.applied: list[Ev] = []
         self.late = 0
+
+    def state(self, cust: str) -> CustomerState:
+        stored = self.store.table.get(cust)
+        return CustomerState.loads(stored[0] if stored else None)
 
     def batch(self, events: list[Ev], store: Callable[[str], bool] = lambda _: True) -> None:
         """Process a batch; rows are written, then states stored where `store` says so
@@ -85,22 +113,28 @@ class Harness:
                 self.late += 1
             else:
                 groups[e.customer].append(e)
-        new_states: dict[str, bytes] = {}
+        new_states: dict[str, tuple[bytes, int]] = {}
         for cust, evs in groups.items():
-            state = CustomerState.loads(self.table.get(cust))
+            state = self.state(cust)
+            seq = Seq(self.store.table.get(cust, (b"", 0))[1])
+            if cust not in self.loaded:  # first load by this worker: past a crash's rows
+                self.loaded.add(cust)
+                seq.seq = max(seq.seq + SEQ_EPOCH, self.floor)
             floor = state.watermark
-            delta = self.sessionizer.apply(cust, state, evs, watermark=self.clock.mark)
+            delta = self.sessionizer.apply(cust, state, evs, watermark=self.clock.mark,
+                                           versions=seq)
             self.late += delta.late
             self.applied.extend(e for e in evs if e.occurred_at >= floor)
-            new_states[cust] = state.dumps()
+            new_states[cust] = (state.dumps(), seq.seq)
             for row in delta.rows():
                 self.fold(row)
-        self.table.update((c, b) for c, b in new_states.items() if store(c))
+        self.store.table.update((c, b) for c, b in new_states.items() if store(c))
 
     def fold(self, row: SessionRow) -> None:
+        mine = self.store.written.setdefault(row.session_id, [])
+        assert not mine or row.version > mine[-1], (row, mine)  # strictly growing
+        mine.append(row.version)
         old = self.warehouse.get(row.session_id)
-        if old is not None and old.version == row.version:
-            assert old == row, "same (id, version) must mean the same row"
         if old is None or row.version > old.version:
             self.warehouse[row.session_id] = row
 
@@ -176,7 +210,7 @@ def test_restart_with_redelivery_ends_exact(case, data) -> None:
     for i, batch in enumerate(batches[:done]):
         crashed_here = i == done - 1 and committed < done  # a committed batch was stored
         old.batch(batch, store=(lambda c: c in kept) if crashed_here else (lambda _: True))
-    new = Harness(gap, lateness, table=old.table, warehouse=old.warehouse)
+    new = Harness(gap, lateness, store=old.store)
     for batch in _batches([e for b in batches[committed:] for e in b], rnd):
         new.batch(batch)
     assert new.sessions() == reference(events, gap)
@@ -208,15 +242,15 @@ def test_late_events_are_skipped_and_the_rest_is_exact(case) -> None:
 def test_state_is_dropped_once_the_watermark_passes() -> None:
     h = Harness(gap=10, lateness=5)
     h.batch([Ev("a", BASE, "web", "c"), Ev("b", BASE + 3, "app", "c")])
-    assert CustomerState.loads(h.table["c"]).sessions
+    assert h.state("c").sessions
     h.batch([Ev("z", BASE + 1000, "web", "c")])  # watermark BASE+995 > end + gap
-    state = CustomerState.loads(h.table["c"])
+    state = h.state("c")
     assert [s.first_id for s in state.sessions] == ["z"]
     assert state.seen() == {"z"}
     assert len(h.sessions()) == 2
 
 
-def test_bridge_merges_and_tombstones_the_later_session() -> None:
+def test_bridge_merges_and_deletes_the_later_session() -> None:
     h = Harness(gap=10, lateness=100)
     h.batch([Ev("a", BASE, "web", "c"), Ev("b", BASE + 15, "app", "c")])
     assert len(h.sessions()) == 2
@@ -225,7 +259,11 @@ def test_bridge_merges_and_tombstones_the_later_session() -> None:
     assert list(only) == [session_id("c", "a")]
     assert only[session_id("c", "a")][3:] == (3, ["web", "email", "app"], "web")
     gone = h.warehouse[session_id("c", "b")]
-    assert gone.deleted == 1 and gone.version == TOMBSTONE_VERSION
+    # a deletion at the customer's next counter value: above the row it replaces
+    # (and above the merged session's row of the same batch), not at a fixed top
+    assert gone.deleted == 1
+    assert h.store.written[session_id("c", "b")] == [h.floor + 2, h.floor + 4]
+    assert h.warehouse[session_id("c", "a")].version == h.floor + 3
 
 
 def test_earlier_event_moves_the_start_and_renames_the_session() -> None:
@@ -256,7 +294,7 @@ def test_late_event_is_not_applied() -> None:
 def test_state_bytes_round_trip() -> None:
     state = CustomerState()
     Sessionizer(10).apply("c", state, [Ev("a", BASE, "web", "c"), Ev("b", BASE + 4, "app", "c")],
-                          watermark=BASE - 1)
+                          watermark=BASE - 1, versions=Seq())
     again = CustomerState.loads(state.dumps())
     assert again == state
     assert CustomerState.loads(None).is_empty()
