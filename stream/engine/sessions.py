@@ -98,9 +98,12 @@ class Sessionizer:
         *,
         watermark: int,
         versions: VersionCounter,
+        taken_out: Collection[str] = (),
     ) -> SessionDelta:
         """Apply events in any order (mutating `state`), then drop what is final; rows
-        take their versions from `versions` (bumped once per row).
+        take their versions from `versions` (bumped once per row). `taken_out`: ids of
+        applied copies that lost to a new copy (stream.stages.duplicates.first_copies),
+        taken out of their sessions first.
 
         `watermark` must be the clock's value after the batch: events are checked for
         lateness against the clock by the caller as they arrive, finality only after
@@ -111,8 +114,10 @@ class Sessionizer:
         before = {s.first_id: s.count for s in state.sessions}
         last_seen: dict[str, OpenSession] = {s.first_id: s for s in state.sessions}
         vanished: set[str] = set()
+        shown: dict[str, tuple[Any, ...]] = {}
         delta = SessionDelta()
         sessions = state.sessions = [s.copy() for s in state.sessions]
+        self._take_out(sessions, taken_out, vanished, last_seen, shown)
         seen = state.seen()
         for ev in events:
             eid, t = ev.event_id, ev.occurred_at
@@ -127,8 +132,33 @@ class Sessionizer:
             self._insert(sessions, OpenSession(t, eid, t, 1, {ev.channel: (t, eid)}, [eid],
                                                [t], bytearray(b"0")), vanished, last_seen)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta,
-                     versions)
+                     versions, shown)
         return delta
+
+    def _take_out(self, sessions: list[OpenSession], drop: Collection[str],
+                  vanished: set[str], last_seen: dict[str, OpenSession],
+                  shown: dict[str, tuple[Any, ...]]) -> None:
+        """Take the events `drop` names out of the sessions holding them (their bounds,
+        count and channels recomputed; split where one bridged a gap: OpenSession.
+        without). `shown` gets what every open session's row showed before, so
+        `_finish` writes a session whose row changed even when its count ends up as
+        before (a copy replaced by another of other time or channel, merged on)."""
+        if not drop:
+            return
+        shown.update((s.first_id, _shown(s)) for s in sessions)
+        ids = set(drop)
+        out: list[OpenSession] = []
+        for s in sessions:
+            if ids.isdisjoint(s.ids):
+                out.append(s)
+                continue
+            vanished.add(s.first_id)
+            for piece in s.without(ids, self.gap_ms):
+                vanished.discard(piece.first_id)
+                last_seen[piece.first_id] = piece.snapshot()
+                out.append(piece)
+        out.sort(key=lambda s: s.start)
+        sessions[:] = out
 
     def _insert(self, sessions: list[OpenSession], new: OpenSession, vanished: set[str],
                 last_seen: dict[str, OpenSession]) -> None:
@@ -157,12 +187,14 @@ class Sessionizer:
 
     def _finish(self, customer_key: str, state: CustomerState, before: dict[str, int],
                 last_seen: dict[str, OpenSession], vanished: set[str], watermark: int,
-                delta: SessionDelta, versions: VersionCounter) -> None:
+                delta: SessionDelta, versions: VersionCounter,
+                shown: dict[str, tuple[Any, ...]] | None = None) -> None:
         gap = self.gap_ms
         sessions = state.sessions
         current = {s.first_id for s in sessions}
         for s in sessions:
-            if before.get(s.first_id) != s.count:
+            if before.get(s.first_id) != s.count or (
+                    shown and shown.get(s.first_id) != _shown(s)):
                 versions.seq += 1
                 delta.upserts.append(s.row(customer_key, versions.seq))
         for fid in sorted(vanished - current):
@@ -205,22 +237,26 @@ class Sessionizer:
 
     def absorb(self, customer_key: str, state: CustomerState, payload: list[Any], *,
                watermark: int, versions: VersionCounter,
-               left_out: Collection[str] = ()) -> SessionDelta:
+               left_out: Collection[str] = (), taken_out: Collection[str] = (),
+               ) -> SessionDelta:
         """Merge released sessions into this customer's: intervals closer than the gap
         join. An event id this customer counts already, or one `left_out` names (the
         customer stage's choice: stream.stages.duplicates.handed_over), is taken out of
-        the released session first, with its time: the copy that reached the customer
-        first is the one its sessions keep (docs/semantics.md "Ordering and
+        the released session first, with its time. `taken_out`: the customer's own
+        copies that a handed-over copy outranks, taken out of the customer's sessions
+        first; sessions keep the copy journeys keep (docs/semantics.md "Ordering and
         duplicates")."""
         theirs = decode_sessions(payload)
         watermark = max(watermark, state.watermark)
         before = {s.first_id: s.count for s in state.sessions}
         last_seen = {s.first_id: s for s in state.sessions}
         vanished: set[str] = set()
+        shown: dict[str, tuple[Any, ...]] = {}
         delta = SessionDelta()
+        sessions = state.sessions = [s.copy() for s in state.sessions]
+        self._take_out(sessions, taken_out, vanished, last_seen, shown)
         seen = state.seen()
         seen.update(left_out)
-        sessions = state.sessions = [s.copy() for s in state.sessions]
         kept: list[OpenSession] = []
         for s in theirs:
             dups = {eid for eid in s.ids if eid in seen}
@@ -235,5 +271,10 @@ class Sessionizer:
                 delta.applied += s.count
                 self._insert(sessions, s, vanished, last_seen)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta,
-                     versions)
+                     versions, shown)
         return delta
+
+
+def _shown(s: OpenSession) -> tuple[Any, ...]:
+    """What a session's row shows (its id aside)."""
+    return (s.start, s.end, s.count, sorted(s.channels.items()))

@@ -49,9 +49,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 from journeys.definitions import Definitions
 from journeys.versions import SEQ_EPOCH, version_floor
+from stream.engine.journey_state import CustomerJourneys
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import JourneyDelta
-from stream.engine.runs import PATH_CAP
+from stream.engine.runs import PATH_CAP, TailEvent
 from stream.engine.session_state import session_id
 from stream.engine.sessions import Sessionizer
 from stream.eventtime.timers import Timers
@@ -234,8 +235,12 @@ class CustomerStage:
                                     inp.offsets[(partition, key)])
             batch.duplicates += screened.duplicates
             batch.conflicts.extend(screened.conflicts)
+            # applied copies a new copy outranks leave the tail (each batch replays it
+            # from the checkpoint: an instance that vanishes is retracted) and their
+            # open sessions (stream.stages.duplicates, docs/semantics.md)
+            taken_out = _take_out_of_tail(v.journeys, screened.replaced)
             sd = self.sessionizer.apply(key, v.sessions, screened.kept, watermark=wm,
-                                        versions=v.journeys)
+                                        versions=v.journeys, taken_out=taken_out)
             tail = [tuple(e) if e[5] is not None else e[:5]  # (no trailing null stored)
                     for e in screened.kept]
             jd = self.engine.apply_tail(key, v.journeys, tail, watermark=wm)
@@ -307,18 +312,21 @@ class CustomerStage:
             anon, _into, jevents, spayload, linked_at, openings = item[:6]
             runs = item[6] if len(item) > 6 else None  # capped runs (older: none)
             closed = item[7] if len(item) > 7 else None  # per definition (older: none)
-            # the customer's copy of an id reached it first: the device's is left out of
-            # sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
+            # of two copies of an id the one of smaller rank wins, the other is left out
+            # of sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
             # "Ordering and duplicates"); a repeated handover is ignored whole below
             paths = self.engine.path_events(v.journeys)
             screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
                                    v.sessions.seen(), [tuple(e) for e in jevents])
+            taken_out: set[str] = set()
             if source not in v.journeys.merged:
                 batch.duplicates += screened.duplicates
                 batch.conflicts.extend(screened.conflicts)
+                taken_out = _take_out_of_tail(v.journeys, screened.replaced)
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at,
                                          versions=v.journeys,
-                                         left_out={*screened.left_out, *(e[1] for e in paths)})
+                                         left_out={*screened.left_out, *(e[1] for e in paths)},
+                                         taken_out=taken_out)
             jd = self.engine.absorb(key, v.journeys, source, screened.kept,
                                     watermark=at, linked_at=linked_at, openings=openings,
                                     runs=runs, closed=closed)
@@ -423,3 +431,13 @@ class CustomerStage:
         if delta.reached:
             batch.reached.setdefault(partition, ([], Claim(partition, NO_WATERMARK)))[0].extend(
                 delta.reached)
+
+
+def _take_out_of_tail(journeys: CustomerJourneys, replaced: list[TailEvent]) -> set[str]:
+    """Remove outranked applied copies from the journey tail; their ids (for the
+    sessions)."""
+    if not replaced:
+        return set()
+    ids = {e[1] for e in replaced}
+    journeys.tail = [e for e in journeys.tail if e[1] not in ids]
+    return ids

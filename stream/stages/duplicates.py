@@ -26,7 +26,7 @@ with different identity fields reach the customer in either order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -43,11 +43,25 @@ class Conflict:
     first: TailEvent
     copy: TailEvent
     partition: int  # where the copy was read (the by-customer topic)
-    offset: int  # -1: it came in the handover of `device`
+    offset: int  # -1: it came in the handover of `device`, or was applied before
     device: str | None = None
+    # the copy left out was applied already (the customer's): the winner (`first`)
+    # came later, directly or handed over by `device`, and outranks it
+    replaced: bool = False
+
+    def __post_init__(self) -> None:
+        # one form whatever the route a copy came by (a read event or a tail event):
+        # the tail's, a plain tuple without a trailing null value
+        object.__setattr__(self, "first", _stored(self.first))
+        object.__setattr__(self, "copy", _stored(self.copy))
 
     def where(self, topic: str) -> str:
         """Where the copy came from, for the dead letter's `error`."""
+        if self.replaced:
+            by = (f" handed over by linked device {self.device!r}" if self.device is not None
+                  else "")
+            return (f"applied earlier at customer partition {self.partition}, taken out for "
+                    f"a copy that ranks first{by}")
         if self.device is not None:
             return (f"handed over by linked device {self.device!r} to customer partition "
                     f"{self.partition}")
@@ -73,32 +87,75 @@ class Conflict:
 E = TypeVar("E", bound=tuple[Any, ...])
 
 
+def rank(e: TailEvent) -> tuple[Any, ...]:
+    """Of two differing copies of one event id, the one with the smaller rank wins:
+    first in event time, ties by content (type, channel, canonical context JSON, journey
+    value; an absent context or value sorts first). A function of the copy alone, so the
+    winner is the same whichever route brings either copy first."""
+    ctx = e[4]
+    value = _value(e)
+    return (e[0], e[2], e[3],
+            orjson.dumps(ctx, option=orjson.OPT_SORT_KEYS).decode() if ctx else "",
+            (0, 0.0) if value is None else (1, value))
+
+
 @dataclass(slots=True)
 class Screened(Generic[E]):
     kept: list[E]
     duplicates: int
     conflicts: list[Conflict]
+    # applied copies (from `tail`) that a new copy outranks: the caller takes them out
+    # of the journey tail and the open sessions before applying `kept`
+    replaced: list[TailEvent] = field(default_factory=list)
 
 
 def first_copies(customer: str, tail: Iterable[TailEvent], session_ids: set[str],
                  events: Sequence[E], offsets: Sequence[tuple[int, int]]) -> Screened[E]:
-    """Keep each event id's first copy; `events` in log order with their (partition,
-    offset); `tail` and `session_ids` are what the customer's state holds already."""
+    """Keep each event id's winning copy (`rank`); `events` in log order with their
+    (partition, offset); `tail` and `session_ids` are what the customer's state holds
+    already. A copy known by id only (an open session's, settled: not in the tail) is
+    never outranked: the stage sorted late copies out, so a new copy is at or after the
+    customer's floor (`CustomerValue.floor`, at least the journey checkpoint), and the
+    settled copy before it, earlier in event time."""
     known: dict[str, TailEvent | None] = dict.fromkeys(session_ids)
     known.update((e[1], e) for e in tail)
     out: Screened[E] = Screened([], 0, [])
+    where: dict[str, tuple[int, int, int]] = {}  # id -> (index in kept, partition, offset)
     for ev, (partition, offset) in zip(events, offsets, strict=True):
         eid = ev[1]
         if eid not in known:
             known[eid] = ev
+            where[eid] = (len(out.kept), partition, offset)
             out.kept.append(ev)
             continue
         first = known[eid]
         if first is None or _same(first, ev):
             out.duplicates += 1
+        elif rank(ev) < rank(first):  # the new copy wins: the one known so far loses
+            known[eid] = ev
+            if eid in where:  # kept from this batch: replaced in place
+                i, p, o = where[eid]
+                out.kept[i] = ev
+                out.conflicts.append(Conflict(customer, ev, first, p, o))
+                where[eid] = (i, partition, offset)
+            else:  # applied already: taken out of the state by the caller
+                out.replaced.append(first)
+                out.conflicts.append(Conflict(customer, ev, first, partition, -1,
+                                              replaced=True))
+                where[eid] = (len(out.kept), partition, offset)
+                out.kept.append(ev)
         else:
             out.conflicts.append(Conflict(customer, first, ev, partition, offset))
+    out.conflicts = _final_winners(out.conflicts, known)
     return out
+
+
+def _final_winners(conflicts: list[Conflict],
+                   known: dict[str, Any]) -> list[Conflict]:
+    """Each dead letter names the id's final winner (a third copy may outrank the one
+    that beat an earlier copy)."""
+    return [c if _stored(known[c.copy[1]]) == c.first else replace(c, first=known[c.copy[1]])
+            for c in conflicts]
 
 
 @dataclass(slots=True)
@@ -109,6 +166,9 @@ class HandedOver:
     left_out: set[str]  # ids the released sessions must drop too
     duplicates: int
     conflicts: list[Conflict]
+    # the customer's copies in its tail that a handed-over copy outranks: taken out of
+    # its tail and open sessions before the absorb (the handed-over copy stays)
+    replaced: list[TailEvent] = field(default_factory=list)
 
 
 def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailEvent],
@@ -116,32 +176,49 @@ def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailE
                 events: Sequence[TailEvent]) -> HandedOver:
     """Screen a device's handed-over journey events against what the customer holds:
     its tail, its open runs' settled path events (`settled`) and its open sessions' ids
-    (content unknown: dropped without comparison, as on the direct route). The
-    customer's copy reached it first and wins. A run's path keeps the context only of
-    the event that opened it, and either side's copy may come from one, so the context
-    is compared only where both copies carry one."""
+    (content unknown: dropped without comparison, as on the direct route). The copy of
+    smaller `rank` wins when the customer's is in its tail; a customer copy that is
+    settled (in an open run's path, or known by id only) is kept whatever the rank: it
+    is folded into the customer's runs already (the remaining limit, docs/reliability.md
+    "Not guaranteed yet"). A run's path keeps the context only of the event that opened
+    it, and either side's copy may come from one, so the context is compared only where
+    both copies carry one."""
+    tail_map = {e[1]: e for e in tail}
     known: dict[str, TailEvent | None] = dict.fromkeys(session_ids)
     known.update((e[1], e) for e in settled)
-    known.update((e[1], e) for e in tail)
+    known.update(tail_map)
     out = HandedOver([], set(), 0, [])
     for ev in events:
         eid = ev[1]
         if eid not in known:
             out.kept.append(ev)
             continue
-        out.left_out.add(eid)
-        first = known[eid]
+        first, orig = known[eid], ev
         if first is None:
+            out.left_out.add(eid)
             out.duplicates += 1
             continue
         if first[4] is None or ev[4] is None:  # one context not kept: not compared
             ctx = first[4] or ev[4]
             first, ev = (*first[:4], ctx, *first[5:]), (*ev[:4], ctx, *ev[5:])
         if _same(first, ev):
+            out.left_out.add(eid)
             out.duplicates += 1
+        elif tail_map.get(eid) is known[eid] and rank(ev) < rank(first):
+            mine = tail_map[eid]  # the customer's copy (its own context) loses
+            out.replaced.append(mine)
+            out.kept.append(orig)
+            known[eid] = orig
+            out.conflicts.append(Conflict(customer, orig, mine, partition, -1, device,
+                                          replaced=True))
         else:
+            out.left_out.add(eid)
             out.conflicts.append(Conflict(customer, first, ev, partition, -1, device))
     return out
+
+
+def _stored(e: TailEvent) -> TailEvent:
+    return tuple(e[:5]) if _value(e) is None else tuple(e)
 
 
 def _value(e: TailEvent) -> float | None:

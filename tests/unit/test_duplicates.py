@@ -17,16 +17,20 @@ def _ev(i: int, t: int, typ: str = "view", ch: str = "web", ctx: Any = None) -> 
     return (t, f"e{i}", typ, ch, ctx)
 
 
-def test_first_copy_wins_and_differences_are_named() -> None:
+def test_the_copy_of_smaller_rank_wins_and_differences_are_named() -> None:
+    """Rank: time, then type, channel, context ("" first), value. e2's later copy
+    ("app" < "web") wins in place; the dead letter names the copy read at offset 3."""
     events = [_ev(1, 10), _ev(1, 10), _ev(1, 11), _ev(2, 5), _ev(2, 5, ch="app"),
               _ev(1, 10, ctx={"c": 1})]
     out = first_copies("c", [], set(), events, [(0, i) for i in range(len(events))])
-    assert out.kept == [_ev(1, 10), _ev(2, 5)]
+    assert out.kept == [_ev(1, 10), _ev(2, 5, ch="app")]
     assert out.duplicates == 1
+    assert not out.replaced
     assert [(c.offset, c.reason()) for c in out.conflicts] == [
         (2, "conflicting_duplicate: event_id 'e1' first seen with other occurred_at"),
-        (4, "conflicting_duplicate: event_id 'e2' first seen with other channel"),
+        (3, "conflicting_duplicate: event_id 'e2' first seen with other channel"),
         (5, "conflicting_duplicate: event_id 'e1' first seen with other context")]
+    assert out.conflicts[1].copy == _ev(2, 5) and out.conflicts[1].first == _ev(2, 5, ch="app")
     body = orjson.loads(out.conflicts[0].original())
     assert body["occurred_at"] == 11 and body["first_copy"]["occurred_at"] == 10
 

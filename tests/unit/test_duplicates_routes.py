@@ -1,9 +1,9 @@
-"""Conflicting copies of one event id sent with different identity fields (issue "Nothing
-halts it"; docs/reliability.md "Not guaranteed yet").
-
-Both tests fail today and are marked strict xfail: they state what the rule has to give
-(one outcome, whatever the routes' timing; sessions and journeys agree; the left-out copy
-dead-lettered) and fail loudly (XPASS) once it does, so the mark is removed with the fix.
+"""Conflicting copies of one event id, on one route or sent with different identity
+fields (issue "Nothing halts it"; docs/semantics.md "Ordering and duplicates"): the
+copy of smaller rank wins (stream.stages.duplicates.rank), so the outcome is one
+whatever the routes' timing; sessions and journeys agree; the left-out copy is
+dead-lettered. The case still left (a customer copy settled before a link that a
+device copy outranks) is pinned below.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from hypothesis import strategies as st
 from tests.profiles import examples
 from tests.unit.stream_harness import Pipeline
 from tests.unit.test_stream_stories import BASE, DEFS, H, M, ev
-
-ISSUE = "issue 'Nothing halts it': the winner of copies on two routes depends on timing"
 
 
 def _run(story: list[dict[str, Any]], seed: int, *, bulk: bool, partitions: int = 2,
@@ -51,7 +49,6 @@ def test_a_conflicting_copy_that_crossed_a_handover_counts_as_one_copy_everywher
     assert len(conflicts) == 1  # the copy left out is dead-lettered
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE)
 @settings(max_examples=examples(5), deadline=None)
 @given(t_anon=st.integers(0, 4).map(lambda m: m * M), t_cust=st.integers(0, 4).map(lambda m: m * M),
        retype=st.booleans(), early_link=st.booleans())

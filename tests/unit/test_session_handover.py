@@ -14,8 +14,10 @@ from stream.engine.journey_state import CustomerJourneys
 from stream.engine.session_state import (
     CustomerState,
     OpenSession,
+    SessionRow,
     decode_sessions,
     encode_sessions,
+    session_id,
 )
 from stream.engine.sessions import Sessionizer
 from tests.profiles import examples
@@ -101,3 +103,74 @@ def test_format_1_sessions_are_read_and_lose_only_the_id_and_count() -> None:
     assert new.times is None and new.count == 3
     assert CustomerState.loads(CustomerState(sessions=[new]).dumps()).sessions[0].ids == [
         "b", "a", "x"]
+
+
+# ------------------------------------------- a customer's own copy taken out (taken_out)
+# stream.stages.duplicates: a new copy that outranks an applied one replaces it; the
+# sessionizer takes the applied copy out of the customer's open session first.
+
+def _rows(delta_rows: list[SessionRow]) -> list[tuple[object, ...]]:
+    return [(r.session_id, r.started_at_ms, r.ended_at_ms, r.events, r.channels, r.deleted)
+            for r in delta_rows]
+
+
+def test_a_replaced_copy_writes_its_session_even_when_its_count_is_unchanged() -> None:
+    s, state, seq = Sessionizer(GAP), CustomerState(), CustomerJourneys()
+    s.apply("c", state, [Ev("a", BASE, "web", "c"), Ev("b", BASE + 60_000, "web", "c")],
+            watermark=NO_WM, versions=seq)
+    d = s.apply("c", state, [Ev("b", BASE + 120_000, "app", "c")], watermark=NO_WM,
+                versions=seq, taken_out={"b"})
+    assert _rows(d.rows()) == [(session_id("c", "a"), BASE, BASE + 120_000, 2,
+                                ["web", "app"], 0)]
+
+
+def test_a_taken_out_bridge_splits_and_writes_the_old_and_the_new_id() -> None:
+    s, state, seq = Sessionizer(GAP), CustomerState(), CustomerJourneys()
+    s.apply("c", state, [Ev("a", BASE, "web", "c"), Ev("b", BASE + 20 * 60_000, "web", "c"),
+                         Ev("x", BASE + 40 * 60_000, "app", "c")],
+            watermark=NO_WM, versions=seq)
+    d = s.apply("c", state, [], watermark=NO_WM, versions=seq, taken_out={"b"})
+    assert sorted(_rows(d.rows())) == sorted([
+        (session_id("c", "a"), BASE, BASE, 1, ["web"], 0),
+        (session_id("c", "x"), BASE + 40 * 60_000, BASE + 40 * 60_000, 1, ["app"], 0)])
+
+
+def test_taking_out_a_sessions_first_event_deletes_its_id() -> None:
+    s, state, seq = Sessionizer(GAP), CustomerState(), CustomerJourneys()
+    s.apply("c", state, [Ev("a", BASE, "web", "c"), Ev("b", BASE + 60_000, "web", "c")],
+            watermark=NO_WM, versions=seq)
+    d = s.apply("c", state, [Ev("a", BASE + 120_000, "web", "c")], watermark=NO_WM,
+                versions=seq, taken_out={"a"})
+    assert sorted((sid, n, deleted) for sid, _s, _e, n, _c, deleted in _rows(d.rows())) == \
+        sorted([(session_id("c", "b"), 2, 0), (session_id("c", "a"), 2, 1)])
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(data=st.data())
+def test_copies_taken_out_and_others_applied_are_as_if_only_those_came(
+        data: st.DataObject) -> None:
+    """Applying events, then replacing some with other copies (other time and channel)
+    gives the state, and the live rows, of applying the survivors and the new copies
+    at once."""
+    events = data.draw(st.composite(_events)())
+    ids = [e.event_id for e in events]
+    drop = set(data.draw(st.lists(st.sampled_from(ids), max_size=4)))
+    repl = [Ev(eid, BASE + data.draw(st.integers(0, 4 * GAP)),
+               data.draw(st.sampled_from(CHANNELS)), "d1")
+            for eid in sorted(drop) if data.draw(st.booleans())]
+    s, seq = Sessionizer(GAP), CustomerJourneys()
+    state, fresh = CustomerState(), CustomerState()
+    written: dict[str, SessionRow] = {}
+    for rows in (s.apply("d1", state, events, watermark=NO_WM, versions=seq).rows(),
+                 s.apply("d1", state, repl, watermark=NO_WM, versions=seq,
+                         taken_out=drop).rows()):
+        for r in rows:
+            if r.session_id not in written or r.version > written[r.session_id].version:
+                written[r.session_id] = r
+    want = s.apply("d1", fresh, [*(e for e in events if e.event_id not in drop), *repl],
+                   watermark=NO_WM, versions=CustomerJourneys()).rows()
+    assert _shape(state.sessions) == _shape(fresh.sessions)
+    live = {sid: (r.started_at_ms, r.ended_at_ms, r.events, r.channels)
+            for sid, r in written.items() if not r.deleted}
+    assert live == {r.session_id: (r.started_at_ms, r.ended_at_ms, r.events, r.channels)
+                    for r in want if not r.deleted}

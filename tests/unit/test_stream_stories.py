@@ -201,13 +201,14 @@ def test_records_read_again_after_their_customers_were_finished_change_nothing()
 
 
 def test_a_copy_with_other_content_is_left_out_of_sessions_and_journeys_alike() -> None:
-    """docs/semantics.md "Ordering and duplicates": the first copy wins; a copy with
-    other content is dead-lettered as conflicting_duplicate; an identical one is a
-    plain duplicate. Sessions and journeys see the same single copy."""
+    """docs/semantics.md "Ordering and duplicates": the copy of smaller rank wins (here
+    the first: the others are later, or of a type after "view"); a copy with other
+    content is dead-lettered as conflicting_duplicate; an identical one is a plain
+    duplicate. Sessions and journeys see the same single copy."""
     pipe = pipeline(partitions=1)
     first = ev(1, 0, "view", cust="c9")
     moved = {**first, "occurred_at": BASE + 40 * M}  # would open a second session
-    retyped = {**first, "type": "cart"}
+    retyped = {**first, "type": "wish"}  # ("cart" < "view" would win: rank)
     feed(pipe, [first, ev(2, M, "cart", cust="c9"), retyped, dict(first), moved])
     pipe.finish(BASE + 3 * H)
     assert pipe.live_sessions() == {("c9", BASE, BASE + M, 2)}
