@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from stream.stages.duplicates import rank
 from tests.profiles import examples
 from tests.unit.stream_harness import Pipeline
 from tests.unit.test_stream_stories import BASE, DEFS, H, M, ev
@@ -147,3 +147,100 @@ def test_copies_through_a_handover_count_once_as_if_the_left_out_copy_never_came
     assert (sessions, journeys) in outcomes
     assert _handover_run(story, seed + 1, bulk=bulk, lateness=lateness,
                          crash_after=crash_after) == (sessions, journeys, conflicts, 0)
+
+
+# ---------------------------------------------------------------- the direct route
+# Two differing copies of one event id, both with the customer id: one route, so the
+# order they reach the customer is the order they are read. The one of smaller rank
+# (stream.stages.duplicates.rank: time, type, channel, context, value) wins.
+
+def _stored(e: dict[str, Any]) -> tuple[Any, ...]:
+    """A story event as the customer stage keeps it (only entry events, "view" in
+    DEFS, keep their context)."""
+    ctx = (e["context"] or None) if e["type"] == "view" else None
+    return (e["occurred_at"], e["event_id"], e["type"], e["channel"], ctx)
+
+
+def _direct_run(story: list[dict[str, Any]], seed: int, *, bulk: bool,
+                lateness: int) -> tuple[Any, ...]:
+    pipe = Pipeline(DEFS, partitions=1, lateness_ms=lateness, seed=seed, bulk=bulk)
+    pipe.feed_raw(story, BASE + 90 * M)
+    pipe.finish(BASE + 6 * H)
+    sessions = sorted((r.session_id, r.started_at_ms, r.ended_at_ms, r.events,
+                       tuple(r.channels)) for _v, r in pipe.sessions.values() if not r.deleted)
+    conflicts = [(c.customer, c.first, c.copy) for c in pipe.conflicts]
+    return sessions, sorted(pipe.journey_view().values()), conflicts, pipe.late
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(t_a=st.sampled_from(STEP), t_b=st.sampled_from(STEP),
+       type_b=st.sampled_from(["cart", "help", "view"]), ch_b=st.sampled_from(["web", "app"]),
+       order=st.permutations(range(5)), seed=st.integers(0, 5), bulk=st.booleans(),
+       lateness=st.sampled_from([10 * M, 2 * H]))
+@example(t_a=10 * M, t_b=10 * M, type_b="cart", ch_b="app", order=[0, 3, 1, 4, 2], seed=0,
+         bulk=False, lateness=2 * H)  # the copy read first ranks second (channel)
+@example(t_a=50 * M, t_b=25 * M, type_b="view", ch_b="web", order=[3, 0, 1, 2, 4], seed=0,
+         bulk=True, lateness=2 * H)  # the later-read copy opens a run and moves the session
+def test_two_copies_on_one_route_count_as_the_one_of_smaller_rank_in_every_order(
+        t_a: int, t_b: int, type_b: str, ch_b: str, order: list[int], seed: int, bulk: bool,
+        lateness: int) -> None:
+    """Every read order: sessions (ids, bounds, counts, channels) and journeys are those
+    of the input without the copy of greater rank, and one dead letter names that copy
+    (with the long lateness always; with the short one the copy read second may come
+    when the first is settled, known by id only: a plain duplicate, and then the
+    first is the one of smaller rank, as the next test argues)."""
+    copy_a = ev(5, t_a, "cart", cust="c1")
+    copy_b = ev(5, t_b, type_b, ch_b, cust="c1")
+    assume(_stored(copy_a) != _stored(copy_b))
+    events = [ev(1, 0, "view", cust="c1"), ev(6, 50 * M, "pay", cust="c1"),
+              ev(7, 80 * M, "view", cust="c1"), copy_a, copy_b]
+    story = [events[i] for i in order]
+    winner, loser = sorted((copy_a, copy_b), key=lambda e: rank(_stored(e)))
+    sessions, journeys, conflicts, late = _direct_run(story, seed, bulk=bulk,
+                                                      lateness=lateness)
+    assume(late == 0)
+    alone = _direct_run([e for e in story if e is not loser], seed, bulk=bulk,
+                        lateness=lateness)
+    assert (sessions, journeys) == alone[:2]
+    if lateness == 2 * H or conflicts:
+        assert conflicts == [("c1", _stored(winner), _stored(loser))]
+
+
+def test_a_copy_of_a_settled_event_cannot_outrank_it_and_stays_a_duplicate() -> None:
+    """The first copy (cart at 0) is settled (the customer's floor is 10m) but its
+    session is open: known by id only. A copy that is not late is at or after the
+    floor, so after the settled one in event time: it ranks second and is dropped as
+    a duplicate without comparison. A copy that would rank first (earlier) is late."""
+    first = ev(5, 0, "cart", cust="c1")
+    later = ev(5, 15 * M, "help", cust="c1")
+    earlier = ev(5, 0, "cart", "app", cust="c1")  # "app" < "web": would rank first
+    assert rank(_stored(first)) < rank(_stored(later))
+    assert rank(_stored(earlier)) < rank(_stored(first))
+    base = [first, ev(6, 20 * M, "view", cust="c1")]
+    for copy, late in ((later, 0), (earlier, 1)):
+        pipe = Pipeline(DEFS, partitions=1, lateness_ms=10 * M, seed=0, bulk=False)
+        pipe.feed_raw(base, BASE + 20 * M)
+        pipe.drain()
+        pipe.feed_raw([copy], BASE + 20 * M)
+        pipe.drain()
+        assert (pipe.late, pipe.conflicts) == (late, [])
+        assert pipe.live_sessions() == {("c1", BASE, BASE + 20 * M, 2)}
+
+
+def test_limit_a_customer_copy_settled_before_the_link_is_kept_though_outranked() -> None:
+    """The remaining limit (docs/reliability.md "Not guaranteed yet"): the customer's
+    copy (cart on web at 10m) is settled into its open run's path when the device's
+    handover is absorbed at the link time (30m); the device's copy (cart on app at
+    10m) ranks first, yet the customer's copy is kept and the device's dead-lettered.
+    Pinned: the outcome is that of the input without the device's copy."""
+    cust_copy = ev(5, 10 * M, "cart", cust="c1")
+    dev_copy = ev(5, 10 * M, "cart", "app", anon="d1")
+    assert rank(_stored(dev_copy)) < rank(_stored(cust_copy))
+    story = [ev(8, 5 * M, "view", anon="d1"), dev_copy, ev(1, 0, "view", cust="c1"),
+             cust_copy, ev(2, 30 * M, "identify", cust="c1", anon="d1")]
+    sessions, journeys, conflicts, late = _direct_run(story, 0, bulk=False, lateness=10 * M)
+    assert late == 0
+    assert conflicts == [("c1", _stored(cust_copy), _stored(dev_copy))]
+    alone = _direct_run([e for e in story if e is not dev_copy], 0, bulk=False,
+                        lateness=10 * M)
+    assert (sessions, journeys) == alone[:2]
