@@ -1,26 +1,24 @@
 """The rule for copies of one event id at a customer (docs/semantics.md "Ordering and
 duplicates"), pure.
 
-The first copy to reach the customer's state wins; both sessions and journeys see
-only it. A later copy is dropped before either engine sees it, so the two always agree
-(each engine used to apply its own check over its own memory: a copy could count in a
-session and not in a journey). The first copy's content is known while it is in the
+Of two copies that differ, the one of smaller `rank` wins (first in event time, ties by
+content), whatever route or order brings them; both sessions and journeys see only it,
+so the outcome is that of the input without the loser. Chosen before either engine sees
+a copy, so the two always agree. A copy's content is known while it is in the
 customer's journey tail (within the allowed lateness of the customer's event time): a
-copy that differs there in time, type, channel, context or journey value is a
-*conflicting duplicate*, dead-lettered by the customer stage with both versions; an
-identical one is an ordinary
-duplicate (a retry). Past the tail, a copy whose first is still in an open session is
-dropped as a duplicate without comparison. Later than that, a copy is not recognised.
+copy that differs there is a *conflicting duplicate*, the loser dead-lettered by the
+customer stage with both versions; when the loser was applied already (in the tail)
+the stage takes it out of the tail and of its open session (`Screened.replaced`). An
+identical copy is an ordinary duplicate (a retry). Past the tail, a copy whose id is
+still in an open session is dropped as a duplicate without comparison: it cannot
+outrank the settled copy (`first_copies`). Later than that, a copy is not recognised.
 
 The handover route (`handed_over`): a linked device hands its events (journeys, with
-content) and open sessions (ids with times) to the customer; at that moment (the
-customer settled exactly to the link time) a handed-over copy of an id the customer
-holds already reached it second, so the customer's copy wins and the handed-over one is
-taken out of both the journey events and the released sessions; compared as on the
-direct route when both contents are known.
-
-Not a function of the input yet (docs/reliability.md "Not guaranteed yet"): copies sent
-with different identity fields reach the customer in either order.
+content) and open sessions (ids with times) to the customer, settled exactly to the
+link time; compared with the customer's tail copy, the smaller rank wins as on the
+direct route. A customer copy settled before the link (in an open run's path, or known
+by id only) is kept whatever the rank: the remaining limit (docs/reliability.md "Not
+guaranteed yet").
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ def test_poison_on_the_raw_topic_is_dead_lettered_and_neighbours_go_on(
     for i, (ok, (_label, raw, _code)) in enumerate(zip(good, bad, strict=True)):
         values.append((f"{prefix}-cust".encode(), ok))
         values.append((f"k{i}".encode() if i % 2 else None, raw))
-    # the same event id again with other content: the first copy wins, this one is a
-    # conflicting duplicate (docs/semantics.md "Ordering and duplicates")
+    # the same event id again with other content: a conflicting duplicate, one copy
+    # dead-lettered whichever ranks first (docs/semantics.md "Ordering and duplicates")
     conflicting = {**orjson.loads(good[-1]), "type": "add_to_cart"}
     values.append((f"{prefix}-cust".encode(), orjson.dumps(conflicting)))
     database, app_id = unique_name("pzdb"), unique_name("pzw")

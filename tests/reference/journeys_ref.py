@@ -70,11 +70,19 @@ def instance_id(journey: str, customer: str, opening_event_id: str) -> str:
 
 
 def ordered(events: Iterable[Ev]) -> list[Ev]:
-    """Dedup by event_id (first occurrence wins), order by (occurred_at, event_id)."""
+    """Dedup by event_id, order by (occurred_at, event_id). Of differing copies the one
+    of smaller rank is kept (docs/semantics.md "Ordering and duplicates": time, type,
+    channel, then the journey value; an Ev carries no context, the next tie-break)."""
     seen: dict[str, Ev] = {}
     for e in events:
-        seen.setdefault(e.event_id, e)
+        old = seen.get(e.event_id)
+        if old is None or _rank(e) < _rank(old):
+            seen[e.event_id] = e
     return sorted(seen.values(), key=lambda e: (e.t, e.event_id))
+
+
+def _rank(e: Ev) -> tuple[object, ...]:
+    return (e.t, e.type, e.channel, (0, 0.0) if e.value is None else (1, e.value))
 
 
 def journeys_for_customer(

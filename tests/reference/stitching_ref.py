@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from journeys.definitions import Definitions
 from journeys.events import event_value, parse_occurred_at
 from tests.reference.journeys_ref import (
@@ -149,7 +151,7 @@ def split(defs: Definitions, events: list[dict[str, Any]], junk: set[str],
     events = [e if isinstance(e["occurred_at"], int) else
               {**e, "occurred_at": parse_occurred_at(e["occurred_at"])} for e in events]
     gap = defs.sessions.gap_ms
-    unique = list({e["event_id"]: e for e in events}.values())
+    unique = _winners(events)
     links = links_of(unique, junk)
     if links_before is not None:
         links = {d: link for d, link in links.items() if link[1] < links_before}
@@ -232,3 +234,22 @@ def _customer_sessions(key: str, evs: list[Ev], bounds: list[tuple[int, str]],
             else:
                 out.add((key, s[0].t, s[-1].t, len(s)))
     return out
+
+
+def _winners(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per event id the copy of smaller rank (docs/semantics.md "Ordering and
+    duplicates": time, type, channel, context, journey value). Not modelled: the
+    stream's remaining limit, a customer copy settled before a link that a device
+    copy outranks (docs/reliability.md "Not guaranteed yet")."""
+    def rank(e: dict[str, Any]) -> tuple[Any, ...]:
+        value = event_value(e.get("properties") or {})[0]
+        ctx = e.get("context")
+        return (e["occurred_at"], e["type"], e["channel"],
+                orjson.dumps(ctx, option=orjson.OPT_SORT_KEYS).decode() if ctx else "",
+                (0, 0.0) if value is None else (1, value))
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        old = out.get(e["event_id"])
+        if old is None or rank(e) < rank(old):
+            out[e["event_id"]] = e
+    return list(out.values())

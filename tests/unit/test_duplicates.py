@@ -74,3 +74,53 @@ def test_a_handed_over_copy_loses_to_the_customers_and_is_compared_where_both_ar
         "handed over by linked device 'd1' to customer partition 3"}
     body = orjson.loads(out.conflicts[0].original())
     assert (body["type"], body["first_copy"]["type"]) == ("help", "cart")
+
+
+def test_a_new_copy_that_outranks_an_applied_one_replaces_it() -> None:
+    """The tail's copy (view at 10) loses to a new one of smaller rank (cart at 10:
+    "cart" < "view"): the caller takes it out; the dead letter names it."""
+    applied = _ev(1, 10, "view")
+    out = first_copies("c", [applied], set(), [_ev(1, 10, "cart"), _ev(1, 10, "help")],
+                       [(2, 7), (2, 8)])
+    assert out.kept == [_ev(1, 10, "cart")]
+    assert out.replaced == [applied]
+    assert [(c.first, c.copy, c.offset) for c in out.conflicts] == [
+        (_ev(1, 10, "cart"), applied, -1), (_ev(1, 10, "cart"), _ev(1, 10, "help"), 8)]
+    assert out.conflicts[0].where("t") == (
+        "applied earlier at customer partition 2, taken out for a copy that ranks first")
+
+
+@given(st.permutations([_ev(1, 10, "view"), _ev(1, 10, "cart"), _ev(1, 9, "pay"),
+                        _ev(1, 10, "cart", ctx={"c": 1}), _ev(1, 10, "cart")]),
+       st.integers(0, 5))
+def test_the_winner_is_the_same_in_every_order_and_split_between_state_and_batch(
+        copies: list[Ev], applied: int) -> None:
+    """The first `applied` copies (deduplicated as the stage would) are in the state
+    already; the rest come in a batch. The copy of smallest rank is what the state
+    ends with, and the batch's dead letters name it as the winner (`first`)."""
+    tail: list[Ev] = []
+    for e in copies[:applied]:
+        step = first_copies("c", tail, set(), [e], [(0, 0)])
+        tail = [t for t in tail if t not in step.replaced] + step.kept
+    out = first_copies("c", tail, set(), copies[applied:], [(0, 1)] * len(copies[applied:]))
+    final = [t for t in tail if t not in out.replaced] + out.kept
+    assert final == [_ev(1, 9, "pay")]
+    assert {c.first for c in out.conflicts} <= {_ev(1, 9, "pay")}
+
+
+def test_a_handed_over_copy_that_outranks_the_customers_tail_copy_replaces_it() -> None:
+    """docs/semantics.md, the handover route: the device's copy of smaller rank wins
+    over the customer's tail copy (taken out); over a settled path copy it does not
+    (the remaining limit: docs/reliability.md "Not guaranteed yet")."""
+    tail = [_ev(1, 10, "view")]
+    paths = [_ev(2, 5, "view")]
+    out = handed_over("c1", "d1", 3, tail, paths, {"e1", "e2"},
+                      [_ev(1, 10, "cart"), _ev(2, 5, "cart")])
+    assert out.kept == [_ev(1, 10, "cart")]
+    assert out.replaced == [_ev(1, 10, "view")]
+    assert out.left_out == {"e2"}
+    assert [(c.first, c.copy) for c in out.conflicts] == [
+        (_ev(1, 10, "cart"), _ev(1, 10, "view")), (_ev(2, 5, "view"), _ev(2, 5, "cart"))]
+    assert out.conflicts[0].where("t") == (
+        "applied earlier at customer partition 3, taken out for a copy that ranks first "
+        "handed over by linked device 'd1'")

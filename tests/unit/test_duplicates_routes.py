@@ -34,10 +34,10 @@ def _run(story: list[dict[str, Any]], seed: int, *, bulk: bool, partitions: int 
 def test_a_conflicting_copy_that_crossed_a_handover_counts_as_one_copy_everywhere() -> None:
     """One raw partition, so one order: the device's copy (anonymous id only, read
     before the link) reaches the customer in the device's handover, after the
-    customer's own copy. Today the journey shows the customer's copy (cart at 2m), the
-    merged session still ends at the device copy's time (3m), and nothing is
-    dead-lettered: the handover's duplicate check (stream.engine.sessions.Sessionizer.
-    absorb, stream.engine.journeys.JourneyEngine.absorb) drops an id, not its content."""
+    customer's own copy. The customer's copy (cart at 2m) ranks first and is kept in
+    the journey and the session (which ends at it, not at the device copy's 3m); the
+    device's copy is dead-lettered once. (Before the handover compared content, it
+    dropped an id only, and the session ended at 3m.)"""
     story = [ev(1, 0, "view", anon="d1"), ev(5, 3 * M, "cart", anon="d1"),
              ev(2, M, "identify", cust="c1", anon="d1"),
              ev(5, 2 * M, "cart", cust="c1", anon="d1")]
@@ -71,8 +71,10 @@ def test_copies_on_two_routes_give_one_outcome_whatever_the_interleaving(
 
 # ---------------------------------------------------------------- the handover route
 # A device's copy (anonymous id only) and the customer's own copy (customer id only) of
-# one event id, around the device's link: whichever reaches the customer first wins,
-# through the handover or directly. Device events stay within the session gap of the
+# one event id, around the device's link, through the handover or directly: the copy of
+# smaller rank wins, except where the customer's copy is settled at the link (kept:
+# the remaining limit, pinned below). The expectations below did not change with the
+# rank rule (they accept the input without either copy). Device events stay within the session gap of the
 # link, so the device's session holding its copy is never final before the link (a copy
 # past every memory is not recognised: docs/semantics.md "Ordering and duplicates").
 STEP = [0, 10 * M, 25 * M, 50 * M, 80 * M]
