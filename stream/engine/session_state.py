@@ -225,3 +225,17 @@ def decode_sessions(items: list[Any]) -> list[OpenSession]:
                                    if len(it) > 7 else ()))
         for it in items
     ]
+
+
+def session_events(payload: list[Any]) -> list[tuple[int, str, str]]:
+    """(time, id, channel) of every event of encoded sessions (a handover payload)
+    whose times are known (format 2): what the customer stage ranks a handed-over
+    copy by when the device's journeys do not carry it (stream.stages.duplicates)."""
+    out: list[tuple[int, str, str]] = []
+    for s in decode_sessions(payload):
+        if s.times is None or s.cix is None:
+            continue
+        names = list(s.channels)
+        out.extend((t, eid, names[c - CH0])
+                   for t, eid, c in zip(s.times, s.ids, s.cix, strict=True))
+    return out

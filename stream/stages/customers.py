@@ -53,7 +53,7 @@ from stream.engine.journey_state import CustomerJourneys
 from stream.engine.journeys import JourneyEngine
 from stream.engine.outputs import JourneyDelta
 from stream.engine.runs import PATH_CAP, TailEvent
-from stream.engine.session_state import session_id
+from stream.engine.session_state import session_events, session_id
 from stream.engine.sessions import Sessionizer
 from stream.eventtime.timers import Timers
 from stream.eventtime.watermarks import NO_WATERMARK, Claim
@@ -317,7 +317,8 @@ class CustomerStage:
             # "Ordering and duplicates"); a repeated handover is ignored whole below
             paths = self.engine.path_events(v.journeys)
             screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
-                                   v.sessions.seen(), [tuple(e) for e in jevents])
+                                   v.sessions.seen(), [tuple(e) for e in jevents],
+                                   session_events(spayload))
             taken_out: set[str] = set()
             if source not in v.journeys.merged:
                 batch.duplicates += screened.duplicates

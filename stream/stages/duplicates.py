@@ -16,7 +16,8 @@ outrank the settled copy (`first_copies`). Later than that, a copy is not recogn
 The handover route (`handed_over`): a linked device hands its events (journeys, with
 content) and open sessions (ids with times) to the customer, settled exactly to the
 link time; compared with the customer's tail copy, the smaller rank wins as on the
-direct route. A customer copy settled before the link (in an open run's path, or known
+direct route (a device copy known from its handed-over session only is earlier, so it
+wins). A customer copy settled before the link (in an open run's path, or known
 by id only) is kept whatever the rank: the remaining limit (docs/reliability.md "Not
 guaranteed yet").
 """
@@ -118,32 +119,31 @@ def first_copies(customer: str, tail: Iterable[TailEvent], session_ids: set[str]
     known: dict[str, TailEvent | None] = dict.fromkeys(session_ids)
     known.update((e[1], e) for e in tail)
     out: Screened[E] = Screened([], 0, [])
-    where: dict[str, tuple[int, int, int]] = {}  # id -> (index in kept, partition, offset)
-    for ev, (partition, offset) in zip(events, offsets, strict=True):
+    kept_at: list[tuple[int, int]] = []  # (partition, offset) of each kept copy
+    for ev, at in zip(events, offsets, strict=True):
         eid = ev[1]
         if eid not in known:
             known[eid] = ev
-            where[eid] = (len(out.kept), partition, offset)
             out.kept.append(ev)
+            kept_at.append(at)
             continue
         first = known[eid]
         if first is None or _same(first, ev):
             out.duplicates += 1
         elif rank(ev) < rank(first):  # the new copy wins: the one known so far loses
             known[eid] = ev
-            if eid in where:  # kept from this batch: replaced in place
-                i, p, o = where[eid]
-                out.kept[i] = ev
-                out.conflicts.append(Conflict(customer, ev, first, p, o))
-                where[eid] = (i, partition, offset)
+            i = next((i for i, k in enumerate(out.kept) if k[1] == eid), -1)
+            if i >= 0:  # kept from this batch: replaced in place
+                out.conflicts.append(Conflict(customer, ev, first, *kept_at[i]))
+                out.kept[i], kept_at[i] = ev, at
             else:  # applied already: taken out of the state by the caller
                 out.replaced.append(first)
-                out.conflicts.append(Conflict(customer, ev, first, partition, -1,
+                out.conflicts.append(Conflict(customer, ev, first, at[0], -1,
                                               replaced=True))
-                where[eid] = (len(out.kept), partition, offset)
                 out.kept.append(ev)
+                kept_at.append(at)
         else:
-            out.conflicts.append(Conflict(customer, first, ev, partition, offset))
+            out.conflicts.append(Conflict(customer, first, ev, *at))
     out.conflicts = _final_winners(out.conflicts, known)
     return out
 
@@ -171,7 +171,8 @@ class HandedOver:
 
 def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailEvent],
                 settled: Iterable[TailEvent], session_ids: set[str],
-                events: Sequence[TailEvent]) -> HandedOver:
+                events: Sequence[TailEvent],
+                session_events: Iterable[tuple[int, str, str]] = ()) -> HandedOver:
     """Screen a device's handed-over journey events against what the customer holds:
     its tail, its open runs' settled path events (`settled`) and its open sessions' ids
     (content unknown: dropped without comparison, as on the direct route). The copy of
@@ -180,7 +181,14 @@ def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailE
     is folded into the customer's runs already (the remaining limit, docs/reliability.md
     "Not guaranteed yet"). A run's path keeps the context only of the event that opened
     it, and either side's copy may come from one, so the context is compared only where
-    both copies carry one."""
+    both copies carry one.
+
+    `session_events`: (time, id, channel) of the device's handed-over open sessions. A
+    device copy there and not in `events` (in no open journey of the device: settled
+    there, so before the link time) whose customer copy is in the tail (at or after
+    the link time) is earlier, so it wins whatever its content: the customer's copy
+    is replaced, and the dead letter's winner shows the device copy's time, id and
+    channel only (its type is not handed over: None)."""
     tail_map = {e[1]: e for e in tail}
     known: dict[str, TailEvent | None] = dict.fromkeys(session_ids)
     known.update((e[1], e) for e in settled)
@@ -212,6 +220,16 @@ def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailE
         else:
             out.left_out.add(eid)
             out.conflicts.append(Conflict(customer, first, ev, partition, -1, device))
+    journey_ids = {e[1] for e in events}
+    for t, eid, channel in session_events:
+        cust_copy = tail_map.get(eid)
+        # settled at the device (t < link time <= the customer's tail): earlier (the
+        # time check only guards that reasoning)
+        if cust_copy is None or eid in journey_ids or eid in out.left_out or t >= cust_copy[0]:
+            continue
+        out.replaced.append(cust_copy)
+        out.conflicts.append(Conflict(customer, (t, eid, None, channel, None), cust_copy,
+                                      partition, -1, device, replaced=True))
     return out
 
 

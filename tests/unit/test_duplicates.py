@@ -124,3 +124,17 @@ def test_a_handed_over_copy_that_outranks_the_customers_tail_copy_replaces_it() 
     assert out.conflicts[0].where("t") == (
         "applied earlier at customer partition 3, taken out for a copy that ranks first "
         "handed over by linked device 'd1'")
+
+
+def test_a_device_copy_known_from_its_session_only_outranks_a_later_tail_copy() -> None:
+    """A handed-over session's event in none of the device's journey events: settled
+    at the device, so before the link and before any customer tail copy; it wins
+    (its type unknown: None in the dead letter). One also in the journey events, or
+    not earlier, is left to the comparison above."""
+    tail = [_ev(1, 30, "cart"), _ev(2, 30, "cart")]
+    out = handed_over("c1", "d1", 0, tail, [], {"e1", "e2"}, [_ev(2, 30, "cart")],
+                      [(10, "e1", "app"), (30, "e2", "web"), (12, "e3", "web")])
+    assert out.replaced == [_ev(1, 30, "cart")]
+    assert out.duplicates == 1 and out.left_out == {"e2"}
+    assert [(c.first, c.copy) for c in out.conflicts] == [
+        ((10, "e1", None, "app", None), _ev(1, 30, "cart"))]

@@ -246,3 +246,29 @@ def test_limit_a_customer_copy_settled_before_the_link_is_kept_though_outranked(
     alone = _direct_run([e for e in story if e is not dev_copy], 0, bulk=False,
                         lateness=10 * M)
     assert (sessions, journeys) == alone[:2]
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(order=st.permutations(range(4)), seed=st.integers(0, 5), bulk=st.booleans(),
+       lateness=st.sampled_from([10 * M, 2 * H]), opened=st.booleans(),
+       t_cust=st.sampled_from([20 * M, 25 * M, 40 * M]))
+@example(order=[0, 1, 2, 3], seed=0, bulk=False, lateness=10 * M, opened=False, t_cust=25 * M)
+def test_a_device_copy_in_no_open_journey_outranks_the_customers_later_copy(
+        order: list[int], seed: int, bulk: bool, lateness: int, opened: bool,
+        t_cust: int) -> None:
+    """The device's copy (help at 10m, off the path: in an open journey of the device
+    only when a view opened one) is in its open session at the link (20m); the
+    customer's copy (cart, at or after the link) is later, so the device's wins: the
+    outcome is that of the input without the customer's copy, in every order."""
+    dev_copy = ev(5, 10 * M, "help", anon="d1")
+    cust_copy = ev(5, t_cust, "cart", cust="c1")
+    events = [ev(8, 5 * M, "view" if opened else "wish", anon="d1"), dev_copy,
+              ev(2, 20 * M, "identify", cust="c1", anon="d1"), cust_copy]
+    story = [events[i] for i in order]
+    sessions, journeys, conflicts, late = _direct_run(story, seed, bulk=bulk,
+                                                      lateness=lateness)
+    assume(late == 0)
+    alone = _direct_run([e for e in story if e is not cust_copy], seed, bulk=bulk,
+                        lateness=lateness)
+    assert (sessions, journeys) == alone[:2]
+    assert [(c, copy) for c, _first, copy in conflicts] == [("c1", _stored(cust_copy))]
