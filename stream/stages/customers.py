@@ -318,7 +318,7 @@ class CustomerStage:
             paths = self.engine.path_events(v.journeys)
             screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
                                    v.sessions.seen(), [tuple(e) for e in jevents],
-                                   session_events(spayload))
+                                   session_events(spayload) if v.journeys.tail else ())
             taken_out: set[str] = set()
             if source not in v.journeys.merged:
                 batch.duplicates += screened.duplicates
