@@ -222,8 +222,8 @@ class CustomerAgent:
                 "error": c.where(topic)}))
             for c in conflicts))
         ctx.stats.rejected["conflicting_duplicate"] += len(conflicts)
-        log.warning("customers: %d event(s) arrived again with other content than their "
-                    "first copy and were left out (dead-lettered as conflicting_duplicate; "
+        log.warning("customers: %d copies of events differed from the copy kept (the one "
+                    "of smaller rank) and were left out (dead-lettered as conflicting_duplicate; "
                     "docs/semantics.md \"Ordering and duplicates\"), e.g. %s",
                     len(conflicts), conflicts[0].reason())
 

@@ -36,7 +36,9 @@ TailEvent = tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """A copy whose content differs from the first copy of its event id."""
+    """A copy (`copy`, left out) whose content differs from the kept copy of its event
+    id (`first`: the one of smaller rank, or the customer's settled one: module
+    docstring)."""
 
     customer: str
     first: TailEvent
