@@ -7,11 +7,13 @@ workers this way as subprocesses.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from stream.gc_tuning import tune_gc
 
 tune_gc()  # before the heavy imports below: their garbage is collected the same way
 
+from journeys.errors import JourneysError  # noqa: E402
 from journeys.settings import WorkerSettings  # noqa: E402
 from stream.agents.run import run_worker  # noqa: E402
 
@@ -20,7 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stream", description=__doc__)
     parser.add_argument("--loglevel", default="info", help="debug, info, warning")
     args = parser.parse_args(argv)
-    run_worker(WorkerSettings.build(), loglevel=args.loglevel)
+    try:
+        run_worker(WorkerSettings.build(), loglevel=args.loglevel)
+    except JourneysError as exc:  # a clear line, not a traceback (as `journeys worker`)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ the app's topology (stream.agents.app), which only passes them on.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from journeys.errors import ConfigError
 from journeys.settings import WorkerSettings
 from stream.agents.alert_entry_store import RocksEntryStore
 from stream.agents.rocks_memory import RocksMemory
@@ -24,6 +27,35 @@ from stream.eventtime.timers import Timers
 def faust_data_dir(settings: WorkerSettings) -> Path:
     """Faust's local directory for this app id (tables, offsets)."""
     return Path(settings.data_dir) / "faust" / settings.app_id
+
+
+def claim_data_dir(settings: WorkerSettings) -> IO[bytes]:
+    """Lock this app id's local state for this process until it exits (the lock file
+    `<data_dir>/faust/<app_id>.lock` beside it, so the app's wipe of a stale directory
+    never removes it; the kernel drops the lock when the process dies, SIGKILL too).
+
+    Two workers of one app id started with the same data dir on one machine would share
+    RocksDB files (RocksDB refuses the second open, mid-start), wipe each other's timer
+    indexes, and share the crash journal and the alert spool: the second one stops here
+    with what to do instead."""
+    base = faust_data_dir(settings)
+    lock = base.parent / f"{settings.app_id}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = lock.open("a+b")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().decode(errors="replace").strip() or "?"
+        fh.close()
+        raise ConfigError(
+            f"the local state in {base} is in use by another worker of app id "
+            f"{settings.app_id!r} (pid {holder}); give each worker on this machine its "
+            f"own JOURNEYS_DATA_DIR") from None
+    fh.truncate(0)
+    fh.write(str(os.getpid()).encode())
+    fh.flush()
+    return fh
 
 
 def memory_budget(settings: WorkerSettings) -> RocksMemory | None:

@@ -24,6 +24,7 @@ from mode import Service, ServiceT
 from journeys.logs import logging_config
 from journeys.settings import WorkerSettings
 from stream.agents.app import JourneysApp, create_app
+from stream.agents.local_state import claim_data_dir
 from stream.gc_tuning import freeze_startup, tune_gc
 from warehouse.backend import Warehouse
 
@@ -101,6 +102,7 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "info",
     JourneysApp.on_first_start).
     """
     tune_gc()  # already done by `python -m stream`; here for `journeys worker`, `up`
+    _claim = claim_data_dir(settings)  # held until the process exits
     app = create_app(settings, warehouse=warehouse)
     worker = build_worker(app, extra_services=extra_services, loglevel=loglevel,
                           logging_config=logging_config(settings.log_format, loglevel))
