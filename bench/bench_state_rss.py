@@ -110,9 +110,9 @@ def main() -> None:
                     help="run the worker under tracemalloc (slower) and print the N "
                          "allocation sites that grew most from idle to after the backlog")
     ap.add_argument("--store", choices=("memory", "rocksdb"),
-                    default=os.environ.get("JOURNEYS_STATE_STORE", "memory"),
+                    default=os.environ.get("JOURNEYS_STATE_STORE", "rocksdb"),
                     help="the worker's JOURNEYS_STATE_STORE (default: this process's, else "
-                         "memory). Before, the worker got no JOURNEYS_ variable of this "
+                         "rocksdb, the product's default since 2026-12-04; memory before). Before, the worker got no JOURNEYS_ variable of this "
                          "process: every run measured the memory store")
     ap.add_argument("--probe", action="store_true",
                     help="run the worker with bench/probe_worker.py and take its RSS apart "

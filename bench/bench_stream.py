@@ -277,8 +277,11 @@ class ProductRun:
 
 def worker_env(kafka: KafkaConfig, broker_kind: str, ch: Any, *, database: str, app_id: str,
                guarantee: str, flush_interval: float) -> dict[str, str]:
-    """The workers' environment: this process's minus any JOURNEYS_*, plus the bench's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    """The workers' environment: this process's minus any JOURNEYS_* but the state store
+    (JOURNEYS_STATE_STORE=memory measures the memory store; default: the product's,
+    RocksDB since 2026-12-04), plus the bench's."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("JOURNEYS_") or k == "JOURNEYS_STATE_STORE"}
     env.update({
         "JOURNEYS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         # Tansu refuses aiokafka's idempotent producer (InitProducerId)
