@@ -91,7 +91,7 @@ def test_faust_tables_get_the_budgeted_store() -> None:
     memory = memory_budget(settings)
     assert memory is not None and memory.budget_bytes == 16 * MIB
     assert store_options(memory)["options"]["memory"] is memory
-    assert memory_budget(WorkerSettings()) is None  # the memory store has no RocksDB
+    assert memory_budget(WorkerSettings(state_store="memory")) is None  # no RocksDB there
 
 
 def test_the_budget_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
