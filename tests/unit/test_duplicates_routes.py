@@ -174,6 +174,19 @@ def _direct_run(story: list[dict[str, Any]], seed: int, *, bulk: bool,
     return sessions, sorted(pipe.journey_view().values()), conflicts, pipe.late
 
 
+def _as_without(story: list[dict[str, Any]], loser: dict[str, Any], seed: int, *,
+                bulk: bool, lateness: int) -> Any:
+    """Run the story (no event late) and check its sessions and journeys equal the run
+    without `loser`; its dead letters."""
+    sessions, journeys, conflicts, late = _direct_run(story, seed, bulk=bulk,
+                                                      lateness=lateness)
+    assume(late == 0)
+    alone = _direct_run([e for e in story if e is not loser], seed, bulk=bulk,
+                        lateness=lateness)
+    assert (sessions, journeys) == alone[:2]
+    return conflicts
+
+
 @settings(max_examples=examples(25), deadline=None)
 @given(t_a=st.sampled_from(STEP), t_b=st.sampled_from(STEP),
        type_b=st.sampled_from(["cart", "help", "view"]), ch_b=st.sampled_from(["web", "app"]),
@@ -198,12 +211,7 @@ def test_two_copies_on_one_route_count_as_the_one_of_smaller_rank_in_every_order
               ev(7, 80 * M, "view", cust="c1"), copy_a, copy_b]
     story = [events[i] for i in order]
     winner, loser = sorted((copy_a, copy_b), key=lambda e: rank(_stored(e)))
-    sessions, journeys, conflicts, late = _direct_run(story, seed, bulk=bulk,
-                                                      lateness=lateness)
-    assume(late == 0)
-    alone = _direct_run([e for e in story if e is not loser], seed, bulk=bulk,
-                        lateness=lateness)
-    assert (sessions, journeys) == alone[:2]
+    conflicts = _as_without(story, loser, seed, bulk=bulk, lateness=lateness)
     if lateness == 2 * H or conflicts:
         assert conflicts == [("c1", _stored(winner), _stored(loser))]
 
@@ -265,10 +273,5 @@ def test_a_device_copy_in_no_open_journey_outranks_the_customers_later_copy(
     events = [ev(8, 5 * M, "view" if opened else "wish", anon="d1"), dev_copy,
               ev(2, 20 * M, "identify", cust="c1", anon="d1"), cust_copy]
     story = [events[i] for i in order]
-    sessions, journeys, conflicts, late = _direct_run(story, seed, bulk=bulk,
-                                                      lateness=lateness)
-    assume(late == 0)
-    alone = _direct_run([e for e in story if e is not cust_copy], seed, bulk=bulk,
-                        lateness=lateness)
-    assert (sessions, journeys) == alone[:2]
+    conflicts = _as_without(story, cust_copy, seed, bulk=bulk, lateness=lateness)
     assert [(c, copy) for c, _first, copy in conflicts] == [("c1", _stored(cust_copy))]
