@@ -60,6 +60,11 @@ def closed_message(row: InstanceRow) -> tuple[bytes, bytes]:
     return row.instance_id.encode(), orjson.dumps(row.as_record())
 
 
+TICK_BATCHES = 16
+"""Batches one timer tick prepares at most for customers a bounded visit left due
+(stream.stages.customers.DUE_PER_BATCH), one after the other."""
+
+
 class CustomerAgent:
     def __init__(self, ctx: StageContext, stage: CustomerStage,
                  consumer: Callable[[], Any]) -> None:
@@ -144,13 +149,16 @@ class CustomerAgent:
 
     async def tick(self, in_rebalance: bool) -> None:
         """Timer: give up overdue holds, delete finished customers whose inputs are
-        committed now, visit customers a bounded visit left due (again and again, a
-        batch each, until none is left), re-read stranded partitions."""
+        committed now, visit customers a bounded visit left due (a batch each, up to
+        TICK_BATCHES per tick, until none is left), re-read stranded partitions."""
         if not self._indexed or in_rebalance:
             return
         await self._redeliver_stranded()
         await self._refresh_upstream()
-        while not self.lock.locked():
+        for _ in range(TICK_BATCHES):  # bounded: a customer due again at once (a
+            # held one) cannot keep one tick going; the next tick goes on
+            if self.lock.locked():
+                return
             # A batch being prepared visits its partitions' due customers itself.
             # Waiting for the lock made the timer overrun its interval (it was a Faust
             # timer then: "Timer journeys.tick is overlapping").
