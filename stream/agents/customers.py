@@ -39,7 +39,7 @@ from stream.engine.outputs import InstanceRow, StepReached
 from stream.engine.session_state import SessionRow
 from stream.eventtime.watermarks import Claim
 from stream.stages.customer_batch import CustomerBatch, ProvisionalCarry
-from stream.stages.customer_state import HANDOVER_RECORDS, RECORDS
+from stream.stages.customer_state import HANDOVER_RECORDS, PEER_RECORDS, RECORDS
 from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage
 from stream.stages.duplicates import Conflict
 
@@ -80,6 +80,7 @@ class CustomerAgent:
         self._late_pending = 0
         # by-identity partition -> the identity stage's committed offset (group-wide)
         self._upstream: dict[int, int] = {}
+        self._peers: dict[int, int] = {}  # by-customer partition -> committed (group)
         self._upstream_at = 0.0
 
     def add_reached_hook(self, hook: ReachedHook) -> None:
@@ -89,11 +90,14 @@ class CustomerAgent:
     def committed_offset(self, lane: int, partition: int) -> int | None:
         """The stage's `Committed` (stream.stages.customer_state): this worker's commits
         of its by-customer and handovers partitions; the identity stage's commits of
-        by-identity partitions, group-wide, as last looked up (a few seconds old at
+        by-identity partitions, and of by-customer partitions for the devices'
+        releases (PEER_RECORDS), group-wide, as last looked up (a few seconds old at
         most, which only delays deletions). Read from the stage's thread: plain dict
         reads."""
         if lane >= 0:
             return self._upstream.get(partition)
+        if lane == PEER_RECORDS:  # a device's release, on any worker's partition
+            return self._peers.get(partition)
         kafka = self.ctx.settings.kafka
         topic = kafka.by_customer_topic if lane == RECORDS else kafka.handovers_topic
         consumer = self._consumer()
@@ -107,13 +111,17 @@ class CustomerAgent:
             return
         self._upstream_at = time.monotonic()
         kafka = self.ctx.settings.kafka
-        tps = [TP(kafka.by_identity_topic, p) for p in range(kafka.partitions)]
+        tps = [TP(topic, p) for topic in (kafka.by_identity_topic, kafka.by_customer_topic)
+               for p in range(kafka.partitions)]
         try:
             offsets = await self._consumer().group_committed(*tps)
         except Exception as exc:  # no group yet, a rebalance: next time
             log.debug("customers: committed by-identity offsets not read: %r", exc)
             return
-        self._upstream = {tp.partition: offset for tp, offset in offsets.items()}
+        self._upstream = {tp.partition: offset for tp, offset in offsets.items()
+                          if tp.topic == kafka.by_identity_topic}
+        self._peers = {tp.partition: offset for tp, offset in offsets.items()
+                       if tp.topic == kafka.by_customer_topic}
 
     def _get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.table.data.get(key)

@@ -34,7 +34,9 @@ class CustomerJourneys:
     until they have all arrived, or `expire_holds` gave up on them); `closed_in`:
     definition -> ids of events of its closed instances that are still in another
     definition's open run (a release does not replay them for that definition:
-    docs/semantics.md "Identity stitching"; bounded by the open runs' paths).
+    docs/semantics.md "Identity stitching"; bounded by the open runs' paths);
+    `gave_up`: linked keys whose hold `expire_holds` gave up -> link time (their late
+    handover is still absorbed, not taken for a repeat: stream.stages.customers).
     """
 
     checkpoint: int = NO_WATERMARK
@@ -47,6 +49,7 @@ class CustomerJourneys:
     merged: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, list[int]] = field(default_factory=dict)
     closed_in: dict[str, list[str]] = field(default_factory=dict)
+    gave_up: dict[str, int] = field(default_factory=dict)
 
     def is_idle(self) -> bool:
         """Nothing can change without new events: the table entry may be deleted."""
@@ -71,7 +74,7 @@ class CustomerJourneys:
         handover must not freeze the customer); returns how many were given up."""
         late = [k for k, (_at, since) in self.waiting.items() if wall_ms - since > max_wait_ms]
         for k in late:
-            del self.waiting[k]
+            self.gave_up[k] = self.waiting.pop(k)[0]
         return len(late)
 
     def to_obj(self) -> dict[str, Any]:
@@ -85,6 +88,8 @@ class CustomerJourneys:
             obj["w"] = self.waiting
         if self.closed_in:
             obj["k"] = self.closed_in
+        if self.gave_up:
+            obj["u"] = self.gave_up
         return obj
 
     def to_bytes(self) -> bytes:
@@ -95,9 +100,10 @@ class CustomerJourneys:
         if o.get("f") != _STATE_FORMAT:
             raise ValueError(f"unknown journey state format {o.get('f')!r}")
         # positional, in field order (checkpoint, tail, open, emitted, seq, high_ms,
-        # merged, waiting, closed_in): this runs for every touched customer per batch
+        # merged, waiting, closed_in, gave_up): this runs for every touched customer per
+        # batch
         return cls(o["c"], list(map(tuple, o["t"])), o["o"], o["x"], o["q"], o["h"],
-                   o.get("m") or {}, o.get("w") or {}, o.get("k") or {})
+                   o.get("m") or {}, o.get("w") or {}, o.get("k") or {}, o.get("u") or {})
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> CustomerJourneys:

@@ -17,7 +17,7 @@ from stream.engine.journey_state import CustomerJourneys
 from stream.eventtime.watermarks import decode_claims
 from stream.stages.customer_batch import CustomerBatch, Ev
 from stream.stages.customer_progress import PartitionProgress
-from stream.stages.customer_state import CustomerValue, CustomerWork
+from stream.stages.customer_state import RECORDS, CustomerValue, CustomerWork
 from stream.stages.envelopes import decode
 from stream.stages.validate import LateEvent
 
@@ -55,6 +55,9 @@ def read_records(records: Iterable[Record], load: Load, batch: CustomerBatch, wa
         return fresh_records[k]
 
     for partition, offset, value in records:
+        if lane == RECORDS:
+            prog = progress_for(partition)
+            prog.read_to = max(prog.read_to, offset)
         body = decode(value)
         if body is None:
             batch.undecodable += 1
@@ -87,6 +90,11 @@ def read_records(records: Iterable[Record], load: Load, batch: CustomerBatch, wa
                            progress_for)
         inp.handovers.extend((partition, h) for h in body.get("h", ())
                              if fresh(partition, h[1], offset))
+        for source, into, name, i, n, cut in body.get("hp", ()):  # a handover's piece
+            if fresh(partition, into, offset):
+                item = load(partition, into).value.piece(source, name, i, n, cut)
+                if item is not None:
+                    inp.handovers.append((partition, item))
         if "w" in body:
             count, claims = decode_claims(body["w"])
             progress_for(partition).frontier.update(count, claims)

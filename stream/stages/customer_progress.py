@@ -26,7 +26,7 @@ class PartitionProgress:
     stage gets `alert_watermark`, which stays below those times, so their observations
     are not late when a visit settles them."""
 
-    __slots__ = ("deferred", "frontier", "groups", "holds", "unvisited", "wakes")
+    __slots__ = ("deferred", "frontier", "groups", "holds", "read_to", "unvisited", "wakes")
 
     def __init__(self, wakes: Timers | None = None) -> None:
         self.frontier = Frontier()
@@ -35,6 +35,9 @@ class PartitionProgress:
         # the earliest wake left due by a bounded visit (CustomerStage.due_per_batch):
         # those customers are not settled to the watermark yet; None: none left
         self.unvisited: int | None = None
+        # the last by-customer record read from this partition (-1: none since start);
+        # a release names it (PEER_BASE in stream.stages.customer_state)
+        self.read_to = -1
         # Finished customers whose value goes once their input records are committed
         # (CustomerValue.replayable): key -> its group, and the groups in order, one per
         # batch, each with the highest positions of its keys. Only the oldest group is

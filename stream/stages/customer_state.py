@@ -12,6 +12,11 @@ hands its non-final state over once its event time reaches it (stream.stages.cus
 link time: a customer absorbs a device's handover exactly at the link's time, so both
 sides are split at the same point whatever the timing.
 
+`pieces` holds the pieces of a handover that travels in several records (one larger
+than an envelope, stream.stages.envelopes), per source device: `[digest, n, {i: base64
+of the piece}]`, until all `n` of one digest are here; then the joined item goes to
+`pending` like any handover.
+
 `positions` is, per by-identity partition, the position (offset, index) of the last
 event of this customer applied from it. Events reach a customer in that order, so a
 re-delivered event (the identity stage re-sent a record after a crash, or this stage
@@ -40,6 +45,7 @@ batches in its cache: decoded, with what its stored bytes imply (size, parts, ex
 
 from __future__ import annotations
 
+import base64
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +56,7 @@ import orjson
 from stream.engine.journey_state import CustomerJourneys
 from stream.engine.session_state import CustomerState
 from stream.eventtime.watermarks import END_OF_TIME
+from stream.stages.envelopes import joined
 from stream.stages.parts import Parts, next_parts, part_key, records
 
 _WAKE = struct.Struct(">q")
@@ -65,21 +72,33 @@ HANDOVER_RECORDS = -2  # `positions` key: the last handovers-topic record applie
 TOUCHED = {RECORDS: -3, HANDOVER_RECORDS: -4}
 LANE_OF = {RECORDS: RECORDS, HANDOVER_RECORDS: HANDOVER_RECORDS,
            TOUCHED[RECORDS]: RECORDS, TOUCHED[HANDOVER_RECORDS]: HANDOVER_RECORDS}
+PEER_RECORDS = -5
+"""`Committed` lane: the group's commits of by-customer partition N, whoever owns it."""
+PEER_BASE = -16
+"""`positions` keys PEER_BASE - N: a device on by-customer partition N handed this
+customer its state after reading that partition's record (offset - 1); until the group
+has committed past that offset the device's release may not be stored, and the device
+may send it again after a crash (stream.stages.customers `_absorb_ready`)."""
 
 Committed = Callable[[int, int], "int | None"]
 """(lane, partition) -> the next offset to read after the last commit, None before the
 first. Lanes: RECORDS (by-customer), HANDOVER_RECORDS (handovers), and a by-identity
 partition number (>= 0) for the identity stage's input, whose records it re-sends
-after a crash."""
+after a crash; PEER_RECORDS (by-customer, group-wide) for the devices' releases."""
 
 
 def replayable(positions: dict[int, Position], partition: int, committed: Committed) -> bool:
     """Whether a record that brought a customer (by-customer `partition`) something can
     still come again, not being committed yet: by-customer and handovers records of
     its partition, by-identity records of any partition (the identity stage re-sends
-    what it had not committed)."""
+    what it had not committed), and devices' releases (PEER_BASE)."""
     for key, (offset, _idx) in positions.items():
-        done = committed(key, key) if key >= 0 else committed(LANE_OF[key], partition)
+        if key >= 0:
+            done = committed(key, key)
+        elif key <= PEER_BASE:
+            done = committed(PEER_RECORDS, PEER_BASE - key)
+        else:
+            done = committed(LANE_OF[key], partition)
         if done is None or offset >= done:
             return True
     return False
@@ -132,6 +151,8 @@ class CustomerValue:
     # the stage generation (CustomerStage.generation) that last loaded this value: a
     # load in a newer one (after a restart or rebalance) moves the version counter on
     gen: int = 0
+    # pieces of handovers sent in several records: source -> [digest, n, {i: base64}]
+    pieces: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def floor(self) -> int:
@@ -176,7 +197,21 @@ class CustomerValue:
 
     def is_idle(self) -> bool:
         return (self.journeys.is_idle() and self.sessions.is_empty() and self.linked is None
-                and not self.pending)
+                and not self.pending and not self.pieces)
+
+    def piece(self, source: str, name: str, i: int, n: int, cut: bytes) -> list[Any] | None:
+        """Keep piece `i` of `n` of the handover from `source` whose encoding `name`
+        names; the whole item once every piece of that encoding is here (None before).
+        Pieces of another encoding (an attempt the device's crash cut short) are
+        dropped."""
+        kept = self.pieces.get(source)
+        if kept is None or kept[0] != name or kept[1] != n:
+            kept = self.pieces[source] = [name, n, {}]
+        kept[2][str(i)] = base64.b64encode(cut).decode("ascii")
+        if len(kept[2]) < n:
+            return None
+        del self.pieces[source]
+        return joined(name, [base64.b64decode(kept[2][str(k)]) for k in range(n)])
 
     def pack(self, wake: int | None) -> bytes:
         obj: dict[str, Any] = {"s": self.sessions.to_obj(), "j": self.journeys.to_obj(),
@@ -187,6 +222,8 @@ class CustomerValue:
             obj["h"] = self.pending
         if self.gen:
             obj["g"] = self.gen
+        if self.pieces:
+            obj["hp"] = self.pieces
         body = orjson.dumps(obj)
         return _WAKE.pack(END_OF_TIME if wake is None else wake) + body
 
@@ -199,7 +236,7 @@ class CustomerValue:
         linked = obj.get("l")
         return cls(CustomerState.from_obj(obj["s"]), CustomerJourneys.from_obj(obj["j"]),
                    positions, (linked[0], int(linked[1])) if linked else None,
-                   obj.get("h") or {}, int(obj.get("g") or 0))
+                   obj.get("h") or {}, int(obj.get("g") or 0), obj.get("hp") or {})
 
 
 class CustomerWork:

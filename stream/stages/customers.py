@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from journeys.definitions import Definitions
 from journeys.versions import SEQ_EPOCH, version_floor
@@ -62,6 +63,7 @@ from stream.stages.customer_cache import DEFAULT_CUSTOMERS, StateCache
 from stream.stages.customer_input import BatchInput, Load, Record, read_records
 from stream.stages.customer_progress import PartitionProgress, everything_committed
 from stream.stages.customer_state import (
+    PEER_BASE,
     RECORD_BOUND,
     RECORDS,
     Committed,
@@ -72,7 +74,7 @@ from stream.stages.customer_state import (
     wake_of,
 )
 from stream.stages.duplicates import first_copies, handed_over
-from stream.stages.envelopes import partition_for
+from stream.stages.envelopes import MAX_HANDOVER_BYTES, EnvelopeBuilder, partition_for
 from stream.stages.parts import is_part
 
 FLOOR_RETENTION_MS = 24 * 3_600_000
@@ -122,9 +124,11 @@ class CustomerStage:
                  record_bound: int = RECORD_BOUND,
                  cache_customers: int = DEFAULT_CUSTOMERS,
                  timers: Callable[[int], Timers] | None = None,
-                 due_per_batch: int = DUE_PER_BATCH) -> None:
+                 due_per_batch: int = DUE_PER_BATCH,
+                 handover_bytes: int = MAX_HANDOVER_BYTES) -> None:
         self.timers = timers  # partition -> its timer index; None: in memory
         self.due_per_batch = due_per_batch  # timer visits per partition and batch
+        self.handover_bytes = handover_bytes  # per handovers record (larger: pieces)
         self.floor_retention_ms = floor_retention_ms
         self.record_bound = record_bound  # bytes of a value per table record
         self.committed = committed  # what a finished customer's deletion waits for
@@ -177,7 +181,7 @@ class CustomerStage:
         HANDOVER_RECORDS for handovers); `tick` names partitions to visit for overdue
         holds even without records. Nothing is stored here; the values it computed are
         kept decoded for the next batch (`cache`) only when it returns."""
-        batch = CustomerBatch()
+        batch = CustomerBatch(handovers=EnvelopeBuilder(self.handover_bytes))
         self.batches += 1
         work: dict[str, CustomerWork] = {}
         cache = self.cache
@@ -308,10 +312,19 @@ class CustomerStage:
                 return
             self._settle(batch, w.partition, key, v, at)
             del v.pending[source]
+            if self._repeated(v, source, item):
+                batch.redelivered += 1
+                continue
             v.journeys.waiting.pop(source, None)
+            v.journeys.gave_up.pop(source, None)
             anon, _into, jevents, spayload, linked_at, openings = item[:6]
             runs = item[6] if len(item) > 6 else None  # capped runs (older: none)
             closed = item[7] if len(item) > 7 else None  # per definition (older: none)
+            if len(item) > 8:  # the device's release may come again until committed
+                peer, offset = item[8]
+                pos = v.positions.get(PEER_BASE - peer)
+                if pos is None or offset > pos[0]:
+                    v.positions[PEER_BASE - peer] = (offset, 0)
             # of two copies of an id the one of smaller rank wins, the other is left out
             # of sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
             # "Ordering and duplicates"); a repeated handover is ignored whole below
@@ -337,6 +350,23 @@ class CustomerStage:
             wm = min(frontier, v.journeys.hold() or frontier)
             self._settle(batch, w.partition, key, v, wm)
 
+    @staticmethod
+    def _repeated(v: CustomerValue, source: str, item: list[Any]) -> bool:
+        """A handover this customer absorbed already: a device that crashed after
+        sending it, before its release was stored, sends it again. Known while its
+        source is `merged`; after that by the customer's settle point: the customer
+        settled to the link time before it absorbed the first copy, and it settles past
+        a link time only after the handover came (it holds for it) or after it gave the
+        hold up (`gave_up`: that late handover is absorbed). The value is kept until the
+        device's release is committed (PEER_BASE), so a repeat finds it. Absorbed twice,
+        a repeat replayed final events into closed instances and sessions (found by
+        crashing the stages in a backlog: docs/reliability.md "Repeated handovers")."""
+        j = v.journeys
+        if source in j.merged:
+            return True
+        return (source not in j.waiting and source not in j.gave_up
+                and j.checkpoint >= item[4] and j.checkpoint > NO_WATERMARK)
+
     def _settle(self, batch: CustomerBatch, partition: int, key: str, v: CustomerValue,
                 watermark: int) -> None:
         sd = self.sessionizer.apply(key, v.sessions, (), watermark=watermark, versions=v.journeys)
@@ -355,8 +385,14 @@ class CustomerStage:
         jevents, jd = self.engine.release(anon, v.journeys)
         batch.session_rows.extend(sd.rows())
         self._take(batch, partition, jd)
+        prog = self.progress_for(partition)
+        committed = self.committed(RECORDS, partition)
+        read_to = max(prog.read_to, -1 if committed is None else committed - 1)
+        # [partition, offset]: the group's commit past `offset` means this release is
+        # stored (a later batch began after it): the customer keeps its value till then
         batch.handovers.handover(partition_for(cust, self.partitions),
-                                 [anon, cust, jevents, spayload, at, openings, runs, closed])
+                                 [anon, cust, jevents, spayload, at, openings, runs, closed,
+                                  [partition, read_to + 1]])
         batch.released += 1
 
     def _store(self, batch: CustomerBatch, key: str, w: CustomerWork) -> None:

@@ -25,8 +25,17 @@ lists, strings and numbers.
                  "m": [[anonymous_id, customer_id, linked_at], ...],  # links made
                  "h": [[from_key, into_key, journey_events, sessions_payload, linked_at,
                         [[journey, opening_event_id, furthest_step], ...]], ...],
+                 "hp": [[from_key, into_key, digest, i, n, bytes]],  # a handover's piece
                  "f": [key, ...],  # keys to forget, after the events (journeys.control)
                  "w": claims}
+
+A handover whose encoding is over MAX_HANDOVER_BYTES (a device's long open session
+carries every event id) travels as `n` *pieces*, one per envelope: the bytes of its
+MessagePack encoding cut in order, each with the first 16 hex digits of its BLAKE2b
+digest. The customer keeps the pieces with its value until it has all `n` of one digest
+(stream.stages.customer_state), so a piece read in another batch, or re-sent after the
+device's crash, is neither lost nor mixed with another attempt's (docs/stream.md "Wire
+formats"). No record a stage writes grows with a customer's history.
 
 by-identity also carries `forget` control envelopes (journeys.control, JSON): `{"v": 2,
 "e": [], "f": [[customer_id, [anonymous_id, ...]]]}`.
@@ -62,6 +71,7 @@ a key's state always lives in the changelog partition of its source partition.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -71,7 +81,7 @@ import orjson
 from journeys.control import ENVELOPE_FORMAT, partition_for
 
 __all__ = ["FORMAT", "JSON_FORMAT", "EnvelopeBuilder", "decode", "decode_body", "encode",
-           "partition_for"]
+           "joined", "partition_for", "pieces"]
 
 FORMAT = 3  # MessagePack, written by this code
 JSON_FORMAT = ENVELOPE_FORMAT  # 2: JSON, read only (older workers, journeys.control)
@@ -80,16 +90,18 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()  # untyped: maps -> dict, arrays -> list, as orjson
 MAX_ENVELOPE_EVENTS = 2000  # ~200-300 KB per message with compact events
 MAX_HANDOVER_BYTES = 1 << 20  # handovers per envelope: up to ~1 MiB (the broker's limit is 8)
+Piece = tuple[str, str, str, int, int, bytes]  # (from, into, digest, i, n, bytes)
 
 
 class EnvelopeBuilder:
     """Collects items per partition and yields one or more envelopes per partition."""
 
-    __slots__ = ("_claims", "_parts")
+    __slots__ = ("_claims", "_handover_bytes", "_parts")
 
-    def __init__(self) -> None:
+    def __init__(self, handover_bytes: int = MAX_HANDOVER_BYTES) -> None:
         self._parts: dict[int, dict[str, list[Any]]] = {}
         self._claims: list[Any] | None = None
+        self._handover_bytes = handover_bytes  # per envelope; a larger item in pieces
 
     def _part(self, partition: int) -> dict[str, list[Any]]:
         part = self._parts.get(partition)
@@ -127,7 +139,7 @@ class EnvelopeBuilder:
         ride with the first envelope of their partition (before the customer's events),
         links and claims with the last (after everything they cover); handovers (only
         the customer stage writes them, with nothing else) in envelopes of their own, up
-        to MAX_HANDOVER_BYTES each."""
+        to `handover_bytes` each; one larger than that as pieces, one per envelope."""
         for partition, part in sorted(self._parts.items()):
             events = part["e"]
             chunks = [events[i:i + MAX_ENVELOPE_EVENTS]
@@ -144,25 +156,54 @@ class EnvelopeBuilder:
                     if self._claims is not None:
                         body["w"] = self._claims
                 yield partition, encode(body)
-            for group in _by_size(part["h"], MAX_HANDOVER_BYTES):
-                yield partition, encode({"v": FORMAT, "e": [], "h": group})
+            for group in _by_size(part["h"], self._handover_bytes):
+                yield partition, encode(group)
 
 
-def _by_size(items: list[Any], limit: int) -> Iterator[list[msgspec.Raw]]:
-    """Items in order, each encoded once, grouped so each group stays around `limit`
-    bytes (one item larger than that is a group of its own)."""
+def _by_size(items: list[Any], limit: int) -> Iterator[dict[str, Any]]:
+    """Handover envelope bodies: items in order, each encoded once, grouped so each
+    group stays within `limit` bytes; an item larger than that as its pieces."""
     group: list[msgspec.Raw] = []
     size = 0
     for item in items:
-        raw = msgspec.Raw(_ENCODER.encode(item))
+        raw = _ENCODER.encode(item)
         n = len(raw)
         if group and size + n > limit:
-            yield group
+            yield {"v": FORMAT, "e": [], "h": group}
             group, size = [], 0
-        group.append(raw)
+        if n > limit:
+            for piece in pieces(item[0], item[1], raw, limit):
+                yield {"v": FORMAT, "e": [], "hp": [list(piece)]}
+            continue
+        group.append(msgspec.Raw(raw))
         size += n
     if group:
-        yield group
+        yield {"v": FORMAT, "e": [], "h": group}
+
+
+def digest(raw: bytes) -> str:
+    """What names one encoding of a handover across its pieces."""
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def pieces(source: str, into: str, raw: bytes, size: int) -> list[Piece]:
+    """One handover's encoding `raw` cut into pieces of `size` bytes, in order."""
+    name = digest(raw)
+    cuts = [raw[i:i + size] for i in range(0, len(raw), size)]
+    return [(source, into, name, i, len(cuts), cut) for i, cut in enumerate(cuts)]
+
+
+def joined(name: str, cuts: list[bytes]) -> list[Any]:
+    """The handover item whose pieces are `cuts` (in order). ValueError when they do
+    not make the encoding `name` names, or not a handover: the poison rule then
+    dead-letters the record that completed them (docs/stream.md "Poison records")."""
+    raw = b"".join(cuts)
+    if digest(raw) != name:
+        raise ValueError(f"handover pieces do not make the encoding {name}")
+    item = _DECODER.decode(raw)
+    if not isinstance(item, list) or len(item) < 6:
+        raise ValueError(f"handover pieces {name} do not make a handover")
+    return item
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -9,7 +9,12 @@ from typing import Any
 from journeys.definitions import parse_definitions
 from stream.engine.dropoff import DropoffEvaluator
 from stream.engine.outputs import StepReached, retraction
-from stream.stages.customer_state import CustomerValue
+from stream.stages.customer_state import (
+    HANDOVER_RECORDS,
+    PEER_RECORDS,
+    RECORDS,
+    CustomerValue,
+)
 from stream.stages.customers import HOLD_MAX_WAIT_MS, CustomerStage
 from stream.stages.envelopes import FORMAT, EnvelopeBuilder, decode, encode, partition_for
 from tests.unit.stream_harness import Pipeline
@@ -187,3 +192,70 @@ def test_a_device_run_merged_into_an_earlier_customer_run_is_retracted_for_alert
     for step in (0, 1):  # e002 only as a retraction mark
         entries = evaluator.state("buy", step).entries
         assert {iid for iid, e in entries.items() if e[0] is not None} == {"e001"}
+
+
+def _apply(stage: CustomerStage, states: dict[bytes, bytes], records: list[bytes],
+           wall: int, *, lane: int = RECORDS, tick: tuple[int, ...] = ()) -> Any:
+    batch = stage.prepare([(0, next(_offsets), r) for r in records], states.get, wall,
+                          lane=lane, tick=tick)
+    for k, (_p, v) in batch.states.items():
+        if v is None:
+            states.pop(k, None)
+        else:
+            states[k] = v
+    return batch
+
+
+def test_a_late_handover_after_a_given_up_hold_is_still_absorbed() -> None:
+    """The hold was given up (the customer settled without the device); the handover
+    that comes later is not taken for a repeat: the device's events reach the customer."""
+    stage = CustomerStage(DEFS, partitions=1)
+    states: dict[bytes, bytes] = {}
+    _apply(stage, states, [envelope(BASE + 3 * H - M, p=[[CUST, DEV, BASE]],
+                                    e=[[CUST, "e1", "view", "web", BASE, None],
+                                       ["x", "e2", "page", "web", BASE + 3 * H, None]])], 0)
+    wall = HOLD_MAX_WAIT_MS + 1
+    assert _apply(stage, states, [], wall, tick=(0,)).holds_expired == 1
+    assert journeys_of(states, CUST).gave_up == {DEV: BASE}
+    handover = [DEV, CUST, [[BASE + M, "d1", "cart", "web", None]], [], BASE, []]
+    batch = _apply(stage, states, [envelope(h=[handover])], wall + 1, lane=HANDOVER_RECORDS)
+    assert batch.absorbed == 1 and batch.redelivered == 0
+    v = CustomerValue.unpack(states[CUST.encode()])
+    assert DEV in v.journeys.merged and not v.journeys.gave_up
+
+
+def test_a_repeated_handover_after_the_merge_memory_is_ignored() -> None:
+    """The device crashed after sending its handover, before its release was stored,
+    and sends it again; meanwhile the customer's event time ran past the merge memory
+    (a backlog). The repeat changes nothing (it replayed the device's events into a
+    closed journey and counted its session again), and the customer's value stays until
+    the device's partition has committed past its release."""
+    stage = CustomerStage(DEFS, partitions=1, floor_retention_ms=0,
+                          committed=lambda lane, p: committed.get(lane))
+    committed: dict[int, int] = {}
+    states: dict[bytes, bytes] = {}
+    link = BASE + 10 * M
+    _apply(stage, states, [envelope(link + M, p=[[CUST, DEV, link]],
+                                    e=[[CUST, "e1", "cart", "web", link, None],
+                                       [CUST, "e2", "pay", "web", link + M, None]])], 0)
+    handover = [DEV, CUST, [[BASE, "d1", "view", "web", None]],
+                [[BASE, "d1", BASE, 1, [["web", 0, "d1"]], ["d1"], [0], "0"]], link, [],
+                None, None, [3, 40]]  # released after by-customer record 39 of partition 3
+    batch = _apply(stage, states, [envelope(h=[handover])], 1, lane=HANDOVER_RECORDS)
+    assert batch.absorbed == 1
+    # days later in event time: journeys final, sessions closed, the merge memory gone
+    batch = _apply(stage, states, [envelope(BASE + 10 * 24 * H, e=[
+        [CUST, "e3", "done", "web", link + 2 * M, None]])], 2)
+    v = CustomerValue.unpack(states[CUST.encode()])
+    assert not v.journeys.merged and not v.journeys.open and v.sessions.is_empty()
+    batch = _apply(stage, states, [envelope(h=[handover])], 3, lane=HANDOVER_RECORDS)
+    assert (batch.absorbed, batch.redelivered) == (0, 1)
+    assert batch.instance_rows == [] and batch.session_rows == []  # nothing rewritten
+    # kept (a floor and positions) until partition 3 commits past offset 40
+    for c in (None, 40, 41):
+        if c is not None:
+            committed[PEER_RECORDS] = c
+        committed.update({0: 10**6, RECORDS: 10**6, HANDOVER_RECORDS: 10**6})
+        _apply(stage, states, [envelope(BASE + 12 * 24 * H)], 4 + (c or 0),
+               tick=(0,))
+        assert (CUST.encode() in states) == (c != 41), c

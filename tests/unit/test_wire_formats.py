@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from journeys.control import forget_envelopes
 from stream.engine.outputs import StepReached
 from stream.eventtime.watermarks import Claim
 from stream.stages.alerts import AlertStage, StepReachedRouter
+from stream.stages.customer_state import CustomerValue
 from stream.stages.envelopes import (
     FORMAT,
     JSON_FORMAT,
@@ -25,6 +27,8 @@ from stream.stages.envelopes import (
     decode,
     decode_body,
     encode,
+    joined,
+    pieces,
     readable,
 )
 from tests.profiles import examples
@@ -105,10 +109,43 @@ def test_handovers_are_grouped_by_encoded_size_in_order() -> None:
     assert [len(g["h"]) for g in groups if g] == [3, 2]
     assert [h for g in groups if g for h in g["h"]] == items
     assert all(len(v) <= MAX_HANDOVER_BYTES for _p, v in msgs)
-    huge = EnvelopeBuilder()  # one item over the limit travels alone
-    huge.handover(0, ["dev", "cust", "y" * (MAX_HANDOVER_BYTES + 1)])
-    huge.handover(0, ["dev2", "cust", []])
-    assert [len((decode(v) or {}).get("h", [])) for _p, v in huge.messages()] == [0, 1, 1]
+    assert not any("hp" in g for g in groups if g)
+
+
+def test_a_handover_over_the_limit_travels_as_pieces_that_make_it_again() -> None:
+    """One item larger than an envelope (a device's long open session) is cut into
+    pieces, one per record, each about `handover_bytes`; the items around it keep their
+    order; the pieces, joined in order, are the item."""
+    item = ["dev", "cust", [[1, "y" * 5000]], {"s": 1}, 7, []]
+    b = EnvelopeBuilder(handover_bytes=1000)
+    b.handover(0, ["dev0", "cust", [], [], 1, []])
+    b.handover(0, item)
+    b.handover(0, ["dev2", "cust", [], [], 2, []])
+    bodies = [decode(v) or {} for _p, v in b.messages()][1:]
+    assert all(len(v) <= 1000 + 100 for _p, v in b.messages())
+    assert [len(x.get("h", [])) for x in bodies] == [1, 0, 0, 0, 0, 0, 0, 1]
+    cuts = [x["hp"][0] for x in bodies if "hp" in x]
+    assert [(c[0], c[1], c[3], c[4]) for c in cuts] == [("dev", "cust", i, 6) for i in range(6)]
+    assert joined(cuts[0][2], [c[5] for c in cuts]) == item
+    with pytest.raises(ValueError, match="do not make"):  # pieces of another encoding
+        joined(cuts[0][2], [c[5] for c in reversed(cuts)])
+
+
+def test_a_customer_keeps_pieces_until_one_encoding_is_whole() -> None:
+    """Pieces in any order, across stored values (pack/unpack), make the item once;
+    a piece of another attempt (the device re-sent after a crash) starts afresh."""
+    item = ["dev", "cust", [[1, "z" * 300]], [], 5, []]
+    raw = encode(item)  # what the builder cuts: the item's own encoding
+    cuts = pieces("dev", "cust", raw, 64)
+    other = pieces("dev", "cust", encode([*item[:4], 6, []]), 64)
+    v = CustomerValue()
+    assert v.piece(other[0][0], *other[0][2:]) is None  # an attempt cut short
+    for c in reversed(cuts[1:]):
+        assert v.piece(c[0], *c[2:]) is None
+        v = CustomerValue.unpack(v.pack(None))
+        assert not v.is_idle()
+    assert v.piece(cuts[0][0], *cuts[0][2:]) == item
+    assert v.pieces == {} and v.is_idle()
 
 
 def test_dead_letter_original_of_a_binary_record_is_readable_and_exact() -> None:
