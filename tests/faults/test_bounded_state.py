@@ -1,5 +1,6 @@
 """One customer with ~250k events in one journey (500k with JOURNEYS_FAULTS_LONG=1, the
-issue's size), queued as a backlog, through a real worker on Apache Kafka into a
+issue's size), and a device with 200k events in one open session handed over to its
+customer (400k long), queued as a backlog, through a real worker on Apache Kafka into a
 ClickHouse server (Apache Kafka only: the size limits under test are the worker's,
 whatever the broker, and the run takes minutes).
 
@@ -29,8 +30,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from journeys.definitions import load_definitions
 from journeys.settings import DEFAULT_PATH_CAP, KafkaConfig, WarehouseConfig
 from journeys.timeutil import now_ms
-from journeys.topics import ensure_journey_topics
+from journeys.topics import PRODUCER_MAX_REQUEST_BYTES, ensure_journey_topics
 from stream.stages.customer_state import RECORD_BOUND
+from stream.stages.envelopes import MAX_HANDOVER_BYTES, decode
 from stream.stages.parts import is_part
 from tests.integration.stream_support import (
     produce_fillers,
@@ -66,7 +68,8 @@ def _produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
                              linger_ms=20, batch_size=256 * 1024)
     try:
         for e in events:
-            producer.send(kafka.raw_topic, key=e["customer_id"].encode(), value=orjson.dumps(e))
+            key = e.get("anonymous_id") or e["customer_id"]
+            producer.send(kafka.raw_topic, key=key.encode(), value=orjson.dumps(e))
         producer.flush(120)
     finally:
         producer.close()
@@ -162,3 +165,82 @@ def test_one_customer_with_hundreds_of_thousands_of_events_in_one_journey(
     expected = Counter((d.kind, d.step, d.channel) for d in want.detours)
     assert got == expected
     assert {(r.kind, r.step, r.detour_channel): r.detours for r in report} == dict(expected)
+
+
+DEVICE_EVENTS = 400_000 if LONG else 200_000
+
+
+def _handover_records(bootstrap: str, topic: str) -> tuple[int, int, int]:
+    """(records, largest value, records holding a handover's piece) of a topic."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             max_partition_fetch_bytes=16 * 1024 * 1024,
+                             fetch_max_bytes=32 * 1024 * 1024)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                        or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        n = largest = pieces = 0
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, "handovers not read in 120 s"
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    n += 1
+                    largest = max(largest, len(r.value or b""))
+                    pieces += "hp" in (decode(r.value) or {})
+        return n, largest, pieces
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(2400 if LONG else 900)
+def test_a_device_with_a_long_open_session_hands_it_over_in_pieces(
+        kafka_broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str],
+        tmp_path: Path) -> None:
+    """A device with 200k events (400k long) in one open session, with 36-character
+    event ids, then linked to a customer: its handover carries every event's id, ~9 MB,
+    over the worker's 8 MiB record limit (before pieces: MessageSizeTooLargeError and a
+    crash loop). Now it travels as pieces of 1 MiB, and the customer's one session
+    counts every event once, the device's session deleted."""
+    prefix = unique_name("dev")
+    kafka = KafkaConfig(bootstrap_servers=kafka_broker.bootstrap_servers, topic_prefix=prefix,
+                        partitions=2)
+    ensure_journey_topics(kafka)
+    device, customer = f"{prefix}-device", f"{prefix}-cust"
+    start = (now_ms() - 10 * 86_400_000) // 1000 * 1000
+    events = [{"event_id": f"{i:036x}", "type": "product_view" if i % 5 else "search",
+               "channel": "web", "occurred_at": start + i * 1000, "anonymous_id": device}
+              for i in range(DEVICE_EVENTS)]
+    events.append({"event_id": "link", "type": "login", "channel": "web",
+                   "occurred_at": start + DEVICE_EVENTS * 1000, "anonymous_id": device,
+                   "customer_id": customer})
+    _produce(kafka, events)
+    database, app_id = unique_name("devdb"), unique_name("devw")
+    log = tmp_path / "worker.log"
+    proc = start_worker(worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
+                                   database, app_id), log)
+    try:
+        wait_pipeline(kafka, app_id, [proc], log, timeout=1800 if LONG else 600)
+        produce_fillers(kafka, now_ms())  # the device reaches its link time: it hands over
+        wait_pipeline(kafka, app_id, [proc], log, timeout=300)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        stop_worker(proc)
+    text = log.read_text(errors="replace")
+    assert "batch failed" not in text and "TooLarge" not in text, text[-3000:]
+    n, largest, pieces = _handover_records(kafka.bootstrap_servers, kafka.handovers_topic)
+    assert largest <= MAX_HANDOVER_BYTES + 1024, (n, largest)
+    # pieces of 1 MiB: more than eight, so one record would have been over 8 MiB
+    assert pieces > PRODUCER_MAX_REQUEST_BYTES // MAX_HANDOVER_BYTES, (n, pieces)
+    wh = connect(WarehouseConfig(backend="server", host=clickhouse_server.host,
+                                 port=clickhouse_server.tcp_port, database=database),
+                 create_database=False)
+    try:
+        rows = wh.query(f"SELECT customer_id, events, started_at_ms FROM {database}.sessions"
+                        " FINAL WHERE deleted = 0 AND customer_id IN (%(d)s, %(c)s)",
+                        {"d": device, "c": customer})
+    finally:
+        wh.close()
+    assert [(c, int(k), int(t)) for c, k, t in rows] == [(customer, DEVICE_EVENTS + 1, start)]
