@@ -36,7 +36,7 @@ the step was reached, when they can no longer change (the evaluator cannot retra
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -221,6 +221,17 @@ class JourneyEngine(JourneySettler):
         self._decode(state)
         return [e for _name, run in sorted(state.open.items()) for e in path_events(run)]
 
+    def replayable_ids(self, state: CustomerJourneys) -> set[str]:
+        """Ids of settled path events the open runs can replay without (no run is
+        capped, and no closed instance holds the event): a handed-over copy that
+        outranks one of them may replace it (stream.stages.duplicates `unsettled`)."""
+        self._decode(state)
+        runs = list(state.open.values())
+        if any(run.truncated for run in runs):
+            return set()
+        closed = {eid for ids in state.closed_in.values() for eid in ids}
+        return {e[1] for run in runs for e in path_events(run)} - closed
+
     def closed_events(self, state: CustomerJourneys) -> dict[str, list[str]]:
         """Definition -> ids of handed-over events that were in one of its closed
         instances (call before `release`): the customer does not replay them for that
@@ -239,7 +250,7 @@ class JourneyEngine(JourneySettler):
         self, customer: str, state: CustomerJourneys, source: str,
         events: Sequence[TailEvent], *, watermark: int, linked_at: int = NO_WATERMARK,
         openings: Sequence[Sequence[Any]] = (), runs: Mapping[str, list[Any]] | None = None,
-        closed: Mapping[str, Sequence[str]] | None = None,
+        closed: Mapping[str, Sequence[str]] | None = None, dropped: Collection[str] = (),
     ) -> JourneyDelta:
         """Merge another key's released events into this customer's journeys.
 
@@ -248,7 +259,9 @@ class JourneyEngine(JourneySettler):
         are the reference's over both sides' non-final events; `runs` are the other
         key's capped runs (`capped_runs`), continued rather than replayed
         (stream.engine.merge); `closed` (`closed_events`) names, per definition, the
-        events not replayed for it (they were in its closed instances there). A
+        events not replayed for it (they were in its closed instances there);
+        `dropped`: ids of this customer's settled copies that a released copy outranks
+        (stream.stages.duplicates `unsettled`), left out of its runs' replay. A
         repeated handover from the same source (re-delivery after a crash) is ignored.
         """
         delta = JourneyDelta()
@@ -281,7 +294,8 @@ class JourneyEngine(JourneySettler):
                 left_out = set((closed or {}).get(d.name, ()))
                 mine = [e for e in early if e[1] not in left_out] if left_out else early
                 base, merged = merge_plan(d.name, customer, state.open.pop(d.name, None),
-                                          decode_run(other, spec) if other else None, mine)
+                                          decode_run(other, spec) if other else None, mine,
+                                          drop=dropped)
                 cur = self._fold(d, spec, customer, base, merged, final, delta)
                 if cur is not None:
                     state.open[d.name] = cur

@@ -15,7 +15,7 @@ it rather than replayed), so its figures can differ from the reference's there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from stream.engine.runs import Run, TailEvent, instance_id, path_events
 
@@ -25,16 +25,21 @@ def _order(e: TailEvent) -> tuple[int, str]:
 
 
 def merge_plan(journey: str, customer: str, cur: Run | None, other: Run | None,
-               early: Sequence[TailEvent]) -> tuple[Run | None, list[TailEvent]]:
+               early: Sequence[TailEvent], drop: Collection[str] = (),
+               ) -> tuple[Run | None, list[TailEvent]]:
     """(run to continue or None, events to feed it in order).
 
     `cur`: the customer's open run; `other`: the device's open run of the same
     definition when it is capped (an uncapped one's events are in `early`); `early`:
-    the device's released events before the customer's checkpoint. A device's run
-    continued here becomes the customer's: its id is the customer's (as a replay's)."""
+    the device's released events before the customer's checkpoint; `drop`: ids of
+    `cur`'s events outranked by a released copy (only ever for an uncapped `cur`). A
+    device's run continued here becomes the customer's: its id is the customer's (as a
+    replay's)."""
     capped = [r for r in (cur, other) if r is not None and r.truncated]
     if not capped:
         base = path_events(cur) if cur is not None else []
+        if drop:
+            base = [e for e in base if e[1] not in drop]
         return None, _merged([base, early])
     run = min(capped, key=lambda r: (r.opened, r.path[0][1])).copy()
     run.iid = instance_id(journey, customer, run.path[0][1])

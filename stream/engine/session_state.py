@@ -189,6 +189,11 @@ class CustomerState:
     def seen(self) -> set[str]:
         return {eid for s in self.sessions for eid in s.ids}
 
+    def timed_ids(self) -> set[str]:
+        """Ids of the open sessions whose events' times are known (format 2): what a
+        session can take out with its bounds recomputed (`OpenSession.without`)."""
+        return {eid for s in self.sessions if s.times is not None for eid in s.ids}
+
     def to_obj(self) -> dict[str, Any]:
         return {"f": _STATE_FORMAT, "w": self.watermark, "s": encode_sessions(self.sessions)}
 

@@ -255,7 +255,14 @@ class Sessionizer:
         delta = SessionDelta()
         sessions = state.sessions = [s.copy() for s in state.sessions]
         self._take_out(sessions, taken_out, vanished, last_seen, shown)
+        # a session the take-out ended earlier may be final at the watermark: it joins
+        # nothing handed over (the customer settled to the link time: without the copy
+        # it would have closed before), `_finish` writes it once more
+        closed = [s for s in sessions if s.end + self.gap_ms <= watermark]
+        if closed:
+            sessions[:] = [s for s in sessions if s.end + self.gap_ms > watermark]
         seen = state.seen()
+        seen.update(x for s in closed for x in s.ids)
         seen.update(left_out)
         kept: list[OpenSession] = []
         for s in theirs:
@@ -270,6 +277,9 @@ class Sessionizer:
             if s.count > 0:
                 delta.applied += s.count
                 self._insert(sessions, s, vanished, last_seen)
+        if closed:
+            sessions.extend(closed)
+            sessions.sort(key=lambda s: s.start)
         self._finish(customer_key, state, before, last_seen, vanished, watermark, delta,
                      versions, shown)
         return delta

@@ -329,21 +329,26 @@ class CustomerStage:
             # of sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
             # "Ordering and duplicates"); a repeated handover is ignored whole below
             paths = self.engine.path_events(v.journeys)
+            replaceable = (self.engine.replayable_ids(v.journeys) & v.sessions.timed_ids()
+                           if paths else set())
             screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
                                    v.sessions.seen(), [tuple(e) for e in jevents],
-                                   session_events(spayload) if v.journeys.tail else ())
-            taken_out: set[str] = set()
-            if source not in v.journeys.merged:
-                batch.duplicates += screened.duplicates
-                batch.conflicts.extend(screened.conflicts)
-                taken_out = _take_out_of_tail(v.journeys, screened.replaced)
+                                   session_events(spayload) if v.journeys.tail else (),
+                                   replaceable=replaceable)
+            batch.duplicates += screened.duplicates
+            batch.conflicts.extend(screened.conflicts)
+            # the customer's outranked copies: out of its tail, or (settled) out of its
+            # runs' replay, and out of its open sessions either way
+            unsettled = {e[1] for e in screened.unsettled}
+            taken_out = _take_out_of_tail(v.journeys, screened.replaced) | unsettled
             sd = self.sessionizer.absorb(key, v.sessions, spayload, watermark=at,
                                          versions=v.journeys,
-                                         left_out={*screened.left_out, *(e[1] for e in paths)},
+                                         left_out={*screened.left_out,
+                                                   *(e[1] for e in paths)} - unsettled,
                                          taken_out=taken_out)
             jd = self.engine.absorb(key, v.journeys, source, screened.kept,
                                     watermark=at, linked_at=linked_at, openings=openings,
-                                    runs=runs, closed=closed)
+                                    runs=runs, closed=closed, dropped=unsettled)
             batch.session_rows.extend(sd.rows())
             self._take(batch, w.partition, jd)
             batch.absorbed += 1

@@ -17,14 +17,15 @@ The handover route (`handed_over`): a linked device hands its events (journeys, 
 content) and open sessions (ids with times) to the customer, settled exactly to the
 link time; compared with the customer's tail copy, the smaller rank wins as on the
 direct route (a device copy known from its handed-over session only is earlier, so it
-wins). A customer copy settled before the link (in an open run's path, or known
-by id only) is kept whatever the rank: the remaining limit (docs/reliability.md "Not
-guaranteed yet").
+wins), and so it is against a customer copy settled before the link in an open run's
+path when the runs can replay without it (`unsettled`). A settled customer copy they
+cannot replay without (a capped run, a closed instance), or known by id only, is kept
+whatever the rank: the remaining limit (docs/reliability.md "Not guaranteed yet").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
@@ -169,21 +170,27 @@ class HandedOver:
     # the customer's copies in its tail that a handed-over copy outranks: taken out of
     # its tail and open sessions before the absorb (the handed-over copy stays)
     replaced: list[TailEvent] = field(default_factory=list)
+    # the customer's settled copies (in open runs' paths) that a handed-over copy
+    # outranks: left out of the runs' replay and taken out of its open sessions
+    unsettled: list[TailEvent] = field(default_factory=list)
 
 
 def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailEvent],
                 settled: Iterable[TailEvent], session_ids: set[str],
                 events: Sequence[TailEvent],
-                session_events: Iterable[tuple[int, str, str]] = ()) -> HandedOver:
+                session_events: Iterable[tuple[int, str, str]] = (),
+                replaceable: Collection[str] = ()) -> HandedOver:
     """Screen a device's handed-over journey events against what the customer holds:
     its tail, its open runs' settled path events (`settled`) and its open sessions' ids
     (content unknown: dropped without comparison, as on the direct route). The copy of
-    smaller `rank` wins when the customer's is in its tail; a customer copy that is
-    settled (in an open run's path, or known by id only) is kept whatever the rank: it
-    is folded into the customer's runs already (the remaining limit, docs/reliability.md
-    "Not guaranteed yet"). A run's path keeps the context only of the event that opened
-    it, and either side's copy may come from one, so the context is compared only where
-    both copies carry one.
+    smaller `rank` wins when the customer's is in its tail, and when it is settled in
+    an open run's path and `replaceable` names it (the stage's word that the runs can
+    replay without it and its open session can drop it: `unsettled`). Other settled
+    customer copies (in a capped run or a closed instance too, or known by id only) are
+    kept whatever the rank (the remaining limit, docs/reliability.md "Not guaranteed
+    yet"). A run's path keeps the context only of the event that opened it, and either
+    side's copy may come from one, so the context is compared only where both copies
+    carry one.
 
     `session_events`: (time, id, channel) of the device's handed-over open sessions. A
     device copy there and not in `events` (in no open journey of the device: settled
@@ -193,7 +200,8 @@ def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailE
     channel only (its type is not handed over: None)."""
     tail_map = {e[1]: e for e in tail}
     known: dict[str, TailEvent | None] = dict.fromkeys(session_ids)
-    known.update((e[1], e) for e in settled)
+    settled_map = {e[1]: e for e in settled}
+    known.update(settled_map)
     known.update(tail_map)
     out = HandedOver([], set(), 0, [])
     for ev in events:
@@ -215,6 +223,14 @@ def handed_over(customer: str, device: str, partition: int, tail: Iterable[TailE
         elif tail_map.get(eid) is known[eid] and rank(ev) < rank(first):
             mine = tail_map[eid]  # the customer's copy (its own context) loses
             out.replaced.append(mine)
+            out.kept.append(orig)
+            known[eid] = orig
+            out.conflicts.append(Conflict(customer, orig, mine, partition, -1, device,
+                                          replaced=True))
+        elif (eid in replaceable and eid not in tail_map and settled_map.get(eid) is not None
+              and rank(ev) < rank(first)):
+            mine = settled_map[eid]  # settled, yet the runs can replay without it
+            out.unsettled.append(mine)
             out.kept.append(orig)
             known[eid] = orig
             out.conflicts.append(Conflict(customer, orig, mine, partition, -1, device,
