@@ -369,8 +369,11 @@ class CustomerStage:
         j = v.journeys
         if source in j.merged:
             return True
-        return (source not in j.waiting and source not in j.gave_up
-                and j.checkpoint >= item[4] and j.checkpoint > NO_WATERMARK)
+        # past the link time: the first copy's `merged` memory ends only a conversion
+        # window after it, so a repeat is strictly past; a first handover that overtook
+        # its hold finds the customer settled at most to the link time (claims covering
+        # the link time come after the hold), and `_absorb_ready` settled it exactly there
+        return source not in j.waiting and source not in j.gave_up and j.checkpoint > item[4]
 
     def _settle(self, batch: CustomerBatch, partition: int, key: str, v: CustomerValue,
                 watermark: int) -> None:

@@ -259,3 +259,20 @@ def test_a_repeated_handover_after_the_merge_memory_is_ignored() -> None:
         _apply(stage, states, [envelope(BASE + 12 * 24 * H)], 4 + (c or 0),
                tick=(0,))
         assert (CUST.encode() in states) == (c != 41), c
+
+
+def test_a_handover_that_overtook_its_hold_is_absorbed_at_the_link_time() -> None:
+    """The customer's event time reached the link time exactly before either the hold
+    or the handover came (a claim may equal an event's time that is not late); the
+    handover then comes first. It is absorbed, not taken for a repeat (a repeat finds
+    the customer settled strictly past the link time: `_repeated`)."""
+    stage = CustomerStage(DEFS, partitions=1)
+    states: dict[bytes, bytes] = {}
+    link = BASE + 10 * M
+    _apply(stage, states, [envelope(link, e=[[CUST, "e1", "cart", "web", BASE + M, None]])],
+           0)
+    assert journeys_of(states, CUST).checkpoint == link
+    handover = [DEV, CUST, [[BASE, "d1", "view", "web", None]], [], link, []]
+    batch = _apply(stage, states, [envelope(h=[handover])], 1, lane=HANDOVER_RECORDS)
+    assert (batch.absorbed, batch.redelivered) == (1, 0)
+    assert DEV in journeys_of(states, CUST).merged
