@@ -75,8 +75,10 @@ def _produce(kafka: KafkaConfig, events: list[dict[str, Any]]) -> None:
         producer.close()
 
 
-def _changelog_sizes(bootstrap: str, topics: list[str]) -> tuple[int, int, int]:
-    """(records, largest value, part records) over the given changelog topics."""
+def _record_sizes(bootstrap: str, topics: list[str],
+                  marked: Callable[[Any], bool]) -> tuple[int, int, int]:
+    """(records, largest value, records `marked` says yes to) over the given topics,
+    read from the beginning to their ends."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              max_partition_fetch_bytes=16 * 1024 * 1024,
                              fetch_max_bytes=32 * 1024 * 1024)
@@ -86,16 +88,16 @@ def _changelog_sizes(bootstrap: str, topics: list[str]) -> tuple[int, int, int]:
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
-        n = largest = parts = 0
+        n = largest = count = 0
         deadline = time.monotonic() + 120
         while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, "changelog not read in 120 s"
+            assert time.monotonic() < deadline, f"{topics} not read in 120 s"
             for records in consumer.poll(timeout_ms=500).values():
                 for r in records:
                     n += 1
                     largest = max(largest, len(r.value or b""))
-                    parts += is_part(r.key or b"")
-        return n, largest, parts
+                    count += marked(r)
+        return n, largest, count
     finally:
         consumer.close()
 
@@ -129,7 +131,8 @@ def test_one_customer_with_hundreds_of_thousands_of_events_in_one_journey(
     topics = [t for t in KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers).topics()
               if t.startswith(app_id) and t.endswith("-changelog")]
     assert any("customer-state" in t for t in topics), topics
-    n, largest, parts = _changelog_sizes(kafka.bootstrap_servers, topics)
+    n, largest, parts = _record_sizes(kafka.bootstrap_servers, topics,
+                                      lambda r: is_part(r.key or b""))
     assert n and largest <= RECORD_BOUND, (n, largest)
     assert parts, "the customer's value never outgrew one record: the bound went untested"
 
@@ -170,31 +173,6 @@ def test_one_customer_with_hundreds_of_thousands_of_events_in_one_journey(
 DEVICE_EVENTS = 400_000 if LONG else 200_000
 
 
-def _handover_records(bootstrap: str, topic: str) -> tuple[int, int, int]:
-    """(records, largest value, records holding a handover's piece) of a topic."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_partition_fetch_bytes=16 * 1024 * 1024,
-                             fetch_max_bytes=32 * 1024 * 1024)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                        or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        n = largest = pieces = 0
-        deadline = time.monotonic() + 120
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, "handovers not read in 120 s"
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    n += 1
-                    largest = max(largest, len(r.value or b""))
-                    pieces += "hp" in (decode(r.value) or {})
-        return n, largest, pieces
-    finally:
-        consumer.close()
-
-
 @pytest.mark.timeout(2400 if LONG else 900)
 def test_a_device_with_a_long_open_session_hands_it_over_in_pieces(
         kafka_broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str],
@@ -230,7 +208,8 @@ def test_a_device_with_a_long_open_session_hands_it_over_in_pieces(
         stop_worker(proc)
     text = log.read_text(errors="replace")
     assert "batch failed" not in text and "TooLarge" not in text, text[-3000:]
-    n, largest, pieces = _handover_records(kafka.bootstrap_servers, kafka.handovers_topic)
+    n, largest, pieces = _record_sizes(kafka.bootstrap_servers, [kafka.handovers_topic],
+                                       lambda r: "hp" in (decode(r.value) or {}))
     assert largest <= MAX_HANDOVER_BYTES + 1024, (n, largest)
     # pieces of 1 MiB: more than eight, so one record would have been over 8 MiB
     assert pieces > PRODUCER_MAX_REQUEST_BYTES // MAX_HANDOVER_BYTES, (n, pieces)

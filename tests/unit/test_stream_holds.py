@@ -77,19 +77,25 @@ def journeys_of(states: dict[bytes, bytes], key: str) -> Any:
     return CustomerValue.unpack(states[key.encode()]).journeys
 
 
+def _apply(stage: CustomerStage, states: dict[bytes, bytes], records: list[bytes],
+           wall: int, *, lane: int = RECORDS, tick: tuple[int, ...] = ()) -> Any:
+    """One batch of the stage at offsets of one log, its table writes applied."""
+    batch = stage.prepare([(0, next(_offsets), r) for r in records], states.get, wall,
+                          lane=lane, tick=tick)
+    for k, (_p, v) in batch.states.items():
+        if v is None:
+            states.pop(k, None)
+        else:
+            states[k] = v
+    return batch
+
+
 def test_alert_watermark_stays_below_a_pending_link_until_the_handover() -> None:
     stage = CustomerStage(DEFS, partitions=1)
     states: dict[bytes, bytes] = {}
 
-    def run(records: list[bytes], wall: int, tick: tuple[int, ...] = ()) -> Any:
-        batch = stage.prepare([(0, next(_offsets), r) for r in records], states.get, wall,
-                              tick=tick)
-        for k, (_p, v) in batch.states.items():
-            if v is None:
-                states.pop(k, None)
-            else:
-                states[k] = v
-        return batch
+    def run(records: list[bytes], wall: int) -> Any:
+        return _apply(stage, states, records, wall)
 
     link_at = BASE + 10 * M
     batch = run([envelope(BASE + 3 * H - M, p=[[CUST, DEV, link_at]],
@@ -192,18 +198,6 @@ def test_a_device_run_merged_into_an_earlier_customer_run_is_retracted_for_alert
     for step in (0, 1):  # e002 only as a retraction mark
         entries = evaluator.state("buy", step).entries
         assert {iid for iid, e in entries.items() if e[0] is not None} == {"e001"}
-
-
-def _apply(stage: CustomerStage, states: dict[bytes, bytes], records: list[bytes],
-           wall: int, *, lane: int = RECORDS, tick: tuple[int, ...] = ()) -> Any:
-    batch = stage.prepare([(0, next(_offsets), r) for r in records], states.get, wall,
-                          lane=lane, tick=tick)
-    for k, (_p, v) in batch.states.items():
-        if v is None:
-            states.pop(k, None)
-        else:
-            states[k] = v
-    return batch
 
 
 def test_a_late_handover_after_a_given_up_hold_is_still_absorbed() -> None:
