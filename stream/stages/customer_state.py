@@ -78,7 +78,7 @@ PEER_BASE = -16
 """`positions` keys PEER_BASE - N: a device on by-customer partition N handed this
 customer its state after reading that partition's record (offset - 1); until the group
 has committed past that offset the device's release may not be stored, and the device
-may send it again after a crash (stream.stages.customers `_absorb_ready`)."""
+may send it again after a crash (stream.stages.customer_handover `_absorb_ready`)."""
 
 Committed = Callable[[int, int], "int | None"]
 """(lane, partition) -> the next offset to read after the last commit, None before the

@@ -259,7 +259,7 @@ def test_a_handover_that_overtook_its_hold_is_absorbed_at_the_link_time() -> Non
     """The customer's event time reached the link time exactly before either the hold
     or the handover came (a claim may equal an event's time that is not late); the
     handover then comes first. It is absorbed, not taken for a repeat (a repeat finds
-    the customer settled strictly past the link time: `_repeated`)."""
+    the customer settled strictly past the link time: stream.stages.customer_handover `_repeated`)."""
     stage = CustomerStage(DEFS, partitions=1)
     states: dict[bytes, bytes] = {}
     link = BASE + 10 * M
