@@ -189,9 +189,13 @@ class CustomerState:
     def seen(self) -> set[str]:
         return {eid for s in self.sessions for eid in s.ids}
 
-    def timed_ids(self) -> set[str]:
+    def timed_ids(self, seen: set[str]) -> set[str]:
         """Ids of the open sessions whose events' times are known (format 2): what a
-        session can take out with its bounds recomputed (`OpenSession.without`)."""
+        session can take out with its bounds recomputed (`OpenSession.without`).
+        `seen` (this state's `seen()`) is the answer when every session is format 2,
+        the usual case: no second set of every id."""
+        if all(s.times is not None for s in self.sessions):
+            return seen
         return {eid for s in self.sessions if s.times is not None for eid in s.ids}
 
     def to_obj(self) -> dict[str, Any]:

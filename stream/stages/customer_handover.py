@@ -74,12 +74,13 @@ class HandoverSteps:
                     v.positions[PEER_BASE - peer] = (offset, 0)
             # of two copies of an id the one of smaller rank wins, the other is left out
             # of sessions and journeys alike (stream.stages.duplicates, docs/semantics.md
-            # "Ordering and duplicates"); a repeated handover is ignored whole below
+            # "Ordering and duplicates")
             paths = self.engine.path_events(v.journeys)
-            replaceable = (self.engine.replayable_ids(v.journeys) & v.sessions.timed_ids()
+            seen = v.sessions.seen()
+            replaceable = (self.engine.replayable_ids(v.journeys) & v.sessions.timed_ids(seen)
                            if paths else set())
             screened = handed_over(key, anon, w.partition, v.journeys.tail, paths,
-                                   v.sessions.seen(), [tuple(e) for e in jevents],
+                                   seen, [tuple(e) for e in jevents],
                                    session_events(spayload) if v.journeys.tail else (),
                                    replaceable=replaceable)
             batch.duplicates += screened.duplicates

@@ -102,6 +102,26 @@ def _record_sizes(bootstrap: str, topics: list[str],
         consumer.close()
 
 
+def _backlog(kafka: KafkaConfig, clickhouse_server: Any, database: str, app_id: str,
+             tmp_path: Path, events: list[dict[str, Any]], *, after_s: float) -> None:
+    """`events` queued as a backlog, then one worker through it and through the
+    fillers (every raw partition's watermark far ahead): it must not stop, nor fail a
+    batch, nor meet a record too large."""
+    _produce(kafka, events)  # the backlog, queued before the worker starts
+    log = tmp_path / "worker.log"
+    proc = start_worker(worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
+                                   database, app_id), log)
+    try:
+        wait_pipeline(kafka, app_id, [proc], log, timeout=1800 if LONG else 600)
+        produce_fillers(kafka, now_ms())
+        wait_pipeline(kafka, app_id, [proc], log, timeout=after_s)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        stop_worker(proc)
+    text = log.read_text(errors="replace")
+    assert "batch failed" not in text and "TooLarge" not in text, text[-3000:]
+
+
 @pytest.mark.timeout(2400 if LONG else 900)
 def test_one_customer_with_hundreds_of_thousands_of_events_in_one_journey(
         kafka_broker: Any, clickhouse_server: Any, unique_name: Callable[[str], str],
@@ -113,20 +133,9 @@ def test_one_customer_with_hundreds_of_thousands_of_events_in_one_journey(
     customer = f"{prefix}-cust"
     start = (now_ms() - 10 * 86_400_000) // 1000 * 1000
     events = _events(customer, start)
-    _produce(kafka, events)  # the backlog, queued before the worker starts
     database, app_id = unique_name("bigdb"), unique_name("bigw")
-    log = tmp_path / "worker.log"
-    proc = start_worker(worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
-                                   database, app_id), log)
-    try:
-        wait_pipeline(kafka, app_id, [proc], log, timeout=1800 if LONG else 600)
-        produce_fillers(kafka, now_ms())  # every deadline passes: the journey abandons
-        wait_pipeline(kafka, app_id, [proc], log, timeout=120)
-        assert proc.poll() is None, log.read_text()[-3000:]
-    finally:
-        stop_worker(proc)
-    text = log.read_text(errors="replace")
-    assert "batch failed" not in text and "TooLarge" not in text, text[-3000:]
+    # every deadline passes after the backlog: the journey abandons
+    _backlog(kafka, clickhouse_server, database, app_id, tmp_path, events, after_s=120)
 
     topics = [t for t in KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers).topics()
               if t.startswith(app_id) and t.endswith("-changelog")]
@@ -194,20 +203,9 @@ def test_a_device_with_a_long_open_session_hands_it_over_in_pieces(
     events.append({"event_id": "link", "type": "login", "channel": "web",
                    "occurred_at": start + DEVICE_EVENTS * 1000, "anonymous_id": device,
                    "customer_id": customer})
-    _produce(kafka, events)
     database, app_id = unique_name("devdb"), unique_name("devw")
-    log = tmp_path / "worker.log"
-    proc = start_worker(worker_env(kafka, clickhouse_server.host, clickhouse_server.tcp_port,
-                                   database, app_id), log)
-    try:
-        wait_pipeline(kafka, app_id, [proc], log, timeout=1800 if LONG else 600)
-        produce_fillers(kafka, now_ms())  # the device reaches its link time: it hands over
-        wait_pipeline(kafka, app_id, [proc], log, timeout=300)
-        assert proc.poll() is None, log.read_text()[-3000:]
-    finally:
-        stop_worker(proc)
-    text = log.read_text(errors="replace")
-    assert "batch failed" not in text and "TooLarge" not in text, text[-3000:]
+    # the device reaches its link time after the backlog: it hands over
+    _backlog(kafka, clickhouse_server, database, app_id, tmp_path, events, after_s=300)
     n, largest, pieces = _record_sizes(kafka.bootstrap_servers, [kafka.handovers_topic],
                                        lambda r: "hp" in (decode(r.value) or {}))
     assert largest <= MAX_HANDOVER_BYTES + 1024, (n, largest)
